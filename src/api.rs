@@ -1,0 +1,665 @@
+//! The coordinator's wire format (see `aitbc-api.md`): the JSON shapes shared by the HTTP client and the
+//! embedded coordinator, the job states, and the receipt's canonical form and signature check.
+//!
+//! Every view type tolerates unknown fields (the real service adds fields over time) and keeps them in
+//! `extra`, so what we read is what we can write back.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::money::Money;
+
+/// The six job types the operator skill defines; anything else is refused before it is sent.
+pub const JOB_TYPES: [&str; 6] = [
+    "inference",
+    "training",
+    "multimodal",
+    "ollama",
+    "streaming",
+    "monitoring",
+];
+
+/// The only currency the runner sends. (The skill documents say "AIT"; the service wants "AITBC".)
+pub const CURRENCY: &str = "AITBC";
+
+/// A coordinator job id: 32 lowercase hex characters.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct JobId(String);
+
+impl JobId {
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// A fresh random id.
+    pub fn random() -> JobId {
+        JobId(hex::encode(rand::random::<[u8; 16]>()))
+    }
+}
+
+impl FromStr for JobId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() == 32 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            Ok(JobId(s.to_string()))
+        } else {
+            Err(format!(
+                "`{s}` is not a job id (expected 32 lowercase hex characters)"
+            ))
+        }
+    }
+}
+impl TryFrom<String> for JobId {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+impl From<JobId> for String {
+    fn from(j: JobId) -> String {
+        j.0
+    }
+}
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A job's state as the coordinator spells it (`CANCELED` with one L).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobState {
+    /// Waiting for a worker.
+    Queued,
+    /// A worker has it.
+    Running,
+    /// A result was posted (which may still say `status: failed`).
+    Completed,
+    /// The worker reported a failure.
+    Failed,
+    /// Cancelled by the client.
+    Canceled,
+    /// Past `expires_at` before it finished.
+    Expired,
+}
+
+impl JobState {
+    /// True for the states a job never leaves.
+    pub fn is_final(self) -> bool {
+        !matches!(self, JobState::Queued | JobState::Running)
+    }
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "QUEUED",
+            JobState::Running => "RUNNING",
+            JobState::Completed => "COMPLETED",
+            JobState::Failed => "FAILED",
+            JobState::Canceled => "CANCELED",
+            JobState::Expired => "EXPIRED",
+        }
+    }
+    /// Parses the wire spelling; `None` for anything else (the list filter ignores unknown states).
+    pub fn parse(s: &str) -> Option<JobState> {
+        Some(match s {
+            "QUEUED" => JobState::Queued,
+            "RUNNING" => JobState::Running,
+            "COMPLETED" => JobState::Completed,
+            "FAILED" => JobState::Failed,
+            "CANCELED" => JobState::Canceled,
+            "EXPIRED" => JobState::Expired,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `POST /v1/jobs` body.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobCreate {
+    /// `type`, `prompt`, `model`, `client_ref` and any other keys; all are kept.
+    pub payload: Map<String, Value>,
+    /// Placement constraints (gpu, cuda, min_vram_gb, models, max_price, region).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraints: Option<Map<String, Value>>,
+    /// Seconds until the job expires (the service's default is 900).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds: Option<u64>,
+    /// What the job pays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_amount: Option<Money>,
+    /// `AITBC` (the runner never sends anything else).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_currency: Option<String>,
+    /// The paying wallet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buyer_address: Option<String>,
+    /// A chosen provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_address: Option<String>,
+}
+
+/// A job as `GET /v1/jobs/{id}` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    /// 32 hex characters.
+    pub job_id: JobId,
+    /// The state.
+    pub state: JobState,
+    /// The miner that claimed it.
+    #[serde(default)]
+    pub assigned_miner_id: Option<String>,
+    /// Naive ISO-8601 (UTC) time of the submission.
+    #[serde(default)]
+    pub requested_at: Option<String>,
+    /// Naive ISO-8601 (UTC) time of expiry.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    /// Why the job ended badly (`"job expired"`).
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The payment's id, when one was made.
+    #[serde(default)]
+    pub payment_id: Option<String>,
+    /// `escrowed`, `pending`, `released`, `refunded`, `skipped`, or null.
+    #[serde(default)]
+    pub payment_status: Option<String>,
+    /// The payload as submitted.
+    #[serde(default)]
+    pub payload: Map<String, Value>,
+    /// The provider's result, once posted.
+    #[serde(default)]
+    pub result: Option<Value>,
+    /// Fields we do not model (zk_status, tee_status, reinvest_*, …), kept as they came.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl JobView {
+    /// The `type` in the payload.
+    pub fn job_type(&self) -> Option<&str> {
+        self.payload.get("type").and_then(Value::as_str)
+    }
+    /// The `client_ref` in the payload, which the runner uses to find a job whose response was lost.
+    pub fn client_ref(&self) -> Option<&str> {
+        self.payload.get("client_ref").and_then(Value::as_str)
+    }
+    /// A job that succeeded: COMPLETED and its result does not say `status: failed`.
+    pub fn succeeded(&self) -> bool {
+        self.state == JobState::Completed && !result_failed(self.result.as_ref())
+    }
+}
+
+/// True when a posted result reports failure (`{"status": "failed", "error": …}`).
+pub fn result_failed(result: Option<&Value>) -> bool {
+    result
+        .and_then(|r| r.get("status"))
+        .and_then(Value::as_str)
+        .is_some_and(|s| s.eq_ignore_ascii_case("failed"))
+}
+
+/// `GET /v1/jobs` answer. `total` is the page size, not a grand total (a quirk of the real service).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobList {
+    /// Newest first.
+    pub items: Vec<JobView>,
+    /// The number of items on this page.
+    pub total: u64,
+    /// The limit asked for.
+    #[serde(default)]
+    pub limit: u64,
+    /// The offset asked for.
+    #[serde(default)]
+    pub offset: u64,
+}
+
+/// Filters of `GET /v1/jobs`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Page size (the service's default is 20).
+    pub limit: Option<u64>,
+    /// Items to skip.
+    pub offset: Option<u64>,
+    /// A state; an unknown one is ignored by the service.
+    pub status: Option<String>,
+    /// A job type.
+    pub job_type: Option<String>,
+}
+
+/// `GET /v1/jobs/{id}/result` answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobResult {
+    /// What the provider posted.
+    pub result: Value,
+    /// The signed receipt, when there is one.
+    #[serde(default)]
+    pub receipt: Option<Value>,
+}
+
+/// `GET /v1/jobs/{id}/receipts` answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReceiptList {
+    /// Receipts, oldest first.
+    pub items: Vec<Value>,
+}
+
+/// `task_requirements` of an allocation request.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskRequirements {
+    /// CPU cores asked for.
+    pub cpu_cores: f64,
+    /// Memory in GB.
+    pub memory_gb: f64,
+    /// GPUs.
+    pub gpu_count: f64,
+    /// GPU memory in GB.
+    #[serde(default)]
+    pub gpu_memory_gb: f64,
+    /// Storage in GB.
+    #[serde(default)]
+    pub storage_gb: f64,
+    /// Network bandwidth in Mbit/s.
+    #[serde(default)]
+    pub network_bandwidth: f64,
+    /// The job type it is for.
+    #[serde(default)]
+    pub task_type: String,
+}
+
+/// `POST /v1/agent-performance/resources/allocate` body.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AllocateRequest {
+    /// The agent the resources are for.
+    pub agent_id: String,
+    /// What is asked for.
+    pub task_requirements: TaskRequirements,
+    /// `speed | accuracy | efficiency | cost | scalability | reliability`.
+    pub optimization_target: String,
+    /// `low | normal | high | critical`.
+    #[serde(default = "default_priority")]
+    pub priority_level: String,
+}
+
+fn default_priority() -> String {
+    "normal".into()
+}
+
+/// The valid `optimization_target` values (anything else is a 422).
+pub const OPTIMIZATION_TARGETS: [&str; 6] = [
+    "speed",
+    "accuracy",
+    "efficiency",
+    "cost",
+    "scalability",
+    "reliability",
+];
+
+/// An allocation as the coordinator granted it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Allocation {
+    /// `alloc_…`.
+    pub allocation_id: String,
+    /// The agent.
+    pub agent_id: String,
+    /// Granted cores.
+    pub cpu_cores: f64,
+    /// Granted memory.
+    pub memory_gb: f64,
+    /// Granted GPUs.
+    pub gpu_count: f64,
+    /// Granted GPU memory.
+    #[serde(default)]
+    pub gpu_memory_gb: f64,
+    /// Granted storage.
+    #[serde(default)]
+    pub storage_gb: f64,
+    /// Granted bandwidth.
+    #[serde(default)]
+    pub network_bandwidth: f64,
+    /// The target asked for.
+    pub optimization_target: String,
+    /// `allocated`.
+    pub status: String,
+    /// Naive ISO time.
+    #[serde(default)]
+    pub allocated_at: Option<String>,
+    /// Anything else the service sends.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A GPU offer from `GET /v1/marketplace/gpu/list`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GpuOffer {
+    /// Offer id.
+    pub id: String,
+    /// The miner offering it.
+    #[serde(default)]
+    pub miner_id: Option<String>,
+    /// GPU model.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// GPU memory.
+    #[serde(default)]
+    pub memory_gb: Option<f64>,
+    /// Price per hour, a decimal string on the wire.
+    pub price_per_hour: Money,
+    /// `available`, …
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Anything else the service sends.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// `GET /v1/wallets/{name}/balance` answer (the wallet daemon's shape).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WalletBalance {
+    /// The wallet's name.
+    pub wallet_id: String,
+    /// Its address.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// The balance.
+    pub balance: Money,
+    /// The balance in AIT (the same number on the local coordinator).
+    #[serde(default)]
+    pub balance_ait: Option<Money>,
+    /// The chain.
+    #[serde(default)]
+    pub chain_id: Option<String>,
+}
+
+/// `GET /v1/jobs/{id}/payment` answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PaymentView {
+    /// The job.
+    pub job_id: String,
+    /// The payment.
+    pub payment_id: String,
+    /// The amount.
+    pub amount: Money,
+    /// The currency.
+    #[serde(default)]
+    pub currency: Option<String>,
+    /// `escrowed`, `released`, `refunded`, …
+    pub status: String,
+    /// Anything else the service sends.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// `POST /v1/payments/{payment_id}/refund` body.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RefundRequest {
+    /// The job.
+    pub job_id: String,
+    /// The payment.
+    pub payment_id: String,
+    /// `buyer_requested`, …
+    pub reason: String,
+}
+
+/// `POST /v1/payments/{payment_id}/refund` answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RefundResponse {
+    /// `refunded`.
+    pub status: String,
+    /// The payment.
+    pub payment_id: String,
+}
+
+/// The current time as the service writes it on jobs: ISO-8601 without a zone, in UTC.
+pub fn naive_now() -> String {
+    chrono::Utc::now()
+        .naive_utc()
+        .format("%Y-%m-%dT%H:%M:%S%.6f")
+        .to_string()
+}
+
+/// Fields left out of the signed bytes of a receipt.
+fn unsigned_field(key: &str) -> bool {
+    matches!(
+        key,
+        "signature" | "zk_status" | "tee_status" | "attestations"
+    ) || key.starts_with("reinvest_")
+}
+
+/// The canonical JSON of a receipt: without `signature`, `zk_status`, `tee_status`, `attestations` and
+/// `reinvest_*`, keys sorted, no spaces, nulls removed, non-ASCII escaped as `\uXXXX`.
+pub fn receipt_signing_bytes(receipt: &Value) -> Vec<u8> {
+    let mut out = String::new();
+    match receipt {
+        Value::Object(map) => {
+            let filtered: Map<String, Value> = map
+                .iter()
+                .filter(|(k, _)| !unsigned_field(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            write_canonical(&Value::Object(filtered), &mut out);
+        }
+        other => write_canonical(other, &mut out),
+    }
+    out.into_bytes()
+}
+
+/// Canonical JSON as the service's Python `json.dumps(sort_keys=True, separators=(",", ":"))` writes it,
+/// with null values dropped from objects.
+pub fn canonical_json(v: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(v, &mut out);
+    out
+}
+
+fn write_canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&python_number(n)),
+        Value::String(s) => write_ascii_string(s, out),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, _)| k)
+                .collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_ascii_string(k, out);
+                out.push(':');
+                write_canonical(&map[k.as_str()], out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// Python writes floats with `repr` (`0.1`, `1e-05`, `100.0`); serde_json writes `100.0` as `100.0` too.
+fn python_number(n: &serde_json::Number) -> String {
+    if n.is_f64() {
+        let f = n.as_f64().unwrap_or(0.0);
+        if f.fract() == 0.0 && f.abs() < 1e16 {
+            return format!("{f:.1}");
+        }
+        let s = format!("{f}");
+        if f != 0.0 && (f.abs() < 1e-4 || f.abs() >= 1e16) {
+            // Python switches to exponent form here: 1e-05.
+            let e = format!("{f:e}");
+            if let Some((m, exp)) = e.split_once('e') {
+                let exp: i32 = exp.parse().unwrap_or(0);
+                let sign = if exp < 0 { '-' } else { '+' };
+                return format!("{m}e{sign}{:02}", exp.abs());
+            }
+        }
+        s
+    } else {
+        n.to_string()
+    }
+}
+
+fn write_ascii_string(s: &str, out: &mut String) {
+    use std::fmt::Write;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{08}' => out.push_str("\\b"),
+            '\u{0c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 || (c as u32) > 0x7e => {
+                let mut buf = [0u16; 2];
+                for unit in c.encode_utf16(&mut buf) {
+                    let _ = write!(out, "\\u{unit:04x}");
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Why a receipt did not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReceiptError {
+    /// No `signature` object, or one of another algorithm.
+    #[error("the receipt carries no Ed25519 signature")]
+    Unsigned,
+    /// The key or signature is not valid base64url or has the wrong length.
+    #[error("the receipt's {0} is malformed")]
+    Malformed(&'static str),
+    /// The signature does not match the receipt.
+    #[error("the receipt's signature does not match its contents")]
+    Mismatch,
+}
+
+/// Verifies a receipt's Ed25519 signature over its canonical JSON, with the key it names.
+pub fn verify_receipt(receipt: &Value) -> Result<(), ReceiptError> {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+
+    let sig = receipt.get("signature").ok_or(ReceiptError::Unsigned)?;
+    if sig.get("alg").and_then(Value::as_str) != Some("Ed25519") {
+        return Err(ReceiptError::Unsigned);
+    }
+    let decode = |field: &'static str| -> Result<Vec<u8>, ReceiptError> {
+        let text = sig
+            .get(field)
+            .and_then(Value::as_str)
+            .ok_or(ReceiptError::Malformed(field))?;
+        URL_SAFE_NO_PAD
+            .decode(text.trim_end_matches('='))
+            .map_err(|_| ReceiptError::Malformed(field))
+    };
+    let key: [u8; 32] = decode("key_id")?
+        .try_into()
+        .map_err(|_| ReceiptError::Malformed("key_id"))?;
+    let sig_bytes: [u8; 64] = decode("sig")?
+        .try_into()
+        .map_err(|_| ReceiptError::Malformed("sig"))?;
+    let key = VerifyingKey::from_bytes(&key).map_err(|_| ReceiptError::Malformed("key_id"))?;
+    key.verify(
+        &receipt_signing_bytes(receipt),
+        &Signature::from_bytes(&sig_bytes),
+    )
+    .map_err(|_| ReceiptError::Mismatch)
+}
+
+/// Signs a receipt in place (adds `signature`), as the embedded coordinator does.
+pub fn sign_receipt(receipt: &mut Value, key: &ed25519_dalek::SigningKey) {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use ed25519_dalek::Signer;
+
+    if let Value::Object(map) = receipt {
+        map.remove("signature");
+    }
+    let sig = key.sign(&receipt_signing_bytes(receipt));
+    if let Value::Object(map) = receipt {
+        map.insert(
+            "signature".into(),
+            serde_json::json!({
+                "alg": "Ed25519",
+                "key_id": URL_SAFE_NO_PAD.encode(key.verifying_key().as_bytes()),
+                "sig": URL_SAFE_NO_PAD.encode(sig.to_bytes()),
+            }),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn job_ids_are_32_lowercase_hex() {
+        assert!("ea05c15ab4f94d369c35d96c8fc39ac5".parse::<JobId>().is_ok());
+        assert!("EA05C15AB4F94D369C35D96C8FC39AC5".parse::<JobId>().is_err());
+        assert!("ai_job_1774883000".parse::<JobId>().is_err());
+        assert_eq!(JobId::random().as_str().len(), 32);
+    }
+
+    #[test]
+    fn canonical_form_sorts_drops_nulls_and_escapes() {
+        let v = json!({"b": 1, "a": {"z": null, "y": "é"}, "c": [1.0, 0.1, null]});
+        assert_eq!(
+            canonical_json(&v),
+            r#"{"a":{"y":"\u00e9"},"b":1,"c":[1.0,0.1,null]}"#
+        );
+    }
+
+    #[test]
+    fn signed_receipt_verifies_and_tampering_fails() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+        let mut r = json!({"version": "1.0", "job_id": "x", "price": 0.002, "zk_status": "not_required",
+                           "metadata": {"result": {"output": "héllo"}}});
+        sign_receipt(&mut r, &key);
+        assert_eq!(verify_receipt(&r), Ok(()));
+        r["zk_status"] = json!("changed"); // not signed
+        assert_eq!(verify_receipt(&r), Ok(()));
+        r["price"] = json!(0.003);
+        assert_eq!(verify_receipt(&r), Err(ReceiptError::Mismatch));
+        r.as_object_mut().unwrap().remove("signature");
+        assert_eq!(verify_receipt(&r), Err(ReceiptError::Unsigned));
+    }
+
+    #[test]
+    fn failed_result_on_completed_job_is_not_success() {
+        let v: JobView = serde_json::from_value(json!({
+            "job_id": "ea05c15ab4f94d369c35d96c8fc39ac5", "state": "COMPLETED",
+            "payload": {"type": "video"}, "result": {"status": "failed", "error": "Unsupported job type: video"},
+            "zk_status": null
+        }))
+        .unwrap();
+        assert!(!v.succeeded());
+        assert!(v.extra.contains_key("zk_status"));
+    }
+}

@@ -1,0 +1,78 @@
+//! The command line: clap commands, each mapped to one library call, and the mapping of outcomes to
+//! exit codes ([`crate::exit`]). Each group of commands lives in its own file.
+
+pub mod coordinator;
+pub mod job;
+pub mod plan_cmds;
+pub mod run;
+
+use clap::{Parser, Subcommand};
+
+/// A declarative workflow runner for AI jobs on the AITBC compute network.
+#[derive(Debug, Parser)]
+#[command(name = "aitbc-flow", version, about, long_about = None)]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check plans against the schema and the rules; report every problem in every file.
+    Validate(plan_cmds::ValidateArgs),
+    /// Dry run: the steps in order, rendered prompts (secrets redacted) and the spend per wallet.
+    Plan(plan_cmds::PlanArgs),
+    /// Draw a plan's step graph as Mermaid or Graphviz dot.
+    Graph(plan_cmds::GraphArgs),
+    /// Print a JSON Schema (`plan` or `report`).
+    Schema(plan_cmds::SchemaArgs),
+    /// Run a plan.
+    Run(run::RunArgs),
+    /// Run the embedded local coordinator.
+    #[command(subcommand)]
+    Coordinator(coordinator::CoordinatorCommand),
+    /// Operate on single jobs: submit, status, results, list, cancel, optimize, balance.
+    #[command(subcommand)]
+    Job(job::JobCommand),
+    /// Read the operator skill's input JSON on stdin and print its output JSON.
+    Op(job::OpArgs),
+}
+
+/// Parses the command line, runs the command, and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                crate::exit::INVALID
+            } else {
+                crate::exit::SUCCESS
+            };
+            let _ = e.print();
+            return code;
+        }
+    };
+    init_logging();
+    match cli.command {
+        Command::Validate(a) => plan_cmds::validate(a),
+        Command::Plan(a) => plan_cmds::plan(a),
+        Command::Graph(a) => plan_cmds::graph(a),
+        Command::Schema(a) => plan_cmds::schema(a),
+        Command::Run(a) => run::run(a),
+        Command::Coordinator(c) => coordinator::execute(c),
+        Command::Job(c) => job::execute(c),
+        Command::Op(a) => job::op(a),
+    }
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default: warnings).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

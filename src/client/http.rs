@@ -1,0 +1,1 @@
+//! The HTTP implementation of [`super::Coordinator`]. (Being built: see issue 3.)

@@ -1,0 +1,1 @@
+//! The executor. (Being built: see issue 4.)

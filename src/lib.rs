@@ -1,0 +1,18 @@
+//! aitbc-flow: a declarative workflow runner for AI jobs on the AITBC compute network.
+//!
+//! Data flows one way: plan file → loaded plan ([`plan`]) → checked plan → run ([`exec`]) → report
+//! ([`report`]). The coordinator is reached through the [`client::Coordinator`] trait; the embedded
+//! [`local`] coordinator serves the same HTTP API for a machine with nothing else started.
+
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod duration;
+pub mod exec;
+pub mod exit;
+pub mod local;
+pub mod money;
+pub mod op;
+pub mod plan;
+pub mod policy;
+pub mod report;

@@ -1,0 +1,1 @@
+//! The embedded local coordinator. (Being built: see issue 3.)

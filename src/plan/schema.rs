@@ -1,0 +1,2 @@
+//! The plan's JSON Schema: generated from [`super::types::Plan`], validated with `jsonschema`.
+//! (Being built: see issue 2.)

@@ -1,0 +1,1 @@
+//! Templating with MiniJinja and `${{ … }}` delimiters. (Being built: see issue 2.)

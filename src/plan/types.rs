@@ -1,0 +1,588 @@
+//! The plan format, as serde types. These are what a YAML plan deserializes into after it has passed the
+//! JSON Schema (generated from these same types, so the two cannot drift apart: a test checks that
+//! `schemas/plan.schema.json` is current). Every field carries a doc comment, which becomes its
+//! description in the schema and so the explanation an editor shows.
+//!
+//! Values that may hold `${{ … }}` templates are kept as text (or [`Num`]) here and rendered later:
+//! a template that needs a step's output can only be rendered when that step has run.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::duration::Dur;
+use crate::money::Money;
+
+/// An aitbc-flow plan: a named set of steps that submit, wait for, fetch and manage AI jobs on AITBC.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// The plan format version. Always 1.
+    pub version: u32,
+    /// The plan's name: letters, digits, `-` and `_`. Used for run directories, locks and history.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"))]
+    pub name: String,
+    /// What the plan is for, in a sentence or two.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Variables for templates (`${{ vars.name }}`); `--set name=value` and `--vars FILE` override them.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub vars: Map<String, Value>,
+    /// Names of environment variables that templates may read as `${{ env.NAME }}`. No other variable
+    /// of the environment is visible to a plan.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<String>,
+    /// Secrets for templates (`${{ secrets.NAME }}`), each read from an environment variable or a file.
+    /// Their values are redacted wherever they would be printed.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub secrets: Map<String, Value>,
+    /// Defaults for every step: timeout, retry policy and how many steps run at once.
+    #[serde(default)]
+    pub defaults: Defaults,
+    /// Client-side rules checked before anything is sent: minimum payments, prompt length, resource caps.
+    #[serde(default)]
+    pub policy: Policy,
+    /// When to run this plan on a schedule (`aitbc-flow scheduler`, or `run --lock` from system cron).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+    /// The steps. They run as a graph: a step starts when the steps it needs (by `needs` or by a
+    /// `${{ steps.X… }}` reference) are done.
+    pub steps: Vec<Step>,
+}
+
+/// Where a secret comes from.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecretSource {
+    /// Read the secret from this environment variable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// Read the secret from this file (relative to the plan's folder); surrounding whitespace is trimmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+/// Defaults applied to every step that does not set its own.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// How long a step may take before it is stopped (a `wait` cancels its job). Default 300s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Dur>,
+    /// The retry policy for every step. Default: 3 attempts, exponential backoff from 1s to 30s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetrySpec>,
+    /// How many steps may run at once. Default 16; `--concurrency` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub concurrency: Option<u32>,
+}
+
+/// How backoff delays grow between attempts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Backoff {
+    /// The same delay (`initial`) every time.
+    Fixed,
+    /// `initial`, doubling each attempt, capped at `max`.
+    Exponential,
+}
+
+/// Randomness added to backoff delays, so that many clients do not retry in step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Jitter {
+    /// The exact delay.
+    None,
+    /// A random delay between zero and the computed one ("full jitter").
+    Full,
+}
+
+/// A class of failure that a retry policy may retry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryOn {
+    /// The coordinator could not be reached, or answered 5xx.
+    Unavailable,
+    /// The coordinator answered 429 (its `Retry-After` is honoured).
+    RateLimited,
+    /// A request timed out.
+    Timeout,
+    /// The job itself failed (a failed job is not retried unless this is listed).
+    JobFailed,
+}
+
+/// A retry policy. `max_attempts` counts the first attempt: 1 means no retry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    /// Attempts in all, the first one included (1 = never retry). At least 1.
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// `fixed` or `exponential` (default).
+    #[serde(default = "default_backoff")]
+    pub backoff: Backoff,
+    /// The first delay. Default 1s.
+    #[serde(default = "default_initial")]
+    pub initial: Dur,
+    /// The longest delay. Default 30s. Must not be less than `initial`.
+    #[serde(default = "default_max")]
+    pub max: Dur,
+    /// `full` (default) or `none`.
+    #[serde(default = "default_jitter")]
+    pub jitter: Jitter,
+    /// What is retried. Default: `unavailable`, `rate_limited`, `timeout`. Add `job_failed` to resubmit
+    /// a job whose result failed.
+    #[serde(default = "default_retry_on")]
+    pub on: Vec<RetryOn>,
+}
+
+fn default_attempts() -> u32 {
+    3
+}
+fn default_backoff() -> Backoff {
+    Backoff::Exponential
+}
+fn default_initial() -> Dur {
+    Dur::secs(1)
+}
+fn default_max() -> Dur {
+    Dur::secs(30)
+}
+fn default_jitter() -> Jitter {
+    Jitter::Full
+}
+fn default_retry_on() -> Vec<RetryOn> {
+    vec![RetryOn::Unavailable, RetryOn::RateLimited, RetryOn::Timeout]
+}
+
+impl Default for RetrySpec {
+    fn default() -> Self {
+        RetrySpec {
+            max_attempts: default_attempts(),
+            backoff: default_backoff(),
+            initial: default_initial(),
+            max: default_max(),
+            jitter: default_jitter(),
+            on: default_retry_on(),
+        }
+    }
+}
+
+/// Client-side rules. The real coordinator checks none of these; the runner refuses a plan that breaks
+/// them before anything is sent.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// The least a job of each type must pay, e.g. `{multimodal: 5, training: 10}`. Types not listed use
+    /// the built-in minimum (see docs/plan-format.md).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub min_payment: std::collections::BTreeMap<String, Money>,
+    /// The most a single job may pay (default 1,000,000, the service's bound).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_payment: Option<Money>,
+    /// The longest prompt, in characters, after templating. Default and ceiling 4000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 4000))]
+    pub max_prompt_chars: Option<u32>,
+    /// Caps for `optimize` requests.
+    #[serde(default)]
+    pub resources: ResourceCaps,
+}
+
+/// Caps on what an `optimize` step may ask for.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceCaps {
+    /// Most CPU cores. Default 64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cpu: Option<f64>,
+    /// Most memory in GB. Default 512.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_gb: Option<f64>,
+    /// Most GPUs. Default 8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_gpu: Option<f64>,
+    /// Longest allocation. Default 24h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration: Option<Dur>,
+}
+
+/// What to do when a second run of a scheduled plan is due while one is still running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Overlap {
+    /// Skip the new run (default).
+    Skip,
+    /// Wait for the running one, then run.
+    Queue,
+    /// Run both.
+    Allow,
+}
+
+/// Which missed runs to make up after the scheduler was down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CatchUp {
+    /// None (default).
+    None,
+    /// Only the latest missed run.
+    Latest,
+    /// Every missed run, in order.
+    All,
+}
+
+/// A cron schedule for the plan.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// A five-field cron expression, e.g. `"0 2 * * *"` (02:00 every day).
+    pub cron: String,
+    /// The time zone the expression is read in. Default UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// What to do when a run is due while the previous one is still going. Default `skip`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap: Option<Overlap>,
+    /// Which missed runs to make up. Default `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<CatchUp>,
+}
+
+/// A step: one operation (exactly one of `submit`, `wait`, `fetch`, `job`, `optimize`, `status`,
+/// `list`, `cancel`, `balance`) and the settings that control it.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// The step's id, unique in the plan: letters, digits, `_` and `-`. Other steps refer to it as
+    /// `${{ steps.ID.output }}` and in `needs`.
+    #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_-]*$"))]
+    pub id: String,
+    /// A human name for reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Steps that must finish before this one starts, besides those its templates refer to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<String>,
+    /// Run the step only when this is true: a boolean or a template expression such as
+    /// `${{ steps.check.balance > 100 }}`. A step that does not run is reported as skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<When>,
+    /// How long the step may take. Overrides `defaults.timeout`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Dur>,
+    /// The step's retry policy. Overrides `defaults.retry`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetrySpec>,
+    /// When true, a failure of this step does not fail the run or stop other steps.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub continue_on_error: bool,
+    /// Fan the step out: one copy per combination of these values, with ids like
+    /// `summarize[tone=formal]`. Templates read the values as `${{ matrix.tone }}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matrix: Option<Map<String, Value>>,
+    /// Named outputs for later steps, each a template over this step's own outputs
+    /// (e.g. `words: "${{ output | wordcount }}"`).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub outputs: Map<String, Value>,
+    /// Reuse the result of an earlier completed job with the identical request instead of paying again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cache: bool,
+
+    /// Submit a job and go on without waiting for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submit: Option<SubmitSpec>,
+    /// Wait for a submitted job to finish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<WaitSpec>,
+    /// Fetch a finished job's result and verify its receipt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch: Option<FetchSpec>,
+    /// Submit a job, wait for it and fetch its result, in one step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobSpec>,
+    /// Ask the coordinator to allocate resources for an agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimize: Option<OptimizeSpec>,
+    /// Read a job's status once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<JobRef>,
+    /// List recent jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list: Option<ListSpec>,
+    /// Cancel a job (its payment is refunded where the coordinator refunds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel: Option<JobRef>,
+    /// Read a wallet's balance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance: Option<BalanceSpec>,
+}
+
+/// A condition: a boolean, or a template expression.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum When {
+    /// A fixed condition.
+    Bool(bool),
+    /// A template expression, e.g. `${{ steps.check.balance > 100 }}`.
+    Expr(String),
+}
+
+/// A number written directly or as a template (`${{ vars.payment }}`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Num {
+    /// A number.
+    Lit(f64),
+    /// A template that renders to a number.
+    Expr(String),
+}
+
+/// An amount of AITBC written directly or as a template.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Amount {
+    /// An amount (exact decimal).
+    Lit(Money),
+    /// A template that renders to an amount.
+    Expr(String),
+}
+
+/// What to do with a job whose wait timed out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnTimeout {
+    /// Cancel the job (its payment is refunded where the coordinator refunds). The default.
+    #[default]
+    Cancel,
+    /// Leave the job running.
+    Keep,
+}
+
+/// A job to submit.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitSpec {
+    /// One of `inference`, `training`, `multimodal`, `ollama`, `streaming`, `monitoring`.
+    pub job_type: String,
+    /// The wallet that pays.
+    pub wallet: String,
+    /// What the job pays, in AITBC. At least the policy minimum for its type.
+    pub payment: Amount,
+    /// The prompt (at most 4000 characters after templating). Give this or `prompt_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// A file holding the prompt, relative to the plan's folder; templated like `prompt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_file: Option<String>,
+    /// The model, e.g. `llama2`, `mistral`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// A GPU provider to send the job to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_id: Option<String>,
+    /// A custom Ollama endpoint for `ollama` jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Extra keys for the job's payload (temperature, max_tokens, …).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub parameters: Map<String, Value>,
+    /// Placement constraints: gpu, cuda, min_vram_gb, models, max_price, region.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub constraints: Map<String, Value>,
+    /// How long the coordinator keeps the job before it expires. Default 15m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<Dur>,
+}
+
+/// A job to wait for.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitSpec {
+    /// The job id, usually `${{ steps.ID.job_id }}`.
+    pub job: String,
+    /// How long to wait. Default: the step's timeout, or 300s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Dur>,
+    /// `cancel` (default) or `keep` the job when the wait times out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_timeout: Option<OnTimeout>,
+}
+
+/// A job whose result to fetch.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FetchSpec {
+    /// The job id, usually `${{ steps.ID.job_id }}`.
+    pub job: String,
+    /// Save the result as JSON here: a path inside the run directory, or under the plan's folder. A path
+    /// that leaves the plan's folder is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub save: Option<String>,
+    /// Verify the receipt's Ed25519 signature (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_receipt: Option<bool>,
+}
+
+/// A job to submit, wait for and fetch, in one step.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// One of `inference`, `training`, `multimodal`, `ollama`, `streaming`, `monitoring`.
+    pub job_type: String,
+    /// The wallet that pays.
+    pub wallet: String,
+    /// What the job pays, in AITBC. At least the policy minimum for its type.
+    pub payment: Amount,
+    /// The prompt (at most 4000 characters after templating). Give this or `prompt_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// A file holding the prompt, relative to the plan's folder; templated like `prompt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_file: Option<String>,
+    /// The model, e.g. `llama2`, `mistral`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// A GPU provider to send the job to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_id: Option<String>,
+    /// A custom Ollama endpoint for `ollama` jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Extra keys for the job's payload (temperature, max_tokens, …).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub parameters: Map<String, Value>,
+    /// Placement constraints: gpu, cuda, min_vram_gb, models, max_price, region.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub constraints: Map<String, Value>,
+    /// How long the coordinator keeps the job before it expires. Default 15m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<Dur>,
+    /// `cancel` (default) or `keep` the job when the step times out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_timeout: Option<OnTimeout>,
+    /// Save the result as JSON (see `fetch.save`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub save: Option<String>,
+}
+
+impl JobSpec {
+    /// The submit half of the step.
+    pub fn submit(&self) -> SubmitSpec {
+        SubmitSpec {
+            job_type: self.job_type.clone(),
+            wallet: self.wallet.clone(),
+            payment: self.payment.clone(),
+            prompt: self.prompt.clone(),
+            prompt_file: self.prompt_file.clone(),
+            model: self.model.clone(),
+            provider_id: self.provider_id.clone(),
+            endpoint: self.endpoint.clone(),
+            parameters: self.parameters.clone(),
+            constraints: self.constraints.clone(),
+            ttl: self.ttl,
+        }
+    }
+}
+
+/// A resource allocation request for an agent.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizeSpec {
+    /// The agent the resources are for.
+    pub agent_id: String,
+    /// CPU cores.
+    pub cpu: Num,
+    /// Memory in GB.
+    pub memory: Num,
+    /// GPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<Num>,
+    /// How long the resources are needed; used for the cost estimate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<Dur>,
+    /// The job type the resources are for. Default `inference`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_type: Option<String>,
+    /// `speed`, `accuracy`, `efficiency` (default), `cost`, `scalability` or `reliability`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The wallet the allocation is for (reported only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wallet: Option<String>,
+}
+
+/// A reference to one job.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobRef {
+    /// The job id, usually `${{ steps.ID.job_id }}`.
+    pub job: String,
+}
+
+/// Which jobs to list.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListSpec {
+    /// How many jobs, newest first. Default 20.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<Num>,
+    /// Only jobs in this state: QUEUED, RUNNING, COMPLETED, FAILED, CANCELED or EXPIRED.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Only jobs of this type.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_type: Option<String>,
+}
+
+/// A wallet whose balance to read.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BalanceSpec {
+    /// The wallet.
+    pub wallet: String,
+    /// Fail the step when the balance is below this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<Amount>,
+}
+
+/// The kinds of step, in the order they are documented.
+pub const STEP_KINDS: [&str; 9] = [
+    "submit", "wait", "fetch", "job", "optimize", "status", "list", "cancel", "balance",
+];
+
+/// The outputs each step kind produces, for `${{ steps.ID.NAME }}` (besides a step's own `outputs`).
+pub fn kind_outputs(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "submit" => &["job_id", "status", "state", "wallet", "payment", "job_type"],
+        "wait" => &["job_id", "status", "state", "result", "output", "error"],
+        "fetch" => &[
+            "job_id",
+            "status",
+            "result",
+            "output",
+            "receipt",
+            "receipt_verified",
+            "saved",
+        ],
+        "job" => &[
+            "job_id",
+            "status",
+            "state",
+            "wallet",
+            "payment",
+            "job_type",
+            "result",
+            "output",
+            "receipt",
+            "receipt_verified",
+            "saved",
+        ],
+        "optimize" => &["allocation", "allocation_id", "estimated_cost", "status"],
+        "status" => &["job_id", "status", "state", "result", "output", "error"],
+        "list" => &["jobs", "count", "status"],
+        "cancel" => &["job_id", "status", "state"],
+        "balance" => &["wallet", "balance", "status"],
+        _ => &[],
+    }
+}

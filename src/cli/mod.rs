@@ -2,6 +2,7 @@
 //! exit codes ([`crate::exit`]). Each group of commands lives in its own file.
 
 pub mod coordinator;
+pub mod dry_run;
 pub mod job;
 pub mod plan_cmds;
 pub mod run;
@@ -23,9 +24,9 @@ pub enum Command {
     /// Check plans against the schema and the rules; report every problem in every file.
     Validate(plan_cmds::ValidateArgs),
     /// Dry run: the steps in order, rendered prompts (secrets redacted) and the spend per wallet.
-    Plan(plan_cmds::PlanArgs),
+    Plan(dry_run::PlanArgs),
     /// Draw a plan's step graph as Mermaid or Graphviz dot.
-    Graph(plan_cmds::GraphArgs),
+    Graph(dry_run::GraphArgs),
     /// Print a JSON Schema (`plan` or `report`).
     Schema(plan_cmds::SchemaArgs),
     /// Run a plan.
@@ -57,8 +58,8 @@ pub fn main() -> i32 {
     init_logging();
     match cli.command {
         Command::Validate(a) => plan_cmds::validate(a),
-        Command::Plan(a) => plan_cmds::plan(a),
-        Command::Graph(a) => plan_cmds::graph(a),
+        Command::Plan(a) => dry_run::plan(a),
+        Command::Graph(a) => dry_run::graph(a),
         Command::Schema(a) => plan_cmds::schema(a),
         Command::Run(a) => run::run(a),
         Command::Coordinator(c) => coordinator::execute(c),

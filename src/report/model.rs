@@ -207,3 +207,17 @@ pub fn report_schema() -> Value {
     }
     v
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    #[ignore = "writes schemas/report.schema.json; run with --ignored to regenerate"]
+    fn regenerate_report_schema() {
+        let text = serde_json::to_string_pretty(&super::report_schema()).unwrap() + "\n";
+        std::fs::write(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/report.schema.json"),
+            text,
+        )
+        .unwrap();
+    }
+}

@@ -24,7 +24,13 @@ async fn hundred_submits(latency: WorkerLatency) {
         let token = l.token.clone();
         let body = job_body("inference", &format!("job {i}"), "shared", "1.25");
         tasks.push(tokio::spawn(async move {
-            let resp = http.post(url).bearer_auth(token).json(&body).send().await.unwrap();
+            let resp = http
+                .post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
             resp.status()
         }));
     }

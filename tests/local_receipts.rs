@@ -51,20 +51,30 @@ fn canon(v: &Value, top: bool) -> String {
         Value::Number(n) if n.is_f64() => py_float(n.as_f64().unwrap()),
         Value::Number(n) => n.to_string(),
         Value::String(s) => py_string(s),
-        Value::Array(a) => format!("[{}]", a.iter().map(|x| canon(x, false)).collect::<Vec<_>>().join(",")),
+        Value::Array(a) => format!(
+            "[{}]",
+            a.iter()
+                .map(|x| canon(x, false))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
         Value::Object(m) => {
             let mut keys: Vec<&String> = m
                 .iter()
                 .filter(|(k, v)| {
                     !v.is_null()
                         && !(top
-                            && (["signature", "zk_status", "tee_status", "attestations"].contains(&k.as_str())
+                            && (["signature", "zk_status", "tee_status", "attestations"]
+                                .contains(&k.as_str())
                                 || k.starts_with("reinvest_")))
                 })
                 .map(|(k, _)| k)
                 .collect();
             keys.sort();
-            let parts: Vec<String> = keys.iter().map(|k| format!("{}:{}", py_string(k), canon(&m[k.as_str()], false))).collect();
+            let parts: Vec<String> = keys
+                .iter()
+                .map(|k| format!("{}:{}", py_string(k), canon(&m[k.as_str()], false)))
+                .collect();
             format!("{{{}}}", parts.join(","))
         }
     }
@@ -73,33 +83,70 @@ fn canon(v: &Value, top: bool) -> String {
 fn verify(receipt: &Value) -> bool {
     let sig = &receipt["signature"];
     assert_eq!(sig["alg"], "Ed25519");
-    let key: [u8; 32] = URL_SAFE_NO_PAD.decode(sig["key_id"].as_str().unwrap()).unwrap().try_into().unwrap();
-    let sig: [u8; 64] = URL_SAFE_NO_PAD.decode(sig["sig"].as_str().unwrap()).unwrap().try_into().unwrap();
+    let key: [u8; 32] = URL_SAFE_NO_PAD
+        .decode(sig["key_id"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let sig: [u8; 64] = URL_SAFE_NO_PAD
+        .decode(sig["sig"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
     let key = VerifyingKey::from_bytes(&key).unwrap();
-    key.verify(canon(receipt, true).as_bytes(), &Signature::from_bytes(&sig)).is_ok()
+    key.verify(
+        canon(receipt, true).as_bytes(),
+        &Signature::from_bytes(&sig),
+    )
+    .is_ok()
 }
 
 #[test]
 fn the_independent_canonical_form_matches_known_text() {
-    let v: Value = serde_json::from_str(r#"{"b":1,"a":{"z":null,"y":"é🎉"},"c":[1.0,0.1,1e-05],"signature":{}}"#).unwrap();
-    assert_eq!(canon(&v, true), r#"{"a":{"y":"\u00e9\ud83c\udf89"},"b":1,"c":[1.0,0.1,1e-05]}"#);
+    let v: Value = serde_json::from_str(
+        r#"{"b":1,"a":{"z":null,"y":"é🎉"},"c":[1.0,0.1,1e-05],"signature":{}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        canon(&v, true),
+        r#"{"a":{"y":"\u00e9\ud83c\udf89"},"b":1,"c":[1.0,0.1,1e-05]}"#
+    );
 }
 
 #[tokio::test]
 async fn receipts_verify_including_non_ascii_and_tampering_fails() {
     let l = local(LocalConfig::for_tests()).await;
     for prompt in ["plain ascii prompt", "résumé — 日本語 🎉 \"quoted\"\n"] {
-        let (status, job) = l.post("/v1/jobs", &job_body("multimodal", prompt, "w", "2")).await;
+        let (status, job) = l
+            .post("/v1/jobs", &job_body("multimodal", prompt, "w", "2"))
+            .await;
         assert_eq!(status, StatusCode::CREATED);
         let jid = job["job_id"].as_str().unwrap();
         l.wait_final(jid).await;
         let (status, receipt) = l.get(&format!("/v1/jobs/{jid}/receipt")).await;
         assert_eq!(status, StatusCode::OK);
-        for k in ["version", "receipt_id", "job_id", "provider", "client", "status", "units", "unit_type", "unit_price", "price", "started_at", "completed_at", "metadata"] {
+        for k in [
+            "version",
+            "receipt_id",
+            "job_id",
+            "provider",
+            "client",
+            "status",
+            "units",
+            "unit_type",
+            "unit_price",
+            "price",
+            "started_at",
+            "completed_at",
+            "metadata",
+        ] {
             assert!(receipt.get(k).is_some(), "receipt lacks {k}");
         }
         assert_eq!(receipt["metadata"]["job_payload"]["prompt"], prompt);
-        assert!(!receipt["client"].as_str().unwrap().contains(&l.token), "the token must not leak");
+        assert!(
+            !receipt["client"].as_str().unwrap().contains(&l.token),
+            "the token must not leak"
+        );
         assert!(verify(&receipt), "receipt for {prompt:?} does not verify");
 
         let mut unsigned_change = receipt.clone();

@@ -37,7 +37,8 @@ async fn state_survives_a_restart() {
         .post("/v1/jobs", &job_body("training", "cancel me", "w", "2"))
         .await;
     let canceled_id = canceled["job_id"].as_str().unwrap().to_string();
-    l.post(&format!("/v1/jobs/{canceled_id}/cancel"), &json!({})).await;
+    l.post(&format!("/v1/jobs/{canceled_id}/cancel"), &json!({}))
+        .await;
     let (_, queued) = l
         .post("/v1/jobs", &job_body("training", "later", "w", "3.5"))
         .await;
@@ -70,7 +71,10 @@ async fn state_survives_a_restart() {
     assert_eq!(receipt_after, receipt_before);
     assert!(aitbc_flow::api::verify_receipt(&receipt_after).is_ok());
     let (_, c) = l.get(&format!("/v1/jobs/{canceled_id}")).await;
-    assert_eq!((c["state"].clone(), c["payment_status"].clone()), (json!("CANCELED"), json!("refunded")));
+    assert_eq!(
+        (c["state"].clone(), c["payment_status"].clone()),
+        (json!("CANCELED"), json!("refunded"))
+    );
     let after = l.wait_final(&queued_id).await;
     assert_eq!(after["state"], "COMPLETED");
     assert_eq!(after["payment_status"], "released");
@@ -99,7 +103,10 @@ async fn state_survives_a_restart() {
     assert_invariant(&ledger);
     // The new receipt is signed by the same key as the old one.
     let (_, r) = l.get(&format!("/v1/jobs/{queued_id}/receipt")).await;
-    assert_eq!(r["signature"]["key_id"], receipt_before["signature"]["key_id"]);
+    assert_eq!(
+        r["signature"]["key_id"],
+        receipt_before["signature"]["key_id"]
+    );
     l.stop().await;
 }
 
@@ -107,7 +114,11 @@ async fn state_survives_a_restart() {
 async fn fund_overrides_a_stored_balance() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("local.db");
-    let l = local(LocalConfig { db: Some(db.clone()), ..LocalConfig::for_tests() }).await;
+    let l = local(LocalConfig {
+        db: Some(db.clone()),
+        ..LocalConfig::for_tests()
+    })
+    .await;
     l.submit("w", "10", "spend").await;
     l.stop().await;
     let l = local(LocalConfig {

@@ -540,7 +540,11 @@ impl OpOutput {
 
     /// After a list.
     pub fn list(l: &JobList) -> OpOutput {
-        let mut out = OpOutput::new(Operation::List, format!("{} jobs listed", l.items.len()));
+        let n = l.items.len();
+        let mut out = OpOutput::new(
+            Operation::List,
+            format!("{n} job{} listed", if n == 1 { "" } else { "s" }),
+        );
         out.jobs = Some(l.items.iter().map(job_entry).collect());
         out
     }
@@ -975,7 +979,16 @@ pub async fn execute<C: Coordinator>(c: &C, input: &OpInput, opts: &OpOptions) -
             };
             (out, code)
         }
-        Err(e) => (OpOutput::failed(op, &e), e.exit_code()),
+        Err(e) => {
+            let mut out = OpOutput::failed(op, &e);
+            // A failed submit still says what was asked for.
+            if op == Operation::Submit {
+                out.wallet = out.wallet.or_else(|| input.wallet.clone());
+                out.payment = out.payment.or(input.payment);
+                out.job_type = out.job_type.or_else(|| input.job_type.clone());
+            }
+            (out, e.exit_code())
+        }
     };
     OpOutcome {
         output: output.with_execution_time(started.elapsed()),

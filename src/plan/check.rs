@@ -275,3 +275,34 @@ pub fn load(path: &Path, options: &LoadOptions) -> Result<CheckedPlan, Vec<Diagn
     let _ = (path, options);
     Err(vec![Diagnostic::new("plan loading is not built yet")])
 }
+
+// Placeholders until the checking half of issue 2 lands (branch plan-check replaces them).
+impl CheckedPlan {
+    /// Renders a step's templates against the outputs of the steps finished so far.
+    pub fn render(
+        &self,
+        _step: &PlannedStep,
+        _outputs: &StepOutputs,
+        _run: &RunInfo,
+    ) -> Result<RenderedStep, Diagnostic> {
+        Err(Diagnostic::new("rendering is not built yet"))
+    }
+    /// Evaluates a step's `when`.
+    pub fn should_run(
+        &self,
+        step: &PlannedStep,
+        _outputs: &StepOutputs,
+        _run: &RunInfo,
+    ) -> Result<bool, Diagnostic> {
+        Ok(!matches!(step.when, Some(When::Bool(false))))
+    }
+    /// Renders a step's declared outputs over its own outputs.
+    pub fn render_outputs(
+        &self,
+        _step: &PlannedStep,
+        _own: &Map<String, Value>,
+        _run: &RunInfo,
+    ) -> Result<Map<String, Value>, Diagnostic> {
+        Ok(Map::new())
+    }
+}

@@ -35,8 +35,7 @@ pub enum Command {
     #[command(subcommand)]
     Coordinator(coordinator::CoordinatorCommand),
     /// Operate on single jobs: submit, status, results, list, cancel, optimize, balance.
-    #[command(subcommand)]
-    Job(job::JobCommand),
+    Job(job::JobArgs),
     /// Read the operator skill's input JSON on stdin and print its output JSON.
     Op(job::OpArgs),
 }

@@ -6,6 +6,8 @@
 
 pub mod config;
 pub mod http;
+pub mod pace;
+pub mod rules;
 
 use std::future::Future;
 use std::time::Duration;

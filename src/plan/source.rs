@@ -80,6 +80,12 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Source, Vec<Diagnostic>> {
                 line,
                 column,
             });
+            let line_end = bytes[line_start..]
+                .iter()
+                .position(|b| *b == b'\n')
+                .map_or(bytes.len(), |i| line_start + i);
+            d.source_line =
+                Some(String::from_utf8_lossy(&bytes[line_start..line_end]).into_owned());
             return Err(vec![d]);
         }
     };
@@ -677,12 +683,18 @@ impl<'a> Builder<'a> {
         let ptr = match self.child_pointer() {
             Some(p) => p,
             None => {
-                self.error_at(
-                    pos,
-                    "a mapping key must be text, not a list or a mapping (a template written \
-                     `{{ … }}` needs the `$`: `${{ … }}`, and quotes)"
-                        .to_string(),
-                );
+                let braces = self
+                    .text
+                    .lines()
+                    .nth(pos.line - 1)
+                    .is_some_and(|l| l.contains("{{") && !l.contains("${{"));
+                let msg = if braces {
+                    "YAML reads `{{ … }}` as a mapping: templates are written `${{ … }}`, and a value \
+                     that starts with `{` must be quoted"
+                } else {
+                    "a mapping key must be text, not a list or a mapping"
+                };
+                self.error_at(pos, msg.to_string());
                 self.key_depth += 1;
                 String::new()
             }

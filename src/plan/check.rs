@@ -651,7 +651,7 @@ impl Checker<'_> {
             let names: Vec<&str> = cycle.iter().map(|&i| plan.steps[i].id.as_str()).collect();
             let at = cycle[0];
             self.err(
-                &format!("/steps/{at}"),
+                &format!("/steps/{at}/id"),
                 Diagnostic::new(format!("the steps form a cycle: {}", names.join(" → ")))
                     .help("each step in the cycle waits for the one before it; remove one of the `needs` or references"),
             );
@@ -1123,10 +1123,7 @@ impl Checker<'_> {
         let names = match names {
             Ok(n) => n,
             Err(e) => {
-                self.err(
-                    pointer,
-                    Diagnostic::new(format!("cannot parse the template: {e}")),
-                );
+                self.err(pointer, Diagnostic::new(e.to_string()));
                 return Vec::new();
             }
         };
@@ -1160,24 +1157,15 @@ impl Checker<'_> {
                         Some(_) => break,
                         None => {
                             let keys: Vec<&str> = cur.keys().map(String::as_str).collect();
-                            let s = super::diag::suggest(part, keys.iter().copied())
-                                .map(|k| format!("{path}.{k}"));
-                            let help = if keys.is_empty() {
-                                format!("declare it under `vars:` or pass `--set {}=…`", &name[5..])
-                            } else {
-                                format!(
-                                    "known: {}",
-                                    keys.iter()
-                                        .map(|k| format!("{path}.{k}"))
-                                        .collect::<Vec<_>>()
-                                        .join(", ")
-                                )
+                            let d = Diagnostic::new(format!("unknown variable `{path}.{part}`"));
+                            let d = match super::diag::suggest(part, keys.iter().copied()) {
+                                Some(k) => d.suggest(Some(format!("{path}.{k}"))),
+                                None => d.help(format!(
+                                    "declare it under `vars:` or pass `--set {}=…`",
+                                    &name[5..]
+                                )),
                             };
-                            return Err(Diagnostic::new(format!(
-                                "unknown variable `{path}.{part}`"
-                            ))
-                            .suggest(s)
-                            .help(help));
+                            return Err(d);
                         }
                     }
                 }
@@ -1233,12 +1221,13 @@ impl Checker<'_> {
                 if let Some(k) = first
                     && !keys.iter().any(|x| x == k)
                 {
-                    return Err(Diagnostic::new(format!("unknown matrix key `matrix.{k}`"))
-                        .suggest(
-                            super::diag::suggest(k, keys.iter().map(String::as_str))
-                                .map(|v| format!("matrix.{v}")),
-                        )
-                        .help(format!("the step's matrix keys: {}", keys.join(", "))));
+                    let d = Diagnostic::new(format!("unknown matrix key `matrix.{k}`"));
+                    return Err(
+                        match super::diag::suggest(k, keys.iter().map(String::as_str)) {
+                            Some(s) => d.suggest(Some(format!("matrix.{s}"))),
+                            None => d.help(format!("the step's matrix keys: {}", keys.join(", "))),
+                        },
+                    );
                 }
                 Ok(NameUse::Static)
             }

@@ -334,13 +334,15 @@ pub fn check_optimize(request: &OptimizeRequest, policy: &Policy) -> Vec<PolicyE
 }
 
 /// What a plan will spend per wallet (every `submit` and `job` step, matrix copies counted, steps with
-/// a `when` counted as if they run), and the ids of the steps whose wallet or payment is only known at
+/// a `when` counted as if they run, unless it is plainly `false`), and the ids of the steps whose wallet or payment is only known at
 /// run time (left out of the sums).
 pub fn spend_per_wallet(plan: &CheckedPlan) -> (BTreeMap<String, Money>, Vec<String>) {
     let mut spend: BTreeMap<String, Money> = BTreeMap::new();
     let mut runtime = Vec::new();
     for step in &plan.steps {
-        if !matches!(step.kind.name(), "submit" | "job") {
+        if !matches!(step.kind.name(), "submit" | "job")
+            || step.when == Some(crate::plan::types::When::Bool(false))
+        {
             continue;
         }
         let wallet = step.spec.get("wallet").and_then(|w| w.as_str());

@@ -201,7 +201,7 @@ pub fn dry_run_value(plan: &CheckedPlan) -> Value {
             if let Some(pf) = &s.prompt_file {
                 m.insert("prompt_file".into(), json!(pf));
             }
-            m.insert("request".into(), redact_value(plan, &s.spec));
+            m.insert("request".into(), redact_value(plan, &plan.preview(s)));
             if !s.outputs.is_empty() {
                 m.insert(
                     "outputs".into(),
@@ -273,7 +273,7 @@ pub fn dry_run_text(plan: &CheckedPlan) -> String {
             };
             let _ = writeln!(out, "      when: {w}");
         }
-        if let Value::Object(m) = &s.spec {
+        if let Value::Object(m) = &plan.preview(s) {
             for (k, v) in m {
                 let text = plan.redact(&inline(v));
                 if text.contains('\n') {

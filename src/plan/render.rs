@@ -159,6 +159,60 @@ impl CheckedPlan {
         Ok(())
     }
 
+    /// The step's request for a dry run: every template rendered, except that what is known only at
+    /// run time stays readable as its template (`${{ steps.analyze.job_id }}`, `${{ run.id }}`). A
+    /// value whose preview cannot be rendered (a filter that needs the real output) is shown as written.
+    pub fn preview(&self, step: &PlannedStep) -> Value {
+        let placeholder_outputs = |base: &str, label: &str| -> Value {
+            let mut names: Vec<String> = Vec::new();
+            if let Some(s) = self.steps.iter().find(|s| s.base_id == base) {
+                names.extend(
+                    super::types::kind_outputs(s.kind.name())
+                        .iter()
+                        .map(|n| n.to_string()),
+                );
+                names.extend(s.outputs.keys().cloned());
+            }
+            Value::Object(
+                names
+                    .into_iter()
+                    .map(|n| {
+                        let text = format!("${{{{ {label}.{n} }}}}");
+                        (n, Value::String(text))
+                    })
+                    .collect(),
+            )
+        };
+        let mut outputs = StepOutputs::new();
+        for (name, view) in &step.views {
+            match view {
+                StepView::One(id) => {
+                    outputs.insert(
+                        id.clone(),
+                        placeholder_outputs(name, &format!("steps.{name}")),
+                    );
+                }
+                StepView::List(ids) => {
+                    for (k, id) in ids.iter().enumerate() {
+                        outputs.insert(
+                            id.clone(),
+                            placeholder_outputs(name, &format!("steps.{name}[{k}]")),
+                        );
+                    }
+                }
+            }
+        }
+        let run = RunInfo {
+            id: "${{ run.id }}".into(),
+            started_at: "${{ run.started_at }}".into(),
+            plan: self.plan.name.clone(),
+        };
+        let ctx = self.context(step, &outputs, &run, None);
+        let mut spec = step.spec.clone();
+        preview_value(self, &mut spec, &ctx);
+        spec
+    }
+
     /// Renders a step against the outputs of the steps before it: exactly what the executor sends.
     /// The rendered request passes the same policy checks as at load.
     pub fn render(
@@ -372,6 +426,20 @@ impl CheckedPlan {
             out.insert(name.clone(), v);
         }
         Ok(out)
+    }
+}
+
+/// Renders the templates left in a value for a preview, leaving as written what does not render.
+fn preview_value(plan: &CheckedPlan, v: &mut Value, ctx: &minijinja::Value) {
+    match v {
+        Value::String(s) if has_template(s) => {
+            if let Ok(r) = plan.templates.render(s, ctx) {
+                *v = r;
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| preview_value(plan, x, ctx)),
+        Value::Object(m) => m.values_mut().for_each(|x| preview_value(plan, x, ctx)),
+        _ => {}
     }
 }
 

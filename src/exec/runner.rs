@@ -414,13 +414,9 @@ pub(crate) fn finish_outputs<C>(
     if step.outputs.is_empty() {
         return Ok(own);
     }
-    let declared = ctx
-        .plan
+    ctx.plan
         .render_outputs(step, &own, &ctx.run)
-        .map_err(|d| d.message)?;
-    let mut all = own;
-    all.extend(declared);
-    Ok(all)
+        .map_err(|d| d.message)
 }
 
 /// Reports of steps keyed by id, for reporters that need them.

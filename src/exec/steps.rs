@@ -548,7 +548,14 @@ async fn submit<C: Coordinator>(
     report.payment = Some(req.payment);
     let problems = crate::policy::check_job(req, &ctx.plan.plan.policy);
     if !problems.is_empty() {
-        let mut f = Fail::new(StepFailure::Failed, problems.join("; "));
+        let mut f = Fail::new(
+            StepFailure::Failed,
+            problems
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        );
         if req.job_type.is_empty() || !crate::api::JOB_TYPES.contains(&req.job_type.as_str()) {
             f = f.recommend(format!("Use one of: {}", crate::api::JOB_TYPES.join(", ")));
         }
@@ -1108,7 +1115,14 @@ async fn optimize<C: Coordinator>(
 ) -> Result<Map<String, Value>, Fail> {
     let problems = crate::policy::check_optimize(req, &ctx.plan.plan.policy);
     if !problems.is_empty() {
-        return Err(Fail::new(StepFailure::Failed, problems.join("; ")));
+        return Err(Fail::new(
+            StepFailure::Failed,
+            problems
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        ));
     }
     report.wallet = req.wallet.clone();
     let body = AllocateRequest {

@@ -1,6 +1,7 @@
 //! Reporters fed by the run's event stream: the terminal view, `report.json`, `summary.md`,
 //! `junit.xml` and `events.jsonl`.
 
+pub mod history;
 pub mod model;
 pub mod terminal;
 pub mod writers;

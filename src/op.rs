@@ -1558,3 +1558,151 @@ mod tests {
         assert!(read_batch("{\"nope\": 1}\n", "b.jsonl").is_err());
     }
 }
+
+#[cfg(test)]
+mod wait_tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::api::{
+        AllocateRequest, Allocation, GpuOffer, JobCreate, PaymentView, RefundRequest,
+        RefundResponse,
+    };
+
+    /// A coordinator whose job reads follow a script, recording when each read happened.
+    struct Scripted {
+        answers: Mutex<Vec<Result<JobState, ClientError>>>,
+        reads: Mutex<Vec<tokio::time::Instant>>,
+    }
+
+    fn view(state: JobState) -> JobView {
+        serde_json::from_value(json!({
+            "job_id": "ea05c15ab4f94d369c35d96c8fc39ac5", "state": state, "payload": {"type": "inference"}
+        }))
+        .unwrap()
+    }
+
+    impl Coordinator for Scripted {
+        fn base_url(&self) -> &str {
+            "http://127.0.0.1:1"
+        }
+        async fn submit(
+            &self,
+            _: &JobCreate,
+            _: Option<&str>,
+        ) -> Result<(JobView, bool), ClientError> {
+            unimplemented!()
+        }
+        async fn job(&self, _: &JobId) -> Result<JobView, ClientError> {
+            self.reads.lock().unwrap().push(tokio::time::Instant::now());
+            let mut a = self.answers.lock().unwrap();
+            let next = if a.len() > 1 {
+                a.remove(0)
+            } else {
+                a[0].clone()
+            };
+            next.map(view)
+        }
+        async fn result(&self, _: &JobId) -> Result<JobResult, ClientError> {
+            unimplemented!()
+        }
+        async fn cancel(&self, _: &JobId) -> Result<JobView, ClientError> {
+            unimplemented!()
+        }
+        async fn list(&self, _: &ListQuery) -> Result<JobList, ClientError> {
+            unimplemented!()
+        }
+        async fn receipt(&self, _: &JobId) -> Result<Value, ClientError> {
+            unimplemented!()
+        }
+        async fn payment(&self, _: &JobId) -> Result<PaymentView, ClientError> {
+            unimplemented!()
+        }
+        async fn refund(&self, _: &RefundRequest) -> Result<RefundResponse, ClientError> {
+            unimplemented!()
+        }
+        async fn allocate(&self, _: &AllocateRequest) -> Result<Allocation, ClientError> {
+            unimplemented!()
+        }
+        async fn gpu_offers(&self, _: Option<u32>) -> Result<Vec<GpuOffer>, ClientError> {
+            unimplemented!()
+        }
+        async fn balance(&self, _: &str) -> Result<WalletBalance, ClientError> {
+            unimplemented!()
+        }
+    }
+
+    fn scripted(answers: Vec<Result<JobState, ClientError>>) -> Scripted {
+        Scripted {
+            answers: Mutex::new(answers),
+            reads: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn gaps(s: &Scripted) -> Vec<u64> {
+        let r = s.reads.lock().unwrap();
+        r.windows(2)
+            .map(|w| (w[1] - w[0]).as_millis() as u64)
+            .collect()
+    }
+
+    fn id() -> JobId {
+        "ea05c15ab4f94d369c35d96c8fc39ac5".parse().unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn polls_with_backoff_from_half_a_second_to_five() {
+        let mut answers = vec![Ok(JobState::Queued); 9];
+        answers.push(Ok(JobState::Completed));
+        let s = scripted(answers);
+        let v = wait_for(&s, &id(), Duration::from_secs(300), &OpOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(v.state, JobState::Completed);
+        assert_eq!(
+            gaps(&s),
+            vec![500, 750, 1125, 1688, 2532, 3797, 5000, 5000, 5000]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retryable_poll_failure_is_polled_again() {
+        let down = ClientError::Unavailable {
+            url: "u".into(),
+            reason: "HTTP 503".into(),
+            status: Some(503),
+        };
+        let s = scripted(vec![
+            Ok(JobState::Running),
+            Err(down),
+            Ok(JobState::Canceled),
+        ]);
+        let v = wait_for(&s, &id(), Duration::from_secs(300), &OpOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(v.state, JobState::Canceled);
+        let s = scripted(vec![Err(ClientError::NotFound {
+            url: "u".into(),
+            detail: "job not found".into(),
+        })]);
+        let e = wait_for(&s, &id(), Duration::from_secs(300), &OpOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(e.exit_code(), exit::STEP_FAILED);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gives_up_at_the_timeout_with_the_last_state() {
+        let s = scripted(vec![Ok(JobState::Running)]);
+        let start = tokio::time::Instant::now();
+        let e = wait_for(&s, &id(), Duration::from_secs(20), &OpOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(start.elapsed(), Duration::from_secs(20));
+        assert!(matches!(&e, OpError::WaitTimeout { last, .. } if last.state == JobState::Running));
+        assert_eq!(e.exit_code(), exit::TIMEOUT);
+        let out = OpOutput::failed(Operation::Submit, &e);
+        assert_eq!(out.status, Some(OpStatus::Processing));
+        assert!(out.recommendations.iter().any(|r| r.contains("--timeout")));
+    }
+}

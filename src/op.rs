@@ -960,16 +960,73 @@ pub struct OpOutcome {
 pub async fn execute<C: Coordinator>(c: &C, input: &OpInput, opts: &OpOptions) -> OpOutcome {
     let started = Instant::now();
     let op = input.operation.unwrap_or(Operation::Status);
-    let result = match op {
-        Operation::Submit if input.batch_file.is_some() => submit_batch(c, input, opts).await,
-        Operation::Submit => submit(c, input, opts).await,
-        Operation::Status => status(c, input).await,
-        Operation::Results => results(c, input).await,
-        Operation::List => list(c, input).await,
-        Operation::Optimize => optimize(c, input).await,
-        Operation::Cancel => cancel(c, input).await,
-        Operation::Balance => balance(c, input).await,
+    let result = match check_offline(input) {
+        Err(e) => Err(e),
+        Ok(()) => match op {
+            Operation::Submit if input.batch_file.is_some() => submit_batch(c, input, opts).await,
+            Operation::Submit => submit(c, input, opts).await,
+            Operation::Status => status(c, input).await,
+            Operation::Results => results(c, input).await,
+            Operation::List => list(c, input).await,
+            Operation::Optimize => optimize(c, input).await,
+            Operation::Cancel => cancel(c, input).await,
+            Operation::Balance => balance(c, input).await,
+        },
     };
+    finish(op, input, result, started)
+}
+
+/// Checks what can be checked without a coordinator (required fields, job ids, the client rules).
+/// `Some` is the failure to report: nothing needs to be started or sent for it.
+pub fn precheck(input: &OpInput) -> Option<OpOutcome> {
+    let op = input.operation.unwrap_or(Operation::Status);
+    match check_offline(input) {
+        Ok(()) => None,
+        Err(e) => Some(finish(op, input, Err(e), Instant::now())),
+    }
+}
+
+fn check_offline(input: &OpInput) -> Result<(), OpError> {
+    let op = input.operation.unwrap_or(Operation::Status);
+    match op {
+        Operation::Submit if input.batch_file.is_some() => {
+            required(&input.job_type, "job_type", op)?;
+            Ok(())
+        }
+        Operation::Submit => {
+            let broken = rules::check_submit(&submit_params(input)?);
+            if broken.is_empty() {
+                Ok(())
+            } else {
+                Err(OpError::Rules(broken))
+            }
+        }
+        Operation::Status | Operation::Results | Operation::Cancel => job_id(input, op).map(drop),
+        Operation::List => {
+            if let Some(t) = &input.job_type {
+                rules::check_job_type(t).map_err(|e| OpError::Rules(vec![e]))?;
+            }
+            input.status.as_deref().map(state_filter).transpose()?;
+            Ok(())
+        }
+        Operation::Optimize => {
+            let broken = rules::check_optimize(&optimize_params(input)?);
+            if broken.is_empty() {
+                Ok(())
+            } else {
+                Err(OpError::Rules(broken))
+            }
+        }
+        Operation::Balance => required(&input.wallet, "wallet", op).map(drop),
+    }
+}
+
+fn finish(
+    op: Operation,
+    input: &OpInput,
+    result: Result<OpOutput, OpError>,
+    started: Instant,
+) -> OpOutcome {
     let (output, exit_code) = match result {
         Ok(out) => {
             let code = if out.validation_status == ValidationStatus::Failed {
@@ -1235,9 +1292,10 @@ async fn cancel<C: Coordinator>(c: &C, input: &OpInput) -> Result<OpOutput, OpEr
     }
 }
 
-async fn optimize<C: Coordinator>(c: &C, input: &OpInput) -> Result<OpOutput, OpError> {
+/// The optimize parameters of an input (the rules are checked separately).
+pub fn optimize_params(input: &OpInput) -> Result<OptimizeParams, OpError> {
     let op = Operation::Optimize;
-    let p = OptimizeParams {
+    Ok(OptimizeParams {
         agent_id: required(&input.agent_id, "agent_id", op)?.to_string(),
         cpu: input
             .cpu
@@ -1249,7 +1307,11 @@ async fn optimize<C: Coordinator>(c: &C, input: &OpInput) -> Result<OpOutput, Op
         duration: input.duration,
         task_type: input.task_type.clone().or_else(|| input.job_type.clone()),
         target: input.target.clone(),
-    };
+    })
+}
+
+async fn optimize<C: Coordinator>(c: &C, input: &OpInput) -> Result<OpOutput, OpError> {
+    let p = optimize_params(input)?;
     let broken = rules::check_optimize(&p);
     if !broken.is_empty() {
         return Err(OpError::Rules(broken));

@@ -1596,6 +1596,67 @@ mod tests {
         );
     }
 
+    fn view(v: Value) -> JobView {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn a_failed_result_or_an_unverified_receipt_is_reported() {
+        let id: JobId = "ea05c15ab4f94d369c35d96c8fc39ac5".parse().unwrap();
+        let r = JobResult {
+            result: json!({"status": "failed", "error": "Unsupported job type: video"}),
+            receipt: None,
+        };
+        let out = OpOutput::results(&id, None, &r);
+        assert_eq!(out.status, Some(OpStatus::Failed));
+        assert_eq!(out.validation_status, ValidationStatus::Failed);
+        assert_eq!(out.issues[0], "the job failed: Unsupported job type: video");
+
+        let r = JobResult {
+            result: json!({"status": "completed", "output": "hi"}),
+            receipt: Some(
+                json!({"receipt_id": "r", "signature": {"alg": "Ed25519", "key_id": "AAAA", "sig": "AAAA"}}),
+            ),
+        };
+        let out = OpOutput::results(&id, None, &r);
+        assert_eq!(out.result.as_deref(), Some("hi"));
+        assert_eq!(out.validation_status, ValidationStatus::Partial);
+        assert_eq!(out.performance_metrics.unwrap()["receipt_verified"], false);
+        assert!(
+            out.issues[0].starts_with("receipt not verified"),
+            "{:?}",
+            out.issues
+        );
+    }
+
+    #[test]
+    fn skipped_payments_and_escrow_after_cancel_are_issues() {
+        let v = view(
+            json!({"job_id": "ea05c15ab4f94d369c35d96c8fc39ac5", "state": "QUEUED",
+                            "payload": {"type": "inference"}, "payment_status": "skipped"}),
+        );
+        let out = OpOutput::submitted(&v, "w", Money::from_int(2), true);
+        assert_eq!(out.validation_status, ValidationStatus::Partial);
+        assert!(out.issues[0].contains("skipped the payment"));
+
+        let v = view(
+            json!({"job_id": "ea05c15ab4f94d369c35d96c8fc39ac5", "state": "CANCELED",
+                            "payload": {"type": "inference"}, "payment_status": "escrowed"}),
+        );
+        let out = OpOutput::cancelled(&v);
+        assert_eq!(out.status, Some(OpStatus::Cancelled));
+        assert!(out.issues[0].contains("still escrowed"));
+
+        let v = view(
+            json!({"job_id": "ea05c15ab4f94d369c35d96c8fc39ac5", "state": "EXPIRED",
+                            "payload": {"type": "training"}, "error": "job expired"}),
+        );
+        let out = OpOutput::status(&v);
+        assert_eq!(out.status, Some(OpStatus::Failed));
+        assert_eq!(out.progress, Some(100));
+        assert_eq!(out.issues, vec!["the job ended EXPIRED: job expired"]);
+    }
+
     #[test]
     fn status_filters_accept_both_vocabularies() {
         assert_eq!(state_filter("cancelled").unwrap(), JobState::Canceled);

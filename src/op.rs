@@ -960,16 +960,73 @@ pub struct OpOutcome {
 pub async fn execute<C: Coordinator>(c: &C, input: &OpInput, opts: &OpOptions) -> OpOutcome {
     let started = Instant::now();
     let op = input.operation.unwrap_or(Operation::Status);
-    let result = match op {
-        Operation::Submit if input.batch_file.is_some() => submit_batch(c, input, opts).await,
-        Operation::Submit => submit(c, input, opts).await,
-        Operation::Status => status(c, input).await,
-        Operation::Results => results(c, input).await,
-        Operation::List => list(c, input).await,
-        Operation::Optimize => optimize(c, input).await,
-        Operation::Cancel => cancel(c, input).await,
-        Operation::Balance => balance(c, input).await,
+    let result = match check_offline(input) {
+        Err(e) => Err(e),
+        Ok(()) => match op {
+            Operation::Submit if input.batch_file.is_some() => submit_batch(c, input, opts).await,
+            Operation::Submit => submit(c, input, opts).await,
+            Operation::Status => status(c, input).await,
+            Operation::Results => results(c, input).await,
+            Operation::List => list(c, input).await,
+            Operation::Optimize => optimize(c, input).await,
+            Operation::Cancel => cancel(c, input).await,
+            Operation::Balance => balance(c, input).await,
+        },
     };
+    finish(op, input, result, started)
+}
+
+/// Checks what can be checked without a coordinator (required fields, job ids, the client rules).
+/// `Some` is the failure to report: nothing needs to be started or sent for it.
+pub fn precheck(input: &OpInput) -> Option<OpOutcome> {
+    let op = input.operation.unwrap_or(Operation::Status);
+    match check_offline(input) {
+        Ok(()) => None,
+        Err(e) => Some(finish(op, input, Err(e), Instant::now())),
+    }
+}
+
+fn check_offline(input: &OpInput) -> Result<(), OpError> {
+    let op = input.operation.unwrap_or(Operation::Status);
+    match op {
+        Operation::Submit if input.batch_file.is_some() => {
+            required(&input.job_type, "job_type", op)?;
+            Ok(())
+        }
+        Operation::Submit => {
+            let broken = rules::check_submit(&submit_params(input)?);
+            if broken.is_empty() {
+                Ok(())
+            } else {
+                Err(OpError::Rules(broken))
+            }
+        }
+        Operation::Status | Operation::Results | Operation::Cancel => job_id(input, op).map(drop),
+        Operation::List => {
+            if let Some(t) = &input.job_type {
+                rules::check_job_type(t).map_err(|e| OpError::Rules(vec![e]))?;
+            }
+            input.status.as_deref().map(state_filter).transpose()?;
+            Ok(())
+        }
+        Operation::Optimize => {
+            let broken = rules::check_optimize(&optimize_params(input)?);
+            if broken.is_empty() {
+                Ok(())
+            } else {
+                Err(OpError::Rules(broken))
+            }
+        }
+        Operation::Balance => required(&input.wallet, "wallet", op).map(drop),
+    }
+}
+
+fn finish(
+    op: Operation,
+    input: &OpInput,
+    result: Result<OpOutput, OpError>,
+    started: Instant,
+) -> OpOutcome {
     let (output, exit_code) = match result {
         Ok(out) => {
             let code = if out.validation_status == ValidationStatus::Failed {
@@ -1235,9 +1292,10 @@ async fn cancel<C: Coordinator>(c: &C, input: &OpInput) -> Result<OpOutput, OpEr
     }
 }
 
-async fn optimize<C: Coordinator>(c: &C, input: &OpInput) -> Result<OpOutput, OpError> {
+/// The optimize parameters of an input (the rules are checked separately).
+pub fn optimize_params(input: &OpInput) -> Result<OptimizeParams, OpError> {
     let op = Operation::Optimize;
-    let p = OptimizeParams {
+    Ok(OptimizeParams {
         agent_id: required(&input.agent_id, "agent_id", op)?.to_string(),
         cpu: input
             .cpu
@@ -1249,7 +1307,11 @@ async fn optimize<C: Coordinator>(c: &C, input: &OpInput) -> Result<OpOutput, Op
         duration: input.duration,
         task_type: input.task_type.clone().or_else(|| input.job_type.clone()),
         target: input.target.clone(),
-    };
+    })
+}
+
+async fn optimize<C: Coordinator>(c: &C, input: &OpInput) -> Result<OpOutput, OpError> {
+    let p = optimize_params(input)?;
     let broken = rules::check_optimize(&p);
     if !broken.is_empty() {
         return Err(OpError::Rules(broken));
@@ -1534,6 +1596,67 @@ mod tests {
         );
     }
 
+    fn view(v: Value) -> JobView {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn a_failed_result_or_an_unverified_receipt_is_reported() {
+        let id: JobId = "ea05c15ab4f94d369c35d96c8fc39ac5".parse().unwrap();
+        let r = JobResult {
+            result: json!({"status": "failed", "error": "Unsupported job type: video"}),
+            receipt: None,
+        };
+        let out = OpOutput::results(&id, None, &r);
+        assert_eq!(out.status, Some(OpStatus::Failed));
+        assert_eq!(out.validation_status, ValidationStatus::Failed);
+        assert_eq!(out.issues[0], "the job failed: Unsupported job type: video");
+
+        let r = JobResult {
+            result: json!({"status": "completed", "output": "hi"}),
+            receipt: Some(
+                json!({"receipt_id": "r", "signature": {"alg": "Ed25519", "key_id": "AAAA", "sig": "AAAA"}}),
+            ),
+        };
+        let out = OpOutput::results(&id, None, &r);
+        assert_eq!(out.result.as_deref(), Some("hi"));
+        assert_eq!(out.validation_status, ValidationStatus::Partial);
+        assert_eq!(out.performance_metrics.unwrap()["receipt_verified"], false);
+        assert!(
+            out.issues[0].starts_with("receipt not verified"),
+            "{:?}",
+            out.issues
+        );
+    }
+
+    #[test]
+    fn skipped_payments_and_escrow_after_cancel_are_issues() {
+        let v = view(
+            json!({"job_id": "ea05c15ab4f94d369c35d96c8fc39ac5", "state": "QUEUED",
+                            "payload": {"type": "inference"}, "payment_status": "skipped"}),
+        );
+        let out = OpOutput::submitted(&v, "w", Money::from_int(2), true);
+        assert_eq!(out.validation_status, ValidationStatus::Partial);
+        assert!(out.issues[0].contains("skipped the payment"));
+
+        let v = view(
+            json!({"job_id": "ea05c15ab4f94d369c35d96c8fc39ac5", "state": "CANCELED",
+                            "payload": {"type": "inference"}, "payment_status": "escrowed"}),
+        );
+        let out = OpOutput::cancelled(&v);
+        assert_eq!(out.status, Some(OpStatus::Cancelled));
+        assert!(out.issues[0].contains("still escrowed"));
+
+        let v = view(
+            json!({"job_id": "ea05c15ab4f94d369c35d96c8fc39ac5", "state": "EXPIRED",
+                            "payload": {"type": "training"}, "error": "job expired"}),
+        );
+        let out = OpOutput::status(&v);
+        assert_eq!(out.status, Some(OpStatus::Failed));
+        assert_eq!(out.progress, Some(100));
+        assert_eq!(out.issues, vec!["the job ended EXPIRED: job expired"]);
+    }
+
     #[test]
     fn status_filters_accept_both_vocabularies() {
         assert_eq!(state_filter("cancelled").unwrap(), JobState::Canceled);
@@ -1556,5 +1679,153 @@ mod tests {
         let items = read_batch("- one\n- two\n", "prompts.txt").unwrap();
         assert_eq!(items.len(), 2);
         assert!(read_batch("{\"nope\": 1}\n", "b.jsonl").is_err());
+    }
+}
+
+#[cfg(test)]
+mod wait_tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::api::{
+        AllocateRequest, Allocation, GpuOffer, JobCreate, PaymentView, RefundRequest,
+        RefundResponse,
+    };
+
+    /// A coordinator whose job reads follow a script, recording when each read happened.
+    struct Scripted {
+        answers: Mutex<Vec<Result<JobState, ClientError>>>,
+        reads: Mutex<Vec<tokio::time::Instant>>,
+    }
+
+    fn view(state: JobState) -> JobView {
+        serde_json::from_value(json!({
+            "job_id": "ea05c15ab4f94d369c35d96c8fc39ac5", "state": state, "payload": {"type": "inference"}
+        }))
+        .unwrap()
+    }
+
+    impl Coordinator for Scripted {
+        fn base_url(&self) -> &str {
+            "http://127.0.0.1:1"
+        }
+        async fn submit(
+            &self,
+            _: &JobCreate,
+            _: Option<&str>,
+        ) -> Result<(JobView, bool), ClientError> {
+            unimplemented!()
+        }
+        async fn job(&self, _: &JobId) -> Result<JobView, ClientError> {
+            self.reads.lock().unwrap().push(tokio::time::Instant::now());
+            let mut a = self.answers.lock().unwrap();
+            let next = if a.len() > 1 {
+                a.remove(0)
+            } else {
+                a[0].clone()
+            };
+            next.map(view)
+        }
+        async fn result(&self, _: &JobId) -> Result<JobResult, ClientError> {
+            unimplemented!()
+        }
+        async fn cancel(&self, _: &JobId) -> Result<JobView, ClientError> {
+            unimplemented!()
+        }
+        async fn list(&self, _: &ListQuery) -> Result<JobList, ClientError> {
+            unimplemented!()
+        }
+        async fn receipt(&self, _: &JobId) -> Result<Value, ClientError> {
+            unimplemented!()
+        }
+        async fn payment(&self, _: &JobId) -> Result<PaymentView, ClientError> {
+            unimplemented!()
+        }
+        async fn refund(&self, _: &RefundRequest) -> Result<RefundResponse, ClientError> {
+            unimplemented!()
+        }
+        async fn allocate(&self, _: &AllocateRequest) -> Result<Allocation, ClientError> {
+            unimplemented!()
+        }
+        async fn gpu_offers(&self, _: Option<u32>) -> Result<Vec<GpuOffer>, ClientError> {
+            unimplemented!()
+        }
+        async fn balance(&self, _: &str) -> Result<WalletBalance, ClientError> {
+            unimplemented!()
+        }
+    }
+
+    fn scripted(answers: Vec<Result<JobState, ClientError>>) -> Scripted {
+        Scripted {
+            answers: Mutex::new(answers),
+            reads: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn gaps(s: &Scripted) -> Vec<u64> {
+        let r = s.reads.lock().unwrap();
+        r.windows(2)
+            .map(|w| (w[1] - w[0]).as_millis() as u64)
+            .collect()
+    }
+
+    fn id() -> JobId {
+        "ea05c15ab4f94d369c35d96c8fc39ac5".parse().unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn polls_with_backoff_from_half_a_second_to_five() {
+        let mut answers = vec![Ok(JobState::Queued); 9];
+        answers.push(Ok(JobState::Completed));
+        let s = scripted(answers);
+        let v = wait_for(&s, &id(), Duration::from_secs(300), &OpOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(v.state, JobState::Completed);
+        assert_eq!(
+            gaps(&s),
+            vec![500, 750, 1125, 1688, 2532, 3797, 5000, 5000, 5000]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retryable_poll_failure_is_polled_again() {
+        let down = ClientError::Unavailable {
+            url: "u".into(),
+            reason: "HTTP 503".into(),
+            status: Some(503),
+        };
+        let s = scripted(vec![
+            Ok(JobState::Running),
+            Err(down),
+            Ok(JobState::Canceled),
+        ]);
+        let v = wait_for(&s, &id(), Duration::from_secs(300), &OpOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(v.state, JobState::Canceled);
+        let s = scripted(vec![Err(ClientError::NotFound {
+            url: "u".into(),
+            detail: "job not found".into(),
+        })]);
+        let e = wait_for(&s, &id(), Duration::from_secs(300), &OpOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(e.exit_code(), exit::STEP_FAILED);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gives_up_at_the_timeout_with_the_last_state() {
+        let s = scripted(vec![Ok(JobState::Running)]);
+        let start = tokio::time::Instant::now();
+        let e = wait_for(&s, &id(), Duration::from_secs(20), &OpOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(start.elapsed(), Duration::from_secs(20));
+        assert!(matches!(&e, OpError::WaitTimeout { last, .. } if last.state == JobState::Running));
+        assert_eq!(e.exit_code(), exit::TIMEOUT);
+        let out = OpOutput::failed(Operation::Submit, &e);
+        assert_eq!(out.status, Some(OpStatus::Processing));
+        assert!(out.recommendations.iter().any(|r| r.contains("--timeout")));
     }
 }

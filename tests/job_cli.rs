@@ -403,3 +403,35 @@ fn usage_errors_exit_2() {
         bad_url.stderr
     );
 }
+
+#[test]
+fn a_broken_rule_starts_nothing() {
+    let out = run_with_env(
+        &[
+            "job",
+            "submit",
+            "--type",
+            "inference",
+            "--prompt",
+            "hi",
+            "--payment",
+            "0.001",
+            "--wallet",
+            "w",
+        ],
+        None,
+        &[],
+    );
+    assert_eq!(out.code, aitbc_flow::exit::INVALID, "{out:?}");
+    assert!(
+        !out.stderr.contains("no coordinator configured"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("outside the service's bounds 0.01 … 1000000"),
+        "{}",
+        out.stderr
+    );
+}

@@ -284,6 +284,10 @@ pub fn op(args: OpArgs) -> i32 {
 /// Connects (starting the embedded coordinator when none is configured), runs the input, and shuts
 /// the embedded coordinator down. `Err` carries the exit code of a failure already reported.
 fn run_input(connect: &ConnectArgs, input: &OpInput) -> Result<OpOutcome, i32> {
+    // A request that breaks a rule needs no coordinator, embedded or not.
+    if let Some(failed) = crate::op::precheck(input) {
+        return Ok(failed);
+    }
     let overrides = ConfigOverrides {
         coordinator: connect.coordinator.clone(),
         wallet_url: connect.wallet_url.clone(),

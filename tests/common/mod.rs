@@ -52,7 +52,13 @@ impl Coord {
         let mut all: Vec<&str> = args.to_vec();
         all.push("--coordinator");
         all.push(&self.url);
-        run_with_env(&all, stdin, &[("AITBC_TOKEN", &self.token)])
+        let out = run_with_env(&all, stdin, &[("AITBC_TOKEN", &self.token)]);
+        // The token never shows, whatever the command printed.
+        assert!(
+            !out.stdout.contains(&self.token) && !out.stderr.contains(&self.token),
+            "the token leaked: {out:?}"
+        );
+        out
     }
 }
 

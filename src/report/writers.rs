@@ -290,7 +290,7 @@ pub fn summary_markdown(r: &Report) -> String {
         .filter(|s| !s.issues.is_empty() || !s.recommendations.is_empty())
         .collect();
     if !troubled.is_empty() {
-        let _ = writeln!(s, "\n## Step issues\n");
+        let _ = writeln!(s, "\n## Step notes\n");
         for st in troubled {
             let _ = writeln!(s, "### {}\n", st.id);
             for i in &st.issues {

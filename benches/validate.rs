@@ -60,13 +60,18 @@ fn ms(d: Duration) -> String {
 }
 
 fn main() {
-    let dir = tempfile::tempdir().expect("a temp dir");
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    // BENCH_PLAN_DIR keeps the generated plans, e.g. to time the binary by hand.
+    let dir_path = std::env::var_os("BENCH_PLAN_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| tmp.path().to_path_buf());
+    std::fs::create_dir_all(&dir_path).expect("the plan dir");
     println!(
         "| plan | steps | size | what | runs | min | median | result |\n|---|---|---|---|---|---|---|---|"
     );
     for (label, steps, runs) in [("small", 12, 50), ("large", 10_000, 10)] {
         let text = generate(steps);
-        let path = dir.path().join(format!("{label}.yaml"));
+        let path = dir_path.join(format!("{label}.yaml"));
         std::fs::write(&path, &text).expect("write the plan");
         let size = format!("{} KiB", text.len() / 1024);
         let name = path.display().to_string();
@@ -127,6 +132,24 @@ fn main() {
             steps,
             &size,
             "validate (load_raw + plan::load)",
+            runs,
+            min,
+            med,
+            ok,
+        );
+        let (min, med, ok) = time(runs, || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_aitbc-flow"))
+                .arg("validate")
+                .arg(&path)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        row(
+            label,
+            steps,
+            &size,
+            "`aitbc-flow validate` process",
             runs,
             min,
             med,

@@ -125,12 +125,9 @@ impl ValidateReport {
 /// Validates one plan file: loading (YAML, schema, types) first, then the full check.
 pub fn validate_file(path: &Path) -> FileResult {
     let file = path.display().to_string();
-    let (errors, warnings) = match crate::plan::schema::load_raw(path, &file) {
+    let (errors, warnings) = match crate::plan::load(path, &LoadOptions::default()) {
+        Ok(checked) => (Vec::new(), checked.warnings),
         Err(errors) => (errors, Vec::new()),
-        Ok(_) => match crate::plan::load(path, &LoadOptions::default()) {
-            Ok(checked) => (Vec::new(), checked.warnings),
-            Err(errors) => (errors, Vec::new()),
-        },
     };
     FileResult {
         valid: errors.is_empty(),
@@ -189,9 +186,15 @@ pub fn schema(a: SchemaArgs) -> i32 {
                 crate::exit::INVALID
             }
         },
-        SchemaKind::Report => {
-            eprintln!("error: the report schema is not available yet");
-            crate::exit::INVALID
-        }
+        SchemaKind::Report => match serde_json::to_string_pretty(&crate::report::report_schema()) {
+            Ok(s) => {
+                println!("{s}");
+                crate::exit::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: cannot print the report schema: {e}");
+                crate::exit::INVALID
+            }
+        },
     }
 }

@@ -39,7 +39,14 @@ fn start_server() -> Server {
         .map(|a| a.port())
         .expect("a free port");
     let child = Command::new(env!("CARGO_BIN_EXE_aitbc-flow"))
-        .args(["coordinator", "serve", "--latency", "instant", "--token", "bench"])
+        .args([
+            "coordinator",
+            "serve",
+            "--latency",
+            "instant",
+            "--token",
+            "bench",
+        ])
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
         .stdout(Stdio::null())

@@ -12,11 +12,12 @@ use crate::money::Money;
 
 use super::Shared;
 use super::receipt;
-use super::store::{Core, Job, Miner, Paid, PayStatus, Payment, RawId, iso, now_micros};
+use super::store::{
+    Core, Currency, Job, Miner, OTHER_TYPE, Paid, PayStatus, Payment, RawId, iso, kind_of,
+    now_micros,
+};
 use super::worker::{Claim, Outcome, accepts_result};
 
-/// Currencies the service accepts; anything else makes the payment `skipped`.
-const CURRENCIES: [&str; 4] = ["AITBC", "BTC", "ETH", "USDT"];
 /// The service's default time to live.
 const DEFAULT_TTL: u64 = 900;
 /// The wallet charged when a paid job names no `buyer_address`.
@@ -61,7 +62,7 @@ enum PaymentPlan {
     Escrow {
         wallet: String,
         amount: Money,
-        currency: String,
+        currency: Currency,
     },
 }
 
@@ -72,12 +73,12 @@ fn plan_payment(req: &JobCreate) -> PaymentPlan {
     if amount.decimal() <= Decimal::ZERO {
         return PaymentPlan::None;
     }
-    let currency = req.payment_currency.as_deref().unwrap_or("AITBC");
+    let currency = Currency::parse(req.payment_currency.as_deref().unwrap_or("AITBC"));
     let min = Money(Decimal::new(1, 2));
     let max = Money::from_int(1_000_000);
-    if !CURRENCIES.contains(&currency) || amount < min || amount > max {
+    let Some(currency) = currency.filter(|_| amount >= min && amount <= max) else {
         return PaymentPlan::Skipped;
-    }
+    };
     PaymentPlan::Escrow {
         wallet: req
             .buyer_address
@@ -85,7 +86,7 @@ fn plan_payment(req: &JobCreate) -> PaymentPlan {
             .filter(|w| !w.is_empty())
             .unwrap_or_else(|| DEFAULT_WALLET.to_string()),
         amount,
-        currency: currency.to_string(),
+        currency,
     }
 }
 
@@ -99,12 +100,12 @@ impl Shared {
         idempotency_key: Option<&str>,
     ) -> Result<Submitted, SubmitError> {
         let payment = plan_payment(&req);
-        let job_type: Box<str> = req
-            .payload
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .into();
+        let kind = kind_of(
+            req.payload
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+        );
         let payload = serde_json::to_string(&req.payload).unwrap_or_else(|_| "{}".into());
         let constraints = req
             .constraints
@@ -132,13 +133,13 @@ impl Shared {
                 amount,
                 currency,
             } => match core.ledger.escrow(&wallet, amount) {
-                Ok(_) => {
+                Ok(name) => {
                     self.save_wallet(&core, &wallet);
                     Payment::Paid(Box::new(Paid {
                         id: rand::random(),
-                        wallet: wallet.into_boxed_str(),
+                        wallet: name,
                         amount,
-                        currency: currency.into_boxed_str(),
+                        currency,
                         status: PayStatus::Escrowed,
                         created_at: now,
                         updated_at: now,
@@ -167,7 +168,7 @@ impl Shared {
             error: None,
             payment,
             payload: payload.into_boxed_str(),
-            job_type,
+            kind,
             constraints,
             result: None,
             receipt: None,
@@ -269,7 +270,7 @@ impl Shared {
         if job.state != JobState::Queued {
             return None;
         }
-        let miner = if use_ollama && &*job.job_type == "ollama" {
+        let miner = if use_ollama && job.kind == kind_of("ollama") {
             Miner::Ollama
         } else {
             Miner::Builtin
@@ -278,10 +279,14 @@ impl Shared {
         job.started_at = Some(now_micros());
         job.miner = Some(miner);
         let payload = job.payload.clone();
-        let job_type = job.job_type.to_string();
         self.save_job(&core, pos);
         drop(core);
         let payload: Map<String, Value> = serde_json::from_str(&payload).unwrap_or_default();
+        let job_type = payload
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         Some(Claim {
             job_type,
             payload,
@@ -356,6 +361,20 @@ impl Shared {
         }
     }
 
+    /// True when a job's `payload.type` is `job_type`.
+    pub(crate) fn has_type(job: &Job, job_type: &str) -> bool {
+        match kind_of(job_type) {
+            OTHER_TYPE => {
+                job.kind == OTHER_TYPE
+                    && serde_json::from_str::<Map<String, Value>>(&job.payload)
+                        .ok()
+                        .and_then(|p| p.get("type").and_then(Value::as_str).map(|t| t == job_type))
+                        .unwrap_or(false)
+            }
+            kind => job.kind == kind,
+        }
+    }
+
     /// The wire view of a job.
     pub(crate) fn view(&self, job: &Job) -> JobView {
         let (payment_id, payment_status) = match &job.payment {
@@ -421,7 +440,7 @@ impl Shared {
             job_id: hex::encode(job.id),
             payment_id: hex::encode(p.id),
             amount: p.amount,
-            currency: Some(p.currency.to_string()),
+            currency: Some(p.currency.as_str().to_string()),
             status: p.status.as_str().to_string(),
             extra,
         })
@@ -430,11 +449,12 @@ impl Shared {
     /// The signed receipt of a completed job.
     pub(crate) fn receipt(&self, job: &Job) -> Option<Value> {
         let core = job.receipt.as_deref()?;
+        let sig = receipt::sig_text(&core.sig);
         Some(receipt::build(
             job,
             core,
             self.client_id(job.owner),
-            &self.key_id,
+            Some((&self.key_id, &sig)),
         ))
     }
 }

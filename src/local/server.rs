@@ -419,7 +419,7 @@ async fn list(
         shared.expire_if_due(&mut core, pos);
         let job = &core.jobs[pos as usize];
         if status.is_some_and(|s| job.state != s)
-            || job_type.is_some_and(|t| &*job.job_type != t.as_str())
+            || job_type.is_some_and(|t| !Shared::has_type(job, t))
         {
             continue;
         }

@@ -1,27 +1,326 @@
-//! `plan` (the dry run) and `graph`. (Being built: see issue 2.)
+//! `plan` (the dry run) and `graph`: what a plan would do, without a coordinator.
+//!
+//! The dry run prints the steps in the order they would start, with their levels, the rendered
+//! requests (secrets redacted; values that need another step's output are shown as their
+//! `${{ steps.… }}` template) and the payment per wallet. Balances are not known offline: `run`
+//! compares them before the first submit.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value, json};
+
+use crate::plan::check::{CheckedPlan, LoadOptions};
+use crate::plan::diag::Diagnostic;
+
+/// How `plan` prints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// For a person.
+    #[default]
+    Text,
+    /// Machine-readable JSON on stdout (documented in docs/plan-format.md).
+    Json,
+}
+
+/// How `graph` draws.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum GraphFormat {
+    /// A Mermaid flowchart.
+    #[default]
+    Mermaid,
+    /// Graphviz dot.
+    Dot,
+}
+
+/// What the command line adds to a plan: `--set` and `--vars`.
+#[derive(Debug, Default, clap::Args)]
+pub struct Overrides {
+    /// Override a variable: `--set wallet=ops-wallet`, `--set limits.max=3` (value read as YAML).
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
+    pub set: Vec<(String, String)>,
+    /// Override variables from a YAML file (a mapping); applied before `--set`.
+    #[arg(long = "vars", value_name = "FILE")]
+    pub vars: Vec<PathBuf>,
+}
+
+impl Overrides {
+    /// The load options these overrides make.
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            set: self.set.clone(),
+            vars_files: self.vars.clone(),
+            environment: None,
+        }
+    }
+}
+
+/// Parses `KEY=VALUE`.
+pub fn parse_set(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
+    }
+}
 
 /// `plan PLAN`
 #[derive(Debug, clap::Args)]
 pub struct PlanArgs {
     /// The plan file.
     pub plan: PathBuf,
+    /// Variable overrides.
+    #[command(flatten)]
+    pub overrides: Overrides,
+    /// `text` (default) or `json`.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
 }
+
 /// `graph PLAN`
 #[derive(Debug, clap::Args)]
 pub struct GraphArgs {
     /// The plan file.
     pub plan: PathBuf,
+    /// `mermaid` (default) or `dot`.
+    #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
+    pub format: GraphFormat,
+    /// Variable overrides (a matrix may depend on them).
+    #[command(flatten)]
+    pub overrides: Overrides,
+}
+
+/// Prints diagnostics to stderr.
+pub fn print_diagnostics(ds: &[Diagnostic]) {
+    for d in ds {
+        eprintln!("{d}");
+    }
+}
+
+/// Prints warnings to stderr.
+pub fn print_warnings(ds: &[Diagnostic]) {
+    for d in ds {
+        let text = d.to_string();
+        let text = text.strip_prefix("error: ").unwrap_or(&text);
+        eprintln!("warning: {text}");
+    }
 }
 
 /// Runs `plan`.
-pub fn plan(_a: PlanArgs) -> i32 {
-    eprintln!("not built yet");
-    crate::exit::INVALID
+pub fn plan(a: PlanArgs) -> i32 {
+    let plan = match crate::plan::load(&a.plan, &a.overrides.load_options()) {
+        Ok(p) => p,
+        Err(ds) => {
+            print_diagnostics(&ds);
+            return crate::exit::INVALID;
+        }
+    };
+    print_warnings(&plan.warnings);
+    match a.output {
+        Output::Json => {
+            let v = dry_run_value(&plan);
+            match serde_json::to_string_pretty(&v) {
+                Ok(s) => println!("{s}"),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return crate::exit::INVALID;
+                }
+            }
+        }
+        Output::Text => print!("{}", dry_run_text(&plan)),
+    }
+    crate::exit::SUCCESS
 }
+
 /// Runs `graph`.
-pub fn graph(_a: GraphArgs) -> i32 {
-    eprintln!("not built yet");
-    crate::exit::INVALID
+pub fn graph(a: GraphArgs) -> i32 {
+    let plan = match crate::plan::load(&a.plan, &a.overrides.load_options()) {
+        Ok(p) => p,
+        Err(ds) => {
+            print_diagnostics(&ds);
+            return crate::exit::INVALID;
+        }
+    };
+    print_warnings(&plan.warnings);
+    match a.format {
+        GraphFormat::Mermaid => print!("{}", crate::plan::graph::to_mermaid(&plan)),
+        GraphFormat::Dot => print!("{}", crate::plan::graph::to_dot(&plan)),
+    }
+    crate::exit::SUCCESS
+}
+
+/// The dry run of a plan file as JSON (what `plan --output json` prints).
+pub fn dry_run_json(path: &Path, options: &LoadOptions) -> Result<Value, Vec<Diagnostic>> {
+    crate::plan::load(path, options).map(|p| dry_run_value(&p))
+}
+
+/// Replaces every secret in every string of a value with `***`.
+fn redact_value(plan: &CheckedPlan, v: &Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(plan.redact(s)),
+        Value::Array(a) => Value::Array(a.iter().map(|x| redact_value(plan, x)).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, x)| (k.clone(), redact_value(plan, x)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// The dry run of a checked plan as JSON.
+pub fn dry_run_value(plan: &CheckedPlan) -> Value {
+    let steps: Vec<Value> = plan
+        .steps
+        .iter()
+        .map(|s| {
+            let mut m = Map::new();
+            m.insert("id".into(), json!(s.id));
+            m.insert("step".into(), json!(s.base_id));
+            m.insert("kind".into(), json!(s.kind.name()));
+            m.insert("level".into(), json!(s.level));
+            m.insert("needs".into(), json!(s.needs));
+            if !s.matrix.is_empty() {
+                m.insert("matrix".into(), Value::Object(s.matrix.clone()));
+            }
+            if let Some(w) = &s.when {
+                m.insert(
+                    "when".into(),
+                    redact_value(plan, &serde_json::to_value(w).unwrap_or(Value::Null)),
+                );
+            }
+            m.insert(
+                "timeout".into(),
+                json!(crate::duration::Dur(s.timeout).to_string()),
+            );
+            m.insert(
+                "retry".into(),
+                serde_json::to_value(&s.retry).unwrap_or(Value::Null),
+            );
+            if s.continue_on_error {
+                m.insert("continue_on_error".into(), json!(true));
+            }
+            if let Some(pf) = &s.prompt_file {
+                m.insert("prompt_file".into(), json!(pf));
+            }
+            m.insert("request".into(), redact_value(plan, &plan.preview(s)));
+            if !s.outputs.is_empty() {
+                m.insert(
+                    "outputs".into(),
+                    redact_value(plan, &Value::Object(s.outputs.clone())),
+                );
+            }
+            Value::Object(m)
+        })
+        .collect();
+    let (spend, runtime) = crate::policy::spend_per_wallet(plan);
+    let levels = plan.steps.iter().map(|s| s.level + 1).max().unwrap_or(0);
+    json!({
+        "plan": plan.plan.name,
+        "file": plan.path.display().to_string(),
+        "content_hash": plan.content_hash,
+        "levels": levels,
+        "steps": steps,
+        "spend": {
+            "per_wallet": spend,
+            "known_at_run_time": runtime,
+            "balances_checked": false,
+        },
+        "warnings": plan.warnings.iter().map(|w| json!({
+            "message": w.message,
+            "location": w.location.as_ref().map(|l| l.to_string()),
+            "help": w.help,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// A request value as one line of text (strings bare, others as JSON).
+fn inline(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The dry run of a checked plan for a person.
+pub fn dry_run_text(plan: &CheckedPlan) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let levels = plan.steps.iter().map(|s| s.level + 1).max().unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "plan `{}` ({}): {} step{} in {} level{}",
+        plan.plan.name,
+        plan.path.display(),
+        plan.steps.len(),
+        if plan.steps.len() == 1 { "" } else { "s" },
+        levels,
+        if levels == 1 { "" } else { "s" },
+    );
+    let mut level = usize::MAX;
+    for s in &plan.steps {
+        if s.level != level {
+            level = s.level;
+            let _ = writeln!(out, "\nlevel {level}");
+        }
+        let mut head = format!("  {}  [{}]", s.id, s.kind.name());
+        if !s.needs.is_empty() {
+            let _ = write!(head, "  after {}", s.needs.join(", "));
+        }
+        let _ = writeln!(out, "{head}");
+        if let Some(w) = &s.when {
+            let w = match w {
+                crate::plan::types::When::Bool(b) => b.to_string(),
+                crate::plan::types::When::Expr(e) => plan.redact(e),
+            };
+            let _ = writeln!(out, "      when: {w}");
+        }
+        if let Value::Object(m) = &plan.preview(s) {
+            for (k, v) in m {
+                let text = plan.redact(&inline(v));
+                if text.contains('\n') {
+                    let label = match (&s.prompt_file, k.as_str()) {
+                        (Some(pf), "prompt") => format!("prompt (from {pf})"),
+                        _ => k.clone(),
+                    };
+                    let _ = writeln!(out, "      {label}: |");
+                    for line in text.trim_end().lines() {
+                        let _ = writeln!(out, "        {line}");
+                    }
+                } else {
+                    let _ = writeln!(out, "      {k}: {text}");
+                }
+            }
+        }
+    }
+    let (spend, runtime) = crate::policy::spend_per_wallet(plan);
+    let _ = writeln!(out, "\nspend per wallet");
+    if spend.is_empty() {
+        let _ = writeln!(out, "  (no payments known before the run)");
+    }
+    for (w, m) in &spend {
+        let _ = writeln!(out, "  {w}: {m} AITBC");
+    }
+    if !runtime.is_empty() {
+        let _ = writeln!(
+            out,
+            "  plus the payments of {} (known only at run time)",
+            runtime.join(", ")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  balances are not known offline: `run` checks them before the first submit"
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_values_split_at_the_first_equals() {
+        assert_eq!(parse_set("a=b=c"), Ok(("a".into(), "b=c".into())));
+        assert!(parse_set("=x").is_err());
+        assert!(parse_set("novalue").is_err());
+    }
 }

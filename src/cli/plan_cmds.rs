@@ -1,6 +1,21 @@
-//! `validate` and `schema`. (Being built: see issue 2.)
+//! `validate` and `schema`: check plan files and print every problem in every file; print the JSON
+//! Schemas that editors and other tools use.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::plan::{Diagnostic, LoadOptions};
+
+/// How a command prints its result.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Human-readable text on stderr.
+    #[default]
+    Text,
+    /// JSON on stdout.
+    Json,
+}
 
 /// `validate PLAN...`
 #[derive(Debug, clap::Args)]
@@ -8,21 +23,178 @@ pub struct ValidateArgs {
     /// Plan files.
     #[arg(required = true)]
     pub plans: Vec<PathBuf>,
+    /// `text` (default) or `json`.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
 }
+
+/// Which schema `schema` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SchemaKind {
+    /// The plan format (`schemas/plan.schema.json`).
+    Plan,
+    /// The run report (`schemas/report.schema.json`).
+    Report,
+}
+
 /// `schema plan|report`
 #[derive(Debug, clap::Args)]
 pub struct SchemaArgs {
     /// Which schema.
-    pub which: String,
+    #[arg(value_enum)]
+    pub which: SchemaKind,
+}
+
+/// The outcome of validating one file.
+#[derive(Clone, Debug, Serialize)]
+pub struct FileResult {
+    /// The file as named on the command line.
+    pub file: String,
+    /// Whether it passed every check.
+    pub valid: bool,
+    /// Its errors, in file order.
+    pub errors: Vec<Diagnostic>,
+    /// Its warnings (problems that do not stop the plan).
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// The outcome of validating several files.
+#[derive(Clone, Debug, Serialize)]
+pub struct ValidateReport {
+    /// True when every file is valid.
+    pub valid: bool,
+    /// How many files are invalid.
+    pub invalid_files: usize,
+    /// How many errors there are in all.
+    pub error_count: usize,
+    /// Each file, in the order given.
+    pub files: Vec<FileResult>,
+}
+
+impl ValidateReport {
+    /// The exit code: [`crate::exit::SUCCESS`] or [`crate::exit::INVALID`].
+    pub fn exit_code(&self) -> i32 {
+        if self.valid {
+            crate::exit::SUCCESS
+        } else {
+            crate::exit::INVALID
+        }
+    }
+
+    /// The report as people read it: every diagnostic drawn against its source, `ok: FILE` for each
+    /// valid file, and a closing line with the counts.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        for f in &self.files {
+            for d in &f.errors {
+                out.push_str(&d.to_string());
+                out.push('\n');
+            }
+            for w in &f.warnings {
+                let text = w.to_string();
+                out.push_str(&text.replacen("error:", "warning:", 1));
+                out.push('\n');
+            }
+            if f.valid {
+                out.push_str(&format!("ok: {}\n", f.file));
+            }
+        }
+        let n = self.files.len();
+        let plans = if n == 1 { "plan" } else { "plans" };
+        if self.valid {
+            if n == 1 {
+                out.push_str("1 plan valid\n");
+            } else {
+                out.push_str(&format!("all {n} plans valid\n"));
+            }
+        } else {
+            let errors = if self.error_count == 1 {
+                "error"
+            } else {
+                "errors"
+            };
+            out.push_str(&format!(
+                "{} of {n} {plans} invalid ({} {errors})\n",
+                self.invalid_files, self.error_count
+            ));
+        }
+        out
+    }
+}
+
+/// Validates one plan file: loading (YAML, schema, types) first, then the full check.
+pub fn validate_file(path: &Path) -> FileResult {
+    let file = path.display().to_string();
+    let (errors, warnings) = match crate::plan::load(path, &LoadOptions::default()) {
+        Ok(checked) => (Vec::new(), checked.warnings),
+        Err(errors) => (errors, Vec::new()),
+    };
+    FileResult {
+        valid: errors.is_empty(),
+        file,
+        errors,
+        warnings,
+    }
+}
+
+/// Validates every file; never stops at the first problem.
+pub fn validate_paths(paths: &[PathBuf]) -> ValidateReport {
+    let files: Vec<FileResult> = paths.iter().map(|p| validate_file(p)).collect();
+    let invalid_files = files.iter().filter(|f| !f.valid).count();
+    let error_count = files.iter().map(|f| f.errors.len()).sum();
+    ValidateReport {
+        valid: invalid_files == 0,
+        invalid_files,
+        error_count,
+        files,
+    }
+}
+
+/// Validates the files and returns the exit code and the text `validate` prints (for tests).
+pub fn validate_to_text(paths: &[PathBuf]) -> (i32, String) {
+    let report = validate_paths(paths);
+    (report.exit_code(), report.to_text())
 }
 
 /// Runs `validate`.
-pub fn validate(_a: ValidateArgs) -> i32 {
-    eprintln!("not built yet");
-    crate::exit::INVALID
+pub fn validate(a: ValidateArgs) -> i32 {
+    let report = validate_paths(&a.plans);
+    match a.output {
+        OutputFormat::Text => eprint!("{}", report.to_text()),
+        OutputFormat::Json => match serde_json::to_string_pretty(&report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("error: cannot write the report as JSON: {e}");
+                return crate::exit::INVALID;
+            }
+        },
+    }
+    report.exit_code()
 }
+
 /// Runs `schema`.
-pub fn schema(_a: SchemaArgs) -> i32 {
-    eprintln!("not built yet");
-    crate::exit::INVALID
+pub fn schema(a: SchemaArgs) -> i32 {
+    match a.which {
+        SchemaKind::Plan => match serde_json::to_string_pretty(&crate::plan::schema::plan_schema())
+        {
+            Ok(s) => {
+                println!("{s}");
+                crate::exit::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: cannot print the plan schema: {e}");
+                crate::exit::INVALID
+            }
+        },
+        SchemaKind::Report => match serde_json::to_string_pretty(&crate::report::report_schema()) {
+            Ok(s) => {
+                println!("{s}");
+                crate::exit::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: cannot print the report schema: {e}");
+                crate::exit::INVALID
+            }
+        },
+    }
 }

@@ -1,1 +1,327 @@
-//! The step graph: edges, cycles, levels, matrix expansion. (Being built: see issue 2.)
+//! The step graph: matrix expansion, cycles, levels, and drawings of the graph (Mermaid, Graphviz).
+//!
+//! Edges come from `needs` and from `${{ steps.X… }}` references (collected by [`super::check`]).
+//! A matrix step fans out into one copy per combination of its values, in key order, with ids like
+//! `summarize[tone=formal]`. Cycles are looked for between the steps as written (so a cycle is
+//! printed with the ids the user wrote); levels and the order are computed between the copies.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+
+use serde_json::{Map, Value};
+
+use super::check::CheckedPlan;
+
+/// A matrix that cannot be expanded: the key it is about and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MatrixError {
+    /// `matrix: {}`.
+    #[error("the matrix has no keys")]
+    NoKeys,
+    /// A key's value is not a list.
+    #[error("matrix key `{0}` must be a list of values")]
+    NotAList(String),
+    /// A key's list is empty.
+    #[error("matrix key `{0}` has an empty list: the step would never run")]
+    Empty(String),
+    /// A value is a list or a mapping.
+    #[error(
+        "matrix key `{key}` has a value that is not a string, number or boolean (item {index})"
+    )]
+    NotScalar {
+        /// The key.
+        key: String,
+        /// The item's index in the list.
+        index: usize,
+    },
+    /// The same value twice.
+    #[error("matrix key `{key}` lists `{value}` twice")]
+    Duplicate {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+}
+
+impl MatrixError {
+    /// The matrix key the error is about, if any.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            MatrixError::NoKeys => None,
+            MatrixError::NotAList(k) | MatrixError::Empty(k) => Some(k),
+            MatrixError::NotScalar { key, .. } | MatrixError::Duplicate { key, .. } => Some(key),
+        }
+    }
+}
+
+/// A matrix value as it appears in an id: strings bare, numbers and booleans as JSON.
+pub fn scalar_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Every combination of a matrix's values: the cartesian product, keys in the order written, the last
+/// key varying fastest.
+pub fn expand_matrix(matrix: &Map<String, Value>) -> Result<Vec<Map<String, Value>>, MatrixError> {
+    if matrix.is_empty() {
+        return Err(MatrixError::NoKeys);
+    }
+    let mut combos: Vec<Map<String, Value>> = vec![Map::new()];
+    for (key, values) in matrix {
+        let list = values
+            .as_array()
+            .ok_or_else(|| MatrixError::NotAList(key.clone()))?;
+        if list.is_empty() {
+            return Err(MatrixError::Empty(key.clone()));
+        }
+        let mut seen = BTreeSet::new();
+        for (index, v) in list.iter().enumerate() {
+            if v.is_array() || v.is_object() || v.is_null() {
+                return Err(MatrixError::NotScalar {
+                    key: key.clone(),
+                    index,
+                });
+            }
+            if !seen.insert(scalar_text(v)) {
+                return Err(MatrixError::Duplicate {
+                    key: key.clone(),
+                    value: scalar_text(v),
+                });
+            }
+        }
+        let mut next = Vec::with_capacity(combos.len() * list.len());
+        for c in &combos {
+            for v in list {
+                let mut c = c.clone();
+                c.insert(key.clone(), v.clone());
+                next.push(c);
+            }
+        }
+        combos = next;
+    }
+    Ok(combos)
+}
+
+/// The id of a matrix copy: `summarize[tone=formal]`, `x[a=1,b=2]`; the base id without a matrix.
+pub fn copy_id(base: &str, combo: &Map<String, Value>) -> String {
+    if combo.is_empty() {
+        return base.to_string();
+    }
+    let parts: Vec<String> = combo
+        .iter()
+        .map(|(k, v)| format!("{k}={}", scalar_text(v)))
+        .collect();
+    format!("{base}[{}]", parts.join(","))
+}
+
+/// A cycle among nodes, when there is one: the nodes in the order they run (each waits for the one
+/// before it), the first repeated at the end. `deps[i]` are the nodes `i` waits for.
+pub fn find_cycle(deps: &[Vec<usize>]) -> Option<Vec<usize>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Open,
+        Done,
+    }
+    let n = deps.len();
+    let mut mark = vec![Mark::New; n];
+    for start in 0..n {
+        if mark[start] != Mark::New {
+            continue;
+        }
+        // Iterative depth-first search; `path` holds the open nodes.
+        let mut path: Vec<usize> = vec![start];
+        let mut next: Vec<usize> = vec![0];
+        mark[start] = Mark::Open;
+        while let Some(&node) = path.last() {
+            let i = next.last().copied().unwrap_or(0);
+            if let Some(&d) = deps[node].get(i) {
+                if let Some(top) = next.last_mut() {
+                    *top += 1;
+                }
+                match mark.get(d).copied() {
+                    Some(Mark::New) => {
+                        mark[d] = Mark::Open;
+                        path.push(d);
+                        next.push(0);
+                    }
+                    Some(Mark::Open) => {
+                        // `path` from d to node, each waiting for the next: reverse it so that
+                        // each runs before the next.
+                        let from = path.iter().position(|&p| p == d).unwrap_or(0);
+                        let mut cycle: Vec<usize> = path[from..].to_vec();
+                        cycle.reverse();
+                        // Start at the node written first, so the message reads in plan order.
+                        if let Some(min) = cycle
+                            .iter()
+                            .enumerate()
+                            .min_by_key(|(_, n)| **n)
+                            .map(|(k, _)| k)
+                        {
+                            cycle.rotate_left(min);
+                        }
+                        cycle.push(cycle[0]);
+                        return Some(cycle);
+                    }
+                    _ => {}
+                }
+            } else {
+                mark[node] = Mark::Done;
+                path.pop();
+                next.pop();
+            }
+        }
+    }
+    None
+}
+
+/// The level of each node of an acyclic graph: 0 without dependencies, else one more than the
+/// highest level among what it waits for.
+pub fn levels(deps: &[Vec<usize>]) -> Vec<usize> {
+    let n = deps.len();
+    let mut level: Vec<Option<usize>> = vec![None; n];
+    for start in 0..n {
+        let mut stack = vec![start];
+        while let Some(&node) = stack.last() {
+            if level[node].is_some() {
+                stack.pop();
+                continue;
+            }
+            let pending: Vec<usize> = deps[node]
+                .iter()
+                .copied()
+                .filter(|&d| d < n && level[d].is_none())
+                .collect();
+            if pending.is_empty() || stack.len() > n {
+                let l = deps[node]
+                    .iter()
+                    .filter_map(|&d| level.get(d).copied().flatten())
+                    .map(|l| l + 1)
+                    .max()
+                    .unwrap_or(0);
+                level[node] = Some(l);
+                stack.pop();
+            } else {
+                stack.extend(pending);
+            }
+        }
+    }
+    level.into_iter().map(|l| l.unwrap_or(0)).collect()
+}
+
+fn mermaid_label(s: &str) -> String {
+    s.replace('"', "#quot;")
+}
+
+fn dot_quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// The plan's graph as a Mermaid flowchart: one node per (expanded) step labelled with its id and
+/// kind, an arrow from each step to the steps that wait for it.
+pub fn to_mermaid(plan: &CheckedPlan) -> String {
+    let mut out = String::from("flowchart TD\n");
+    let index = |id: &str| plan.steps.iter().position(|s| s.id == id);
+    for (i, s) in plan.steps.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "    s{i}[\"{}<br/>{}\"]",
+            mermaid_label(&s.id),
+            s.kind.name()
+        );
+    }
+    for (i, s) in plan.steps.iter().enumerate() {
+        for n in &s.needs {
+            if let Some(j) = index(n) {
+                let _ = writeln!(out, "    s{j} --> s{i}");
+            }
+        }
+    }
+    out
+}
+
+/// The plan's graph in Graphviz dot.
+pub fn to_dot(plan: &CheckedPlan) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "digraph {} {{", dot_quote(&plan.plan.name));
+    out.push_str("    rankdir=TB;\n    node [shape=box];\n");
+    for s in &plan.steps {
+        let _ = writeln!(
+            out,
+            "    {} [label={}];",
+            dot_quote(&s.id),
+            dot_quote(&format!("{}\n{}", s.id, s.kind.name())).replace("\n", "\\n")
+        );
+    }
+    for s in &plan.steps {
+        for n in &s.needs {
+            let _ = writeln!(out, "    {} -> {};", dot_quote(n), dot_quote(&s.id));
+        }
+    }
+    out.push_str("}\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn map(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn expands_in_key_order() {
+        let m = map(json!({"a": [1, 2], "b": ["x", "y"]}));
+        let ids: Vec<String> = expand_matrix(&m)
+            .unwrap()
+            .iter()
+            .map(|c| copy_id("s", c))
+            .collect();
+        assert_eq!(
+            ids,
+            vec!["s[a=1,b=x]", "s[a=1,b=y]", "s[a=2,b=x]", "s[a=2,b=y]"]
+        );
+    }
+
+    #[test]
+    fn matrix_errors() {
+        assert_eq!(expand_matrix(&map(json!({}))), Err(MatrixError::NoKeys));
+        assert_eq!(
+            expand_matrix(&map(json!({"a": []}))),
+            Err(MatrixError::Empty("a".into()))
+        );
+        assert_eq!(
+            expand_matrix(&map(json!({"a": "x"}))),
+            Err(MatrixError::NotAList("a".into()))
+        );
+        assert!(matches!(
+            expand_matrix(&map(json!({"a": [1, [2]]}))),
+            Err(MatrixError::NotScalar { index: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn cycles_are_found_in_run_order() {
+        // 0 waits for 2, 1 waits for 0, 2 waits for 1: 0 → 1 → 2 → 0.
+        let deps = vec![vec![2], vec![0], vec![1], vec![]];
+        let c = find_cycle(&deps).unwrap();
+        assert_eq!(c.len(), 4);
+        assert_eq!(c.first(), c.last());
+        for w in c.windows(2) {
+            assert!(deps[w[1]].contains(&w[0]), "{c:?}");
+        }
+        assert_eq!(find_cycle(&[vec![], vec![0], vec![0, 1]]), None);
+        assert_eq!(find_cycle(&[vec![0]]), Some(vec![0, 0]));
+    }
+
+    #[test]
+    fn levels_follow_the_longest_path() {
+        let deps = vec![vec![], vec![0], vec![0, 1], vec![]];
+        assert_eq!(levels(&deps), vec![0, 1, 2, 0]);
+    }
+}

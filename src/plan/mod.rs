@@ -9,10 +9,11 @@
 pub mod check;
 pub mod diag;
 pub mod graph;
+pub mod render;
 pub mod schema;
 pub mod source;
 pub mod template;
 pub mod types;
 
-pub use check::{CheckedPlan, LoadOptions, PlannedStep, StepKind, load};
+pub use check::{CheckedPlan, LoadOptions, PlannedStep, StepKind, StepView, load};
 pub use diag::{Diagnostic, Location};

@@ -1,2 +1,869 @@
-//! The plan's JSON Schema: generated from [`super::types::Plan`], validated with `jsonschema`.
-//! (Being built: see issue 2.)
+//! The plan's JSON Schema, and loading a plan file up to a typed [`Plan`].
+//!
+//! The schema is generated from [`super::types::Plan`] (so the doc comments become the descriptions an
+//! editor shows), with a few rules added that the types cannot say: the version is 1, a step has exactly
+//! one operation, a retry makes at least one attempt. `schemas/plan.schema.json` is this schema, committed.
+//!
+//! [`validate`] runs the `jsonschema` validator over the parsed [`Source`] and turns each error into a
+//! [`Diagnostic`] in the user's words, placed at the file, line and column of the value (or of the key,
+//! for an unknown key). The noise that `anyOf`/`oneOf` produce (one error per branch) is reduced to the
+//! one error that matters. [`load_raw`] then adds the checks a schema cannot express and deserializes.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use jsonschema::error::{TypeKind, ValidationErrorKind};
+use jsonschema::{JsonType, ValidationError, Validator};
+use serde_json::{Value, json};
+
+use super::diag::{Diagnostic, suggest};
+use super::source::{self, Source, describe_kind, escape_pointer_segment, pointer_to_field};
+use super::types::{Plan, STEP_KINDS};
+use crate::duration::parse_duration;
+
+/// The `$id` of the plan schema.
+pub const PLAN_SCHEMA_ID: &str = "urn:aitbc-flow:schema:plan";
+
+/// The plan format's JSON Schema (draft 2020-12), generated from the Rust types.
+pub fn plan_schema() -> Value {
+    let schema = schemars::generate::SchemaSettings::draft2020_12()
+        .into_generator()
+        .into_root_schema_for::<Plan>();
+    let mut v = schema.to_value();
+    if let Some(root) = v.as_object_mut() {
+        // Put `$schema`, `$id` and `title` first, so the committed file reads well.
+        let mut head = serde_json::Map::new();
+        head.insert(
+            "$schema".into(),
+            json!("https://json-schema.org/draft/2020-12/schema"),
+        );
+        head.insert("$id".into(), json!(PLAN_SCHEMA_ID));
+        head.insert("title".into(), json!("aitbc-flow plan"));
+        root.remove("$schema");
+        root.remove("title");
+        let rest = std::mem::take(root);
+        head.extend(rest);
+        *root = head;
+    }
+    if let Some(version) = v.pointer_mut("/properties/version") {
+        version["const"] = json!(1);
+    }
+    if let Some(attempts) = v.pointer_mut("/$defs/RetrySpec/properties/max_attempts") {
+        attempts["minimum"] = json!(1);
+    }
+    if let Some(step) = v.pointer_mut("/$defs/Step") {
+        step["oneOf"] = Value::Array(
+            STEP_KINDS
+                .iter()
+                .map(|k| json!({"required": [k], "title": k}))
+                .collect(),
+        );
+    }
+    v
+}
+
+fn validator() -> Option<&'static Validator> {
+    static VALIDATOR: OnceLock<Option<Validator>> = OnceLock::new();
+    VALIDATOR
+        .get_or_init(|| jsonschema::draft202012::new(&plan_schema()).ok())
+        .as_ref()
+}
+
+fn schema() -> &'static Value {
+    static SCHEMA: OnceLock<Value> = OnceLock::new();
+    SCHEMA.get_or_init(plan_schema)
+}
+
+/// Checks a parsed plan against the schema and the rules the schema cannot express. Returns every
+/// problem, sorted by position.
+pub fn validate(source: &Source) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    match validator() {
+        Some(v) => {
+            for err in v.iter_errors(&source.value) {
+                map_error(source, &err, &mut out);
+            }
+        }
+        None => out.push(Diagnostic::new(
+            "internal error: the plan schema does not compile",
+        )),
+    }
+    structural(source, &mut out);
+    finish(out)
+}
+
+/// Sorts by position and drops repeats.
+fn finish(mut out: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    let mut seen = HashSet::new();
+    out.retain(|d| seen.insert((d.location.clone(), d.message.clone())));
+    out.sort_by(|a, b| a.location.cmp(&b.location));
+    out
+}
+
+/// Reads, parses, validates and deserializes a plan file. `display_name` is how the file is named in
+/// messages. Every problem found is returned.
+pub fn load_raw(path: &Path, display_name: &str) -> Result<(Source, Plan), Vec<Diagnostic>> {
+    let meta = std::fs::metadata(path).map_err(|e| vec![io_error(display_name, &e)])?;
+    if meta.is_dir() {
+        return Err(vec![Diagnostic::new(format!(
+            "{display_name} is a directory, not a plan file"
+        ))]);
+    }
+    if meta.len() > source::MAX_PLAN_BYTES {
+        return Err(vec![source::too_large(display_name, meta.len())]);
+    }
+    let bytes = std::fs::read(path).map_err(|e| vec![io_error(display_name, &e)])?;
+    let src = source::parse(display_name, &bytes)?;
+    let plan = check(&src)?;
+    Ok((src, plan))
+}
+
+/// Validates a parsed plan and deserializes it.
+pub fn check(src: &Source) -> Result<Plan, Vec<Diagnostic>> {
+    let diags = validate(src);
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+    serde_path_to_error::deserialize::<_, Plan>(&src.value).map_err(|e| {
+        let mut ptr = String::new();
+        for seg in e.path().iter() {
+            match seg {
+                serde_path_to_error::Segment::Seq { index } => {
+                    ptr.push('/');
+                    ptr.push_str(&index.to_string());
+                }
+                serde_path_to_error::Segment::Map { key } => {
+                    ptr.push('/');
+                    ptr.push_str(&escape_pointer_segment(key));
+                }
+                _ => {}
+            }
+        }
+        vec![src.at(&ptr, Diagnostic::new(e.inner().to_string()))]
+    })
+}
+
+fn io_error(file: &str, e: &std::io::Error) -> Diagnostic {
+    let what = match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_string(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        _ => e.to_string(),
+    };
+    Diagnostic::new(format!("cannot read {file}: {what}"))
+}
+
+/// Where a pointer is, in words: "at the top level of the plan", "in step `a`", "in `submit` of step
+/// `a`", "in `defaults.retry`".
+fn context(src: &Source, ptr: &str) -> String {
+    if ptr.is_empty() {
+        return "at the top level of the plan".to_string();
+    }
+    let mut segs = ptr.split('/').skip(1);
+    if segs.next() == Some("steps")
+        && let Some(i) = segs.next()
+    {
+        let step = step_name(src, i);
+        let rest: Vec<&str> = segs.collect();
+        if rest.is_empty() {
+            return format!("in {step}");
+        }
+        let field = pointer_to_field(&format!("/{}", rest.join("/")));
+        return format!("in `{field}` of {step}");
+    }
+    format!("in `{}`", pointer_to_field(ptr))
+}
+
+/// "step `analyze`", or "steps[3]" when the step has no usable id.
+fn step_name(src: &Source, index: &str) -> String {
+    match src.value.pointer(&format!("/steps/{index}/id")) {
+        Some(Value::String(id)) if !id.is_empty() => format!("step `{id}`"),
+        _ => format!("steps[{index}]"),
+    }
+}
+
+fn is_step_pointer(ptr: &str) -> bool {
+    let mut segs = ptr.split('/').skip(1);
+    segs.next() == Some("steps")
+        && segs
+            .next()
+            .is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+        && segs.next().is_none()
+}
+
+/// Follows a schema path (`/properties/steps/items/$ref/properties/id`) through the plan schema.
+/// Returns the node and the name of the last `$defs` entry passed through.
+fn schema_at(path: &str) -> (Option<&'static Value>, Option<&'static str>) {
+    let root = schema();
+    let mut node = root;
+    let mut def = None;
+    let mut prev_defs = false;
+    for seg in path.split('/').skip(1) {
+        let seg = seg.replace("~1", "/").replace("~0", "~");
+        if seg == "$ref" {
+            let Some(target) = node.get("$ref").and_then(Value::as_str) else {
+                return (None, def);
+            };
+            let Some(local) = target.strip_prefix('#') else {
+                return (None, def);
+            };
+            def = local.rsplit('/').next();
+            match root.pointer(local) {
+                Some(n) => node = n,
+                None => return (None, def),
+            }
+            continue;
+        }
+        let in_defs = prev_defs;
+        prev_defs = seg == "$defs";
+        let next = match node {
+            Value::Object(m) => match m.get_key_value(&seg) {
+                Some((k, n)) => {
+                    if in_defs {
+                        def = Some(k.as_str());
+                    }
+                    Some(n)
+                }
+                None => None,
+            },
+            Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
+            _ => None,
+        };
+        match next {
+            Some(n) => node = n,
+            None => return (None, def),
+        }
+    }
+    (Some(node), def)
+}
+
+/// How the values a `$defs` entry accepts are named in messages.
+fn def_label(def: &str) -> Option<&'static str> {
+    Some(match def {
+        "Duration" => "a duration such as `300s`",
+        "Money" => "an amount such as `500`",
+        "Amount" => "an amount such as `500` (or a template)",
+        "Num" => "a number (or a template)",
+        "When" => "`true`, `false` or a template expression",
+        "Backoff" | "Jitter" | "RetryOn" | "OnTimeout" | "Overlap" | "CatchUp" => return None,
+        _ => return None,
+    })
+}
+
+fn type_name(t: JsonType) -> &'static str {
+    match t {
+        JsonType::Array => "a list",
+        JsonType::Boolean => "a boolean",
+        JsonType::Integer => "a whole number",
+        JsonType::Null => "nothing",
+        JsonType::Number => "a number",
+        JsonType::Object => "a mapping",
+        JsonType::String => "a string",
+    }
+}
+
+/// Whether an error only says "this value has the wrong type" (for every branch, when it branches).
+fn is_type_mismatch(err: &ValidationError<'_>) -> bool {
+    match err.kind() {
+        ValidationErrorKind::Type { .. } => true,
+        ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
+            context
+                .iter()
+                .all(|branch| !branch.is_empty() && branch.iter().all(is_type_mismatch))
+        }
+        _ => false,
+    }
+}
+
+/// Whether an error says "not one of these fixed values".
+fn is_constant(err: &ValidationError<'_>) -> bool {
+    match err.kind() {
+        ValidationErrorKind::Constant { .. } | ValidationErrorKind::Enum { .. } => true,
+        ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
+            context
+                .iter()
+                .all(|branch| !branch.is_empty() && branch.iter().all(is_constant))
+        }
+        _ => false,
+    }
+}
+
+/// The names of what a type mismatch would have accepted.
+fn expected_types(err: &ValidationError<'_>, out: &mut Vec<&'static str>) {
+    match err.kind() {
+        ValidationErrorKind::Type { kind } => {
+            let (_, def) = schema_at(err.schema_path().as_str());
+            if let Some(label) = def.and_then(def_label) {
+                if !out.contains(&label) {
+                    out.push(label);
+                }
+                return;
+            }
+            let types: Vec<JsonType> = match kind {
+                TypeKind::Single(t) => vec![*t],
+                TypeKind::Multiple(set) => set.iter().collect(),
+            };
+            for t in types {
+                let name = type_name(t);
+                if !out.contains(&name) {
+                    out.push(name);
+                }
+            }
+        }
+        ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
+            for e in context.iter().flatten() {
+                expected_types(e, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn constants(err: &ValidationError<'_>, out: &mut Vec<String>) {
+    match err.kind() {
+        ValidationErrorKind::Constant { expected_value } => out.push(show(expected_value)),
+        ValidationErrorKind::Enum { options } => {
+            if let Value::Array(a) = options.as_ref() {
+                out.extend(a.iter().map(show));
+            }
+        }
+        ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
+            for e in context.iter().flatten() {
+                constants(e, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A value as written in a message: `fixed`, `3`.
+fn show(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("`{s}`"),
+        other => format!("`{other}`"),
+    }
+}
+
+fn join_or(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    }
+}
+
+/// The last key of a pointer: `/defaults/retry/max` → `max`.
+fn last_key(ptr: &str) -> String {
+    ptr.rsplit('/')
+        .next()
+        .unwrap_or("")
+        .replace("~1", "/")
+        .replace("~0", "~")
+}
+
+fn map_error(src: &Source, err: &ValidationError<'_>, out: &mut Vec<Diagnostic>) {
+    let ptr = err.instance_path().as_str();
+    let found = src.value.pointer(ptr).unwrap_or(&Value::Null);
+    match err.kind() {
+        ValidationErrorKind::AdditionalProperties { unexpected } => {
+            let path = err.schema_path().as_str();
+            let parent = path.strip_suffix("/additionalProperties").unwrap_or(path);
+            let (node, _) = schema_at(parent);
+            let valid: Vec<&str> = node
+                .and_then(|n| n.get("properties"))
+                .and_then(Value::as_object)
+                .map(|m| m.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            for key in unexpected {
+                let kptr = format!("{ptr}/{}", escape_pointer_segment(key));
+                let suggestion = suggest(key, valid.iter().copied());
+                let mut d = Diagnostic::new(format!("unknown key `{key}` {}", context(src, ptr)))
+                    .suggest(suggestion.clone());
+                if suggestion.is_none() && !valid.is_empty() {
+                    d = d.help(format!(
+                        "valid keys here: {}",
+                        valid
+                            .iter()
+                            .map(|k| format!("`{k}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+                out.push(src.at_key(&kptr, d));
+            }
+        }
+        ValidationErrorKind::Required { property } => {
+            let name = property
+                .as_str()
+                .map_or_else(|| property.to_string(), str::to_string);
+            let d = Diagnostic::new(format!(
+                "missing required key `{name}` {}",
+                context(src, ptr)
+            ));
+            let d = if ptr.is_empty() {
+                d.help(
+                    "a plan needs at least `version: 1`, a `name` and a list of `steps`"
+                        .to_string(),
+                )
+            } else {
+                d
+            };
+            out.push(src.at_key(ptr, d));
+        }
+        ValidationErrorKind::OneOfNotValid { .. }
+        | ValidationErrorKind::OneOfMultipleValid { .. }
+            if is_step_pointer(ptr) =>
+        {
+            // A step with no operation or with several: reported once by `structural`.
+        }
+        _ if is_constant(err) => {
+            let mut options = Vec::new();
+            constants(err, &mut options);
+            let key = last_key(ptr);
+            let d = if ptr == "/version" {
+                Diagnostic::new(format!(
+                    "unsupported plan version {}: this aitbc-flow reads version 1",
+                    show(found)
+                ))
+            } else {
+                Diagnostic::new(format!(
+                    "{} is not a valid `{key}`: expected {}",
+                    match found {
+                        Value::String(s) => format!("`{s}`"),
+                        other => describe_kind(other),
+                    },
+                    join_or(&options)
+                ))
+                .suggest(found.as_str().and_then(|s| {
+                    let opts: Vec<String> = options
+                        .iter()
+                        .map(|o| o.trim_matches('`').to_string())
+                        .collect();
+                    suggest(s, opts.iter().map(String::as_str))
+                }))
+            };
+            out.push(src.at(ptr, d));
+        }
+        _ if is_type_mismatch(err) => {
+            let mut expected = Vec::new();
+            expected_types(err, &mut expected);
+            if expected.len() > 1 {
+                expected.retain(|t| *t != "nothing");
+            }
+            // A whole number is also a number: say "a number" once.
+            if expected.contains(&"a number") {
+                expected.retain(|t| *t != "a whole number");
+            }
+            let expected: Vec<String> = expected.into_iter().map(str::to_string).collect();
+            let d = Diagnostic::new(format!(
+                "expected {}, found {}",
+                join_or(&expected),
+                describe_kind(found)
+            ));
+            out.push(src.at(ptr, d));
+        }
+        ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
+            // Report the branch that the value's type matched; the others only say "wrong type".
+            let branch = context
+                .iter()
+                .find(|b| !b.is_empty() && !b.iter().all(is_type_mismatch));
+            match branch {
+                Some(errors) => {
+                    for e in errors {
+                        map_error(src, e, out);
+                    }
+                }
+                None => out.push(src.at(ptr, Diagnostic::new(err.to_string()))),
+            }
+        }
+        ValidationErrorKind::Pattern { pattern } => {
+            let text = found.as_str().unwrap_or_default();
+            let (_, def) = schema_at(err.schema_path().as_str());
+            let d = match def {
+                Some("Duration") => Diagnostic::new(
+                    parse_duration(text)
+                        .err()
+                        .unwrap_or_else(|| format!("`{text}` is not a duration")),
+                ),
+                Some("Money") => Diagnostic::new(format!(
+                    "`{text}` is not an amount (expected a decimal number such as 500 or 0.25)"
+                )),
+                _ if ptr.ends_with("/id") && ptr.starts_with("/steps/") => {
+                    Diagnostic::new(format!(
+                        "`{text}` is not a valid step id: use letters, digits, `_` and `-`, starting with a letter or `_`"
+                    ))
+                }
+                _ if ptr == "/name" => Diagnostic::new(format!(
+                    "`{text}` is not a valid plan name: use letters, digits, `-`, `_` and `.`, starting with a letter or digit"
+                )),
+                _ => Diagnostic::new(format!(
+                    "`{text}` does not have the expected form (pattern `{pattern}`)"
+                )),
+            };
+            out.push(src.at(ptr, d));
+        }
+        ValidationErrorKind::Minimum { limit }
+        | ValidationErrorKind::ExclusiveMinimum { limit } => {
+            let key = last_key(ptr);
+            let d = if key == "max_attempts" {
+                Diagnostic::new(format!(
+                    "`max_attempts: {found}` makes no attempt: it counts the first attempt, so it must be at least 1"
+                ))
+                .help("use `max_attempts: 1` for no retry")
+            } else {
+                Diagnostic::new(format!("`{key}` must be at least {limit}, found {found}"))
+            };
+            out.push(src.at(ptr, d));
+        }
+        ValidationErrorKind::Maximum { limit }
+        | ValidationErrorKind::ExclusiveMaximum { limit } => {
+            let key = last_key(ptr);
+            out.push(src.at(
+                ptr,
+                Diagnostic::new(format!("`{key}` must be at most {limit}, found {found}")),
+            ));
+        }
+        _ => out.push(src.at(ptr, Diagnostic::new(err.to_string()))),
+    }
+}
+
+/// The checks a schema cannot express (or cannot express in words a user would understand).
+fn structural(src: &Source, out: &mut Vec<Diagnostic>) {
+    if let Some(Value::Object(retry)) = src.value.pointer("/defaults/retry") {
+        check_retry(src, "/defaults/retry", retry, out);
+    }
+    if let Some(Value::Object(secrets)) = src.value.get("secrets") {
+        for (name, spec) in secrets {
+            check_secret(src, name, spec, out);
+        }
+    }
+    let Some(Value::Array(steps)) = src.value.get("steps") else {
+        return;
+    };
+    for (i, step) in steps.iter().enumerate() {
+        let Value::Object(step) = step else { continue };
+        let sptr = format!("/steps/{i}");
+        let kinds: Vec<&str> = STEP_KINDS
+            .iter()
+            .copied()
+            .filter(|k| step.get(*k).is_some_and(|v| !v.is_null()))
+            .collect();
+        let name = step_name(src, &i.to_string());
+        let all = STEP_KINDS
+            .iter()
+            .map(|k| format!("`{k}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        match kinds.as_slice() {
+            [] => out.push(
+                src.at(
+                    &sptr,
+                    Diagnostic::new(format!("{name} has no operation"))
+                        .help(format!("give a step exactly one of {all}")),
+                ),
+            ),
+            [_] => {}
+            [first, rest @ ..] => {
+                for k in rest {
+                    out.push(
+                        src.at_key(
+                            &format!("{sptr}/{k}"),
+                            Diagnostic::new(format!(
+                                "{name} has more than one operation: `{first}` and `{k}`"
+                            ))
+                            .help(format!(
+                                "a step does exactly one of {all}; split it into two steps"
+                            )),
+                        ),
+                    );
+                }
+            }
+        }
+        if let Some(Value::Object(retry)) = step.get("retry") {
+            check_retry(src, &format!("{sptr}/retry"), retry, out);
+        }
+        for kind in ["submit", "job"] {
+            let Some(Value::Object(spec)) = step.get(kind) else {
+                continue;
+            };
+            let kptr = format!("{sptr}/{kind}");
+            let has = |k: &str| spec.get(k).is_some_and(|v| !v.is_null());
+            match (has("prompt"), has("prompt_file")) {
+                (true, true) => out.push(
+                    src.at_key(
+                        &format!("{kptr}/prompt_file"),
+                        Diagnostic::new(format!(
+                            "`prompt` and `prompt_file` both given in `{kind}` of {name}"
+                        ))
+                        .help("give one: the prompt text, or the file that holds it"),
+                    ),
+                ),
+                (false, false) => out.push(src.at_key(
+                    &kptr,
+                    Diagnostic::new(format!(
+                        "missing `prompt` (or `prompt_file`) in `{kind}` of {name}"
+                    )),
+                )),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn duration_of(v: Option<&Value>) -> Option<std::time::Duration> {
+    match v? {
+        Value::String(s) => parse_duration(s).ok(),
+        Value::Number(n) => n.as_u64().map(std::time::Duration::from_secs),
+        _ => None,
+    }
+}
+
+fn check_retry(
+    src: &Source,
+    ptr: &str,
+    retry: &serde_json::Map<String, Value>,
+    out: &mut Vec<Diagnostic>,
+) {
+    let initial = duration_of(retry.get("initial"));
+    let max = duration_of(retry.get("max"));
+    let (initial, initial_given) = match (initial, retry.contains_key("initial")) {
+        (Some(d), true) => (d, true),
+        (None, true) => return, // not a duration: the schema said so
+        (_, false) => (std::time::Duration::from_secs(1), false),
+    };
+    let (max, max_given) = match (max, retry.contains_key("max")) {
+        (Some(d), true) => (d, true),
+        (None, true) => return,
+        (_, false) => (std::time::Duration::from_secs(30), false),
+    };
+    if initial > max {
+        let show = |d: std::time::Duration, given: bool| {
+            let s = crate::duration::Dur(d).to_string();
+            if given {
+                s
+            } else {
+                format!("{s}, the default")
+            }
+        };
+        let at = if initial_given {
+            format!("{ptr}/initial")
+        } else {
+            format!("{ptr}/max")
+        };
+        out.push(
+            src.at(
+                &at,
+                Diagnostic::new(format!(
+                    "retry delay `initial` ({}) is longer than `max` ({})",
+                    show(initial, initial_given),
+                    show(max, max_given)
+                ))
+                .help("`max` caps every delay, so it must not be less than `initial`"),
+            ),
+        );
+    }
+}
+
+fn check_secret(src: &Source, name: &str, spec: &Value, out: &mut Vec<Diagnostic>) {
+    let ptr = format!("/secrets/{}", escape_pointer_segment(name));
+    let shape = "`{env: NAME}` or `{file: PATH}`";
+    let Value::Object(m) = spec else {
+        out.push(
+            src.at(
+                &ptr,
+                Diagnostic::new(format!(
+                    "secret `{name}` must be {shape}, found {}",
+                    describe_kind(spec)
+                ))
+                .help("secret values never go in the plan itself"),
+            ),
+        );
+        return;
+    };
+    for (k, v) in m {
+        let kptr = format!("{ptr}/{}", escape_pointer_segment(k));
+        if k != "env" && k != "file" {
+            out.push(
+                src.at_key(
+                    &kptr,
+                    Diagnostic::new(format!("unknown key `{k}` in secret `{name}`"))
+                        .suggest(suggest(k, ["env", "file"])),
+                ),
+            );
+        } else if !v.is_string() {
+            out.push(src.at(
+                &kptr,
+                Diagnostic::new(format!("expected a string, found {}", describe_kind(v))),
+            ));
+        }
+    }
+    match (m.contains_key("env"), m.contains_key("file")) {
+        (true, true) => out.push(src.at(
+            &ptr,
+            Diagnostic::new(format!(
+                "secret `{name}` gives both `env` and `file`; give one"
+            )),
+        )),
+        (false, false) if m.keys().all(|k| k == "env" || k == "file") => out.push(src.at(
+            &ptr,
+            Diagnostic::new(format!("secret `{name}` must be {shape}")),
+        )),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn diags(text: &str) -> Vec<Diagnostic> {
+        let src = match source::parse("p.yaml", text.as_bytes()) {
+            Ok(s) => s,
+            Err(e) => panic!("parse failed: {e:?}"),
+        };
+        match check(&src) {
+            Ok(_) => Vec::new(),
+            Err(e) => e,
+        }
+    }
+
+    fn messages(text: &str) -> Vec<String> {
+        diags(text).into_iter().map(|d| d.message).collect()
+    }
+
+    const HEAD: &str = "version: 1\nname: t\n";
+
+    #[test]
+    fn the_schema_compiles_and_describes_every_field() {
+        assert!(validator().is_some());
+        let s = plan_schema();
+        fn walk(v: &Value, path: &str, missing: &mut Vec<String>) {
+            if let Some(props) = v.get("properties").and_then(Value::as_object) {
+                for (k, p) in props {
+                    if p.get("description").is_none() {
+                        missing.push(format!("{path}/{k}"));
+                    }
+                }
+            }
+            match v {
+                Value::Object(m) => m
+                    .iter()
+                    .for_each(|(k, c)| walk(c, &format!("{path}/{k}"), missing)),
+                Value::Array(a) => a
+                    .iter()
+                    .enumerate()
+                    .for_each(|(i, c)| walk(c, &format!("{path}/{i}"), missing)),
+                _ => {}
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&s, "", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "fields without a description: {missing:?}"
+        );
+        assert_eq!(s["$id"], json!(PLAN_SCHEMA_ID));
+    }
+
+    #[test]
+    fn a_good_plan_loads() {
+        let text = format!(
+            "{HEAD}secrets:\n  token: {{env: TOKEN}}\ndefaults:\n  retry: {{max_attempts: 2, initial: 2s, max: 1m}}\nsteps:\n  - id: a\n    submit: {{job_type: inference, wallet: w, payment: 5, prompt: hi}}\n  - id: b\n    wait: {{job: \"${{{{ steps.a.job_id }}}}\", timeout: 10m}}\n"
+        );
+        assert_eq!(messages(&text), Vec::<String>::new());
+    }
+
+    #[test]
+    fn unknown_keys_point_at_the_key_and_suggest() {
+        let d = diags(&format!(
+            "{HEAD}steps:\n  - id: analyze\n    timout: 5m\n    balance: {{wallet: w}}\n"
+        ));
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].message, "unknown key `timout` in step `analyze`");
+        assert_eq!(d[0].suggestion.as_deref(), Some("timeout"));
+        let loc = d[0].location.as_ref().map(|l| (l.line, l.column));
+        assert_eq!(loc, Some((5, 5)));
+        assert_eq!(d[0].width, 6);
+    }
+
+    #[test]
+    fn wrong_types_are_said_plainly() {
+        assert_eq!(
+            messages(&format!(
+                "{HEAD}defaults: {{concurrency: abc}}\nsteps: []\n"
+            )),
+            ["expected a whole number, found a string `\"abc\"`"]
+        );
+        assert_eq!(
+            messages(&format!("{HEAD}defaults: {{timeout: true}}\nsteps: []\n")),
+            ["expected a duration such as `300s`, found a boolean `true`"]
+        );
+        assert_eq!(
+            messages(&format!(
+                "{HEAD}defaults: {{timeout: 5 minutes}}\nsteps: []\n"
+            )),
+            ["`5 minutes` is not a duration (expected e.g. `300s`, `5m`, `1h30m` or `250ms`)"]
+        );
+    }
+
+    #[test]
+    fn enums_list_their_values() {
+        assert_eq!(
+            messages(&format!(
+                "{HEAD}defaults: {{retry: {{backoff: linear}}}}\nsteps: []\n"
+            )),
+            ["`linear` is not a valid `backoff`: expected `fixed` or `exponential`"]
+        );
+    }
+
+    #[test]
+    fn step_kinds_are_exactly_one() {
+        assert_eq!(
+            messages(&format!("{HEAD}steps:\n  - id: a\n")),
+            ["step `a` has no operation"]
+        );
+        assert_eq!(
+            messages(&format!(
+                "{HEAD}steps:\n  - id: a\n    status: {{job: x}}\n    cancel: {{job: x}}\n"
+            )),
+            ["step `a` has more than one operation: `status` and `cancel`"]
+        );
+    }
+
+    #[test]
+    fn contradictions_are_load_errors() {
+        assert_eq!(
+            messages(&format!(
+                "{HEAD}defaults: {{retry: {{max_attempts: 0}}}}\nsteps: []\n"
+            )),
+            [
+                "`max_attempts: 0` makes no attempt: it counts the first attempt, so it must be at least 1"
+            ]
+        );
+        assert_eq!(
+            messages(&format!(
+                "{HEAD}defaults: {{retry: {{initial: 1m}}}}\nsteps: []\n"
+            )),
+            ["retry delay `initial` (1m) is longer than `max` (30s, the default)"]
+        );
+        assert_eq!(
+            messages("version: 2\nname: t\nsteps: []\n"),
+            ["unsupported plan version `2`: this aitbc-flow reads version 1"]
+        );
+        assert_eq!(
+            messages(&format!(
+                "{HEAD}secrets: {{a: {{env: A, file: f}}, b: x}}\nsteps: []\n"
+            )),
+            [
+                "secret `a` gives both `env` and `file`; give one",
+                "secret `b` must be `{env: NAME}` or `{file: PATH}`, found a string `\"x\"`"
+            ]
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let m = messages("name: t\nstepz: []\ndefaults: {retry: {max_attempts: 0}}\n");
+        assert_eq!(m.len(), 4, "{m:?}");
+    }
+}

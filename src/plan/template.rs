@@ -1,1 +1,374 @@
-//! Templating with MiniJinja and `${{ … }}` delimiters. (Being built: see issue 2.)
+//! Templating with MiniJinja and `${{ … }}` delimiters.
+//!
+//! Plans are parsed first and templates are rendered value by value afterwards, so a template never
+//! changes the structure of the YAML and every error keeps the line and column of the value it is in.
+//! A string that is exactly one `${{ expr }}` renders to the expression's value (a number stays a
+//! number, a list stays a list); any other string renders to a string.
+//!
+//! Names are checked before anything is rendered: [`Templates::names`] lists the dotted names a
+//! template reads (`vars.wallet`, `steps.analyze.job_id`), and the checker compares them with what the
+//! context will hold, so that an unknown name gets a "did you mean" instead of MiniJinja's bare
+//! "undefined value".
+
+use std::collections::BTreeSet;
+
+use minijinja::syntax::SyntaxConfig;
+use minijinja::{Environment, UndefinedBehavior};
+
+/// The names a template context has at its top level.
+pub const ROOTS: [&str; 6] = ["vars", "env", "secrets", "steps", "matrix", "run"];
+
+/// The fields of `run` a template may read.
+pub const RUN_FIELDS: [&str; 3] = ["id", "started_at", "plan"];
+
+/// Global functions MiniJinja provides; a template may call them, so they are not unknown names.
+pub const FUNCTIONS: [&str; 7] = [
+    "range",
+    "dict",
+    "namespace",
+    "debug",
+    "lipsum",
+    "cycler",
+    "joiner",
+];
+
+/// A template that cannot be parsed or rendered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// The template does not parse.
+    #[error("template syntax error: {0}")]
+    Syntax(String),
+    /// Rendering failed (a type error, a filter's error, an undefined value).
+    #[error("{0}")]
+    Render(String),
+}
+
+/// One MiniJinja environment per plan, configured with the plan syntax and the extra filters.
+#[derive(Clone, Debug)]
+pub struct Templates {
+    env: Environment<'static>,
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        Templates::new()
+    }
+}
+
+/// Counts the words of a text (runs of non-whitespace).
+fn wordcount(text: &str) -> usize {
+    text.split_whitespace().count()
+}
+
+fn syntax_error(e: minijinja::Error) -> TemplateError {
+    TemplateError::Syntax(e.detail().unwrap_or("cannot parse").to_string())
+}
+
+fn render_error(e: minijinja::Error) -> TemplateError {
+    let text = match e.detail() {
+        Some(d) => format!("{}: {d}", kind_text(e.kind())),
+        None => kind_text(e.kind()).to_string(),
+    };
+    TemplateError::Render(text)
+}
+
+fn kind_text(kind: minijinja::ErrorKind) -> &'static str {
+    use minijinja::ErrorKind as K;
+    match kind {
+        K::UndefinedError => "undefined value",
+        K::InvalidOperation => "invalid operation",
+        K::UnknownFilter => "unknown filter",
+        K::UnknownTest => "unknown test",
+        K::UnknownFunction => "unknown function",
+        K::UnknownMethod => "unknown method",
+        K::SyntaxError => "syntax error",
+        K::MissingArgument => "missing argument",
+        K::TooManyArguments => "too many arguments",
+        K::CannotUnpack => "cannot unpack",
+        _ => "cannot render",
+    }
+}
+
+impl Templates {
+    /// A fresh environment: `${{ }}` for values, `${% %}` for blocks, `${# #}` for comments, strict
+    /// undefined behaviour, and the `wordcount` filter (`tojson` is built in).
+    pub fn new() -> Templates {
+        let mut env = Environment::new();
+        let syntax = SyntaxConfig::builder()
+            .variable_delimiters("${{", "}}")
+            .block_delimiters("${%", "%}")
+            .comment_delimiters("${#", "#}")
+            .keep_trailing_newline(true)
+            .build();
+        // The delimiters are fixed and valid; should the builder ever reject them, the default syntax
+        // is kept and every template fails its checks loudly rather than silently.
+        if let Ok(syntax) = syntax {
+            env.set_syntax(syntax);
+        }
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.add_filter("wordcount", |s: String| wordcount(&s));
+        Templates { env }
+    }
+
+    /// The dotted names a template reads (`vars.wallet`, `steps.a.output`, `matrix.tone`), with
+    /// `steps['some-id']` written as `steps.some-id`.
+    pub fn names(&self, text: &str) -> Result<BTreeSet<String>, TemplateError> {
+        let mut out: BTreeSet<String> = match whole_expression(text) {
+            Some(expr) => {
+                let e = self
+                    .env
+                    .compile_expression_owned(expr.to_string())
+                    .map_err(syntax_error)?;
+                e.undeclared_variables(true).into_iter().collect()
+            }
+            None => {
+                let env: &Environment<'_> = &self.env;
+                let t = env.template_from_str(text).map_err(syntax_error)?;
+                t.undeclared_variables(true).into_iter().collect()
+            }
+        };
+        for id in bracket_step_refs(text) {
+            out.remove("steps");
+            out.insert(format!("steps.{id}"));
+        }
+        Ok(out)
+    }
+
+    /// Renders a string against `ctx`. A string that is exactly one `${{ expr }}` gives the
+    /// expression's value; any other template gives a string; text without a template is returned
+    /// as it is.
+    pub fn render(
+        &self,
+        text: &str,
+        ctx: &minijinja::Value,
+    ) -> Result<serde_json::Value, TemplateError> {
+        if !has_template(text) {
+            return Ok(serde_json::Value::String(text.to_string()));
+        }
+        if let Some(expr) = whole_expression(text) {
+            let e = self
+                .env
+                .compile_expression_owned(expr.to_string())
+                .map_err(syntax_error)?;
+            let v = e.eval(ctx.clone()).map_err(render_error)?;
+            if v.is_undefined() {
+                return Err(TemplateError::Render("undefined value".into()));
+            }
+            return serde_json::to_value(&v).map_err(|e| TemplateError::Render(e.to_string()));
+        }
+        let env: &Environment<'_> = &self.env;
+        let t = env.template_from_str(text).map_err(syntax_error)?;
+        t.render(ctx.clone())
+            .map(serde_json::Value::String)
+            .map_err(render_error)
+    }
+
+    /// Evaluates a condition: `${{ expr }}`, or a bare expression, to true or false.
+    pub fn eval_condition(
+        &self,
+        text: &str,
+        ctx: &minijinja::Value,
+    ) -> Result<bool, TemplateError> {
+        let expr = condition_expression(text);
+        match expr {
+            Some(expr) => {
+                let e = self
+                    .env
+                    .compile_expression_owned(expr.to_string())
+                    .map_err(syntax_error)?;
+                let v = e.eval(ctx.clone()).map_err(render_error)?;
+                Ok(v.is_true())
+            }
+            None => match self.render(text, ctx)? {
+                serde_json::Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+                    "true" | "yes" | "1" => Ok(true),
+                    "false" | "no" | "0" | "" => Ok(false),
+                    _ => Err(TemplateError::Render(format!(
+                        "a condition must render to true or false, not `{s}`"
+                    ))),
+                },
+                v => Ok(truthy(&v)),
+            },
+        }
+    }
+
+    /// The names a condition reads (see [`Templates::names`]).
+    pub fn condition_names(&self, text: &str) -> Result<BTreeSet<String>, TemplateError> {
+        match condition_expression(text) {
+            Some(expr) => {
+                let e = self
+                    .env
+                    .compile_expression_owned(expr.to_string())
+                    .map_err(syntax_error)?;
+                let mut out: BTreeSet<String> = e.undeclared_variables(true).into_iter().collect();
+                for id in bracket_step_refs(text) {
+                    out.remove("steps");
+                    out.insert(format!("steps.{id}"));
+                }
+                Ok(out)
+            }
+            None => self.names(text),
+        }
+    }
+}
+
+/// The expression of a condition: the inside of a lone `${{ … }}`, or the whole text when it holds
+/// no template at all. `None` for a mixed template.
+fn condition_expression(text: &str) -> Option<&str> {
+    if let Some(e) = whole_expression(text) {
+        return Some(e);
+    }
+    if !has_template(text) {
+        return Some(text.trim());
+    }
+    None
+}
+
+/// JSON truthiness, as Jinja sees it.
+fn truthy(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Null => false,
+        serde_json::Value::Bool(b) => *b,
+        serde_json::Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        serde_json::Value::String(s) => !s.is_empty(),
+        serde_json::Value::Array(a) => !a.is_empty(),
+        serde_json::Value::Object(o) => !o.is_empty(),
+    }
+}
+
+/// A JSON value as a template value.
+pub fn to_value(v: &serde_json::Value) -> minijinja::Value {
+    minijinja::Value::from(minijinja::value::Serde(v))
+}
+
+/// True when the text holds a template (`${{`, or a `${%` block).
+pub fn has_template(text: &str) -> bool {
+    text.contains("${{") || text.contains("${%")
+}
+
+/// The expression inside a string that is exactly one `${{ expr }}` (surrounding whitespace allowed).
+pub fn whole_expression(text: &str) -> Option<&str> {
+    let t = text.trim();
+    let inner = t.strip_prefix("${{")?.strip_suffix("}}")?;
+    if inner.contains("${{") || inner.contains("}}") || inner.contains("${%") {
+        return None;
+    }
+    Some(inner.trim())
+}
+
+/// True when the text holds a `{{ … }}` not preceded by `$`: almost always a template that lost
+/// its `$`, which would be sent literally.
+pub fn has_bare_braces(text: &str) -> bool {
+    let b = text.as_bytes();
+    let mut i = 0;
+    while let Some(pos) = text[i..].find("{{") {
+        let at = i + pos;
+        let dollar = at > 0 && b[at - 1] == b'$';
+        if !dollar && text[at + 2..].contains("}}") {
+            return true;
+        }
+        i = at + 2;
+    }
+    false
+}
+
+/// Ids referenced as `steps['id']` or `steps["id"]` (needed for ids with a `-`).
+fn bracket_step_refs(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(pos) = rest.find("steps[") {
+        let after = &rest[pos + 6..];
+        let mut chars = after.chars();
+        if let Some(q @ ('\'' | '"')) = chars.next() {
+            let body = &after[1..];
+            if let Some(end) = body.find(q) {
+                out.push(body[..end].to_string());
+            }
+        }
+        rest = after;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ctx(v: serde_json::Value) -> minijinja::Value {
+        to_value(&v)
+    }
+
+    #[test]
+    fn renders_whole_expressions_to_values_and_mixed_to_text() {
+        let t = Templates::new();
+        let c = ctx(json!({"vars": {"n": 5, "xs": [1, 2], "name": "x"}}));
+        assert_eq!(t.render("${{ vars.n }}", &c).unwrap(), json!(5));
+        assert_eq!(t.render(" ${{ vars.xs }} ", &c).unwrap(), json!([1, 2]));
+        assert_eq!(t.render("n=${{ vars.n }}", &c).unwrap(), json!("n=5"));
+        assert_eq!(t.render("{{ vars.n }}", &c).unwrap(), json!("{{ vars.n }}"));
+        assert_eq!(
+            t.render("${{ vars.name | upper }}-${{ vars.n * 2 }}", &c)
+                .unwrap(),
+            json!("X-10")
+        );
+    }
+
+    #[test]
+    fn strict_undefined_fails() {
+        let t = Templates::new();
+        let c = ctx(json!({"vars": {}}));
+        assert!(t.render("${{ vars.nope }}", &c).is_err());
+        assert!(t.render("a ${{ vars.nope }}", &c).is_err());
+        assert!(matches!(
+            t.render("${{ vars. }}", &c),
+            Err(TemplateError::Syntax(_))
+        ));
+    }
+
+    #[test]
+    fn filters() {
+        let t = Templates::new();
+        let c = ctx(json!({"output": "one two  three", "m": {"a": 1}}));
+        assert_eq!(t.render("${{ output | wordcount }}", &c).unwrap(), json!(3));
+        assert_eq!(
+            t.render("${{ m | tojson }}", &c).unwrap(),
+            json!("{\"a\": 1}")
+        );
+    }
+
+    #[test]
+    fn finds_dotted_names() {
+        let t = Templates::new();
+        let n = t
+            .names("Summarize ${{ steps.results.output }} for ${{ vars.topic | upper }} ${{ steps['my-step'].job_id }}")
+            .unwrap();
+        let n: Vec<_> = n.into_iter().collect();
+        assert_eq!(
+            n,
+            vec!["steps.my-step", "steps.results.output", "vars.topic"]
+        );
+        let n = t.condition_names("steps.check.balance > 100").unwrap();
+        assert!(n.contains("steps.check.balance"));
+    }
+
+    #[test]
+    fn conditions() {
+        let t = Templates::new();
+        let c = ctx(json!({"steps": {"b": {"balance": 150}}}));
+        assert!(
+            t.eval_condition("${{ steps.b.balance > 100 }}", &c)
+                .unwrap()
+        );
+        assert!(!t.eval_condition("steps.b.balance > 200", &c).unwrap());
+    }
+
+    #[test]
+    fn bare_braces() {
+        assert!(has_bare_braces("hello {{ vars.x }}"));
+        assert!(!has_bare_braces("hello ${{ vars.x }}"));
+        assert!(!has_bare_braces("a {{ b"));
+        assert_eq!(whole_expression(" ${{ a.b }} "), Some("a.b"));
+        assert_eq!(whole_expression("${{ a }} ${{ b }}"), None);
+    }
+}

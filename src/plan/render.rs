@@ -1,0 +1,469 @@
+//! Run-time rendering: what the executor calls on a [`CheckedPlan`] when a step is ready. Templates
+//! that read `steps.*` or `run.*` were checked at load (the step and the output exist) and are
+//! rendered here against the outputs of the finished steps; the rendered request goes through the
+//! same policy checks as the values known at load.
+
+// A `Diagnostic` is large, but errors here are rare and end the step (or the load); the executor's
+// API returns one by value as agreed.
+#![allow(clippy::result_large_err)]
+
+use std::str::FromStr;
+
+use serde_json::{Map, Value};
+
+use super::check::{
+    CheckedPlan, JobRequest, OptimizeRequest, PlannedStep, RenderedStep, RunInfo, StepKind,
+    StepOutputs, StepView, policy_diagnostic,
+};
+use super::diag::Diagnostic;
+use super::template::{has_template, to_value};
+use super::types::{Amount, Num, OnTimeout, When};
+use crate::api::JobId;
+use crate::money::Money;
+
+/// The fields of each kind's spec that are strings (a lone `${{ }}` that rendered to a number or a
+/// boolean is turned back into text there).
+fn string_fields(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "submit" => &[
+            "job_type",
+            "wallet",
+            "prompt",
+            "model",
+            "provider_id",
+            "endpoint",
+        ],
+        "job" => &[
+            "job_type",
+            "wallet",
+            "prompt",
+            "model",
+            "provider_id",
+            "endpoint",
+            "save",
+        ],
+        "wait" | "status" | "cancel" => &["job"],
+        "fetch" => &["job", "save"],
+        "optimize" => &["agent_id", "task_type", "target", "wallet"],
+        "list" => &["status", "job_type"],
+        "balance" => &["wallet"],
+        _ => &[],
+    }
+}
+
+impl CheckedPlan {
+    /// The template context for a step: vars, env, secrets, this copy's matrix, run, and the outputs
+    /// of the steps it references (`steps.X` is an object, or a list for an unpaired matrix step).
+    fn context(
+        &self,
+        step: &PlannedStep,
+        outputs: &StepOutputs,
+        run: &RunInfo,
+        own: Option<&Map<String, Value>>,
+    ) -> minijinja::Value {
+        let mut m = Map::new();
+        if let Some(own) = own {
+            for (k, v) in own {
+                m.insert(k.clone(), v.clone());
+            }
+        }
+        m.insert("vars".into(), Value::Object(self.vars.clone()));
+        m.insert(
+            "env".into(),
+            Value::Object(
+                self.env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect(),
+            ),
+        );
+        m.insert(
+            "secrets".into(),
+            Value::Object(
+                self.secrets
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect(),
+            ),
+        );
+        if !step.matrix.is_empty() {
+            m.insert("matrix".into(), Value::Object(step.matrix.clone()));
+        }
+        m.insert(
+            "run".into(),
+            serde_json::to_value(run).unwrap_or(Value::Null),
+        );
+        let mut steps = Map::new();
+        for (name, view) in &step.views {
+            let v = match view {
+                StepView::One(id) => match outputs.get(id) {
+                    Some(v) => v.clone(),
+                    None => continue,
+                },
+                StepView::List(ids) => Value::Array(
+                    ids.iter()
+                        .map(|id| outputs.get(id).cloned().unwrap_or(Value::Null))
+                        .collect(),
+                ),
+            };
+            steps.insert(name.clone(), v);
+        }
+        m.insert("steps".into(), Value::Object(steps));
+        to_value(&Value::Object(m))
+    }
+
+    /// A diagnostic at a value of a step, its message redacted.
+    fn step_error(&self, step: &PlannedStep, rel: &str, message: String) -> Diagnostic {
+        let kind = step.kind.name();
+        let pointer = if step.prompt_file.is_some() && rel == "/prompt" {
+            format!("{}/{kind}/prompt_file", step.pointer)
+        } else if rel.starts_with("/when") || rel.starts_with("/outputs") {
+            format!("{}{rel}", step.pointer)
+        } else {
+            format!("{}/{kind}{rel}", step.pointer)
+        };
+        let mut message = self.redact(&message);
+        if !step.matrix.is_empty() {
+            message = format!("{message} in `{}`", step.id);
+        }
+        self.source.at(&pointer, Diagnostic::new(message))
+    }
+
+    /// Renders every template left in a value.
+    fn render_value(
+        &self,
+        step: &PlannedStep,
+        v: &mut Value,
+        rel: String,
+        ctx: &minijinja::Value,
+    ) -> Result<(), Diagnostic> {
+        match v {
+            Value::String(s) if has_template(s) => {
+                *v = self.templates.render(s, ctx).map_err(|e| {
+                    self.step_error(step, &rel, format!("cannot render the template: {e}"))
+                })?;
+            }
+            Value::Array(a) => {
+                for (i, x) in a.iter_mut().enumerate() {
+                    self.render_value(step, x, format!("{rel}/{i}"), ctx)?;
+                }
+            }
+            Value::Object(m) => {
+                for (k, x) in m.iter_mut() {
+                    let seg = super::source::escape_pointer_segment(k).into_owned();
+                    self.render_value(step, x, format!("{rel}/{seg}"), ctx)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The step's request for a dry run: every template rendered, except that what is known only at
+    /// run time stays readable as its template (`${{ steps.analyze.job_id }}`, `${{ run.id }}`). A
+    /// value whose preview cannot be rendered (a filter that needs the real output) is shown as written.
+    pub fn preview(&self, step: &PlannedStep) -> Value {
+        let placeholder_outputs = |base: &str, label: &str| -> Value {
+            let mut names: Vec<String> = Vec::new();
+            if let Some(s) = self.steps.iter().find(|s| s.base_id == base) {
+                names.extend(
+                    super::types::kind_outputs(s.kind.name())
+                        .iter()
+                        .map(|n| n.to_string()),
+                );
+                names.extend(s.outputs.keys().cloned());
+            }
+            Value::Object(
+                names
+                    .into_iter()
+                    .map(|n| {
+                        let text = format!("${{{{ {label}.{n} }}}}");
+                        (n, Value::String(text))
+                    })
+                    .collect(),
+            )
+        };
+        let mut outputs = StepOutputs::new();
+        for (name, view) in &step.views {
+            match view {
+                StepView::One(id) => {
+                    outputs.insert(
+                        id.clone(),
+                        placeholder_outputs(name, &format!("steps.{name}")),
+                    );
+                }
+                StepView::List(ids) => {
+                    for (k, id) in ids.iter().enumerate() {
+                        outputs.insert(
+                            id.clone(),
+                            placeholder_outputs(name, &format!("steps.{name}[{k}]")),
+                        );
+                    }
+                }
+            }
+        }
+        let run = RunInfo {
+            id: "${{ run.id }}".into(),
+            started_at: "${{ run.started_at }}".into(),
+            plan: self.plan.name.clone(),
+        };
+        let ctx = self.context(step, &outputs, &run, None);
+        let mut spec = step.spec.clone();
+        preview_value(self, &mut spec, &ctx);
+        spec
+    }
+
+    /// Renders a step against the outputs of the steps before it: exactly what the executor sends.
+    /// The rendered request passes the same policy checks as at load.
+    pub fn render(
+        &self,
+        step: &PlannedStep,
+        outputs: &StepOutputs,
+        run: &RunInfo,
+    ) -> Result<RenderedStep, Diagnostic> {
+        let ctx = self.context(step, outputs, run, None);
+        let mut spec = step.spec.clone();
+        self.render_value(step, &mut spec, String::new(), &ctx)?;
+        let kind = step.kind.name();
+        if let Value::Object(m) = &mut spec {
+            for f in string_fields(kind) {
+                if let Some(v @ (Value::Number(_) | Value::Bool(_))) = m.get_mut(*f) {
+                    *v = Value::String(v.to_string());
+                }
+            }
+        }
+        let bad = |rel: &str, e: String| self.step_error(step, rel, e);
+        let job_id = |v: &Value, rel: &str| -> Result<JobId, Diagnostic> {
+            let s = v.get("job").and_then(Value::as_str).unwrap_or("");
+            JobId::from_str(s.trim()).map_err(|e| bad(rel, e))
+        };
+        let rendered = match &step.kind {
+            StepKind::Submit(_) => RenderedStep::Submit(self.job_request(step, &spec)?),
+            StepKind::Job(j) => RenderedStep::Job {
+                request: self.job_request(step, &spec)?,
+                on_timeout: j.on_timeout.unwrap_or_default(),
+                save: spec.get("save").and_then(Value::as_str).map(str::to_string),
+            },
+            StepKind::Wait(w) => RenderedStep::Wait {
+                job: job_id(&spec, "/job")?,
+                timeout: w.timeout.map_or(step.timeout, |d| d.get()),
+                on_timeout: w.on_timeout.unwrap_or(OnTimeout::Cancel),
+            },
+            StepKind::Fetch(f) => RenderedStep::Fetch {
+                job: job_id(&spec, "/job")?,
+                save: spec.get("save").and_then(Value::as_str).map(str::to_string),
+                verify_receipt: f.verify_receipt.unwrap_or(true),
+            },
+            StepKind::Status(_) => RenderedStep::Status {
+                job: job_id(&spec, "/job")?,
+            },
+            StepKind::Cancel(_) => RenderedStep::Cancel {
+                job: job_id(&spec, "/job")?,
+            },
+            StepKind::List(_) => {
+                let limit = match spec.get("limit") {
+                    None | Some(Value::Null) => None,
+                    Some(v) => Some(
+                        as_f64(v)
+                            .filter(|f| *f >= 1.0 && f.fract() == 0.0)
+                            .map(|f| f as u64)
+                            .ok_or_else(|| {
+                                bad(
+                                    "/limit",
+                                    format!("`limit` must be a whole number ≥ 1, not {v}"),
+                                )
+                            })?,
+                    ),
+                };
+                RenderedStep::List {
+                    limit,
+                    status: spec
+                        .get("status")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                    job_type: spec
+                        .get("job_type")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                }
+            }
+            StepKind::Balance(_) => RenderedStep::Balance {
+                wallet: text(&spec, "wallet"),
+                min: match spec.get("min") {
+                    None | Some(Value::Null) => None,
+                    Some(v) => Some(money(v).map_err(|e| bad("/min", e))?),
+                },
+            },
+            StepKind::Optimize(o) => {
+                let num = |f: &str, default: Option<f64>| -> Result<f64, Diagnostic> {
+                    match spec.get(f) {
+                        None | Some(Value::Null) => {
+                            default.ok_or_else(|| bad("", format!("`{f}` is missing")))
+                        }
+                        Some(v) => as_f64(v).ok_or_else(|| {
+                            bad(&format!("/{f}"), format!("`{f}` must be a number, not {v}"))
+                        }),
+                    }
+                };
+                let req = OptimizeRequest {
+                    agent_id: text(&spec, "agent_id"),
+                    cpu: num("cpu", None)?,
+                    memory_gb: num("memory", None)?,
+                    gpu: num("gpu", Some(0.0))?,
+                    duration: o.duration.map(|d| d.get()),
+                    task_type: spec
+                        .get("task_type")
+                        .and_then(Value::as_str)
+                        .unwrap_or("inference")
+                        .to_string(),
+                    target: spec
+                        .get("target")
+                        .and_then(Value::as_str)
+                        .unwrap_or("efficiency")
+                        .to_string(),
+                    wallet: spec
+                        .get("wallet")
+                        .and_then(Value::as_str)
+                        .map(str::to_string),
+                };
+                if let Some(e) = crate::policy::check_optimize(&req, &self.plan.policy).first() {
+                    let field = match e.field() {
+                        "job_type" => "task_type",
+                        f => f,
+                    };
+                    let d = policy_diagnostic(e);
+                    let placed = bad(&format!("/{field}"), d.message.clone());
+                    return Err(Diagnostic {
+                        suggestion: d.suggestion,
+                        help: d.help,
+                        ..placed
+                    });
+                }
+                RenderedStep::Optimize(req)
+            }
+        };
+        Ok(rendered)
+    }
+
+    /// The job request of a `submit` or `job` step, checked against the policy.
+    fn job_request(&self, step: &PlannedStep, spec: &Value) -> Result<JobRequest, Diagnostic> {
+        let bad = |rel: &str, e: String| self.step_error(step, rel, e);
+        let payment = match spec.get("payment") {
+            Some(v) => money(v).map_err(|e| bad("/payment", e))?,
+            None => return Err(bad("", "`payment` is missing".into())),
+        };
+        let obj = |k: &str| -> Map<String, Value> {
+            spec.get(k)
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default()
+        };
+        let opt = |k: &str| spec.get(k).and_then(Value::as_str).map(str::to_string);
+        let ttl = spec
+            .get("ttl")
+            .and_then(Value::as_str)
+            .and_then(|s| crate::duration::parse_duration(s).ok());
+        let req = JobRequest {
+            job_type: text(spec, "job_type"),
+            wallet: text(spec, "wallet"),
+            payment,
+            prompt: text(spec, "prompt"),
+            model: opt("model"),
+            provider_id: opt("provider_id"),
+            endpoint: opt("endpoint"),
+            parameters: obj("parameters"),
+            constraints: obj("constraints"),
+            ttl,
+        };
+        if let Some(e) = crate::policy::check_job(&req, &self.plan.policy).first() {
+            let d = policy_diagnostic(e);
+            let placed = bad(&format!("/{}", e.field()), d.message.clone());
+            return Err(Diagnostic {
+                suggestion: d.suggestion,
+                help: d.help,
+                ..placed
+            });
+        }
+        Ok(req)
+    }
+
+    /// Whether a step runs: its `when`, evaluated against the outputs of the steps before it.
+    pub fn should_run(
+        &self,
+        step: &PlannedStep,
+        outputs: &StepOutputs,
+        run: &RunInfo,
+    ) -> Result<bool, Diagnostic> {
+        match &step.when {
+            None => Ok(true),
+            Some(When::Bool(b)) => Ok(*b),
+            Some(When::Expr(e)) => {
+                let ctx = self.context(step, outputs, run, None);
+                self.templates.eval_condition(e, &ctx).map_err(|err| {
+                    self.step_error(step, "/when", format!("cannot evaluate `when`: {err}"))
+                })
+            }
+        }
+    }
+
+    /// Renders a step's declared `outputs:`; the templates see the step's own outputs (`output`,
+    /// `job_id`, …) as top-level names. Returns the own outputs with the declared ones added.
+    pub fn render_outputs(
+        &self,
+        step: &PlannedStep,
+        own: &Map<String, Value>,
+        run: &RunInfo,
+    ) -> Result<Map<String, Value>, Diagnostic> {
+        let mut out = own.clone();
+        if step.outputs.is_empty() {
+            return Ok(out);
+        }
+        let ctx = self.context(step, &StepOutputs::new(), run, Some(own));
+        for (name, v) in &step.outputs {
+            let mut v = v.clone();
+            let seg = super::source::escape_pointer_segment(name).into_owned();
+            self.render_value(step, &mut v, format!("/outputs/{seg}"), &ctx)?;
+            out.insert(name.clone(), v);
+        }
+        Ok(out)
+    }
+}
+
+/// Renders the templates left in a value for a preview, leaving as written what does not render.
+fn preview_value(plan: &CheckedPlan, v: &mut Value, ctx: &minijinja::Value) {
+    match v {
+        Value::String(s) if has_template(s) => {
+            if let Ok(r) = plan.templates.render(s, ctx) {
+                *v = r;
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| preview_value(plan, x, ctx)),
+        Value::Object(m) => m.values_mut().for_each(|x| preview_value(plan, x, ctx)),
+        _ => {}
+    }
+}
+
+/// A string field of a rendered spec ("" when absent).
+fn text(spec: &Value, key: &str) -> String {
+    spec.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A number from a rendered value (a number, or text holding one).
+fn as_f64(v: &Value) -> Option<f64> {
+    match serde_json::from_value::<Num>(v.clone()).ok()? {
+        Num::Lit(f) => Some(f),
+        Num::Expr(s) => s.trim().parse().ok(),
+    }
+}
+
+/// An amount from a rendered value.
+fn money(v: &Value) -> Result<Money, String> {
+    match serde_json::from_value::<Amount>(v.clone()) {
+        Ok(Amount::Lit(m)) => Ok(m),
+        Ok(Amount::Expr(s)) => Money::from_str(&s),
+        Err(_) => Err(format!("expected an amount, found {v}")),
+    }
+}

@@ -1,0 +1,115 @@
+//! Plan fixtures: every file in `tests/plans/invalid/` is one mistake, and its snapshot is exactly what
+//! `validate` prints for it. A new case is a new file.
+
+use std::path::{Path, PathBuf};
+
+use aitbc_flow::cli::plan_cmds::validate_to_text;
+
+/// The fixture's path relative to the crate, so snapshots do not depend on where the checkout is.
+fn relative(path: &Path) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    path.strip_prefix(root).unwrap_or(path).to_path_buf()
+}
+
+#[test]
+fn invalid_plans() {
+    insta::glob!("plans/invalid/*.yaml", |path| {
+        let rel = relative(path);
+        let (code, text) = validate_to_text(std::slice::from_ref(&rel));
+        assert_eq!(code, 2, "{} should be invalid:\n{text}", rel.display());
+        assert!(
+            text.contains(&format!("--> {}:", rel.display())),
+            "{} has an error without a location:\n{text}",
+            rel.display()
+        );
+        insta::assert_snapshot!(text);
+    });
+}
+
+#[test]
+fn example_plans_are_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("plans");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    let mut plans: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .map(|p| relative(&p))
+        .collect();
+    plans.sort();
+    for plan in plans {
+        let (code, text) = validate_to_text(std::slice::from_ref(&plan));
+        assert_eq!(code, 0, "{} should be valid:\n{text}", plan.display());
+    }
+}
+
+#[test]
+fn several_files_report_every_error() {
+    let files = [
+        PathBuf::from("tests/plans/invalid/unknown-step-key.yaml"),
+        PathBuf::from("tests/plans/invalid/duplicate-key.yaml"),
+        PathBuf::from("tests/plans/invalid/unknown-kind-key.yaml"),
+    ];
+    let (code, text) = validate_to_text(&files);
+    assert_eq!(code, 2);
+    assert!(
+        text.ends_with("3 of 3 plans invalid (4 errors)\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_binary_exits_2_with_the_message_on_stderr() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_aitbc-flow"))
+        .args(["validate", "tests/plans/invalid/unknown-step-key.yaml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("the binary runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("error: unknown key `timout` in step `analyze`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("did you mean `timeout`?"), "{stderr}");
+    assert!(
+        stderr.contains("--> tests/plans/invalid/unknown-step-key.yaml:5:5"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn json_output_lists_the_diagnostics() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_aitbc-flow"))
+        .args([
+            "validate",
+            "--output",
+            "json",
+            "tests/plans/invalid/bad-enum-backoff.yaml",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("the binary runs");
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(v["valid"], false);
+    let d = &v["files"][0]["errors"][0];
+    assert_eq!(d["field"], "defaults.retry.backoff");
+    assert_eq!(d["location"]["line"], 4);
+}
+
+#[test]
+fn the_committed_schema_is_current() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/plan.schema.json");
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    let current = serde_json::to_string_pretty(&aitbc_flow::plan::schema::plan_schema())
+        .expect("the schema serializes")
+        + "\n";
+    assert!(
+        committed == current,
+        "schemas/plan.schema.json is stale; regenerate it with\n    \
+         cargo run -- schema plan > schemas/plan.schema.json"
+    );
+}

@@ -294,6 +294,16 @@ impl Shared {
         })
     }
 
+    /// True while a claimed job is still RUNNING (not cancelled or expired).
+    pub(crate) fn still_running(&self, pos: u32) -> bool {
+        let mut core = self.lock();
+        if pos as usize >= core.jobs.len() {
+            return false;
+        }
+        self.expire_if_due(&mut core, pos);
+        core.jobs[pos as usize].state == JobState::Running
+    }
+
     /// A worker stopped by shutdown gives its job back to the queue.
     pub(crate) fn unclaim(&self, pos: u32) {
         let mut core = self.lock();

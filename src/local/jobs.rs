@@ -7,7 +7,9 @@ use std::time::Duration;
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
 
-use crate::api::{JobCreate, JobState, JobView, PaymentView, result_failed};
+#[cfg(test)]
+use crate::api::JobView;
+use crate::api::{JobCreate, JobState, PaymentView, result_failed};
 use crate::money::Money;
 
 use super::Shared;
@@ -385,45 +387,6 @@ impl Shared {
         }
     }
 
-    /// The wire view of a job.
-    pub(crate) fn view(&self, job: &Job) -> JobView {
-        let (payment_id, payment_status) = match &job.payment {
-            Payment::None => (None, None),
-            Payment::Skipped => (None, Some("skipped".to_string())),
-            Payment::Paid(p) => (Some(hex::encode(p.id)), Some(p.status.as_str().to_string())),
-        };
-        let mut extra = Map::new();
-        for k in [
-            "zk_status",
-            "zk_proof_id",
-            "tee_status",
-            "tee_attestation_id",
-            "auto_reinvest_pct",
-            "reinvest_status",
-            "reinvest_stake_id",
-        ] {
-            extra.insert(k.into(), Value::Null);
-        }
-        JobView {
-            job_id: hex::encode(job.id)
-                .parse()
-                .unwrap_or_else(|_| crate::api::JobId::random()),
-            state: job.state,
-            assigned_miner_id: job.miner.map(|m| m.id().to_string()),
-            requested_at: Some(iso(job.requested_at)),
-            expires_at: Some(iso(job.expires_at)),
-            error: job.error.as_deref().map(str::to_string),
-            payment_id,
-            payment_status,
-            payload: serde_json::from_str(&job.payload).unwrap_or_default(),
-            result: job
-                .result
-                .as_deref()
-                .and_then(|r| serde_json::from_str(r).ok()),
-            extra,
-        }
-    }
-
     /// The payment of a job, as `GET /v1/jobs/{id}/payment` shows it; `None` when the job is unpaid.
     pub(crate) fn payment_view(&self, job: &Job) -> Option<PaymentView> {
         let Payment::Paid(p) = &job.payment else {
@@ -466,5 +429,154 @@ impl Shared {
             self.client_id(job.owner),
             Some((&self.key_id, &sig)),
         ))
+    }
+}
+
+/// The fields the real service sends that the local one always leaves null.
+const NULL_FIELDS: &[u8] = br#","zk_status":null,"zk_proof_id":null,"tee_status":null,"tee_attestation_id":null,"auto_reinvest_pct":null,"reinvest_status":null,"reinvest_stake_id":null}"#;
+
+/// Writes a job's wire view — the JSON of a [`JobView`], byte for byte — splicing in the stored payload and
+/// result text instead of parsing them: the hot path of every job read.
+pub(crate) fn write_view(job: &Job, out: &mut Vec<u8>) {
+    fn text(out: &mut Vec<u8>, v: &str) {
+        let _ = serde_json::to_writer(&mut *out, v);
+    }
+    fn opt(out: &mut Vec<u8>, v: Option<&str>) {
+        match v {
+            Some(v) => text(out, v),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+    let (payment_id, payment_status) = match &job.payment {
+        Payment::None => (None, None),
+        Payment::Skipped => (None, Some("skipped")),
+        Payment::Paid(p) => (Some(hex::encode(p.id)), Some(p.status.as_str())),
+    };
+    out.extend_from_slice(b"{\"job_id\":");
+    text(out, &hex::encode(job.id));
+    out.extend_from_slice(b",\"state\":");
+    text(out, job.state.as_str());
+    out.extend_from_slice(b",\"assigned_miner_id\":");
+    opt(out, job.miner.map(Miner::id));
+    out.extend_from_slice(b",\"requested_at\":");
+    text(out, &iso(job.requested_at));
+    out.extend_from_slice(b",\"expires_at\":");
+    text(out, &iso(job.expires_at));
+    out.extend_from_slice(b",\"error\":");
+    opt(out, job.error.as_deref());
+    out.extend_from_slice(b",\"payment_id\":");
+    opt(out, payment_id.as_deref());
+    out.extend_from_slice(b",\"payment_status\":");
+    opt(out, payment_status);
+    out.extend_from_slice(b",\"payload\":");
+    out.extend_from_slice(job.payload.as_bytes());
+    out.extend_from_slice(b",\"result\":");
+    out.extend_from_slice(job.result.as_deref().unwrap_or("null").as_bytes());
+    out.extend_from_slice(NULL_FIELDS);
+}
+
+/// The wire view of a job as a [`JobView`]: the reference that [`write_view`] must match byte for byte.
+#[cfg(test)]
+pub(crate) fn view(job: &Job) -> JobView {
+    let (payment_id, payment_status) = match &job.payment {
+        Payment::None => (None, None),
+        Payment::Skipped => (None, Some("skipped".to_string())),
+        Payment::Paid(p) => (Some(hex::encode(p.id)), Some(p.status.as_str().to_string())),
+    };
+    let mut extra = Map::new();
+    for k in [
+        "zk_status",
+        "zk_proof_id",
+        "tee_status",
+        "tee_attestation_id",
+        "auto_reinvest_pct",
+        "reinvest_status",
+        "reinvest_stake_id",
+    ] {
+        extra.insert(k.into(), Value::Null);
+    }
+    JobView {
+        job_id: hex::encode(job.id)
+            .parse()
+            .unwrap_or_else(|_| crate::api::JobId::random()),
+        state: job.state,
+        assigned_miner_id: job.miner.map(|m| m.id().to_string()),
+        requested_at: Some(iso(job.requested_at)),
+        expires_at: Some(iso(job.expires_at)),
+        error: job.error.as_deref().map(str::to_string),
+        payment_id,
+        payment_status,
+        payload: serde_json::from_str(&job.payload).unwrap_or_default(),
+        result: job
+            .result
+            .as_deref()
+            .and_then(|r| serde_json::from_str(r).ok()),
+        extra,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> Job {
+        Job {
+            id: [0xab; 16],
+            owner: 0,
+            state: JobState::Queued,
+            miner: None,
+            requested_at: 1_795_592_033_129_984,
+            expires_at: 1_795_592_933_129_984,
+            started_at: None,
+            finished_at: None,
+            error: None,
+            payment: Payment::None,
+            payload:
+                r#"{"type":"inference","prompt":"h\u00e9 \"q\" ✓","n":1.5,"client_ref":"r/1"}"#
+                    .into(),
+            kind: 0,
+            constraints: None,
+            result: None,
+            receipt: None,
+        }
+    }
+
+    fn same(job: &Job) {
+        let mut fast = Vec::new();
+        write_view(job, &mut fast);
+        let reference = serde_json::to_vec(&view(job)).unwrap();
+        assert_eq!(
+            String::from_utf8(fast).unwrap(),
+            String::from_utf8(reference).unwrap()
+        );
+    }
+
+    #[test]
+    fn the_fast_view_is_the_job_view_byte_for_byte() {
+        let mut j = job();
+        // The payload text as the store writes it (serde_json of the parsed map).
+        let map: Map<String, Value> = serde_json::from_str(&j.payload).unwrap();
+        j.payload = serde_json::to_string(&map).unwrap().into();
+        same(&j);
+        j.payment = Payment::Skipped;
+        same(&j);
+        j.state = JobState::Completed;
+        j.miner = Some(Miner::Ollama);
+        j.error = Some("line\nbreak \"quoted\" é".into());
+        j.result = Some(
+            serde_json::json!({"status": "completed", "output": "ü", "execution_time": 0.86})
+                .to_string()
+                .into(),
+        );
+        j.payment = Payment::Paid(Box::new(Paid {
+            id: [1; 16],
+            wallet: "w".into(),
+            amount: Money::from_int(5),
+            currency: Currency::Aitbc,
+            status: PayStatus::Released,
+            created_at: 0,
+            updated_at: 0,
+        }));
+        same(&j);
     }
 }

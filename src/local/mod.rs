@@ -243,7 +243,8 @@ pub struct LocalHandle {
     cancel: CancellationToken,
     tracker: TaskTracker,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    writer: Option<std::thread::JoinHandle<Result<(), String>>>,
+    writer: Option<store::Writer>,
+    db: Option<PathBuf>,
     shared: Arc<Shared>,
 }
 
@@ -295,7 +296,7 @@ impl LocalHandle {
                 Ok(Ok(())) => {}
                 Ok(Err(reason)) => {
                     return Err(LocalError::Db {
-                        path: PathBuf::from("(db)"),
+                        path: self.db.clone().unwrap_or_default(),
                         reason,
                     });
                 }
@@ -403,7 +404,11 @@ pub async fn start(config: LocalConfig) -> Result<LocalHandle, LocalError> {
     let (writer_tx, writer) = match conn {
         Some(conn) => {
             let path = config.db.clone().unwrap_or_default();
-            let (tx, handle) = store::spawn_writer(path, conn);
+            let (tx, handle) =
+                store::spawn_writer(path.clone(), conn).map_err(|e| LocalError::Db {
+                    path,
+                    reason: format!("cannot start the writer thread: {e}"),
+                })?;
             (Some(tx), Some(handle))
         }
         None => (None, None),
@@ -483,6 +488,7 @@ pub async fn start(config: LocalConfig) -> Result<LocalHandle, LocalError> {
         tracker,
         server: Some(server),
         writer,
+        db: config.db.clone(),
         shared,
     })
 }

@@ -436,48 +436,52 @@ pub fn open(path: &Path) -> Result<(Connection, Loaded), LocalError> {
     Ok((conn, loaded))
 }
 
+/// The writer thread; it ends with the first database error, if any.
+pub type Writer = std::thread::JoinHandle<Result<(), String>>;
+
 /// The writer thread: applies every waiting change in one transaction, then answers the `Sync`s.
 pub fn spawn_writer(
     path: PathBuf,
-    mut conn: Connection,
-) -> (
-    mpsc::Sender<Op>,
-    std::thread::JoinHandle<Result<(), String>>,
-) {
+    conn: Connection,
+) -> std::io::Result<(mpsc::Sender<Op>, Writer)> {
     let (tx, rx) = mpsc::channel::<Op>();
     let handle = std::thread::Builder::new()
         .name("local-sqlite".into())
         .spawn(move || {
-            let mut acks = Vec::new();
-            let mut stop = false;
-            while !stop {
-                let Ok(first) = rx.recv() else { break };
-                let txn = conn
-                    .transaction()
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                let mut next = Some(first);
-                while let Some(op) = next.take() {
-                    match op {
-                        Op::Sync(ack) => acks.push(ack),
-                        Op::Stop => stop = true,
-                        other => {
-                            apply(&txn, other).map_err(|e| format!("{}: {e}", path.display()))?
-                        }
-                    }
-                    if !stop {
-                        next = rx.try_recv().ok();
-                    }
-                }
-                txn.commit()
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                for ack in acks.drain(..) {
-                    let _ = ack.send(());
-                }
+            let result = write_loop(conn, &rx).map_err(|e| format!("{}: {e}", path.display()));
+            if let Err(e) = &result {
+                // Later changes are not saved; the error is also returned by `LocalHandle::shutdown`.
+                tracing::error!("local coordinator database writer stopped: {e}");
             }
-            Ok(())
-        })
-        .expect("spawning a thread");
-    (tx, handle)
+            result
+        })?;
+    Ok((tx, handle))
+}
+
+/// Applies everything waiting in one transaction, answers the `Sync`s, until `Stop` or a closed channel.
+fn write_loop(mut conn: Connection, rx: &mpsc::Receiver<Op>) -> Result<(), rusqlite::Error> {
+    let mut acks = Vec::new();
+    let mut stop = false;
+    while !stop {
+        let Ok(first) = rx.recv() else { break };
+        let txn = conn.transaction()?;
+        let mut next = Some(first);
+        while let Some(op) = next.take() {
+            match op {
+                Op::Sync(ack) => acks.push(ack),
+                Op::Stop => stop = true,
+                other => apply(&txn, other)?,
+            }
+            if !stop {
+                next = rx.try_recv().ok();
+            }
+        }
+        txn.commit()?;
+        for ack in acks.drain(..) {
+            let _ = ack.send(());
+        }
+    }
+    Ok(())
 }
 
 fn apply(txn: &rusqlite::Transaction<'_>, op: Op) -> Result<(), rusqlite::Error> {

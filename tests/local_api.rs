@@ -631,3 +631,22 @@ async fn fail_result_and_hang_markers() {
     assert_invariant(&ledger);
     l.stop().await;
 }
+
+#[tokio::test]
+async fn a_running_job_expires_too() {
+    let l = local(LocalConfig::for_tests()).await;
+    let mut body = job_body("inference", "HANG until expiry", "w", "2");
+    body["ttl_seconds"] = json!(1);
+    let (_, job) = l.post("/v1/jobs", &body).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (_, expired) = l.get(&format!("/v1/jobs/{}", id(&job))).await;
+    assert_eq!(expired["state"], "EXPIRED");
+    assert_eq!(expired["error"], "job expired");
+    assert_eq!(expired["payment_status"], "refunded");
+    let ledger = l.ledger().await;
+    assert_eq!(
+        (ledger.escrow, ledger.wallets["w"]),
+        (money("0"), money("10000"))
+    );
+    l.stop().await;
+}

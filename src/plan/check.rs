@@ -7,7 +7,7 @@
 // API returns one by value as agreed.
 #![allow(clippy::result_large_err)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -341,7 +341,11 @@ pub fn check(
         vars: plan.vars.clone(),
         env: BTreeMap::new(),
         secrets: BTreeMap::new(),
+        step_ids: HashMap::new(),
     };
+    for (i, s) in plan.steps.iter().enumerate() {
+        c.step_ids.entry(s.id.as_str()).or_insert(i);
+    }
     c.apply_overrides(options);
     c.read_environment(options);
     let steps = c.steps();
@@ -473,6 +477,8 @@ struct Checker<'a> {
     vars: Map<String, Value>,
     env: BTreeMap<String, String>,
     secrets: BTreeMap<String, String>,
+    /// Step index by id as written (the first step with that id), so a reference costs O(1).
+    step_ids: HashMap<&'a str, usize>,
 }
 
 /// One step as written, with what the checker learnt about it.
@@ -1282,7 +1288,7 @@ impl Checker<'_> {
             return Err(Diagnostic::new("cannot tell which step `steps` refers to")
                 .help("write `steps.ID.NAME`, or `steps['ID'].NAME` for an id with a `-`"));
         };
-        let Some(j) = self.plan.steps.iter().position(|s| s.id == id) else {
+        let Some(&j) = self.step_ids.get(id) else {
             return Err(
                 Diagnostic::new(format!("unknown step `{id}` in `steps.{id}`")).suggest(
                     super::diag::suggest(id, self.plan.steps.iter().map(|s| s.id.as_str())),

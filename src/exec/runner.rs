@@ -392,9 +392,24 @@ pub async fn preflight<C: Coordinator>(
     coord: &C,
 ) -> Result<Vec<String>, ClientError> {
     let (spend, _unknown) = crate::policy::spend_per_wallet(plan);
+    let policy =
+        super::retry::RetryPolicy::new(plan.plan.defaults.retry.clone().unwrap_or_default());
+    let mut rng = StdRng::from_os_rng();
     let mut problems = Vec::new();
     for (wallet, needed) in &spend {
-        let held = coord.balance(wallet).await?.balance;
+        let mut n = 1;
+        let held = loop {
+            match coord.balance(wallet).await {
+                Ok(b) => break b.balance,
+                Err(e)
+                    if n < policy.max_attempts() && policy.retries(super::retry::classify(&e)) =>
+                {
+                    tokio::time::sleep(policy.delay(n + 1, e.retry_after(), &mut rng)).await;
+                    n += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         if held < *needed {
             problems.push(format!(
                 "wallet {wallet} holds {held} AITBC, the plan needs {needed}: {} short",

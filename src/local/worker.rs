@@ -5,8 +5,10 @@
 //! type, model and prompt, so a plan gives the same results every run. `ollama` jobs go to Ollama's
 //! `POST {endpoint}/api/generate` when an endpoint is configured.
 //!
-//! Test markers: a prompt containing `FAIL` makes the built-in worker fail the job (state FAILED, the
-//! payment refunded); a payload type outside the six ends COMPLETED with
+//! Test markers: a prompt containing `FAIL_RESULT` makes the built-in worker post a failed result (state
+//! COMPLETED, `result.status: "failed"`, as the real service reports many failures); `FAIL` makes it fail
+//! the job (state FAILED, the payment refunded); `HANG` keeps the job RUNNING until it is cancelled,
+//! expires or the coordinator stops; a payload type outside the six ends COMPLETED with
 //! `result: {"status": "failed", "error": "Unsupported job type: X"}`, as on the real service.
 
 use std::sync::Arc;
@@ -139,6 +141,13 @@ async fn run_job(shared: &Shared, pos: u32, cancel: &CancellationToken) {
         return;
     };
     let started = Instant::now();
+    if claim.miner == Miner::Builtin
+        && text(&claim.payload, "prompt").is_some_and(|p| p.contains("HANG"))
+    {
+        cancel.cancelled().await;
+        shared.unclaim(pos);
+        return;
+    }
     let delay = if claim.miner == Miner::Ollama {
         Duration::ZERO
     } else {
@@ -198,6 +207,12 @@ pub fn builtin(job_type: &str, payload: &Map<String, Value>) -> Outcome {
         }));
     }
     let prompt = text(payload, "prompt").unwrap_or("");
+    if prompt.contains("FAIL_RESULT") {
+        return Outcome::Result(json!({
+            "status": "failed",
+            "error": "simulated failure: the prompt asks for a failed result",
+        }));
+    }
     if prompt.contains("FAIL") {
         return Outcome::Failed("simulated failure: the prompt contains FAIL".into());
     }

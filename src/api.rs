@@ -614,6 +614,108 @@ pub fn sign_receipt(receipt: &mut Value, key: &ed25519_dalek::SigningKey) {
     }
 }
 
+// ---- Error bodies and the local coordinator's ledger view (added for the embedded coordinator) ----
+
+/// `{"detail": "…"}`: the body of 401, 403, 404, 409, 425 and 429 answers (and some 5xx).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// The message.
+    pub detail: String,
+}
+
+/// One field's problem in a 422 answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldError {
+    /// Where: `body.payment_amount`, `query.limit`.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+    /// A pydantic-style code: `decimal_parsing`, `missing`, `json_invalid`, …
+    pub code: String,
+}
+
+/// The `error` object of a 422 answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidationError {
+    /// `VALIDATION_ERROR`.
+    pub code: String,
+    /// `Request validation failed`.
+    pub message: String,
+    /// 422.
+    pub status: u16,
+    /// One entry per field.
+    pub details: Vec<FieldError>,
+}
+
+/// The body of a 422 answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidationErrorBody {
+    /// The error.
+    pub error: ValidationError,
+    /// When (naive ISO time).
+    #[serde(default)]
+    pub timestamp: Option<String>,
+    /// Always null on the real service.
+    #[serde(default)]
+    pub request_id: Option<String>,
+}
+
+/// `GET /v1/local/ledger` (embedded coordinator only): every balance and the escrow, as decimal strings,
+/// so that tests can check that `sum(wallets) + escrow` stays equal to `minted`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LedgerView {
+    /// Wallet name → balance.
+    #[serde(with = "money_map_text")]
+    pub wallets: std::collections::BTreeMap<String, Money>,
+    /// Money held in escrow for unfinished jobs.
+    #[serde(with = "money_text")]
+    pub escrow: Money,
+    /// All money created by the faucet and `--fund` (constant between grants).
+    #[serde(with = "money_text")]
+    pub minted: Money,
+    /// The number of jobs the coordinator holds.
+    pub jobs: u64,
+}
+
+/// Money as a decimal string (reads numbers too).
+mod money_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::money::Money;
+
+    pub fn serialize<S: Serializer>(m: &Money, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&m.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Money, D::Error> {
+        Money::deserialize(d)
+    }
+}
+
+/// A map of money as decimal strings.
+mod money_map_text {
+    use std::collections::BTreeMap;
+
+    use serde::ser::SerializeMap;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::money::Money;
+
+    pub fn serialize<S: Serializer>(m: &BTreeMap<String, Money>, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(m.len()))?;
+        for (k, v) in m {
+            map.serialize_entry(k, &v.to_string())?;
+        }
+        map.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<String, Money>, D::Error> {
+        BTreeMap::<String, Money>::deserialize(d)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,9 @@
 //! ([`report`]). The coordinator is reached through the [`client::Coordinator`] trait; the embedded
 //! [`local`] coordinator serves the same HTTP API for a machine with nothing else started.
 
+// Diagnostics are large and travel only on the cold path of a failed load or render.
+#![allow(clippy::result_large_err)]
+
 pub mod api;
 pub mod cli;
 pub mod client;

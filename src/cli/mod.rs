@@ -31,12 +31,14 @@ pub enum Command {
     Schema(plan_cmds::SchemaArgs),
     /// Run a plan.
     Run(run::RunArgs),
+    /// The history of runs: list, show, prune.
+    #[command(subcommand)]
+    Runs(run::RunsCommand),
     /// Run the embedded local coordinator.
     #[command(subcommand)]
     Coordinator(coordinator::CoordinatorCommand),
     /// Operate on single jobs: submit, status, results, list, cancel, optimize, balance.
-    #[command(subcommand)]
-    Job(job::JobCommand),
+    Job(job::JobArgs),
     /// Read the operator skill's input JSON on stdin and print its output JSON.
     Op(job::OpArgs),
 }
@@ -62,6 +64,7 @@ pub fn main() -> i32 {
         Command::Graph(a) => dry_run::graph(a),
         Command::Schema(a) => plan_cmds::schema(a),
         Command::Run(a) => run::run(a),
+        Command::Runs(c) => run::runs(c),
         Command::Coordinator(c) => coordinator::execute(c),
         Command::Job(c) => job::execute(c),
         Command::Op(a) => job::op(a),

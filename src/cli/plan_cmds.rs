@@ -186,9 +186,15 @@ pub fn schema(a: SchemaArgs) -> i32 {
                 crate::exit::INVALID
             }
         },
-        SchemaKind::Report => {
-            eprintln!("error: the report schema is not available yet");
-            crate::exit::INVALID
-        }
+        SchemaKind::Report => match serde_json::to_string_pretty(&crate::report::report_schema()) {
+            Ok(s) => {
+                println!("{s}");
+                crate::exit::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: cannot print the report schema: {e}");
+                crate::exit::INVALID
+            }
+        },
     }
 }

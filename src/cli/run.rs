@@ -1,16 +1,381 @@
-//! `run`, `resume`, `runs`. (Being built: see issue 4.)
+//! `run` and `runs`: run a plan against a coordinator (the embedded one when none is configured), and
+//! read the history of runs.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::cli::dry_run::{Overrides, print_diagnostics, print_warnings};
+use crate::client::config::{ClientConfig, ConfigOverrides, Pacing, Secret};
+use crate::client::http::HttpCoordinator;
+use crate::duration::Dur;
+use crate::exec::RunOptions;
+use crate::exec::session::{
+    Finished, create_run_dir, interrupt_on_signals, new_run_id, run_with_reports,
+};
+use crate::exit;
+use crate::money::Money;
+use crate::report::history;
+use crate::report::terminal::Mode;
+
+/// How `run` prints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum RunOutput {
+    /// Progress on stderr, a closing line on stdout.
+    #[default]
+    Text,
+    /// The report as JSON on stdout, and nothing else there.
+    Json,
+}
+
+/// Worker speed of the embedded coordinator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum EmbeddedLatency {
+    /// A realistic small delay per job type.
+    #[default]
+    Default,
+    /// Jobs finish at once (tests, benchmarks).
+    Instant,
+}
 
 /// `run PLAN`
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// The plan file.
     pub plan: PathBuf,
+    /// Variable overrides.
+    #[command(flatten)]
+    pub overrides: Overrides,
+    /// The coordinator's base URL; with none (and no AITBC_COORDINATOR_URL) the embedded local
+    /// coordinator is started in-process.
+    #[arg(long, env = "AITBC_COORDINATOR_URL", value_name = "URL")]
+    pub coordinator: Option<String>,
+    /// The wallet daemon's base URL for balances (default: the coordinator's).
+    #[arg(long, env = "AITBC_WALLET_URL", value_name = "URL")]
+    pub wallet_url: Option<String>,
+    /// Where run directories go.
+    #[arg(
+        long,
+        env = "AITBC_RUNS_DIR",
+        default_value = "runs",
+        value_name = "DIR"
+    )]
+    pub runs_dir: PathBuf,
+    /// Steps running at once (default: the plan's `defaults.concurrency`, else 16).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: Option<u32>,
+    /// Keep running the other steps after a step fails (default: stop at the first failure).
+    #[arg(long)]
+    pub keep_going: bool,
+    /// `text` (default) or `json` (the report on stdout).
+    #[arg(long, value_enum, default_value_t = RunOutput::Text)]
+    pub output: RunOutput,
+    /// No progress on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Embedded coordinator only: set a wallet's balance (`--fund trading-wallet=750`).
+    #[arg(long, value_name = "WALLET=AMOUNT", value_parser = parse_fund)]
+    pub fund: Vec<(String, Money)>,
+    /// Embedded coordinator only: no 10,000 AITBC grant for new wallets.
+    #[arg(long)]
+    pub no_faucet: bool,
+    /// Embedded coordinator only: worker latency.
+    #[arg(long, value_enum, default_value_t = EmbeddedLatency::Default)]
+    pub embedded_latency: EmbeddedLatency,
+    /// First polling delay while waiting for a job (it doubles up to --poll-max).
+    #[arg(long, default_value = "500ms", value_name = "DURATION", hide = true)]
+    pub poll_start: Dur,
+    /// Longest polling delay while waiting for a job.
+    #[arg(long, default_value = "5s", value_name = "DURATION", hide = true)]
+    pub poll_max: Dur,
+    /// Seed for retry jitter (reproducible delays).
+    #[arg(long, hide = true)]
+    pub seed: Option<u64>,
+}
+
+/// Parses `WALLET=AMOUNT`.
+pub fn parse_fund(s: &str) -> Result<(String, Money), String> {
+    let (w, a) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not WALLET=AMOUNT"))?;
+    let m: Money = a.parse()?;
+    if w.trim().is_empty() || m.is_negative() {
+        return Err(format!(
+            "`{s}` is not WALLET=AMOUNT with a non-negative amount"
+        ));
+    }
+    Ok((w.trim().to_string(), m))
 }
 
 /// Runs `run`.
-pub fn run(_a: RunArgs) -> i32 {
-    eprintln!("not built yet");
-    crate::exit::INVALID
+pub fn run(a: RunArgs) -> i32 {
+    let plan = match crate::plan::load(&a.plan, &a.overrides.load_options()) {
+        Ok(p) => Arc::new(p),
+        Err(ds) => {
+            print_diagnostics(&ds);
+            return exit::INVALID;
+        }
+    };
+    print_warnings(&plan.warnings);
+    let config = match ClientConfig::from_env(&ConfigOverrides {
+        coordinator: a.coordinator.clone(),
+        wallet_url: a.wallet_url.clone(),
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit::INVALID;
+        }
+    };
+    let run_id = new_run_id();
+    let run_dir = match create_run_dir(&a.runs_dir, &run_id) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!(
+                "error: cannot create the run directory under {}: {e}",
+                a.runs_dir.display()
+            );
+            return exit::INVALID;
+        }
+    };
+    let mode = if a.quiet {
+        Mode::Quiet
+    } else if std::io::stderr().is_terminal() {
+        Mode::Live
+    } else {
+        Mode::Plain
+    };
+    let result = runtime.block_on(async {
+        let interrupt = interrupt_on_signals();
+        let (config, local) = if config.is_configured() {
+            (config, None)
+        } else {
+            let mut lc = crate::local::LocalConfig {
+                fund: a.fund.clone(),
+                faucet: !a.no_faucet,
+                ..crate::local::LocalConfig::default()
+            };
+            if a.embedded_latency == EmbeddedLatency::Instant {
+                lc.latency = crate::local::WorkerLatency::instant();
+            }
+            let handle = crate::local::start(lc).await.map_err(|e| {
+                eprintln!("error: cannot start the embedded coordinator: {e}");
+                exit::UNREACHABLE
+            })?;
+            let mut c = ClientConfig::for_url(&handle.url()).map_err(|e| {
+                eprintln!("error: {e}");
+                exit::UNREACHABLE
+            })?;
+            c.token = Some(Secret::new(handle.token()));
+            c.pacing = Pacing::unlimited();
+            (c, Some(handle))
+        };
+        if local.is_none() && (!a.fund.is_empty() || a.no_faucet) {
+            eprintln!(
+                "note: --fund and --no-faucet apply to the embedded coordinator only; ignored"
+            );
+        }
+        let client = HttpCoordinator::new(&config).map_err(|e| {
+            eprintln!("error: {e}");
+            exit::INVALID
+        })?;
+        let options = RunOptions {
+            concurrency: a.concurrency.map(|c| c as usize),
+            fail_fast: !a.keep_going,
+            poll: (a.poll_start.get(), a.poll_max.get().max(a.poll_start.get())),
+            seed: a.seed,
+            embedded: local.is_some(),
+            ..RunOptions::new(run_id.clone(), run_dir.clone())
+        };
+        let finished =
+            run_with_reports(plan.clone(), Arc::new(client), options, mode, interrupt).await;
+        if let Some(handle) = local
+            && let Err(e) = handle.shutdown().await
+        {
+            tracing::warn!("embedded coordinator did not stop cleanly: {e}");
+        }
+        Ok::<_, i32>(finished)
+    });
+    let finished: Finished = match result {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => {
+            eprintln!(
+                "error: cannot write the run's files in {}: {e}",
+                run_dir.display()
+            );
+            return exit::STEP_FAILED;
+        }
+        Err(code) => return code,
+    };
+    match a.output {
+        RunOutput::Json => match serde_json::to_string_pretty(&finished.report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("error: cannot print the report: {e}"),
+        },
+        RunOutput::Text => {
+            println!(
+                "run {} {}: report in {}",
+                finished.report.run_id,
+                status_text(&finished),
+                finished.run_dir.display()
+            );
+        }
+    }
+    finished.outcome.exit_code
+}
+
+fn status_text(f: &Finished) -> String {
+    let t = &f.report.totals;
+    let word = serde_json::to_value(f.report.status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    format!(
+        "{word} ({} succeeded, {} failed, {} skipped, {} jobs)",
+        t.succeeded, t.failed, t.skipped, t.jobs
+    )
+}
+
+/// `runs …`
+#[derive(Debug, clap::Subcommand)]
+pub enum RunsCommand {
+    /// List runs, newest first.
+    List(RunsListArgs),
+    /// Print a run's summary.
+    Show(RunsShowArgs),
+    /// Delete all but the newest N runs.
+    Prune(RunsPruneArgs),
+}
+
+/// `runs list`
+#[derive(Debug, clap::Args)]
+pub struct RunsListArgs {
+    /// Where run directories are.
+    #[arg(long, env = "AITBC_RUNS_DIR", default_value = "runs")]
+    pub runs_dir: PathBuf,
+    /// Only runs of this plan.
+    #[arg(long)]
+    pub plan: Option<String>,
+    /// Only runs with this status (succeeded, failed, refused, timed_out, interrupted, unreachable, running).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// `text` (default) or `json`.
+    #[arg(long, value_enum, default_value_t = RunOutput::Text)]
+    pub output: RunOutput,
+}
+
+/// `runs show RUN-ID`
+#[derive(Debug, clap::Args)]
+pub struct RunsShowArgs {
+    /// The run.
+    pub run_id: String,
+    /// Where run directories are.
+    #[arg(long, env = "AITBC_RUNS_DIR", default_value = "runs")]
+    pub runs_dir: PathBuf,
+}
+
+/// `runs prune --keep N`
+#[derive(Debug, clap::Args)]
+pub struct RunsPruneArgs {
+    /// How many of the newest runs to keep.
+    #[arg(long)]
+    pub keep: usize,
+    /// Where run directories are.
+    #[arg(long, env = "AITBC_RUNS_DIR", default_value = "runs")]
+    pub runs_dir: PathBuf,
+}
+
+/// Runs a `runs` command.
+pub fn runs(c: RunsCommand) -> i32 {
+    match c {
+        RunsCommand::List(a) => {
+            let runs = match history::list_runs(&a.runs_dir) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return exit::INVALID;
+                }
+            };
+            let runs: Vec<_> = runs
+                .into_iter()
+                .filter(|r| a.plan.as_ref().is_none_or(|p| &r.plan == p))
+                .filter(|r| {
+                    a.status.as_ref().is_none_or(|s| {
+                        serde_json::to_value(r.status)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .as_deref()
+                            == Some(s.as_str())
+                    })
+                })
+                .collect();
+            match a.output {
+                RunOutput::Json => match serde_json::to_string_pretty(&runs) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return exit::INVALID;
+                    }
+                },
+                RunOutput::Text => {
+                    if runs.is_empty() {
+                        println!("no runs in {}", a.runs_dir.display());
+                    }
+                    for r in &runs {
+                        let status = serde_json::to_value(r.status)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default();
+                        println!(
+                            "{:<30} {:<24} {:<12} {:>5} jobs {:>3} failed  {}",
+                            r.run_id, r.plan, status, r.jobs, r.failed, r.started_at
+                        );
+                    }
+                }
+            }
+            exit::SUCCESS
+        }
+        RunsCommand::Show(a) => match history::find_run(&a.runs_dir, &a.run_id) {
+            Ok(dir) => match std::fs::read_to_string(dir.join("summary.md")) {
+                Ok(s) => {
+                    print!("{s}");
+                    exit::SUCCESS
+                }
+                Err(_) => match history::read_report(&dir) {
+                    Some(r) => {
+                        print!("{}", crate::report::writers::summary_markdown(&r));
+                        exit::SUCCESS
+                    }
+                    None => {
+                        eprintln!("error: run {} has no readable report", a.run_id);
+                        exit::INVALID
+                    }
+                },
+            },
+            Err(e) => {
+                eprintln!("error: {e}");
+                exit::INVALID
+            }
+        },
+        RunsCommand::Prune(a) => match history::prune(&a.runs_dir, a.keep) {
+            Ok(removed) => {
+                println!("removed {} runs", removed.len());
+                exit::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                exit::INVALID
+            }
+        },
+    }
 }

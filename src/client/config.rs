@@ -1,5 +1,403 @@
-//! Client configuration: coordinator URL, wallet URL, token, timeouts. (Being built: see issue 3.)
+//! Client configuration: where the coordinator and the wallet daemon are, the credentials, the
+//! timeouts and the client-side pacing.
+//!
+//! Everything comes from the command line or the environment (`AITBC_COORDINATOR_URL`, `AITBC_TOKEN`,
+//! `AITBC_TOKEN_FILE`, `AITBC_API_KEY`, `AITBC_WALLET_URL`, `AITBC_RATE_LIMIT`), read once by
+//! [`ClientConfig::from_env`] and then passed in: nothing reads the environment later. Secrets are held
+//! in [`Secret`], which prints as `***`, so a config can be logged or debug-printed safely.
 
-/// How to reach the coordinator.
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reqwest::Url;
+
+/// A credential. Its `Debug` and `Display` print `***`; only [`Secret::expose`] gives the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a credential.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+    /// The credential itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A client-side rate: at most `per_minute` requests per 60 s, with bursts up to the same number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    /// Requests per minute.
+    pub per_minute: u32,
+}
+
+/// Client-side pacing per endpoint class; `None` means unpaced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Pacing {
+    /// `POST /v1/jobs`.
+    pub submit: Option<Rate>,
+    /// Job reads (`GET /v1/jobs…`).
+    pub read: Option<Rate>,
+    /// `POST /v1/jobs/{id}/cancel`.
+    pub cancel: Option<Rate>,
+    /// `POST /v1/agent-performance/resources/allocate`.
+    pub allocate: Option<Rate>,
+}
+
+impl Pacing {
+    /// No pacing at all (the embedded coordinator).
+    pub fn unlimited() -> Pacing {
+        Pacing::default()
+    }
+
+    /// The real service's limits per client IP: 50 submits, 200 reads, 50 cancels, 20 allocations a
+    /// minute.
+    pub fn real_service() -> Pacing {
+        Pacing {
+            submit: Some(Rate { per_minute: 50 }),
+            read: Some(Rate { per_minute: 200 }),
+            cancel: Some(Rate { per_minute: 50 }),
+            allocate: Some(Rate { per_minute: 20 }),
+        }
+    }
+
+    /// Parses `off`, `real`, or `submit=50,read=200,cancel=50,allocate=20` (unnamed classes unpaced).
+    pub fn parse(text: &str) -> Result<Pacing, String> {
+        let t = text.trim();
+        match t {
+            "off" | "none" | "unlimited" => return Ok(Pacing::unlimited()),
+            "real" | "service" => return Ok(Pacing::real_service()),
+            _ => {}
+        }
+        let mut p = Pacing::unlimited();
+        for part in t.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let bad = || {
+                format!(
+                    "`{text}` is not a rate limit (expected `off`, `real`, or e.g. `submit=50,read=200`)"
+                )
+            };
+            let (k, v) = part.split_once('=').ok_or_else(bad)?;
+            let n: u32 = v.trim().parse().map_err(|_| bad())?;
+            let rate = (n > 0).then_some(Rate { per_minute: n });
+            match k.trim() {
+                "submit" => p.submit = rate,
+                "read" => p.read = rate,
+                "cancel" => p.cancel = rate,
+                "allocate" => p.allocate = rate,
+                _ => return Err(bad()),
+            }
+        }
+        Ok(p)
+    }
+}
+
+/// A configuration problem, reported before anything is sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A URL that does not parse, or is not http(s).
+    #[error("{source_name} is not a usable URL (`{value}`): {reason}")]
+    BadUrl {
+        /// Where it came from (`--coordinator`, `AITBC_COORDINATOR_URL`, …).
+        source_name: String,
+        /// The text given.
+        value: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// The token file could not be read, or is empty.
+    #[error("cannot read the token from AITBC_TOKEN_FILE ({path}): {reason}")]
+    TokenFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Some other setting does not parse.
+    #[error("{name}: {reason}")]
+    Bad {
+        /// The setting.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// An HTTP client was asked for but no coordinator URL is configured.
+    #[error("no coordinator configured (set --coordinator or AITBC_COORDINATOR_URL)")]
+    NoCoordinator,
+    /// The HTTP client could not be built (TLS setup).
+    #[error("cannot set up the HTTP client: {0}")]
+    Http(String),
+}
+
+/// What the command line says; it wins over the environment.
 #[derive(Clone, Debug, Default)]
-pub struct ClientConfig {}
+pub struct ConfigOverrides {
+    /// `--coordinator URL`.
+    pub coordinator: Option<String>,
+    /// `--wallet-url URL`.
+    pub wallet_url: Option<String>,
+}
+
+/// How to reach the coordinator and the wallet daemon.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// The coordinator's base URL; `None` means "start the embedded coordinator".
+    pub coordinator_url: Option<Url>,
+    /// The wallet daemon's base URL for balances; `None` means the coordinator's.
+    pub wallet_url: Option<Url>,
+    /// Sent as `Authorization: Bearer …`.
+    pub token: Option<Secret>,
+    /// Sent as `X-Api-Key` when set (a miner credential; clients do not need it).
+    pub api_key: Option<Secret>,
+    /// Time to open a connection.
+    pub connect_timeout: Duration,
+    /// Whole-request timeout for reads, cancels, allocations and balances.
+    pub read_timeout: Duration,
+    /// Whole-request timeout for a submit (a paid submit can block ~7 s on the real service).
+    pub submit_timeout: Duration,
+    /// Client-side pacing per endpoint class.
+    pub pacing: Pacing,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            coordinator_url: None,
+            wallet_url: None,
+            token: None,
+            api_key: None,
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(10),
+            submit_timeout: Duration::from_secs(30),
+            pacing: Pacing::unlimited(),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Reads the configuration from the process environment, with the command line's overrides.
+    pub fn from_env(overrides: &ConfigOverrides) -> Result<ClientConfig, ConfigError> {
+        ClientConfig::from_lookup(overrides, |k| std::env::var(k).ok())
+    }
+
+    /// As [`ClientConfig::from_env`], reading variables through `lookup` (for tests).
+    pub fn from_lookup(
+        overrides: &ConfigOverrides,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<ClientConfig, ConfigError> {
+        let var = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
+        let mut c = ClientConfig::default();
+
+        c.coordinator_url = match (&overrides.coordinator, var("AITBC_COORDINATOR_URL")) {
+            (Some(u), _) => Some(parse_url("--coordinator", u)?),
+            (None, Some(u)) => Some(parse_url("AITBC_COORDINATOR_URL", &u)?),
+            (None, None) => None,
+        };
+        c.wallet_url = match (&overrides.wallet_url, var("AITBC_WALLET_URL")) {
+            (Some(u), _) => Some(parse_url("--wallet-url", u)?),
+            (None, Some(u)) => Some(parse_url("AITBC_WALLET_URL", &u)?),
+            (None, None) => None,
+        };
+        c.token = match (var("AITBC_TOKEN"), var("AITBC_TOKEN_FILE")) {
+            (Some(t), _) => Some(Secret::new(t.trim())),
+            (None, Some(path)) => Some(read_token_file(PathBuf::from(path))?),
+            (None, None) => None,
+        };
+        c.api_key = var("AITBC_API_KEY").map(|k| Secret::new(k.trim()));
+        // A remote coordinator is paced to the real service's limits unless told otherwise.
+        c.pacing = match var("AITBC_RATE_LIMIT") {
+            Some(p) => Pacing::parse(&p).map_err(|reason| ConfigError::Bad {
+                name: "AITBC_RATE_LIMIT".into(),
+                reason,
+            })?,
+            None if c.coordinator_url.is_some() => Pacing::real_service(),
+            None => Pacing::unlimited(),
+        };
+        if let Some(t) = var("AITBC_SUBMIT_TIMEOUT") {
+            c.submit_timeout = parse_timeout("AITBC_SUBMIT_TIMEOUT", &t)?;
+        }
+        if let Some(t) = var("AITBC_READ_TIMEOUT") {
+            c.read_timeout = parse_timeout("AITBC_READ_TIMEOUT", &t)?;
+        }
+        Ok(c)
+    }
+
+    /// A configuration for one coordinator URL, with defaults for everything else (unpaced).
+    pub fn for_url(url: &str) -> Result<ClientConfig, ConfigError> {
+        Ok(ClientConfig {
+            coordinator_url: Some(parse_url("coordinator URL", url)?),
+            ..ClientConfig::default()
+        })
+    }
+
+    /// The same configuration with a bearer token.
+    pub fn with_token(mut self, token: impl Into<String>) -> ClientConfig {
+        self.token = Some(Secret::new(token));
+        self
+    }
+
+    /// False when no coordinator URL is set: callers then start the embedded coordinator.
+    pub fn is_configured(&self) -> bool {
+        self.coordinator_url.is_some()
+    }
+}
+
+/// Parses and checks a base URL; `source_name` says where it came from, for the error.
+pub fn parse_url(source_name: &str, value: &str) -> Result<Url, ConfigError> {
+    let bad = |reason: String| ConfigError::BadUrl {
+        source_name: source_name.to_string(),
+        value: value.to_string(),
+        reason,
+    };
+    let url = Url::parse(value.trim()).map_err(|e| bad(e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad(format!(
+            "the scheme must be http or https, not `{}`",
+            url.scheme()
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(bad("it has no host".into()));
+    }
+    Ok(url)
+}
+
+fn read_token_file(path: PathBuf) -> Result<Secret, ConfigError> {
+    let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::TokenFile {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(ConfigError::TokenFile {
+            path,
+            reason: "the file is empty".into(),
+        });
+    }
+    Ok(Secret::new(t))
+}
+
+fn parse_timeout(name: &str, text: &str) -> Result<Duration, ConfigError> {
+    crate::duration::parse_duration(text).map_err(|reason| ConfigError::Bad {
+        name: name.into(),
+        reason,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn nothing_set_means_not_configured() {
+        let c = ClientConfig::from_lookup(&ConfigOverrides::default(), env(&[])).unwrap();
+        assert!(!c.is_configured());
+        assert_eq!(c.pacing, Pacing::unlimited());
+        assert_eq!(c.submit_timeout, Duration::from_secs(30));
+        assert_eq!(c.read_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn command_line_wins_over_environment() {
+        let o = ConfigOverrides {
+            coordinator: Some("http://127.0.0.1:9000".into()),
+            wallet_url: None,
+        };
+        let c = ClientConfig::from_lookup(
+            &o,
+            env(&[("AITBC_COORDINATOR_URL", "http://example.invalid:8203")]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.coordinator_url.unwrap().as_str(),
+            "http://127.0.0.1:9000/"
+        );
+        assert_eq!(c.pacing, Pacing::real_service());
+    }
+
+    #[test]
+    fn bad_url_names_its_source() {
+        let e = ClientConfig::from_lookup(
+            &ConfigOverrides::default(),
+            env(&[("AITBC_COORDINATOR_URL", "localhost:8203")]),
+        )
+        .unwrap_err();
+        let text = e.to_string();
+        assert!(text.starts_with("AITBC_COORDINATOR_URL is not a usable URL (`localhost:8203`)"));
+        let e = parse_url("--coordinator", "not a url").unwrap_err();
+        assert!(e.to_string().contains("--coordinator"), "{e}");
+    }
+
+    #[test]
+    fn token_file_is_trimmed_and_token_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "  abc.def.ghi \n").unwrap();
+        let p = path.to_str().unwrap();
+        let c =
+            ClientConfig::from_lookup(&ConfigOverrides::default(), env(&[("AITBC_TOKEN_FILE", p)]))
+                .unwrap();
+        assert_eq!(c.token.as_ref().map(Secret::expose), Some("abc.def.ghi"));
+        let c = ClientConfig::from_lookup(
+            &ConfigOverrides::default(),
+            env(&[("AITBC_TOKEN_FILE", p), ("AITBC_TOKEN", "direct")]),
+        )
+        .unwrap();
+        assert_eq!(c.token.as_ref().map(Secret::expose), Some("direct"));
+        std::fs::write(&path, "\n").unwrap();
+        let e =
+            ClientConfig::from_lookup(&ConfigOverrides::default(), env(&[("AITBC_TOKEN_FILE", p)]))
+                .unwrap_err();
+        assert!(matches!(e, ConfigError::TokenFile { .. }));
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let c = ClientConfig::from_lookup(
+            &ConfigOverrides::default(),
+            env(&[
+                ("AITBC_TOKEN", "tok-SECRET-123"),
+                ("AITBC_API_KEY", "key-SECRET-456"),
+            ]),
+        )
+        .unwrap();
+        let debug = format!("{c:?} {c:#?}");
+        assert!(!debug.contains("SECRET"), "{debug}");
+        assert!(debug.contains("***"));
+        assert_eq!(format!("{}", c.token.unwrap()), "***");
+    }
+
+    #[test]
+    fn pacing_parses() {
+        assert_eq!(Pacing::parse("off").unwrap(), Pacing::unlimited());
+        assert_eq!(Pacing::parse("real").unwrap(), Pacing::real_service());
+        let p = Pacing::parse("submit=10, read=0").unwrap();
+        assert_eq!(p.submit, Some(Rate { per_minute: 10 }));
+        assert_eq!(p.read, None);
+        assert!(Pacing::parse("submit=x").is_err());
+        assert!(Pacing::parse("fast=1").is_err());
+    }
+}

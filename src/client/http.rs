@@ -1,1 +1,568 @@
-//! The HTTP implementation of [`super::Coordinator`]. (Being built: see issue 3.)
+//! The HTTP implementation of [`super::Coordinator`], on reqwest (rustls, pooled connections).
+//!
+//! Every answer is classified into a [`ClientError`] here and nowhere else: the three error body shapes
+//! of the service (`{"detail"}`, the 422 `{"error": {"code", "message", "details"}}` and the 500
+//! `{"error": {"type", "message", "status_code"}}`) are read leniently, and a body that is not what the
+//! API promises becomes [`ClientError::Protocol`] with enough of it to debug. The client never retries:
+//! the executor owns retries, and it needs to see every failure to keep submits exactly-once.
+
+use std::time::Duration;
+
+use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
+use reqwest::{Method, StatusCode, Url};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::config::{ClientConfig, ConfigError, Secret};
+use super::pace::{EndpointClass, Pacer};
+use super::{ClientError, Coordinator};
+use crate::api::{
+    AllocateRequest, Allocation, GpuOffer, JobCreate, JobId, JobList, JobResult, JobView,
+    ListQuery, PaymentView, RefundRequest, RefundResponse, WalletBalance,
+};
+use crate::money::Money;
+
+/// A coordinator reached over HTTP.
+#[derive(Debug)]
+pub struct HttpCoordinator {
+    http: reqwest::Client,
+    base: Url,
+    base_text: String,
+    wallet_base: Url,
+    token: Option<Secret>,
+    api_key: Option<Secret>,
+    read_timeout: Duration,
+    submit_timeout: Duration,
+    pacer: Pacer,
+}
+
+/// One request, described for [`HttpCoordinator::send`].
+struct Req<'a, B: Serialize> {
+    method: Method,
+    url: Url,
+    class: EndpointClass,
+    body: Option<&'a B>,
+    idempotency_key: Option<&'a str>,
+    timeout: Duration,
+}
+
+impl HttpCoordinator {
+    /// A client for the configured coordinator ([`ConfigError::NoCoordinator`] when none is set).
+    pub fn new(config: &ClientConfig) -> Result<HttpCoordinator, ConfigError> {
+        let base = config
+            .coordinator_url
+            .clone()
+            .ok_or(ConfigError::NoCoordinator)?;
+        let wallet_base = config.wallet_url.clone().unwrap_or_else(|| base.clone());
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .user_agent(concat!("aitbc-flow/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ConfigError::Http(e.to_string()))?;
+        Ok(HttpCoordinator {
+            http,
+            base_text: base.as_str().trim_end_matches('/').to_string(),
+            base,
+            wallet_base,
+            token: config.token.clone(),
+            api_key: config.api_key.clone(),
+            read_timeout: config.read_timeout,
+            submit_timeout: config.submit_timeout,
+            pacer: Pacer::new(&config.pacing),
+        })
+    }
+
+    /// `base` with the path segments appended (each one percent-encoded).
+    fn url(base: &Url, segments: &[&str]) -> Url {
+        let mut u = base.clone();
+        if let Ok(mut path) = u.path_segments_mut() {
+            path.pop_if_empty();
+            for s in segments {
+                path.push(s);
+            }
+        }
+        u
+    }
+
+    fn api(&self, segments: &[&str]) -> Url {
+        Self::url(&self.base, segments)
+    }
+
+    fn read<'a>(&self, url: Url) -> Req<'a, ()> {
+        Req {
+            method: Method::GET,
+            url,
+            class: EndpointClass::Read,
+            body: None,
+            idempotency_key: None,
+            timeout: self.read_timeout,
+        }
+    }
+
+    /// Sends one request and classifies the answer: a 2xx body parsed as `T`, or a [`ClientError`].
+    async fn send<T: DeserializeOwned, B: Serialize>(
+        &self,
+        req: Req<'_, B>,
+    ) -> Result<(StatusCode, T), ClientError> {
+        self.pacer.acquire(req.class).await;
+        let url_text = req.url.to_string();
+        let mut rb = self
+            .http
+            .request(req.method, req.url)
+            .timeout(req.timeout)
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(t) = &self.token {
+            rb = rb.bearer_auth(t.expose());
+        }
+        if let Some(k) = &self.api_key {
+            rb = rb.header("X-Api-Key", k.expose());
+        }
+        if let Some(key) = req.idempotency_key {
+            rb = rb.header("Idempotency-Key", key);
+        }
+        if let Some(b) = req.body {
+            rb = rb.json(b);
+        }
+        let transport = |e: reqwest::Error| transport_error(&url_text, req.timeout, &e);
+        let resp = rb.send().await.map_err(transport)?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.map_err(transport)?;
+        if status.is_success() {
+            match serde_json::from_slice::<T>(&body) {
+                Ok(v) => Ok((status, v)),
+                Err(e) => Err(protocol(&url_text, status, &headers, &body, e.to_string())),
+            }
+        } else {
+            Err(classify_error(&url_text, status, &headers, &body))
+        }
+    }
+}
+
+/// A failure below HTTP: a timeout, or a connection that could not be made or broke.
+fn transport_error(url: &str, timeout: Duration, e: &reqwest::Error) -> ClientError {
+    if e.is_timeout() {
+        return ClientError::Timeout {
+            url: url.to_string(),
+            after: timeout,
+        };
+    }
+    // reqwest's own message repeats the URL; the innermost cause says what happened.
+    let mut reason = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        reason = s.to_string();
+        source = s.source();
+    }
+    ClientError::Unavailable {
+        url: url.to_string(),
+        reason,
+        status: None,
+    }
+}
+
+fn content_type(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// The first 200 bytes of a body, lossily decoded.
+fn body_start(body: &[u8]) -> String {
+    String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()
+}
+
+fn protocol(
+    url: &str,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &[u8],
+    reason: String,
+) -> ClientError {
+    ClientError::Protocol {
+        url: url.to_string(),
+        status: status.as_u16(),
+        content_type: content_type(headers),
+        body_start: body_start(body),
+        reason,
+    }
+}
+
+/// What an error body says, whichever of the service's shapes it has.
+#[derive(Debug, Default, PartialEq)]
+struct ErrorBody {
+    message: Option<String>,
+    details: Vec<(String, String)>,
+}
+
+fn parse_error_body(body: &[u8]) -> ErrorBody {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return ErrorBody::default();
+    };
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
+    let mut out = ErrorBody::default();
+    match v.get("detail") {
+        Some(Value::String(s)) => out.message = Some(s.clone()),
+        // FastAPI's own 422: `{"detail": [{"loc": [...], "msg": "..."}]}`.
+        Some(Value::Array(items)) => {
+            out.message = Some("Request validation failed".into());
+            for item in items {
+                let field = item
+                    .get("loc")
+                    .and_then(Value::as_array)
+                    .map(|l| {
+                        l.iter()
+                            .map(|p| match p {
+                                Value::String(s) => s.clone(),
+                                other => other.to_string(),
+                            })
+                            .collect::<Vec<_>>()
+                            .join(".")
+                    })
+                    .unwrap_or_default();
+                let msg = text(item.get("msg")).unwrap_or_default();
+                out.details.push((field, msg));
+            }
+        }
+        Some(other) if !other.is_null() => out.message = Some(other.to_string()),
+        _ => {}
+    }
+    if let Some(err) = v.get("error") {
+        match err {
+            Value::String(s) => out.message = out.message.take().or(Some(s.clone())),
+            Value::Object(_) => {
+                out.message = out.message.take().or_else(|| text(err.get("message")));
+                if let Some(details) = err.get("details").and_then(Value::as_array) {
+                    for d in details {
+                        let field = text(d.get("field")).unwrap_or_default();
+                        let msg = text(d.get("message")).unwrap_or_default();
+                        out.details.push((field, msg));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if out.message.is_none() {
+        out.message = text(v.get("message"));
+    }
+    out
+}
+
+/// Maps a non-2xx answer to its [`ClientError`].
+fn classify_error(url: &str, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ClientError {
+    let parsed = parse_error_body(body);
+    let code = status.as_u16();
+    let reason_phrase = status.canonical_reason().unwrap_or("error");
+    // When the body is not one of the service's shapes, show what it was instead.
+    let message = parsed.message.clone().unwrap_or_else(|| {
+        let start = body_start(body);
+        let start = start.trim();
+        if start.is_empty() {
+            reason_phrase.to_string()
+        } else {
+            format!("{reason_phrase}; body starts {start:?}")
+        }
+    });
+    let url = url.to_string();
+    match code {
+        401 | 403 => ClientError::Auth {
+            url,
+            status: code,
+            detail: message,
+        },
+        402 => match parse_insufficient(&message) {
+            Some((wallet, held, needed)) => ClientError::InsufficientBalance {
+                wallet,
+                needed,
+                held,
+            },
+            None => ClientError::Invalid {
+                url,
+                status: code,
+                message,
+                details: parsed.details,
+            },
+        },
+        404 => ClientError::NotFound {
+            url,
+            detail: message,
+        },
+        409 => ClientError::Conflict {
+            url,
+            detail: message,
+        },
+        425 => ClientError::NotReady { url },
+        429 => ClientError::RateLimited {
+            url,
+            retry_after: headers
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after),
+        },
+        500..=599 => ClientError::Unavailable {
+            url,
+            reason: format!("HTTP {code}: {message}"),
+            status: Some(code),
+        },
+        _ => ClientError::Invalid {
+            url,
+            status: code,
+            message,
+            details: parsed.details,
+        },
+    }
+}
+
+/// Reads `insufficient balance: wallet W holds H AITBC, job needs N` into (W, H, N).
+pub fn parse_insufficient(detail: &str) -> Option<(String, Money, Money)> {
+    let rest = &detail[detail.find("wallet ")? + "wallet ".len()..];
+    let (wallet, rest) = rest.split_once(" holds ")?;
+    let (held, rest) = rest.split_once(',')?;
+    let needed = rest.rsplit_once("needs ")?.1;
+    let num = |s: &str| -> Option<Money> {
+        let t = s
+            .trim()
+            .trim_end_matches('.')
+            .trim_end_matches("AITBC")
+            .trim();
+        t.parse().ok()
+    };
+    Some((wallet.trim().to_string(), num(held)?, num(needed)?))
+}
+
+/// Reads `Retry-After`: delay seconds or an HTTP date (a date in the past means now).
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(delta.to_std().unwrap_or(Duration::ZERO))
+}
+
+/// `GET /v1/marketplace/gpu/list` answers a bare list; tolerate a wrapped one too.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum OfferList {
+    Bare(Vec<GpuOffer>),
+    Items { items: Vec<GpuOffer> },
+    Offers { offers: Vec<GpuOffer> },
+}
+
+impl Coordinator for HttpCoordinator {
+    fn base_url(&self) -> &str {
+        &self.base_text
+    }
+
+    async fn submit(
+        &self,
+        job: &JobCreate,
+        idempotency_key: Option<&str>,
+    ) -> Result<(JobView, bool), ClientError> {
+        let req = Req {
+            method: Method::POST,
+            url: self.api(&["v1", "jobs"]),
+            class: EndpointClass::Submit,
+            body: Some(job),
+            idempotency_key,
+            timeout: self.submit_timeout,
+        };
+        let (status, view) = self.send::<JobView, _>(req).await?;
+        Ok((view, status == StatusCode::CREATED))
+    }
+
+    async fn job(&self, id: &JobId) -> Result<JobView, ClientError> {
+        let req = self.read(self.api(&["v1", "jobs", id.as_str()]));
+        Ok(self.send(req).await?.1)
+    }
+
+    async fn result(&self, id: &JobId) -> Result<JobResult, ClientError> {
+        let req = self.read(self.api(&["v1", "jobs", id.as_str(), "result"]));
+        Ok(self.send(req).await?.1)
+    }
+
+    async fn cancel(&self, id: &JobId) -> Result<JobView, ClientError> {
+        let req = Req::<()> {
+            method: Method::POST,
+            url: self.api(&["v1", "jobs", id.as_str(), "cancel"]),
+            class: EndpointClass::Cancel,
+            body: None,
+            idempotency_key: None,
+            timeout: self.read_timeout,
+        };
+        Ok(self.send(req).await?.1)
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<JobList, ClientError> {
+        let mut url = self.api(&["v1", "jobs"]);
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(l) = query.limit {
+                q.append_pair("limit", &l.to_string());
+            }
+            if let Some(o) = query.offset {
+                q.append_pair("offset", &o.to_string());
+            }
+            if let Some(s) = &query.status {
+                q.append_pair("status", s);
+            }
+            if let Some(t) = &query.job_type {
+                q.append_pair("job_type", t);
+            }
+        }
+        if url.query() == Some("") {
+            url.set_query(None);
+        }
+        Ok(self.send(self.read(url)).await?.1)
+    }
+
+    async fn receipt(&self, id: &JobId) -> Result<Value, ClientError> {
+        let req = self.read(self.api(&["v1", "jobs", id.as_str(), "receipt"]));
+        Ok(self.send(req).await?.1)
+    }
+
+    async fn payment(&self, id: &JobId) -> Result<PaymentView, ClientError> {
+        let req = self.read(self.api(&["v1", "jobs", id.as_str(), "payment"]));
+        Ok(self.send(req).await?.1)
+    }
+
+    async fn refund(&self, request: &RefundRequest) -> Result<RefundResponse, ClientError> {
+        let req = Req {
+            method: Method::POST,
+            url: self.api(&["v1", "payments", &request.payment_id, "refund"]),
+            class: EndpointClass::Other,
+            body: Some(request),
+            idempotency_key: None,
+            timeout: self.submit_timeout,
+        };
+        Ok(self.send(req).await?.1)
+    }
+
+    async fn allocate(&self, request: &AllocateRequest) -> Result<Allocation, ClientError> {
+        let req = Req {
+            method: Method::POST,
+            url: self.api(&["v1", "agent-performance", "resources", "allocate"]),
+            class: EndpointClass::Allocate,
+            body: Some(request),
+            idempotency_key: None,
+            timeout: self.read_timeout,
+        };
+        Ok(self.send(req).await?.1)
+    }
+
+    async fn gpu_offers(&self, limit: Option<u32>) -> Result<Vec<GpuOffer>, ClientError> {
+        let mut url = self.api(&["v1", "marketplace", "gpu", "list"]);
+        if let Some(l) = limit {
+            url.query_pairs_mut().append_pair("limit", &l.to_string());
+        }
+        let mut req = self.read(url);
+        req.class = EndpointClass::Other;
+        let (_, list) = self.send::<OfferList, _>(req).await?;
+        Ok(match list {
+            OfferList::Bare(v)
+            | OfferList::Items { items: v }
+            | OfferList::Offers { offers: v } => v,
+        })
+    }
+
+    async fn balance(&self, wallet: &str) -> Result<WalletBalance, ClientError> {
+        let mut req = self.read(Self::url(
+            &self.wallet_base,
+            &["v1", "wallets", wallet, "balance"],
+        ));
+        req.class = EndpointClass::Other;
+        Ok(self.send(req).await?.1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_insufficient_balance_detail() {
+        let (w, h, n) = parse_insufficient(
+            "insufficient balance: wallet trading-wallet holds 120 AITBC, job needs 500",
+        )
+        .unwrap();
+        assert_eq!(w, "trading-wallet");
+        assert_eq!(h, Money::from_int(120));
+        assert_eq!(n, Money::from_int(500));
+        let (_, h, n) = parse_insufficient(
+            "insufficient balance: wallet w holds 0.5 AITBC, job needs 2.25 AITBC",
+        )
+        .unwrap();
+        assert_eq!(h.to_string(), "0.5");
+        assert_eq!(n.to_string(), "2.25");
+        assert_eq!(parse_insufficient("insufficient balance"), None);
+        assert_eq!(
+            parse_insufficient("wallet w holds lots, job needs more"),
+            None
+        );
+    }
+
+    #[test]
+    fn reads_retry_after_in_both_forms() {
+        assert_eq!(parse_retry_after("60"), Some(Duration::from_secs(60)));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
+        let later = (chrono::Utc::now() + chrono::Duration::seconds(120))
+            .format("%a, %d %b %Y %H:%M:%S GMT")
+            .to_string();
+        let d = parse_retry_after(&later).unwrap();
+        assert!(
+            d > Duration::from_secs(100) && d <= Duration::from_secs(120),
+            "{d:?}"
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn reads_every_error_shape() {
+        let b = parse_error_body(br#"{"detail": "job not found"}"#);
+        assert_eq!(b.message.as_deref(), Some("job not found"));
+        let b = parse_error_body(
+            br#"{"error": {"code": "VALIDATION_ERROR", "message": "Request validation failed", "status": 422,
+                "details": [{"field": "body.payment_amount", "message": "bad", "code": "decimal_parsing"}]},
+                "timestamp": "x", "request_id": null}"#,
+        );
+        assert_eq!(b.message.as_deref(), Some("Request validation failed"));
+        assert_eq!(
+            b.details,
+            vec![("body.payment_amount".into(), "bad".into())]
+        );
+        let b = parse_error_body(
+            br#"{"error": {"type": "internal_error", "message": "boom", "status_code": 500, "path": "/v1/jobs"}}"#,
+        );
+        assert_eq!(b.message.as_deref(), Some("boom"));
+        let b = parse_error_body(
+            br#"{"detail": [{"loc": ["body", "payload"], "msg": "field required"}]}"#,
+        );
+        assert_eq!(
+            b.details,
+            vec![("body.payload".into(), "field required".into())]
+        );
+        assert_eq!(parse_error_body(b"<html>"), ErrorBody::default());
+    }
+
+    #[test]
+    fn paths_are_joined_under_a_base_path() {
+        let base = Url::parse("http://h:1/api/").unwrap();
+        assert_eq!(
+            HttpCoordinator::url(&base, &["v1", "wallets", "my wallet/x", "balance"]).as_str(),
+            "http://h:1/api/v1/wallets/my%20wallet%2Fx/balance"
+        );
+        let base = Url::parse("http://h:1").unwrap();
+        assert_eq!(
+            HttpCoordinator::url(&base, &["v1", "jobs"]).as_str(),
+            "http://h:1/v1/jobs"
+        );
+    }
+}

@@ -6,6 +6,8 @@
 
 pub mod config;
 pub mod http;
+pub mod pace;
+pub mod rules;
 
 use std::future::Future;
 use std::time::Duration;
@@ -40,7 +42,7 @@ pub enum ClientError {
         after: Duration,
     },
     /// 429: over the service's rate limit.
-    #[error("rate limited by {url}; retry after {retry_after:?}")]
+    #[error("rate limited by {url}{}", fmt_retry_after(retry_after))]
     RateLimited {
         /// The URL that was asked.
         url: String,
@@ -120,6 +122,11 @@ pub enum ClientError {
         /// What did not fit.
         reason: String,
     },
+}
+
+fn fmt_retry_after(d: &Option<Duration>) -> String {
+    d.map(|d| format!("; retry after {}s", d.as_secs()))
+        .unwrap_or_default()
 }
 
 fn fmt_details(details: &[(String, String)]) -> String {

@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 
 use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::{JsonType, ValidationError, Validator};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::diag::{Diagnostic, suggest};
@@ -80,6 +81,8 @@ fn schema() -> &'static Value {
 pub fn validate(source: &Source) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     match validator() {
+        // `is_valid` is several times faster than collecting errors; most plans are valid.
+        Some(v) if v.is_valid(&source.value) => {}
         Some(v) => {
             for err in v.iter_errors(&source.value) {
                 map_error(source, &err, &mut out);
@@ -124,6 +127,10 @@ pub fn check(src: &Source) -> Result<Plan, Vec<Diagnostic>> {
     let diags = validate(src);
     if !diags.is_empty() {
         return Err(diags);
+    }
+    // The plain deserializer is faster; the path is only needed to place an error.
+    if let Ok(plan) = Plan::deserialize(&src.value) {
+        return Ok(plan);
     }
     serde_path_to_error::deserialize::<_, Plan>(&src.value).map_err(|e| {
         let mut ptr = String::new();
@@ -262,27 +269,32 @@ fn type_name(t: JsonType) -> &'static str {
     }
 }
 
-/// Whether an error only says "this value has the wrong type" (for every branch, when it branches).
+/// Whether an error only says "this value has the wrong type" (for every branch, when it branches),
+/// about the value itself rather than something inside it.
 fn is_type_mismatch(err: &ValidationError<'_>) -> bool {
+    let ptr = err.instance_path().as_str();
+    let here = |e: &ValidationError<'_>| e.instance_path().as_str() == ptr && is_type_mismatch(e);
     match err.kind() {
         ValidationErrorKind::Type { .. } => true,
         ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
             context
                 .iter()
-                .all(|branch| !branch.is_empty() && branch.iter().all(is_type_mismatch))
+                .all(|branch| !branch.is_empty() && branch.iter().all(here))
         }
         _ => false,
     }
 }
 
-/// Whether an error says "not one of these fixed values".
+/// Whether an error says "not one of these fixed values" about the value itself.
 fn is_constant(err: &ValidationError<'_>) -> bool {
+    let ptr = err.instance_path().as_str();
+    let here = |e: &ValidationError<'_>| e.instance_path().as_str() == ptr && is_constant(e);
     match err.kind() {
         ValidationErrorKind::Constant { .. } | ValidationErrorKind::Enum { .. } => true,
         ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
             context
                 .iter()
-                .all(|branch| !branch.is_empty() && branch.iter().all(is_constant))
+                .all(|branch| !branch.is_empty() && branch.iter().all(here))
         }
         _ => false,
     }
@@ -420,6 +432,18 @@ fn map_error(src: &Source, err: &ValidationError<'_>, out: &mut Vec<Diagnostic>)
             let mut options = Vec::new();
             constants(err, &mut options);
             let key = last_key(ptr);
+            let what = if key.bytes().all(|b| b.is_ascii_digit()) {
+                format!(
+                    "`{}` value",
+                    last_key(ptr.rsplit_once('/').map_or("", |(p, _)| p))
+                )
+            } else {
+                format!("`{key}`")
+            };
+            if ptr == "/version" && !found.is_number() {
+                // The type error already says it.
+                return;
+            }
             let d = if ptr == "/version" {
                 Diagnostic::new(format!(
                     "unsupported plan version {}: this aitbc-flow reads version 1",
@@ -427,7 +451,7 @@ fn map_error(src: &Source, err: &ValidationError<'_>, out: &mut Vec<Diagnostic>)
                 ))
             } else {
                 Diagnostic::new(format!(
-                    "{} is not a valid `{key}`: expected {}",
+                    "{} is not a valid {what}: expected {}",
                     match found {
                         Value::String(s) => format!("`{s}`"),
                         other => describe_kind(other),
@@ -450,23 +474,50 @@ fn map_error(src: &Source, err: &ValidationError<'_>, out: &mut Vec<Diagnostic>)
             if expected.len() > 1 {
                 expected.retain(|t| *t != "nothing");
             }
+            // An amount-or-template already says "an amount".
+            if expected
+                .iter()
+                .any(|t| t.starts_with("an amount such as `500` ("))
+            {
+                expected.retain(|t| *t != "an amount such as `500`");
+            }
             // A whole number is also a number: say "a number" once.
             if expected.contains(&"a number") {
                 expected.retain(|t| *t != "a whole number");
             }
             let expected: Vec<String> = expected.into_iter().map(str::to_string).collect();
-            let d = Diagnostic::new(format!(
-                "expected {}, found {}",
-                join_or(&expected),
-                describe_kind(found)
-            ));
+            let mut d = if found.is_null() && !ptr.is_empty() {
+                Diagnostic::new(format!(
+                    "`{}` has no value: expected {}",
+                    last_key(ptr),
+                    join_or(&expected)
+                ))
+            } else {
+                Diagnostic::new(format!(
+                    "expected {}, found {}",
+                    join_or(&expected),
+                    describe_kind(found)
+                ))
+            };
+            if expected.iter().any(|t| t == "a boolean")
+                && found.as_str().is_some_and(|s| {
+                    ["yes", "no", "on", "off", "y", "n"].contains(&s.to_ascii_lowercase().as_str())
+                })
+            {
+                d = d.help(
+                    "YAML 1.2 reads `yes`, `no`, `on` and `off` as text: write `true` or `false`",
+                );
+            }
             out.push(src.at(ptr, d));
         }
         ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
             // Report the branch that the value's type matched; the others only say "wrong type".
-            let branch = context
-                .iter()
-                .find(|b| !b.is_empty() && !b.iter().all(is_type_mismatch));
+            let branch = context.iter().find(|b| {
+                !b.is_empty()
+                    && !b
+                        .iter()
+                        .all(|e| e.instance_path().as_str() == ptr && is_type_mismatch(e))
+            });
             match branch {
                 Some(errors) => {
                     for e in errors {
@@ -505,7 +556,12 @@ fn map_error(src: &Source, err: &ValidationError<'_>, out: &mut Vec<Diagnostic>)
         ValidationErrorKind::Minimum { limit }
         | ValidationErrorKind::ExclusiveMinimum { limit } => {
             let key = last_key(ptr);
-            let d = if key == "max_attempts" {
+            let (_, def) = schema_at(err.schema_path().as_str());
+            let d = if def == Some("Duration") {
+                Diagnostic::new(format!(
+                    "`{found}` is not a duration: a duration cannot be negative"
+                ))
+            } else if key == "max_attempts" {
                 Diagnostic::new(format!(
                     "`max_attempts: {found}` makes no attempt: it counts the first attempt, so it must be at least 1"
                 ))
@@ -865,5 +921,96 @@ mod tests {
     fn every_problem_is_reported() {
         let m = messages("name: t\nstepz: []\ndefaults: {retry: {max_attempts: 0}}\n");
         assert_eq!(m.len(), 4, "{m:?}");
+    }
+}
+
+#[cfg(test)]
+mod robustness {
+    use super::*;
+
+    const SAMPLE: &str = "# yaml-language-server: $schema=../schemas/plan.schema.json
+version: 1
+name: sample
+vars: {wallet: w, 'a/b~c': 1, n: 1e400}
+secrets:
+  token: {env: TOKEN}
+defaults:
+  timeout: 5m
+  retry: &r {max_attempts: 2, backoff: fixed, initial: 1s, max: 2s, on: [timeout]}
+steps:
+  - id: a
+    submit:
+      job_type: inference
+      wallet: ${{ vars.wallet }}
+      payment: 0.5
+      prompt: |
+        Summarize:
+          \"${{ vars.n }}\"
+    retry: *r
+  - id: b
+    wait: {job: \"${{ steps.a.job_id }}\", timeout: 10m, on_timeout: keep}
+  - id: c
+    <<: {continue_on_error: true}
+    fetch: {job: \"${{ steps.a.job_id }}\", save: out.json}
+";
+
+    fn run(text: &str) {
+        if let Ok(src) = source::parse("p.yaml", text.as_bytes()) {
+            let _ = check(&src);
+        }
+    }
+
+    #[test]
+    fn the_sample_is_valid() {
+        let src = source::parse("p.yaml", SAMPLE.as_bytes()).expect("parses");
+        if let Err(e) = check(&src) {
+            panic!("{e:?}");
+        }
+    }
+
+    #[test]
+    fn no_prefix_or_missing_line_panics() {
+        for (i, _) in SAMPLE.char_indices() {
+            run(&SAMPLE[..i]);
+        }
+        let lines: Vec<&str> = SAMPLE.lines().collect();
+        for skip in 0..lines.len() {
+            let text: Vec<&str> = lines
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != skip)
+                .map(|(_, l)| *l)
+                .collect();
+            run(&text.join("\n"));
+            // And the line indented by one more space, or with a tab.
+            let mut shifted = lines.clone();
+            let moved = format!(" {}", lines[skip]);
+            shifted[skip] = &moved;
+            run(&shifted.join("\n"));
+            let tabbed = format!("\t{}", lines[skip]);
+            shifted[skip] = &tabbed;
+            run(&shifted.join("\n"));
+        }
+    }
+
+    #[test]
+    fn odd_inputs_do_not_panic() {
+        let deep = "[".repeat(5000);
+        let deep_map = "a: ".to_string() + &"{b: ".repeat(3000);
+        for text in [
+            "\u{feff}version: 1\n",
+            "? [a, b]\n: c\n",
+            "a: *unknown\n",
+            "&x a: 1\n",
+            "steps: [{id: a, balance: {wallet: w}}, 3, null, [1]]\nversion: 1\nname: x\n",
+            "version: 1\nname: x\nsteps:\n  - id: a\n    balance: {wallet: w, min: -1e999}\n",
+            "\r\n\r\n",
+            "version: 1\r\nname: x\r\nsteps: []\r\n",
+            "'unterminated",
+            &deep,
+            &deep_map,
+        ] {
+            run(text);
+        }
     }
 }

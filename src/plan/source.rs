@@ -24,16 +24,30 @@ pub const MAX_PLAN_BYTES: u64 = 16 * 1024 * 1024;
 /// spans on that line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Pos {
-    line: usize,
-    column: usize,
-    width: usize,
+    line: u32,
+    column: u32,
+    width: u32,
 }
 
-/// The positions known for one JSON pointer: the value's, and the key's when the value sits in a mapping.
-#[derive(Clone, Copy, Debug)]
-struct Entry {
-    node: Pos,
+/// The positions of one value and, below it, of its children, in the order of the value's entries (a
+/// mapping's entries keep their order, so child `i` is the position of entry `i`). Walking this tree
+/// beside the JSON value finds a pointer's position without a string per node.
+#[derive(Clone, Debug)]
+struct PosNode {
+    pos: Pos,
+    /// The key's position, when the value sits in a mapping.
     key: Option<Pos>,
+    children: Vec<PosNode>,
+}
+
+impl PosNode {
+    fn leaf(pos: Pos, key: Option<Pos>) -> PosNode {
+        PosNode {
+            pos,
+            key,
+            children: Vec::new(),
+        }
+    }
 }
 
 /// A parsed plan file: its text, its value as JSON, and where every value and key is in the text.
@@ -45,7 +59,7 @@ pub struct Source {
     pub text: String,
     /// The document as JSON (YAML 1.2 core schema: quoted scalars are always strings).
     pub value: Value,
-    positions: HashMap<String, Entry>,
+    positions: PosNode,
     line_starts: Vec<usize>,
 }
 
@@ -114,8 +128,8 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Source, Vec<Diagnostic>> {
             .map(|d| lines.place(d.clone()))
             .collect());
     }
-    let value = match builder.root.take() {
-        None | Some(Value::Null) => {
+    let (value, positions) = match builder.root.take() {
+        None | Some((Value::Null, _)) => {
             let msg = if text.trim().is_empty() {
                 "the plan file is empty"
             } else {
@@ -125,21 +139,20 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Source, Vec<Diagnostic>> {
                 "a plan is a mapping with at least `version`, `name` and `steps`",
             )]);
         }
-        Some(v) => v,
+        Some(root) => root,
     };
     if !value.is_object() {
         let d = Diagnostic::new(format!(
             "the top level of a plan must be a mapping (`version: 1`, `name: …`, `steps: …`), found {}",
             describe_kind(&value)
         ));
-        let pos = builder.positions.get("").map(|e| e.node);
-        return Err(vec![lines.place_pos(d, pos)]);
+        return Err(vec![lines.place_pos(d, Some(positions.pos))]);
     }
     Ok(Source {
         file: file.to_string(),
         text: text.to_string(),
         value,
-        positions: builder.positions,
+        positions,
         line_starts,
     })
 }
@@ -200,7 +213,7 @@ impl Source {
 
     /// Whether a value exists at `pointer` in the file as written.
     pub fn has(&self, pointer: &str) -> bool {
-        self.positions.contains_key(pointer)
+        self.entry(pointer).1
     }
 
     fn fill(&self, pointer: &str, pos: Pos, mut d: Diagnostic) -> Diagnostic {
@@ -221,35 +234,54 @@ impl Source {
     fn location(&self, pos: Pos) -> Location {
         Location {
             file: self.file.clone(),
-            line: pos.line,
-            column: pos.column,
+            line: pos.line as usize,
+            column: pos.column as usize,
         }
     }
 
-    fn entry(&self, pointer: &str) -> Option<(&Entry, bool)> {
-        let mut p = pointer;
-        let mut exact = true;
-        loop {
-            if let Some(e) = self.positions.get(p) {
-                return Some((e, exact));
-            }
-            exact = false;
-            match p.rfind('/') {
-                Some(i) => p = &p[..i],
-                None => return None,
+    /// The deepest node on the pointer's path, and whether it is the pointer's own node.
+    fn entry(&self, pointer: &str) -> (&PosNode, bool) {
+        let mut node = &self.positions;
+        let mut value = &self.value;
+        for seg in pointer.split('/').skip(1) {
+            let index = match value {
+                Value::Object(m) => {
+                    let key: Cow<'_, str> = if seg.contains('~') {
+                        Cow::Owned(seg.replace("~1", "/").replace("~0", "~"))
+                    } else {
+                        Cow::Borrowed(seg)
+                    };
+                    // Entries keep their order (serde_json's `preserve_order`), so the key's index
+                    // is its child's index.
+                    m.iter()
+                        .position(|(k, _)| k == key.as_ref())
+                        .and_then(|i| m.get(key.as_ref()).map(|v| (i, v)))
+                }
+                Value::Array(a) => seg
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| a.get(i).map(|v| (i, v))),
+                _ => None,
+            };
+            match index.and_then(|(i, v)| node.children.get(i).map(|n| (n, v))) {
+                Some((n, v)) => {
+                    node = n;
+                    value = v;
+                }
+                None => return (node, false),
             }
         }
+        (node, true)
     }
 
     fn node_pos(&self, pointer: &str) -> Pos {
-        self.entry(pointer).map_or(START, |(e, _)| e.node)
+        self.entry(pointer).0.pos
     }
 
     fn key_pos(&self, pointer: &str) -> Pos {
         match self.entry(pointer) {
-            Some((e, true)) => e.key.unwrap_or(e.node),
-            Some((e, false)) => e.node,
-            None => START,
+            (n, true) => n.key.unwrap_or(n.pos),
+            (n, false) => n.pos,
         }
     }
 }
@@ -343,16 +375,17 @@ impl<'a> Lines<'a> {
 
     fn place_pos(&self, mut d: Diagnostic, pos: Option<Pos>) -> Diagnostic {
         let pos = pos.unwrap_or(START);
+        let (line_no, column) = (pos.line as usize, pos.column as usize);
         d.location = Some(Location {
             file: self.file.to_string(),
-            line: pos.line,
-            column: pos.column,
+            line: line_no,
+            column,
         });
-        let line = self.line(pos.line).map(str::to_string);
+        let line = self.line(line_no).map(str::to_string);
         let room = line
             .as_deref()
-            .map_or(1, |l| l.chars().count().saturating_sub(pos.column - 1));
-        d.width = pos.width.clamp(1, room.max(1));
+            .map_or(1, |l| l.chars().count().saturating_sub(column - 1));
+        d.width = (pos.width as usize).clamp(1, room.max(1));
         d.source_line = line;
         d
     }
@@ -453,18 +486,18 @@ fn humanize(info: &str) -> String {
     }
 }
 
-/// A collection being built.
+/// A collection being built, with the positions of its children in the same order as its entries.
 enum Frame {
     Seq {
         items: Vec<Value>,
+        nodes: Vec<PosNode>,
         anchor: usize,
-        ptr: String,
         pos: Pos,
     },
     Map {
         map: Map<String, Value>,
+        nodes: Vec<PosNode>,
         anchor: usize,
-        ptr: String,
         pos: Pos,
         /// The key read, waiting for its value: text, position, and whether it is a plain `<<`.
         key: Option<(String, Pos, bool)>,
@@ -473,18 +506,23 @@ enum Frame {
     },
 }
 
+impl Frame {
+    fn pos(&self) -> Pos {
+        match self {
+            Frame::Seq { pos, .. } | Frame::Map { pos, .. } => *pos,
+        }
+    }
+}
+
 /// Builds JSON values and positions from parser events.
 struct Builder<'a> {
     text: &'a str,
     stack: Vec<Frame>,
-    root: Option<Value>,
+    root: Option<(Value, PosNode)>,
     anchors: HashMap<usize, Value>,
-    positions: HashMap<String, Entry>,
     errors: Vec<Diagnostic>,
     fatal: bool,
     documents: usize,
-    /// Depth inside collections that are themselves keys (their content is not recorded).
-    key_depth: usize,
 }
 
 impl<'a> Builder<'a> {
@@ -494,134 +532,118 @@ impl<'a> Builder<'a> {
             stack: Vec::new(),
             root: None,
             anchors: HashMap::new(),
-            positions: HashMap::new(),
             errors: Vec::new(),
             fatal: false,
             documents: 0,
-            key_depth: 0,
         }
     }
 
     fn in_flow(&self) -> bool {
-        self.stack.iter().any(|f| {
-            let pos = match f {
-                Frame::Seq { pos, .. } | Frame::Map { pos, .. } => pos,
-            };
-            self.char_at(*pos).is_some_and(|c| c == '{' || c == '[')
-        })
+        self.stack
+            .iter()
+            .any(|f| self.char_at(f.pos()).is_some_and(|c| c == '{' || c == '['))
+    }
+
+    fn line_text(&self, line: usize) -> Option<&'a str> {
+        self.text.lines().nth(line.checked_sub(1)?)
     }
 
     fn char_at(&self, pos: Pos) -> Option<char> {
-        self.text
-            .lines()
-            .nth(pos.line - 1)
-            .and_then(|l| l.chars().nth(pos.column - 1))
+        self.line_text(pos.line as usize)
+            .and_then(|l| l.chars().nth(pos.column as usize - 1))
     }
 
     fn error_at(&mut self, pos: Pos, msg: String) {
         let mut d = Diagnostic::new(msg);
         d.location = Some(Location {
             file: String::new(),
-            line: pos.line,
-            column: pos.column,
+            line: pos.line as usize,
+            column: pos.column as usize,
         });
-        d.width = pos.width;
+        d.width = pos.width as usize;
         self.errors.push(d);
     }
 
-    /// The pointer a new value gets, or `None` when it is a key.
-    fn child_pointer(&self) -> Option<String> {
-        match self.stack.last() {
-            None => Some(String::new()),
-            Some(Frame::Seq { items, ptr, .. }) => Some(format!("{ptr}/{}", items.len())),
-            Some(Frame::Map { key: None, .. }) => None,
-            Some(Frame::Map {
-                key: Some((k, _, _)),
-                ptr,
-                ..
-            }) => Some(format!("{ptr}/{}", escape_pointer_segment(k))),
-        }
-    }
-
-    fn key_pos(&self) -> Option<Pos> {
-        match self.stack.last() {
-            Some(Frame::Map {
-                key: Some((_, p, _)),
-                ..
-            }) => Some(*p),
-            _ => None,
-        }
+    /// Whether the next value read is a mapping key.
+    fn expects_key(&self) -> bool {
+        matches!(self.stack.last(), Some(Frame::Map { key: None, .. }))
     }
 
     /// Attaches a finished value to its parent (or makes it the root).
-    fn finish(&mut self, value: Value, ptr: Option<String>, pos: Pos, anchor: usize) {
+    fn finish(&mut self, value: Value, mut node: PosNode, anchor: usize) {
         if anchor != 0 {
             self.anchors.insert(anchor, value.clone());
         }
-        let duplicate = match self.stack.last() {
-            Some(Frame::Map {
+        let Some(frame) = self.stack.last_mut() else {
+            self.root = Some((value, node));
+            return;
+        };
+        let (map, nodes, key, merged) = match frame {
+            Frame::Seq { items, nodes, .. } => {
+                items.push(value);
+                nodes.push(node);
+                return;
+            }
+            Frame::Map {
                 map,
-                key: Some((k, _, false)),
+                nodes,
+                key,
                 merged,
                 ..
-            }) => map.contains_key(k) && !merged.contains(k),
-            _ => false,
+            } => (map, nodes, key, merged),
         };
-        if let Some(ptr) = ptr
-            && self.key_depth == 0
-            && !duplicate
-        {
-            let key = self.key_pos();
-            self.positions.insert(ptr, Entry { node: pos, key });
-        }
-        match self.stack.last_mut() {
-            None => self.root = Some(value),
-            Some(Frame::Seq { items, .. }) => items.push(value),
-            Some(Frame::Map {
-                map, key, merged, ..
-            }) => match key.take() {
-                None => {
-                    // A collection used as a key: reported when it started; keep parsing.
-                    *key = Some((value.to_string(), pos, false));
-                }
-                Some((k, kpos, is_merge)) => {
-                    if is_merge {
-                        let sources = match value {
-                            Value::Object(m) => vec![m],
-                            Value::Array(a) => a
-                                .into_iter()
-                                .filter_map(|v| match v {
-                                    Value::Object(m) => Some(m),
-                                    _ => None,
-                                })
-                                .collect(),
-                            _ => Vec::new(),
-                        };
-                        for m in sources {
-                            for (mk, mv) in m {
-                                if !map.contains_key(&mk) {
-                                    merged.push(mk.clone());
-                                    map.insert(mk, mv);
-                                }
-                            }
-                        }
-                    } else if map.contains_key(&k) && !merged.contains(&k) {
-                        self.duplicate(k, kpos);
-                    } else {
-                        if let Some(Frame::Map { merged, .. }) = self.stack.last_mut() {
-                            merged.retain(|m| m != &k);
-                        }
-                        if let Some(Frame::Map { map, .. }) = self.stack.last_mut() {
-                            map.insert(k, value);
-                        }
+        let Some((k, kpos, is_merge)) = key.take() else {
+            // A collection used as a key: reported when it started; keep parsing.
+            *key = Some((value.to_string(), node.pos, false));
+            return;
+        };
+        if is_merge {
+            let sources = match value {
+                Value::Object(m) => vec![m],
+                Value::Array(a) => a
+                    .into_iter()
+                    .filter_map(|v| match v {
+                        Value::Object(m) => Some(m),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            for m in sources {
+                for (mk, mv) in m {
+                    if !map.contains_key(&mk) {
+                        merged.push(mk.clone());
+                        map.insert(mk, mv);
+                        nodes.push(PosNode::leaf(kpos, Some(kpos)));
                     }
                 }
-            },
+            }
+            return;
         }
-    }
-
-    fn duplicate(&mut self, k: String, kpos: Pos) {
-        let first = self.first_key_line(&k);
+        node.key = Some(kpos);
+        let occupied = match map.entry(k) {
+            serde_json::map::Entry::Vacant(slot) => {
+                slot.insert(value);
+                nodes.push(node);
+                return;
+            }
+            serde_json::map::Entry::Occupied(slot) => slot,
+        };
+        let k = occupied.key().clone();
+        let index = map.keys().position(|m| m == &k);
+        if merged.contains(&k) {
+            // An explicit key overrides a merged one, in place.
+            merged.retain(|m| m != &k);
+            map.insert(k, value);
+            if let Some(slot) = index.and_then(|i| nodes.get_mut(i)) {
+                *slot = node;
+            }
+            return;
+        }
+        let first = index
+            .and_then(|i| nodes.get(i))
+            .and_then(|n| n.key)
+            .map(|p| p.line);
         let msg = match first {
             Some(l) => format!("duplicate key `{k}` (first given on line {l})"),
             None => format!("duplicate key `{k}`"),
@@ -630,14 +652,6 @@ impl<'a> Builder<'a> {
         if let Some(d) = self.errors.last_mut() {
             d.help = Some("each key may appear once in a mapping; remove or merge one".to_string());
         }
-    }
-
-    fn first_key_line(&self, k: &str) -> Option<usize> {
-        let Some(Frame::Map { ptr, .. }) = self.stack.last() else {
-            return None;
-        };
-        let p = format!("{ptr}/{}", escape_pointer_segment(k));
-        self.positions.get(&p).and_then(|e| e.key).map(|p| p.line)
     }
 
     fn pos_of(&self, span: &Span) -> Pos {
@@ -649,9 +663,9 @@ impl<'a> Builder<'a> {
             1
         };
         Pos {
-            line: s.line().max(1),
-            column: s.col() + 1,
-            width,
+            line: s.line().max(1) as u32,
+            column: (s.col() + 1) as u32,
+            width: width as u32,
         }
     }
 
@@ -664,9 +678,7 @@ impl<'a> Builder<'a> {
         span: Span,
     ) {
         let pos = self.pos_of(&span);
-        let ptr = self.child_pointer();
-        if ptr.is_none() {
-            // A key.
+        if self.expects_key() {
             if let Some(Frame::Map { key, .. }) = self.stack.last_mut() {
                 let is_merge = style == ScalarStyle::Plain && text == "<<";
                 *key = Some((text.into_owned(), pos, is_merge));
@@ -674,43 +686,38 @@ impl<'a> Builder<'a> {
             return;
         }
         let value = resolve_scalar(&text, style, tag);
-        self.finish(value, ptr, pos, anchor);
+        self.finish(value, PosNode::leaf(pos, None), anchor);
     }
 
     fn start(&mut self, seq: bool, anchor: usize, span: Span) {
-        let pos = self.pos_of(&span);
-        let pos = Pos { width: 1, ..pos };
-        let ptr = match self.child_pointer() {
-            Some(p) => p,
-            None => {
-                let braces = self
-                    .text
-                    .lines()
-                    .nth(pos.line - 1)
-                    .is_some_and(|l| l.contains("{{") && !l.contains("${{"));
-                let msg = if braces {
-                    "YAML reads `{{ … }}` as a mapping: templates are written `${{ … }}`, and a value \
-                     that starts with `{` must be quoted"
-                } else {
-                    "a mapping key must be text, not a list or a mapping"
-                };
-                self.error_at(pos, msg.to_string());
-                self.key_depth += 1;
-                String::new()
-            }
+        let pos = Pos {
+            width: 1,
+            ..self.pos_of(&span)
         };
+        if self.expects_key() {
+            let braces = self
+                .line_text(pos.line as usize)
+                .is_some_and(|l| l.contains("{{") && !l.contains("${{"));
+            let msg = if braces {
+                "YAML reads `{{ … }}` as a mapping: templates are written `${{ … }}`, and a value \
+                 that starts with `{` must be quoted"
+            } else {
+                "a mapping key must be text, not a list or a mapping"
+            };
+            self.error_at(pos, msg.to_string());
+        }
         let frame = if seq {
             Frame::Seq {
                 items: Vec::new(),
+                nodes: Vec::new(),
                 anchor,
-                ptr,
                 pos,
             }
         } else {
             Frame::Map {
                 map: Map::new(),
+                nodes: Vec::new(),
                 anchor,
-                ptr,
                 pos,
                 key: None,
                 merged: Vec::new(),
@@ -723,29 +730,27 @@ impl<'a> Builder<'a> {
         let Some(frame) = self.stack.pop() else {
             return;
         };
-        let (value, anchor, ptr, pos) = match frame {
+        let (value, nodes, anchor, pos) = match frame {
             Frame::Seq {
                 items,
+                nodes,
                 anchor,
-                ptr,
                 pos,
-            } => (Value::Array(items), anchor, ptr, pos),
+            } => (Value::Array(items), nodes, anchor, pos),
             Frame::Map {
                 map,
+                nodes,
                 anchor,
-                ptr,
                 pos,
                 ..
-            } => (Value::Object(map), anchor, ptr, pos),
+            } => (Value::Object(map), nodes, anchor, pos),
         };
-        // Was this collection in a key position of its parent?
-        let as_key = matches!(self.stack.last(), Some(Frame::Map { key: None, .. }));
-        if as_key {
-            self.key_depth = self.key_depth.saturating_sub(1);
-            self.finish(value, None, pos, anchor);
-        } else {
-            self.finish(value, Some(ptr), pos, anchor);
-        }
+        let node = PosNode {
+            pos,
+            key: None,
+            children: nodes,
+        };
+        self.finish(value, node, anchor);
     }
 }
 
@@ -769,27 +774,22 @@ impl<'input> SpannedEventReceiver<'input> for Builder<'_> {
             }
             Event::Alias(id) => {
                 let pos = self.pos_of(&span);
-                let ptr = self.child_pointer();
-                match self.anchors.get(&id).cloned() {
-                    Some(v) => {
-                        if ptr.is_none() {
-                            if let Some(Frame::Map { key, .. }) = self.stack.last_mut() {
-                                let k = match v {
-                                    Value::String(s) => s,
-                                    other => other.to_string(),
-                                };
-                                *key = Some((k, pos, false));
-                            }
-                        } else {
-                            self.finish(v, ptr, pos, 0);
-                        }
+                let value = self.anchors.get(&id).cloned();
+                if value.is_none() {
+                    self.error_at(pos, "this alias refers to an unknown anchor".to_string());
+                }
+                let value = value.unwrap_or(Value::Null);
+                if self.expects_key() {
+                    if let Some(Frame::Map { key, .. }) = self.stack.last_mut() {
+                        let k = match value {
+                            Value::String(s) => s,
+                            other => other.to_string(),
+                        };
+                        *key = Some((k, pos, false));
                     }
-                    None => {
-                        self.error_at(pos, "this alias refers to an unknown anchor".to_string());
-                        if ptr.is_some() {
-                            self.finish(Value::Null, ptr, pos, 0);
-                        }
-                    }
+                } else {
+                    // The alias's content has no positions of its own: errors in it point here.
+                    self.finish(value, PosNode::leaf(pos, None), 0);
                 }
             }
             Event::SequenceStart(anchor, _) => self.start(true, anchor, span),
@@ -926,6 +926,18 @@ mod tests {
         // A missing path falls back to the deepest existing value.
         let missing = s.locate("/steps/0/submit/wallet");
         assert_eq!((missing.line, missing.column), (6, 7));
+    }
+
+    #[test]
+    fn positions_follow_the_written_key_order() {
+        // Relies on serde_json's `preserve_order`: child positions are kept by entry index.
+        let s = ok("zeta: 1\nalpha: 2\nmid: {y: 3, b: 4}\n");
+        assert_eq!(s.locate("/alpha").line, 2);
+        assert_eq!(s.locate("/zeta").line, 1);
+        assert_eq!(s.locate("/mid/b").column, 16);
+        assert_eq!(s.locate_key("/mid/b").column, 13);
+        assert!(s.has("/mid/y"));
+        assert!(!s.has("/mid/x"));
     }
 
     #[test]

@@ -1,1 +1,9 @@
-//! Reports. (Being built: see issue 4.)
+//! Reporters fed by the run's event stream: the terminal view, `report.json`, `summary.md`,
+//! `junit.xml` and `events.jsonl`.
+
+pub mod history;
+pub mod model;
+pub mod terminal;
+pub mod writers;
+
+pub use model::{Report, RunStatus, StepReport, StepState, report_schema};

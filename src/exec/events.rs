@@ -1,0 +1,94 @@
+//! The run's event stream. The executor emits these; every reporter (terminal, events.jsonl, the
+//! report, and later the journal) consumes the same stream.
+
+use serde::Serialize;
+
+use crate::money::Money;
+use crate::report::model::{Attempt, RunStatus, StepReport};
+
+/// Something that happened in a run.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The run began.
+    RunStarted {
+        /// The run's id.
+        run_id: String,
+        /// The plan's name.
+        plan: String,
+        /// The coordinator URL.
+        coordinator: String,
+        /// True for the embedded coordinator.
+        embedded: bool,
+        /// Step ids and kinds, in order.
+        steps: Vec<(String, String)>,
+        /// RFC 3339.
+        at: String,
+    },
+    /// A problem of the run as a whole (preflight, interruption).
+    RunIssue {
+        /// The message.
+        message: String,
+    },
+    /// A step started.
+    StepStarted {
+        /// The step.
+        id: String,
+        /// RFC 3339.
+        at: String,
+    },
+    /// An attempt failed; another may follow after `delay_ms`.
+    AttemptFailed {
+        /// The step.
+        id: String,
+        /// The attempt.
+        attempt: Attempt,
+    },
+    /// A job was submitted (or found again by its client reference).
+    JobSubmitted {
+        /// The step.
+        id: String,
+        /// The job.
+        job_id: String,
+        /// The paying wallet.
+        wallet: String,
+        /// The payment.
+        payment: Money,
+    },
+    /// A job's state changed while waiting.
+    JobState {
+        /// The step.
+        id: String,
+        /// The job.
+        job_id: String,
+        /// The new state.
+        state: String,
+    },
+    /// A step ended (succeeded, failed, skipped or cancelled).
+    StepFinished {
+        /// The step's report entry.
+        report: Box<StepReport>,
+    },
+    /// A job this run submitted was cancelled on the way out, and what the payment status became.
+    JobCancelled {
+        /// The step.
+        id: String,
+        /// The job.
+        job_id: String,
+        /// The payment status read back.
+        payment_status: Option<String>,
+        /// The amount refunded, when a refund was confirmed.
+        refunded: Option<Money>,
+        /// The wallet.
+        wallet: String,
+    },
+    /// The run ended.
+    RunFinished {
+        /// How.
+        status: RunStatus,
+        /// The exit code.
+        exit_code: i32,
+        /// RFC 3339.
+        at: String,
+    },
+}

@@ -1,0 +1,159 @@
+//! A run from start to end: the run directory, the executor, and the reporters fed by its event stream
+//! (terminal, `events.jsonl`, `report.json` rewritten as the run goes, then `summary.md` and
+//! `junit.xml`). Whatever stops the run, the files are written on the way out.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::events::Event;
+use super::runner::{RunOptions, RunOutcome, execute};
+use crate::client::Coordinator;
+use crate::plan::CheckedPlan;
+use crate::report::model::Report;
+use crate::report::terminal::{Mode, Terminal};
+use crate::report::writers::{EventLog, ReportBuilder, write_all, write_report_json};
+
+/// The result of a whole run.
+#[derive(Debug)]
+pub struct Finished {
+    /// How it ended.
+    pub outcome: RunOutcome,
+    /// The final report.
+    pub report: Report,
+    /// The run directory.
+    pub run_dir: PathBuf,
+}
+
+/// A new run id: UTC time to the second plus 6 random hex characters (sortable, unique enough).
+pub fn new_run_id() -> String {
+    let t = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let r: [u8; 3] = rand::random();
+    format!("{t}-{}", hex::encode(r))
+}
+
+/// Creates `runs_dir/<run-id>/`.
+pub fn create_run_dir(runs_dir: &Path, run_id: &str) -> std::io::Result<PathBuf> {
+    let dir = runs_dir.join(run_id);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Runs a checked plan with every reporter attached. `interrupt` is cancelled on Ctrl-C or SIGTERM.
+pub async fn run_with_reports<C: Coordinator + 'static>(
+    plan: Arc<CheckedPlan>,
+    coord: Arc<C>,
+    options: RunOptions,
+    terminal: Mode,
+    interrupt: CancellationToken,
+) -> std::io::Result<Finished> {
+    let run_dir = options.run_dir.clone();
+    std::fs::create_dir_all(&run_dir)?;
+    let mut builder =
+        ReportBuilder::new(&plan, &options.run_id, coord.base_url(), options.embedded);
+    write_report_json(&run_dir, builder.report())?;
+    let mut log = EventLog::open(&run_dir)?;
+    let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+
+    let exec_plan = plan.clone();
+    let runner = tokio::spawn(execute(exec_plan, coord, options, tx, interrupt));
+
+    let mut term = Terminal::new(std::io::stderr(), terminal);
+    let mut ticker = tokio::time::interval(Duration::from_millis(200));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last_write = Instant::now();
+    let mut dirty = false;
+    let mut io_error: Option<std::io::Error> = None;
+    loop {
+        tokio::select! {
+            e = rx.recv() => {
+                let Some(e) = e else { break };
+                if let Err(err) = log.append(&e, |s| plan.redact(s)) {
+                    io_error.get_or_insert(err);
+                }
+                builder.apply(&e);
+                term.on_event(&e);
+                dirty = true;
+                // The report on disk follows the run, at most once a second, so a crash leaves it.
+                if last_write.elapsed() >= Duration::from_secs(1) {
+                    if let Err(err) = write_report_json(&run_dir, builder.report()) {
+                        io_error.get_or_insert(err);
+                    }
+                    last_write = Instant::now();
+                    dirty = false;
+                }
+            }
+            _ = ticker.tick() => {
+                term.tick();
+                if dirty && last_write.elapsed() >= Duration::from_secs(1) {
+                    if let Err(err) = write_report_json(&run_dir, builder.report()) {
+                        io_error.get_or_insert(err);
+                    }
+                    last_write = Instant::now();
+                    dirty = false;
+                }
+            }
+        }
+    }
+    let outcome = match runner.await {
+        Ok(o) => o,
+        Err(e) => {
+            let o = RunOutcome {
+                status: crate::report::RunStatus::Failed,
+                exit_code: crate::exit::STEP_FAILED,
+            };
+            builder.apply(&Event::RunIssue {
+                message: format!("the executor ended abnormally: {e}"),
+            });
+            builder.apply(&Event::RunFinished {
+                status: o.status,
+                exit_code: o.exit_code,
+                at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            });
+            o
+        }
+    };
+    let report = builder.into_report();
+    write_all(&run_dir, &report)?;
+    if let Some(e) = io_error {
+        return Err(e);
+    }
+    Ok(Finished {
+        outcome,
+        report,
+        run_dir,
+    })
+}
+
+/// A token cancelled on Ctrl-C or SIGTERM.
+pub fn interrupt_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = match signal(SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    t.cancel();
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        t.cancel();
+    });
+    token
+}

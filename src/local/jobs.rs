@@ -1,0 +1,440 @@
+//! The job lifecycle: submit (with escrow and idempotency), claim, post, cancel, lazy expiry, and the
+//! settling of payments. Each operation takes the state lock once and records its changes for the
+//! database in the same step, so the file sees changes in the order memory did.
+
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use serde_json::{Map, Value};
+
+use crate::api::{JobCreate, JobState, JobView, PaymentView, result_failed};
+use crate::money::Money;
+
+use super::Shared;
+use super::receipt;
+use super::store::{Core, Job, Miner, Paid, PayStatus, Payment, RawId, iso, now_micros};
+use super::worker::{Claim, Outcome, accepts_result};
+
+/// Currencies the service accepts; anything else makes the payment `skipped`.
+const CURRENCIES: [&str; 4] = ["AITBC", "BTC", "ETH", "USDT"];
+/// The service's default time to live.
+const DEFAULT_TTL: u64 = 900;
+/// The wallet charged when a paid job names no `buyer_address`.
+pub const DEFAULT_WALLET: &str = "default";
+
+/// Why a submit was refused.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SubmitError {
+    /// The wallet holds less than the payment.
+    Insufficient {
+        /// The wallet.
+        wallet: String,
+        /// What it holds.
+        held: Money,
+        /// What the job needs.
+        needed: Money,
+    },
+}
+
+/// A submit's result: a new job, or the one an earlier request with the same idempotency key made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submitted {
+    /// 201.
+    Created(u32),
+    /// 200.
+    Existing(u32),
+}
+
+/// Why a refund was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefundError {
+    /// Unknown payment, or another client's.
+    NotFound,
+    /// Released, or still escrowed for a job that is running.
+    Refused,
+}
+
+/// What a submit will do about payment, decided before the lock is taken.
+enum PaymentPlan {
+    None,
+    Skipped,
+    Escrow {
+        wallet: String,
+        amount: Money,
+        currency: String,
+    },
+}
+
+fn plan_payment(req: &JobCreate) -> PaymentPlan {
+    let Some(amount) = req.payment_amount else {
+        return PaymentPlan::None;
+    };
+    if amount.decimal() <= Decimal::ZERO {
+        return PaymentPlan::None;
+    }
+    let currency = req.payment_currency.as_deref().unwrap_or("AITBC");
+    let min = Money(Decimal::new(1, 2));
+    let max = Money::from_int(1_000_000);
+    if !CURRENCIES.contains(&currency) || amount < min || amount > max {
+        return PaymentPlan::Skipped;
+    }
+    PaymentPlan::Escrow {
+        wallet: req
+            .buyer_address
+            .clone()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| DEFAULT_WALLET.to_string()),
+        amount,
+        currency: currency.to_string(),
+    }
+}
+
+impl Shared {
+    /// Creates a job (escrowing its payment), or returns the job an earlier request with the same
+    /// idempotency key created.
+    pub(crate) fn submit(
+        &self,
+        client: u32,
+        req: JobCreate,
+        idempotency_key: Option<&str>,
+    ) -> Result<Submitted, SubmitError> {
+        let payment = plan_payment(&req);
+        let job_type: Box<str> = req
+            .payload
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .into();
+        let payload = serde_json::to_string(&req.payload).unwrap_or_else(|_| "{}".into());
+        let constraints = req
+            .constraints
+            .as_ref()
+            .and_then(|c| serde_json::to_string(c).ok())
+            .map(String::into_boxed_str);
+        let ttl = req
+            .ttl_seconds
+            .unwrap_or(DEFAULT_TTL)
+            .min(10 * 365 * 86_400);
+        let now = now_micros();
+        let id: RawId = rand::random();
+
+        let mut core = self.lock();
+        if let Some(key) = idempotency_key
+            && let Some(&pos) = core.idempotency.get(&(client, Box::from(key)))
+        {
+            return Ok(Submitted::Existing(pos));
+        }
+        let payment = match payment {
+            PaymentPlan::None => Payment::None,
+            PaymentPlan::Skipped => Payment::Skipped,
+            PaymentPlan::Escrow {
+                wallet,
+                amount,
+                currency,
+            } => match core.ledger.escrow(&wallet, amount) {
+                Ok(_) => {
+                    self.save_wallet(&core, &wallet);
+                    Payment::Paid(Box::new(Paid {
+                        id: rand::random(),
+                        wallet: wallet.into_boxed_str(),
+                        amount,
+                        currency: currency.into_boxed_str(),
+                        status: PayStatus::Escrowed,
+                        created_at: now,
+                        updated_at: now,
+                    }))
+                }
+                Err(e) => {
+                    self.save_wallet(&core, &wallet);
+                    return Err(SubmitError::Insufficient {
+                        wallet,
+                        held: e.held,
+                        needed: amount,
+                    });
+                }
+            },
+        };
+        let pos = core.jobs.len() as u32;
+        core.jobs.push(Job {
+            id,
+            owner: client,
+            state: JobState::Queued,
+            miner: None,
+            requested_at: now,
+            expires_at: now.saturating_add((ttl as i64).saturating_mul(1_000_000)),
+            started_at: None,
+            finished_at: None,
+            error: None,
+            payment,
+            payload: payload.into_boxed_str(),
+            job_type,
+            constraints,
+            result: None,
+            receipt: None,
+        });
+        core.index.insert(id, pos);
+        self.save_job(&core, pos);
+        if let Some(key) = idempotency_key {
+            core.idempotency.insert((client, Box::from(key)), pos);
+            self.persist(|| super::store::Op::Idempotency {
+                client: self.clients[client as usize].clone(),
+                key: key.to_string(),
+                seq: pos,
+            });
+        }
+        drop(core);
+        let _ = self.queue.send(pos);
+        Ok(Submitted::Created(pos))
+    }
+
+    /// Moves a job's payment out of escrow: to the provider on completion, back to the wallet otherwise.
+    fn settle(&self, core: &mut Core, pos: u32, to: PayStatus) {
+        let now = now_micros();
+        let job = &mut core.jobs[pos as usize];
+        let Payment::Paid(paid) = &mut job.payment else {
+            return;
+        };
+        if paid.status != PayStatus::Escrowed {
+            return;
+        }
+        paid.status = to;
+        paid.updated_at = now;
+        let amount = paid.amount;
+        let wallet = match to {
+            PayStatus::Released => job.miner.unwrap_or(Miner::Builtin).id().to_string(),
+            _ => paid.wallet.to_string(),
+        };
+        core.ledger.release(amount, &wallet);
+        self.save_wallet(core, &wallet);
+    }
+
+    /// Ends a job in `state` (FAILED, CANCELED, EXPIRED) with a refund.
+    fn end_unpaid(&self, core: &mut Core, pos: u32, state: JobState, error: Option<&str>) {
+        let job = &mut core.jobs[pos as usize];
+        job.state = state;
+        job.finished_at = Some(now_micros());
+        if let Some(e) = error {
+            job.error = Some(e.into());
+        }
+        self.settle(core, pos, PayStatus::Refunded);
+        self.save_job(core, pos);
+    }
+
+    /// Lazy expiry: a job past `expires_at` that has not finished turns EXPIRED (refunded) when read.
+    pub(crate) fn expire_if_due(&self, core: &mut Core, pos: u32) {
+        let job = &core.jobs[pos as usize];
+        if !job.state.is_final() && now_micros() >= job.expires_at {
+            self.end_unpaid(core, pos, JobState::Expired, Some("job expired"));
+        }
+    }
+
+    /// Cancels a QUEUED or RUNNING job (refunding it); `false` when it is in any other state.
+    pub(crate) fn cancel(&self, core: &mut Core, pos: u32) -> bool {
+        self.expire_if_due(core, pos);
+        if core.jobs[pos as usize].state.is_final() {
+            return false;
+        }
+        self.end_unpaid(core, pos, JobState::Canceled, None);
+        true
+    }
+
+    /// Asks for a refund of a payment; `Ok` when it is refunded (now or earlier).
+    pub(crate) fn refund(
+        &self,
+        client: u32,
+        job_id: &str,
+        payment_id: &str,
+    ) -> Result<(), RefundError> {
+        let mut core = self.lock();
+        let pos = core.find(job_id, client).ok_or(RefundError::NotFound)?;
+        self.expire_if_due(&mut core, pos);
+        let job = &core.jobs[pos as usize];
+        let Payment::Paid(paid) = &job.payment else {
+            return Err(RefundError::NotFound);
+        };
+        if hex::encode(paid.id) != payment_id {
+            return Err(RefundError::NotFound);
+        }
+        match paid.status {
+            PayStatus::Refunded => Ok(()),
+            _ => Err(RefundError::Refused),
+        }
+    }
+
+    /// A worker takes a QUEUED job: it turns RUNNING. `None` when it is no longer queued.
+    pub(crate) fn claim(&self, pos: u32, use_ollama: bool) -> Option<Claim> {
+        let mut core = self.lock();
+        self.expire_if_due(&mut core, pos);
+        let job = core.jobs.get_mut(pos as usize)?;
+        if job.state != JobState::Queued {
+            return None;
+        }
+        let miner = if use_ollama && &*job.job_type == "ollama" {
+            Miner::Ollama
+        } else {
+            Miner::Builtin
+        };
+        job.state = JobState::Running;
+        job.started_at = Some(now_micros());
+        job.miner = Some(miner);
+        let payload = job.payload.clone();
+        let job_type = job.job_type.to_string();
+        self.save_job(&core, pos);
+        drop(core);
+        let payload: Map<String, Value> = serde_json::from_str(&payload).unwrap_or_default();
+        Some(Claim {
+            job_type,
+            payload,
+            miner,
+        })
+    }
+
+    /// A worker stopped by shutdown gives its job back to the queue.
+    pub(crate) fn unclaim(&self, pos: u32) {
+        let mut core = self.lock();
+        if let Some(job) = core.jobs.get_mut(pos as usize)
+            && job.state == JobState::Running
+        {
+            job.state = JobState::Queued;
+            job.started_at = None;
+            job.miner = None;
+            self.save_job(&core, pos);
+        }
+    }
+
+    /// A worker posts its outcome. Ignored when the job was cancelled or expired meanwhile.
+    pub(crate) fn post(&self, pos: u32, outcome: Outcome, took: Duration) {
+        match outcome {
+            Outcome::Failed(error) => {
+                let mut core = self.lock();
+                if core
+                    .jobs
+                    .get(pos as usize)
+                    .is_some_and(|j| accepts_result(j.state))
+                {
+                    self.end_unpaid(&mut core, pos, JobState::Failed, Some(&error));
+                }
+            }
+            Outcome::Result(result) => {
+                let failed = result_failed(Some(&result));
+                let text: Box<str> = result.to_string().into();
+                // Sign outside the lock, on a copy of the job as it will be.
+                let draft = {
+                    let core = self.lock();
+                    match core.jobs.get(pos as usize) {
+                        Some(j) if accepts_result(j.state) => {
+                            let mut d = j.clone();
+                            d.state = JobState::Completed;
+                            d.finished_at = Some(now_micros());
+                            d.result = Some(text);
+                            d
+                        }
+                        _ => return,
+                    }
+                };
+                let signed = (!failed).then(|| {
+                    let ms = took.as_millis().min(u64::MAX as u128) as u64;
+                    receipt::sign(&draft, self.client_id(draft.owner), &self.key, ms)
+                });
+                let mut core = self.lock();
+                if !accepts_result(core.jobs[pos as usize].state) {
+                    return;
+                }
+                let job = &mut core.jobs[pos as usize];
+                job.state = JobState::Completed;
+                job.finished_at = draft.finished_at;
+                job.result = draft.result;
+                job.receipt = signed.map(Box::new);
+                let to = if failed {
+                    PayStatus::Refunded
+                } else {
+                    PayStatus::Released
+                };
+                self.settle(&mut core, pos, to);
+                self.save_job(&core, pos);
+            }
+        }
+    }
+
+    /// The wire view of a job.
+    pub(crate) fn view(&self, job: &Job) -> JobView {
+        let (payment_id, payment_status) = match &job.payment {
+            Payment::None => (None, None),
+            Payment::Skipped => (None, Some("skipped".to_string())),
+            Payment::Paid(p) => (Some(hex::encode(p.id)), Some(p.status.as_str().to_string())),
+        };
+        let mut extra = Map::new();
+        for k in [
+            "zk_status",
+            "zk_proof_id",
+            "tee_status",
+            "tee_attestation_id",
+            "auto_reinvest_pct",
+            "reinvest_status",
+            "reinvest_stake_id",
+        ] {
+            extra.insert(k.into(), Value::Null);
+        }
+        JobView {
+            job_id: hex::encode(job.id)
+                .parse()
+                .unwrap_or_else(|_| crate::api::JobId::random()),
+            state: job.state,
+            assigned_miner_id: job.miner.map(|m| m.id().to_string()),
+            requested_at: Some(iso(job.requested_at)),
+            expires_at: Some(iso(job.expires_at)),
+            error: job.error.as_deref().map(str::to_string),
+            payment_id,
+            payment_status,
+            payload: serde_json::from_str(&job.payload).unwrap_or_default(),
+            result: job
+                .result
+                .as_deref()
+                .and_then(|r| serde_json::from_str(r).ok()),
+            extra,
+        }
+    }
+
+    /// The payment of a job, as `GET /v1/jobs/{id}/payment` shows it; `None` when the job is unpaid.
+    pub(crate) fn payment_view(&self, job: &Job) -> Option<PaymentView> {
+        let Payment::Paid(p) = &job.payment else {
+            return None;
+        };
+        let mut extra = Map::new();
+        let at = |s: PayStatus| -> Value {
+            if p.status == s {
+                Value::String(iso(p.updated_at))
+            } else {
+                Value::Null
+            }
+        };
+        extra.insert("payment_method".into(), "aitbc_token".into());
+        extra.insert("escrow_address".into(), "local-escrow".into());
+        extra.insert("refund_address".into(), Value::String(p.wallet.to_string()));
+        extra.insert("created_at".into(), Value::String(iso(p.created_at)));
+        extra.insert("updated_at".into(), Value::String(iso(p.updated_at)));
+        extra.insert("released_at".into(), at(PayStatus::Released));
+        extra.insert("refunded_at".into(), at(PayStatus::Refunded));
+        extra.insert("transaction_hash".into(), Value::Null);
+        extra.insert("refund_transaction_hash".into(), Value::Null);
+        Some(PaymentView {
+            job_id: hex::encode(job.id),
+            payment_id: hex::encode(p.id),
+            amount: p.amount,
+            currency: Some(p.currency.to_string()),
+            status: p.status.as_str().to_string(),
+            extra,
+        })
+    }
+
+    /// The signed receipt of a completed job.
+    pub(crate) fn receipt(&self, job: &Job) -> Option<Value> {
+        let core = job.receipt.as_deref()?;
+        Some(receipt::build(
+            job,
+            core,
+            self.client_id(job.owner),
+            &self.key_id,
+        ))
+    }
+}

@@ -1,0 +1,217 @@
+//! The terminal view of a run, on stderr. On a TTY: a live block with one line per running step (its
+//! state and elapsed time) and a total, redrawn in place, with finished steps printed above it.
+//! Otherwise (cron, CI, a pipe): one plain line per event.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Instant;
+
+use crate::exec::events::Event;
+use crate::report::model::{RunStatus, StepState};
+
+/// How to draw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Live view (a TTY).
+    Live,
+    /// One line per event.
+    Plain,
+    /// Nothing.
+    Quiet,
+}
+
+/// The terminal reporter.
+#[derive(Debug)]
+pub struct Terminal<W: Write> {
+    out: W,
+    mode: Mode,
+    running: BTreeMap<String, (Instant, String)>,
+    drawn: usize,
+    total: usize,
+    finished: usize,
+    failed: usize,
+    started: Instant,
+}
+
+fn clock() -> String {
+    chrono::Utc::now().format("%H:%M:%S").to_string()
+}
+
+impl<W: Write> Terminal<W> {
+    /// A reporter writing to `out`.
+    pub fn new(out: W, mode: Mode) -> Self {
+        Terminal {
+            out,
+            mode,
+            running: BTreeMap::new(),
+            drawn: 0,
+            total: 0,
+            finished: 0,
+            failed: 0,
+            started: Instant::now(),
+        }
+    }
+
+    fn line(&mut self, text: &str) {
+        if self.mode == Mode::Quiet {
+            return;
+        }
+        self.clear_block();
+        let _ = writeln!(self.out, "{text}");
+    }
+
+    fn clear_block(&mut self) {
+        if self.mode == Mode::Live && self.drawn > 0 {
+            // Up to the start of the block, then clear to the end of the screen.
+            let _ = write!(self.out, "\x1b[{}F\x1b[J", self.drawn);
+            self.drawn = 0;
+        }
+    }
+
+    /// Redraws the live block (no-op unless live).
+    pub fn tick(&mut self) {
+        if self.mode != Mode::Live {
+            return;
+        }
+        self.clear_block();
+        let mut lines = Vec::new();
+        for (id, (since, state)) in &self.running {
+            lines.push(format!(
+                "  ⏳ {id:<32} {state:<12} {:>6.1}s",
+                since.elapsed().as_secs_f64()
+            ));
+        }
+        lines.push(format!(
+            "  {}/{} steps done, {} failed, {} running — {:.1}s",
+            self.finished,
+            self.total,
+            self.failed,
+            self.running.len(),
+            self.started.elapsed().as_secs_f64()
+        ));
+        for l in &lines {
+            let _ = writeln!(self.out, "{l}");
+        }
+        self.drawn = lines.len();
+        let _ = self.out.flush();
+    }
+
+    /// Shows one event.
+    pub fn on_event(&mut self, e: &Event) {
+        match e {
+            Event::RunStarted {
+                run_id,
+                plan,
+                coordinator,
+                embedded,
+                steps,
+                ..
+            } => {
+                self.total = steps.len();
+                let coord = if *embedded {
+                    format!("the embedded local coordinator at {coordinator}")
+                } else {
+                    coordinator.clone()
+                };
+                self.line(&format!(
+                    "{} run {run_id} of {plan}: {} steps on {coord}",
+                    clock(),
+                    steps.len()
+                ));
+            }
+            Event::RunIssue { message } => self.line(&format!("{} ! {message}", clock())),
+            Event::StepStarted { id, .. } => {
+                self.running
+                    .insert(id.clone(), (Instant::now(), "started".into()));
+                if self.mode == Mode::Plain {
+                    self.line(&format!("{} ▶ {id}", clock()));
+                }
+            }
+            Event::AttemptFailed { id, attempt } => {
+                let delay = attempt
+                    .delay_ms
+                    .map(|d| format!("; retrying in {:.1}s", d as f64 / 1000.0))
+                    .unwrap_or_default();
+                self.line(&format!(
+                    "{} ↻ {id} attempt {}: {}{delay}",
+                    clock(),
+                    attempt.number,
+                    attempt.error.as_deref().unwrap_or("failed")
+                ));
+            }
+            Event::JobSubmitted {
+                id,
+                job_id,
+                wallet,
+                payment,
+            } => {
+                if let Some(r) = self.running.get_mut(id) {
+                    r.1 = "submitted".into();
+                }
+                if self.mode == Mode::Plain {
+                    self.line(&format!(
+                        "{}   {id}: job {job_id} submitted ({payment} AITBC from {wallet})",
+                        clock()
+                    ));
+                }
+            }
+            Event::JobState { id, state, .. } => {
+                if let Some(r) = self.running.get_mut(id) {
+                    r.1 = state.to_lowercase();
+                }
+            }
+            Event::JobCancelled {
+                job_id,
+                payment_status,
+                ..
+            } => self.line(&format!(
+                "{} ✗ job {job_id} cancelled (payment {})",
+                clock(),
+                payment_status.as_deref().unwrap_or("status unknown")
+            )),
+            Event::StepFinished { report } => {
+                self.running.remove(&report.id);
+                self.finished += 1;
+                let mark = match report.state {
+                    StepState::Succeeded => "✓",
+                    StepState::Skipped => "-",
+                    StepState::Failed => {
+                        self.failed += 1;
+                        "✗"
+                    }
+                    _ => "✗",
+                };
+                self.line(&format!(
+                    "{} {mark} {} ({:.1}s) {}",
+                    clock(),
+                    report.id,
+                    report.execution_time,
+                    report.summary
+                ));
+            }
+            Event::RunFinished {
+                status, exit_code, ..
+            } => {
+                let word = match status {
+                    RunStatus::Succeeded => "succeeded",
+                    RunStatus::Failed => "failed",
+                    RunStatus::Refused => "refused",
+                    RunStatus::TimedOut => "timed out",
+                    RunStatus::Interrupted => "interrupted",
+                    RunStatus::Unreachable => "stopped: coordinator unreachable",
+                    RunStatus::Running => "running",
+                };
+                self.running.clear();
+                self.line(&format!(
+                    "{} run {word} in {:.1}s (exit {exit_code})",
+                    clock(),
+                    self.started.elapsed().as_secs_f64()
+                ));
+            }
+        }
+        if self.mode == Mode::Live && !matches!(e, Event::RunFinished { .. }) {
+            self.tick();
+        }
+        let _ = self.out.flush();
+    }
+}

@@ -1,0 +1,424 @@
+//! The files of a run directory: `report.json` (rebuilt from the event stream), `summary.md`,
+//! `junit.xml` and `events.jsonl`. Files are written atomically (temporary file, then rename), so a
+//! run that stops at any moment leaves whole files behind.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::model::{Report, RunStatus, StepReport, StepState, Totals};
+use crate::exec::events::Event;
+use crate::plan::CheckedPlan;
+
+/// Builds the report from the event stream.
+#[derive(Debug)]
+pub struct ReportBuilder {
+    report: Report,
+    index: HashMap<String, usize>,
+    started: std::time::Instant,
+}
+
+impl ReportBuilder {
+    /// A report with every step pending.
+    pub fn new(plan: &CheckedPlan, run_id: &str, coordinator: &str, embedded: bool) -> Self {
+        let steps: Vec<StepReport> = plan
+            .steps
+            .iter()
+            .map(crate::exec::steps::blank_report)
+            .collect();
+        let index = steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.clone(), i))
+            .collect();
+        let vars =
+            serde_json::from_str(&plan.redact(&Value::Object(plan.vars.clone()).to_string()))
+                .unwrap_or(Value::Null);
+        ReportBuilder {
+            report: Report {
+                report_version: 1,
+                run_id: run_id.to_string(),
+                plan: plan.plan.name.clone(),
+                plan_path: plan.path.display().to_string(),
+                plan_hash: plan.content_hash.clone(),
+                runner_version: env!("CARGO_PKG_VERSION").to_string(),
+                coordinator: coordinator.to_string(),
+                embedded_coordinator: embedded,
+                status: RunStatus::Running,
+                exit_code: 0,
+                started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                finished_at: None,
+                issues: Vec::new(),
+                vars,
+                steps,
+                totals: Totals::default(),
+            },
+            index,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Folds one event into the report.
+    pub fn apply(&mut self, e: &Event) {
+        let r = &mut self.report;
+        match e {
+            Event::RunStarted {
+                at,
+                coordinator,
+                embedded,
+                ..
+            } => {
+                r.started_at = at.clone();
+                r.coordinator = coordinator.clone();
+                r.embedded_coordinator = *embedded;
+            }
+            Event::RunIssue { message } => r.issues.push(message.clone()),
+            Event::StepStarted { id, at } => {
+                if let Some(&i) = self.index.get(id) {
+                    r.steps[i].started_at = Some(at.clone());
+                }
+            }
+            Event::AttemptFailed { .. } | Event::JobState { .. } => {}
+            Event::JobSubmitted {
+                wallet, payment, ..
+            } => {
+                r.totals.jobs += 1;
+                *r.totals.spend_per_wallet.entry(wallet.clone()).or_default() += *payment;
+            }
+            Event::JobCancelled {
+                id,
+                job_id,
+                payment_status,
+                refunded,
+                wallet,
+            } => {
+                if let Some(m) = refunded {
+                    *r.totals
+                        .refunded_per_wallet
+                        .entry(wallet.clone())
+                        .or_default() += *m;
+                }
+                let note = format!(
+                    "job {job_id} cancelled on the way out; payment status: {}",
+                    payment_status.as_deref().unwrap_or("unknown")
+                );
+                if let Some(&i) = self.index.get(id) {
+                    r.steps[i].issues.push(note);
+                } else {
+                    r.issues.push(note);
+                }
+            }
+            Event::StepFinished { report } => {
+                if let Some(&i) = self.index.get(&report.id) {
+                    let mut rep = (**report).clone();
+                    // Notes added by earlier events (a cancel on the way out) are kept.
+                    let earlier = std::mem::take(&mut r.steps[i].issues);
+                    for note in earlier {
+                        if !rep.issues.contains(&note) {
+                            rep.issues.push(note);
+                        }
+                    }
+                    r.steps[i] = rep;
+                }
+            }
+            Event::RunFinished {
+                status,
+                exit_code,
+                at,
+            } => {
+                r.status = *status;
+                r.exit_code = *exit_code;
+                r.finished_at = Some(at.clone());
+            }
+        }
+        self.recount();
+    }
+
+    fn recount(&mut self) {
+        let t = &mut self.report.totals;
+        t.succeeded = 0;
+        t.failed = 0;
+        t.skipped = 0;
+        t.cancelled = 0;
+        for s in &self.report.steps {
+            match s.state {
+                StepState::Succeeded => t.succeeded += 1,
+                StepState::Failed => t.failed += 1,
+                StepState::Skipped => t.skipped += 1,
+                StepState::Cancelled | StepState::Pending => t.cancelled += 1,
+            }
+        }
+        t.wall_time_ms = self.started.elapsed().as_millis() as u64;
+    }
+
+    /// The report so far.
+    pub fn report(&self) -> &Report {
+        &self.report
+    }
+
+    /// Takes the report.
+    pub fn into_report(self) -> Report {
+        self.report
+    }
+}
+
+/// Writes `contents` to `path` atomically.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let tmp: PathBuf = {
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(".tmp");
+        path.with_file_name(name)
+    };
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_data()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+/// Writes `report.json`.
+pub fn write_report_json(dir: &Path, report: &Report) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(report).map_err(std::io::Error::other)? + "\n";
+    write_atomic(&dir.join("report.json"), text.as_bytes())
+}
+
+fn state_word(s: StepState) -> &'static str {
+    match s {
+        StepState::Pending => "pending",
+        StepState::Succeeded => "ok",
+        StepState::Failed => "FAILED",
+        StepState::Skipped => "skipped",
+        StepState::Cancelled => "cancelled",
+    }
+}
+
+fn status_word(s: RunStatus) -> &'static str {
+    match s {
+        RunStatus::Running => "running",
+        RunStatus::Succeeded => "succeeded",
+        RunStatus::Failed => "failed",
+        RunStatus::Refused => "refused (cannot be paid)",
+        RunStatus::TimedOut => "timed out",
+        RunStatus::Interrupted => "interrupted",
+        RunStatus::Unreachable => "coordinator unreachable",
+    }
+}
+
+fn md_cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+/// Renders `summary.md`.
+pub fn summary_markdown(r: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# Run {} of `{}`\n", r.run_id, r.plan);
+    let _ = writeln!(
+        s,
+        "- Status: **{}** (exit {})",
+        status_word(r.status),
+        r.exit_code
+    );
+    let _ = writeln!(
+        s,
+        "- Coordinator: {}{}",
+        r.coordinator,
+        if r.embedded_coordinator {
+            " (embedded local coordinator)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(s, "- Started: {}", r.started_at);
+    if let Some(f) = &r.finished_at {
+        let _ = writeln!(s, "- Finished: {f}");
+    }
+    let _ = writeln!(
+        s,
+        "- Steps: {} succeeded, {} failed, {} skipped, {} cancelled; {} jobs submitted",
+        r.totals.succeeded, r.totals.failed, r.totals.skipped, r.totals.cancelled, r.totals.jobs
+    );
+    let _ = writeln!(
+        s,
+        "- Wall time: {:.3}s",
+        r.totals.wall_time_ms as f64 / 1000.0
+    );
+    if !r.totals.spend_per_wallet.is_empty() {
+        let _ = writeln!(s, "\n## Spend per wallet\n");
+        let _ = writeln!(s, "| wallet | paid | refunded |");
+        let _ = writeln!(s, "|---|---:|---:|");
+        for (w, m) in &r.totals.spend_per_wallet {
+            let refunded = r
+                .totals
+                .refunded_per_wallet
+                .get(w)
+                .map_or("0".to_string(), |m| m.to_string());
+            let _ = writeln!(s, "| {} | {m} | {refunded} |", md_cell(w));
+        }
+    }
+    if !r.issues.is_empty() {
+        let _ = writeln!(s, "\n## Issues\n");
+        for i in &r.issues {
+            let _ = writeln!(s, "- {}", md_cell(i));
+        }
+    }
+    let _ = writeln!(s, "\n## Steps\n");
+    let _ = writeln!(
+        s,
+        "| step | kind | state | job | payment | time | summary |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---:|---:|---|");
+    for st in &r.steps {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {:.3}s | {} |",
+            md_cell(&st.id),
+            st.kind,
+            state_word(st.state),
+            st.job_id.as_deref().unwrap_or(""),
+            st.payment.map(|p| p.to_string()).unwrap_or_default(),
+            st.execution_time,
+            md_cell(&st.summary)
+        );
+    }
+    let troubled: Vec<&StepReport> = r
+        .steps
+        .iter()
+        .filter(|s| !s.issues.is_empty() || !s.recommendations.is_empty())
+        .collect();
+    if !troubled.is_empty() {
+        let _ = writeln!(s, "\n## Step notes\n");
+        for st in troubled {
+            let _ = writeln!(s, "### {}\n", st.id);
+            for i in &st.issues {
+                let _ = writeln!(s, "- {}", md_cell(i));
+            }
+            for rec in &st.recommendations {
+                let _ = writeln!(s, "- Recommendation: {}", md_cell(rec));
+            }
+            let _ = writeln!(s);
+        }
+    }
+    s
+}
+
+fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\t' | '\r') => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Renders `junit.xml`: one testcase per step.
+pub fn junit_xml(r: &Report) -> String {
+    let mut s = String::new();
+    let failures = r.totals.failed + r.totals.cancelled;
+    let _ = writeln!(s, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
+    let _ = writeln!(
+        s,
+        r#"<testsuites name="aitbc-flow" tests="{}" failures="{}" skipped="{}" time="{:.3}">"#,
+        r.steps.len(),
+        failures,
+        r.totals.skipped,
+        r.totals.wall_time_ms as f64 / 1000.0
+    );
+    let _ = writeln!(
+        s,
+        r#"  <testsuite name="{}" tests="{}" failures="{}" skipped="{}" time="{:.3}" timestamp="{}">"#,
+        xml_escape(&r.plan),
+        r.steps.len(),
+        failures,
+        r.totals.skipped,
+        r.totals.wall_time_ms as f64 / 1000.0,
+        xml_escape(&r.started_at)
+    );
+    for st in &r.steps {
+        let _ = write!(
+            s,
+            r#"    <testcase name="{}" classname="{}.{}" time="{:.3}""#,
+            xml_escape(&st.id),
+            xml_escape(&r.plan),
+            st.kind,
+            st.execution_time
+        );
+        match st.state {
+            StepState::Succeeded => {
+                let _ = writeln!(s, "/>");
+            }
+            StepState::Skipped => {
+                let _ = writeln!(s, ">");
+                let _ = writeln!(
+                    s,
+                    r#"      <skipped message="{}"/>"#,
+                    xml_escape(&st.summary)
+                );
+                let _ = writeln!(s, "    </testcase>");
+            }
+            _ => {
+                let _ = writeln!(s, ">");
+                let msg = st
+                    .issues
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| st.summary.clone());
+                let _ = writeln!(
+                    s,
+                    r#"      <failure message="{}" type="{}">{}</failure>"#,
+                    xml_escape(&msg),
+                    state_word(st.state),
+                    xml_escape(&st.issues.join("\n"))
+                );
+                let _ = writeln!(s, "    </testcase>");
+            }
+        }
+    }
+    let _ = writeln!(s, "  </testsuite>");
+    let _ = writeln!(s, "</testsuites>");
+    s
+}
+
+/// Writes `report.json`, `summary.md` and `junit.xml`.
+pub fn write_all(dir: &Path, r: &Report) -> std::io::Result<()> {
+    write_report_json(dir, r)?;
+    write_atomic(&dir.join("summary.md"), summary_markdown(r).as_bytes())?;
+    write_atomic(&dir.join("junit.xml"), junit_xml(r).as_bytes())
+}
+
+/// Appends events to `events.jsonl`, one JSON object a line, flushed per event.
+#[derive(Debug)]
+pub struct EventLog {
+    file: std::io::BufWriter<std::fs::File>,
+}
+
+impl EventLog {
+    /// Opens (appends to) `events.jsonl` in `dir`.
+    pub fn open(dir: &Path) -> std::io::Result<EventLog> {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("events.jsonl"))?;
+        Ok(EventLog {
+            file: std::io::BufWriter::new(f),
+        })
+    }
+
+    /// Appends one event (secrets redacted by `redact`).
+    pub fn append(&mut self, e: &Event, redact: impl Fn(&str) -> String) -> std::io::Result<()> {
+        let line = serde_json::to_string(e).map_err(std::io::Error::other)?;
+        self.file.write_all(redact(&line).as_bytes())?;
+        self.file.write_all(b"\n")?;
+        self.file.flush()
+    }
+}

@@ -7,7 +7,7 @@
 // API returns one by value as agreed.
 #![allow(clippy::result_large_err)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -361,11 +361,9 @@ pub fn check(
         vars: plan.vars.clone(),
         env: BTreeMap::new(),
         secrets: BTreeMap::new(),
-        step_ids: HashMap::new(),
+        ids: std::collections::HashMap::new(),
+        base_context: None,
     };
-    for (i, s) in plan.steps.iter().enumerate() {
-        c.step_ids.entry(s.id.as_str()).or_insert(i);
-    }
     c.apply_overrides(options);
     c.read_environment(options);
     let steps = c.steps();
@@ -497,8 +495,11 @@ struct Checker<'a> {
     vars: Map<String, Value>,
     env: BTreeMap<String, String>,
     secrets: BTreeMap<String, String>,
-    /// Step index by id as written (the first step with that id), so a reference costs O(1).
-    step_ids: HashMap<&'a str, usize>,
+    /// Each step id as written → its index (the first, when an id is repeated).
+    ids: std::collections::HashMap<String, usize>,
+    /// The load-time template context without matrix values, built once (vars, env and secrets do
+    /// not change once the overrides are applied).
+    base_context: Option<minijinja::Value>,
 }
 
 /// One step as written, with what the checker learnt about it.
@@ -642,7 +643,8 @@ impl Checker<'_> {
     fn steps(&mut self) -> Vec<PlannedStep> {
         let plan = self.plan;
         // Ids: duplicates.
-        let mut ids: BTreeMap<String, usize> = BTreeMap::new();
+        let mut ids: std::collections::HashMap<String, usize> =
+            std::collections::HashMap::with_capacity(plan.steps.len());
         for (i, step) in plan.steps.iter().enumerate() {
             if let Some(&first) = ids.get(&step.id) {
                 let line = self.source.locate(&format!("/steps/{first}/id")).line;
@@ -658,10 +660,12 @@ impl Checker<'_> {
                 ids.insert(step.id.clone(), i);
             }
         }
+        self.ids = ids;
         let mut bases: Vec<Option<BaseStep>> = Vec::with_capacity(plan.steps.len());
         for i in 0..plan.steps.len() {
-            bases.push(self.base_step(i, &ids));
+            bases.push(self.base_step(i));
         }
+        let ids = std::mem::take(&mut self.ids);
         if !self.errors.is_empty() || bases.iter().any(Option::is_none) {
             return Vec::new();
         }
@@ -766,7 +770,7 @@ impl Checker<'_> {
             }
         }
         // Levels and order: by level, then plan order (copies in expansion order).
-        let pos: BTreeMap<&str, usize> = planned
+        let pos: std::collections::HashMap<&str, usize> = planned
             .iter()
             .enumerate()
             .map(|(k, s)| (s.id.as_str(), k))
@@ -840,7 +844,7 @@ impl Checker<'_> {
     }
 
     /// Checks one step as written: its kind, prompt file, templates, needs and matrix.
-    fn base_step(&mut self, i: usize, ids: &BTreeMap<String, usize>) -> Option<BaseStep> {
+    fn base_step(&mut self, i: usize) -> Option<BaseStep> {
         let step = &self.plan.steps[i];
         let kind = match (
             &step.submit,
@@ -1054,11 +1058,13 @@ impl Checker<'_> {
                     &pointer,
                     Diagnostic::new(format!("step `{need}` needs itself")),
                 );
-            } else if !ids.contains_key(need) {
+            } else if !self.ids.contains_key(need) {
                 let base = need.split('[').next().unwrap_or(need);
-                let mut d = Diagnostic::new(format!("`needs` names an unknown step `{need}`"))
-                    .suggest(super::diag::suggest(need, ids.keys().map(String::as_str)));
-                if base != need && ids.contains_key(base) {
+                let mut d =
+                    Diagnostic::new(format!("`needs` names an unknown step `{need}`")).suggest(
+                        super::diag::suggest(need, self.plan.steps.iter().map(|s| s.id.as_str())),
+                    );
+                if base != need && self.ids.contains_key(base) {
                     d = d.help(format!(
                         "name the matrix step as written, `{base}`: a step that needs it waits for all its copies"
                     ));
@@ -1100,6 +1106,24 @@ fn kind_spec(kind: &StepKind) -> Value {
         StepKind::Balance(s) => serde_json::to_value(s),
     };
     v.unwrap_or(Value::Null)
+}
+
+/// The name of a step's kind as written (the first one set; "" for none).
+fn written_kind(step: &super::types::Step) -> &'static str {
+    let set = [
+        step.submit.is_some(),
+        step.wait.is_some(),
+        step.fetch.is_some(),
+        step.job.is_some(),
+        step.optimize.is_some(),
+        step.status.is_some(),
+        step.list.is_some(),
+        step.cancel.is_some(),
+        step.balance.is_some(),
+    ];
+    set.iter()
+        .position(|x| *x)
+        .map_or("", |i| super::types::STEP_KINDS[i])
 }
 
 /// An I/O error's reason in words.
@@ -1308,7 +1332,7 @@ impl Checker<'_> {
             return Err(Diagnostic::new("cannot tell which step `steps` refers to")
                 .help("write `steps.ID.NAME`, or `steps['ID'].NAME` for an id with a `-`"));
         };
-        let Some(&j) = self.step_ids.get(id) else {
+        let Some(&j) = self.ids.get(id) else {
             return Err(
                 Diagnostic::new(format!("unknown step `{id}` in `steps.{id}`")).suggest(
                     super::diag::suggest(id, self.plan.steps.iter().map(|s| s.id.as_str())),
@@ -1325,16 +1349,7 @@ impl Checker<'_> {
             return Err(d);
         }
         let other = &self.plan.steps[j];
-        let kind = super::types::STEP_KINDS
-            .iter()
-            .copied()
-            .find(|k| {
-                self.source
-                    .value
-                    .pointer(&format!("/steps/{j}/{k}"))
-                    .is_some()
-            })
-            .unwrap_or("");
+        let kind = written_kind(other);
         if let Some(out) = output {
             if other.matrix.is_some() && !self.paired(scope.index, j) {
                 return Err(Diagnostic::new(format!(
@@ -1365,7 +1380,12 @@ impl Checker<'_> {
     }
 
     /// The context for templates known at load: vars, env, secrets and a copy's matrix values.
-    fn static_context(&self, matrix: Option<&Map<String, Value>>) -> minijinja::Value {
+    fn static_context(&mut self, matrix: Option<&Map<String, Value>>) -> minijinja::Value {
+        if matrix.is_none()
+            && let Some(c) = &self.base_context
+        {
+            return c.clone();
+        }
         let mut m = Map::new();
         m.insert("vars".into(), Value::Object(self.vars.clone()));
         m.insert(
@@ -1386,10 +1406,17 @@ impl Checker<'_> {
                     .collect(),
             ),
         );
-        if let Some(mx) = matrix {
-            m.insert("matrix".into(), Value::Object(mx.clone()));
+        match matrix {
+            Some(mx) => {
+                m.insert("matrix".into(), Value::Object(mx.clone()));
+                super::template::to_value(&Value::Object(m))
+            }
+            None => {
+                let c = super::template::to_value(&Value::Object(m));
+                self.base_context = Some(c.clone());
+                c
+            }
         }
-        super::template::to_value(&Value::Object(m))
     }
 
     /// Renders a template that must be known at load (a matrix list), checking its names first.

@@ -19,3 +19,4 @@ pub mod op;
 pub mod plan;
 pub mod policy;
 pub mod report;
+pub mod sched;

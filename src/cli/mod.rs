@@ -6,6 +6,7 @@ pub mod dry_run;
 pub mod job;
 pub mod plan_cmds;
 pub mod run;
+pub mod scheduler;
 
 use clap::{Parser, Subcommand};
 
@@ -41,6 +42,8 @@ pub enum Command {
     Job(job::JobArgs),
     /// Read the operator skill's input JSON on stdin and print its output JSON.
     Op(job::OpArgs),
+    /// Run the plans of a folder on their `schedule:` (long-lived, or `--once` from system cron).
+    Scheduler(scheduler::SchedulerArgs),
 }
 
 /// Parses the command line, runs the command, and returns the process exit code.
@@ -68,6 +71,7 @@ pub fn main() -> i32 {
         Command::Coordinator(c) => coordinator::execute(c),
         Command::Job(c) => job::execute(c),
         Command::Op(a) => job::op(a),
+        Command::Scheduler(a) => scheduler::scheduler(a),
     }
 }
 

@@ -91,6 +91,9 @@ pub struct RunArgs {
     /// Seed for retry jitter (reproducible delays).
     #[arg(long, hide = true)]
     pub seed: Option<u64>,
+    /// `--lock` and `--lock-timeout`.
+    #[command(flatten)]
+    pub lock: crate::cli::scheduler::LockFlags,
 }
 
 /// Parses `WALLET=AMOUNT`.
@@ -138,6 +141,11 @@ pub fn run(a: RunArgs) -> i32 {
         }
     };
     let run_id = new_run_id();
+    let run_lock = match crate::cli::scheduler::take_run_lock(&a.lock, &plan, &a.runs_dir, &run_id)
+    {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
     let run_dir = match create_run_dir(&a.runs_dir, &run_id) {
         Ok(d) => d,
         Err(e) => {
@@ -231,6 +239,7 @@ pub fn run(a: RunArgs) -> i32 {
             );
         }
     }
+    drop(run_lock);
     finished.outcome.exit_code
 }
 

@@ -9,6 +9,7 @@
 //! directory.
 
 pub mod events;
+pub mod lock;
 pub mod retry;
 pub mod runner;
 pub mod session;

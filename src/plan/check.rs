@@ -366,6 +366,7 @@ pub fn check(
     };
     c.apply_overrides(options);
     c.read_environment(options);
+    c.check_schedule();
     let steps = c.steps();
     let Checker {
         templates,
@@ -525,6 +526,24 @@ impl Checker<'_> {
     fn err(&mut self, pointer: &str, d: Diagnostic) {
         let d = self.source.at(pointer, d);
         self.errors.push(d);
+    }
+
+    /// `schedule.cron` is a five-field cron expression and `schedule.timezone` a known time zone.
+    fn check_schedule(&mut self) {
+        let Some(s) = &self.plan.schedule else {
+            return;
+        };
+        if let Err(m) = crate::sched::parse_cron(&s.cron) {
+            self.err(
+                "/schedule/cron",
+                Diagnostic::new(m).help(
+                    "five fields: minute hour day-of-month month day-of-week, e.g. \"0 2 * * *\" for 02:00 every day",
+                ),
+            );
+        }
+        if let Err(m) = crate::sched::parse_timezone(s.timezone.as_deref()) {
+            self.err("/schedule/timezone", Diagnostic::new(m));
+        }
     }
 
     /// `--vars FILE`s, then `--set key=value`s.

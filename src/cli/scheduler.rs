@@ -1,0 +1,171 @@
+//! `scheduler` (run scheduled plans as a long-lived process, or once from system cron) and the
+//! `--lock` flags of `run`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::duration::Dur;
+use crate::exec::lock::{Attempt, LockInfo, POLL, RunLock, lock_path, try_acquire};
+use crate::exit;
+use crate::plan::CheckedPlan;
+use crate::plan::types::Overlap;
+
+/// The lock flags of `run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LockFlags {
+    /// Take the plan's lock in RUNS/.locks/ for the run; while another run holds it, the plan's
+    /// `schedule.overlap` decides: skip (default, exit 0), queue (wait) or allow (run anyway).
+    #[arg(long)]
+    pub lock: bool,
+    /// With `--lock` and `overlap: queue`: how long to wait for the lock (then exit 4).
+    #[arg(long, default_value = "1h", value_name = "DURATION")]
+    pub lock_timeout: Dur,
+}
+
+/// Takes the run lock when `--lock` is given. `Ok(None)`: no lock taken, run anyway (no `--lock`,
+/// or `overlap: allow` with the lock held). `Err(code)`: do not run; exit with `code` (0 for a
+/// skipped run). Messages go to stderr.
+pub fn take_run_lock(
+    flags: &LockFlags,
+    plan: &CheckedPlan,
+    runs_dir: &Path,
+    run_id: &str,
+) -> Result<Option<RunLock>, i32> {
+    if !flags.lock {
+        return Ok(None);
+    }
+    let name = &plan.plan.name;
+    let overlap = plan
+        .plan
+        .schedule
+        .as_ref()
+        .and_then(|s| s.overlap)
+        .unwrap_or(Overlap::Skip);
+    let path = lock_path(runs_dir, name);
+    let me = LockInfo::current(name, run_id);
+    let started = Instant::now();
+    let mut said_waiting = false;
+    loop {
+        match try_acquire(&path, &me) {
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Err(exit::INVALID);
+            }
+            Ok(Attempt::Taken(lock, stale)) => {
+                if let Some((info, reason)) = stale {
+                    let who = info
+                        .map(|i| format!(" ({})", i.describe()))
+                        .unwrap_or_default();
+                    eprintln!("note: taking over the stale lock of {name}{who}: {reason}",);
+                }
+                return Ok(Some(lock));
+            }
+            Ok(Attempt::Held(info)) => {
+                let who = info
+                    .map(|i| format!(" ({})", i.describe()))
+                    .unwrap_or_default();
+                match overlap {
+                    Overlap::Skip => {
+                        eprintln!(
+                            "another run of {name}{who} holds the lock; skipping (overlap: skip)"
+                        );
+                        return Err(exit::SUCCESS);
+                    }
+                    Overlap::Allow => {
+                        eprintln!(
+                            "another run of {name}{who} holds the lock; running anyway (overlap: allow)"
+                        );
+                        return Ok(None);
+                    }
+                    Overlap::Queue => {
+                        if started.elapsed() >= flags.lock_timeout.get() {
+                            eprintln!(
+                                "error: another run of {name}{who} still holds the lock after {}; giving up",
+                                flags.lock_timeout
+                            );
+                            return Err(exit::TIMEOUT);
+                        }
+                        if !said_waiting {
+                            eprintln!(
+                                "another run of {name}{who} holds the lock; waiting up to {} (overlap: queue)",
+                                flags.lock_timeout
+                            );
+                            said_waiting = true;
+                        }
+                        std::thread::sleep(POLL);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `scheduler --plans DIR`
+#[derive(Debug, clap::Args)]
+pub struct SchedulerArgs {
+    /// The folder of plans; those with a `schedule:` block are run when due.
+    #[arg(long, value_name = "DIR")]
+    pub plans: PathBuf,
+    /// Where run directories go (and the lock and state files, under `.locks/` and `.scheduler/`).
+    #[arg(
+        long,
+        env = "AITBC_RUNS_DIR",
+        default_value = "runs",
+        value_name = "DIR"
+    )]
+    pub runs_dir: PathBuf,
+    /// Run what is due now (catch-up included), wait for those runs, and exit.
+    #[arg(long)]
+    pub once: bool,
+    /// Pretend the time is this (RFC 3339), for tests; the clock runs on from it.
+    #[arg(long, value_name = "RFC3339")]
+    pub now: Option<chrono::DateTime<chrono::FixedOffset>>,
+    /// A due time no older than this is run even with `catch_up: none`.
+    #[arg(long, default_value = "2m", value_name = "DURATION")]
+    pub grace: Dur,
+    /// On SIGINT/SIGTERM, how long to wait for running runs before exiting (they go on).
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub shutdown_wait: Dur,
+    /// Extra arguments for every `run` (after `--`), e.g. `-- --concurrency 4`.
+    #[arg(last = true, value_name = "RUN-ARGS")]
+    pub run_args: Vec<String>,
+}
+
+/// Runs `scheduler`.
+pub fn scheduler(a: SchedulerArgs) -> i32 {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: cannot find this executable to start runs: {e}");
+            return exit::INVALID;
+        }
+    };
+    if !a.plans.is_dir() {
+        eprintln!("error: {} is not a folder of plans", a.plans.display());
+        return exit::INVALID;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit::INVALID;
+        }
+    };
+    let opts = crate::sched::daemon::Options {
+        plans_dir: a.plans,
+        runs_dir: a.runs_dir,
+        once: a.once,
+        now: a.now.map(|t| t.with_timezone(&chrono::Utc)),
+        grace: a.grace.get(),
+        shutdown_wait: a.shutdown_wait.get(),
+        run_args: a.run_args,
+        exe,
+    };
+    runtime.block_on(async move {
+        let shutdown = crate::exec::session::interrupt_on_signals();
+        crate::sched::daemon::run(opts, shutdown).await
+    })
+}

@@ -1,0 +1,464 @@
+//! The scheduler process: watches a folder of plans, runs each scheduled plan when it is due as a
+//! `run PLAN --lock` child process (a crashing run cannot take the scheduler down, and the plan's
+//! `overlap` is honoured by the lock), remembers what it did in the state file, and logs one line per
+//! decision.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{CronSpec, PlanState, State, decide};
+use crate::plan::types::{CatchUp, Overlap};
+
+/// How the scheduler runs.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The folder of plans (`*.yaml`, `*.yml`; not recursive).
+    pub plans_dir: PathBuf,
+    /// The runs directory (children get `--runs-dir` this; the state lives under it).
+    pub runs_dir: PathBuf,
+    /// Evaluate once, wait for the runs, and return.
+    pub once: bool,
+    /// The clock's time at start (tests); it runs on from there.
+    pub now: Option<DateTime<Utc>>,
+    /// A due time no older than this is on time (not missed).
+    pub grace: Duration,
+    /// How long to wait for running children on shutdown before leaving them running.
+    pub shutdown_wait: Duration,
+    /// Extra arguments for every `run` child.
+    pub run_args: Vec<String>,
+    /// The executable to run (`std::env::current_exe()`).
+    pub exe: PathBuf,
+}
+
+/// A scheduled plan, loaded.
+#[derive(Clone, Debug)]
+struct Entry {
+    name: String,
+    path: PathBuf,
+    spec: CronSpec,
+    overlap: Overlap,
+    catch_up: CatchUp,
+}
+
+/// What a plan file was the last time it was read.
+struct Known {
+    stamp: (Option<SystemTime>, u64),
+    read_at: DateTime<Utc>,
+    entry: Result<Option<Entry>, String>,
+}
+
+/// The scheduler's clock: real time, shifted by `--now`.
+#[derive(Clone, Copy)]
+struct Clock {
+    offset: chrono::Duration,
+}
+
+impl Clock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + self.offset
+    }
+}
+
+fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Writes one log line to stderr, prefixed with the scheduler's time.
+fn log(clock: &Clock, line: &str) {
+    eprintln!("{} scheduler: {line}", stamp(clock.now()));
+}
+
+/// Shared between the loop and the tasks that run children.
+struct Shared {
+    state: Mutex<State>,
+    state_path: PathBuf,
+    running: AtomicUsize,
+    worst_exit: AtomicI32,
+}
+
+impl Shared {
+    fn update(&self, clock: &Clock, plan: &str, f: impl FnOnce(&mut PlanState)) {
+        let mut s = match self.state.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        f(s.plans.entry(plan.to_string()).or_default());
+        if let Err(e) = s.save(&self.state_path) {
+            log(
+                clock,
+                &format!(
+                    "cannot write the state file {}: {e}",
+                    self.state_path.display()
+                ),
+            );
+        }
+    }
+}
+
+/// Runs the scheduler until `shutdown` (or, with `once`, until the due runs are done). Returns the
+/// exit code: 0, or 1 when a run (with `once`) exited with an error, or 2 when the plans folder
+/// cannot be read.
+pub async fn run(opts: Options, shutdown: CancellationToken) -> i32 {
+    let clock = Clock {
+        offset: opts.now.map(|n| n - Utc::now()).unwrap_or_default(),
+    };
+    let state_path = State::path(&opts.runs_dir);
+    let state = match State::load(&state_path) {
+        Ok(s) => s,
+        Err(e) => {
+            log(
+                &clock,
+                &format!(
+                    "the state file {} is unreadable ({e}); starting afresh",
+                    state_path.display()
+                ),
+            );
+            State::default()
+        }
+    };
+    let shared = Arc::new(Shared {
+        state: Mutex::new(state),
+        state_path,
+        running: AtomicUsize::new(0),
+        worst_exit: AtomicI32::new(0),
+    });
+    let tracker = TaskTracker::new();
+    let mut known: BTreeMap<PathBuf, Known> = BTreeMap::new();
+    log(
+        &clock,
+        &format!(
+            "watching {} (runs in {})",
+            opts.plans_dir.display(),
+            opts.runs_dir.display()
+        ),
+    );
+    loop {
+        let now = clock.now();
+        if let Err(e) = scan(&opts.plans_dir, &mut known, &clock, now) {
+            log(
+                &clock,
+                &format!(
+                    "cannot read the plans folder {}: {e}",
+                    opts.plans_dir.display()
+                ),
+            );
+            if opts.once {
+                return crate::exit::INVALID;
+            }
+        }
+        let entries: Vec<Entry> = known
+            .values()
+            .filter_map(|k| k.entry.as_ref().ok().and_then(Clone::clone))
+            .collect();
+        for e in &entries {
+            evaluate(e, now, &opts, &clock, &shared, &tracker);
+        }
+        if opts.once {
+            break;
+        }
+        let next = entries.iter().filter_map(|e| e.spec.next_after(now)).min();
+        let mut wait = Duration::from_secs(60);
+        if let Some(n) = next
+            && let Ok(d) = (n - clock.now()).to_std()
+        {
+            wait = wait.min(d + Duration::from_millis(20));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    tracker.close();
+    let running = shared.running.load(Ordering::SeqCst);
+    if opts.once && !shutdown.is_cancelled() {
+        tokio::select! {
+            _ = tracker.wait() => {}
+            _ = shutdown.cancelled() => {}
+        }
+    }
+    if !tracker.is_empty() {
+        let running = shared.running.load(Ordering::SeqCst).max(running);
+        log(
+            &clock,
+            &format!(
+                "shutting down: waiting up to {}s for {running} running run(s)",
+                opts.shutdown_wait.as_secs()
+            ),
+        );
+        if tokio::time::timeout(opts.shutdown_wait, tracker.wait())
+            .await
+            .is_err()
+        {
+            log(
+                &clock,
+                &format!(
+                    "leaving {} run(s) running; they hold their locks until they end",
+                    shared.running.load(Ordering::SeqCst)
+                ),
+            );
+        }
+    }
+    if !opts.once {
+        log(&clock, "stopped");
+    }
+    shared.worst_exit.load(Ordering::SeqCst)
+}
+
+/// Reads the plan files that are new or changed (and the invalid ones again each minute), logging
+/// each invalid plan once per problem.
+fn scan(
+    dir: &Path,
+    known: &mut BTreeMap<PathBuf, Known>,
+    clock: &Clock,
+    now: DateTime<Utc>,
+) -> std::io::Result<()> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    paths.sort();
+    known.retain(|p, _| paths.contains(p));
+    for path in paths {
+        let meta = std::fs::metadata(&path).ok();
+        let st = (
+            meta.as_ref().and_then(|m| m.modified().ok()),
+            meta.as_ref().map_or(0, |m| m.len()),
+        );
+        let fresh = known.get(&path).is_some_and(|k| {
+            k.stamp == st && (k.entry.is_ok() || now - k.read_at < chrono::Duration::seconds(60))
+        });
+        if fresh {
+            continue;
+        }
+        let entry = load_entry(&path);
+        let old = known.remove(&path);
+        let changed_message = match (&entry, old.as_ref().map(|k| &k.entry)) {
+            (Err(a), Some(Err(b))) => a != b,
+            _ => true,
+        };
+        match &entry {
+            Err(m) if changed_message => log(clock, &format!("invalid plan {m}; skipped")),
+            Ok(Some(e)) => log(
+                clock,
+                &format!(
+                    "plan {} ({}): cron `{}` in {}, next at {}",
+                    e.name,
+                    path.display(),
+                    e.spec.expr,
+                    e.spec.timezone,
+                    e.spec
+                        .next_after(now)
+                        .map(stamp)
+                        .unwrap_or_else(|| "never".into())
+                ),
+            ),
+            _ => {}
+        }
+        known.insert(
+            path,
+            Known {
+                stamp: st,
+                read_at: now,
+                entry,
+            },
+        );
+    }
+    Ok(())
+}
+
+/// Loads one plan: `Ok(None)` when it has no schedule, `Err` with a one-line message when invalid.
+fn load_entry(path: &Path) -> Result<Option<Entry>, String> {
+    let plan = crate::plan::load(path, &crate::plan::LoadOptions::default()).map_err(|ds| {
+        let first = ds.first().map_or_else(String::new, |d| match &d.location {
+            Some(l) => format!("{}:{}:{}: {}", l.file, l.line, l.column, d.message),
+            None => format!("{}: {}", path.display(), d.message),
+        });
+        if ds.len() > 1 {
+            format!("{first} (and {} more problems)", ds.len() - 1)
+        } else {
+            first
+        }
+    })?;
+    let Some(s) = &plan.plan.schedule else {
+        return Ok(None);
+    };
+    let spec = CronSpec::new(s).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Some(Entry {
+        name: plan.plan.name.clone(),
+        path: path.to_path_buf(),
+        spec,
+        overlap: s.overlap.unwrap_or(Overlap::Skip),
+        catch_up: s.catch_up.unwrap_or(CatchUp::None),
+    }))
+}
+
+fn catch_up_word(c: CatchUp) -> &'static str {
+    match c {
+        CatchUp::None => "none",
+        CatchUp::Latest => "latest",
+        CatchUp::All => "all",
+    }
+}
+
+/// Decides about one plan and starts its runs (one after the other, oldest first).
+fn evaluate(
+    e: &Entry,
+    now: DateTime<Utc>,
+    opts: &Options,
+    clock: &Clock,
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+) {
+    let cursor = {
+        let s = match shared.state.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        s.plans.get(&e.name).and_then(PlanState::cursor)
+    };
+    let Some(cursor) = cursor else {
+        // First sight: due times count from now on.
+        shared.update(clock, &e.name, |p| p.checked_until = Some(now));
+        return;
+    };
+    let d = decide(&e.spec, cursor, now, opts.grace, e.catch_up);
+    if d.run.is_empty() && d.missed == 0 {
+        if cursor < now {
+            shared.update(clock, &e.name, |p| p.checked_until = Some(now));
+        }
+        return;
+    }
+    if d.missed > 0 {
+        let since = format!(
+            "{} missed time(s) since {} (catch_up: {})",
+            d.missed,
+            stamp(cursor),
+            catch_up_word(e.catch_up)
+        );
+        let line = match e.catch_up {
+            CatchUp::None => format!("skipped {}: {since}", e.name),
+            CatchUp::Latest => format!("caught up {}: {since}, running the latest", e.name),
+            CatchUp::All if d.skipped > 0 => format!(
+                "caught up {}: {since}, running the latest {} ({} skipped)",
+                e.name,
+                d.run.len(),
+                d.skipped
+            ),
+            CatchUp::All => format!("caught up {}: {since}, running {}", e.name, d.run.len()),
+        };
+        log(clock, &line);
+    }
+    shared.update(clock, &e.name, |p| p.checked_until = Some(now));
+    if d.run.is_empty() {
+        return;
+    }
+    let e = e.clone();
+    let shared = shared.clone();
+    let clock = *clock;
+    let opts = opts.clone();
+    tracker.spawn(async move {
+        for t in d.run {
+            run_child(&e, t, &opts, &clock, &shared).await;
+        }
+    });
+}
+
+/// Runs one `run PLAN --lock` child for the scheduled time `t` and records how it ended.
+async fn run_child(e: &Entry, t: DateTime<Utc>, opts: &Options, clock: &Clock, shared: &Shared) {
+    log(
+        clock,
+        &format!(
+            "due {} (scheduled {}, overlap: {})",
+            e.name,
+            stamp(t),
+            match e.overlap {
+                Overlap::Skip => "skip",
+                Overlap::Queue => "queue",
+                Overlap::Allow => "allow",
+            }
+        ),
+    );
+    let mut cmd = tokio::process::Command::new(&opts.exe);
+    cmd.arg("run")
+        .arg(&e.path)
+        .arg("--lock")
+        .arg("--quiet")
+        .arg("--runs-dir")
+        .arg(&opts.runs_dir)
+        .args(&opts.run_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(false);
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(err) => {
+            log(clock, &format!("cannot start a run of {}: {err}", e.name));
+            shared
+                .worst_exit
+                .fetch_max(crate::exit::STEP_FAILED, Ordering::SeqCst);
+            return;
+        }
+    };
+    shared.running.fetch_add(1, Ordering::SeqCst);
+    log(
+        clock,
+        &format!(
+            "started {} (scheduled {}, pid {})",
+            e.name,
+            stamp(t),
+            child.id().unwrap_or(0)
+        ),
+    );
+    shared.update(clock, &e.name, |p| p.last_run = Some(t));
+    let out = child.wait_with_output().await;
+    shared.running.fetch_sub(1, Ordering::SeqCst);
+    let (code, run_id) = match out {
+        Ok(o) => {
+            let stdout = String::from_utf8_lossy(&o.stdout);
+            let run_id = stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("run "))
+                .and_then(|l| l.split_whitespace().next())
+                .map(str::to_string);
+            (o.status.code().unwrap_or(crate::exit::STEP_FAILED), run_id)
+        }
+        Err(err) => {
+            log(clock, &format!("lost the run of {}: {err}", e.name));
+            (crate::exit::STEP_FAILED, None)
+        }
+    };
+    let what = match &run_id {
+        Some(r) => format!("run {r}"),
+        None if code == 0 => "no run (another run held the lock)".into(),
+        None => "no run".into(),
+    };
+    log(
+        clock,
+        &format!(
+            "finished {} (scheduled {}): exit {code}, {what}",
+            e.name,
+            stamp(t)
+        ),
+    );
+    if code != 0 {
+        shared
+            .worst_exit
+            .fetch_max(crate::exit::STEP_FAILED, Ordering::SeqCst);
+    }
+    shared.update(clock, &e.name, |p| {
+        p.last_exit = Some(code);
+        if run_id.is_some() {
+            p.last_run_id = run_id;
+        }
+    });
+}

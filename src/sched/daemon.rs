@@ -141,7 +141,8 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> i32 {
         ),
     );
     loop {
-        let now = clock.now();
+        // Whole seconds: due times are whole minutes, and the state file reads better.
+        let now = chrono::SubsecRound::trunc_subsecs(clock.now(), 0);
         if let Err(e) = scan(&opts.plans_dir, &mut known, &clock, now) {
             log(
                 &clock,

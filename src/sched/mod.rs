@@ -346,6 +346,19 @@ mod tests {
     }
 
     #[test]
+    fn a_time_skipped_by_daylight_saving_runs_once_at_the_next_valid_time() {
+        let Ok(_) = parse_timezone(Some("Europe/Berlin")) else {
+            return;
+        };
+        // 2026-03-29: Berlin clocks jump from 02:00 to 03:00; 02:30 does not exist that day.
+        let s = spec("30 2 * * *", Some("Europe/Berlin"));
+        let (v, total) = s.due_between(t("2026-03-28T12:00:00Z"), t("2026-03-30T12:00:00Z"), 10);
+        assert_eq!(total, 2, "{v:?}");
+        assert_eq!(v[0], t("2026-03-29T01:00:00Z"), "{v:?}");
+        assert_eq!(v[1], t("2026-03-30T00:30:00Z"), "{v:?}");
+    }
+
+    #[test]
     fn due_between_keeps_the_latest_and_counts_all() {
         let s = spec("0 * * * *", None);
         let (v, total) = s.due_between(t("2026-11-25T00:00:00Z"), t("2026-11-25T05:30:00Z"), 3);

@@ -392,6 +392,12 @@ fn scheduler_runs_nothing_that_is_not_due_and_reports_invalid_plans() {
     );
     write_plan(&plans, "new.yaml", "new", "schedule: {cron: \"0 2 * * *\"}");
     write_plan(&plans, "manual.yaml", "manual", "");
+    write_plan(
+        &plans,
+        "zz-copy.yaml",
+        "daily",
+        "schedule: {cron: \"* * * * *\", catch_up: all}",
+    );
     std::fs::write(
         plans.join("broken.yaml"),
         plan_text("broken", "schedule: {cron: \"0 2 * *\"}"),
@@ -403,9 +409,13 @@ fn scheduler_runs_nothing_that_is_not_due_and_reports_invalid_plans() {
     assert!(run_dirs(&runs).is_empty(), "{log}");
     assert!(lines_with(&log, "started").is_empty(), "{log}");
     let invalid = lines_with(&log, "invalid plan");
-    assert_eq!(invalid.len(), 1, "{log}");
+    assert_eq!(invalid.len(), 2, "{log}");
     assert!(
         invalid[0].contains("broken.yaml:3:18:") && invalid[0].contains("five-field"),
+        "{log}"
+    );
+    assert!(
+        invalid[1].contains("zz-copy.yaml: the name `daily` is also the name of"),
         "{log}"
     );
     assert!(

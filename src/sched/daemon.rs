@@ -132,6 +132,7 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> i32 {
     });
     let tracker = TaskTracker::new();
     let mut known: BTreeMap<PathBuf, Known> = BTreeMap::new();
+    let mut duplicates: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
     log(
         &clock,
         &format!(
@@ -155,10 +156,7 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> i32 {
                 return crate::exit::INVALID;
             }
         }
-        let entries: Vec<Entry> = known
-            .values()
-            .filter_map(|k| k.entry.as_ref().ok().and_then(Clone::clone))
-            .collect();
+        let entries = unique_names(&known, &mut duplicates, &clock);
         for e in &entries {
             evaluate(e, now, &opts, &clock, &shared, &tracker);
         }
@@ -276,6 +274,45 @@ fn scan(
     Ok(())
 }
 
+/// The scheduled plans, one per plan name (the state and the lock are per name): a later file with
+/// a name already taken is reported (once) and skipped.
+fn unique_names(
+    known: &BTreeMap<PathBuf, Known>,
+    reported: &mut BTreeMap<PathBuf, PathBuf>,
+    clock: &Clock,
+) -> Vec<Entry> {
+    let mut by_name: BTreeMap<&str, &Path> = BTreeMap::new();
+    let mut out = Vec::new();
+    let mut now_duplicate = BTreeMap::new();
+    for e in known
+        .values()
+        .filter_map(|k| k.entry.as_ref().ok().and_then(Option::as_ref))
+    {
+        match by_name.get(e.name.as_str()) {
+            Some(first) => {
+                if reported.get(&e.path).map(PathBuf::as_path) != Some(*first) {
+                    log(
+                        clock,
+                        &format!(
+                            "invalid plan {}: the name `{}` is also the name of {}; skipped",
+                            e.path.display(),
+                            e.name,
+                            first.display()
+                        ),
+                    );
+                }
+                now_duplicate.insert(e.path.clone(), first.to_path_buf());
+            }
+            None => {
+                by_name.insert(&e.name, &e.path);
+                out.push(e.clone());
+            }
+        }
+    }
+    *reported = now_duplicate;
+    out
+}
+
 /// Loads one plan: `Ok(None)` when it has no schedule, `Err` with a one-line message when invalid.
 fn load_entry(path: &Path) -> Result<Option<Entry>, String> {
     let plan = crate::plan::load(path, &crate::plan::LoadOptions::default()).map_err(|ds| {
@@ -373,6 +410,19 @@ fn evaluate(
     });
 }
 
+/// The run id in what `run` printed: its closing line (`run ID succeeded: …`), or the report with
+/// `--output json`.
+fn run_id_of(stdout: &str) -> Option<String> {
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(stdout) {
+        return v["run_id"].as_str().map(str::to_string);
+    }
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("run "))
+        .and_then(|l| l.split_whitespace().next())
+        .map(str::to_string)
+}
+
 /// Runs one `run PLAN --lock` child for the scheduled time `t` and records how it ended.
 async fn run_child(e: &Entry, t: DateTime<Utc>, opts: &Options, clock: &Clock, shared: &Shared) {
     log(
@@ -426,11 +476,7 @@ async fn run_child(e: &Entry, t: DateTime<Utc>, opts: &Options, clock: &Clock, s
     let (code, run_id) = match out {
         Ok(o) => {
             let stdout = String::from_utf8_lossy(&o.stdout);
-            let run_id = stdout
-                .lines()
-                .find_map(|l| l.strip_prefix("run "))
-                .and_then(|l| l.split_whitespace().next())
-                .map(str::to_string);
+            let run_id = run_id_of(&stdout);
             (o.status.code().unwrap_or(crate::exit::STEP_FAILED), run_id)
         }
         Err(err) => {
@@ -462,4 +508,22 @@ async fn run_child(e: &Entry, t: DateTime<Utc>, opts: &Options, clock: &Clock, s
             p.last_run_id = run_id;
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_run_id_is_read_from_the_closing_line_or_the_json_report() {
+        assert_eq!(
+            run_id_of("run 20261125T020000Z-abc123 succeeded (1 succeeded): report in runs/x\n"),
+            Some("20261125T020000Z-abc123".into())
+        );
+        assert_eq!(
+            run_id_of("{\"run_id\": \"R9\", \"status\": \"failed\"}"),
+            Some("R9".into())
+        );
+        assert_eq!(run_id_of(""), None);
+    }
 }

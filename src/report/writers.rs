@@ -191,6 +191,7 @@ pub fn write_report_json(dir: &Path, report: &Report) -> std::io::Result<()> {
         let f = w.into_inner().map_err(|e| e.into_error())?;
         f.sync_data()?;
     }
+    crate::exec::crash::point("report");
     std::fs::rename(&tmp, &path)
 }
 

@@ -27,6 +27,7 @@ steps:
   - id: d_wait
     wait: {job: "${{ steps.d.job_id }}", timeout: 30s}
   - id: d_fetch
+    needs: [d_wait]
     fetch: {job: "${{ steps.d.job_id }}", save: out/d.json}
   - id: e
     job: {job_type: inference, wallet: w, payment: 1, prompt: "after ${{ steps.a.output }}"}

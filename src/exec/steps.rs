@@ -1029,6 +1029,7 @@ pub(crate) async fn cancel_and_refund<C: Coordinator>(ctx: &Ctx<C>, job: &JobId,
     ctx.emit(Event::JobCancelled {
         id: f.step.clone(),
         job_id: job.to_string(),
+        state: view.as_ref().map(|v| v.state.to_string()),
         payment_status,
         refunded,
         wallet: f.wallet.clone(),
@@ -1044,6 +1045,18 @@ async fn fetch<C: Coordinator>(
     verify: bool,
     report: &mut StepReport,
 ) -> Result<Map<String, Value>, Fail> {
+    fetch_inner(ctx, step, job, save, verify, report, true).await
+}
+
+async fn fetch_inner<C: Coordinator>(
+    ctx: &Ctx<C>,
+    step: &PlannedStep,
+    job: &JobId,
+    save: Option<&str>,
+    verify: bool,
+    report: &mut StepReport,
+    first_try: bool,
+) -> Result<Map<String, Value>, Fail> {
     crash::point("fetch");
     let got = with_retry(ctx, step, report, || ctx.coord.result(job)).await;
     let res = match got {
@@ -1052,6 +1065,11 @@ async fn fetch<C: Coordinator>(
             // 425 is also the answer for FAILED, CANCELED and EXPIRED jobs: read the job to tell which.
             if let Ok(view) = ctx.coord.job(job).await {
                 fill_from_view(report, &view);
+                if view.succeeded() && first_try {
+                    // It completed between the two requests: ask for the result once more.
+                    return Box::pin(fetch_inner(ctx, step, job, save, verify, report, false))
+                        .await;
+                }
                 if view.state.is_final() {
                     return Err(job_failure(&view));
                 }

@@ -162,13 +162,22 @@ impl<W: Write> Terminal<W> {
             }
             Event::JobCancelled {
                 job_id,
+                state,
                 payment_status,
                 ..
-            } => self.line(&format!(
-                "{} ✗ job {job_id} cancelled (payment {})",
-                clock(),
-                payment_status.as_deref().unwrap_or("status unknown")
-            )),
+            } => {
+                let payment = payment_status.as_deref().unwrap_or("status unknown");
+                let text = match state.as_deref() {
+                    Some("CANCELED") | None => {
+                        format!("{} ✗ job {job_id} cancelled (payment {payment})", clock())
+                    }
+                    Some(s) => format!(
+                        "{} - job {job_id} had already ended {s} when the run stopped (payment {payment})",
+                        clock()
+                    ),
+                };
+                self.line(&text)
+            }
             Event::StepFinished { report } => {
                 self.running.remove(&report.id);
                 self.finished += 1;

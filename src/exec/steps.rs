@@ -65,12 +65,17 @@ fn operation_of(kind: &str) -> &'static str {
 
 /// An empty report entry for a step.
 pub fn blank_report(step: &PlannedStep) -> StepReport {
+    empty_report(&step.id, step.kind.name())
+}
+
+/// An empty report entry for a step of this id and kind.
+pub fn empty_report(id: &str, kind: &str) -> StepReport {
     StepReport {
-        id: step.id.clone(),
-        kind: step.kind.name().to_string(),
+        id: id.to_string(),
+        kind: kind.to_string(),
         state: StepState::Pending,
         summary: String::new(),
-        operation: operation_of(step.kind.name()).to_string(),
+        operation: operation_of(kind).to_string(),
         job_id: None,
         job_type: None,
         status: None,

@@ -421,8 +421,16 @@ pub async fn execute<C: Coordinator + 'static>(
                 let st = result.report.state;
                 state[i] = Some(st);
                 let failure = result.failure;
+                // Secrets stay off the disk, in the journal too (a resumed run then sees `***` where an
+                // output had quoted a secret).
+                let mut journaled = Value::Object(result.outputs.clone());
+                ctx.plan.redact_value(&mut journaled);
+                let journaled = match journaled {
+                    Value::Object(m) => m,
+                    _ => Map::new(),
+                };
                 let _ = ctx.journal(
-                    &Record::Step { report: Box::new(result.report.clone()), outputs: result.outputs.clone() },
+                    &Record::Step { report: Box::new(result.report.clone()), outputs: journaled },
                     false,
                 );
                 // Outputs are kept only for steps that later steps read.

@@ -50,6 +50,43 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// Replaces secret values everywhere in a step's report entry (a prompt that embeds a secret comes back
+/// in outputs, results and the receipt's copy of the payload).
+fn redact_report(plan: &crate::plan::CheckedPlan, r: &mut StepReport) {
+    if plan.secrets.values().all(|s| s.is_empty()) {
+        return;
+    }
+    r.summary = plan.redact(&r.summary);
+    for text in r.issues.iter_mut().chain(r.recommendations.iter_mut()) {
+        *text = plan.redact(text);
+    }
+    for v in [
+        &mut r.result,
+        &mut r.jobs,
+        &mut r.resource_allocation,
+        &mut r.performance_metrics,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        plan.redact_value(v);
+    }
+    plan.redact_value(&mut r.outputs);
+    for a in &mut r.attempts {
+        if let Some(e) = &mut a.error {
+            *e = plan.redact(e);
+        }
+    }
+    if let Some(rc) = &mut r.receipt {
+        let text = plan.redact(rc.receipt.get());
+        if text != rc.receipt.get()
+            && let Ok(raw) = serde_json::value::RawValue::from_string(text)
+        {
+            rc.receipt = raw;
+        }
+    }
+}
+
 fn operation_of(kind: &str) -> &'static str {
     match kind {
         "submit" | "job" => "submit",
@@ -303,10 +340,8 @@ fn finish<C>(
         .filter(|(k, _)| !matches!(k.as_str(), "receipt" | "result"))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let mut shown_value = Value::Object(std::mem::take(&mut shown));
-    ctx.plan.redact_value(&mut shown_value);
-    report.outputs = shown_value;
-    report.summary = ctx.plan.redact(&report.summary);
+    report.outputs = Value::Object(std::mem::take(&mut shown));
+    redact_report(&ctx.plan, &mut report);
     StepResult {
         report,
         outputs,

@@ -361,7 +361,7 @@ pub fn check(
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(CheckedPlan {
+    let checked = CheckedPlan {
         path: path.to_path_buf(),
         dir,
         content_hash,
@@ -373,7 +373,22 @@ pub fn check(
         warnings,
         source,
         templates,
-    })
+    };
+    // Templates rendered only at run time are tried once against placeholders, so that a filter,
+    // test or function that does not exist fails here rather than in the middle of a run. One copy
+    // of a matrix step stands for all.
+    let mut seen = std::collections::HashSet::new();
+    let mut errors: Vec<Diagnostic> = checked
+        .steps
+        .iter()
+        .filter(|s| seen.insert(s.index))
+        .flat_map(|s| checked.unknown_callables(s))
+        .collect();
+    if !errors.is_empty() {
+        errors.sort_by(|a, b| a.location.cmp(&b.location));
+        return Err(errors);
+    }
+    Ok(checked)
 }
 
 /// Drops repeated diagnostics (a matrix step's copies report the same problem once each), keeping
@@ -1430,8 +1445,10 @@ impl Checker<'_> {
         match self.templates.render(text, &ctx) {
             Ok(v) => Some(v),
             Err(e) => {
-                let msg = format!("cannot render the template: {e}");
-                self.err(pointer, Diagnostic::new(self.redact(&msg)));
+                let msg = render_message(&e);
+                let d = Diagnostic::new(self.redact(&msg))
+                    .suggest(super::template::suggest_filter(&e.to_string()));
+                self.err(pointer, d);
                 None
             }
         }
@@ -1461,8 +1478,9 @@ impl Checker<'_> {
             match self.templates.render(text, &ctx) {
                 Ok(v) => *slot = v,
                 Err(e) => {
-                    let msg = format!("cannot render the template: {e}");
-                    let d = Diagnostic::new(self.redact(&msg));
+                    let msg = render_message(&e);
+                    let d = Diagnostic::new(self.redact(&msg))
+                        .suggest(super::template::suggest_filter(&e.to_string()));
                     self.err(&leaf.pointer, d);
                 }
             }
@@ -1494,6 +1512,14 @@ impl Checker<'_> {
             self.err(&pointer, d);
         }
         spec
+    }
+}
+
+/// The message for a template that failed to render at load.
+fn render_message(e: &super::template::TemplateError) -> String {
+    match e {
+        super::template::TemplateError::Unknown(m) => m.clone(),
+        e => format!("cannot render the template: {e}"),
     }
 }
 

@@ -32,6 +32,68 @@ pub const FUNCTIONS: [&str; 7] = [
     "joiner",
 ];
 
+/// The filters a plan's templates may use: MiniJinja's built-ins and `wordcount`.
+pub const FILTERS: [&str; 50] = [
+    "safe",
+    "escape",
+    "e",
+    "lower",
+    "upper",
+    "title",
+    "capitalize",
+    "replace",
+    "length",
+    "count",
+    "dictsort",
+    "items",
+    "reverse",
+    "trim",
+    "join",
+    "split",
+    "lines",
+    "default",
+    "d",
+    "round",
+    "abs",
+    "int",
+    "float",
+    "attr",
+    "first",
+    "last",
+    "min",
+    "max",
+    "sort",
+    "list",
+    "string",
+    "bool",
+    "batch",
+    "slice",
+    "sum",
+    "indent",
+    "select",
+    "reject",
+    "selectattr",
+    "rejectattr",
+    "map",
+    "groupby",
+    "unique",
+    "chain",
+    "zip",
+    "pprint",
+    "format",
+    "tojson",
+    "urlencode",
+    "wordcount",
+];
+
+/// The closest known filter to the one named in an "unknown filter" message.
+pub fn suggest_filter(message: &str) -> Option<String> {
+    let name = message
+        .strip_prefix("filter ")?
+        .strip_suffix(" is unknown")?;
+    super::diag::suggest(name, FILTERS)
+}
+
 /// A template that cannot be parsed or rendered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
@@ -41,6 +103,9 @@ pub enum TemplateError {
     /// Rendering failed (a type error, a filter's error, an undefined value).
     #[error("{0}")]
     Render(String),
+    /// The template calls a filter, test or function that does not exist.
+    #[error("{0}")]
+    Unknown(String),
 }
 
 /// One MiniJinja environment per plan, configured with the plan syntax and the extra filters.
@@ -65,6 +130,13 @@ fn syntax_error(e: minijinja::Error) -> TemplateError {
 }
 
 fn render_error(e: minijinja::Error) -> TemplateError {
+    use minijinja::ErrorKind as K;
+    if matches!(
+        e.kind(),
+        K::UnknownFilter | K::UnknownTest | K::UnknownFunction
+    ) {
+        return TemplateError::Unknown(e.detail().unwrap_or(kind_text(e.kind())).to_string());
+    }
     let text = match e.detail() {
         Some(d) => format!("{}: {d}", kind_text(e.kind())),
         None => kind_text(e.kind()).to_string(),

@@ -274,6 +274,8 @@ pub struct CheckedPlan {
     pub source: Source,
     /// The plan's template environment.
     pub templates: Templates,
+    /// Each step's position in `steps`, by (expanded) id.
+    pub step_index: std::collections::HashMap<String, usize>,
 }
 
 impl CheckedPlan {
@@ -290,7 +292,7 @@ impl CheckedPlan {
 
     /// The step with this (expanded) id.
     pub fn step(&self, id: &str) -> Option<&PlannedStep> {
-        self.steps.iter().find(|s| s.id == id)
+        self.step_index.get(id).and_then(|&i| self.steps.get(i))
     }
 
     /// The plan's folder.
@@ -343,6 +345,8 @@ pub fn check(
         secrets: BTreeMap::new(),
         ids: std::collections::HashMap::new(),
         base_context: None,
+        names_cache: std::collections::HashMap::new(),
+        render_cache: std::collections::HashMap::new(),
     };
     c.apply_overrides(options);
     c.read_environment(options);
@@ -369,6 +373,11 @@ pub fn check(
         vars,
         env,
         secrets,
+        step_index: steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.clone(), i))
+            .collect(),
         steps,
         warnings,
         source,
@@ -495,7 +504,14 @@ struct Checker<'a> {
     /// The load-time template context without matrix values, built once (vars, env and secrets do
     /// not change once the overrides are applied).
     base_context: Option<minijinja::Value>,
+    /// The names each template text reads (plans repeat the same templates: `${{ vars.wallet }}`).
+    names_cache: std::collections::HashMap<String, NamesResult>,
+    /// Load-time renders of templates outside a matrix, by text (the context is the same for all).
+    render_cache: std::collections::HashMap<String, RenderResult>,
 }
+
+type NamesResult = Result<std::collections::BTreeSet<String>, super::template::TemplateError>;
+type RenderResult = Result<Value, super::template::TemplateError>;
 
 /// One step as written, with what the checker learnt about it.
 struct BaseStep {
@@ -999,6 +1015,9 @@ impl Checker<'_> {
             own_outputs: None,
         };
         for (rel, text) in leaves {
+            if !super::template::has_template(text) && !text.contains("{{") {
+                continue;
+            }
             let pointer = self.spec_pointer(i, kname, &rel, from_file);
             let uses = self.check_text(text, &pointer, &scope, false);
             let runtime = uses
@@ -1021,24 +1040,26 @@ impl Checker<'_> {
                 }
             }
         }
-        let mut own: Vec<String> = super::types::kind_outputs(kname)
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        own.extend(step.outputs.keys().cloned());
-        let out_scope = Scope {
-            index: i,
-            matrix_keys: matrix_keys.as_deref(),
-            own_outputs: Some(&own),
-        };
-        for (name, v) in &step.outputs {
-            let mut leaves = Vec::new();
-            string_leaves(v, String::new(), &mut leaves);
-            for (rel, text) in leaves {
-                let pointer = format!("/steps/{i}/outputs/{}{rel}", ptr_seg(name));
-                for u in self.check_text(text, &pointer, &out_scope, false) {
-                    if let NameUse::Step(id) = u {
-                        refs.push(id);
+        if !step.outputs.is_empty() {
+            let mut own: Vec<String> = super::types::kind_outputs(kname)
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            own.extend(step.outputs.keys().cloned());
+            let out_scope = Scope {
+                index: i,
+                matrix_keys: matrix_keys.as_deref(),
+                own_outputs: Some(&own),
+            };
+            for (name, v) in &step.outputs {
+                let mut leaves = Vec::new();
+                string_leaves(v, String::new(), &mut leaves);
+                for (rel, text) in leaves {
+                    let pointer = format!("/steps/{i}/outputs/{}{rel}", ptr_seg(name));
+                    for u in self.check_text(text, &pointer, &out_scope, false) {
+                        if let NameUse::Step(id) = u {
+                            refs.push(id);
+                        }
                     }
                 }
             }
@@ -1160,10 +1181,19 @@ impl Checker<'_> {
         if !condition && !super::template::has_template(text) {
             return Vec::new();
         }
-        let names = if condition {
-            self.templates.condition_names(text)
-        } else {
-            self.templates.names(text)
+        let names = match self.names_cache.get(text) {
+            Some(n) => n.clone(),
+            None => {
+                let n = if condition {
+                    self.templates.condition_names(text)
+                } else {
+                    self.templates.names(text)
+                };
+                if !condition {
+                    self.names_cache.insert(text.to_string(), n.clone());
+                }
+                n
+            }
         };
         let names = match names {
             Ok(n) => n,
@@ -1454,6 +1484,36 @@ impl Checker<'_> {
         }
     }
 
+    /// The value of a dotted name known at load (`vars.a.b`, `env.X`, `secrets.X`, `matrix.k`).
+    fn lookup(&self, path: &str, matrix: &Map<String, Value>) -> Option<Value> {
+        let mut parts = path.split('.');
+        let root = parts.next()?;
+        let first = parts.next()?;
+        let mut cur = match root {
+            "vars" => self.vars.get(first)?,
+            "matrix" => matrix.get(first)?,
+            "env" => {
+                return self
+                    .env
+                    .get(first)
+                    .map(|v| Value::String(v.clone()))
+                    .filter(|_| parts.next().is_none());
+            }
+            "secrets" => {
+                return self
+                    .secrets
+                    .get(first)
+                    .map(|v| Value::String(v.clone()))
+                    .filter(|_| parts.next().is_none());
+            }
+            _ => return None,
+        };
+        for p in parts {
+            cur = cur.as_object()?.get(p)?;
+        }
+        Some(cur.clone())
+    }
+
     fn redact(&self, text: &str) -> String {
         let mut out = text.to_string();
         for v in self.secrets.values() {
@@ -1475,7 +1535,22 @@ impl Checker<'_> {
                 continue;
             };
             let Some(text) = slot.as_str() else { continue };
-            match self.templates.render(text, &ctx) {
+            let fast = super::template::render_simple(text, &|path| self.lookup(path, combo));
+            let rendered = if let Some(v) = fast {
+                Ok(v)
+            } else if matrix.is_none() {
+                match self.render_cache.get(text) {
+                    Some(r) => r.clone(),
+                    None => {
+                        let r = self.templates.render(text, &ctx);
+                        self.render_cache.insert(text.to_string(), r.clone());
+                        r
+                    }
+                }
+            } else {
+                self.templates.render(text, &ctx)
+            };
+            match rendered {
                 Ok(v) => *slot = v,
                 Err(e) => {
                     let msg = render_message(&e);

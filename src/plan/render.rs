@@ -170,9 +170,9 @@ impl CheckedPlan {
     /// Placeholder outputs for the steps a step reads: each output is the text of its own template
     /// (`${{ steps.analyze.job_id }}`), so a preview shows what is known only at run time.
     fn placeholder_outputs(&self, step: &PlannedStep) -> StepOutputs {
-        let outputs_of = |base: &str, label: &str| -> Value {
+        let outputs_of = |id: &str, label: &str| -> Value {
             let mut names: Vec<String> = Vec::new();
-            if let Some(s) = self.steps.iter().find(|s| s.base_id == base) {
+            if let Some(s) = self.step(id) {
                 names.extend(
                     super::types::kind_outputs(s.kind.name())
                         .iter()
@@ -194,11 +194,11 @@ impl CheckedPlan {
         for (name, view) in &step.views {
             match view {
                 StepView::One(id) => {
-                    outputs.insert(id.clone(), outputs_of(name, &format!("steps.{name}")));
+                    outputs.insert(id.clone(), outputs_of(id, &format!("steps.{name}")));
                 }
                 StepView::List(ids) => {
                     for (k, id) in ids.iter().enumerate() {
-                        outputs.insert(id.clone(), outputs_of(name, &format!("steps.{name}[{k}]")));
+                        outputs.insert(id.clone(), outputs_of(id, &format!("steps.{name}[{k}]")));
                     }
                 }
             }
@@ -232,24 +232,34 @@ impl CheckedPlan {
     pub(crate) fn unknown_callables(&self, step: &PlannedStep) -> Vec<Diagnostic> {
         let calls = |s: &str| s.contains('|') || s.contains('(') || s.contains(" is ");
         let mut out = Vec::new();
+        let mut leaves: Vec<(String, String)> = Vec::new();
+        if any_string(&step.spec, &|t| has_template(t) && calls(t)) {
+            collect_strings(&step.spec, String::new(), &mut leaves);
+            leaves.retain(|(_, t)| has_template(t) && calls(t));
+        }
+        let when = match &step.when {
+            Some(When::Expr(w)) if calls(w) => Some(w),
+            _ => None,
+        };
+        let any_output = step.outputs.values().any(|v| match v {
+            Value::String(t) => calls(t),
+            _ => true,
+        });
+        if leaves.is_empty() && when.is_none() && !any_output {
+            return out;
+        }
         let outputs = self.placeholder_outputs(step);
         let run = self.placeholder_run();
         let ctx = self.context(step, &outputs, &run, None);
-        let mut leaves: Vec<(String, String)> = Vec::new();
-        collect_strings(&step.spec, String::new(), &mut leaves);
         for (rel, text) in leaves {
-            if has_template(&text)
-                && calls(&text)
-                && let Err(TemplateError::Unknown(m)) = self.templates.render(&text, &ctx)
-            {
+            if let Err(TemplateError::Unknown(m)) = self.templates.render(&text, &ctx) {
                 out.push(
                     self.place(step, &rel, m.clone())
                         .suggest(super::template::suggest_filter(&m)),
                 );
             }
         }
-        if let Some(When::Expr(w)) = &step.when
-            && calls(w)
+        if let Some(w) = when
             && let Err(TemplateError::Unknown(m)) = self.templates.eval_condition(w, &ctx)
         {
             out.push(
@@ -497,6 +507,16 @@ impl CheckedPlan {
             out.insert(name.clone(), v);
         }
         Ok(out)
+    }
+}
+
+/// Whether any string in a value satisfies `f` (without allocating).
+fn any_string(v: &Value, f: &dyn Fn(&str) -> bool) -> bool {
+    match v {
+        Value::String(s) => f(s),
+        Value::Array(a) => a.iter().any(|x| any_string(x, f)),
+        Value::Object(m) => m.values().any(|x| any_string(x, f)),
+        _ => false,
     }
 }
 

@@ -131,7 +131,7 @@ fn main() {
             label,
             steps,
             &size,
-            "validate (load_raw + plan::load)",
+            "validate_file (plan::load = load_raw + check)",
             runs,
             min,
             med,

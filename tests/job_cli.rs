@@ -134,7 +134,7 @@ fn cancel_a_running_job_then_cancel_again_conflicts() {
             "--prompt",
             "Fine-tune",
             "--payment",
-            "5",
+            "10",
             "--wallet",
             "w1",
             "--output",

@@ -593,3 +593,60 @@ async fn faucet_grants_new_wallets() {
     assert_invariant(&ledger);
     l.stop().await;
 }
+
+#[tokio::test]
+async fn fail_result_and_hang_markers() {
+    let l = local(LocalConfig {
+        workers: 1,
+        ..LocalConfig::for_tests()
+    })
+    .await;
+    let (_, job) = l.submit("w", "2", "FAIL_RESULT please").await;
+    let done = l.wait_final(&id(&job)).await;
+    assert_eq!(done["state"], "COMPLETED");
+    assert_eq!(done["result"]["status"], "failed");
+    assert_eq!(done["payment_status"], "refunded");
+
+    // HANG holds the only worker slot until the job is cancelled; then the slot is free again.
+    let (_, hung) = l.submit("w", "2", "HANG here").await;
+    let hung_id = id(&hung);
+    let mut state = Value::Null;
+    for _ in 0..100 {
+        state = l.get(&format!("/v1/jobs/{hung_id}")).await.1["state"].clone();
+        if state == "RUNNING" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(state, "RUNNING");
+    let (status, _) = l
+        .post(&format!("/v1/jobs/{hung_id}/cancel"), &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, next) = l.submit("w", "1", "after the hang").await;
+    let next = l.wait_final(&id(&next)).await;
+    assert_eq!(next["state"], "COMPLETED");
+    let ledger = l.ledger().await;
+    assert_eq!(ledger.wallets["w"], money("9999"));
+    assert_invariant(&ledger);
+    l.stop().await;
+}
+
+#[tokio::test]
+async fn a_running_job_expires_too() {
+    let l = local(LocalConfig::for_tests()).await;
+    let mut body = job_body("inference", "HANG until expiry", "w", "2");
+    body["ttl_seconds"] = json!(1);
+    let (_, job) = l.post("/v1/jobs", &body).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (_, expired) = l.get(&format!("/v1/jobs/{}", id(&job))).await;
+    assert_eq!(expired["state"], "EXPIRED");
+    assert_eq!(expired["error"], "job expired");
+    assert_eq!(expired["payment_status"], "refunded");
+    let ledger = l.ledger().await;
+    assert_eq!(
+        (ledger.escrow, ledger.wallets["w"]),
+        (money("0"), money("10000"))
+    );
+    l.stop().await;
+}

@@ -131,3 +131,105 @@ fn a_given_token_is_not_printed() {
     assert!(status.success(), "{stderr}");
     assert!(!stderr.contains("s3cret-value"), "{stderr}");
 }
+
+/// Starts `serve` with extra arguments on a free port and waits until it answers.
+fn spawn_serve(extra: &[&str]) -> (std::process::Child, String) {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_aitbc-flow"))
+        .args(["coordinator", "serve", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("binary starts");
+    let url = format!("http://127.0.0.1:{port}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for _ in 0..300 {
+            if reqwest::get(format!("{url}/health")).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("never answered");
+    });
+    (child, url)
+}
+
+fn stop(mut child: std::process::Child) {
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn sigterm_with_db_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("c.db");
+    let db = db.to_str().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let http = reqwest::Client::new();
+
+    // A training job takes 2 s with the default latency: it is queued or running at SIGTERM.
+    let (child, url) = spawn_serve(&["--db", db, "--token", "t", "--fund", "w=10"]);
+    let job: serde_json::Value = rt.block_on(async {
+        http.post(format!("{url}/v1/jobs"))
+            .bearer_auth("t")
+            .json(
+                &serde_json::json!({"payload": {"type": "training", "prompt": "p"},
+                "payment_amount": 4, "buyer_address": "w"}),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    let id = job["job_id"].as_str().unwrap().to_string();
+    stop(child);
+
+    let (child, url) = spawn_serve(&["--db", db, "--token", "t", "--latency", "instant"]);
+    let (done, ledger) = rt.block_on(async {
+        let mut done = serde_json::Value::Null;
+        for _ in 0..200 {
+            done = http
+                .get(format!("{url}/v1/jobs/{id}"))
+                .bearer_auth("t")
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if done["state"] == "COMPLETED" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let ledger: serde_json::Value = http
+            .get(format!("{url}/v1/local/ledger"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (done, ledger)
+    });
+    stop(child);
+    assert_eq!(done["state"], "COMPLETED", "{done}");
+    assert_eq!(done["payment_status"], "released");
+    assert_eq!(ledger["wallets"]["w"], "6");
+    assert_eq!(ledger["wallets"]["miner-local"], "4");
+    assert_eq!(ledger["escrow"], "0");
+}

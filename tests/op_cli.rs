@@ -14,7 +14,7 @@ use common::{Coord, filters, job_id};
 
 fn submit(c: &Coord, job_type: &str) -> String {
     let input = format!(
-        r#"{{"operation": "submit", "wallet": "setup", "job_type": "{job_type}", "prompt": "setup", "payment": 5}}"#
+        r#"{{"operation": "submit", "wallet": "setup", "job_type": "{job_type}", "prompt": "setup", "payment": 10}}"#
     );
     let out = c.run(&["op"], Some(&input));
     assert_eq!(out.code, 0, "{out:?}");

@@ -24,8 +24,8 @@ pub enum LatencyPreset {
     Default,
 }
 
-/// `coordinator serve` options.
-#[derive(Debug, clap::Args)]
+/// `coordinator serve` options. (`Debug` leaves the tokens out.)
+#[derive(clap::Args)]
 pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8203")]
@@ -78,6 +78,16 @@ pub struct ServeArgs {
     /// Fault injection: seed for the draws, for repeatable runs.
     #[arg(long, value_name = "N")]
     pub fault_seed: Option<u64>,
+}
+
+impl std::fmt::Debug for ServeArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeArgs")
+            .field("listen", &self.listen)
+            .field("db", &self.db)
+            .field("tokens", &self.token.len())
+            .finish_non_exhaustive()
+    }
 }
 
 fn parse_fund(s: &str) -> Result<(String, Money), String> {
@@ -206,5 +216,96 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn serve_args(args: &[&str]) -> Result<ServeArgs, clap::Error> {
+        let mut argv = vec!["aitbc-flow", "coordinator", "serve"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Coordinator(CoordinatorCommand::Serve(a)) => Ok(a),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn flags_become_a_config() {
+        let a = serve_args(&[
+            "--listen",
+            "127.0.0.1:0",
+            "--fund",
+            "w=12.5",
+            "--fund",
+            "v=0",
+            "--no-faucet",
+            "--token",
+            "a",
+            "--token",
+            "b",
+            "--latency",
+            "instant",
+            "--fault-latency",
+            "250",
+            "--fault-503-rate",
+            "0.1",
+            "--fault-429-rate",
+            "0.2",
+            "--fault-retry-after",
+            "3",
+            "--fault-drop-rate",
+            "0.3",
+            "--fault-path",
+            "/v1/jobs",
+            "--fault-seed",
+            "7",
+        ])
+        .unwrap();
+        let c = a.config();
+        assert_eq!(
+            c.fund,
+            vec![
+                ("w".into(), "12.5".parse().unwrap()),
+                ("v".into(), Money::ZERO)
+            ]
+        );
+        assert!(!c.faucet);
+        assert_eq!(
+            (c.token.as_deref(), c.extra_tokens.clone()),
+            (Some("a"), vec!["b".to_string()])
+        );
+        assert_eq!(c.latency, WorkerLatency::instant());
+        assert_eq!(
+            c.faults,
+            Faults {
+                latency: Duration::from_millis(250),
+                rate_503: 0.1,
+                rate_429: 0.2,
+                retry_after_secs: 3,
+                drop_rate: 0.3,
+                path_prefix: Some("/v1/jobs".into()),
+                seed: Some(7),
+            }
+        );
+    }
+
+    #[test]
+    fn defaults_and_bad_values() {
+        let c = serve_args(&[]).unwrap().config();
+        assert_eq!(c.listen, "127.0.0.1:8203".parse().unwrap());
+        assert!(c.faucet);
+        assert_eq!(c.latency, WorkerLatency::realistic());
+        assert!(c.faults.is_off());
+        assert!(serve_args(&["--fund", "w"]).is_err());
+        assert!(serve_args(&["--fund", "w=-1"]).is_err());
+        assert!(serve_args(&["--fund", "=5"]).is_err());
+        assert!(serve_args(&["--fault-503-rate", "1.5"]).is_err());
+        assert!(serve_args(&["--latency", "slow"]).is_err());
     }
 }

@@ -3,8 +3,8 @@
 //! service's bounds and above a per-type minimum, `AITBC` as the currency, the buyer being the wallet,
 //! and a balance that covers the payment.
 //!
-//! These are the defaults the job commands and `op` apply. A plan's `policy` can tighten them; the
-//! plan checker (`crate::policy`) owns that, and the two should end up sharing one table.
+//! These are the defaults the job commands and `op` apply; the numbers come from `crate::policy`, which
+//! the plan checker and the executor use too.
 
 use std::time::Duration;
 
@@ -15,39 +15,28 @@ use crate::api::{
 };
 use crate::money::Money;
 
-/// The longest prompt, in characters.
-pub const MAX_PROMPT_CHARS: usize = 4000;
+// One source for the numbers: the plan checker's policy module. The job commands and `op` apply its
+// defaults; a plan's `policy` can tighten them.
+pub use crate::policy::{
+    DEFAULT_MAX_CPU as MAX_CPU, DEFAULT_MAX_DURATION as MAX_DURATION, DEFAULT_MAX_GPU as MAX_GPU,
+    DEFAULT_MAX_MEMORY_GB as MAX_MEMORY_GB, MAX_PROMPT_CHARS,
+};
 
 /// The service's lower bound on a payment (below it the real service silently skips the payment).
 pub fn min_payment_bound() -> Money {
-    Money(rust_decimal::Decimal::new(1, 2))
+    crate::policy::payment_floor()
 }
 
 /// The service's upper bound on a payment.
 pub fn max_payment_bound() -> Money {
-    Money::from_int(1_000_000)
+    Money::from_int(crate::policy::PAYMENT_CEILING)
 }
 
-/// The built-in minimum payment of a job type, in AITBC (the operator skill says "set minimum payment
-/// based on job type" without numbers; these are ours): inference, ollama and monitoring 0.5,
-/// streaming 1, multimodal 2, training 5.
+/// The built-in minimum payment of a job type, in AITBC: the table of `crate::policy`
+/// (`DEFAULT_MIN_PAYMENT`), which plans may override in their `policy.min_payment`.
 pub fn default_min_payment(job_type: &str) -> Money {
-    match job_type {
-        "training" => Money::from_int(5),
-        "multimodal" => Money::from_int(2),
-        "streaming" => Money::from_int(1),
-        _ => Money(rust_decimal::Decimal::new(5, 1)),
-    }
+    crate::policy::min_payment(job_type, &crate::plan::types::Policy::default())
 }
-
-/// Caps on an optimize request: cores, memory GB, GPUs, duration.
-pub const MAX_CPU: f64 = 64.0;
-/// Most memory in GB.
-pub const MAX_MEMORY_GB: f64 = 512.0;
-/// Most GPUs.
-pub const MAX_GPU: f64 = 8.0;
-/// Longest allocation.
-pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
 /// A rule broken before anything was sent.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -432,8 +421,8 @@ mod tests {
     fn payment_bounds_and_minimums() {
         let mut p = ok_params();
         for (amount, ok) in [
-            ("0.5", true),
-            ("0.49", false),
+            ("1", true),
+            ("0.99", false),
             ("0.001", false),
             ("1000000", true),
             ("1000000.01", false),
@@ -443,10 +432,10 @@ mod tests {
             assert_eq!(check_submit(&p).is_empty(), ok, "{amount}");
         }
         p.job_type = "training".into();
-        p.payment = money("4.99");
+        p.payment = money("9.99");
         assert_eq!(
             check_submit(&p)[0].to_string(),
-            "payment 4.99 AITBC is below the minimum for training jobs: 5 AITBC"
+            "payment 9.99 AITBC is below the minimum for training jobs: 10 AITBC"
         );
         p.payment = money("0.001");
         assert!(matches!(

@@ -287,10 +287,12 @@ pub async fn execute<C: Coordinator + 'static>(
                 let step = &plan.steps[i];
                 let st = result.report.state;
                 state[i] = Some(st);
+                // Outputs are kept only for steps that later steps read.
                 if st == StepState::Succeeded
+                    && !dependents[i].is_empty()
                     && let Ok(mut outs) = ctx.outputs.write()
                 {
-                    outs.insert(step.id.clone(), Value::Object(result.outputs.clone()));
+                    outs.insert(step.id.clone(), Value::Object(result.outputs));
                 }
                 let failure = result.failure;
                 let _ = events.send(Event::StepFinished { report: Box::new(result.report) });

@@ -66,6 +66,7 @@ pub async fn run_with_reports<C: Coordinator + 'static>(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last_write = Instant::now();
     let mut dirty = false;
+    let mut write_every = Duration::from_secs(1);
     let mut io_error: Option<std::io::Error> = None;
     loop {
         tokio::select! {
@@ -74,28 +75,24 @@ pub async fn run_with_reports<C: Coordinator + 'static>(
                 if let Err(err) = log.append(&e, |s| plan.redact(s)) {
                     io_error.get_or_insert(err);
                 }
-                builder.apply(&e);
                 term.on_event(&e);
+                builder.apply(e);
                 dirty = true;
-                // The report on disk follows the run, at most once a second, so a crash leaves it.
-                if last_write.elapsed() >= Duration::from_secs(1) {
-                    if let Err(err) = write_report_json(&run_dir, builder.report()) {
-                        io_error.get_or_insert(err);
-                    }
-                    last_write = Instant::now();
-                    dirty = false;
-                }
             }
             _ = ticker.tick() => {
                 term.tick();
-                if dirty && last_write.elapsed() >= Duration::from_secs(1) {
-                    if let Err(err) = write_report_json(&run_dir, builder.report()) {
-                        io_error.get_or_insert(err);
-                    }
-                    last_write = Instant::now();
-                    dirty = false;
-                }
             }
+        }
+        // The report on disk follows the run, so that a crash leaves it behind: at most once a second,
+        // and for a big report no more than a tenth of the time (writing it must not slow the run).
+        if dirty && last_write.elapsed() >= write_every {
+            let t = Instant::now();
+            if let Err(err) = write_report_json(&run_dir, builder.report()) {
+                io_error.get_or_insert(err);
+            }
+            write_every = (t.elapsed() * 10).max(Duration::from_secs(1));
+            last_write = Instant::now();
+            dirty = false;
         }
     }
     let outcome = match runner.await {
@@ -105,10 +102,10 @@ pub async fn run_with_reports<C: Coordinator + 'static>(
                 status: crate::report::RunStatus::Failed,
                 exit_code: crate::exit::STEP_FAILED,
             };
-            builder.apply(&Event::RunIssue {
+            builder.apply(Event::RunIssue {
                 message: format!("the executor ended abnormally: {e}"),
             });
-            builder.apply(&Event::RunFinished {
+            builder.apply(Event::RunFinished {
                 status: o.status,
                 exit_code: o.exit_code,
                 at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),

@@ -289,8 +289,16 @@ fn finish<C>(
             (Map::new(), Some(f.kind))
         }
     };
-    let redacted = ctx.plan.redact(&Value::Object(outputs.clone()).to_string());
-    report.outputs = serde_json::from_str(&redacted).unwrap_or(Value::Object(Map::new()));
+    // The report keeps the outputs later steps saw, less the receipt and the raw result: they are in
+    // `receipt` and `result` already, and a report of 10,000 steps should not hold them twice.
+    let mut shown: Map<String, Value> = outputs
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "receipt" | "result"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut shown_value = Value::Object(std::mem::take(&mut shown));
+    ctx.plan.redact_value(&mut shown_value);
+    report.outputs = shown_value;
     report.summary = ctx.plan.redact(&report.summary);
     StepResult {
         report,
@@ -978,8 +986,14 @@ async fn fetch<C: Coordinator>(
         Some(receipt) => {
             let check = verify_receipt(receipt);
             verified = json!(check.is_ok());
+            let raw = serde_json::value::to_raw_value(receipt).map_err(|e| {
+                Fail::new(
+                    StepFailure::Failed,
+                    format!("cannot keep the receipt of job {job}: {e}"),
+                )
+            })?;
             report.receipt = Some(ReceiptCheck {
-                receipt: receipt.clone(),
+                receipt: raw,
                 verified: check.is_ok(),
                 error: check.as_ref().err().map(|e| e.to_string()),
             });

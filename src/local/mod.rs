@@ -47,8 +47,8 @@ pub use worker::WorkerLatency;
 
 use store::{Core, Op};
 
-/// How to run the embedded coordinator.
-#[derive(Clone, Debug)]
+/// How to run the embedded coordinator. (`Debug` leaves the tokens out.)
+#[derive(Clone)]
 pub struct LocalConfig {
     /// Where to listen; `127.0.0.1:0` picks a free port (the in-process default).
     pub listen: SocketAddr,
@@ -70,6 +70,23 @@ pub struct LocalConfig {
     pub faults: Faults,
     /// How many jobs run at once.
     pub workers: usize,
+}
+
+impl std::fmt::Debug for LocalConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalConfig")
+            .field("listen", &self.listen)
+            .field("db", &self.db)
+            .field("fund", &self.fund)
+            .field("faucet", &self.faucet)
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .field("extra_tokens", &self.extra_tokens.len())
+            .field("ollama", &self.ollama)
+            .field("latency", &self.latency)
+            .field("faults", &self.faults)
+            .field("workers", &self.workers)
+            .finish()
+    }
 }
 
 impl Default for LocalConfig {
@@ -129,7 +146,6 @@ pub enum LocalError {
 }
 
 /// The shared state of a running coordinator.
-#[derive(Debug)]
 pub(crate) struct Shared {
     core: Mutex<Core>,
     /// Client ids (never tokens) by index.
@@ -143,6 +159,15 @@ pub(crate) struct Shared {
     latency: WorkerLatency,
     ollama: Option<String>,
     http: reqwest::Client,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("clients", &self.clients)
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Shared {
@@ -211,7 +236,6 @@ fn client_id(token: &str) -> String {
 }
 
 /// A running coordinator. Dropping it stops the server; [`LocalHandle::shutdown`] also waits for it.
-#[derive(Debug)]
 pub struct LocalHandle {
     url: String,
     token: String,
@@ -219,8 +243,17 @@ pub struct LocalHandle {
     cancel: CancellationToken,
     tracker: TaskTracker,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    writer: Option<std::thread::JoinHandle<Result<(), String>>>,
+    writer: Option<store::Writer>,
+    db: Option<PathBuf>,
     shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for LocalHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalHandle")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LocalHandle {
@@ -263,7 +296,7 @@ impl LocalHandle {
                 Ok(Ok(())) => {}
                 Ok(Err(reason)) => {
                     return Err(LocalError::Db {
-                        path: PathBuf::from("(db)"),
+                        path: self.db.clone().unwrap_or_default(),
                         reason,
                     });
                 }
@@ -371,7 +404,11 @@ pub async fn start(config: LocalConfig) -> Result<LocalHandle, LocalError> {
     let (writer_tx, writer) = match conn {
         Some(conn) => {
             let path = config.db.clone().unwrap_or_default();
-            let (tx, handle) = store::spawn_writer(path, conn);
+            let (tx, handle) =
+                store::spawn_writer(path.clone(), conn).map_err(|e| LocalError::Db {
+                    path,
+                    reason: format!("cannot start the writer thread: {e}"),
+                })?;
             (Some(tx), Some(handle))
         }
         None => (None, None),
@@ -451,6 +488,7 @@ pub async fn start(config: LocalConfig) -> Result<LocalHandle, LocalError> {
         tracker,
         server: Some(server),
         writer,
+        db: config.db.clone(),
         shared,
     })
 }
@@ -458,6 +496,17 @@ pub async fn start(config: LocalConfig) -> Result<LocalHandle, LocalError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_leaves_tokens_out() {
+        let config = LocalConfig {
+            token: Some("very-secret".into()),
+            extra_tokens: vec!["also-secret".into()],
+            ..LocalConfig::default()
+        };
+        let text = format!("{config:?}");
+        assert!(!text.contains("secret"), "{text}");
+    }
 
     #[test]
     fn client_ids_hide_the_token() {

@@ -19,8 +19,13 @@ fn parse_or_empty(text: Option<&str>) -> Value {
         .unwrap_or_else(|| json!({}))
 }
 
-/// The receipt of a completed job (signature included when `core.sig` is set).
-pub fn build(job: &Job, core: &ReceiptCore, client: &str, key_id: &str) -> Value {
+/// The receipt of a completed job; signed with `(key_id, sig)` when given.
+pub fn build(
+    job: &Job,
+    core: &ReceiptCore,
+    client: &str,
+    signature: Option<(&str, &str)>,
+) -> Value {
     let mut r = json!({
         "version": "1.0",
         "receipt_id": hex::encode(core.receipt_id),
@@ -41,12 +46,12 @@ pub fn build(job: &Job, core: &ReceiptCore, client: &str, key_id: &str) -> Value
             "metrics": {"duration_ms": core.duration_ms},
         },
     });
-    if !core.sig.is_empty()
+    if let Some((key_id, sig)) = signature
         && let Value::Object(map) = &mut r
     {
         map.insert(
             "signature".into(),
-            json!({"alg": "Ed25519", "key_id": key_id, "sig": &*core.sig}),
+            json!({"alg": "Ed25519", "key_id": key_id, "sig": sig}),
         );
         map.insert("zk_status".into(), json!("not_required"));
         map.insert("tee_status".into(), json!("not_required"));
@@ -73,16 +78,24 @@ pub fn sign(job: &Job, client: &str, key: &SigningKey, duration_ms: u64) -> Rece
         started_at: started,
         completed_at: completed,
         duration_ms,
-        sig: "".into(),
+        sig: [0; 64],
     };
-    let mut unsigned = build(job, &core, client, "");
+    let mut unsigned = build(job, &core, client, None);
     sign_receipt(&mut unsigned, key);
-    core.sig = unsigned
+    if let Some(sig) = unsigned
         .pointer("/signature/sig")
         .and_then(Value::as_str)
-        .unwrap_or_default()
-        .into();
+        .and_then(|s| URL_SAFE_NO_PAD.decode(s).ok())
+        .and_then(|b| <[u8; 64]>::try_from(b).ok())
+    {
+        core.sig = sig;
+    }
     core
+}
+
+/// The signature as it appears in a receipt: base64url without padding.
+pub fn sig_text(sig: &[u8; 64]) -> String {
+    URL_SAFE_NO_PAD.encode(sig)
 }
 
 /// The key id a receipt names: the public key, base64url without padding.

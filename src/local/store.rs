@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -48,6 +48,17 @@ pub fn iso(micros: i64) -> String {
         .naive_utc()
         .format("%Y-%m-%dT%H:%M:%S%.6f")
         .to_string()
+}
+
+/// The `kind` of a job whose type is not one of the six.
+pub const OTHER_TYPE: u8 = u8::MAX;
+
+/// The `kind` of a job type.
+pub fn kind_of(job_type: &str) -> u8 {
+    crate::api::JOB_TYPES
+        .iter()
+        .position(|t| *t == job_type)
+        .map_or(OTHER_TYPE, |i| i as u8)
 }
 
 /// Which worker ran a job (the `assigned_miner_id` and the receipt's `provider`).
@@ -94,19 +105,60 @@ impl PayStatus {
     }
 }
 
+/// The currencies the service accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Currency {
+    /// The network's token.
+    #[serde(rename = "AITBC")]
+    Aitbc,
+    /// Bitcoin.
+    #[serde(rename = "BTC")]
+    Btc,
+    /// Ether.
+    #[serde(rename = "ETH")]
+    Eth,
+    /// Tether.
+    #[serde(rename = "USDT")]
+    Usdt,
+}
+
+impl Currency {
+    /// Parses the wire spelling.
+    pub fn parse(s: &str) -> Option<Currency> {
+        Some(match s {
+            "AITBC" => Currency::Aitbc,
+            "BTC" => Currency::Btc,
+            "ETH" => Currency::Eth,
+            "USDT" => Currency::Usdt,
+            _ => return None,
+        })
+    }
+
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Currency::Aitbc => "AITBC",
+            Currency::Btc => "BTC",
+            Currency::Eth => "ETH",
+            Currency::Usdt => "USDT",
+        }
+    }
+}
+
 /// An escrowed payment.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Paid {
     /// The payment id.
     #[serde(with = "hex_id")]
     pub id: RawId,
-    /// The paying wallet.
-    pub wallet: Box<str>,
+    /// The paying wallet (shared with the ledger's key).
+    #[serde(with = "arc_str")]
+    pub wallet: Arc<str>,
     /// The amount.
     #[serde(with = "money_text")]
     pub amount: Money,
-    /// The currency as sent.
-    pub currency: Box<str>,
+    /// The currency.
+    pub currency: Currency,
     /// Where it stands.
     pub status: PayStatus,
     /// When it was made (µs).
@@ -144,8 +196,9 @@ pub struct ReceiptCore {
     pub completed_at: i64,
     /// Wall time of the work.
     pub duration_ms: u64,
-    /// The Ed25519 signature, base64url.
-    pub sig: Box<str>,
+    /// The Ed25519 signature.
+    #[serde(with = "sig_b64")]
+    pub sig: [u8; 64],
 }
 
 /// A job as the coordinator keeps it.
@@ -175,8 +228,9 @@ pub struct Job {
     pub payment: Payment,
     /// The payload as JSON text.
     pub payload: Box<str>,
-    /// `payload.type`, for the list filter.
-    pub job_type: Box<str>,
+    /// `payload.type` as its position in [`crate::api::JOB_TYPES`] ([`OTHER_TYPE`] for anything else),
+    /// so the list filter need not parse payloads.
+    pub kind: u8,
     /// The constraints as JSON text.
     pub constraints: Option<Box<str>>,
     /// The posted result as JSON text.
@@ -382,48 +436,52 @@ pub fn open(path: &Path) -> Result<(Connection, Loaded), LocalError> {
     Ok((conn, loaded))
 }
 
+/// The writer thread; it ends with the first database error, if any.
+pub type Writer = std::thread::JoinHandle<Result<(), String>>;
+
 /// The writer thread: applies every waiting change in one transaction, then answers the `Sync`s.
 pub fn spawn_writer(
     path: PathBuf,
-    mut conn: Connection,
-) -> (
-    mpsc::Sender<Op>,
-    std::thread::JoinHandle<Result<(), String>>,
-) {
+    conn: Connection,
+) -> std::io::Result<(mpsc::Sender<Op>, Writer)> {
     let (tx, rx) = mpsc::channel::<Op>();
     let handle = std::thread::Builder::new()
         .name("local-sqlite".into())
         .spawn(move || {
-            let mut acks = Vec::new();
-            let mut stop = false;
-            while !stop {
-                let Ok(first) = rx.recv() else { break };
-                let txn = conn
-                    .transaction()
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                let mut next = Some(first);
-                while let Some(op) = next.take() {
-                    match op {
-                        Op::Sync(ack) => acks.push(ack),
-                        Op::Stop => stop = true,
-                        other => {
-                            apply(&txn, other).map_err(|e| format!("{}: {e}", path.display()))?
-                        }
-                    }
-                    if !stop {
-                        next = rx.try_recv().ok();
-                    }
-                }
-                txn.commit()
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                for ack in acks.drain(..) {
-                    let _ = ack.send(());
-                }
+            let result = write_loop(conn, &rx).map_err(|e| format!("{}: {e}", path.display()));
+            if let Err(e) = &result {
+                // Later changes are not saved; the error is also returned by `LocalHandle::shutdown`.
+                tracing::error!("local coordinator database writer stopped: {e}");
             }
-            Ok(())
-        })
-        .expect("spawning a thread");
-    (tx, handle)
+            result
+        })?;
+    Ok((tx, handle))
+}
+
+/// Applies everything waiting in one transaction, answers the `Sync`s, until `Stop` or a closed channel.
+fn write_loop(mut conn: Connection, rx: &mpsc::Receiver<Op>) -> Result<(), rusqlite::Error> {
+    let mut acks = Vec::new();
+    let mut stop = false;
+    while !stop {
+        let Ok(first) = rx.recv() else { break };
+        let txn = conn.transaction()?;
+        let mut next = Some(first);
+        while let Some(op) = next.take() {
+            match op {
+                Op::Sync(ack) => acks.push(ack),
+                Op::Stop => stop = true,
+                other => apply(&txn, other)?,
+            }
+            if !stop {
+                next = rx.try_recv().ok();
+            }
+        }
+        txn.commit()?;
+        for ack in acks.drain(..) {
+            let _ = ack.send(());
+        }
+    }
+    Ok(())
 }
 
 fn apply(txn: &rusqlite::Transaction<'_>, op: Op) -> Result<(), rusqlite::Error> {
@@ -465,6 +523,41 @@ mod hex_id {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 16], D::Error> {
         let text = String::deserialize(d)?;
         super::parse_id(&text).ok_or_else(|| serde::de::Error::custom("bad id"))
+    }
+}
+
+/// A shared string in the database.
+mod arc_str {
+    use std::sync::Arc;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+        Ok(Arc::from(String::deserialize(d)?))
+    }
+}
+
+/// A signature as base64url text in the database.
+mod sig_b64 {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&URL_SAFE_NO_PAD.encode(v))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
+        let text = String::deserialize(d)?;
+        URL_SAFE_NO_PAD
+            .decode(text)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| serde::de::Error::custom("bad signature"))
     }
 }
 

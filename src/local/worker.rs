@@ -144,9 +144,17 @@ async fn run_job(shared: &Shared, pos: u32, cancel: &CancellationToken) {
     if claim.miner == Miner::Builtin
         && text(&claim.payload, "prompt").is_some_and(|p| p.contains("HANG"))
     {
-        cancel.cancelled().await;
-        shared.unclaim(pos);
-        return;
+        // Hold the job RUNNING; look at it now and then, so that a job cancelled or expired meanwhile
+        // gives its worker slot back instead of holding it until shutdown.
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => { shared.unclaim(pos); return; }
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+            if !shared.still_running(pos) {
+                return;
+            }
+        }
     }
     let delay = if claim.miner == Miner::Ollama {
         Duration::ZERO

@@ -290,6 +290,26 @@ impl CheckedPlan {
         out
     }
 
+    /// Replaces every secret value in the strings of `v` with `***`, in place.
+    pub fn redact_value(&self, v: &mut Value) {
+        if self.secrets.values().all(|s| s.is_empty()) {
+            return;
+        }
+        match v {
+            Value::String(s)
+                if self
+                    .secrets
+                    .values()
+                    .any(|x| !x.is_empty() && s.contains(x.as_str())) =>
+            {
+                *s = self.redact(s);
+            }
+            Value::Array(a) => a.iter_mut().for_each(|x| self.redact_value(x)),
+            Value::Object(m) => m.values_mut().for_each(|x| self.redact_value(x)),
+            _ => {}
+        }
+    }
+
     /// The step with this (expanded) id.
     pub fn step(&self, id: &str) -> Option<&PlannedStep> {
         self.step_index.get(id).and_then(|&i| self.steps.get(i))

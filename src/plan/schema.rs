@@ -918,6 +918,24 @@ mod tests {
     }
 
     #[test]
+    fn load_raw_checks_the_size_before_reading() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let big = dir.path().join("big.yaml");
+        let f = std::fs::File::create(&big).expect("create");
+        // Sparse: nothing is written, so the test stays cheap; reading it would be the bug.
+        f.set_len(source::MAX_PLAN_BYTES + 1).expect("set_len");
+        let e = load_raw(&big, "big.yaml").err().unwrap_or_default();
+        assert_eq!(e.len(), 1);
+        assert!(e[0].message.contains("too large"), "{e:?}");
+        let missing = load_raw(&dir.path().join("nope.yaml"), "nope.yaml")
+            .err()
+            .unwrap_or_default();
+        assert_eq!(missing[0].message, "cannot read nope.yaml: no such file");
+        let e = load_raw(dir.path(), "plans/").err().unwrap_or_default();
+        assert!(e[0].message.contains("is a directory"), "{e:?}");
+    }
+
+    #[test]
     fn every_problem_is_reported() {
         let m = messages("name: t\nstepz: []\ndefaults: {retry: {max_attempts: 0}}\n");
         assert_eq!(m.len(), 4, "{m:?}");

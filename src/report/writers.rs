@@ -37,6 +37,10 @@ impl ReportBuilder {
         let vars =
             serde_json::from_str(&plan.redact(&Value::Object(plan.vars.clone()).to_string()))
                 .unwrap_or(Value::Null);
+        let mut totals = Totals::default();
+        for s in &steps {
+            tally(&mut totals, s.state, 1);
+        }
         ReportBuilder {
             report: Report {
                 report_version: 1,
@@ -54,7 +58,7 @@ impl ReportBuilder {
                 issues: Vec::new(),
                 vars,
                 steps,
-                totals: Totals::default(),
+                totals,
             },
             index,
             started: std::time::Instant::now(),
@@ -62,7 +66,7 @@ impl ReportBuilder {
     }
 
     /// Folds one event into the report.
-    pub fn apply(&mut self, e: &Event) {
+    pub fn apply(&mut self, e: Event) {
         let r = &mut self.report;
         match e {
             Event::RunStarted {
@@ -71,14 +75,14 @@ impl ReportBuilder {
                 embedded,
                 ..
             } => {
-                r.started_at = at.clone();
-                r.coordinator = coordinator.clone();
-                r.embedded_coordinator = *embedded;
+                r.started_at = at;
+                r.coordinator = coordinator;
+                r.embedded_coordinator = embedded;
             }
-            Event::RunIssue { message } => r.issues.push(message.clone()),
+            Event::RunIssue { message } => r.issues.push(message),
             Event::StepStarted { id, at } => {
-                if let Some(&i) = self.index.get(id) {
-                    r.steps[i].started_at = Some(at.clone());
+                if let Some(&i) = self.index.get(&id) {
+                    r.steps[i].started_at = Some(at);
                 }
             }
             Event::AttemptFailed { .. } | Event::JobState { .. } => {}
@@ -86,7 +90,7 @@ impl ReportBuilder {
                 wallet, payment, ..
             } => {
                 r.totals.jobs += 1;
-                *r.totals.spend_per_wallet.entry(wallet.clone()).or_default() += *payment;
+                *r.totals.spend_per_wallet.entry(wallet).or_default() += payment;
             }
             Event::JobCancelled {
                 id,
@@ -96,16 +100,13 @@ impl ReportBuilder {
                 wallet,
             } => {
                 if let Some(m) = refunded {
-                    *r.totals
-                        .refunded_per_wallet
-                        .entry(wallet.clone())
-                        .or_default() += *m;
+                    *r.totals.refunded_per_wallet.entry(wallet).or_default() += m;
                 }
                 let note = format!(
                     "job {job_id} cancelled on the way out; payment status: {}",
                     payment_status.as_deref().unwrap_or("unknown")
                 );
-                if let Some(&i) = self.index.get(id) {
+                if let Some(&i) = self.index.get(&id) {
                     r.steps[i].issues.push(note);
                 } else {
                     r.issues.push(note);
@@ -113,7 +114,7 @@ impl ReportBuilder {
             }
             Event::StepFinished { report } => {
                 if let Some(&i) = self.index.get(&report.id) {
-                    let mut rep = (**report).clone();
+                    let mut rep = *report;
                     // Notes added by earlier events (a cancel on the way out) are kept.
                     let earlier = std::mem::take(&mut r.steps[i].issues);
                     for note in earlier {
@@ -121,7 +122,11 @@ impl ReportBuilder {
                             rep.issues.push(note);
                         }
                     }
+                    let old = r.steps[i].state;
+                    let new = rep.state;
                     r.steps[i] = rep;
+                    tally(&mut r.totals, old, -1);
+                    tally(&mut r.totals, new, 1);
                 }
             }
             Event::RunFinished {
@@ -129,29 +134,12 @@ impl ReportBuilder {
                 exit_code,
                 at,
             } => {
-                r.status = *status;
-                r.exit_code = *exit_code;
-                r.finished_at = Some(at.clone());
+                r.status = status;
+                r.exit_code = exit_code;
+                r.finished_at = Some(at);
             }
         }
-        self.recount();
-    }
-
-    fn recount(&mut self) {
-        let t = &mut self.report.totals;
-        t.succeeded = 0;
-        t.failed = 0;
-        t.skipped = 0;
-        t.cancelled = 0;
-        for s in &self.report.steps {
-            match s.state {
-                StepState::Succeeded => t.succeeded += 1,
-                StepState::Failed => t.failed += 1,
-                StepState::Skipped => t.skipped += 1,
-                StepState::Cancelled | StepState::Pending => t.cancelled += 1,
-            }
-        }
-        t.wall_time_ms = self.started.elapsed().as_millis() as u64;
+        self.report.totals.wall_time_ms = self.started.elapsed().as_millis() as u64;
     }
 
     /// The report so far.
@@ -163,6 +151,17 @@ impl ReportBuilder {
     pub fn into_report(self) -> Report {
         self.report
     }
+}
+
+/// Adds `delta` to the count of steps in state `s`.
+fn tally(t: &mut Totals, s: StepState, delta: i32) {
+    let slot = match s {
+        StepState::Succeeded => &mut t.succeeded,
+        StepState::Failed => &mut t.failed,
+        StepState::Skipped => &mut t.skipped,
+        StepState::Cancelled | StepState::Pending => &mut t.cancelled,
+    };
+    *slot = slot.saturating_add_signed(delta);
 }
 
 /// Writes `contents` to `path` atomically.
@@ -180,10 +179,19 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// Writes `report.json`.
+/// Writes `report.json` atomically, streaming it (a report of 10,000 steps is tens of megabytes).
 pub fn write_report_json(dir: &Path, report: &Report) -> std::io::Result<()> {
-    let text = serde_json::to_string_pretty(report).map_err(std::io::Error::other)? + "\n";
-    write_atomic(&dir.join("report.json"), text.as_bytes())
+    let path = dir.join("report.json");
+    let tmp = dir.join("report.json.tmp");
+    {
+        let f = std::fs::File::create(&tmp)?;
+        let mut w = std::io::BufWriter::with_capacity(1 << 16, f);
+        serde_json::to_writer_pretty(&mut w, report).map_err(std::io::Error::other)?;
+        w.write_all(b"\n")?;
+        let f = w.into_inner().map_err(|e| e.into_error())?;
+        f.sync_data()?;
+    }
+    std::fs::rename(&tmp, &path)
 }
 
 fn state_word(s: StepState) -> &'static str {

@@ -345,14 +345,12 @@ pub fn check(
         .unwrap_or_else(|| PathBuf::from("."));
     let content_hash = {
         use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(source.text.as_bytes()))
+        // The file's bytes (a BOM included); its text when it cannot be read again.
+        match std::fs::read(path) {
+            Ok(bytes) => hex::encode(sha2::Sha256::digest(&bytes)),
+            Err(_) => hex::encode(sha2::Sha256::digest(source.text.as_bytes())),
+        }
     };
-    let content_hash = std::fs::read(path)
-        .map(|bytes| {
-            use sha2::Digest;
-            hex::encode(sha2::Sha256::digest(&bytes))
-        })
-        .unwrap_or(content_hash);
     let mut c = Checker {
         source: &source,
         plan: &plan,
@@ -535,8 +533,13 @@ type RenderResult = Result<Value, super::template::TemplateError>;
 
 /// One step as written, with what the checker learnt about it.
 struct BaseStep {
-    kind: StepKind,
-    spec: Value,
+    /// The kind's name.
+    kname: &'static str,
+    /// The operation; the last copy takes it (the others clone it), so a plan without matrices
+    /// copies no spec.
+    kind: std::cell::RefCell<Option<StepKind>>,
+    /// The spec as written (prompt file inlined); taken like `kind`.
+    spec: std::cell::RefCell<Value>,
     prompt_file: Option<String>,
     /// Ids as written that the step waits for (needs and references), deduplicated.
     deps: Vec<String>,
@@ -770,12 +773,17 @@ impl Checker<'_> {
                 }
                 let mut seen = std::collections::HashSet::new();
                 needs.retain(|n| seen.insert(n.clone()));
-                let spec = self.render_static(i, b, combo);
+                let spec = self.render_static(i, b, combo, ci + 1 == b.combos.len());
                 planned.push(PlannedStep {
                     id: copies[i][ci].clone(),
                     base_id: step.id.clone(),
                     index: i,
-                    kind: b.kind.clone(),
+                    kind: if ci + 1 == b.combos.len() {
+                        b.kind.borrow_mut().take()
+                    } else {
+                        b.kind.borrow().clone()
+                    }
+                    .unwrap_or_else(|| unreachable_kind(b.kname)),
                     matrix: combo.clone(),
                     needs,
                     level: 0,
@@ -839,16 +847,35 @@ impl Checker<'_> {
 
 /// Collects the string values of `v` (with their pointers relative to `v`).
 fn string_leaves<'v>(v: &'v Value, rel: String, out: &mut Vec<(String, &'v str)>) {
+    let mut path = rel;
+    leaves_into(v, &mut path, out);
+}
+
+/// [`string_leaves`] with one path buffer, allocating only for strings that may hold a template
+/// (`{{` or `${%`): the others need no checking.
+fn leaves_into<'v>(v: &'v Value, path: &mut String, out: &mut Vec<(String, &'v str)>) {
     match v {
-        Value::String(s) => out.push((rel, s)),
+        Value::String(s) => {
+            if s.contains("{{") || s.contains("${%") {
+                out.push((path.clone(), s));
+            }
+        }
         Value::Array(a) => {
             for (i, x) in a.iter().enumerate() {
-                string_leaves(x, format!("{rel}/{i}"), out);
+                let len = path.len();
+                path.push('/');
+                path.push_str(&i.to_string());
+                leaves_into(x, path, out);
+                path.truncate(len);
             }
         }
         Value::Object(m) => {
             for (k, x) in m {
-                string_leaves(x, format!("{rel}/{}", ptr_seg(k)), out);
+                let len = path.len();
+                path.push('/');
+                path.push_str(&super::source::escape_pointer_segment(k));
+                leaves_into(x, path, out);
+                path.truncate(len);
             }
         }
         _ => {}
@@ -923,7 +950,9 @@ impl Checker<'_> {
         let mut spec = self
             .source
             .value
-            .pointer(&format!("/steps/{i}/{kname}"))
+            .get("steps")
+            .and_then(|s| s.get(i))
+            .and_then(|s| s.get(kname))
             .cloned()
             .unwrap_or_else(|| kind_spec(&kind));
         if spec.is_null() {
@@ -1118,8 +1147,9 @@ impl Checker<'_> {
             }
         }
         Some(BaseStep {
-            kind,
-            spec,
+            kname: kind.name(),
+            kind: std::cell::RefCell::new(Some(kind)),
+            spec: std::cell::RefCell::new(spec),
             prompt_file,
             deps,
             refs,
@@ -1142,6 +1172,12 @@ fn kind_spec(kind: &StepKind) -> Value {
         StepKind::Balance(s) => serde_json::to_value(s),
     };
     v.unwrap_or(Value::Null)
+}
+
+/// Never used: each copy but the last clones the kind, and only the last takes it. Kept total so
+/// that a mistake here shows as a plain empty `list` step rather than a panic.
+fn unreachable_kind(_kname: &str) -> StepKind {
+    StepKind::List(super::types::ListSpec::default())
 }
 
 /// The name of a step's kind as written (the first one set; "" for none).
@@ -1201,9 +1237,15 @@ impl Checker<'_> {
         if !condition && !super::template::has_template(text) {
             return Vec::new();
         }
-        let names = match self.names_cache.get(text) {
-            Some(n) => n.clone(),
-            None => {
+        let simple = if condition {
+            None
+        } else {
+            super::template::simple_paths(text)
+        };
+        let names = match (simple, self.names_cache.get(text)) {
+            (Some(paths), _) => Ok(paths.into_iter().map(str::to_string).collect()),
+            (None, Some(n)) => n.clone(),
+            (None, None) => {
                 let n = if condition {
                     self.templates.condition_names(text)
                 } else {
@@ -1546,8 +1588,18 @@ impl Checker<'_> {
 
     /// A copy's spec with its load-time templates rendered, and the policy checked on every value
     /// known now.
-    fn render_static(&mut self, i: usize, b: &BaseStep, combo: &Map<String, Value>) -> Value {
-        let mut spec = b.spec.clone();
+    fn render_static(
+        &mut self,
+        i: usize,
+        b: &BaseStep,
+        combo: &Map<String, Value>,
+        last: bool,
+    ) -> Value {
+        let mut spec = if last {
+            b.spec.take()
+        } else {
+            b.spec.borrow().clone()
+        };
         let matrix = (!combo.is_empty()).then_some(combo);
         let ctx = self.static_context(matrix);
         for leaf in &b.static_leaves {
@@ -1580,7 +1632,7 @@ impl Checker<'_> {
                 }
             }
         }
-        let kname = b.kind.name();
+        let kname = b.kname;
         let from_file = b.prompt_file.is_some();
         let errs = static_policy(kname, &spec, &self.plan.policy);
         for (rel, d) in errs {

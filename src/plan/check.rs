@@ -855,10 +855,8 @@ fn string_leaves<'v>(v: &'v Value, rel: String, out: &mut Vec<(String, &'v str)>
 /// (`{{` or `${%`): the others need no checking.
 fn leaves_into<'v>(v: &'v Value, path: &mut String, out: &mut Vec<(String, &'v str)>) {
     match v {
-        Value::String(s) => {
-            if s.contains("{{") || s.contains("${%") {
-                out.push((path.clone(), s));
-            }
+        Value::String(s) if s.contains("{{") || s.contains("${%") => {
+            out.push((path.clone(), s));
         }
         Value::Array(a) => {
             for (i, x) in a.iter().enumerate() {

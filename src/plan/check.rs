@@ -556,7 +556,11 @@ fn ptr_seg(key: &str) -> String {
 }
 
 impl Checker<'_> {
-    fn err(&mut self, pointer: &str, d: Diagnostic) {
+    fn err(&mut self, pointer: &str, mut d: Diagnostic) {
+        // A value rendered from a secret can end up in a message (an unknown job type, say).
+        if !self.secrets.is_empty() {
+            d.message = self.redact(&d.message);
+        }
         let d = self.source.at(pointer, d);
         self.errors.push(d);
     }
@@ -2183,6 +2187,27 @@ steps:
         assert!(p.should_run(s, &o, &RunInfo::default()).unwrap());
         o.insert("b".into(), serde_json::json!({"balance": 50}));
         assert!(!p.should_run(s, &o, &RunInfo::default()).unwrap());
+    }
+
+    #[test]
+    fn secrets_never_reach_messages() {
+        let yaml = r#"
+version: 1
+name: t
+secrets:
+  KIND: {env: T_KIND}
+steps:
+  - id: a
+    submit: {job_type: "${{ secrets.KIND }}", wallet: w, payment: 1, prompt: p}
+"#;
+        let opts = LoadOptions {
+            environment: Some([("T_KIND".to_string(), "hunter2".to_string())].into()),
+            ..Default::default()
+        };
+        let m = messages(load_text(yaml, &[], &opts));
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(m[0].contains("unknown job type `***`"), "{m:?}");
+        assert!(!m[0].contains("hunter2"));
     }
 
     #[test]

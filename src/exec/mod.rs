@@ -8,7 +8,9 @@
 //! reporters in [`crate::report`] turn the stream into the terminal view and the files of the run
 //! directory.
 
+pub mod crash;
 pub mod events;
+pub mod journal;
 pub mod lock;
 pub mod retry;
 pub mod runner;

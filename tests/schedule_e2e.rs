@@ -517,3 +517,124 @@ fn the_long_lived_scheduler_runs_a_due_plan_and_stops_on_sigterm() {
     assert!(log.contains("scheduler: stopped"), "{log}");
     assert_eq!(run_dirs(&runs).len(), 1, "{log}");
 }
+
+/// Reads a child's stderr lines on a thread.
+fn lines_of(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Collects lines until one contains `needle` (or panics after `limit`).
+fn read_until(
+    rx: &std::sync::mpsc::Receiver<String>,
+    log: &mut String,
+    needle: &str,
+    limit: Duration,
+) {
+    let deadline = Instant::now() + limit;
+    while !log.contains(needle) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => {
+                log.push_str(&l);
+                log.push('\n');
+            }
+            Err(_) => panic!("no `{needle}` in time:\n{log}"),
+        }
+    }
+}
+
+#[test]
+fn sigterm_during_catch_up_starts_no_more_runs_and_waits_for_the_running_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let plans = dir.path().join("plans");
+    std::fs::create_dir_all(&plans).unwrap();
+    let runs = dir.path().join("runs");
+    write_plan(
+        &plans,
+        "daily.yaml",
+        "daily",
+        "schedule: {cron: \"0 2 * * *\", catch_up: all}",
+    );
+    write_state(&runs, "daily", "2026-11-22T02:00:00Z");
+    // Every run hangs until interrupted.
+    let mut child = Command::new(bin())
+        .arg("scheduler")
+        .arg("--plans")
+        .arg(&plans)
+        .arg("--runs-dir")
+        .arg(&runs)
+        .args([
+            "--now",
+            "2026-11-25T03:00:00Z",
+            "--shutdown-wait",
+            "15s",
+            "--",
+        ])
+        .args([
+            "--embedded-latency",
+            "instant",
+            "--poll-start",
+            "20ms",
+            "--poll-max",
+            "100ms",
+        ])
+        .args(["--set", "mode=HANG"])
+        .env_remove("AITBC_COORDINATOR_URL")
+        .env_remove("AITBC_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = lines_of(&mut child);
+    let mut log = String::new();
+    read_until(
+        &rx,
+        &mut log,
+        "scheduler: started daily",
+        Duration::from_secs(15),
+    );
+    let run_pid: String = log
+        .lines()
+        .find(|l| l.contains("started daily"))
+        .and_then(|l| l.split("pid ").nth(1))
+        .map(|s| s.trim_end_matches(')').to_string())
+        .unwrap();
+    // Wait until the run holds its lock, then stop the scheduler, then the run.
+    let lock = runs.join(".locks/daily.lock");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::fs::read_to_string(&lock).map_or(true, |s| s.trim().is_empty()) {
+        assert!(
+            Instant::now() < deadline,
+            "the run never took the lock:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    read_until(&rx, &mut log, "shutting down", Duration::from_secs(10));
+    let _ = Command::new("kill").args(["-INT", &run_pid]).status();
+    read_until(&rx, &mut log, "scheduler: stopped", Duration::from_secs(15));
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(
+        log.contains("finished daily (scheduled 2026-11-23T02:00:00Z): exit 130"),
+        "{log}"
+    );
+    assert!(
+        log.contains("not started daily: 2 run(s) from 2026-11-24T02:00:00Z on (shutting down)"),
+        "{log}"
+    );
+    assert_eq!(lines_with(&log, "started").len(), 1, "{log}");
+    assert_eq!(run_dirs(&runs).len(), 1, "{log}");
+}

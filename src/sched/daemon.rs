@@ -104,8 +104,8 @@ impl Shared {
 }
 
 /// Runs the scheduler until `shutdown` (or, with `once`, until the due runs are done). Returns the
-/// exit code: 0, or 1 when a run (with `once`) exited with an error, or 2 when the plans folder
-/// cannot be read.
+/// exit code: 0 (always, for a long-lived scheduler stopped by a signal); with `once`, 1 when a run
+/// exited with an error, or 2 when the plans folder cannot be read.
 pub async fn run(opts: Options, shutdown: CancellationToken) -> i32 {
     let clock = Clock {
         offset: opts.now.map(|n| n - Utc::now()).unwrap_or_default(),
@@ -158,7 +158,7 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> i32 {
         }
         let entries = unique_names(&known, &mut duplicates, &clock);
         for e in &entries {
-            evaluate(e, now, &opts, &clock, &shared, &tracker);
+            evaluate(e, now, &opts, &clock, &shared, &tracker, &shutdown);
         }
         if opts.once {
             break;
@@ -207,6 +207,7 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> i32 {
     }
     if !opts.once {
         log(&clock, "stopped");
+        return crate::exit::SUCCESS;
     }
     shared.worst_exit.load(Ordering::SeqCst)
 }
@@ -355,6 +356,7 @@ fn evaluate(
     clock: &Clock,
     shared: &Arc<Shared>,
     tracker: &TaskTracker,
+    shutdown: &CancellationToken,
 ) {
     let cursor = {
         let s = match shared.state.lock() {
@@ -403,8 +405,22 @@ fn evaluate(
     let shared = shared.clone();
     let clock = *clock;
     let opts = opts.clone();
+    let shutdown = shutdown.clone();
     tracker.spawn(async move {
-        for t in d.run {
+        let n = d.run.len();
+        for (i, t) in d.run.into_iter().enumerate() {
+            if shutdown.is_cancelled() {
+                log(
+                    &clock,
+                    &format!(
+                        "not started {}: {} run(s) from {} on (shutting down)",
+                        e.name,
+                        n - i,
+                        stamp(t)
+                    ),
+                );
+                break;
+            }
             run_child(&e, t, &opts, &clock, &shared).await;
         }
     });

@@ -638,3 +638,31 @@ fn sigterm_during_catch_up_starts_no_more_runs_and_waits_for_the_running_one() {
     assert_eq!(lines_with(&log, "started").len(), 1, "{log}");
     assert_eq!(run_dirs(&runs).len(), 1, "{log}");
 }
+
+#[test]
+fn the_scheduler_honours_overlap_through_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let plans = dir.path().join("plans");
+    std::fs::create_dir_all(&plans).unwrap();
+    let runs = dir.path().join("runs");
+    let plan = write_plan(
+        &plans,
+        "daily.yaml",
+        "daily",
+        "schedule: {cron: \"0 2 * * *\", catch_up: latest}",
+    );
+    write_state(&runs, "daily", "2026-11-24T02:00:00Z");
+    let first = Holder::start(&plan, &runs, "daily");
+    let (code, log) = scheduler_once(&plans, &runs, "2026-11-25T02:00:30Z");
+    assert_eq!(code, Some(0), "{log}");
+    assert!(
+        log.contains("another run of daily (pid ") && log.contains("skipping (overlap: skip)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("finished daily (scheduled 2026-11-25T02:00:00Z): exit 0, no run (another run held the lock)"),
+        "{log}"
+    );
+    assert_eq!(run_dirs(&runs).len(), 1, "{log}");
+    assert_eq!(first.interrupt(), Some(130));
+}

@@ -249,6 +249,7 @@ pub fn try_acquire(path: &Path, me: &LockInfo) -> Result<Attempt, LockError> {
 }
 
 /// Whether a process with this pid runs on this host (`kill(pid, 0)`: EPERM means it does).
+#[cfg(unix)]
 pub fn pid_alive(pid: u32) -> bool {
     let Ok(p) = libc::pid_t::try_from(pid) else {
         return false;
@@ -261,7 +262,15 @@ pub fn pid_alive(pid: u32) -> bool {
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+/// Whether a process with this pid runs on this host (unknown here: assumed so; the lock itself
+/// decides staleness).
+#[cfg(not(unix))]
+pub fn pid_alive(_pid: u32) -> bool {
+    true
+}
+
 /// This host's name (`gethostname`), or `localhost` when it cannot be read.
+#[cfg(unix)]
 pub fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its length; the name is NUL-terminated when it fits.
@@ -271,6 +280,12 @@ pub fn hostname() -> String {
     }
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// This host's name (`COMPUTERNAME`), or `localhost`.
+#[cfg(not(unix))]
+pub fn hostname() -> String {
+    std::env::var("COMPUTERNAME").unwrap_or_else(|_| "localhost".into())
 }
 
 #[cfg(test)]
@@ -386,6 +401,7 @@ mod tests {
         }
     }
 
+    #[cfg(unix)]
     #[test]
     fn this_process_is_alive_and_a_huge_pid_is_not() {
         assert!(pid_alive(std::process::id()));

@@ -342,6 +342,10 @@ fn scheduler_catches_up_after_three_days_as_the_plan_says() {
         let finished = lines_with(&log, "finished");
         assert_eq!(finished.len(), expected, "{catch_up}: {log}");
         assert!(finished.iter().all(|l| l.contains("exit 0, run ")), "{log}");
+        let leftovers = std::fs::read_dir(runs.join(".scheduler/out"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(leftovers, 0, "the runs' stdout files are removed");
         let state = read_state(&runs);
         let daily = &state["plans"]["daily"];
         assert_eq!(daily["checked_until"], "2026-11-25T03:00:00Z", "{state}");

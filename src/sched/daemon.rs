@@ -176,7 +176,6 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> i32 {
         }
     }
     tracker.close();
-    let running = shared.running.load(Ordering::SeqCst);
     if opts.once && !shutdown.is_cancelled() {
         tokio::select! {
             _ = tracker.wait() => {}
@@ -184,7 +183,7 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> i32 {
         }
     }
     if !tracker.is_empty() {
-        let running = shared.running.load(Ordering::SeqCst).max(running);
+        let running = shared.running.load(Ordering::SeqCst);
         log(
             &clock,
             &format!(
@@ -454,6 +453,36 @@ async fn run_child(e: &Entry, t: DateTime<Utc>, opts: &Options, clock: &Clock, s
             }
         ),
     );
+    // The run's stdout (its closing line, with the run id) goes to a file rather than a pipe, so that a
+    // run left going when the scheduler exits does not write into a closed pipe.
+    let out_dir = opts.runs_dir.join(".scheduler").join("out");
+    let out_path = out_dir.join(format!(
+        "{}.{}.{}.txt",
+        crate::exec::lock::lock_path(Path::new(""), &e.name)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        t.format("%Y%m%dT%H%M%SZ"),
+        hex::encode(rand::random::<[u8; 3]>())
+    ));
+    let out_file =
+        match std::fs::create_dir_all(&out_dir).and_then(|()| std::fs::File::create(&out_path)) {
+            Ok(f) => f,
+            Err(err) => {
+                log(
+                    clock,
+                    &format!(
+                        "cannot start a run of {}: {}: {err}",
+                        e.name,
+                        out_path.display()
+                    ),
+                );
+                shared
+                    .worst_exit
+                    .fetch_max(crate::exit::STEP_FAILED, Ordering::SeqCst);
+                return;
+            }
+        };
     let mut cmd = tokio::process::Command::new(&opts.exe);
     cmd.arg("run")
         .arg(&e.path)
@@ -463,12 +492,13 @@ async fn run_child(e: &Entry, t: DateTime<Utc>, opts: &Options, clock: &Clock, s
         .arg(&opts.runs_dir)
         .args(&opts.run_args)
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+        .stdout(Stdio::from(out_file))
         .stderr(Stdio::inherit())
         .kill_on_drop(false);
-    let child = match cmd.spawn() {
+    let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(err) => {
+            let _ = std::fs::remove_file(&out_path);
             log(clock, &format!("cannot start a run of {}: {err}", e.name));
             shared
                 .worst_exit
@@ -487,14 +517,15 @@ async fn run_child(e: &Entry, t: DateTime<Utc>, opts: &Options, clock: &Clock, s
         ),
     );
     shared.update(clock, &e.name, |p| p.last_run = Some(t));
-    let out = child.wait_with_output().await;
+    let status = child.wait().await;
     shared.running.fetch_sub(1, Ordering::SeqCst);
-    let (code, run_id) = match out {
-        Ok(o) => {
-            let stdout = String::from_utf8_lossy(&o.stdout);
-            let run_id = run_id_of(&stdout);
-            (o.status.code().unwrap_or(crate::exit::STEP_FAILED), run_id)
-        }
+    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let _ = std::fs::remove_file(&out_path);
+    let (code, run_id) = match status {
+        Ok(s) => (
+            s.code().unwrap_or(crate::exit::STEP_FAILED),
+            run_id_of(&stdout),
+        ),
         Err(err) => {
             log(clock, &format!("lost the run of {}: {err}", e.name));
             (crate::exit::STEP_FAILED, None)

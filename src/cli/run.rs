@@ -15,8 +15,8 @@ use crate::exec::session::{
 };
 use crate::exit;
 use crate::money::Money;
-use crate::report::history;
 use crate::report::terminal::Mode;
+use crate::report::{history, repro};
 
 /// How `run` prints.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -91,6 +91,13 @@ pub struct RunArgs {
     /// Seed for retry jitter (reproducible delays).
     #[arg(long, hide = true)]
     pub seed: Option<u64>,
+    /// Start from the vars an earlier run recorded (its report under --runs-dir); `--vars` and
+    /// `--set` apply on top. A var that held a secret must be given again with `--set`.
+    #[arg(long, value_name = "RUN-ID")]
+    pub vars_from: Option<String>,
+    /// Do not reuse earlier results for `cache: true` steps: they run (and pay) again.
+    #[arg(long)]
+    pub no_cache: bool,
 }
 
 /// Parses `WALLET=AMOUNT`.
@@ -109,13 +116,45 @@ pub fn parse_fund(s: &str) -> Result<(String, Money), String> {
 
 /// Runs `run`.
 pub fn run(a: RunArgs) -> i32 {
-    let plan = match crate::plan::load(&a.plan, &a.overrides.load_options()) {
+    let mut load = a.overrides.load_options();
+    // `--vars-from`: the earlier run's vars go in as the first `--vars` file, so `--vars` and `--set`
+    // apply on top exactly as they do on the plan's own vars.
+    let vars_file = match &a.vars_from {
+        Some(id) => {
+            let file = repro::vars_from(&a.runs_dir, id, &a.overrides.set)
+                .map_err(|e| e.to_string())
+                .and_then(|vars| {
+                    repro::VarsFile::write(&vars)
+                        .map_err(|e| format!("cannot pass on the vars of run `{id}`: {e}"))
+                });
+            match file {
+                Ok(f) => {
+                    load.vars_files.insert(0, f.path().to_path_buf());
+                    Some(f)
+                }
+                Err(e) => {
+                    eprintln!("error: --vars-from {id}: {e}");
+                    return exit::INVALID;
+                }
+            }
+        }
+        None => None,
+    };
+    let plan = match crate::plan::load(&a.plan, &load) {
         Ok(p) => Arc::new(p),
         Err(ds) => {
             print_diagnostics(&ds);
             return exit::INVALID;
         }
     };
+    drop(vars_file);
+    let inputs = repro::inputs(
+        &plan,
+        &a.overrides.set,
+        &a.overrides.vars,
+        a.vars_from.as_deref(),
+        !a.no_cache,
+    );
     print_warnings(&plan.warnings);
     let config = match ClientConfig::from_env(&ConfigOverrides {
         coordinator: a.coordinator.clone(),
@@ -195,6 +234,8 @@ pub fn run(a: RunArgs) -> i32 {
             poll: (a.poll_start.get(), a.poll_max.get().max(a.poll_start.get())),
             seed: a.seed,
             embedded: local.is_some(),
+            cache: !a.no_cache,
+            inputs: inputs.clone(),
             ..RunOptions::new(run_id.clone(), run_dir.clone())
         };
         let finished =

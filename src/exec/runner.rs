@@ -40,6 +40,10 @@ pub struct RunOptions {
     pub seed: Option<u64>,
     /// True when the coordinator is the embedded one (reported).
     pub embedded: bool,
+    /// Reuse earlier results for `cache: true` steps (default true; `run --no-cache` turns it off).
+    pub cache: bool,
+    /// The command line's overrides, recorded in the report (`--set` values already redacted).
+    pub inputs: crate::report::model::RunInputs,
 }
 
 impl RunOptions {
@@ -53,6 +57,8 @@ impl RunOptions {
             poll: (Duration::from_millis(500), Duration::from_secs(5)),
             seed: None,
             embedded: false,
+            cache: true,
+            inputs: Default::default(),
         }
     }
 }
@@ -87,6 +93,7 @@ pub(crate) struct Ctx<C> {
     pub cancel: CancellationToken,
     pub poll: (Duration, Duration),
     pub rng: Mutex<StdRng>,
+    pub cache: Arc<super::cache::ResultCache>,
 }
 
 impl<C> Ctx<C> {
@@ -164,8 +171,16 @@ pub async fn execute<C: Coordinator + 'static>(
         }
     };
 
+    // Cache lookups come first: steps served from the cache are not counted by the preflight.
+    let cache = Arc::new(super::cache::ResultCache::new(
+        &options.run_dir,
+        &options.run_id,
+        options.cache,
+    ));
+    let cached = cache.prefetch(&plan, &run);
+
     // Balance preflight: refuse a plan that cannot be paid before anything is submitted.
-    match preflight(&plan, coord.as_ref()).await {
+    match preflight_except(&plan, coord.as_ref(), &cached).await {
         Ok(problems) if problems.is_empty() => {}
         Ok(problems) => {
             for p in problems {
@@ -207,6 +222,7 @@ pub async fn execute<C: Coordinator + 'static>(
             Some(s) => StdRng::seed_from_u64(s),
             None => StdRng::from_os_rng(),
         }),
+        cache,
     });
 
     let n = plan.steps.len();
@@ -393,7 +409,16 @@ pub async fn preflight<C: Coordinator>(
     plan: &CheckedPlan,
     coord: &C,
 ) -> Result<Vec<String>, ClientError> {
-    let (spend, _unknown) = crate::policy::spend_per_wallet(plan);
+    preflight_except(plan, coord, &std::collections::HashSet::new()).await
+}
+
+/// [`preflight`] without the steps in `except` (those served from the result cache).
+pub async fn preflight_except<C: Coordinator>(
+    plan: &CheckedPlan,
+    coord: &C,
+    except: &std::collections::HashSet<String>,
+) -> Result<Vec<String>, ClientError> {
+    let spend = super::cache::spend_except(plan, except);
     let policy =
         super::retry::RetryPolicy::new(plan.plan.defaults.retry.clone().unwrap_or_default());
     let mut rng = StdRng::from_os_rng();

@@ -672,6 +672,36 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "timing: cargo test --release --lib long_history -- --ignored --nocapture"]
+    fn long_history_lookup_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().join("runs");
+        let n = 100_000;
+        let mut text = String::new();
+        for i in 0..n {
+            let e = entry(&format!("{:064x}", i), &format!("run-{}", i / 10));
+            text.push_str(&serde_json::to_string(&e).unwrap());
+            text.push('\n');
+        }
+        std::fs::create_dir_all(runs.join(".cache")).unwrap();
+        std::fs::write(runs.join(INDEX_FILE), &text).unwrap();
+        let t = std::time::Instant::now();
+        let cache = ResultCache::new(&runs.join("now"), "now", true);
+        let l = cache.lookup(&format!("{:064x}", n / 2));
+        let first = t.elapsed();
+        let t = std::time::Instant::now();
+        for i in 0..1000 {
+            cache.lookup(&format!("{:064x}", i * 7));
+        }
+        println!(
+            "{n} entries ({} MB): first lookup (reads the index) {first:?}, then {:?} per lookup",
+            text.len() / 1_000_000,
+            t.elapsed() / 1000
+        );
+        assert!(l.hit.is_none());
+    }
+
+    #[test]
     fn a_missing_index_or_run_is_a_miss() {
         let dir = tempfile::tempdir().unwrap();
         let runs = dir.path().join("runs");

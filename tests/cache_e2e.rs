@@ -360,6 +360,24 @@ steps:
         "Tell me about lakes at level 3 in a plain style"
     );
     assert_eq!(second["inputs"]["vars_from"], r1.as_str());
+    // The base vars stay in the run directory, so the run can be resumed (here: rebuilt) with them.
+    let r2 = run_id(&second);
+    assert!(dir.runs().join(&r2).join("vars-from.json").is_file());
+    let mut cmd = Command::new(bin());
+    cmd.args(["resume", &r2, "--runs-dir"])
+        .arg(dir.runs())
+        .args(["--output", "json", "--embedded-latency", "instant"])
+        .env_remove("AITBC_COORDINATOR_URL")
+        .env_remove("AITBC_TOKEN")
+        .env("REPEAT_TEST_TOKEN", "hunter2-secret");
+    let out = output_within(cmd, LIMIT);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(report_of(&out)["vars"], first["vars"]);
     // `--set` still applies on top.
     let out = with_secret(&["--vars-from", &r1, "--set", "depth.style=terse"]);
     let third = report_of(&out);

@@ -488,3 +488,55 @@ fn an_invalid_plan_exits_2_and_runs_nothing() {
     assert!(stderr.contains("inference"), "{stderr}");
     assert!(!dir.runs().exists());
 }
+
+#[test]
+fn secrets_never_reach_the_report_events_or_terminal() {
+    let dir = PlanDir::new(
+        r#"
+version: 1
+name: secretive
+secrets:
+  api_key: {env: E2E_SECRET_KEY}
+steps:
+  - id: ask
+    job:
+      job_type: inference
+      wallet: w
+      payment: 1
+      prompt: "use key ${{ secrets.api_key }} please"
+  - id: again
+    job:
+      job_type: inference
+      wallet: w
+      payment: 1
+      prompt: "echo ${{ steps.ask.output }}"
+"#,
+    );
+    let secret = "sk-live-8f2a91c4e7";
+    let mut cmd = Command::new(bin());
+    cmd.args(run_args(&dir.plan(), &dir.runs()))
+        .args(["--embedded-latency", "instant"])
+        .env_remove("AITBC_COORDINATOR_URL")
+        .env("E2E_SECRET_KEY", secret);
+    let out = output_within(cmd, LIMIT);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stdout.contains(secret) && !stderr.contains(secret));
+    assert!(stdout.contains("***"), "the redaction is visible");
+    for f in [
+        "report.json",
+        "summary.md",
+        "junit.xml",
+        "events.jsonl",
+        "journal.jsonl",
+    ] {
+        let text = std::fs::read_to_string(dir.run_dir().join(f)).unwrap();
+        assert!(!text.contains(secret), "{f} holds the secret");
+    }
+}

@@ -31,6 +31,8 @@ pub enum Command {
     Schema(plan_cmds::SchemaArgs),
     /// Run a plan.
     Run(run::RunArgs),
+    /// Resume a run that stopped: keep what succeeded, re-attach to submitted jobs, run the rest.
+    Resume(run::ResumeArgs),
     /// The history of runs: list, show, prune.
     #[command(subcommand)]
     Runs(run::RunsCommand),
@@ -64,6 +66,7 @@ pub fn main() -> i32 {
         Command::Graph(a) => dry_run::graph(a),
         Command::Schema(a) => plan_cmds::schema(a),
         Command::Run(a) => run::run(a),
+        Command::Resume(a) => run::resume(a),
         Command::Runs(c) => run::runs(c),
         Command::Coordinator(c) => coordinator::execute(c),
         Command::Job(c) => job::execute(c),

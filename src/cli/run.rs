@@ -10,6 +10,7 @@ use crate::client::config::{ClientConfig, ConfigOverrides, Pacing, Secret};
 use crate::client::http::HttpCoordinator;
 use crate::duration::Dur;
 use crate::exec::RunOptions;
+use crate::exec::journal::{self, Replay};
 use crate::exec::session::{
     Finished, create_run_dir, interrupt_on_signals, new_run_id, run_with_reports,
 };
@@ -114,6 +115,26 @@ pub fn parse_fund(s: &str) -> Result<(String, Money), String> {
     Ok((w.trim().to_string(), m))
 }
 
+/// What `run` and `resume` share: where to run and how to report.
+#[derive(Clone, Debug)]
+struct ExecParams {
+    coordinator: Option<String>,
+    wallet_url: Option<String>,
+    concurrency: Option<u32>,
+    keep_going: bool,
+    output: RunOutput,
+    quiet: bool,
+    fund: Vec<(String, Money)>,
+    no_faucet: bool,
+    embedded_latency: EmbeddedLatency,
+    poll: (std::time::Duration, std::time::Duration),
+    seed: Option<u64>,
+    set: Vec<(String, String)>,
+    vars_files: Vec<PathBuf>,
+    cache: bool,
+    inputs: crate::report::model::RunInputs,
+}
+
 /// Runs `run`.
 pub fn run(a: RunArgs) -> i32 {
     let mut load = a.overrides.load_options();
@@ -147,7 +168,6 @@ pub fn run(a: RunArgs) -> i32 {
             return exit::INVALID;
         }
     };
-    drop(vars_file);
     let inputs = repro::inputs(
         &plan,
         &a.overrides.set,
@@ -156,9 +176,67 @@ pub fn run(a: RunArgs) -> i32 {
         !a.no_cache,
     );
     print_warnings(&plan.warnings);
-    let config = match ClientConfig::from_env(&ConfigOverrides {
+    let run_id = new_run_id();
+    let run_dir = match create_run_dir(&a.runs_dir, &run_id) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!(
+                "error: cannot create the run directory under {}: {e}",
+                a.runs_dir.display()
+            );
+            return exit::INVALID;
+        }
+    };
+    let params = ExecParams {
         coordinator: a.coordinator.clone(),
         wallet_url: a.wallet_url.clone(),
+        concurrency: a.concurrency,
+        keep_going: a.keep_going,
+        output: a.output,
+        quiet: a.quiet,
+        fund: a.fund.clone(),
+        no_faucet: a.no_faucet,
+        embedded_latency: a.embedded_latency,
+        poll: (a.poll_start.get(), a.poll_max.get().max(a.poll_start.get())),
+        seed: a.seed,
+        set: a.overrides.set.clone(),
+        vars_files: a.overrides.vars.clone(),
+        cache: !a.no_cache,
+        inputs,
+    };
+    // The base vars of `--vars-from` are kept in the run directory (the temporary file is gone), so
+    // the journal names a file that `resume` can read again.
+    let params = match vars_file {
+        Some(f) => match f.keep_in(&run_dir) {
+            Ok(kept) => ExecParams {
+                vars_files: std::iter::once(kept).chain(params.vars_files).collect(),
+                ..params
+            },
+            Err(e) => {
+                eprintln!(
+                    "error: cannot write the vars of --vars-from in {}: {e}",
+                    run_dir.display()
+                );
+                return exit::INVALID;
+            }
+        },
+        None => params,
+    };
+    execute_plan(plan, params, run_id, run_dir, None)
+}
+
+/// Runs a loaded plan in a run directory, on the configured coordinator or an embedded one, and prints
+/// the outcome. Returns the exit code.
+fn execute_plan(
+    plan: Arc<crate::plan::CheckedPlan>,
+    p: ExecParams,
+    run_id: String,
+    run_dir: PathBuf,
+    resume: Option<Arc<Replay>>,
+) -> i32 {
+    let config = match ClientConfig::from_env(&ConfigOverrides {
+        coordinator: p.coordinator.clone(),
+        wallet_url: p.wallet_url.clone(),
     }) {
         Ok(c) => c,
         Err(e) => {
@@ -176,18 +254,7 @@ pub fn run(a: RunArgs) -> i32 {
             return exit::INVALID;
         }
     };
-    let run_id = new_run_id();
-    let run_dir = match create_run_dir(&a.runs_dir, &run_id) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!(
-                "error: cannot create the run directory under {}: {e}",
-                a.runs_dir.display()
-            );
-            return exit::INVALID;
-        }
-    };
-    let mode = if a.quiet {
+    let mode = if p.quiet {
         Mode::Quiet
     } else if std::io::stderr().is_terminal() {
         Mode::Live
@@ -200,11 +267,11 @@ pub fn run(a: RunArgs) -> i32 {
             (config, None)
         } else {
             let mut lc = crate::local::LocalConfig {
-                fund: a.fund.clone(),
-                faucet: !a.no_faucet,
+                fund: p.fund.clone(),
+                faucet: !p.no_faucet,
                 ..crate::local::LocalConfig::default()
             };
-            if a.embedded_latency == EmbeddedLatency::Instant {
+            if p.embedded_latency == EmbeddedLatency::Instant {
                 lc.latency = crate::local::WorkerLatency::instant();
             }
             let handle = crate::local::start(lc).await.map_err(|e| {
@@ -219,7 +286,7 @@ pub fn run(a: RunArgs) -> i32 {
             c.pacing = Pacing::unlimited();
             (c, Some(handle))
         };
-        if local.is_none() && (!a.fund.is_empty() || a.no_faucet) {
+        if local.is_none() && (!p.fund.is_empty() || p.no_faucet) {
             eprintln!(
                 "note: --fund and --no-faucet apply to the embedded coordinator only; ignored"
             );
@@ -229,13 +296,16 @@ pub fn run(a: RunArgs) -> i32 {
             exit::INVALID
         })?;
         let options = RunOptions {
-            concurrency: a.concurrency.map(|c| c as usize),
-            fail_fast: !a.keep_going,
-            poll: (a.poll_start.get(), a.poll_max.get().max(a.poll_start.get())),
-            seed: a.seed,
+            concurrency: p.concurrency.map(|c| c as usize),
+            fail_fast: !p.keep_going,
+            poll: p.poll,
+            seed: p.seed,
             embedded: local.is_some(),
-            cache: !a.no_cache,
-            inputs: inputs.clone(),
+            set: p.set.clone(),
+            vars_files: p.vars_files.clone(),
+            resume,
+            cache: p.cache,
+            inputs: p.inputs.clone(),
             ..RunOptions::new(run_id.clone(), run_dir.clone())
         };
         let finished =
@@ -258,7 +328,7 @@ pub fn run(a: RunArgs) -> i32 {
         }
         Err(code) => return code,
     };
-    match a.output {
+    match p.output {
         RunOutput::Json => match serde_json::to_string_pretty(&finished.report) {
             Ok(s) => println!("{s}"),
             Err(e) => eprintln!("error: cannot print the report: {e}"),
@@ -273,6 +343,139 @@ pub fn run(a: RunArgs) -> i32 {
         }
     }
     finished.outcome.exit_code
+}
+
+/// `resume RUN-ID`
+#[derive(Debug, clap::Args)]
+pub struct ResumeArgs {
+    /// The run to resume (a directory name under the runs folder).
+    pub run_id: String,
+    /// Where run directories are.
+    #[arg(
+        long,
+        env = "AITBC_RUNS_DIR",
+        default_value = "runs",
+        value_name = "DIR"
+    )]
+    pub runs_dir: PathBuf,
+    /// Resume even though the plan file changed since the run started.
+    #[arg(long)]
+    pub force: bool,
+    /// The coordinator's base URL (default: the one the run used).
+    #[arg(long, value_name = "URL")]
+    pub coordinator: Option<String>,
+    /// The wallet daemon's base URL for balances (default: the coordinator's).
+    #[arg(long, env = "AITBC_WALLET_URL", value_name = "URL")]
+    pub wallet_url: Option<String>,
+    /// Steps running at once.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: Option<u32>,
+    /// Keep running the other steps after a step fails.
+    #[arg(long)]
+    pub keep_going: bool,
+    /// `text` (default) or `json` (the report on stdout).
+    #[arg(long, value_enum, default_value_t = RunOutput::Text)]
+    pub output: RunOutput,
+    /// No progress on stderr.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Embedded coordinator only (a run that used one): worker latency.
+    #[arg(long, value_enum, default_value_t = EmbeddedLatency::Default)]
+    pub embedded_latency: EmbeddedLatency,
+    /// First polling delay while waiting for a job.
+    #[arg(long, default_value = "500ms", value_name = "DURATION", hide = true)]
+    pub poll_start: Dur,
+    /// Longest polling delay while waiting for a job.
+    #[arg(long, default_value = "5s", value_name = "DURATION", hide = true)]
+    pub poll_max: Dur,
+}
+
+/// Runs `resume`: keeps the steps that succeeded, re-attaches to submitted jobs, reconciles intents
+/// by client reference, and runs the rest, in the same run directory.
+pub fn resume(a: ResumeArgs) -> i32 {
+    let dir = a.runs_dir.join(&a.run_id);
+    if a.run_id.contains('/') || a.run_id.contains("..") || !dir.is_dir() {
+        eprintln!("error: no run `{}` in {}", a.run_id, a.runs_dir.display());
+        return exit::INVALID;
+    }
+    let records = match journal::read(&dir.join("journal.jsonl")) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot resume run {}: {e}", a.run_id);
+            return exit::INVALID;
+        }
+    };
+    let mut replay = match journal::replay(&records) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot resume run {}: {e}", a.run_id);
+            return exit::INVALID;
+        }
+    };
+    let plan_path = PathBuf::from(&replay.plan_path);
+    let options = crate::plan::check::LoadOptions {
+        set: replay.set.clone(),
+        vars_files: replay.vars_files.clone(),
+        environment: None,
+    };
+    let plan = match crate::plan::load(&plan_path, &options) {
+        Ok(p) => Arc::new(p),
+        Err(ds) => {
+            print_diagnostics(&ds);
+            return exit::INVALID;
+        }
+    };
+    if plan.content_hash != replay.plan_hash && !a.force {
+        eprintln!(
+            "error: {} changed since run {} started (sha256 {} then, {} now); resuming would mix two plans. \
+             Use --force to resume anyway.",
+            plan_path.display(),
+            a.run_id,
+            short(&replay.plan_hash),
+            short(&plan.content_hash)
+        );
+        return exit::INVALID;
+    }
+    // A run that already succeeded is "resumed" too: nothing is sent, and its report is rebuilt from
+    // the journal (a crash while writing the report leaves an old one behind).
+    let coordinator = if replay.embedded {
+        if !replay.submissions.is_empty() {
+            eprintln!(
+                "note: run {} used an embedded coordinator, whose jobs ended with that process; \
+                 steps that had not finished are submitted again to a new embedded coordinator",
+                a.run_id
+            );
+        }
+        replay
+            .submissions
+            .retain(|step, _| replay.done.contains_key(step));
+        a.coordinator.clone()
+    } else {
+        a.coordinator.clone().or(Some(replay.coordinator.clone()))
+    };
+    let params = ExecParams {
+        coordinator,
+        wallet_url: a.wallet_url.clone(),
+        concurrency: a.concurrency,
+        keep_going: a.keep_going,
+        output: a.output,
+        quiet: a.quiet,
+        fund: Vec::new(),
+        no_faucet: false,
+        embedded_latency: a.embedded_latency,
+        poll: (a.poll_start.get(), a.poll_max.get().max(a.poll_start.get())),
+        seed: None,
+        set: replay.set.clone(),
+        vars_files: replay.vars_files.clone(),
+        cache: true,
+        inputs: repro::inputs(&plan, &replay.set, &replay.vars_files, None, true),
+    };
+    let run_id = replay.run_id.clone();
+    execute_plan(plan, params, run_id, dir, Some(Arc::new(replay)))
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
 }
 
 fn status_text(f: &Finished) -> String {

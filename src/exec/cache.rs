@@ -18,7 +18,7 @@
 //!   would need a job that was never submitted in this run.
 //!
 //! Lookups happen before the balance preflight for every step whose request is known at load, so
-//! the preflight does not count steps that will be served from the cache ([`spend_except`]); a step
+//! the preflight does not count steps that will be served from the cache ([`add_cached_spend`]); a step
 //! whose request depends on earlier outputs is looked up when it runs.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -29,6 +29,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use super::journal::Replay;
 use super::runner::Ctx;
 use super::steps;
 use crate::api::{canonical_json, result_failed, verify_receipt};
@@ -170,13 +171,23 @@ impl ResultCache {
     /// Looks up every `cache: true` job step whose request is known before the run (it reads no
     /// other step's outputs) and keeps the hits; returns the ids of the steps that will be served
     /// from the cache, for the balance preflight.
-    pub fn prefetch(&self, plan: &CheckedPlan, run: &RunInfo) -> HashSet<String> {
+    /// When resuming, steps the earlier start finished or submitted are left alone.
+    pub fn prefetch(
+        &self,
+        plan: &CheckedPlan,
+        run: &RunInfo,
+        resume: Option<&Replay>,
+    ) -> HashSet<String> {
         let mut ids = HashSet::new();
         if !self.enabled {
             return ids;
         }
         let none = StepOutputs::new();
-        for step in plan.steps.iter().filter(|s| s.cache) {
+        for step in plan
+            .steps
+            .iter()
+            .filter(|s| s.cache && !started(resume, &s.id))
+        {
             let Ok(RenderedStep::Job { request, .. }) = plan.render(step, &none, run) else {
                 continue;
             };
@@ -378,6 +389,10 @@ pub(crate) fn reuse<C>(
     save: Option<&str>,
     report: &mut StepReport,
 ) -> Result<Option<Map<String, Value>>, String> {
+    // Resuming a step whose job was submitted before: re-attach to it (it is paid), never skip it.
+    if started(ctx.resume.as_deref(), &step.id) {
+        return Ok(None);
+    }
     let found = ctx.cache.for_step(step, req);
     // Entries that did not check out are worth knowing about even when the job then runs.
     report.issues.extend(found.rejected);
@@ -444,6 +459,11 @@ pub(crate) fn remember<C>(
             "the result could not be recorded in the cache: {e}"
         ));
     }
+}
+
+/// True when a resumed run's earlier start finished this step or submitted its job.
+fn started(resume: Option<&Replay>, step: &str) -> bool {
+    resume.is_some_and(|r| r.done.contains_key(step) || r.submissions.contains_key(step))
 }
 
 /// A run id or file name with no path in it.
@@ -517,28 +537,25 @@ pub fn append_entry(path: &Path, entry: &IndexEntry) -> std::io::Result<()> {
     f.sync_data()
 }
 
-/// What the plan will spend per wallet, less the steps in `except` (steps served from the cache):
-/// [`crate::policy::spend_per_wallet`] minus each excepted step's payment where it is known at load.
-pub fn spend_except(plan: &CheckedPlan, except: &HashSet<String>) -> BTreeMap<String, Money> {
-    let (mut spend, _) = crate::policy::spend_per_wallet(plan);
-    if except.is_empty() {
-        return spend;
-    }
-    for step in plan.steps.iter().filter(|s| except.contains(&s.id)) {
+/// Adds to `paid` (what the balance preflight need not cover, per wallet) the payments of the steps in
+/// `cached`, which are served from the cache: their payment where it is known at load, as
+/// [`crate::policy::spend_per_wallet`] counts it.
+pub fn add_cached_spend(
+    paid: &mut BTreeMap<String, Money>,
+    plan: &CheckedPlan,
+    cached: &HashSet<String>,
+) {
+    for step in plan.steps.iter().filter(|s| cached.contains(&s.id)) {
         let wallet = step.spec.get("wallet").and_then(Value::as_str);
         let payment = step.spec.get("payment").and_then(|p| match p {
             Value::Number(n) => n.to_string().parse::<Money>().ok(),
             Value::String(s) => s.parse::<Money>().ok(),
             _ => None,
         });
-        if let (Some(w), Some(p)) = (wallet, payment)
-            && let Some(total) = spend.get_mut(w)
-        {
-            *total = if *total > p { *total - p } else { Money::ZERO };
+        if let (Some(w), Some(p)) = (wallet, payment) {
+            *paid.entry(w.to_string()).or_default() += p;
         }
     }
-    spend.retain(|_, m| *m > Money::ZERO);
-    spend
 }
 
 /// The report entry's `request`: the rendered request as it is sent (secrets redacted). `None` for

@@ -75,6 +75,8 @@ pub enum Event {
         id: String,
         /// The job.
         job_id: String,
+        /// The job's state afterwards (`CANCELED`, or a final state it had reached first).
+        state: Option<String>,
         /// The payment status read back.
         payment_status: Option<String>,
         /// The amount refunded, when a refund was confirmed.

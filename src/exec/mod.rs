@@ -9,7 +9,9 @@
 //! directory.
 
 pub mod cache;
+pub mod crash;
 pub mod events;
+pub mod journal;
 pub mod retry;
 pub mod runner;
 pub mod session;

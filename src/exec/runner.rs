@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::events::Event;
+use super::journal::{Journal, Record, Replay};
 use super::steps::{self, StepFailure, StepResult};
 use crate::api::JobId;
 use crate::client::{ClientError, Coordinator};
@@ -44,6 +45,12 @@ pub struct RunOptions {
     pub cache: bool,
     /// The command line's overrides, recorded in the report (`--set` values already redacted).
     pub inputs: crate::report::model::RunInputs,
+    /// `--set` pairs the plan was loaded with (journaled, so `resume` loads it the same way).
+    pub set: Vec<(String, String)>,
+    /// `--vars` files the plan was loaded with (journaled).
+    pub vars_files: Vec<PathBuf>,
+    /// What an earlier start of this run did, when resuming it.
+    pub resume: Option<Arc<Replay>>,
 }
 
 impl RunOptions {
@@ -59,6 +66,9 @@ impl RunOptions {
             embedded: false,
             cache: true,
             inputs: Default::default(),
+            set: Vec::new(),
+            vars_files: Vec::new(),
+            resume: None,
         }
     }
 }
@@ -94,6 +104,8 @@ pub(crate) struct Ctx<C> {
     pub poll: (Duration, Duration),
     pub rng: Mutex<StdRng>,
     pub cache: Arc<super::cache::ResultCache>,
+    pub journal: Arc<Mutex<Journal>>,
+    pub resume: Option<Arc<Replay>>,
 }
 
 impl<C> Ctx<C> {
@@ -112,6 +124,15 @@ impl<C> Ctx<C> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(job.clone(), f);
+    }
+
+    /// Appends to the journal; with `durable`, waits until the record is on disk. A journal that cannot
+    /// be written is an error the caller must not ignore for money-moving records.
+    pub fn journal(&self, record: &Record, durable: bool) -> std::io::Result<()> {
+        self.journal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .append(record, durable)
     }
 
     pub fn untrack(&self, job: &JobId) {
@@ -146,6 +167,51 @@ pub async fn execute<C: Coordinator + 'static>(
         started_at: started.clone(),
         plan: plan.plan.name.clone(),
     };
+
+    // The journal first: nothing is sent before it can record what is sent.
+    let journal = match Journal::open(&options.run_dir) {
+        Ok(j) => Arc::new(Mutex::new(j)),
+        Err(e) => {
+            let _ = events.send(Event::RunIssue {
+                message: format!(
+                    "cannot open the journal in {}: {e}",
+                    options.run_dir.display()
+                ),
+            });
+            let _ = events.send(Event::RunFinished {
+                status: RunStatus::Failed,
+                exit_code: exit::STEP_FAILED,
+                at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            });
+            return RunOutcome {
+                status: RunStatus::Failed,
+                exit_code: exit::STEP_FAILED,
+            };
+        }
+    };
+    let header = Record::Run {
+        run_id: options.run_id.clone(),
+        plan_path: std::path::absolute(&plan.path)
+            .unwrap_or_else(|_| plan.path.clone())
+            .display()
+            .to_string(),
+        plan_hash: plan.content_hash.clone(),
+        set: options.set.clone(),
+        vars_files: options.vars_files.clone(),
+        coordinator: coord.base_url().to_string(),
+        embedded: options.embedded,
+        attempt: options.resume.as_ref().map_or(0, |r| r.attempts),
+        at: run.started_at.clone(),
+    };
+    if let Err(e) = journal
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .append(&header, true)
+    {
+        let _ = events.send(Event::RunIssue {
+            message: format!("cannot write the journal: {e}"),
+        });
+    }
     let _ = events.send(Event::RunStarted {
         run_id: options.run_id.clone(),
         plan: plan.plan.name.clone(),
@@ -156,10 +222,24 @@ pub async fn execute<C: Coordinator + 'static>(
             .iter()
             .map(|s| (s.id.clone(), s.kind.name().to_string()))
             .collect(),
-        at: started,
+        at: started.clone(),
     });
-
+    let end_journal = journal.clone();
     let finish = |status: RunStatus, code: i32| {
+        let word = serde_json::to_value(status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let _ = end_journal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .append(
+                &Record::End {
+                    status: word,
+                    exit_code: code,
+                },
+                true,
+            );
         let _ = events.send(Event::RunFinished {
             status,
             exit_code: code,
@@ -177,10 +257,17 @@ pub async fn execute<C: Coordinator + 'static>(
         &options.run_id,
         options.cache,
     ));
-    let cached = cache.prefetch(&plan, &run);
+    let cached = cache.prefetch(&plan, &run, options.resume.as_deref());
 
     // Balance preflight: refuse a plan that cannot be paid before anything is submitted.
-    match preflight_except(&plan, coord.as_ref(), &cached).await {
+    let mut already_paid = options
+        .resume
+        .as_ref()
+        .map(|r| r.paid_per_wallet())
+        .unwrap_or_default();
+    // Steps served from the cache are paid already, too (by the run they come from).
+    super::cache::add_cached_spend(&mut already_paid, &plan, &cached);
+    match preflight(&plan, coord.as_ref(), &already_paid).await {
         Ok(problems) if problems.is_empty() => {}
         Ok(problems) => {
             for p in problems {
@@ -223,6 +310,8 @@ pub async fn execute<C: Coordinator + 'static>(
             None => StdRng::from_os_rng(),
         }),
         cache,
+        journal,
+        resume: options.resume.clone(),
     });
 
     let n = plan.steps.len();
@@ -259,6 +348,52 @@ pub async fn execute<C: Coordinator + 'static>(
         while stop.is_none() && tasks.len() < concurrency {
             let Some(i) = ready.pop_front() else { break };
             let step = &plan.steps[i];
+            // A step that succeeded in an earlier start of this run keeps its report and outputs.
+            if let Some((report, outputs)) = ctx.resume.as_ref().and_then(|r| r.done.get(&step.id))
+            {
+                for sub in ctx
+                    .resume
+                    .as_ref()
+                    .and_then(|r| r.submissions.get(&step.id))
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(job_id) = &sub.job_id {
+                        let _ = events.send(Event::JobSubmitted {
+                            id: step.id.clone(),
+                            job_id: job_id.clone(),
+                            wallet: sub.wallet.clone(),
+                            payment: sub.payment,
+                        });
+                    }
+                }
+                state[i] = Some(StepState::Succeeded);
+                if !dependents[i].is_empty()
+                    && let Ok(mut outs) = ctx.outputs.write()
+                {
+                    outs.insert(step.id.clone(), Value::Object(outputs.clone()));
+                }
+                let _ = ctx.journal(
+                    &Record::Step {
+                        report: Box::new(report.clone()),
+                        outputs: outputs.clone(),
+                    },
+                    false,
+                );
+                let _ = events.send(Event::StepFinished {
+                    report: Box::new(report.clone()),
+                });
+                release(
+                    i,
+                    &dependents,
+                    &mut waiting,
+                    &mut ready,
+                    &mut blocked,
+                    &plan,
+                    StepState::Succeeded,
+                );
+                continue;
+            }
             if let Some(reason) = blocked[i].take() {
                 let report = steps::skipped_report(step, &reason);
                 state[i] = Some(StepState::Skipped);
@@ -303,6 +438,19 @@ pub async fn execute<C: Coordinator + 'static>(
                 let step = &plan.steps[i];
                 let st = result.report.state;
                 state[i] = Some(st);
+                let failure = result.failure;
+                // Secrets stay off the disk, in the journal too (a resumed run then sees `***` where an
+                // output had quoted a secret).
+                let mut journaled = Value::Object(result.outputs.clone());
+                ctx.plan.redact_value(&mut journaled);
+                let journaled = match journaled {
+                    Value::Object(m) => m,
+                    _ => Map::new(),
+                };
+                let _ = ctx.journal(
+                    &Record::Step { report: Box::new(result.report.clone()), outputs: journaled },
+                    false,
+                );
                 // Outputs are kept only for steps that later steps read.
                 if st == StepState::Succeeded
                     && !dependents[i].is_empty()
@@ -310,7 +458,6 @@ pub async fn execute<C: Coordinator + 'static>(
                 {
                     outs.insert(step.id.clone(), Value::Object(result.outputs));
                 }
-                let failure = result.failure;
                 let _ = events.send(Event::StepFinished { report: Box::new(result.report) });
                 release(i, &dependents, &mut waiting, &mut ready, &mut blocked, &plan, st);
                 if let Some(f) = failure
@@ -408,17 +555,16 @@ fn release(
 pub async fn preflight<C: Coordinator>(
     plan: &CheckedPlan,
     coord: &C,
+    already_paid: &BTreeMap<String, Money>,
 ) -> Result<Vec<String>, ClientError> {
-    preflight_except(plan, coord, &std::collections::HashSet::new()).await
-}
-
-/// [`preflight`] without the steps in `except` (those served from the result cache).
-pub async fn preflight_except<C: Coordinator>(
-    plan: &CheckedPlan,
-    coord: &C,
-    except: &std::collections::HashSet<String>,
-) -> Result<Vec<String>, ClientError> {
-    let spend = super::cache::spend_except(plan, except);
+    let (mut spend, _unknown) = crate::policy::spend_per_wallet(plan);
+    // A resumed run has paid for the jobs it submitted already: only the rest must be covered.
+    for (wallet, paid) in already_paid {
+        if let Some(s) = spend.get_mut(wallet) {
+            *s = if *s > *paid { *s - *paid } else { Money::ZERO };
+        }
+    }
+    spend.retain(|_, m| *m > Money::ZERO);
     let policy =
         super::retry::RetryPolicy::new(plan.plan.defaults.retry.clone().unwrap_or_default());
     let mut rng = StdRng::from_os_rng();

@@ -55,7 +55,6 @@ pub async fn run_with_reports<C: Coordinator + 'static>(
     let mut builder =
         ReportBuilder::new(&plan, &options.run_id, coord.base_url(), options.embedded);
     builder.set_inputs(options.inputs.clone());
-    write_report_json(&run_dir, builder.report())?;
     let mut log = EventLog::open(&run_dir)?;
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
 
@@ -77,8 +76,13 @@ pub async fn run_with_reports<C: Coordinator + 'static>(
                     io_error.get_or_insert(err);
                 }
                 term.on_event(&e);
+                // The report exists from the start of the run (written once the journal has its header).
+                let first = matches!(e, Event::RunStarted { .. });
                 builder.apply(e);
                 dirty = true;
+                if first {
+                    last_write = Instant::now() - write_every;
+                }
             }
             _ = ticker.tick() => {
                 term.tick();

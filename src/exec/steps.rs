@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
+use super::crash;
 use super::events::Event;
+use super::journal::Record;
 use super::retry::{FailureClass, PollBackoff, RetryPolicy, classify};
 use super::runner::{Ctx, InFlight, finish_outputs};
 use crate::api::{
@@ -48,6 +50,43 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// Replaces secret values everywhere in a step's report entry (a prompt that embeds a secret comes back
+/// in outputs, results and the receipt's copy of the payload).
+fn redact_report(plan: &crate::plan::CheckedPlan, r: &mut StepReport) {
+    if plan.secrets.values().all(|s| s.is_empty()) {
+        return;
+    }
+    r.summary = plan.redact(&r.summary);
+    for text in r.issues.iter_mut().chain(r.recommendations.iter_mut()) {
+        *text = plan.redact(text);
+    }
+    for v in [
+        &mut r.result,
+        &mut r.jobs,
+        &mut r.resource_allocation,
+        &mut r.performance_metrics,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        plan.redact_value(v);
+    }
+    plan.redact_value(&mut r.outputs);
+    for a in &mut r.attempts {
+        if let Some(e) = &mut a.error {
+            *e = plan.redact(e);
+        }
+    }
+    if let Some(rc) = &mut r.receipt {
+        let text = plan.redact(rc.receipt.get());
+        if text != rc.receipt.get()
+            && let Ok(raw) = serde_json::value::RawValue::from_string(text)
+        {
+            rc.receipt = raw;
+        }
+    }
+}
+
 fn operation_of(kind: &str) -> &'static str {
     match kind {
         "submit" | "job" => "submit",
@@ -63,12 +102,17 @@ fn operation_of(kind: &str) -> &'static str {
 
 /// An empty report entry for a step.
 pub fn blank_report(step: &PlannedStep) -> StepReport {
+    empty_report(&step.id, step.kind.name())
+}
+
+/// An empty report entry for a step of this id and kind.
+pub fn empty_report(id: &str, kind: &str) -> StepReport {
     StepReport {
-        id: step.id.clone(),
-        kind: step.kind.name().to_string(),
+        id: id.to_string(),
+        kind: kind.to_string(),
         state: StepState::Pending,
         summary: String::new(),
-        operation: operation_of(step.kind.name()).to_string(),
+        operation: operation_of(kind).to_string(),
         job_id: None,
         job_type: None,
         status: None,
@@ -299,10 +343,8 @@ fn finish<C>(
         .filter(|(k, _)| !matches!(k.as_str(), "receipt" | "result"))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let mut shown_value = Value::Object(std::mem::take(&mut shown));
-    ctx.plan.redact_value(&mut shown_value);
-    report.outputs = shown_value;
-    report.summary = ctx.plan.redact(&report.summary);
+    report.outputs = Value::Object(std::mem::take(&mut shown));
+    redact_report(&ctx.plan, &mut report);
     StepResult {
         report,
         outputs,
@@ -588,71 +630,95 @@ async fn submit<C: Coordinator>(
     let lock = ctx.wallet_lock(&req.wallet);
     let _guard = lock.lock().await;
 
-    let balance = with_retry(ctx, step, report, || ctx.coord.balance(&req.wallet)).await?;
-    if balance.balance < req.payment {
-        return Err(Fail::new(
-            StepFailure::Failed,
-            format!(
-                "insufficient balance: wallet {} holds {} AITBC, job needs {}",
-                req.wallet, balance.balance, req.payment
-            ),
-        )
-        .recommend(format!(
-            "Fund {} with at least {} AITBC",
-            req.wallet,
-            req.payment - balance.balance
-        )));
+    // Resuming: a submission the journal knows is re-attached (by id) or reconciled (by reference)
+    // before anything is sent, so a crash never pays for a job twice.
+    let prior = ctx
+        .resume
+        .as_ref()
+        .and_then(|r| r.submission(&step.id, submission))
+        .cloned();
+    let mut reattached: Option<JobView> = None;
+    if let Some(prior) = &prior {
+        if let Some(id) = &prior.job_id {
+            let id: JobId = id
+                .parse()
+                .map_err(|e: String| Fail::new(StepFailure::Failed, e))?;
+            let view = with_retry(ctx, step, report, || ctx.coord.job(&id)).await?;
+            report.issues.push(format!(
+                "re-attached to job {id}, submitted before the run was resumed"
+            ));
+            reattached = Some(view);
+        } else {
+            match find_by_ref(ctx, &cref).await {
+                Ok(Some(view)) => {
+                    report.issues.push(format!(
+                        "found job {} by its client reference {cref}: it was submitted before the run stopped",
+                        view.job_id
+                    ));
+                    reattached = Some(view);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(Fail::from_client(&e).recommend(
+                        "The run stopped after deciding to submit this job; resume again when the coordinator answers, so it can tell whether the job exists",
+                    ));
+                }
+            }
+        }
     }
 
-    let policy = RetryPolicy::new(step.retry.clone());
-    let mut n = 1;
-    let view = loop {
-        let at = now();
-        let t = Instant::now();
-        let sent = ctx.coord.submit(&body, Some(&key)).await;
-        let err = match sent {
-            Ok((view, _created)) => break view,
-            Err(e) => e,
-        };
-        // The request may have been committed: find the job by its reference before sending again.
-        let mut found = None;
-        if err.may_have_committed() {
-            found = find_by_ref(ctx, &cref).await;
-        }
-        let retry = found.is_none() && n < policy.max_attempts() && policy.retries(classify(&err));
-        let delay = retry.then(|| {
-            let mut rng = ctx.rng.lock().unwrap_or_else(|p| p.into_inner());
-            policy.delay(n + 1, err.retry_after(), &mut *rng)
-        });
-        let attempt = Attempt {
-            number: n,
-            started_at: at,
-            duration_ms: t.elapsed().as_millis() as u64,
-            error: Some(match &found {
-                Some(v) => format!(
-                    "{err}; the job was found by its client reference ({})",
-                    v.job_id
-                ),
-                None => err.to_string(),
-            }),
-            delay_ms: delay.map(|d| d.as_millis() as u64),
-        };
-        report.attempts.push(attempt.clone());
-        ctx.emit(Event::AttemptFailed {
-            id: step.id.clone(),
-            attempt,
-        });
-        if let Some(v) = found {
-            break v;
-        }
-        match delay {
-            Some(d) => {
-                tokio::time::sleep(d).await;
-                n += 1;
+    let view = match reattached {
+        Some(v) => v,
+        None => {
+            let balance = with_retry(ctx, step, report, || ctx.coord.balance(&req.wallet)).await?;
+            if balance.balance < req.payment {
+                return Err(Fail::new(
+                    StepFailure::Failed,
+                    format!(
+                        "insufficient balance: wallet {} holds {} AITBC, job needs {}",
+                        req.wallet, balance.balance, req.payment
+                    ),
+                )
+                .recommend(format!(
+                    "Fund {} with at least {} AITBC",
+                    req.wallet,
+                    req.payment - balance.balance
+                )));
             }
-            None => return Err(Fail::from_client(&err)),
+            // The intent is on disk before the request leaves.
+            ctx.journal(
+                &Record::Intent {
+                    step: step.id.clone(),
+                    submission,
+                    client_ref: cref.clone(),
+                    wallet: req.wallet.clone(),
+                    payment: req.payment,
+                },
+                true,
+            )
+            .map_err(|e| {
+                Fail::new(
+                    StepFailure::Failed,
+                    format!("cannot write the journal, so nothing was submitted: {e}"),
+                )
+            })?;
+            crash::point("intent");
+            send_once(ctx, step, report, &body, &key, &cref).await?
         }
     };
+    if let Err(e) = ctx.journal(
+        &Record::Submitted {
+            step: step.id.clone(),
+            submission,
+            job_id: view.job_id.to_string(),
+        },
+        true,
+    ) {
+        report
+            .issues
+            .push(format!("job {} could not be journaled: {e}", view.job_id));
+    }
+    crash::point("submitted");
     drop(_guard);
 
     ctx.track(
@@ -682,28 +748,109 @@ async fn submit<C: Coordinator>(
     Ok(view)
 }
 
-/// Looks a job up by its client reference among the newest jobs.
-async fn find_by_ref<C: Coordinator>(ctx: &Ctx<C>, cref: &str) -> Option<JobView> {
-    let q = ListQuery {
-        limit: Some(200),
-        ..ListQuery::default()
-    };
-    // A lookup that itself fails is treated as "not found"; the retry policy decides what follows.
-    for _ in 0..3 {
-        match ctx.coord.list(&q).await {
-            Ok(list) => {
-                return list
-                    .items
-                    .into_iter()
-                    .find(|j| j.client_ref() == Some(cref));
+/// Sends a submit with the step's retry policy; when a response is lost, looks the job up by its
+/// client reference before sending again.
+async fn send_once<C: Coordinator>(
+    ctx: &Ctx<C>,
+    step: &PlannedStep,
+    report: &mut StepReport,
+    body: &JobCreate,
+    key: &str,
+    cref: &str,
+) -> Result<JobView, Fail> {
+    let policy = RetryPolicy::new(step.retry.clone());
+    let mut n = 1;
+    loop {
+        let at = now();
+        let t = Instant::now();
+        let err = match ctx.coord.submit(body, Some(key)).await {
+            Ok((view, _created)) => return Ok(view),
+            Err(e) => e,
+        };
+        // The request may have been committed: find the job by its reference before sending again.
+        // (A lookup that fails counts as "not found"; the idempotency key still guards the resend on
+        // coordinators that honour it.)
+        let found = if err.may_have_committed() {
+            find_by_ref(ctx, cref).await.ok().flatten()
+        } else {
+            None
+        };
+        let retry = found.is_none() && n < policy.max_attempts() && policy.retries(classify(&err));
+        let delay = retry.then(|| {
+            let mut rng = ctx.rng.lock().unwrap_or_else(|p| p.into_inner());
+            policy.delay(n + 1, err.retry_after(), &mut *rng)
+        });
+        let attempt = Attempt {
+            number: n,
+            started_at: at,
+            duration_ms: t.elapsed().as_millis() as u64,
+            error: Some(match &found {
+                Some(v) => format!(
+                    "{err}; the job was found by its client reference ({})",
+                    v.job_id
+                ),
+                None => err.to_string(),
+            }),
+            delay_ms: delay.map(|d| d.as_millis() as u64),
+        };
+        report.attempts.push(attempt.clone());
+        ctx.emit(Event::AttemptFailed {
+            id: step.id.clone(),
+            attempt,
+        });
+        if let Some(v) = found {
+            return Ok(v);
+        }
+        match delay {
+            Some(d) => {
+                tokio::time::sleep(d).await;
+                n += 1;
             }
-            Err(e) if e.is_retryable() => {
-                tokio::time::sleep(e.retry_after().unwrap_or(Duration::from_millis(200))).await;
-            }
-            Err(_) => return None,
+            None => return Err(Fail::from_client(&err)),
         }
     }
-    None
+}
+
+/// Looks a job up by its client reference, newest first, a page of 200 at a time (at most 10 pages).
+/// `Err` when the coordinator could not be asked.
+async fn find_by_ref<C: Coordinator>(
+    ctx: &Ctx<C>,
+    cref: &str,
+) -> Result<Option<JobView>, ClientError> {
+    const PAGE: u64 = 200;
+    for page in 0..10u64 {
+        let q = ListQuery {
+            limit: Some(PAGE),
+            offset: Some(page * PAGE),
+            ..ListQuery::default()
+        };
+        let mut tries = 0;
+        let list = loop {
+            match ctx.coord.list(&q).await {
+                Ok(list) => break list,
+                Err(e) if e.is_retryable() && tries < 8 => {
+                    tries += 1;
+                    let pause = e
+                        .retry_after()
+                        .unwrap_or(Duration::from_millis(100 << tries.min(5)));
+                    tokio::time::sleep(pause).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let n = list.items.len() as u64;
+        if let Some(v) = list
+            .items
+            .into_iter()
+            .find(|j| j.client_ref() == Some(cref))
+        {
+            return Ok(Some(v));
+        }
+        if n < PAGE {
+            break;
+        }
+    }
+    Ok(None)
 }
 
 /// A rough completion estimate per job type, in seconds, for the report.
@@ -813,7 +960,9 @@ async fn wait<C: Coordinator>(
     let mut last_state: Option<JobState> = None;
     let mut poll_errors = 0u32;
     loop {
-        match ctx.coord.job(job).await {
+        let polled = ctx.coord.job(job).await;
+        crash::point("wait");
+        match polled {
             Ok(view) => {
                 if last_state != Some(view.state) {
                     last_state = Some(view.state);
@@ -933,6 +1082,7 @@ pub(crate) async fn cancel_and_refund<C: Coordinator>(ctx: &Ctx<C>, job: &JobId,
     ctx.emit(Event::JobCancelled {
         id: f.step.clone(),
         job_id: job.to_string(),
+        state: view.as_ref().map(|v| v.state.to_string()),
         payment_status,
         refunded,
         wallet: f.wallet.clone(),
@@ -948,6 +1098,19 @@ async fn fetch<C: Coordinator>(
     verify: bool,
     report: &mut StepReport,
 ) -> Result<Map<String, Value>, Fail> {
+    fetch_inner(ctx, step, job, save, verify, report, true).await
+}
+
+async fn fetch_inner<C: Coordinator>(
+    ctx: &Ctx<C>,
+    step: &PlannedStep,
+    job: &JobId,
+    save: Option<&str>,
+    verify: bool,
+    report: &mut StepReport,
+    first_try: bool,
+) -> Result<Map<String, Value>, Fail> {
+    crash::point("fetch");
     let got = with_retry(ctx, step, report, || ctx.coord.result(job)).await;
     let res = match got {
         Ok(r) => r,
@@ -955,6 +1118,11 @@ async fn fetch<C: Coordinator>(
             // 425 is also the answer for FAILED, CANCELED and EXPIRED jobs: read the job to tell which.
             if let Ok(view) = ctx.coord.job(job).await {
                 fill_from_view(report, &view);
+                if view.succeeded() && first_try {
+                    // It completed between the two requests: ask for the result once more.
+                    return Box::pin(fetch_inner(ctx, step, job, save, verify, report, false))
+                        .await;
+                }
                 if view.state.is_final() {
                     return Err(job_failure(&view));
                 }

@@ -274,6 +274,8 @@ pub struct CheckedPlan {
     pub source: Source,
     /// The plan's template environment.
     pub templates: Templates,
+    /// Each step's position in `steps`, by (expanded) id.
+    pub step_index: std::collections::HashMap<String, usize>,
 }
 
 impl CheckedPlan {
@@ -310,7 +312,7 @@ impl CheckedPlan {
 
     /// The step with this (expanded) id.
     pub fn step(&self, id: &str) -> Option<&PlannedStep> {
-        self.steps.iter().find(|s| s.id == id)
+        self.step_index.get(id).and_then(|&i| self.steps.get(i))
     }
 
     /// The plan's folder.
@@ -343,14 +345,12 @@ pub fn check(
         .unwrap_or_else(|| PathBuf::from("."));
     let content_hash = {
         use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(source.text.as_bytes()))
+        // The file's bytes (a BOM included); its text when it cannot be read again.
+        match std::fs::read(path) {
+            Ok(bytes) => hex::encode(sha2::Sha256::digest(&bytes)),
+            Err(_) => hex::encode(sha2::Sha256::digest(source.text.as_bytes())),
+        }
     };
-    let content_hash = std::fs::read(path)
-        .map(|bytes| {
-            use sha2::Digest;
-            hex::encode(sha2::Sha256::digest(&bytes))
-        })
-        .unwrap_or(content_hash);
     let mut c = Checker {
         source: &source,
         plan: &plan,
@@ -363,6 +363,8 @@ pub fn check(
         secrets: BTreeMap::new(),
         ids: std::collections::HashMap::new(),
         base_context: None,
+        names_cache: std::collections::HashMap::new(),
+        render_cache: std::collections::HashMap::new(),
     };
     c.apply_overrides(options);
     c.read_environment(options);
@@ -381,7 +383,7 @@ pub fn check(
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(CheckedPlan {
+    let checked = CheckedPlan {
         path: path.to_path_buf(),
         dir,
         content_hash,
@@ -389,11 +391,31 @@ pub fn check(
         vars,
         env,
         secrets,
+        step_index: steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.clone(), i))
+            .collect(),
         steps,
         warnings,
         source,
         templates,
-    })
+    };
+    // Templates rendered only at run time are tried once against placeholders, so that a filter,
+    // test or function that does not exist fails here rather than in the middle of a run. One copy
+    // of a matrix step stands for all.
+    let mut seen = std::collections::HashSet::new();
+    let mut errors: Vec<Diagnostic> = checked
+        .steps
+        .iter()
+        .filter(|s| seen.insert(s.index))
+        .flat_map(|s| checked.unknown_callables(s))
+        .collect();
+    if !errors.is_empty() {
+        errors.sort_by(|a, b| a.location.cmp(&b.location));
+        return Err(errors);
+    }
+    Ok(checked)
 }
 
 /// Drops repeated diagnostics (a matrix step's copies report the same problem once each), keeping
@@ -500,12 +522,24 @@ struct Checker<'a> {
     /// The load-time template context without matrix values, built once (vars, env and secrets do
     /// not change once the overrides are applied).
     base_context: Option<minijinja::Value>,
+    /// The names each template text reads (plans repeat the same templates: `${{ vars.wallet }}`).
+    names_cache: std::collections::HashMap<String, NamesResult>,
+    /// Load-time renders of templates outside a matrix, by text (the context is the same for all).
+    render_cache: std::collections::HashMap<String, RenderResult>,
 }
+
+type NamesResult = Result<std::collections::BTreeSet<String>, super::template::TemplateError>;
+type RenderResult = Result<Value, super::template::TemplateError>;
 
 /// One step as written, with what the checker learnt about it.
 struct BaseStep {
-    kind: StepKind,
-    spec: Value,
+    /// The kind's name.
+    kname: &'static str,
+    /// The operation; the last copy takes it (the others clone it), so a plan without matrices
+    /// copies no spec.
+    kind: std::cell::RefCell<Option<StepKind>>,
+    /// The spec as written (prompt file inlined); taken like `kind`.
+    spec: std::cell::RefCell<Value>,
     prompt_file: Option<String>,
     /// Ids as written that the step waits for (needs and references), deduplicated.
     deps: Vec<String>,
@@ -522,7 +556,11 @@ fn ptr_seg(key: &str) -> String {
 }
 
 impl Checker<'_> {
-    fn err(&mut self, pointer: &str, d: Diagnostic) {
+    fn err(&mut self, pointer: &str, mut d: Diagnostic) {
+        // A value rendered from a secret can end up in a message (an unknown job type, say).
+        if !self.secrets.is_empty() {
+            d.message = self.redact(&d.message);
+        }
         let d = self.source.at(pointer, d);
         self.errors.push(d);
     }
@@ -739,12 +777,17 @@ impl Checker<'_> {
                 }
                 let mut seen = std::collections::HashSet::new();
                 needs.retain(|n| seen.insert(n.clone()));
-                let spec = self.render_static(i, b, combo);
+                let spec = self.render_static(i, b, combo, ci + 1 == b.combos.len());
                 planned.push(PlannedStep {
                     id: copies[i][ci].clone(),
                     base_id: step.id.clone(),
                     index: i,
-                    kind: b.kind.clone(),
+                    kind: if ci + 1 == b.combos.len() {
+                        b.kind.borrow_mut().take()
+                    } else {
+                        b.kind.borrow().clone()
+                    }
+                    .unwrap_or_else(|| unreachable_kind(b.kname)),
                     matrix: combo.clone(),
                     needs,
                     level: 0,
@@ -808,16 +851,33 @@ impl Checker<'_> {
 
 /// Collects the string values of `v` (with their pointers relative to `v`).
 fn string_leaves<'v>(v: &'v Value, rel: String, out: &mut Vec<(String, &'v str)>) {
+    let mut path = rel;
+    leaves_into(v, &mut path, out);
+}
+
+/// [`string_leaves`] with one path buffer, allocating only for strings that may hold a template
+/// (`{{` or `${%`): the others need no checking.
+fn leaves_into<'v>(v: &'v Value, path: &mut String, out: &mut Vec<(String, &'v str)>) {
     match v {
-        Value::String(s) => out.push((rel, s)),
+        Value::String(s) if s.contains("{{") || s.contains("${%") => {
+            out.push((path.clone(), s));
+        }
         Value::Array(a) => {
             for (i, x) in a.iter().enumerate() {
-                string_leaves(x, format!("{rel}/{i}"), out);
+                let len = path.len();
+                path.push('/');
+                path.push_str(&i.to_string());
+                leaves_into(x, path, out);
+                path.truncate(len);
             }
         }
         Value::Object(m) => {
             for (k, x) in m {
-                string_leaves(x, format!("{rel}/{}", ptr_seg(k)), out);
+                let len = path.len();
+                path.push('/');
+                path.push_str(&super::source::escape_pointer_segment(k));
+                leaves_into(x, path, out);
+                path.truncate(len);
             }
         }
         _ => {}
@@ -892,7 +952,9 @@ impl Checker<'_> {
         let mut spec = self
             .source
             .value
-            .pointer(&format!("/steps/{i}/{kname}"))
+            .get("steps")
+            .and_then(|s| s.get(i))
+            .and_then(|s| s.get(kname))
             .cloned()
             .unwrap_or_else(|| kind_spec(&kind));
         if spec.is_null() {
@@ -1004,6 +1066,9 @@ impl Checker<'_> {
             own_outputs: None,
         };
         for (rel, text) in leaves {
+            if !super::template::has_template(text) && !text.contains("{{") {
+                continue;
+            }
             let pointer = self.spec_pointer(i, kname, &rel, from_file);
             let uses = self.check_text(text, &pointer, &scope, false);
             let runtime = uses
@@ -1026,24 +1091,26 @@ impl Checker<'_> {
                 }
             }
         }
-        let mut own: Vec<String> = super::types::kind_outputs(kname)
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        own.extend(step.outputs.keys().cloned());
-        let out_scope = Scope {
-            index: i,
-            matrix_keys: matrix_keys.as_deref(),
-            own_outputs: Some(&own),
-        };
-        for (name, v) in &step.outputs {
-            let mut leaves = Vec::new();
-            string_leaves(v, String::new(), &mut leaves);
-            for (rel, text) in leaves {
-                let pointer = format!("/steps/{i}/outputs/{}{rel}", ptr_seg(name));
-                for u in self.check_text(text, &pointer, &out_scope, false) {
-                    if let NameUse::Step(id) = u {
-                        refs.push(id);
+        if !step.outputs.is_empty() {
+            let mut own: Vec<String> = super::types::kind_outputs(kname)
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            own.extend(step.outputs.keys().cloned());
+            let out_scope = Scope {
+                index: i,
+                matrix_keys: matrix_keys.as_deref(),
+                own_outputs: Some(&own),
+            };
+            for (name, v) in &step.outputs {
+                let mut leaves = Vec::new();
+                string_leaves(v, String::new(), &mut leaves);
+                for (rel, text) in leaves {
+                    let pointer = format!("/steps/{i}/outputs/{}{rel}", ptr_seg(name));
+                    for u in self.check_text(text, &pointer, &out_scope, false) {
+                        if let NameUse::Step(id) = u {
+                            refs.push(id);
+                        }
                     }
                 }
             }
@@ -1082,8 +1149,9 @@ impl Checker<'_> {
             }
         }
         Some(BaseStep {
-            kind,
-            spec,
+            kname: kind.name(),
+            kind: std::cell::RefCell::new(Some(kind)),
+            spec: std::cell::RefCell::new(spec),
             prompt_file,
             deps,
             refs,
@@ -1106,6 +1174,12 @@ fn kind_spec(kind: &StepKind) -> Value {
         StepKind::Balance(s) => serde_json::to_value(s),
     };
     v.unwrap_or(Value::Null)
+}
+
+/// Never used: each copy but the last clones the kind, and only the last takes it. Kept total so
+/// that a mistake here shows as a plain empty `list` step rather than a panic.
+fn unreachable_kind(_kname: &str) -> StepKind {
+    StepKind::List(super::types::ListSpec::default())
 }
 
 /// The name of a step's kind as written (the first one set; "" for none).
@@ -1165,10 +1239,25 @@ impl Checker<'_> {
         if !condition && !super::template::has_template(text) {
             return Vec::new();
         }
-        let names = if condition {
-            self.templates.condition_names(text)
+        let simple = if condition {
+            None
         } else {
-            self.templates.names(text)
+            super::template::simple_paths(text)
+        };
+        let names = match (simple, self.names_cache.get(text)) {
+            (Some(paths), _) => Ok(paths.into_iter().map(str::to_string).collect()),
+            (None, Some(n)) => n.clone(),
+            (None, None) => {
+                let n = if condition {
+                    self.templates.condition_names(text)
+                } else {
+                    self.templates.names(text)
+                };
+                if !condition {
+                    self.names_cache.insert(text.to_string(), n.clone());
+                }
+                n
+            }
         };
         let names = match names {
             Ok(n) => n,
@@ -1450,11 +1539,43 @@ impl Checker<'_> {
         match self.templates.render(text, &ctx) {
             Ok(v) => Some(v),
             Err(e) => {
-                let msg = format!("cannot render the template: {e}");
-                self.err(pointer, Diagnostic::new(self.redact(&msg)));
+                let msg = render_message(&e);
+                let d = Diagnostic::new(self.redact(&msg))
+                    .suggest(super::template::suggest_filter(&e.to_string()));
+                self.err(pointer, d);
                 None
             }
         }
+    }
+
+    /// The value of a dotted name known at load (`vars.a.b`, `env.X`, `secrets.X`, `matrix.k`).
+    fn lookup(&self, path: &str, matrix: &Map<String, Value>) -> Option<Value> {
+        let mut parts = path.split('.');
+        let root = parts.next()?;
+        let first = parts.next()?;
+        let mut cur = match root {
+            "vars" => self.vars.get(first)?,
+            "matrix" => matrix.get(first)?,
+            "env" => {
+                return self
+                    .env
+                    .get(first)
+                    .map(|v| Value::String(v.clone()))
+                    .filter(|_| parts.next().is_none());
+            }
+            "secrets" => {
+                return self
+                    .secrets
+                    .get(first)
+                    .map(|v| Value::String(v.clone()))
+                    .filter(|_| parts.next().is_none());
+            }
+            _ => return None,
+        };
+        for p in parts {
+            cur = cur.as_object()?.get(p)?;
+        }
+        Some(cur.clone())
     }
 
     fn redact(&self, text: &str) -> String {
@@ -1469,8 +1590,18 @@ impl Checker<'_> {
 
     /// A copy's spec with its load-time templates rendered, and the policy checked on every value
     /// known now.
-    fn render_static(&mut self, i: usize, b: &BaseStep, combo: &Map<String, Value>) -> Value {
-        let mut spec = b.spec.clone();
+    fn render_static(
+        &mut self,
+        i: usize,
+        b: &BaseStep,
+        combo: &Map<String, Value>,
+        last: bool,
+    ) -> Value {
+        let mut spec = if last {
+            b.spec.take()
+        } else {
+            b.spec.borrow().clone()
+        };
         let matrix = (!combo.is_empty()).then_some(combo);
         let ctx = self.static_context(matrix);
         for leaf in &b.static_leaves {
@@ -1478,16 +1609,32 @@ impl Checker<'_> {
                 continue;
             };
             let Some(text) = slot.as_str() else { continue };
-            match self.templates.render(text, &ctx) {
+            let fast = super::template::render_simple(text, &|path| self.lookup(path, combo));
+            let rendered = if let Some(v) = fast {
+                Ok(v)
+            } else if matrix.is_none() {
+                match self.render_cache.get(text) {
+                    Some(r) => r.clone(),
+                    None => {
+                        let r = self.templates.render(text, &ctx);
+                        self.render_cache.insert(text.to_string(), r.clone());
+                        r
+                    }
+                }
+            } else {
+                self.templates.render(text, &ctx)
+            };
+            match rendered {
                 Ok(v) => *slot = v,
                 Err(e) => {
-                    let msg = format!("cannot render the template: {e}");
-                    let d = Diagnostic::new(self.redact(&msg));
+                    let msg = render_message(&e);
+                    let d = Diagnostic::new(self.redact(&msg))
+                        .suggest(super::template::suggest_filter(&e.to_string()));
                     self.err(&leaf.pointer, d);
                 }
             }
         }
-        let kname = b.kind.name();
+        let kname = b.kname;
         let from_file = b.prompt_file.is_some();
         let errs = static_policy(kname, &spec, &self.plan.policy);
         for (rel, d) in errs {
@@ -1514,6 +1661,14 @@ impl Checker<'_> {
             self.err(&pointer, d);
         }
         spec
+    }
+}
+
+/// The message for a template that failed to render at load.
+fn render_message(e: &super::template::TemplateError) -> String {
+    match e {
+        super::template::TemplateError::Unknown(m) => m.clone(),
+        e => format!("cannot render the template: {e}"),
     }
 }
 
@@ -2032,6 +2187,27 @@ steps:
         assert!(p.should_run(s, &o, &RunInfo::default()).unwrap());
         o.insert("b".into(), serde_json::json!({"balance": 50}));
         assert!(!p.should_run(s, &o, &RunInfo::default()).unwrap());
+    }
+
+    #[test]
+    fn secrets_never_reach_messages() {
+        let yaml = r#"
+version: 1
+name: t
+secrets:
+  KIND: {env: T_KIND}
+steps:
+  - id: a
+    submit: {job_type: "${{ secrets.KIND }}", wallet: w, payment: 1, prompt: p}
+"#;
+        let opts = LoadOptions {
+            environment: Some([("T_KIND".to_string(), "hunter2".to_string())].into()),
+            ..Default::default()
+        };
+        let m = messages(load_text(yaml, &[], &opts));
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(m[0].contains("unknown job type `***`"), "{m:?}");
+        assert!(!m[0].contains("hunter2"));
     }
 
     #[test]

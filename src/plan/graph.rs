@@ -224,7 +224,7 @@ fn dot_quote(s: &str) -> String {
 /// kind, an arrow from each step to the steps that wait for it.
 pub fn to_mermaid(plan: &CheckedPlan) -> String {
     let mut out = String::from("flowchart TD\n");
-    let index = |id: &str| plan.steps.iter().position(|s| s.id == id);
+    let index = |id: &str| plan.step_index.get(id).copied();
     for (i, s) in plan.steps.iter().enumerate() {
         let _ = writeln!(
             out,

@@ -16,7 +16,7 @@ use super::check::{
     StepOutputs, StepView, policy_diagnostic,
 };
 use super::diag::Diagnostic;
-use super::template::{has_template, to_value};
+use super::template::{TemplateError, has_template, to_value};
 use super::types::{Amount, Num, OnTimeout, When};
 use crate::api::JobId;
 use crate::money::Money;
@@ -112,8 +112,19 @@ impl CheckedPlan {
         to_value(&Value::Object(m))
     }
 
-    /// A diagnostic at a value of a step, its message redacted.
+    /// A diagnostic at a value of a step, its message redacted and naming the matrix copy.
     fn step_error(&self, step: &PlannedStep, rel: &str, message: String) -> Diagnostic {
+        let message = if step.matrix.is_empty() {
+            message
+        } else {
+            format!("{message} in `{}`", step.id)
+        };
+        self.place(step, rel, message)
+    }
+
+    /// A diagnostic at a value of a step (`rel` inside its operation, or `/when…`, `/outputs…`), its
+    /// message redacted.
+    fn place(&self, step: &PlannedStep, rel: &str, message: String) -> Diagnostic {
         let kind = step.kind.name();
         let pointer = if step.prompt_file.is_some() && rel == "/prompt" {
             format!("{}/{kind}/prompt_file", step.pointer)
@@ -122,11 +133,8 @@ impl CheckedPlan {
         } else {
             format!("{}/{kind}{rel}", step.pointer)
         };
-        let mut message = self.redact(&message);
-        if !step.matrix.is_empty() {
-            message = format!("{message} in `{}`", step.id);
-        }
-        self.source.at(&pointer, Diagnostic::new(message))
+        self.source
+            .at(&pointer, Diagnostic::new(self.redact(&message)))
     }
 
     /// Renders every template left in a value.
@@ -159,13 +167,12 @@ impl CheckedPlan {
         Ok(())
     }
 
-    /// The step's request for a dry run: every template rendered, except that what is known only at
-    /// run time stays readable as its template (`${{ steps.analyze.job_id }}`, `${{ run.id }}`). A
-    /// value whose preview cannot be rendered (a filter that needs the real output) is shown as written.
-    pub fn preview(&self, step: &PlannedStep) -> Value {
-        let placeholder_outputs = |base: &str, label: &str| -> Value {
+    /// Placeholder outputs for the steps a step reads: each output is the text of its own template
+    /// (`${{ steps.analyze.job_id }}`), so a preview shows what is known only at run time.
+    fn placeholder_outputs(&self, step: &PlannedStep) -> StepOutputs {
+        let outputs_of = |id: &str, label: &str| -> Value {
             let mut names: Vec<String> = Vec::new();
-            if let Some(s) = self.steps.iter().find(|s| s.base_id == base) {
+            if let Some(s) = self.step(id) {
                 names.extend(
                     super::types::kind_outputs(s.kind.name())
                         .iter()
@@ -187,30 +194,104 @@ impl CheckedPlan {
         for (name, view) in &step.views {
             match view {
                 StepView::One(id) => {
-                    outputs.insert(
-                        id.clone(),
-                        placeholder_outputs(name, &format!("steps.{name}")),
-                    );
+                    outputs.insert(id.clone(), outputs_of(id, &format!("steps.{name}")));
                 }
                 StepView::List(ids) => {
                     for (k, id) in ids.iter().enumerate() {
-                        outputs.insert(
-                            id.clone(),
-                            placeholder_outputs(name, &format!("steps.{name}[{k}]")),
-                        );
+                        outputs.insert(id.clone(), outputs_of(id, &format!("steps.{name}[{k}]")));
                     }
                 }
             }
         }
-        let run = RunInfo {
+        outputs
+    }
+
+    /// The run as a preview shows it: its id and start time as their templates.
+    fn placeholder_run(&self) -> RunInfo {
+        RunInfo {
             id: "${{ run.id }}".into(),
             started_at: "${{ run.started_at }}".into(),
             plan: self.plan.name.clone(),
-        };
-        let ctx = self.context(step, &outputs, &run, None);
+        }
+    }
+
+    /// The step's request for a dry run: every template rendered, except that what is known only at
+    /// run time stays readable as its template (`${{ steps.analyze.job_id }}`, `${{ run.id }}`). A
+    /// value whose preview cannot be rendered (a filter that needs the real output) is shown as written.
+    pub fn preview(&self, step: &PlannedStep) -> Value {
+        let outputs = self.placeholder_outputs(step);
+        let ctx = self.context(step, &outputs, &self.placeholder_run(), None);
         let mut spec = step.spec.clone();
         preview_value(self, &mut spec, &ctx);
         spec
+    }
+
+    /// Run-time templates that call a filter, test or function that does not exist, found by
+    /// rendering them against placeholders at load (so a typo in a filter fails `validate`, not the
+    /// run).
+    pub(crate) fn unknown_callables(&self, step: &PlannedStep) -> Vec<Diagnostic> {
+        let calls = |s: &str| s.contains('|') || s.contains('(') || s.contains(" is ");
+        let mut out = Vec::new();
+        let mut leaves: Vec<(String, String)> = Vec::new();
+        if any_string(&step.spec, &|t| has_template(t) && calls(t)) {
+            collect_strings(&step.spec, String::new(), &mut leaves);
+            leaves.retain(|(_, t)| has_template(t) && calls(t));
+        }
+        let when = match &step.when {
+            Some(When::Expr(w)) if calls(w) => Some(w),
+            _ => None,
+        };
+        let any_output = step.outputs.values().any(|v| match v {
+            Value::String(t) => calls(t),
+            _ => true,
+        });
+        if leaves.is_empty() && when.is_none() && !any_output {
+            return out;
+        }
+        let outputs = self.placeholder_outputs(step);
+        let run = self.placeholder_run();
+        let ctx = self.context(step, &outputs, &run, None);
+        for (rel, text) in leaves {
+            if let Err(TemplateError::Unknown(m)) = self.templates.render(&text, &ctx) {
+                out.push(
+                    self.place(step, &rel, m.clone())
+                        .suggest(super::template::suggest_filter(&m)),
+                );
+            }
+        }
+        if let Some(w) = when
+            && let Err(TemplateError::Unknown(m)) = self.templates.eval_condition(w, &ctx)
+        {
+            out.push(
+                self.place(step, "/when", m.clone())
+                    .suggest(super::template::suggest_filter(&m)),
+            );
+        }
+        if !step.outputs.is_empty() {
+            let own: Map<String, Value> = super::types::kind_outputs(step.kind.name())
+                .iter()
+                .map(|n| (n.to_string(), Value::String(format!("${{{{ {n} }}}}"))))
+                .collect();
+            let ctx = self.context(step, &outputs, &run, Some(&own));
+            let mut leaves: Vec<(String, String)> = Vec::new();
+            collect_strings(
+                &Value::Object(step.outputs.clone()),
+                "/outputs".into(),
+                &mut leaves,
+            );
+            for (rel, text) in leaves {
+                if has_template(&text)
+                    && calls(&text)
+                    && let Err(TemplateError::Unknown(m)) = self.templates.render(&text, &ctx)
+                {
+                    out.push(
+                        self.place(step, &rel, m.clone())
+                            .suggest(super::template::suggest_filter(&m)),
+                    );
+                }
+            }
+        }
+        out
     }
 
     /// Renders a step against the outputs of the steps before it: exactly what the executor sends.
@@ -426,6 +507,35 @@ impl CheckedPlan {
             out.insert(name.clone(), v);
         }
         Ok(out)
+    }
+}
+
+/// Whether any string in a value satisfies `f` (without allocating).
+fn any_string(v: &Value, f: &dyn Fn(&str) -> bool) -> bool {
+    match v {
+        Value::String(s) => f(s),
+        Value::Array(a) => a.iter().any(|x| any_string(x, f)),
+        Value::Object(m) => m.values().any(|x| any_string(x, f)),
+        _ => false,
+    }
+}
+
+/// Every string in a value, with its pointer.
+fn collect_strings(v: &Value, rel: String, out: &mut Vec<(String, String)>) {
+    match v {
+        Value::String(s) => out.push((rel, s.clone())),
+        Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                collect_strings(x, format!("{rel}/{i}"), out);
+            }
+        }
+        Value::Object(m) => {
+            for (k, x) in m {
+                let seg = super::source::escape_pointer_segment(k).into_owned();
+                collect_strings(x, format!("{rel}/{seg}"), out);
+            }
+        }
+        _ => {}
     }
 }
 

@@ -32,6 +32,68 @@ pub const FUNCTIONS: [&str; 7] = [
     "joiner",
 ];
 
+/// The filters a plan's templates may use: MiniJinja's built-ins and `wordcount`.
+pub const FILTERS: [&str; 50] = [
+    "safe",
+    "escape",
+    "e",
+    "lower",
+    "upper",
+    "title",
+    "capitalize",
+    "replace",
+    "length",
+    "count",
+    "dictsort",
+    "items",
+    "reverse",
+    "trim",
+    "join",
+    "split",
+    "lines",
+    "default",
+    "d",
+    "round",
+    "abs",
+    "int",
+    "float",
+    "attr",
+    "first",
+    "last",
+    "min",
+    "max",
+    "sort",
+    "list",
+    "string",
+    "bool",
+    "batch",
+    "slice",
+    "sum",
+    "indent",
+    "select",
+    "reject",
+    "selectattr",
+    "rejectattr",
+    "map",
+    "groupby",
+    "unique",
+    "chain",
+    "zip",
+    "pprint",
+    "format",
+    "tojson",
+    "urlencode",
+    "wordcount",
+];
+
+/// The closest known filter to the one named in an "unknown filter" message.
+pub fn suggest_filter(message: &str) -> Option<String> {
+    let name = message
+        .strip_prefix("filter ")?
+        .strip_suffix(" is unknown")?;
+    super::diag::suggest(name, FILTERS)
+}
+
 /// A template that cannot be parsed or rendered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
@@ -41,6 +103,9 @@ pub enum TemplateError {
     /// Rendering failed (a type error, a filter's error, an undefined value).
     #[error("{0}")]
     Render(String),
+    /// The template calls a filter, test or function that does not exist.
+    #[error("{0}")]
+    Unknown(String),
 }
 
 /// One MiniJinja environment per plan, configured with the plan syntax and the extra filters.
@@ -65,6 +130,13 @@ fn syntax_error(e: minijinja::Error) -> TemplateError {
 }
 
 fn render_error(e: minijinja::Error) -> TemplateError {
+    use minijinja::ErrorKind as K;
+    if matches!(
+        e.kind(),
+        K::UnknownFilter | K::UnknownTest | K::UnknownFunction
+    ) {
+        return TemplateError::Unknown(e.detail().unwrap_or(kind_text(e.kind())).to_string());
+    }
     let text = match e.detail() {
         Some(d) => format!("{}: {d}", kind_text(e.kind())),
         None => kind_text(e.kind()).to_string(),
@@ -113,6 +185,9 @@ impl Templates {
     /// The dotted names a template reads (`vars.wallet`, `steps.a.output`, `matrix.tone`), with
     /// `steps['some-id']` written as `steps.some-id`.
     pub fn names(&self, text: &str) -> Result<BTreeSet<String>, TemplateError> {
+        if let Some(paths) = simple_paths(text) {
+            return Ok(paths.into_iter().map(str::to_string).collect());
+        }
         let mut out: BTreeSet<String> = match whole_expression(text) {
             Some(expr) => {
                 let e = self
@@ -210,6 +285,72 @@ impl Templates {
             None => self.names(text),
         }
     }
+}
+
+/// The paths of a template whose every `${{ … }}` is a plain dotted name (`${{ vars.wallet }}`),
+/// found without MiniJinja: most plan templates are of this kind, and a plan may hold thousands.
+/// `None` for anything else (filters, operators, blocks), which MiniJinja then handles.
+pub fn simple_paths(text: &str) -> Option<Vec<&str>> {
+    if text.contains("${%") || text.contains("${#") {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${{") {
+        let after = &rest[start + 3..];
+        let end = after.find("}}")?;
+        let inner = after[..end].trim();
+        let simple = !inner.is_empty()
+            && inner.split('.').all(|seg| {
+                let mut chars = seg.chars();
+                chars
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                    && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+            });
+        if !simple {
+            return None;
+        }
+        out.push(inner);
+        rest = &after[end + 2..];
+    }
+    if rest.contains("}}") && out.is_empty() {
+        return None;
+    }
+    Some(out)
+}
+
+/// Renders a template made only of plain dotted names by looking each up with `lookup`, without
+/// MiniJinja. `None` when that is not possible (a name not found, a list or mapping inside text,
+/// anything but plain names): the caller then renders with MiniJinja, which also words the errors.
+pub fn render_simple(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<serde_json::Value>,
+) -> Option<serde_json::Value> {
+    if let Some(expr) = whole_expression(text) {
+        let paths = simple_paths(text)?;
+        if paths.len() != 1 || paths[0] != expr {
+            return None;
+        }
+        return lookup(expr);
+    }
+    let paths = simple_paths(text)?;
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    for path in paths {
+        let start = rest.find("${{")?;
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 3..];
+        let end = after.find("}}")?;
+        match lookup(path)? {
+            serde_json::Value::String(s) => out.push_str(&s),
+            serde_json::Value::Number(n) => out.push_str(&n.to_string()),
+            _ => return None,
+        }
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Some(serde_json::Value::String(out))
 }
 
 /// The expression of a condition: the inside of a lone `${{ … }}`, or the whole text when it holds
@@ -361,6 +502,39 @@ mod tests {
                 .unwrap()
         );
         assert!(!t.eval_condition("steps.b.balance > 200", &c).unwrap());
+    }
+
+    #[test]
+    fn simple_templates_skip_minijinja_with_the_same_result() {
+        let t = Templates::new();
+        let v = json!({"vars": {"n": 5, "f": 0.5, "b": true, "name": "x", "xs": [1]}});
+        let c = ctx(v.clone());
+        let lookup = |path: &str| {
+            let p = format!("/{}", path.replace('.', "/"));
+            v.pointer(&p).cloned()
+        };
+        for text in [
+            "${{ vars.n }}",
+            "${{ vars.xs }}",
+            "n=${{ vars.n }}, f=${{ vars.f }}, ${{vars.name}}!",
+            "plain",
+        ] {
+            assert_eq!(
+                render_simple(text, &lookup),
+                Some(t.render(text, &c).unwrap()),
+                "{text}"
+            );
+        }
+        assert_eq!(render_simple("${{ vars.nope }}", &lookup), None);
+        assert_eq!(render_simple("a ${{ vars.xs }}", &lookup), None);
+        assert_eq!(render_simple("b=${{ vars.b }}", &lookup), None);
+        assert_eq!(render_simple("${{ vars.n + 1 }}", &lookup), None);
+        assert_eq!(
+            simple_paths("${{ a.b }} and ${{ c }}"),
+            Some(vec!["a.b", "c"])
+        );
+        assert_eq!(simple_paths("${{ a | upper }}"), None);
+        assert_eq!(simple_paths("${% if a %}x${% endif %}"), None);
     }
 
     #[test]

@@ -131,7 +131,17 @@ impl VarsFile {
     pub fn path(&self) -> &Path {
         &self.path
     }
+    /// Copies the file into the run directory as `vars-from.json` (absolute path returned), where it
+    /// stays for `resume`; the temporary file is removed.
+    pub fn keep_in(self, run_dir: &Path) -> std::io::Result<PathBuf> {
+        let kept = std::path::absolute(run_dir.join(VARS_FROM_FILE))?;
+        std::fs::copy(&self.path, &kept)?;
+        Ok(kept)
+    }
 }
+
+/// The base vars of a `--vars-from` run, in its run directory.
+pub const VARS_FROM_FILE: &str = "vars-from.json";
 
 impl Drop for VarsFile {
     fn drop(&mut self) {

@@ -31,6 +31,7 @@ pub struct Terminal<W: Write> {
     finished: usize,
     failed: usize,
     started: Instant,
+    done: bool,
 }
 
 fn clock() -> String {
@@ -49,6 +50,7 @@ impl<W: Write> Terminal<W> {
             finished: 0,
             failed: 0,
             started: Instant::now(),
+            done: false,
         }
     }
 
@@ -70,7 +72,7 @@ impl<W: Write> Terminal<W> {
 
     /// Redraws the live block (no-op unless live).
     pub fn tick(&mut self) {
-        if self.mode != Mode::Live {
+        if self.mode != Mode::Live || self.done {
             return;
         }
         self.clear_block();
@@ -89,8 +91,15 @@ impl<W: Write> Terminal<W> {
             self.running.len(),
             self.started.elapsed().as_secs_f64()
         ));
+        // Lines that wrap would throw the redraw off: keep them within the terminal's width.
+        let width = std::env::var("COLUMNS")
+            .ok()
+            .and_then(|c| c.parse::<usize>().ok())
+            .unwrap_or(100)
+            .max(20);
         for l in &lines {
-            let _ = writeln!(self.out, "{l}");
+            let shown: String = l.chars().take(width - 1).collect();
+            let _ = writeln!(self.out, "{shown}");
         }
         self.drawn = lines.len();
         let _ = self.out.flush();
@@ -162,13 +171,22 @@ impl<W: Write> Terminal<W> {
             }
             Event::JobCancelled {
                 job_id,
+                state,
                 payment_status,
                 ..
-            } => self.line(&format!(
-                "{} ✗ job {job_id} cancelled (payment {})",
-                clock(),
-                payment_status.as_deref().unwrap_or("status unknown")
-            )),
+            } => {
+                let payment = payment_status.as_deref().unwrap_or("status unknown");
+                let text = match state.as_deref() {
+                    Some("CANCELED") | None => {
+                        format!("{} ✗ job {job_id} cancelled (payment {payment})", clock())
+                    }
+                    Some(s) => format!(
+                        "{} - job {job_id} had already ended {s} when the run stopped (payment {payment})",
+                        clock()
+                    ),
+                };
+                self.line(&text)
+            }
             Event::StepFinished { report } => {
                 self.running.remove(&report.id);
                 self.finished += 1;
@@ -202,6 +220,7 @@ impl<W: Write> Terminal<W> {
                     RunStatus::Running => "running",
                 };
                 self.running.clear();
+                self.done = true;
                 self.line(&format!(
                     "{} run {word} in {:.1}s (exit {exit_code})",
                     clock(),
@@ -213,5 +232,63 @@ impl<W: Write> Terminal<W> {
             self.tick();
         }
         let _ = self.out.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::model::{RunStatus, StepState};
+
+    fn started(id: &str) -> Event {
+        Event::StepStarted {
+            id: id.into(),
+            at: String::new(),
+        }
+    }
+
+    #[test]
+    fn plain_mode_prints_one_line_per_event_and_no_escape_codes() {
+        let mut t = Terminal::new(Vec::new(), Mode::Plain);
+        t.on_event(&started("a"));
+        let mut r = crate::exec::steps::empty_report("a", "balance");
+        r.state = StepState::Succeeded;
+        r.summary = "done".into();
+        t.on_event(&Event::StepFinished {
+            report: Box::new(r),
+        });
+        t.on_event(&Event::RunFinished {
+            status: RunStatus::Succeeded,
+            exit_code: 0,
+            at: String::new(),
+        });
+        let out = String::from_utf8(t.out).unwrap();
+        assert_eq!(out.lines().count(), 3, "{out}");
+        assert!(!out.contains('\x1b'));
+        assert!(out.contains("✓ a"));
+    }
+
+    #[test]
+    fn live_mode_redraws_the_running_block_and_clears_it_at_the_end() {
+        let mut t = Terminal::new(Vec::new(), Mode::Live);
+        t.on_event(&started("a"));
+        t.on_event(&started("b"));
+        t.tick();
+        t.on_event(&Event::RunFinished {
+            status: RunStatus::Interrupted,
+            exit_code: 130,
+            at: String::new(),
+        });
+        t.tick();
+        let out = String::from_utf8(t.out).unwrap();
+        assert!(out.contains("⏳ a"), "{out}");
+        assert!(
+            out.contains("\x1b[3F\x1b[J"),
+            "the block of 3 lines is redrawn in place"
+        );
+        assert!(
+            out.trim_end().ends_with("(exit 130)"),
+            "nothing is drawn after the end: {out:?}"
+        );
     }
 }

@@ -96,6 +96,7 @@ impl ReportBuilder {
             Event::JobCancelled {
                 id,
                 job_id,
+                state,
                 payment_status,
                 refunded,
                 wallet,
@@ -103,10 +104,15 @@ impl ReportBuilder {
                 if let Some(m) = refunded {
                     *r.totals.refunded_per_wallet.entry(wallet).or_default() += m;
                 }
-                let note = format!(
-                    "job {job_id} cancelled on the way out; payment status: {}",
-                    payment_status.as_deref().unwrap_or("unknown")
-                );
+                let payment = payment_status.as_deref().unwrap_or("unknown");
+                let note = match state.as_deref() {
+                    Some("CANCELED") | None => {
+                        format!("job {job_id} cancelled on the way out; payment status: {payment}")
+                    }
+                    Some(s) => format!(
+                        "job {job_id} had already ended {s} when the run stopped; payment status: {payment}"
+                    ),
+                };
                 if let Some(&i) = self.index.get(&id) {
                     r.steps[i].issues.push(note);
                 } else {
@@ -197,6 +203,7 @@ pub fn write_report_json(dir: &Path, report: &Report) -> std::io::Result<()> {
         let f = w.into_inner().map_err(|e| e.into_error())?;
         f.sync_data()?;
     }
+    crate::exec::crash::point("report");
     std::fs::rename(&tmp, &path)
 }
 

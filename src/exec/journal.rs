@@ -1,0 +1,381 @@
+//! The run journal, `runs/<run-id>/journal.jsonl`: an append-only record of what a run did, written by
+//! the executor itself (not through the event stream) so that its order with the network is certain.
+//!
+//! Payments are real money, so the two records that guard them are fsync'd before the executor goes on:
+//! the *intent* to submit is on disk before the request is sent, and the job id is on disk as soon as it
+//! is known. A run killed at any point leaves either no intent (nothing was sent), an intent without a job
+//! id (the request may or may not have reached the coordinator: `resume` looks the job up by its client
+//! reference before it sends anything), or a job id (`resume` re-attaches to it). Finished steps are
+//! recorded with their report entry and outputs, so `resume` keeps them and the report can be rebuilt
+//! from the journal alone.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::money::Money;
+use crate::report::model::StepReport;
+
+/// One line of the journal: `{"intent": {…}}`. (Externally tagged: an internally tagged enum would
+/// buffer each record, which the receipts' raw JSON text does not survive.)
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Record {
+    /// A run (or a resumption of it) began.
+    Run {
+        /// The run's id.
+        run_id: String,
+        /// The plan file as given.
+        plan_path: String,
+        /// SHA-256 of the plan file.
+        plan_hash: String,
+        /// `--set` pairs, to load the plan the same way again.
+        set: Vec<(String, String)>,
+        /// `--vars` files, to load the plan the same way again.
+        vars_files: Vec<PathBuf>,
+        /// The coordinator's URL.
+        coordinator: String,
+        /// True for the embedded coordinator (whose jobs do not outlive the process).
+        embedded: bool,
+        /// 0 for the first start, then 1, 2, … for each `resume`.
+        attempt: u32,
+        /// RFC 3339.
+        at: String,
+    },
+    /// About to send a submit (fsync'd before the request).
+    Intent {
+        /// The step.
+        step: String,
+        /// 1 for the first submission of the step, more after `retry.on: [job_failed]`.
+        submission: u32,
+        /// `payload.client_ref`.
+        client_ref: String,
+        /// The wallet that pays.
+        wallet: String,
+        /// The payment.
+        payment: Money,
+    },
+    /// The coordinator has the job (fsync'd).
+    Submitted {
+        /// The step.
+        step: String,
+        /// The submission.
+        submission: u32,
+        /// The job.
+        job_id: String,
+    },
+    /// A step ended.
+    Step {
+        /// Its report entry.
+        report: Box<StepReport>,
+        /// Its outputs, for later templates.
+        outputs: Map<String, Value>,
+    },
+    /// The run ended.
+    End {
+        /// The run's status word.
+        status: String,
+        /// The exit code.
+        exit_code: i32,
+    },
+}
+
+/// The journal file, open for appending.
+#[derive(Debug)]
+pub struct Journal {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl Journal {
+    /// Opens (creating or appending to) `journal.jsonl` in a run directory.
+    pub fn open(run_dir: &Path) -> std::io::Result<Journal> {
+        let path = run_dir.join("journal.jsonl");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        Ok(Journal { file, path })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends a record; with `durable`, waits until it is on disk.
+    pub fn append(&mut self, record: &Record, durable: bool) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(record).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        // One write per record: a crash leaves at most a torn last line, which the reader skips.
+        self.file.write_all(&line)?;
+        if durable {
+            self.file.sync_data()?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads every whole record of a journal. A torn last line (a crash mid-write) is skipped; a bad line
+/// elsewhere is an error naming its line number.
+pub fn read(path: &Path) -> Result<Vec<Record>, String> {
+    let f =
+        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let lines: Vec<String> = std::io::BufReader::new(f)
+        .lines()
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut out = Vec::with_capacity(lines.len());
+    let last = lines.len().saturating_sub(1);
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Record>(line) {
+            Ok(r) => out.push(r),
+            Err(_) if i == last => {}
+            Err(e) => {
+                return Err(format!(
+                    "{}:{}: not a journal record: {e}",
+                    path.display(),
+                    i + 1
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What a journal says about a run, folded for `resume`.
+#[derive(Clone, Debug, Default)]
+pub struct Replay {
+    /// The first `run` record's fields.
+    pub run_id: String,
+    /// The plan file.
+    pub plan_path: String,
+    /// Its hash when the run started.
+    pub plan_hash: String,
+    /// `--set` pairs.
+    pub set: Vec<(String, String)>,
+    /// `--vars` files.
+    pub vars_files: Vec<PathBuf>,
+    /// The coordinator URL.
+    pub coordinator: String,
+    /// True when the run used the embedded coordinator.
+    pub embedded: bool,
+    /// How many times the run has been started so far.
+    pub attempts: u32,
+    /// Steps that succeeded: kept as they are.
+    pub done: BTreeMap<String, (StepReport, Map<String, Value>)>,
+    /// Per step, its submissions: client reference, wallet, payment and the job id when known.
+    pub submissions: BTreeMap<String, Vec<Submission>>,
+    /// True when the journal has an `end` record (the run finished, possibly with failures).
+    pub ended: bool,
+}
+
+impl Replay {
+    /// What the jobs this run already submitted (those with a job id) paid, per wallet.
+    pub fn paid_per_wallet(&self) -> BTreeMap<String, Money> {
+        let mut out: BTreeMap<String, Money> = BTreeMap::new();
+        for s in self.submissions.values().flatten() {
+            if s.job_id.is_some() {
+                *out.entry(s.wallet.clone()).or_default() += s.payment;
+            }
+        }
+        out
+    }
+
+    /// The journaled submission `number` of `step`.
+    pub fn submission(&self, step: &str, number: u32) -> Option<&Submission> {
+        self.submissions
+            .get(step)
+            .and_then(|v| v.iter().find(|s| s.number == number))
+    }
+}
+
+/// One submission of a step, as journaled.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Submission {
+    /// 1, 2, …
+    pub number: u32,
+    /// `payload.client_ref`.
+    pub client_ref: String,
+    /// The wallet.
+    pub wallet: String,
+    /// The payment.
+    pub payment: Money,
+    /// The job id, once the coordinator gave it.
+    pub job_id: Option<String>,
+}
+
+/// Folds a journal's records.
+pub fn replay(records: &[Record]) -> Result<Replay, String> {
+    let mut r = Replay::default();
+    let mut seen_run = false;
+    for rec in records {
+        match rec {
+            Record::Run {
+                run_id,
+                plan_path,
+                plan_hash,
+                set,
+                vars_files,
+                coordinator,
+                embedded,
+                ..
+            } => {
+                if !seen_run {
+                    r.run_id = run_id.clone();
+                    r.plan_path = plan_path.clone();
+                    r.plan_hash = plan_hash.clone();
+                    r.set = set.clone();
+                    r.vars_files = vars_files.clone();
+                    seen_run = true;
+                }
+                r.coordinator = coordinator.clone();
+                r.embedded = *embedded;
+                r.attempts += 1;
+                r.ended = false;
+            }
+            Record::Intent {
+                step,
+                submission,
+                client_ref,
+                wallet,
+                payment,
+            } => {
+                let subs = r.submissions.entry(step.clone()).or_default();
+                if !subs.iter().any(|s| s.number == *submission) {
+                    subs.push(Submission {
+                        number: *submission,
+                        client_ref: client_ref.clone(),
+                        wallet: wallet.clone(),
+                        payment: *payment,
+                        job_id: None,
+                    });
+                }
+            }
+            Record::Submitted {
+                step,
+                submission,
+                job_id,
+            } => {
+                if let Some(s) = r
+                    .submissions
+                    .get_mut(step)
+                    .and_then(|v| v.iter_mut().find(|s| s.number == *submission))
+                {
+                    s.job_id = Some(job_id.clone());
+                }
+            }
+            Record::Step { report, outputs } => {
+                use crate::report::model::StepState;
+                // Only successes are kept: a step skipped because a dependency failed must run when
+                // the dependency is run again, and a `when` is cheap to evaluate again.
+                match report.state {
+                    StepState::Succeeded => {
+                        r.done
+                            .insert(report.id.clone(), ((**report).clone(), outputs.clone()));
+                    }
+                    _ => {
+                        r.done.remove(&report.id);
+                    }
+                }
+            }
+            Record::End { .. } => r.ended = true,
+        }
+    }
+    if !seen_run {
+        return Err("the journal has no `run` record".into());
+    }
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn torn_last_line_is_skipped_and_replay_folds_submissions() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        j.append(
+            &Record::Run {
+                run_id: "r".into(),
+                plan_path: "p.yaml".into(),
+                plan_hash: "h".into(),
+                set: vec![],
+                vars_files: vec![],
+                coordinator: "http://x".into(),
+                embedded: false,
+                attempt: 0,
+                at: "t".into(),
+            },
+            true,
+        )
+        .unwrap();
+        j.append(
+            &Record::Intent {
+                step: "a".into(),
+                submission: 1,
+                client_ref: "r/a".into(),
+                wallet: "w".into(),
+                payment: Money::from_int(2),
+            },
+            true,
+        )
+        .unwrap();
+        j.append(
+            &Record::Intent {
+                step: "b".into(),
+                submission: 1,
+                client_ref: "r/b".into(),
+                wallet: "w".into(),
+                payment: Money::from_int(3),
+            },
+            true,
+        )
+        .unwrap();
+        j.append(
+            &Record::Submitted {
+                step: "a".into(),
+                submission: 1,
+                job_id: "ea05c15ab4f94d369c35d96c8fc39ac5".into(),
+            },
+            true,
+        )
+        .unwrap();
+        drop(j);
+        // A crash in the middle of a line.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("journal.jsonl"))
+            .unwrap();
+        f.write_all(b"{\"step\":{\"rep").unwrap();
+        let records = read(&dir.path().join("journal.jsonl")).unwrap();
+        assert_eq!(records.len(), 4);
+        let r = replay(&records).unwrap();
+        assert_eq!(r.attempts, 1);
+        assert_eq!(
+            r.submissions["a"][0].job_id.as_deref(),
+            Some("ea05c15ab4f94d369c35d96c8fc39ac5")
+        );
+        assert_eq!(r.submissions["b"][0].job_id, None);
+        assert!(!r.ended);
+    }
+
+    #[test]
+    fn a_bad_line_in_the_middle_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("journal.jsonl"),
+            "garbage\n{\"end\":{\"status\":\"succeeded\",\"exit_code\":0}}\n",
+        )
+        .unwrap();
+        let e = read(&dir.path().join("journal.jsonl")).unwrap_err();
+        assert!(e.contains("journal.jsonl:1"), "{e}");
+    }
+}

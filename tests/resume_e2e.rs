@@ -1,0 +1,252 @@
+//! Durability: the runner is killed with SIGKILL at many points (after the intent to submit is
+//! journaled, after a job id is journaled, while waiting, while fetching, while writing the report),
+//! then `resume`d. Every job is submitted exactly once (checked through the coordinator's job list),
+//! every result is present, and the coordinator's ledger still balances.
+
+mod support;
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::*;
+
+const PLAN: &str = r#"
+version: 1
+name: durable
+steps:
+  - id: a
+    job: {job_type: inference, wallet: w, payment: 2, prompt: "alpha"}
+  - id: b
+    job: {job_type: inference, wallet: w, payment: 3, prompt: "beta"}
+  - id: c
+    job: {job_type: training, wallet: v, payment: 10, prompt: "gamma"}
+  - id: d
+    submit: {job_type: inference, wallet: v, payment: 1, prompt: "delta"}
+  - id: d_wait
+    wait: {job: "${{ steps.d.job_id }}", timeout: 30s}
+  - id: d_fetch
+    needs: [d_wait]
+    fetch: {job: "${{ steps.d.job_id }}", save: out/d.json}
+  - id: e
+    job: {job_type: inference, wallet: w, payment: 1, prompt: "after ${{ steps.a.output }}"}
+"#;
+
+const JOB_STEPS: [&str; 5] = ["a", "b", "c", "d", "e"];
+
+fn crash_and_resume(point: &str, n: u32) {
+    let serve = Serve::start(&["--fund", "w=100", "--fund", "v=100", "--no-faucet"]);
+    let dir = PlanDir::new(PLAN);
+    let mut cmd = serve.command();
+    cmd.args(run_args(&dir.plan(), &dir.runs()))
+        .env("AITBC_FLOW_CRASH_AT", format!("{point}:{n}"));
+    let out = output_within(cmd, Duration::from_secs(60));
+    assert_eq!(
+        out.status.signal(),
+        Some(9),
+        "{point}:{n}: the runner should have been killed; exit {:?}, stderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run_dir = dir.run_dir();
+    let run_id = run_dir.file_name().unwrap().to_str().unwrap().to_string();
+
+    let mut resume = serve.command();
+    resume.args([
+        "resume",
+        &run_id,
+        "--runs-dir",
+        dir.runs().to_str().unwrap(),
+        "--poll-start",
+        "20ms",
+        "--poll-max",
+        "100ms",
+        "--output",
+        "json",
+    ]);
+    let out = output_within(resume, Duration::from_secs(60));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{point}:{n}: resume failed; stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("report on stdout");
+    assert_eq!(report["status"], "succeeded", "{point}:{n}");
+    assert_eq!(report["run_id"], run_id.as_str());
+    for s in report["steps"].as_array().unwrap() {
+        assert_eq!(s["state"], "succeeded", "{point}:{n}: {}", s["id"]);
+    }
+    for id in ["a", "b", "c", "e", "d_fetch"] {
+        let s = report["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap();
+        assert!(s["result"].is_string(), "{point}:{n}: no result for {id}");
+    }
+    assert!(run_dir.join("out/d.json").is_file(), "{point}:{n}");
+
+    // Exactly one job per job-submitting step, each with its own client reference.
+    let jobs = serve.jobs();
+    let mut refs: Vec<String> = jobs
+        .iter()
+        .map(|j| j["payload"]["client_ref"].as_str().unwrap().to_string())
+        .collect();
+    refs.sort();
+    let mut expected: Vec<String> = JOB_STEPS.iter().map(|s| format!("{run_id}/{s}")).collect();
+    expected.sort();
+    assert_eq!(refs, expected, "{point}:{n}: jobs on the coordinator");
+
+    // The ledger balances and nothing is left in escrow; the wallets paid exactly once.
+    let ledger = serve.get("/v1/local/ledger");
+    let num = |v: &Value| v.as_str().unwrap().parse::<f64>().unwrap();
+    let wallets: f64 = ledger["wallets"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(num)
+        .sum();
+    assert_eq!(wallets + num(&ledger["escrow"]), num(&ledger["minted"]));
+    assert_eq!(num(&ledger["escrow"]), 0.0);
+    assert_eq!(num(&ledger["wallets"]["w"]), 100.0 - 6.0, "{point}:{n}");
+    assert_eq!(num(&ledger["wallets"]["v"]), 100.0 - 11.0, "{point}:{n}");
+    assert_eq!(report["totals"]["jobs"], 5, "{point}:{n}");
+}
+
+#[test]
+fn killed_after_the_intent() {
+    for n in 1..=5 {
+        crash_and_resume("intent", n);
+    }
+}
+
+#[test]
+fn killed_after_the_submit() {
+    for n in 1..=5 {
+        crash_and_resume("submitted", n);
+    }
+}
+
+#[test]
+fn killed_while_waiting() {
+    for n in 1..=4 {
+        crash_and_resume("wait", n);
+    }
+}
+
+#[test]
+fn killed_while_fetching() {
+    for n in 1..=5 {
+        crash_and_resume("fetch", n);
+    }
+}
+
+#[test]
+fn killed_while_writing_the_report() {
+    for n in 1..=2 {
+        crash_and_resume("report", n);
+    }
+}
+
+#[test]
+fn a_changed_plan_is_refused_unless_forced() {
+    let serve = Serve::start(&[]);
+    let dir = PlanDir::new(PLAN);
+    let mut cmd = serve.command();
+    cmd.args(run_args(&dir.plan(), &dir.runs()))
+        .env("AITBC_FLOW_CRASH_AT", "submitted:2");
+    let out = output_within(cmd, Duration::from_secs(60));
+    assert_eq!(out.status.signal(), Some(9));
+    let run_id = dir
+        .run_dir()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    std::fs::write(dir.plan(), format!("{PLAN}\n# edited\n")).unwrap();
+    let runs = dir.runs();
+    let args = [
+        "resume",
+        run_id.as_str(),
+        "--runs-dir",
+        runs.to_str().unwrap(),
+        "--poll-start",
+        "20ms",
+        "--output",
+        "json",
+    ];
+    let mut resume = serve.command();
+    resume.args(args);
+    let out = output_within(resume, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("changed since run"), "{stderr}");
+    assert!(stderr.contains("--force"), "{stderr}");
+    let mut forced = serve.command();
+    forced.args(args).arg("--force");
+    let out = output_within(forced, Duration::from_secs(60));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(serve.jobs().len(), 5);
+}
+
+#[test]
+fn a_resumed_run_can_be_resumed_again() {
+    let serve = Serve::start(&[]);
+    let dir = PlanDir::new(PLAN);
+    let mut cmd = serve.command();
+    cmd.args(run_args(&dir.plan(), &dir.runs()))
+        .env("AITBC_FLOW_CRASH_AT", "intent:2");
+    assert_eq!(
+        output_within(cmd, Duration::from_secs(60)).status.signal(),
+        Some(9)
+    );
+    let run_id = dir
+        .run_dir()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let resume_args = |c: &mut Command| {
+        c.args([
+            "resume",
+            run_id.as_str(),
+            "--runs-dir",
+            dir.runs().to_str().unwrap(),
+            "--poll-start",
+            "20ms",
+            "--poll-max",
+            "100ms",
+        ]);
+    };
+    let mut first = serve.command();
+    resume_args(&mut first);
+    first.env("AITBC_FLOW_CRASH_AT", "fetch:2");
+    assert_eq!(
+        output_within(first, Duration::from_secs(60))
+            .status
+            .signal(),
+        Some(9)
+    );
+    let mut second = serve.command();
+    resume_args(&mut second);
+    let out = output_within(second, Duration::from_secs(60));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(serve.jobs().len(), 5);
+    let journal = std::fs::read_to_string(dir.run_dir().join("journal.jsonl")).unwrap();
+    assert_eq!(journal.matches("{\"run\":").count(), 3);
+}

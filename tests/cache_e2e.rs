@@ -166,7 +166,16 @@ fn a_changed_prompt_misses() {
 fn a_pruned_source_run_misses() {
     let dir = PlanDir::new(PLAN);
     let first = run_ok(&dir, &[]);
-    std::fs::remove_dir_all(dir.runs().join(run_id(&first))).unwrap();
+    let mut prune = Command::new(bin());
+    prune
+        .args(["runs", "prune", "--keep", "0", "--runs-dir"])
+        .arg(dir.runs());
+    let out = output_within(prune, LIMIT);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!dir.runs().join(run_id(&first)).exists());
+    // The index forgets the pruned run's results.
+    let index = std::fs::read_to_string(dir.runs().join(".cache/index.jsonl")).unwrap();
+    assert_eq!(index, "");
     let second = run_ok(&dir, &[]);
     assert_eq!(second["totals"]["jobs"], 2);
     let ask = step(&second, "ask");

@@ -614,6 +614,10 @@ pub fn runs(c: RunsCommand) -> i32 {
         RunsCommand::Prune(a) => match history::prune(&a.runs_dir, a.keep) {
             Ok(removed) => {
                 println!("removed {} runs", removed.len());
+                // The result cache forgets what the removed runs paid for.
+                if let Err(e) = crate::exec::cache::compact(&a.runs_dir) {
+                    eprintln!("warning: cannot compact the result cache's index: {e}");
+                }
                 exit::SUCCESS
             }
             Err(e) => {

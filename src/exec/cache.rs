@@ -537,6 +537,39 @@ pub fn append_entry(path: &Path, entry: &IndexEntry) -> std::io::Result<()> {
     f.sync_data()
 }
 
+/// Drops the index entries whose run is gone (after `runs prune`), rewriting the index atomically.
+/// Returns how many were dropped. An entry appended by a run while this rewrites may be lost; that
+/// costs a later miss, never a wrong hit.
+pub fn compact(runs_dir: &Path) -> std::io::Result<usize> {
+    let path = runs_dir.join(INDEX_FILE);
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut kept = Vec::with_capacity(text.len());
+    let mut dropped = 0;
+    let mut alive: HashMap<String, bool> = HashMap::new();
+    for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let keep = match serde_json::from_slice::<IndexEntry>(line) {
+            Ok(e) => *alive.entry(e.run_id.clone()).or_insert_with(|| {
+                plain_name(&e.run_id) && runs_dir.join(&e.run_id).join("report.json").is_file()
+            }),
+            Err(_) => false,
+        };
+        if keep {
+            kept.extend_from_slice(line);
+            kept.push(b'\n');
+        } else {
+            dropped += 1;
+        }
+    }
+    if dropped > 0 {
+        crate::report::writers::write_atomic(&path, &kept)?;
+    }
+    Ok(dropped)
+}
+
 /// Adds to `paid` (what the balance preflight need not cover, per wallet) the payments of the steps in
 /// `cached`, which are served from the cache: their payment where it is known at load, as
 /// [`crate::policy::spend_per_wallet`] counts it.
@@ -716,6 +749,24 @@ mod tests {
             t.elapsed() / 1000
         );
         assert!(l.hit.is_none());
+    }
+
+    #[test]
+    fn compacting_drops_the_entries_of_removed_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path();
+        assert_eq!(compact(runs).unwrap(), 0);
+        std::fs::create_dir_all(runs.join("r1")).unwrap();
+        std::fs::write(runs.join("r1/report.json"), "{}").unwrap();
+        let path = runs.join(INDEX_FILE);
+        append_entry(&path, &entry("a", "r1")).unwrap();
+        append_entry(&path, &entry("b", "gone")).unwrap();
+        append_entry(&path, &entry("c", "r1")).unwrap();
+        assert_eq!(compact(runs).unwrap(), 1);
+        let idx = read_index(runs);
+        assert_eq!(idx.len(), 2);
+        assert!(idx.contains_key("a") && idx.contains_key("c"));
+        assert_eq!(compact(runs).unwrap(), 0);
     }
 
     #[test]

@@ -429,3 +429,30 @@ steps:
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no run `no-such-run`"));
 }
+
+#[test]
+fn two_steps_with_one_request_each_keep_their_own_result() {
+    let dir = PlanDir::new(
+        r#"
+version: 1
+name: twins
+steps:
+  - id: a
+    cache: true
+    job: {job_type: inference, model: llama2, wallet: w, payment: 1, prompt: "Same question"}
+  - id: b
+    cache: true
+    job: {job_type: inference, model: llama2, wallet: w, payment: 1, prompt: "Same question"}
+"#,
+    );
+    let first = run_ok(&dir, &[]);
+    assert_eq!(first["totals"]["jobs"], 2);
+    assert_eq!(saved_results(&dir.runs(), &run_id(&first)).len(), 2);
+    let second = run_ok(&dir, &[]);
+    assert_eq!(second["totals"]["jobs"], 0);
+    for id in ["a", "b"] {
+        let s = step(&second, id);
+        assert_eq!(s["cached_from"]["run_id"], run_id(&first).as_str());
+        assert_eq!(s["issues"], serde_json::json!([]), "{id}");
+    }
+}

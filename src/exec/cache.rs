@@ -9,7 +9,7 @@
 //! - **The index** is `<runs>/.cache/index.jsonl`, one [`IndexEntry`] per line, appended (and fsync'd)
 //!   when a `cache: true` job step succeeds for real. A torn last line (a crash while appending) is
 //!   skipped on read and closed off before the next append. The full result and receipt are saved
-//!   beside the run, in `<runs>/<run-id>/cache/<fingerprint>.json`.
+//!   beside the run, in `<runs>/<run-id>/cache/<fingerprint prefix>-<step hash>.json`.
 //! - **A hit is verified before use**: the source run's `report.json` must still exist (a pruned run is
 //!   a miss, not an error) and say the step succeeded with this job and a verified receipt; the saved
 //!   result must not be a failed one, its receipt must be the report's, name the same job, carry the
@@ -353,7 +353,12 @@ impl ResultCache {
             return Ok(());
         }
         let fp = fingerprint(req);
-        let rel = format!("{}/cache/{fp}.json", self.run_id);
+        // One file per step: two steps of a run may send the same request.
+        let step_hash = {
+            use sha2::{Digest, Sha256};
+            hex::encode(&Sha256::digest(step.id.as_bytes())[..8])
+        };
+        let rel = format!("{}/cache/{}-{step_hash}.json", self.run_id, &fp[..16]);
         let saved = Saved {
             fingerprint: fp.clone(),
             job_id: job_id.to_string(),

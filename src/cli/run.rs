@@ -16,8 +16,8 @@ use crate::exec::session::{
 };
 use crate::exit;
 use crate::money::Money;
-use crate::report::history;
 use crate::report::terminal::Mode;
+use crate::report::{history, repro};
 
 /// How `run` prints.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -92,6 +92,13 @@ pub struct RunArgs {
     /// Seed for retry jitter (reproducible delays).
     #[arg(long, hide = true)]
     pub seed: Option<u64>,
+    /// Start from the vars an earlier run recorded (its report under --runs-dir); `--vars` and
+    /// `--set` apply on top. A var that held a secret must be given again with `--set`.
+    #[arg(long, value_name = "RUN-ID")]
+    pub vars_from: Option<String>,
+    /// Do not reuse earlier results for `cache: true` steps: they run (and pay) again.
+    #[arg(long)]
+    pub no_cache: bool,
     /// `--lock` and `--lock-timeout`.
     #[command(flatten)]
     pub lock: crate::cli::scheduler::LockFlags,
@@ -127,17 +134,50 @@ struct ExecParams {
     seed: Option<u64>,
     set: Vec<(String, String)>,
     vars_files: Vec<PathBuf>,
+    cache: bool,
+    inputs: crate::report::model::RunInputs,
 }
 
 /// Runs `run`.
 pub fn run(a: RunArgs) -> i32 {
-    let plan = match crate::plan::load(&a.plan, &a.overrides.load_options()) {
+    let mut load = a.overrides.load_options();
+    // `--vars-from`: the earlier run's vars go in as the first `--vars` file, so `--vars` and `--set`
+    // apply on top exactly as they do on the plan's own vars.
+    let vars_file = match &a.vars_from {
+        Some(id) => {
+            let file = repro::vars_from(&a.runs_dir, id, &a.overrides.set)
+                .map_err(|e| e.to_string())
+                .and_then(|vars| {
+                    repro::VarsFile::write(&vars)
+                        .map_err(|e| format!("cannot pass on the vars of run `{id}`: {e}"))
+                });
+            match file {
+                Ok(f) => {
+                    load.vars_files.insert(0, f.path().to_path_buf());
+                    Some(f)
+                }
+                Err(e) => {
+                    eprintln!("error: --vars-from {id}: {e}");
+                    return exit::INVALID;
+                }
+            }
+        }
+        None => None,
+    };
+    let plan = match crate::plan::load(&a.plan, &load) {
         Ok(p) => Arc::new(p),
         Err(ds) => {
             print_diagnostics(&ds);
             return exit::INVALID;
         }
     };
+    let inputs = repro::inputs(
+        &plan,
+        &a.overrides.set,
+        &a.overrides.vars,
+        a.vars_from.as_deref(),
+        !a.no_cache,
+    );
     print_warnings(&plan.warnings);
     let run_id = new_run_id();
     let run_lock = match crate::cli::scheduler::take_run_lock(&a.lock, &plan, &a.runs_dir, &run_id)
@@ -169,6 +209,26 @@ pub fn run(a: RunArgs) -> i32 {
         seed: a.seed,
         set: a.overrides.set.clone(),
         vars_files: a.overrides.vars.clone(),
+        cache: !a.no_cache,
+        inputs,
+    };
+    // The base vars of `--vars-from` are kept in the run directory (the temporary file is gone), so
+    // the journal names a file that `resume` can read again.
+    let params = match vars_file {
+        Some(f) => match f.keep_in(&run_dir) {
+            Ok(kept) => ExecParams {
+                vars_files: std::iter::once(kept).chain(params.vars_files).collect(),
+                ..params
+            },
+            Err(e) => {
+                eprintln!(
+                    "error: cannot write the vars of --vars-from in {}: {e}",
+                    run_dir.display()
+                );
+                return exit::INVALID;
+            }
+        },
+        None => params,
     };
     let code = execute_plan(plan, params, run_id, run_dir, None);
     drop(run_lock);
@@ -254,6 +314,8 @@ fn execute_plan(
             set: p.set.clone(),
             vars_files: p.vars_files.clone(),
             resume,
+            cache: p.cache,
+            inputs: p.inputs.clone(),
             ..RunOptions::new(run_id.clone(), run_dir.clone())
         };
         let finished =
@@ -415,6 +477,8 @@ pub fn resume(a: ResumeArgs) -> i32 {
         seed: None,
         set: replay.set.clone(),
         vars_files: replay.vars_files.clone(),
+        cache: true,
+        inputs: repro::inputs(&plan, &replay.set, &replay.vars_files, None, true),
     };
     let run_id = replay.run_id.clone();
     execute_plan(plan, params, run_id, dir, Some(Arc::new(replay)))
@@ -560,6 +624,10 @@ pub fn runs(c: RunsCommand) -> i32 {
         RunsCommand::Prune(a) => match history::prune(&a.runs_dir, a.keep) {
             Ok(removed) => {
                 println!("removed {} runs", removed.len());
+                // The result cache forgets what the removed runs paid for.
+                if let Err(e) = crate::exec::cache::compact(&a.runs_dir) {
+                    eprintln!("warning: cannot compact the result cache's index: {e}");
+                }
                 exit::SUCCESS
             }
             Err(e) => {

@@ -8,6 +8,7 @@
 //! reporters in [`crate::report`] turn the stream into the terminal view and the files of the run
 //! directory.
 
+pub mod cache;
 pub mod crash;
 pub mod events;
 pub mod journal;

@@ -41,6 +41,10 @@ pub struct RunOptions {
     pub seed: Option<u64>,
     /// True when the coordinator is the embedded one (reported).
     pub embedded: bool,
+    /// Reuse earlier results for `cache: true` steps (default true; `run --no-cache` turns it off).
+    pub cache: bool,
+    /// The command line's overrides, recorded in the report (`--set` values already redacted).
+    pub inputs: crate::report::model::RunInputs,
     /// `--set` pairs the plan was loaded with (journaled, so `resume` loads it the same way).
     pub set: Vec<(String, String)>,
     /// `--vars` files the plan was loaded with (journaled).
@@ -60,6 +64,8 @@ impl RunOptions {
             poll: (Duration::from_millis(500), Duration::from_secs(5)),
             seed: None,
             embedded: false,
+            cache: true,
+            inputs: Default::default(),
             set: Vec::new(),
             vars_files: Vec::new(),
             resume: None,
@@ -97,6 +103,7 @@ pub(crate) struct Ctx<C> {
     pub cancel: CancellationToken,
     pub poll: (Duration, Duration),
     pub rng: Mutex<StdRng>,
+    pub cache: Arc<super::cache::ResultCache>,
     pub journal: Arc<Mutex<Journal>>,
     pub resume: Option<Arc<Replay>>,
 }
@@ -244,12 +251,22 @@ pub async fn execute<C: Coordinator + 'static>(
         }
     };
 
+    // Cache lookups come first: steps served from the cache are not counted by the preflight.
+    let cache = Arc::new(super::cache::ResultCache::new(
+        &options.run_dir,
+        &options.run_id,
+        options.cache,
+    ));
+    let cached = cache.prefetch(&plan, &run, options.resume.as_deref());
+
     // Balance preflight: refuse a plan that cannot be paid before anything is submitted.
-    let already_paid = options
+    let mut already_paid = options
         .resume
         .as_ref()
         .map(|r| r.paid_per_wallet())
         .unwrap_or_default();
+    // Steps served from the cache are paid already, too (by the run they come from).
+    super::cache::add_cached_spend(&mut already_paid, &plan, &cached);
     match preflight(&plan, coord.as_ref(), &already_paid).await {
         Ok(problems) if problems.is_empty() => {}
         Ok(problems) => {
@@ -292,6 +309,7 @@ pub async fn execute<C: Coordinator + 'static>(
             Some(s) => StdRng::seed_from_u64(s),
             None => StdRng::from_os_rng(),
         }),
+        cache,
         journal,
         resume: options.resume.clone(),
     });

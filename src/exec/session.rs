@@ -54,6 +54,7 @@ pub async fn run_with_reports<C: Coordinator + 'static>(
     std::fs::create_dir_all(&run_dir)?;
     let mut builder =
         ReportBuilder::new(&plan, &options.run_id, coord.base_url(), options.embedded);
+    builder.set_inputs(options.inputs.clone());
     let mut log = EventLog::open(&run_dir)?;
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
 

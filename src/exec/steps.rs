@@ -134,6 +134,8 @@ pub fn empty_report(id: &str, kind: &str) -> StepReport {
         finished_at: None,
         receipt: None,
         outputs: Value::Object(Map::new()),
+        request: None,
+        cached_from: None,
     }
 }
 
@@ -260,6 +262,7 @@ pub(crate) async fn run_step<C: Coordinator>(ctx: &Ctx<C>, step: &PlannedStep) -
         }
     };
 
+    report.request = super::cache::request_record(&ctx.plan, &rendered);
     let timeout = step_timeout(step, &rendered);
     let work = run_kind(ctx, step, &rendered, &mut report);
     let outcome = tokio::select! {
@@ -399,7 +402,17 @@ async fn run_kind<C: Coordinator>(
             request,
             on_timeout,
             save,
-        } => run_job(ctx, step, request, *on_timeout, save.as_deref(), report).await,
+        } => {
+            // A `cache: true` step first looks for an earlier result of the same request (cache.rs).
+            if let Some(out) = super::cache::reuse(ctx, step, request, save.as_deref(), report)
+                .map_err(|m| Fail::new(StepFailure::Failed, m))?
+            {
+                return Ok(out);
+            }
+            let out = run_job(ctx, step, request, *on_timeout, save.as_deref(), report).await?;
+            super::cache::remember(ctx, step, request, &out, report);
+            Ok(out)
+        }
         RenderedStep::Optimize(req) => optimize(ctx, step, req, report).await,
         RenderedStep::Status { job } => {
             report.job_id = Some(job.to_string());
@@ -860,7 +873,7 @@ fn submit_outputs(view: &JobView, req: &JobRequest) -> Map<String, Value> {
     out
 }
 
-fn output_text(result: Option<&Value>) -> Value {
+pub(crate) fn output_text(result: Option<&Value>) -> Value {
     match result {
         Some(r) => match r.get("output") {
             Some(o) => o.clone(),
@@ -879,7 +892,7 @@ fn view_outputs(view: &JobView, out: &mut Map<String, Value>) {
     out.insert("error".into(), json!(view.error));
 }
 
-fn metrics_of(result: Option<&Value>) -> Option<Value> {
+pub(crate) fn metrics_of(result: Option<&Value>) -> Option<Value> {
     let r = result?.as_object()?;
     let m: Map<String, Value> = r
         .iter()
@@ -1198,7 +1211,11 @@ async fn fetch_inner<C: Coordinator>(
     Ok(out)
 }
 
-fn write_result(path: &Path, result: &Value, receipt: Option<&Value>) -> std::io::Result<()> {
+pub(crate) fn write_result(
+    path: &Path,
+    result: &Value,
+    receipt: Option<&Value>,
+) -> std::io::Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }

@@ -3,6 +3,7 @@
 
 pub mod history;
 pub mod model;
+pub mod repro;
 pub mod terminal;
 pub mod writers;
 

@@ -141,6 +141,55 @@ pub struct StepReport {
     pub receipt: Option<ReceiptCheck>,
     /// The step's outputs, as later steps saw them (secrets redacted).
     pub outputs: Value,
+    /// The request as rendered and sent (secrets redacted), for audits and repeats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<Value>,
+    /// Set when the result was reused from an earlier run instead of paid for again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_from: Option<CachedFrom>,
+}
+
+/// Where a cached step's result came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CachedFrom {
+    /// The run that paid for the job.
+    pub run_id: String,
+    /// Its step.
+    pub step_id: String,
+    /// The job.
+    pub job_id: String,
+}
+
+/// What the command line gave the run, besides the plan: enough to repeat it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RunInputs {
+    /// `--set KEY=VALUE` overrides, in order (secrets redacted).
+    #[serde(default)]
+    pub set: Vec<String>,
+    /// `--vars FILE` files, in order.
+    #[serde(default)]
+    pub vars_files: Vec<String>,
+    /// The run whose vars were the base (`--vars-from RUN-ID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vars_from: Option<String>,
+    /// False when the run was made with `--no-cache`.
+    #[serde(default = "yes")]
+    pub cache: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for RunInputs {
+    fn default() -> Self {
+        RunInputs {
+            set: Vec::new(),
+            vars_files: Vec::new(),
+            vars_from: None,
+            cache: true,
+        }
+    }
 }
 
 /// Totals over the run.
@@ -195,6 +244,9 @@ pub struct Report {
     pub issues: Vec<String>,
     /// The vars the run used (secrets redacted).
     pub vars: Value,
+    /// The overrides given on the command line (`--set`, `--vars`, `--vars-from`, `--no-cache`).
+    #[serde(default)]
+    pub inputs: RunInputs,
     /// Every step, in plan order.
     pub steps: Vec<StepReport>,
     /// Totals.

@@ -57,6 +57,7 @@ impl ReportBuilder {
                 finished_at: None,
                 issues: Vec::new(),
                 vars,
+                inputs: Default::default(),
                 steps,
                 totals,
             },
@@ -146,6 +147,11 @@ impl ReportBuilder {
             }
         }
         self.report.totals.wall_time_ms = self.started.elapsed().as_millis() as u64;
+    }
+
+    /// Records what the command line gave the run (`--set`, `--vars`, `--vars-from`, `--no-cache`).
+    pub fn set_inputs(&mut self, inputs: super::model::RunInputs) {
+        self.report.inputs = inputs;
     }
 
     /// The report so far.

@@ -18,6 +18,10 @@ use aitbc_flow::report::terminal::Mode;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+// The same allocator as the `aitbc-flow` binary, so the figures are the CLI's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn rss_kb(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()

@@ -7,6 +7,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// A plan of `n` steps: groups of submit → wait → fetch chained by templates, plus a balance check.
+
+// The same allocator as the `aitbc-flow` binary, so the figures are the CLI's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn generate(n: usize) -> String {
     let mut s = String::from(
         "# yaml-language-server: $schema=../schemas/plan.schema.json\nversion: 1\nname: generated\n\

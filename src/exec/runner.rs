@@ -104,7 +104,7 @@ pub(crate) struct Ctx<C> {
     pub poll: (Duration, Duration),
     pub rng: Mutex<StdRng>,
     pub cache: Arc<super::cache::ResultCache>,
-    pub journal: Arc<Mutex<Journal>>,
+    pub journal: Arc<Journal>,
     pub resume: Option<Arc<Replay>>,
 }
 
@@ -129,10 +129,14 @@ impl<C> Ctx<C> {
     /// Appends to the journal; with `durable`, waits until the record is on disk. A journal that cannot
     /// be written is an error the caller must not ignore for money-moving records.
     pub fn journal(&self, record: &Record, durable: bool) -> std::io::Result<()> {
-        self.journal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .append(record, durable)
+        // An fsync blocks: on the multi-threaded runtime, let the other tasks move to another thread.
+        let multi = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if durable && multi {
+            tokio::task::block_in_place(|| self.journal.append(record, durable))
+        } else {
+            self.journal.append(record, durable)
+        }
     }
 
     pub fn untrack(&self, job: &JobId) {
@@ -170,7 +174,7 @@ pub async fn execute<C: Coordinator + 'static>(
 
     // The journal first: nothing is sent before it can record what is sent.
     let journal = match Journal::open(&options.run_dir) {
-        Ok(j) => Arc::new(Mutex::new(j)),
+        Ok(j) => Arc::new(j),
         Err(e) => {
             let _ = events.send(Event::RunIssue {
                 message: format!(
@@ -203,11 +207,7 @@ pub async fn execute<C: Coordinator + 'static>(
         attempt: options.resume.as_ref().map_or(0, |r| r.attempts),
         at: run.started_at.clone(),
     };
-    if let Err(e) = journal
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .append(&header, true)
-    {
+    if let Err(e) = journal.append(&header, true) {
         let _ = events.send(Event::RunIssue {
             message: format!("cannot write the journal: {e}"),
         });
@@ -230,16 +230,13 @@ pub async fn execute<C: Coordinator + 'static>(
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
-        let _ = end_journal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .append(
-                &Record::End {
-                    status: word,
-                    exit_code: code,
-                },
-                true,
-            );
+        let _ = end_journal.append(
+            &Record::End {
+                status: word,
+                exit_code: code,
+            },
+            true,
+        );
         let _ = events.send(Event::RunFinished {
             status,
             exit_code: code,

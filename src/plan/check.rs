@@ -1495,25 +1495,7 @@ impl Checker<'_> {
             return c.clone();
         }
         let mut m = Map::new();
-        m.insert("vars".into(), Value::Object(self.vars.clone()));
-        m.insert(
-            "env".into(),
-            Value::Object(
-                self.env
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                    .collect(),
-            ),
-        );
-        m.insert(
-            "secrets".into(),
-            Value::Object(
-                self.secrets
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                    .collect(),
-            ),
-        );
+        super::template::insert_base_context(&mut m, &self.vars, &self.env, &self.secrets);
         match matrix {
             Some(mx) => {
                 m.insert("matrix".into(), Value::Object(mx.clone()));

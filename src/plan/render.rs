@@ -67,25 +67,7 @@ impl CheckedPlan {
                 m.insert(k.clone(), v.clone());
             }
         }
-        m.insert("vars".into(), Value::Object(self.vars.clone()));
-        m.insert(
-            "env".into(),
-            Value::Object(
-                self.env
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                    .collect(),
-            ),
-        );
-        m.insert(
-            "secrets".into(),
-            Value::Object(
-                self.secrets
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                    .collect(),
-            ),
-        );
+        super::template::insert_base_context(&mut m, &self.vars, &self.env, &self.secrets);
         if !step.matrix.is_empty() {
             m.insert("matrix".into(), Value::Object(step.matrix.clone()));
         }

@@ -431,6 +431,27 @@ fn bracket_step_refs(text: &str) -> Vec<String> {
     out
 }
 
+/// Puts `vars`, `env` and `secrets` into a template context, as load-time and run-time rendering both
+/// need them.
+pub(crate) fn insert_base_context(
+    m: &mut serde_json::Map<String, serde_json::Value>,
+    vars: &serde_json::Map<String, serde_json::Value>,
+    env: &std::collections::BTreeMap<String, String>,
+    secrets: &std::collections::BTreeMap<String, String>,
+) {
+    use serde_json::Value;
+    let strings = |x: &std::collections::BTreeMap<String, String>| {
+        Value::Object(
+            x.iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect(),
+        )
+    };
+    m.insert("vars".into(), Value::Object(vars.clone()));
+    m.insert("env".into(), strings(env));
+    m.insert("secrets".into(), strings(secrets));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -545,25 +566,4 @@ mod tests {
         assert_eq!(whole_expression(" ${{ a.b }} "), Some("a.b"));
         assert_eq!(whole_expression("${{ a }} ${{ b }}"), None);
     }
-}
-
-/// Puts `vars`, `env` and `secrets` into a template context, as load-time and run-time rendering both
-/// need them.
-pub(crate) fn insert_base_context(
-    m: &mut serde_json::Map<String, serde_json::Value>,
-    vars: &serde_json::Map<String, serde_json::Value>,
-    env: &std::collections::BTreeMap<String, String>,
-    secrets: &std::collections::BTreeMap<String, String>,
-) {
-    use serde_json::Value;
-    let strings = |x: &std::collections::BTreeMap<String, String>| {
-        Value::Object(
-            x.iter()
-                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                .collect(),
-        )
-    };
-    m.insert("vars".into(), Value::Object(vars.clone()));
-    m.insert("env".into(), strings(env));
-    m.insert("secrets".into(), strings(secrets));
 }

@@ -113,6 +113,17 @@ impl<C> Ctx<C> {
         let _ = self.events.send(e);
     }
 
+    /// The jittered delay before attempt `next` of `policy`, drawn from the run's RNG.
+    pub fn retry_delay(
+        &self,
+        policy: &super::retry::RetryPolicy,
+        next: u32,
+        retry_after: Option<Duration>,
+    ) -> Duration {
+        let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        policy.delay(next, retry_after, &mut *rng)
+    }
+
     /// The lock that serializes balance-changing submits of one wallet.
     pub fn wallet_lock(&self, wallet: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.wallet_locks.lock().unwrap_or_else(|p| p.into_inner());

@@ -528,10 +528,7 @@ where
             }
             Err(e) => {
                 let retry = n < policy.max_attempts() && policy.retries(classify(&e));
-                let delay = retry.then(|| {
-                    let mut rng = ctx.rng.lock().unwrap_or_else(|p| p.into_inner());
-                    policy.delay(n + 1, e.retry_after(), &mut *rng)
-                });
+                let delay = retry.then(|| ctx.retry_delay(&policy, n + 1, e.retry_after()));
                 let attempt = Attempt {
                     number: n,
                     started_at: at,
@@ -539,11 +536,7 @@ where
                     error: Some(e.to_string()),
                     delay_ms: delay.map(|d| d.as_millis() as u64),
                 };
-                report.attempts.push(attempt.clone());
-                ctx.emit(Event::AttemptFailed {
-                    id: step.id.clone(),
-                    attempt,
-                });
+                record_failed_attempt(ctx, step, report, attempt);
                 match delay {
                     Some(d) => {
                         tokio::time::sleep(d).await;
@@ -554,6 +547,20 @@ where
             }
         }
     }
+}
+
+/// Records a failed attempt in the step's report and on the event stream.
+fn record_failed_attempt<C>(
+    ctx: &Ctx<C>,
+    step: &PlannedStep,
+    report: &mut StepReport,
+    attempt: Attempt,
+) {
+    report.attempts.push(attempt.clone());
+    ctx.emit(Event::AttemptFailed {
+        id: step.id.clone(),
+        attempt,
+    });
 }
 
 /// The client reference that finds this step's job again after a lost response.
@@ -776,10 +783,7 @@ async fn send_once<C: Coordinator>(
             None
         };
         let retry = found.is_none() && n < policy.max_attempts() && policy.retries(classify(&err));
-        let delay = retry.then(|| {
-            let mut rng = ctx.rng.lock().unwrap_or_else(|p| p.into_inner());
-            policy.delay(n + 1, err.retry_after(), &mut *rng)
-        });
+        let delay = retry.then(|| ctx.retry_delay(&policy, n + 1, err.retry_after()));
         let attempt = Attempt {
             number: n,
             started_at: at,
@@ -793,11 +797,7 @@ async fn send_once<C: Coordinator>(
             }),
             delay_ms: delay.map(|d| d.as_millis() as u64),
         };
-        report.attempts.push(attempt.clone());
-        ctx.emit(Event::AttemptFailed {
-            id: step.id.clone(),
-            attempt,
-        });
+        record_failed_attempt(ctx, step, report, attempt);
         if let Some(v) = found {
             return Ok(v);
         }
@@ -987,11 +987,7 @@ async fn wait<C: Coordinator>(
                     error: Some(format!("poll failed: {e}")),
                     delay_ms: None,
                 };
-                report.attempts.push(attempt.clone());
-                ctx.emit(Event::AttemptFailed {
-                    id: step.id.clone(),
-                    attempt,
-                });
+                record_failed_attempt(ctx, step, report, attempt);
             }
             Err(e) => return Err(Fail::from_client(&e)),
         }
@@ -1270,10 +1266,7 @@ async fn run_job<C: Coordinator>(
             if submission < policy.max_attempts()
                 && policy.retries(FailureClass::Retry(RetryOn::JobFailed))
             {
-                let delay = {
-                    let mut rng = ctx.rng.lock().unwrap_or_else(|p| p.into_inner());
-                    policy.delay(submission + 1, None, &mut *rng)
-                };
+                let delay = ctx.retry_delay(&policy, submission + 1, None);
                 let attempt = Attempt {
                     number: submission,
                     started_at: now(),
@@ -1281,11 +1274,7 @@ async fn run_job<C: Coordinator>(
                     error: Some(fail.issue.clone()),
                     delay_ms: Some(delay.as_millis() as u64),
                 };
-                report.attempts.push(attempt.clone());
-                ctx.emit(Event::AttemptFailed {
-                    id: step.id.clone(),
-                    attempt,
-                });
+                record_failed_attempt(ctx, step, report, attempt);
                 tokio::time::sleep(delay).await;
                 submission += 1;
                 continue;

@@ -362,22 +362,137 @@ pub struct GpuOffer {
     pub extra: Map<String, Value>,
 }
 
-/// `GET /v1/wallets/{name}/balance` answer (the wallet daemon's shape).
+/// Compute-seconds in one AITBC: the chain (and so the wallet daemon's `balance`) counts compute-seconds.
+pub const COMPUTE_SECONDS_PER_AITBC: i64 = 3600;
+
+/// A wallet's balance, read in AITBC from `GET /v1/wallets/{name}/balance` (the wallet daemon).
+///
+/// On the wire the daemon answers `{"balance": 36000, "balance_ait": "10 AIT"}`: `balance` is in
+/// compute-seconds (1 AITBC = 3600) and `balance_ait` is the same amount in AITBC, as text with its
+/// unit and rounded to 4 decimals. Taking `balance` for AITBC reads a wallet 3600 times too rich, so
+/// [`WalletBalance::balance`] comes from `balance_ait` only, made exact from the compute-seconds when the
+/// two agree; an answer without `balance_ait`, or where the two disagree, is refused.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "WalletBalanceWire", into = "WalletBalanceWire")]
 pub struct WalletBalance {
     /// The wallet's name.
     pub wallet_id: String,
-    /// Its address.
-    #[serde(default)]
+    /// Its address (the payer a submit must name).
     pub address: Option<String>,
-    /// The balance.
+    /// The balance in AITBC.
     pub balance: Money,
-    /// The balance in AIT (the same number on the local coordinator).
-    #[serde(default)]
-    pub balance_ait: Option<Money>,
+    /// The balance as the daemon counts it, in compute-seconds, when it said.
+    pub compute_seconds: Option<Money>,
     /// The chain.
-    #[serde(default)]
     pub chain_id: Option<String>,
+}
+
+impl WalletBalance {
+    /// A balance of `aitbc`, which the wire form states in compute-seconds and as `"N AIT"`.
+    pub fn in_aitbc(wallet_id: impl Into<String>, address: Option<String>, aitbc: Money) -> Self {
+        WalletBalance {
+            wallet_id: wallet_id.into(),
+            address,
+            balance: aitbc,
+            compute_seconds: Some(Money(
+                aitbc.0 * rust_decimal::Decimal::from(COMPUTE_SECONDS_PER_AITBC),
+            )),
+            chain_id: None,
+        }
+    }
+}
+
+/// The wallet daemon's answer as it is on the wire.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct WalletBalanceWire {
+    wallet_id: String,
+    #[serde(default)]
+    address: Option<String>,
+    /// Compute-seconds.
+    #[serde(default)]
+    balance: Option<Money>,
+    /// AITBC, as `"10 AIT"` (or a plain number).
+    #[serde(default)]
+    balance_ait: Option<Value>,
+    #[serde(default)]
+    chain_id: Option<String>,
+}
+
+impl TryFrom<WalletBalanceWire> for WalletBalance {
+    type Error = String;
+    fn try_from(w: WalletBalanceWire) -> Result<Self, String> {
+        let ait = match &w.balance_ait {
+            Some(Value::String(s)) => s.parse::<Money>()?,
+            Some(Value::Number(n)) => n.to_string().parse::<Money>()?,
+            Some(other) => return Err(format!("`balance_ait` is {other}, not an amount")),
+            None => {
+                return Err(format!(
+                    "the balance of wallet {} has no `balance_ait`: its `balance` is in \
+                     compute-seconds (1 AITBC = {COMPUTE_SECONDS_PER_AITBC}), so it is not read as AITBC",
+                    w.wallet_id
+                ));
+            }
+        };
+        let balance = match w.balance {
+            Some(cs) => {
+                // `balance_ait` is rounded to 4 decimals; the compute-seconds are exact. Use them when
+                // they agree, rounded down (a balance is never read higher than it is).
+                let exact = Money(
+                    (cs.0 / rust_decimal::Decimal::from(COMPUTE_SECONDS_PER_AITBC))
+                        .round_dp_with_strategy(8, rust_decimal::RoundingStrategy::ToZero)
+                        .normalize(),
+                );
+                let tolerance = Money(rust_decimal::Decimal::new(5, 5));
+                let gap = if exact > ait {
+                    exact - ait
+                } else {
+                    ait - exact
+                };
+                if gap > tolerance {
+                    return Err(format!(
+                        "the balance of wallet {} does not add up: `balance` {cs} compute-seconds is \
+                         {exact} AITBC, `balance_ait` says {ait}",
+                        w.wallet_id
+                    ));
+                }
+                exact
+            }
+            None => ait,
+        };
+        Ok(WalletBalance {
+            wallet_id: w.wallet_id,
+            address: w.address,
+            balance,
+            compute_seconds: w.balance,
+            chain_id: w.chain_id,
+        })
+    }
+}
+
+impl From<WalletBalance> for WalletBalanceWire {
+    fn from(b: WalletBalance) -> Self {
+        let cs = b.compute_seconds.unwrap_or(Money(
+            b.balance.0 * rust_decimal::Decimal::from(COMPUTE_SECONDS_PER_AITBC),
+        ));
+        WalletBalanceWire {
+            wallet_id: b.wallet_id,
+            address: b.address,
+            balance: Some(cs),
+            balance_ait: Some(Value::String(format_ait(b.balance))),
+            chain_id: b.chain_id,
+        }
+    }
+}
+
+/// AITBC as the wallet daemon writes `balance_ait`: `"10 AIT"`, or 4 decimals (`"2.5000 AIT"`).
+pub fn format_ait(m: Money) -> String {
+    let d = m.0.normalize();
+    if d.scale() == 0 {
+        format!("{d} AIT")
+    } else {
+        let r = d.round_dp_with_strategy(4, rust_decimal::RoundingStrategy::MidpointNearestEven);
+        format!("{r:.4} AIT")
+    }
 }
 
 /// `GET /v1/jobs/{id}/payment` answer.
@@ -427,16 +542,25 @@ pub fn naive_now() -> String {
         .to_string()
 }
 
-/// Fields left out of the signed bytes of a receipt.
+/// Fields left out of the signed bytes of a receipt: the signature itself, the coordinator's
+/// attestations, and what the service adds after signing — `zk_status`, `tee_status`, the TEE
+/// attestation of every job paid 10 or more (`tee_attestation_id`, `tee_quote`), a verified ZK proof
+/// (`zk_proof`) and the `reinvest_*` fields.
 fn unsigned_field(key: &str) -> bool {
     matches!(
         key,
-        "signature" | "zk_status" | "tee_status" | "attestations"
+        "signature"
+            | "attestations"
+            | "zk_status"
+            | "zk_proof"
+            | "tee_status"
+            | "tee_attestation_id"
+            | "tee_quote"
     ) || key.starts_with("reinvest_")
 }
 
-/// The canonical JSON of a receipt: without `signature`, `zk_status`, `tee_status`, `attestations` and
-/// `reinvest_*`, keys sorted, no spaces, nulls removed, non-ASCII escaped as `\uXXXX`.
+/// The canonical JSON of a receipt: without the fields of [`unsigned_field`], keys sorted, no spaces,
+/// nulls removed everywhere (inside lists too), non-ASCII escaped as `\uXXXX`.
 pub fn receipt_signing_bytes(receipt: &Value) -> Vec<u8> {
     let mut out = String::new();
     match receipt {
@@ -453,8 +577,8 @@ pub fn receipt_signing_bytes(receipt: &Value) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// Canonical JSON as the service's Python `json.dumps(sort_keys=True, separators=(",", ":"))` writes it,
-/// with null values dropped from objects.
+/// Canonical JSON as the service's Python `json.dumps(sort_keys=True, separators=(",", ":"))` writes it
+/// after its `remove_none`: null values dropped from objects and from lists alike.
 pub fn canonical_json(v: &Value) -> String {
     let mut out = String::new();
     write_canonical(v, &mut out);
@@ -469,7 +593,7 @@ fn write_canonical(v: &Value, out: &mut String) {
         Value::String(s) => write_ascii_string(s, out),
         Value::Array(items) => {
             out.push('[');
-            for (i, item) in items.iter().enumerate() {
+            for (i, item) in items.iter().filter(|v| !v.is_null()).enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
@@ -734,7 +858,7 @@ mod tests {
         let v = json!({"b": 1, "a": {"z": null, "y": "é"}, "c": [1.0, 0.1, null]});
         assert_eq!(
             canonical_json(&v),
-            r#"{"a":{"y":"\u00e9"},"b":1,"c":[1.0,0.1,null]}"#
+            r#"{"a":{"y":"\u00e9"},"b":1,"c":[1.0,0.1]}"#
         );
     }
 
@@ -751,6 +875,90 @@ mod tests {
         assert_eq!(verify_receipt(&r), Err(ReceiptError::Mismatch));
         r.as_object_mut().unwrap().remove("signature");
         assert_eq!(verify_receipt(&r), Err(ReceiptError::Unsigned));
+    }
+
+    /// Receipts signed by the upstream code itself (`tests/fixtures/receipts/make.py`), with the fields
+    /// the service adds after signing: each verifies, and a change to a signed field does not.
+    #[test]
+    fn receipts_signed_upstream_verify() {
+        let cases: Vec<Value> =
+            serde_json::from_str(include_str!("../tests/fixtures/receipts/upstream.json")).unwrap();
+        assert_eq!(cases.len(), 3);
+        for case in &cases {
+            let r = &case["receipt"];
+            assert_eq!(verify_receipt(r), Ok(()), "{}", case["name"]);
+            let mut forged = r.clone();
+            forged["metadata"]["result"]["output"] = json!("forged");
+            assert_eq!(verify_receipt(&forged), Err(ReceiptError::Mismatch));
+        }
+        let high = &cases[1]["receipt"];
+        assert!(high.get("tee_quote").is_some() && high.get("zk_proof").is_some());
+        let mut changed = high.clone();
+        changed["tee_attestation_id"] = json!("att_other");
+        assert_eq!(verify_receipt(&changed), Ok(()), "added after signing");
+        let lists = &cases[2]["receipt"];
+        assert_eq!(
+            lists["metadata"]["job_payload"]["tags"],
+            json!(["a", null, "b"])
+        );
+        let mut moved = lists.clone();
+        moved["metadata"]["job_payload"]["tags"] = json!(["a", "b", null]);
+        assert_eq!(
+            verify_receipt(&moved),
+            Ok(()),
+            "nulls in lists are not signed"
+        );
+        moved["metadata"]["job_payload"]["tags"] = json!(["b", "a"]);
+        assert_eq!(verify_receipt(&moved), Err(ReceiptError::Mismatch));
+    }
+
+    fn wallet(v: Value) -> Result<WalletBalance, String> {
+        serde_json::from_value(v).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn balances_are_read_in_aitbc_never_in_compute_seconds() {
+        // The upstream wallet daemon: 10 AIT held.
+        let b = wallet(
+            json!({"wallet_id": "w", "address": "0xab", "balance": 36000,
+                              "balance_ait": "10 AIT", "chain_id": "c"}),
+        )
+        .unwrap();
+        assert_eq!(b.balance, Money::from_int(10));
+        assert_eq!(b.compute_seconds, Some(Money::from_int(36000)));
+        assert_eq!(b.address.as_deref(), Some("0xab"));
+        // balance_ait is rounded to 4 decimals; the compute-seconds give the exact amount, rounded down.
+        let b =
+            wallet(json!({"wallet_id": "w", "balance": 1, "balance_ait": "0.0003 AIT"})).unwrap();
+        assert_eq!(b.balance.to_string(), "0.00027777");
+        let b = wallet(json!({"wallet_id": "w", "balance": "9000", "balance_ait": "2.5000 AIT"}))
+            .unwrap();
+        assert_eq!(b.balance.to_string(), "2.5");
+        // Only balance_ait, as a number.
+        let b = wallet(json!({"wallet_id": "w", "balance_ait": 7.25})).unwrap();
+        assert_eq!(b.balance.to_string(), "7.25");
+        // No balance_ait: `balance` is never taken for AITBC.
+        let e = wallet(json!({"wallet_id": "w", "balance": 36000})).unwrap_err();
+        assert!(
+            e.contains("no `balance_ait`") && e.contains("compute-seconds"),
+            "{e}"
+        );
+        // The two disagree: refused rather than guessed.
+        let e = wallet(json!({"wallet_id": "w", "balance": 36000, "balance_ait": "36000 AIT"}))
+            .unwrap_err();
+        assert!(e.contains("does not add up"), "{e}");
+    }
+
+    #[test]
+    fn balances_go_out_in_the_daemons_units() {
+        let b = WalletBalance::in_aitbc("w", None, "9997.5".parse().unwrap());
+        let v = serde_json::to_value(&b).unwrap();
+        assert_eq!(v["balance"], json!(35991000));
+        assert_eq!(v["balance_ait"], json!("9997.5000 AIT"));
+        assert_eq!(wallet(v).unwrap().balance, b.balance);
+        let v =
+            serde_json::to_value(WalletBalance::in_aitbc("w", None, Money::from_int(10))).unwrap();
+        assert_eq!(v["balance_ait"], json!("10 AIT"));
     }
 
     #[test]

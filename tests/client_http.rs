@@ -150,7 +150,8 @@ async fn list_sends_its_filters() {
 async fn balance_goes_to_the_wallet_url_and_reads_strings() {
     let wallet = json_stub(
         200,
-        r#"{"wallet_id": "w 1", "address": "0xabc", "balance": "120.50", "balance_ait": 120.5, "chain_id": "c"}"#,
+        // The upstream wallet daemon's units: compute-seconds (a decimal string here) and "N AIT".
+        r#"{"wallet_id": "w 1", "address": "0xabc", "balance": "433800", "balance_ait": "120.5000 AIT", "chain_id": "c"}"#,
     )
     .await;
     let mut config = ClientConfig::for_url("http://127.0.0.1:9").unwrap();
@@ -165,6 +166,27 @@ async fn balance_goes_to_the_wallet_url_and_reads_strings() {
         wallet.seen.lock().unwrap()[0].0,
         "GET /v1/wallets/w%201/balance"
     );
+}
+
+#[tokio::test]
+async fn a_balance_without_balance_ait_is_refused_naming_the_url() {
+    let wallet = json_stub(200, r#"{"wallet_id": "w", "balance": 36000}"#).await;
+    let mut config = ClientConfig::for_url("http://127.0.0.1:9").unwrap();
+    config.wallet_url = Some(wallet.url.parse().unwrap());
+    let e = HttpCoordinator::new(&config)
+        .unwrap()
+        .balance("w")
+        .await
+        .unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains(&format!(
+            "{}/v1/wallets/w/balance",
+            wallet.url.trim_end_matches('/')
+        )),
+        "{text}"
+    );
+    assert!(text.contains("no `balance_ait`"), "{text}");
 }
 
 #[tokio::test]

@@ -571,15 +571,21 @@ async fn allocate_gpu_list_and_balances() {
     let (status, _) = l.get("/v1/marketplace/gpu/list?limit=501").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
 
+    // As the upstream wallet daemon: `balance` in compute-seconds (1 AITBC = 3600), `balance_ait` text.
     let (status, b) = l.get("/v1/wallets/rich/balance").await;
     assert_eq!(status, StatusCode::OK);
+    assert_eq!(b["balance"], json!(444420));
+    assert_eq!(b["balance_ait"], json!("123.4500 AIT"));
     let b: aitbc_flow::api::WalletBalance = serde_json::from_value(b).unwrap();
     assert_eq!(
-        (b.balance, b.balance_ait),
-        (money("123.45"), Some(money("123.45")))
+        (b.balance, b.compute_seconds),
+        (money("123.45"), Some(money("444420")))
     );
     let (_, b) = l.get("/v1/wallets/nobody/balance").await;
-    assert_eq!(b["balance"], json!(0));
+    assert_eq!(
+        (&b["balance"], &b["balance_ait"]),
+        (&json!(0), &json!("0 AIT"))
+    );
     l.stop().await;
 }
 
@@ -587,7 +593,8 @@ async fn allocate_gpu_list_and_balances() {
 async fn faucet_grants_new_wallets() {
     let l: Local = local(LocalConfig::for_tests()).await;
     let (_, b) = l.get("/v1/wallets/fresh/balance").await;
-    assert_eq!(b["balance"], json!(10000));
+    assert_eq!(b["balance_ait"], json!("10000 AIT"));
+    assert_eq!(b["balance"], json!(36_000_000));
     let ledger = l.ledger().await;
     assert_eq!(ledger.minted, money("10000"));
     assert_invariant(&ledger);

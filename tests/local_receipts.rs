@@ -1,6 +1,8 @@
 //! Receipts verified by an independent implementation of the canonical form written here (not the
 //! crate's `canonical_json`): keys sorted, no spaces, nulls dropped, non-ASCII as `\uXXXX`, floats as
-//! Python's `repr`, and `signature`, `zk_status`, `tee_status`, `attestations`, `reinvest_*` left out.
+//! Python's `repr`, and `signature`, `attestations`, `reinvest_*` and what the service adds after signing
+//! (`zk_status`, `zk_proof`, `tee_status`, `tee_attestation_id`, `tee_quote`) left out; nulls dropped
+//! inside lists too.
 
 mod local_support;
 
@@ -54,6 +56,7 @@ fn canon(v: &Value, top: bool) -> String {
         Value::Array(a) => format!(
             "[{}]",
             a.iter()
+                .filter(|x| !x.is_null())
                 .map(|x| canon(x, false))
                 .collect::<Vec<_>>()
                 .join(",")
@@ -64,8 +67,16 @@ fn canon(v: &Value, top: bool) -> String {
                 .filter(|(k, v)| {
                     !v.is_null()
                         && !(top
-                            && (["signature", "zk_status", "tee_status", "attestations"]
-                                .contains(&k.as_str())
+                            && ([
+                                "signature",
+                                "attestations",
+                                "zk_status",
+                                "zk_proof",
+                                "tee_status",
+                                "tee_attestation_id",
+                                "tee_quote",
+                            ]
+                            .contains(&k.as_str())
                                 || k.starts_with("reinvest_")))
                 })
                 .map(|(k, _)| k)
@@ -104,7 +115,7 @@ fn verify(receipt: &Value) -> bool {
 #[test]
 fn the_independent_canonical_form_matches_known_text() {
     let v: Value = serde_json::from_str(
-        r#"{"b":1,"a":{"z":null,"y":"é🎉"},"c":[1.0,0.1,1e-05],"signature":{}}"#,
+        r#"{"b":1,"a":{"z":null,"y":"é🎉"},"c":[1.0,null,0.1,1e-05],"signature":{},"tee_quote":"q"}"#,
     )
     .unwrap();
     assert_eq!(
@@ -116,10 +127,17 @@ fn the_independent_canonical_form_matches_known_text() {
 #[tokio::test]
 async fn receipts_verify_including_non_ascii_and_tampering_fails() {
     let l = local(LocalConfig::for_tests()).await;
-    for prompt in ["plain ascii prompt", "résumé — 日本語 🎉 \"quoted\"\n"] {
-        let (status, job) = l
-            .post("/v1/jobs", &job_body("multimodal", prompt, "w", "2"))
-            .await;
+    for (prompt, payment) in [
+        ("plain ascii prompt", "2"),
+        ("résumé — 日本語 🎉 \"quoted\"\n", "2"),
+        (
+            "a job paid 10 or more gets a TEE attestation after signing",
+            "500",
+        ),
+    ] {
+        let mut body = job_body("multimodal", prompt, "w", payment);
+        body["payload"]["tags"] = serde_json::json!(["a", null, "b"]);
+        let (status, job) = l.post("/v1/jobs", &body).await;
         assert_eq!(status, StatusCode::CREATED);
         let jid = job["job_id"].as_str().unwrap();
         l.wait_final(jid).await;
@@ -147,7 +165,15 @@ async fn receipts_verify_including_non_ascii_and_tampering_fails() {
             !receipt["client"].as_str().unwrap().contains(&l.token),
             "the token must not leak"
         );
+        assert_eq!(receipt["metadata"]["job_payload"]["tags"][1], Value::Null);
+        assert_eq!(
+            receipt.get("tee_quote").is_some(),
+            payment == "500",
+            "the attestation comes with jobs paid 10 or more"
+        );
         assert!(verify(&receipt), "receipt for {prompt:?} does not verify");
+        // The crate's own verifier agrees with the independent one.
+        assert_eq!(aitbc_flow::api::verify_receipt(&receipt), Ok(()));
 
         let mut unsigned_change = receipt.clone();
         unsigned_change["zk_status"] = "changed".into();

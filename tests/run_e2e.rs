@@ -288,7 +288,7 @@ steps:
     assert_eq!(jobs[0]["state"], "CANCELED");
     assert_eq!(jobs[0]["payment_status"], "refunded");
     let bal = serve.get("/v1/wallets/w/balance");
-    assert_eq!(bal["balance"].to_string().trim_matches('"'), "100");
+    assert_eq!(bal["balance_ait"], "100 AIT");
 }
 
 #[test]
@@ -346,7 +346,7 @@ steps:
     let jobs = serve.jobs();
     assert_eq!(jobs[0]["state"], "CANCELED");
     let bal = serve.get("/v1/wallets/w/balance");
-    assert_eq!(bal["balance"].to_string().trim_matches('"'), "100");
+    assert_eq!(bal["balance_ait"], "100 AIT");
     assert!(dir.run_dir().join("summary.md").is_file());
 }
 

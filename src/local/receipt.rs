@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::api::sign_receipt;
 
-use super::store::{Job, ReceiptCore};
+use super::store::{Job, Payment, ReceiptCore};
 
 /// The price per GPU second the local provider charges.
 pub const UNIT_PRICE: f64 = 0.02;
@@ -53,10 +53,34 @@ pub fn build(
             "signature".into(),
             json!({"alg": "Ed25519", "key_id": key_id, "sig": sig}),
         );
-        map.insert("zk_status".into(), json!("not_required"));
-        map.insert("tee_status".into(), json!("not_required"));
+        if high_value(job) {
+            // As the real service: a job paid 10 or more gets a TEE attestation after signing, so its
+            // receipt verifies only when these fields are left out of the signed bytes.
+            let id = hex::encode(job.id);
+            map.insert("zk_status".into(), json!("not_required"));
+            map.insert("tee_status".into(), json!("verified"));
+            map.insert(
+                "tee_attestation_id".into(),
+                json!(format!("att_{}", &id[..16])),
+            );
+            map.insert(
+                "tee_quote".into(),
+                json!(URL_SAFE_NO_PAD.encode(format!("local-quote:{id}"))),
+            );
+        } else {
+            map.insert("zk_status".into(), json!("not_required"));
+            map.insert("tee_status".into(), json!("not_required"));
+        }
     }
     r
+}
+
+/// The real service's high-value threshold (`COORDINATOR_BOND_HIGH_VALUE_THRESHOLD`): 10 AITBC.
+pub const HIGH_VALUE: i64 = 10;
+
+/// True for a job paid 10 AITBC or more.
+fn high_value(job: &Job) -> bool {
+    matches!(&job.payment, Payment::Paid(p) if p.amount >= crate::money::Money::from_int(HIGH_VALUE))
 }
 
 /// Signs a receipt for `job` (which already carries its result and miner) and returns the stored parts.

@@ -631,12 +631,10 @@ async fn balance(State(shared): State<AppState>, Path(name): Path<String>) -> Re
     };
     json_response(
         StatusCode::OK,
+        // As the upstream wallet daemon answers: `balance` in compute-seconds, `balance_ait` as "N AIT".
         &WalletBalance {
-            wallet_id: name,
-            address: Some(address),
-            balance,
-            balance_ait: Some(balance),
             chain_id: Some("aitbc-local".into()),
+            ..WalletBalance::in_aitbc(name, Some(address), balance)
         },
     )
 }

@@ -571,7 +571,7 @@ impl Checker<'_> {
         let Some(s) = &self.plan.schedule else {
             return;
         };
-        if let Err(m) = crate::sched::parse_cron(&s.cron) {
+        if let Err(m) = super::schedule::parse_cron(&s.cron) {
             self.err(
                 "/schedule/cron",
                 Diagnostic::new(m).help(
@@ -579,7 +579,7 @@ impl Checker<'_> {
                 ),
             );
         }
-        if let Err(m) = crate::sched::parse_timezone(s.timezone.as_deref()) {
+        if let Err(m) = super::schedule::parse_timezone(s.timezone.as_deref()) {
             self.err("/schedule/timezone", Diagnostic::new(m));
         }
     }

@@ -5,11 +5,15 @@
 //! against `schemas/plan.schema.json` → serde builds the [`types::Plan`] → [`check`] renders what can be
 //! rendered now ([`template`]), expands matrices, builds the [`graph`] and applies the static policy →
 //! a [`CheckedPlan`], the only thing the executor accepts.
+//!
+//! `plan` depends on no module that runs plans: the scheduler ([`crate::sched`]) uses [`schedule`]
+//! from here, never the other way.
 
 pub mod check;
 pub mod diag;
 pub mod graph;
 pub mod render;
+pub mod schedule;
 pub mod schema;
 pub mod source;
 pub mod template;

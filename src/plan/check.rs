@@ -326,15 +326,36 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Loads, validates and checks a plan file. Returns every problem found, not only the first.
 pub fn load(path: &Path, options: &LoadOptions) -> Result<CheckedPlan, Vec<Diagnostic>> {
-    let display = path.display().to_string();
-    let (source, plan) = super::schema::load_raw(path, &display)?;
-    check(source, plan, path, options)
+    let bytes = super::source::read(path, &path.display().to_string())?;
+    load_bytes(path, &bytes, options)
+}
+
+/// [`load`] for a plan file already read: `bytes` are its content, `path` is where it is (prompt
+/// files, secret files and `save:` paths are relative to its folder). The hash, the parse and every
+/// check see these bytes; the plan file is not read again.
+pub fn load_bytes(
+    path: &Path,
+    bytes: &[u8],
+    options: &LoadOptions,
+) -> Result<CheckedPlan, Vec<Diagnostic>> {
+    let content_hash = content_hash(bytes);
+    let source = super::source::parse(&path.display().to_string(), bytes)?;
+    let plan = super::schema::check(&source)?;
+    check(source, plan, content_hash, path, options)
+}
+
+/// SHA-256 of a plan file's bytes (a BOM included), hex.
+pub fn content_hash(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 /// Checks a plan that has been parsed and schema-validated: everything [`load`] does after reading.
-pub fn check(
+/// `content_hash` is the hash of the bytes `source` was parsed from.
+fn check(
     source: Source,
     plan: Plan,
+    content_hash: String,
     path: &Path,
     options: &LoadOptions,
 ) -> Result<CheckedPlan, Vec<Diagnostic>> {
@@ -343,14 +364,6 @@ pub fn check(
         .map(Path::to_path_buf)
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| PathBuf::from("."));
-    let content_hash = {
-        use sha2::Digest;
-        // The file's bytes (a BOM included); its text when it cannot be read again.
-        match std::fs::read(path) {
-            Ok(bytes) => hex::encode(sha2::Sha256::digest(&bytes)),
-            Err(_) => hex::encode(sha2::Sha256::digest(source.text.as_bytes())),
-        }
-    };
     let mut c = Checker {
         source: &source,
         plan: &plan,
@@ -1842,7 +1855,7 @@ mod tests {
         let source = super::super::source::parse("plan.yaml", yaml.as_bytes())?;
         let plan: Plan = serde_json::from_value(source.value.clone())
             .map_err(|e| vec![Diagnostic::new(e.to_string())])?;
-        check(source, plan, &path, options)
+        check(source, plan, content_hash(yaml.as_bytes()), &path, options)
     }
 
     fn messages(r: Result<CheckedPlan, Vec<Diagnostic>>) -> Vec<String> {
@@ -2219,5 +2232,39 @@ steps:
         assert_eq!(yaml_scalar("'3'"), serde_json::json!("3"));
         assert_eq!(yaml_scalar("hello world"), serde_json::json!("hello world"));
         assert_eq!(yaml_scalar("1e"), serde_json::json!("1e"));
+    }
+
+    /// A plan whose bytes differ from the file's text: a BOM (dropped from the text the parser
+    /// sees) and CRLF line ends.
+    const WITH_BOM: &[u8] =
+        b"\xef\xbb\xbfversion: 1\r\nname: parsed\r\nsteps:\r\n  - id: a\r\n    list: {}\r\n";
+
+    #[test]
+    fn the_hash_is_of_the_bytes_that_were_parsed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.yaml");
+        // The file on disk says something else: a loader that read the file again to hash it would
+        // describe these bytes, not the ones it ran.
+        std::fs::write(&path, "version: 1\nname: on-disk\nsteps: []\n").unwrap();
+        let p = load_bytes(&path, WITH_BOM, &LoadOptions::default()).unwrap();
+        assert_eq!(p.plan.name, "parsed");
+        assert_eq!(p.content_hash, content_hash(WITH_BOM));
+        assert_ne!(p.content_hash, content_hash(&std::fs::read(&path).unwrap()));
+        // The BOM is hashed though the parsed text does not hold it.
+        assert_ne!(p.content_hash, content_hash(p.source.text.as_bytes()));
+    }
+
+    #[test]
+    fn load_hashes_the_file_as_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.yaml");
+        std::fs::write(&path, WITH_BOM).unwrap();
+        let p = load(&path, &LoadOptions::default()).unwrap();
+        assert_eq!(p.plan.name, "parsed");
+        // `sha256sum` of WITH_BOM, worked out apart from this crate.
+        assert_eq!(
+            p.content_hash,
+            "4ca5880b8ad3f82992d19d655d393bb79097629f443c660170df750b87662c8c"
+        );
     }
 }

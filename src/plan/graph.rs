@@ -1,121 +1,13 @@
-//! The step graph: matrix expansion, cycles, levels, and drawings of the graph (Mermaid, Graphviz).
+//! The step graph: cycles, levels, and drawings of the graph (Mermaid, Graphviz).
 //!
-//! Edges come from `needs` and from `${{ steps.X… }}` references (collected by [`super::check`]).
-//! A matrix step fans out into one copy per combination of its values, in key order, with ids like
-//! `summarize[tone=formal]`. Cycles are looked for between the steps as written (so a cycle is
-//! printed with the ids the user wrote); levels and the order are computed between the copies.
+//! Edges come from `needs` and from `${{ steps.X… }}` references (collected by [`super::needs`] and
+//! [`super::names`]). Cycles are looked for between the steps as written (so a cycle is printed with
+//! the ids the user wrote); levels and the order are computed between the copies of matrix steps
+//! ([`super::matrix`]).
 
-use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use serde_json::{Map, Value};
-
-use super::check::CheckedPlan;
-
-/// A matrix that cannot be expanded: the key it is about and what is wrong.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum MatrixError {
-    /// `matrix: {}`.
-    #[error("the matrix has no keys")]
-    NoKeys,
-    /// A key's value is not a list.
-    #[error("matrix key `{0}` must be a list of values")]
-    NotAList(String),
-    /// A key's list is empty.
-    #[error("matrix key `{0}` has an empty list: the step would never run")]
-    Empty(String),
-    /// A value is a list or a mapping.
-    #[error(
-        "matrix key `{key}` has a value that is not a string, number or boolean (item {index})"
-    )]
-    NotScalar {
-        /// The key.
-        key: String,
-        /// The item's index in the list.
-        index: usize,
-    },
-    /// The same value twice.
-    #[error("matrix key `{key}` lists `{value}` twice")]
-    Duplicate {
-        /// The key.
-        key: String,
-        /// The value.
-        value: String,
-    },
-}
-
-impl MatrixError {
-    /// The matrix key the error is about, if any.
-    pub fn key(&self) -> Option<&str> {
-        match self {
-            MatrixError::NoKeys => None,
-            MatrixError::NotAList(k) | MatrixError::Empty(k) => Some(k),
-            MatrixError::NotScalar { key, .. } | MatrixError::Duplicate { key, .. } => Some(key),
-        }
-    }
-}
-
-/// A matrix value as it appears in an id: strings bare, numbers and booleans as JSON.
-pub fn scalar_text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// Every combination of a matrix's values: the cartesian product, keys in the order written, the last
-/// key varying fastest.
-pub fn expand_matrix(matrix: &Map<String, Value>) -> Result<Vec<Map<String, Value>>, MatrixError> {
-    if matrix.is_empty() {
-        return Err(MatrixError::NoKeys);
-    }
-    let mut combos: Vec<Map<String, Value>> = vec![Map::new()];
-    for (key, values) in matrix {
-        let list = values
-            .as_array()
-            .ok_or_else(|| MatrixError::NotAList(key.clone()))?;
-        if list.is_empty() {
-            return Err(MatrixError::Empty(key.clone()));
-        }
-        let mut seen = BTreeSet::new();
-        for (index, v) in list.iter().enumerate() {
-            if v.is_array() || v.is_object() || v.is_null() {
-                return Err(MatrixError::NotScalar {
-                    key: key.clone(),
-                    index,
-                });
-            }
-            if !seen.insert(scalar_text(v)) {
-                return Err(MatrixError::Duplicate {
-                    key: key.clone(),
-                    value: scalar_text(v),
-                });
-            }
-        }
-        let mut next = Vec::with_capacity(combos.len() * list.len());
-        for c in &combos {
-            for v in list {
-                let mut c = c.clone();
-                c.insert(key.clone(), v.clone());
-                next.push(c);
-            }
-        }
-        combos = next;
-    }
-    Ok(combos)
-}
-
-/// The id of a matrix copy: `summarize[tone=formal]`, `x[a=1,b=2]`; the base id without a matrix.
-pub fn copy_id(base: &str, combo: &Map<String, Value>) -> String {
-    if combo.is_empty() {
-        return base.to_string();
-    }
-    let parts: Vec<String> = combo
-        .iter()
-        .map(|(k, v)| format!("{k}={}", scalar_text(v)))
-        .collect();
-    format!("{base}[{}]", parts.join(","))
-}
+use super::checked::CheckedPlan;
 
 /// A cycle among nodes, when there is one: the nodes in the order they run (each waits for the one
 /// before it), the first repeated at the end. `deps[i]` are the nodes `i` waits for.
@@ -268,42 +160,6 @@ pub fn to_dot(plan: &CheckedPlan) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    fn map(v: Value) -> Map<String, Value> {
-        v.as_object().cloned().unwrap()
-    }
-
-    #[test]
-    fn expands_in_key_order() {
-        let m = map(json!({"a": [1, 2], "b": ["x", "y"]}));
-        let ids: Vec<String> = expand_matrix(&m)
-            .unwrap()
-            .iter()
-            .map(|c| copy_id("s", c))
-            .collect();
-        assert_eq!(
-            ids,
-            vec!["s[a=1,b=x]", "s[a=1,b=y]", "s[a=2,b=x]", "s[a=2,b=y]"]
-        );
-    }
-
-    #[test]
-    fn matrix_errors() {
-        assert_eq!(expand_matrix(&map(json!({}))), Err(MatrixError::NoKeys));
-        assert_eq!(
-            expand_matrix(&map(json!({"a": []}))),
-            Err(MatrixError::Empty("a".into()))
-        );
-        assert_eq!(
-            expand_matrix(&map(json!({"a": "x"}))),
-            Err(MatrixError::NotAList("a".into()))
-        );
-        assert!(matches!(
-            expand_matrix(&map(json!({"a": [1, [2]]}))),
-            Err(MatrixError::NotScalar { index: 1, .. })
-        ));
-    }
 
     #[test]
     fn cycles_are_found_in_run_order() {

@@ -11,11 +11,12 @@ use std::str::FromStr;
 
 use serde_json::{Map, Value};
 
-use super::check::{
+use super::checked::{
     CheckedPlan, JobRequest, OptimizeRequest, PlannedStep, RenderedStep, RunInfo, StepKind,
-    StepOutputs, StepView, policy_diagnostic,
+    StepOutputs, StepView,
 };
 use super::diag::Diagnostic;
+use super::static_policy::policy_diagnostic;
 use super::template::{TemplateError, has_template, to_value};
 use super::types::{Amount, Num, OnTimeout, When};
 use crate::api::JobId;
@@ -557,5 +558,65 @@ fn money(v: &Value) -> Result<Money, String> {
         Ok(Amount::Lit(m)) => Ok(m),
         Ok(Amount::Expr(s)) => Money::from_str(&s),
         Err(_) => Err(format!("expected an amount, found {v}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::check::LoadOptions;
+    use super::super::check::test_support::{FEEDBACK, load_text};
+    use super::*;
+    use crate::plan::checked::DEFAULT_TIMEOUT;
+
+    #[test]
+    fn renders_at_run_time() {
+        let p = load_text(FEEDBACK, &[], &LoadOptions::default()).unwrap();
+        let mut outputs = StepOutputs::new();
+        let job = "0123456789abcdef0123456789abcdef";
+        outputs.insert("analyze".into(), serde_json::json!({"job_id": job}));
+        let run = RunInfo::default();
+        match p.render(&p.steps[1], &outputs, &run).unwrap() {
+            RenderedStep::Wait {
+                job: j, timeout, ..
+            } => {
+                assert_eq!(j.as_str(), job);
+                assert_eq!(timeout, DEFAULT_TIMEOUT);
+            }
+            other => panic!("{other:?}"),
+        }
+        outputs.insert("done".into(), serde_json::json!({"output": "great"}));
+        match p.render(&p.steps[3], &outputs, &run).unwrap() {
+            RenderedStep::Job { request, .. } => {
+                assert_eq!(request.prompt, "Summarize (casual): great");
+                assert_eq!(request.payment, Money::from_int(2));
+            }
+            other => panic!("{other:?}"),
+        }
+        // A bad job id from a step is a run-time error at the value.
+        outputs.insert("analyze".into(), serde_json::json!({"job_id": "nope"}));
+        let e = p.render(&p.steps[1], &outputs, &run).unwrap_err();
+        assert!(e.message.contains("not a job id"), "{e}");
+        assert_eq!(e.location.unwrap().line, 16);
+    }
+    #[test]
+    fn when_conditions() {
+        let yaml = r#"
+version: 1
+name: t
+steps:
+  - id: b
+    balance: {wallet: w}
+  - id: s
+    when: "${{ steps.b.balance > 100 }}"
+    list: {}
+"#;
+        let p = load_text(yaml, &[], &LoadOptions::default()).unwrap();
+        let s = p.step("s").unwrap();
+        assert_eq!(s.needs, vec!["b"]);
+        let mut o = StepOutputs::new();
+        o.insert("b".into(), serde_json::json!({"balance": 150}));
+        assert!(p.should_run(s, &o, &RunInfo::default()).unwrap());
+        o.insert("b".into(), serde_json::json!({"balance": 50}));
+        assert!(!p.should_run(s, &o, &RunInfo::default()).unwrap());
     }
 }

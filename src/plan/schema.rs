@@ -107,16 +107,7 @@ fn finish(mut out: Vec<Diagnostic>) -> Vec<Diagnostic> {
 /// Reads, parses, validates and deserializes a plan file. `display_name` is how the file is named in
 /// messages. Every problem found is returned.
 pub fn load_raw(path: &Path, display_name: &str) -> Result<(Source, Plan), Vec<Diagnostic>> {
-    let meta = std::fs::metadata(path).map_err(|e| vec![io_error(display_name, &e)])?;
-    if meta.is_dir() {
-        return Err(vec![Diagnostic::new(format!(
-            "{display_name} is a directory, not a plan file"
-        ))]);
-    }
-    if meta.len() > source::MAX_PLAN_BYTES {
-        return Err(vec![source::too_large(display_name, meta.len())]);
-    }
-    let bytes = std::fs::read(path).map_err(|e| vec![io_error(display_name, &e)])?;
+    let bytes = source::read(path, display_name)?;
     let src = source::parse(display_name, &bytes)?;
     let plan = check(&src)?;
     Ok((src, plan))
@@ -149,15 +140,6 @@ pub fn check(src: &Source) -> Result<Plan, Vec<Diagnostic>> {
         }
         vec![src.at(&ptr, Diagnostic::new(e.inner().to_string()))]
     })
-}
-
-fn io_error(file: &str, e: &std::io::Error) -> Diagnostic {
-    let what = match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".to_string(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-        _ => e.to_string(),
-    };
-    Diagnostic::new(format!("cannot read {file}: {what}"))
 }
 
 /// Where a pointer is, in words: "at the top level of the plan", "in step `a`", "in `submit` of step

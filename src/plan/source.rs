@@ -1,5 +1,5 @@
-//! YAML source: parses a plan file into a `serde_json::Value` and a map from JSON pointers
-//! (`/steps/2/submit/payment`) to the positions of values and of mapping keys.
+//! YAML source: reads a plan file (once: [`read`]) and parses its bytes into a `serde_json::Value` and
+//! a map from JSON pointers (`/steps/2/submit/payment`) to the positions of values and of mapping keys.
 //!
 //! Why JSON values and a side table of positions, instead of deserializing YAML straight into the plan
 //! types: the JSON Schema validator reports errors by JSON pointer, serde reports them by path, and
@@ -11,6 +11,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::path::Path;
 
 use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span, SpannedEventReceiver, Tag};
 use serde_json::{Map, Number, Value};
@@ -61,6 +62,31 @@ pub struct Source {
     pub value: Value,
     positions: PosNode,
     line_starts: Vec<usize>,
+}
+
+/// Reads a plan file's bytes, refusing a folder and a file over [`MAX_PLAN_BYTES`] before reading
+/// it. This is the only place a plan file is read: what is parsed, checked and hashed are these bytes.
+pub fn read(path: &Path, display_name: &str) -> Result<Vec<u8>, Vec<Diagnostic>> {
+    let meta = std::fs::metadata(path).map_err(|e| vec![io_error(display_name, &e)])?;
+    if meta.is_dir() {
+        return Err(vec![Diagnostic::new(format!(
+            "{display_name} is a directory, not a plan file"
+        ))]);
+    }
+    if meta.len() > MAX_PLAN_BYTES {
+        return Err(vec![too_large(display_name, meta.len())]);
+    }
+    std::fs::read(path).map_err(|e| vec![io_error(display_name, &e)])
+}
+
+/// A plan file that cannot be read, in words.
+fn io_error(file: &str, e: &std::io::Error) -> Diagnostic {
+    let what = match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_string(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        _ => e.to_string(),
+    };
+    Diagnostic::new(format!("cannot read {file}: {what}"))
 }
 
 /// Parses a plan file's bytes. Every problem that can be found is returned (duplicate keys all at once;

@@ -1,0 +1,279 @@
+//! The checked plan: the model that comes out of [`super::check::load`] when every load-time check
+//! passed, and the only thing the executor, the dry run and the reports read. It lives apart from the
+//! checks so that its readers see the shape of a plan ready to run (matrix-expanded, topologically
+//! ordered steps, each with its level, effective timeout and retry policy, and the requests a step
+//! renders to) without the machinery that builds it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use super::diag::{Diagnostic, Location};
+use super::source::Source;
+use super::template::Templates;
+use super::types::{
+    BalanceSpec, FetchSpec, JobRef, JobSpec, ListSpec, OnTimeout, OptimizeSpec, Plan, RetrySpec,
+    SubmitSpec, WaitSpec, When,
+};
+use crate::api::JobId;
+use crate::money::Money;
+
+/// One kind of step, with its spec as written (templates not yet rendered).
+#[derive(Clone, Debug)]
+pub enum StepKind {
+    /// Submit a job.
+    Submit(SubmitSpec),
+    /// Wait for a job.
+    Wait(WaitSpec),
+    /// Fetch a job's result.
+    Fetch(FetchSpec),
+    /// Submit, wait, fetch.
+    Job(JobSpec),
+    /// Allocate resources.
+    Optimize(OptimizeSpec),
+    /// Read a job's status.
+    Status(JobRef),
+    /// List jobs.
+    List(ListSpec),
+    /// Cancel a job.
+    Cancel(JobRef),
+    /// Read a wallet's balance.
+    Balance(BalanceSpec),
+}
+
+impl StepKind {
+    /// The kind's name as written in a plan (`submit`, `wait`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            StepKind::Submit(_) => "submit",
+            StepKind::Wait(_) => "wait",
+            StepKind::Fetch(_) => "fetch",
+            StepKind::Job(_) => "job",
+            StepKind::Optimize(_) => "optimize",
+            StepKind::Status(_) => "status",
+            StepKind::List(_) => "list",
+            StepKind::Cancel(_) => "cancel",
+            StepKind::Balance(_) => "balance",
+        }
+    }
+}
+
+/// A step of a checked plan, matrix-expanded.
+#[derive(Clone, Debug)]
+pub struct PlannedStep {
+    /// The id, with the matrix values for an expanded step: `summarize[tone=formal]`.
+    pub id: String,
+    /// The id as written in the plan: `summarize`.
+    pub base_id: String,
+    /// The step's index in the plan's `steps`.
+    pub index: usize,
+    /// The operation.
+    pub kind: StepKind,
+    /// This copy's matrix values (empty without a matrix).
+    pub matrix: Map<String, Value>,
+    /// The (expanded) ids this step waits for: `needs` and `${{ steps.X }}` references.
+    pub needs: Vec<String>,
+    /// 0 for steps with no dependencies, else 1 + the highest level of what it needs.
+    pub level: usize,
+    /// The effective timeout (step, else `defaults.timeout`, else 300s).
+    pub timeout: Duration,
+    /// The effective retry policy (step, else `defaults.retry`, else the default).
+    pub retry: RetrySpec,
+    /// Whether a failure leaves the run going.
+    pub continue_on_error: bool,
+    /// The condition, if any.
+    pub when: Option<When>,
+    /// Named outputs (templates over the step's own outputs).
+    pub outputs: Map<String, Value>,
+    /// Reuse a cached result.
+    pub cache: bool,
+    /// Where the step starts in the plan file.
+    pub location: Location,
+    /// The JSON pointer of the step in the plan file (`/steps/3`).
+    pub pointer: String,
+    /// The kind's spec with every template that could be rendered at load rendered (run-time ones,
+    /// which read `steps.*` or `run.*`, are left as written), and `prompt_file` read into `prompt`.
+    pub spec: Value,
+    /// The prompt file the prompt came from, as written (errors in it point at `prompt_file`).
+    pub prompt_file: Option<String>,
+    /// What `steps.X` means to this step's templates, by the referenced id as written.
+    pub views: BTreeMap<String, StepView>,
+}
+
+/// What `${{ steps.X }}` is to a step: the outputs of one step (or of the paired copy of a matrix
+/// step), or the list of the outputs of all copies of a matrix step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StepView {
+    /// One step's outputs (an object).
+    One(String),
+    /// The outputs of each copy, in expansion order (a list).
+    List(Vec<String>),
+}
+
+/// A job request with every template rendered: what a `submit` or `job` step sends.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobRequest {
+    /// One of the six job types.
+    pub job_type: String,
+    /// The paying wallet.
+    pub wallet: String,
+    /// The payment.
+    pub payment: Money,
+    /// The rendered prompt.
+    pub prompt: String,
+    /// The model.
+    pub model: Option<String>,
+    /// A chosen provider.
+    pub provider_id: Option<String>,
+    /// A custom Ollama endpoint.
+    pub endpoint: Option<String>,
+    /// Extra payload keys (rendered).
+    pub parameters: Map<String, Value>,
+    /// Constraints (rendered).
+    pub constraints: Map<String, Value>,
+    /// Time to live.
+    pub ttl: Option<Duration>,
+}
+
+/// A resource request with every template rendered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OptimizeRequest {
+    /// The agent.
+    pub agent_id: String,
+    /// Cores.
+    pub cpu: f64,
+    /// Memory in GB.
+    pub memory_gb: f64,
+    /// GPUs.
+    pub gpu: f64,
+    /// Duration of the allocation.
+    pub duration: Option<Duration>,
+    /// The job type.
+    pub task_type: String,
+    /// The optimization target.
+    pub target: String,
+    /// The wallet, for reports.
+    pub wallet: Option<String>,
+}
+
+/// A step with every template rendered: exactly what the executor does.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RenderedStep {
+    /// Submit a job.
+    Submit(JobRequest),
+    /// Wait for a job.
+    Wait {
+        /// The job.
+        job: JobId,
+        /// How long to wait.
+        timeout: Duration,
+        /// What to do on timeout.
+        on_timeout: OnTimeout,
+    },
+    /// Fetch a job's result.
+    Fetch {
+        /// The job.
+        job: JobId,
+        /// Where to save it, as written (checked by the executor against the run and plan folders).
+        save: Option<String>,
+        /// Verify the receipt.
+        verify_receipt: bool,
+    },
+    /// Submit, wait, fetch.
+    Job {
+        /// The job to submit.
+        request: JobRequest,
+        /// What to do on timeout.
+        on_timeout: OnTimeout,
+        /// Where to save the result.
+        save: Option<String>,
+    },
+    /// Allocate resources.
+    Optimize(OptimizeRequest),
+    /// Read a job's status.
+    Status {
+        /// The job.
+        job: JobId,
+    },
+    /// List jobs.
+    List {
+        /// Page size.
+        limit: Option<u64>,
+        /// State filter.
+        status: Option<String>,
+        /// Type filter.
+        job_type: Option<String>,
+    },
+    /// Cancel a job.
+    Cancel {
+        /// The job.
+        job: JobId,
+    },
+    /// Read a balance.
+    Balance {
+        /// The wallet.
+        wallet: String,
+        /// The least it must hold.
+        min: Option<Money>,
+    },
+}
+
+/// The run a template sees as `${{ run.* }}`.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RunInfo {
+    /// The run's id.
+    pub id: String,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    /// The plan's name.
+    pub plan: String,
+}
+
+/// Outputs of finished steps, by expanded id; each value is a JSON object of named outputs.
+pub type StepOutputs = BTreeMap<String, Value>;
+
+/// A plan that passed every load-time check. Only [`super::check::load`] makes one.
+#[derive(Clone, Debug)]
+pub struct CheckedPlan {
+    /// The plan file as the user named it.
+    pub path: PathBuf,
+    /// The plan's folder (prompt files and `save:` paths are relative to it).
+    pub dir: PathBuf,
+    /// SHA-256 of the file's bytes, hex.
+    pub content_hash: String,
+    /// The plan as parsed.
+    pub plan: Plan,
+    /// `vars` after `--vars` and `--set`.
+    pub vars: Map<String, Value>,
+    /// The environment variables the plan lists, with their values (missing ones are absent).
+    pub env: BTreeMap<String, String>,
+    /// Secret values by name. Never print these; use [`CheckedPlan::redact`].
+    pub secrets: BTreeMap<String, String>,
+    /// The steps, matrix-expanded, in a topological order (by level, then plan order).
+    pub steps: Vec<PlannedStep>,
+    /// Warnings that do not stop the plan (e.g. a bare `{{ }}` that is probably a mistake).
+    pub warnings: Vec<Diagnostic>,
+    /// The parsed file, for placing run-time errors.
+    pub source: Source,
+    /// The plan's template environment.
+    pub templates: Templates,
+    /// Each step's position in `steps`, by (expanded) id.
+    pub step_index: std::collections::HashMap<String, usize>,
+}
+
+impl CheckedPlan {
+    /// The step with this (expanded) id.
+    pub fn step(&self, id: &str) -> Option<&PlannedStep> {
+        self.step_index.get(id).and_then(|&i| self.steps.get(i))
+    }
+
+    /// The plan's folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// The timeout of a step that sets none, when the plan's `defaults` set none either.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);

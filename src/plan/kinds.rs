@@ -1,0 +1,252 @@
+//! Per-kind checks: a step has exactly one operation (`submit`, `wait`, `job`, …), its spec is taken
+//! as written in the file, and a `submit` or `job` step has a prompt, inline or from a file, never
+//! both. These are the checks that depend on what kind of step it is rather than on its templates,
+//! matrix or needs, and they come first: every later check reads the kind's spec that is settled
+//! here (with a prompt file already read into `prompt`).
+
+use serde_json::{Map, Value};
+
+use super::check::Checker;
+use super::checked::StepKind;
+use super::diag::Diagnostic;
+
+impl Checker<'_> {
+    /// The step's operation: exactly one of the kinds, else an error at the step.
+    pub(super) fn step_kind(&mut self, i: usize) -> Option<StepKind> {
+        let step = &self.plan.steps[i];
+        let kind = match (
+            &step.submit,
+            &step.wait,
+            &step.fetch,
+            &step.job,
+            &step.optimize,
+            &step.status,
+            &step.list,
+            &step.cancel,
+            &step.balance,
+        ) {
+            (Some(s), None, None, None, None, None, None, None, None) => {
+                StepKind::Submit(s.clone())
+            }
+            (None, Some(s), None, None, None, None, None, None, None) => StepKind::Wait(s.clone()),
+            (None, None, Some(s), None, None, None, None, None, None) => StepKind::Fetch(s.clone()),
+            (None, None, None, Some(s), None, None, None, None, None) => StepKind::Job(s.clone()),
+            (None, None, None, None, Some(s), None, None, None, None) => {
+                StepKind::Optimize(s.clone())
+            }
+            (None, None, None, None, None, Some(s), None, None, None) => {
+                StepKind::Status(s.clone())
+            }
+            (None, None, None, None, None, None, Some(s), None, None) => StepKind::List(s.clone()),
+            (None, None, None, None, None, None, None, Some(s), None) => {
+                StepKind::Cancel(s.clone())
+            }
+            (None, None, None, None, None, None, None, None, Some(s)) => {
+                StepKind::Balance(s.clone())
+            }
+            _ => {
+                self.err(
+                    &format!("/steps/{i}"),
+                    Diagnostic::new(format!(
+                        "step `{}` must have exactly one operation ({})",
+                        step.id,
+                        super::types::STEP_KINDS.join(", ")
+                    )),
+                );
+                return None;
+            }
+        };
+        Some(kind)
+    }
+
+    /// The kind's spec as written in the file (templates as the user wrote them); an empty mapping
+    /// for a kind written with nothing under it.
+    pub(super) fn spec_as_written(&self, i: usize, kind: &StepKind) -> Value {
+        let kname = kind.name();
+        let mut spec = self
+            .source
+            .value
+            .get("steps")
+            .and_then(|s| s.get(i))
+            .and_then(|s| s.get(kname))
+            .cloned()
+            .unwrap_or_else(|| kind_spec(kind));
+        if spec.is_null() {
+            spec = Value::Object(Map::new());
+        }
+        spec
+    }
+
+    /// The prompt of a `submit` or `job` step: inline or from a file, not both, not neither. A
+    /// prompt file is read into `prompt`; returns its name as written.
+    pub(super) fn read_prompt(
+        &mut self,
+        i: usize,
+        kind: &StepKind,
+        spec: &mut Value,
+    ) -> Option<String> {
+        let step = &self.plan.steps[i];
+        let kname = kind.name();
+        let mut prompt_file = None;
+        if matches!(kind, StepKind::Submit(_) | StepKind::Job(_)) {
+            let has_prompt = spec.get("prompt").is_some();
+            let pf = spec.get("prompt_file").cloned();
+            match (has_prompt, pf) {
+                (true, Some(_)) => self.err(
+                    &format!("/steps/{i}/{kname}/prompt_file"),
+                    Diagnostic::new("give either `prompt` or `prompt_file`, not both"),
+                ),
+                (false, None) => self.err(
+                    &format!("/steps/{i}/{kname}"),
+                    Diagnostic::new(format!("step `{}` has no prompt", step.id)).help(
+                        "add `prompt: …` or `prompt_file: path` (relative to the plan's folder)",
+                    ),
+                ),
+                (false, Some(Value::String(pf))) => {
+                    let pointer = format!("/steps/{i}/{kname}/prompt_file");
+                    if super::template::has_template(&pf) {
+                        self.err(
+                            &pointer,
+                            Diagnostic::new("`prompt_file` cannot be a template")
+                                .help("the file's content is templated; its name is not"),
+                        );
+                    } else {
+                        let path = self.dir.join(&pf);
+                        match std::fs::read_to_string(&path) {
+                            Ok(text) => {
+                                if let Some(m) = spec.as_object_mut() {
+                                    m.remove("prompt_file");
+                                    m.insert("prompt".into(), Value::String(text));
+                                }
+                                prompt_file = Some(pf);
+                            }
+                            Err(e) => self.err(
+                                &pointer,
+                                Diagnostic::new(format!(
+                                    "cannot read the prompt file `{pf}` ({}): {}",
+                                    path.display(),
+                                    io_reason(&e)
+                                ))
+                                .help("`prompt_file` is relative to the plan's folder"),
+                            ),
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        prompt_file
+    }
+
+    /// The pointer in the file of a spec value (`rel` inside the kind's spec).
+    pub(super) fn spec_pointer(&self, i: usize, kind: &str, rel: &str, from_file: bool) -> String {
+        if from_file && rel == "/prompt" {
+            format!("/steps/{i}/{kind}/prompt_file")
+        } else {
+            format!("/steps/{i}/{kind}{rel}")
+        }
+    }
+}
+
+/// The spec of a step kind, for serialization.
+fn kind_spec(kind: &StepKind) -> Value {
+    let v = match kind {
+        StepKind::Submit(s) => serde_json::to_value(s),
+        StepKind::Wait(s) => serde_json::to_value(s),
+        StepKind::Fetch(s) => serde_json::to_value(s),
+        StepKind::Job(s) => serde_json::to_value(s),
+        StepKind::Optimize(s) => serde_json::to_value(s),
+        StepKind::Status(s) | StepKind::Cancel(s) => serde_json::to_value(s),
+        StepKind::List(s) => serde_json::to_value(s),
+        StepKind::Balance(s) => serde_json::to_value(s),
+    };
+    v.unwrap_or(Value::Null)
+}
+
+/// Never used: each copy but the last clones the kind, and only the last takes it. Kept total so
+/// that a mistake here shows as a plain empty `list` step rather than a panic.
+pub(super) fn unreachable_kind(_kname: &str) -> StepKind {
+    StepKind::List(super::types::ListSpec::default())
+}
+
+/// The name of a step's kind as written (the first one set; "" for none).
+pub(super) fn written_kind(step: &super::types::Step) -> &'static str {
+    let set = [
+        step.submit.is_some(),
+        step.wait.is_some(),
+        step.fetch.is_some(),
+        step.job.is_some(),
+        step.optimize.is_some(),
+        step.status.is_some(),
+        step.list.is_some(),
+        step.cancel.is_some(),
+        step.balance.is_some(),
+    ];
+    set.iter()
+        .position(|x| *x)
+        .map_or("", |i| super::types::STEP_KINDS[i])
+}
+
+/// An I/O error's reason in words.
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::check::LoadOptions;
+    use super::super::check::test_support::{load_text, messages};
+
+    #[test]
+    fn prompt_files_secrets_and_warnings() {
+        let yaml = r#"
+version: 1
+name: t
+secrets:
+  KEY: {env: T_KEY}
+vars: {topic: fish}
+steps:
+  - id: a
+    submit:
+      job_type: inference
+      wallet: w
+      payment: 1
+      prompt_file: p.md
+      endpoint: "http://x/?k=${{ secrets.KEY }}"
+      model: "{{ vars.topic }}"
+"#;
+        let opts = LoadOptions {
+            environment: Some([("T_KEY".to_string(), "s3cr3t".to_string())].into()),
+            ..Default::default()
+        };
+        let p = load_text(yaml, &[("p.md", "About ${{ vars.topic }}.\n")], &opts).unwrap();
+        assert_eq!(p.steps[0].spec["prompt"], "About fish.\n");
+        assert_eq!(
+            p.redact(p.steps[0].spec["endpoint"].as_str().unwrap()),
+            "http://x/?k=***"
+        );
+        assert_eq!(p.warnings.len(), 1);
+        assert_eq!(p.warnings[0].location.as_ref().unwrap().line, 15);
+        let m = messages(load_text(yaml, &[], &opts));
+        assert!(
+            m[0].starts_with("13: cannot read the prompt file `p.md`"),
+            "{m:?}"
+        );
+        let m = messages(load_text(
+            yaml,
+            &[("p.md", "x")],
+            &LoadOptions {
+                environment: Some(Default::default()),
+                ..Default::default()
+            },
+        ));
+        assert_eq!(
+            m,
+            vec!["5: secret `KEY`: the environment variable `T_KEY` is not set []"]
+        );
+    }
+}

@@ -1,0 +1,159 @@
+//! `--vars FILE` and `--set key=value`: what the command line changes in a plan's `vars` before any
+//! template is read. They live apart because they are the one input that comes from the user's shell
+//! rather than the plan file, with their own reading rules (a `--set` value is a YAML scalar, a
+//! dotted name reaches into mappings, a vars file merges deeply) and their own errors, which point at
+//! the option rather than at a line of the plan.
+
+use std::path::PathBuf;
+
+use serde_json::{Map, Value};
+
+use super::diag::Diagnostic;
+
+/// Applies the `--vars` files, in order, then the `--set`s, in order, to `vars`; returns the problems
+/// found (each option is applied or reported, and the others still apply).
+pub(super) fn apply(
+    vars: &mut Map<String, Value>,
+    vars_files: &[PathBuf],
+    set: &[(String, String)],
+) -> Vec<Diagnostic> {
+    let mut errors = Vec::new();
+    for file in vars_files {
+        let name = file.display().to_string();
+        let bytes = match std::fs::read(file) {
+            Ok(b) => b,
+            Err(e) => {
+                errors.push(Diagnostic::new(format!(
+                    "cannot read the vars file `{name}`: {e}"
+                )));
+                continue;
+            }
+        };
+        match super::source::parse(&name, &bytes) {
+            Ok(src) => match src.value {
+                Value::Object(m) => merge(vars, m),
+                _ => errors.push(Diagnostic::new(format!(
+                    "the vars file `{name}` must hold a mapping of names to values"
+                ))),
+            },
+            Err(ds) => errors.extend(ds),
+        }
+    }
+    for (key, value) in set {
+        if key.is_empty() || key.split('.').any(str::is_empty) {
+            errors.push(
+                Diagnostic::new(format!("`--set {key}={value}`: the name is empty"))
+                    .help("write `--set name=value` or `--set parent.child=value`"),
+            );
+            continue;
+        }
+        let parts: Vec<&str> = key.split('.').collect();
+        if let Err(at) = set_path(vars, &parts, yaml_scalar(value)) {
+            errors.push(Diagnostic::new(format!(
+                "`--set {key}={value}`: `vars.{}` is not a mapping",
+                parts[..=at].join(".")
+            )));
+        }
+    }
+    errors
+}
+
+/// Reads a `--set` value as a YAML scalar: `3` is a number, `true` a boolean, `null`/`~` nothing,
+/// `"3"` (quoted) the string 3; anything else is the text itself.
+pub fn yaml_scalar(text: &str) -> Value {
+    let t = text.trim();
+    match t {
+        "" | "null" | "Null" | "NULL" | "~" => return Value::Null,
+        "true" | "True" | "TRUE" => return Value::Bool(true),
+        "false" | "False" | "FALSE" => return Value::Bool(false),
+        _ => {}
+    }
+    for q in ['"', '\''] {
+        if t.len() >= 2 && t.starts_with(q) && t.ends_with(q) {
+            return Value::String(t[1..t.len() - 1].to_string());
+        }
+    }
+    if let Ok(i) = t.parse::<i64>() {
+        return Value::from(i);
+    }
+    let numeric = t
+        .bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'))
+        && t.bytes().any(|b| b.is_ascii_digit());
+    if numeric
+        && let Ok(f) = t.parse::<f64>()
+        && let Some(n) = serde_json::Number::from_f64(f)
+    {
+        return Value::Number(n);
+    }
+    Value::String(text.to_string())
+}
+
+/// Sets `vars.a.b.c`, creating mappings on the way; `Err(i)` when `parts[..=i]` is not a mapping.
+fn set_path(map: &mut Map<String, Value>, parts: &[&str], value: Value) -> Result<(), usize> {
+    match parts {
+        [] => Ok(()),
+        [last] => {
+            map.insert(last.to_string(), value);
+            Ok(())
+        }
+        [first, rest @ ..] => {
+            let entry = map
+                .entry(first.to_string())
+                .or_insert_with(|| Value::Object(Map::new()));
+            match entry {
+                Value::Object(m) => set_path(m, rest, value).map_err(|i| i + 1),
+                _ => Err(0),
+            }
+        }
+    }
+}
+
+/// Deep-merges `over` into `base`: mappings merge key by key, anything else replaces.
+fn merge(base: &mut Map<String, Value>, over: Map<String, Value>) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(Value::Object(b)), Value::Object(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::check::LoadOptions;
+    use super::super::check::test_support::{FEEDBACK, load_text, messages};
+    use super::*;
+
+    #[test]
+    fn overrides() {
+        let opts = LoadOptions {
+            set: vec![
+                ("pay".into(), "700".into()),
+                ("extra.deep".into(), "x".into()),
+            ],
+            ..Default::default()
+        };
+        let p = load_text(FEEDBACK, &[], &opts).unwrap();
+        assert_eq!(p.steps[0].spec["payment"], serde_json::json!(700));
+        assert_eq!(p.vars["extra"]["deep"], "x");
+        let opts = LoadOptions {
+            set: vec![("wallet.x".into(), "1".into())],
+            ..Default::default()
+        };
+        let m = messages(load_text(FEEDBACK, &[], &opts));
+        assert!(m[0].contains("`vars.wallet` is not a mapping"), "{m:?}");
+    }
+
+    #[test]
+    fn yaml_scalars() {
+        assert_eq!(yaml_scalar("3"), serde_json::json!(3));
+        assert_eq!(yaml_scalar("2.5"), serde_json::json!(2.5));
+        assert_eq!(yaml_scalar("true"), serde_json::json!(true));
+        assert_eq!(yaml_scalar("'3'"), serde_json::json!("3"));
+        assert_eq!(yaml_scalar("hello world"), serde_json::json!("hello world"));
+        assert_eq!(yaml_scalar("1e"), serde_json::json!("1e"));
+    }
+}

@@ -13,6 +13,8 @@ pub mod cache;
 pub mod crash;
 pub mod dispatch;
 pub mod events;
+#[cfg(test)]
+mod execute_tests;
 pub mod journal;
 pub mod lock;
 pub mod preflight;

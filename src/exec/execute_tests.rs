@@ -185,11 +185,15 @@ async fn a_plan_runs_to_the_end_in_dependency_order() {
     assert_eq!(h.fake.balance_of("v"), money(9));
     assert!(issues(&events).is_empty(), "{:?}", issues(&events));
 
-    // The journal: the header, the intents, the steps, the end.
+    // The journal: a versioned header, the intents, the steps, the end.
     let records = h.journal();
     assert!(matches!(
         records.first(),
-        Some(Record::Run { attempt: 0, .. })
+        Some(Record::Run {
+            version: journal::JOURNAL_VERSION,
+            attempt: 0,
+            ..
+        })
     ));
     let intents = records
         .iter()

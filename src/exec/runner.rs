@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::dispatch::Dispatcher;
 use super::events::Event;
-use super::journal::{Journal, Record, Replay};
+use super::journal::{JOURNAL_VERSION, Journal, Record, Replay};
 use super::preflight::preflight;
 use super::steps::{self, StepResult};
 use crate::api::JobId;
@@ -287,6 +287,7 @@ fn open_journal(
 /// The journal's header record for this start of the run.
 fn header(plan: &CheckedPlan, coordinator: &str, options: &RunOptions, run: &RunInfo) -> Record {
     Record::Run {
+        version: JOURNAL_VERSION,
         run_id: options.run_id.clone(),
         plan_path: std::path::absolute(&plan.path)
             .unwrap_or_else(|_| plan.path.clone())

@@ -250,3 +250,76 @@ fn a_resumed_run_can_be_resumed_again() {
     let journal = std::fs::read_to_string(dir.run_dir().join("journal.jsonl")).unwrap();
     assert_eq!(journal.matches("{\"run\":").count(), 3);
 }
+
+/// A journal written before the header carried its format version resumes (it is version 1); one of a
+/// newer version is refused, naming the file and both versions, and is left untouched.
+#[test]
+fn a_journal_of_another_format_version_resumes_or_is_refused() {
+    let dir =
+        PlanDir::new("version: 1\nname: versions\nsteps:\n  - id: a\n    balance: {wallet: w}\n");
+    let mut cmd = Command::new(bin());
+    cmd.args(run_args(&dir.plan(), &dir.runs()))
+        .args(["--embedded-latency", "instant"])
+        .env_remove("AITBC_COORDINATOR_URL");
+    let out = output_within(cmd, Duration::from_secs(60));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run_dir = dir.run_dir();
+    let run_id = run_dir.file_name().unwrap().to_str().unwrap().to_string();
+    let journal = run_dir.join("journal.jsonl");
+    let written = std::fs::read_to_string(&journal).unwrap();
+    assert!(written.starts_with("{\"run\":{\"version\":1,"), "{written}");
+    let resume = || {
+        let mut c = Command::new(bin());
+        c.args([
+            "resume",
+            &run_id,
+            "--runs-dir",
+            dir.runs().to_str().unwrap(),
+            "--output",
+            "json",
+        ])
+        .env_remove("AITBC_COORDINATOR_URL");
+        output_within(c, Duration::from_secs(60))
+    };
+
+    // As written before the header carried a version.
+    std::fs::write(&journal, written.replacen("\"version\":1,", "", 1)).unwrap();
+    let out = resume();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["status"], "succeeded");
+
+    let older = std::fs::read_to_string(&journal).unwrap();
+    assert_eq!(older.matches("{\"run\":").count(), 2);
+    assert_eq!(
+        older.matches("{\"run\":{\"version\":1,").count(),
+        1,
+        "{older}"
+    );
+    let newer = older.replacen("{\"run\":{", "{\"run\":{\"version\":2,", 1);
+    std::fs::write(&journal, &newer).unwrap();
+    let out = resume();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let expected = format!(
+        "error: cannot resume run {run_id}: {}:1: the journal is in format version 2, but aitbc-flow {} reads journal format version 1 only",
+        journal.display(),
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&journal).unwrap(),
+        newer,
+        "nothing appended"
+    );
+}

@@ -80,3 +80,43 @@ fn list_show_and_prune() {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0]["run_id"], list[0]["run_id"]);
 }
+
+/// A report of another format version is neither listed nor shown, and the warning says why.
+#[test]
+fn a_report_of_another_version_is_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = dir.path().join("ok.yaml");
+    std::fs::write(&ok, OK).unwrap();
+    let runs = dir.path().join("runs");
+    assert_eq!(run(&ok, &runs), 0);
+    let run_dir = std::fs::read_dir(&runs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("report.json").is_file())
+        .unwrap();
+    let id = run_dir.file_name().unwrap().to_str().unwrap().to_string();
+    let path = run_dir.join("report.json");
+    let mut report: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    report["report_version"] = 2.into();
+    std::fs::write(&path, report.to_string()).unwrap();
+    std::fs::remove_file(run_dir.join("summary.md")).unwrap();
+    let warning = format!(
+        "{}: report format version 2, but aitbc-flow {} reads report format version 1 only",
+        path.display(),
+        env!("CARGO_PKG_VERSION")
+    );
+
+    let out = runs_cmd(&["list", "--output", "json"], &runs);
+    assert_eq!(out.status.code(), Some(0));
+    let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(list.is_empty(), "{list:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&warning), "{stderr}");
+
+    let out = runs_cmd(&["show", &id], &runs);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&warning), "{stderr}");
+    assert!(stderr.contains("has no readable report"), "{stderr}");
+}

@@ -5,6 +5,8 @@
 //! practice that is [`http::HttpCoordinator`] pointed at either the real service or the embedded one.
 
 pub mod config;
+#[cfg(test)]
+pub mod fake;
 pub mod http;
 pub mod pace;
 pub mod rules;

@@ -8,6 +8,10 @@
 //! reference before it sends anything), or a job id (`resume` re-attaches to it). Finished steps are
 //! recorded with their report entry and outputs, so `resume` keeps them and the report can be rebuilt
 //! from the journal alone.
+//!
+//! A journal outlives the process that wrote it, and may be resumed by another build of aitbc-flow: its
+//! header carries the format version ([`JOURNAL_VERSION`]), and [`read`] refuses a journal of a version
+//! it does not know rather than guess at what its records mean.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -19,6 +23,14 @@ use serde_json::{Map, Value};
 use crate::money::Money;
 use crate::report::model::StepReport;
 
+/// The journal format this build writes and reads. A header without a `version` (written before the
+/// field existed, in the same format) is version 1; see `docs/decisions.md`.
+pub const JOURNAL_VERSION: u32 = 1;
+
+fn first_version() -> u32 {
+    1
+}
+
 /// One line of the journal: `{"intent": {…}}`. (Externally tagged: an internally tagged enum would
 /// buffer each record, which the receipts' raw JSON text does not survive.)
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -26,6 +38,9 @@ use crate::report::model::StepReport;
 pub enum Record {
     /// A run (or a resumption of it) began.
     Run {
+        /// The journal format ([`JOURNAL_VERSION`]); 1 when absent.
+        #[serde(default = "first_version")]
+        version: u32,
         /// The run's id.
         run_id: String,
         /// The plan file as given.
@@ -145,7 +160,8 @@ impl Journal {
 }
 
 /// Reads every whole record of a journal. A torn last line (a crash mid-write) is skipped; a bad line
-/// elsewhere is an error naming its line number.
+/// elsewhere is an error naming its line number. A journal whose header is of another format version is
+/// refused, naming the file and both versions.
 pub fn read(path: &Path) -> Result<Vec<Record>, String> {
     let f =
         std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -160,18 +176,57 @@ pub fn read(path: &Path) -> Result<Vec<Record>, String> {
             continue;
         }
         match serde_json::from_str::<Record>(line) {
-            Ok(r) => out.push(r),
-            Err(_) if i == last => {}
+            Ok(r) => {
+                if let Record::Run { version, .. } = &r
+                    && *version != JOURNAL_VERSION
+                {
+                    return Err(version_error(path, i + 1, &version.to_string()));
+                }
+                out.push(r)
+            }
             Err(e) => {
-                return Err(format!(
-                    "{}:{}: not a journal record: {e}",
-                    path.display(),
-                    i + 1
-                ));
+                // A line this build cannot read may be the header of a newer format (with records this
+                // build does not know): say that, rather than "not a journal record" or skipping it.
+                if let Some(found) = header_version(line)
+                    && found != JOURNAL_VERSION
+                {
+                    return Err(version_error(path, i + 1, &found.to_string()));
+                }
+                if i != last {
+                    return Err(format!(
+                        "{}:{}: not a journal record: {e}",
+                        path.display(),
+                        i + 1
+                    ));
+                }
             }
         }
     }
     Ok(out)
+}
+
+/// The `version` of a line that is a `run` header (`1` when it has none), read without the rest of the
+/// record; `None` for any other line.
+fn header_version(line: &str) -> Option<Value> {
+    #[derive(Deserialize)]
+    struct Line {
+        run: Option<Header>,
+    }
+    #[derive(Deserialize)]
+    struct Header {
+        version: Option<Value>,
+    }
+    let header = serde_json::from_str::<Line>(line).ok()?.run?;
+    Some(header.version.unwrap_or_else(|| first_version().into()))
+}
+
+fn version_error(path: &Path, line: usize, found: &str) -> String {
+    format!(
+        "{}:{line}: the journal is in format version {found}, but aitbc-flow {} reads journal format \
+         version {JOURNAL_VERSION} only; resume this run with the aitbc-flow that started it",
+        path.display(),
+        env!("CARGO_PKG_VERSION"),
+    )
 }
 
 /// What a journal says about a run, folded for `resume`.
@@ -329,6 +384,7 @@ mod tests {
         let j = Journal::open(dir.path()).unwrap();
         j.append(
             &Record::Run {
+                version: JOURNAL_VERSION,
                 run_id: "r".into(),
                 plan_path: "p.yaml".into(),
                 plan_hash: "h".into(),
@@ -402,5 +458,66 @@ mod tests {
         .unwrap();
         let e = read(&dir.path().join("journal.jsonl")).unwrap_err();
         assert!(e.contains("journal.jsonl:1"), "{e}");
+    }
+
+    const HEADER: &str = r#""run_id":"r","plan_path":"p.yaml","plan_hash":"h","set":[],"vars_files":[],"coordinator":"http://x","embedded":false,"attempt":0,"at":"t""#;
+
+    fn journal(lines: &[String]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn a_header_without_a_version_is_version_1() {
+        let (_dir, path) = journal(&[
+            format!("{{\"run\":{{{HEADER}}}}}"),
+            "{\"end\":{\"status\":\"succeeded\",\"exit_code\":0}}".into(),
+        ]);
+        let records = read(&path).unwrap();
+        assert!(matches!(records[0], Record::Run { version: 1, .. }));
+        assert!(replay(&records).unwrap().ended);
+        // And what this build writes says so.
+        let written = serde_json::to_string(&records[0]).unwrap();
+        assert!(written.starts_with("{\"run\":{\"version\":1,"), "{written}");
+    }
+
+    #[test]
+    fn a_journal_of_another_version_is_refused_naming_the_file_and_both_versions() {
+        let end = "{\"end\":{\"status\":\"failed\",\"exit_code\":1}}".to_string();
+        let cases = [
+            // A newer header this build could parse: the version alone must stop it.
+            vec![
+                format!("{{\"run\":{{\"version\":2,{HEADER}}}}}"),
+                end.clone(),
+            ],
+            // A newer header of another shape, then a record this build does not know.
+            vec![
+                "{\"run\":{\"version\":3,\"id\":\"r\"}}".into(),
+                "{\"checkpoint\":{\"n\":1}}".into(),
+            ],
+            // As the only line: not taken for a torn write.
+            vec!["{\"run\":{\"version\":3,\"id\":\"r\"}}".into()],
+            // Resumed by a newer build after a start by this one.
+            vec![
+                format!("{{\"run\":{{{HEADER}}}}}"),
+                format!("{{\"run\":{{\"version\":2,{HEADER}}}}}"),
+            ],
+            vec![format!("{{\"run\":{{\"version\":0,{HEADER}}}}}")],
+        ];
+        for lines in cases {
+            let (_dir, path) = journal(&lines);
+            let e = read(&path).unwrap_err();
+            assert!(e.contains(&path.display().to_string()), "{e}");
+            assert!(e.contains("journal is in format version "), "{e}");
+            assert!(e.contains("reads journal format version 1 only"), "{e}");
+        }
+        let (_dir, path) = journal(&[format!("{{\"run\":{{\"version\":2,{HEADER}}}}}")]);
+        let e = read(&path).unwrap_err();
+        assert!(
+            e.contains("journal.jsonl:1: the journal is in format version 2, but aitbc-flow "),
+            "{e}"
+        );
     }
 }

@@ -1,7 +1,10 @@
-//! The scheduler: starts steps as their dependencies finish, stops on failure or interruption, cancels
-//! the jobs still running, and returns the outcome. It never writes files itself: it emits events.
+//! The executor's async shell around the [`Dispatcher`]: it writes the journal's header, looks up the
+//! cache, runs the balance preflight, starts a task for each step the dispatcher hands out, waits on
+//! those tasks and on the interruption, and on the way out reports the steps that never started and
+//! cancels the jobs still running. Which step may start, and what the outcome is, the dispatcher
+//! decides. Apart from the journal it writes no files: it emits events.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -13,11 +16,13 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::dispatch::Dispatcher;
 use super::events::Event;
-use super::journal::{Journal, Record, Replay};
-use super::steps::{self, StepFailure, StepResult};
+use super::journal::{JOURNAL_VERSION, Journal, Record, Replay};
+use super::preflight::preflight;
+use super::steps::{self, StepResult};
 use crate::api::JobId;
-use crate::client::{ClientError, Coordinator};
+use crate::client::Coordinator;
 use crate::exit;
 use crate::money::Money;
 use crate::plan::check::{RunInfo, StepOutputs};
@@ -158,15 +163,6 @@ impl<C> Ctx<C> {
     }
 }
 
-/// Why the run is stopping early.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Stop {
-    Failed,
-    TimedOut,
-    Unreachable,
-    Interrupted,
-}
-
 /// Runs a checked plan to the end (or to a stop), emitting events. `interrupt` is cancelled by the
 /// caller on Ctrl-C or SIGTERM.
 pub async fn execute<C: Coordinator + 'static>(
@@ -176,53 +172,15 @@ pub async fn execute<C: Coordinator + 'static>(
     events: mpsc::UnboundedSender<Event>,
     interrupt: CancellationToken,
 ) -> RunOutcome {
-    let started = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let run = RunInfo {
         id: options.run_id.clone(),
-        started_at: started.clone(),
+        started_at: now(),
         plan: plan.plan.name.clone(),
     };
 
-    // The journal first: nothing is sent before it can record what is sent.
-    let journal = match Journal::open(&options.run_dir) {
-        Ok(j) => Arc::new(j),
-        Err(e) => {
-            let _ = events.send(Event::RunIssue {
-                message: format!(
-                    "cannot open the journal in {}: {e}",
-                    options.run_dir.display()
-                ),
-            });
-            let _ = events.send(Event::RunFinished {
-                status: RunStatus::Failed,
-                exit_code: exit::STEP_FAILED,
-                at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            });
-            return RunOutcome {
-                status: RunStatus::Failed,
-                exit_code: exit::STEP_FAILED,
-            };
-        }
+    let Some(journal) = open_journal(&plan, coord.base_url(), &options, &run, &events) else {
+        return announce_end(&events, RunStatus::Failed, exit::STEP_FAILED);
     };
-    let header = Record::Run {
-        run_id: options.run_id.clone(),
-        plan_path: std::path::absolute(&plan.path)
-            .unwrap_or_else(|_| plan.path.clone())
-            .display()
-            .to_string(),
-        plan_hash: plan.content_hash.clone(),
-        set: options.set.clone(),
-        vars_files: options.vars_files.clone(),
-        coordinator: coord.base_url().to_string(),
-        embedded: options.embedded,
-        attempt: options.resume.as_ref().map_or(0, |r| r.attempts),
-        at: run.started_at.clone(),
-    };
-    if let Err(e) = journal.append(&header, true) {
-        let _ = events.send(Event::RunIssue {
-            message: format!("cannot write the journal: {e}"),
-        });
-    }
     let _ = events.send(Event::RunStarted {
         run_id: options.run_id.clone(),
         plan: plan.plan.name.clone(),
@@ -233,31 +191,8 @@ pub async fn execute<C: Coordinator + 'static>(
             .iter()
             .map(|s| (s.id.clone(), s.kind.name().to_string()))
             .collect(),
-        at: started.clone(),
+        at: run.started_at.clone(),
     });
-    let end_journal = journal.clone();
-    let finish = |status: RunStatus, code: i32| {
-        let word = serde_json::to_value(status)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
-        let _ = end_journal.append(
-            &Record::End {
-                status: word,
-                exit_code: code,
-            },
-            true,
-        );
-        let _ = events.send(Event::RunFinished {
-            status,
-            exit_code: code,
-            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        });
-        RunOutcome {
-            status,
-            exit_code: code,
-        }
-    };
 
     // Cache lookups come first: steps served from the cache are not counted by the preflight.
     let cache = Arc::new(super::cache::ResultCache::new(
@@ -266,22 +201,131 @@ pub async fn execute<C: Coordinator + 'static>(
         options.cache,
     ));
     let cached = cache.prefetch(&plan, &run, options.resume.as_deref());
+    if let Some((status, code)) =
+        check_balances(&plan, coord.as_ref(), &options, &cached, &events).await
+    {
+        return finish(&journal, &events, status, code);
+    }
 
-    // Balance preflight: refuse a plan that cannot be paid before anything is submitted.
+    let limit = options
+        .concurrency
+        .or(plan.plan.defaults.concurrency.map(|c| c as usize))
+        .unwrap_or(16);
+    let mut dispatcher = Dispatcher::new(
+        plan.steps
+            .iter()
+            .map(|s| (s.id.as_str(), s.needs.iter().map(String::as_str))),
+        limit,
+        options.fail_fast,
+    );
+    let ctx = Arc::new(Ctx {
+        plan: plan.clone(),
+        coord,
+        run,
+        run_dir: options.run_dir.clone(),
+        outputs: RwLock::new(BTreeMap::new()),
+        events: events.clone(),
+        wallet_locks: Mutex::new(HashMap::new()),
+        inflight: Mutex::new(HashMap::new()),
+        cancel: CancellationToken::new(),
+        poll: options.poll,
+        rng: Mutex::new(match options.seed {
+            Some(s) => StdRng::seed_from_u64(s),
+            None => StdRng::from_os_rng(),
+        }),
+        cache,
+        journal: journal.clone(),
+        resume: options.resume.clone(),
+    });
+    drive(&ctx, &mut dispatcher, &interrupt).await;
+
+    // Steps never started are reported as cancelled (stopped) or skipped.
+    for (i, blocked) in dispatcher.never_started() {
+        let step = &plan.steps[i];
+        let report = match blocked {
+            Some(reason) => steps::skipped_report(step, reason),
+            None => steps::not_started_report(step, "the run stopped before this step started"),
+        };
+        ctx.emit(Event::StepFinished {
+            report: Box::new(report),
+        });
+    }
+    cancel_leftovers(&ctx).await;
+    let (status, code) = dispatcher.outcome();
+    finish(&journal, &events, status, code)
+}
+
+/// Opens the journal and writes this start's header first: nothing is sent before the journal can
+/// record what is sent. `None`, once the reason is reported, when it cannot be opened.
+fn open_journal(
+    plan: &CheckedPlan,
+    coordinator: &str,
+    options: &RunOptions,
+    run: &RunInfo,
+    events: &mpsc::UnboundedSender<Event>,
+) -> Option<Arc<Journal>> {
+    let journal = match Journal::open(&options.run_dir) {
+        Ok(j) => Arc::new(j),
+        Err(e) => {
+            let _ = events.send(Event::RunIssue {
+                message: format!(
+                    "cannot open the journal in {}: {e}",
+                    options.run_dir.display()
+                ),
+            });
+            return None;
+        }
+    };
+    if let Err(e) = journal.append(&header(plan, coordinator, options, run), true) {
+        let _ = events.send(Event::RunIssue {
+            message: format!("cannot write the journal: {e}"),
+        });
+    }
+    Some(journal)
+}
+
+/// The journal's header record for this start of the run.
+fn header(plan: &CheckedPlan, coordinator: &str, options: &RunOptions, run: &RunInfo) -> Record {
+    Record::Run {
+        version: JOURNAL_VERSION,
+        run_id: options.run_id.clone(),
+        plan_path: std::path::absolute(&plan.path)
+            .unwrap_or_else(|_| plan.path.clone())
+            .display()
+            .to_string(),
+        plan_hash: plan.content_hash.clone(),
+        set: options.set.clone(),
+        vars_files: options.vars_files.clone(),
+        coordinator: coordinator.to_string(),
+        embedded: options.embedded,
+        attempt: options.resume.as_ref().map_or(0, |r| r.attempts),
+        at: run.started_at.clone(),
+    }
+}
+
+/// The balance preflight, with what a resumed run and the cache have paid already taken off. Returns
+/// the run's outcome when it must not go on.
+async fn check_balances<C: Coordinator>(
+    plan: &CheckedPlan,
+    coord: &C,
+    options: &RunOptions,
+    cached: &HashSet<String>,
+    events: &mpsc::UnboundedSender<Event>,
+) -> Option<(RunStatus, i32)> {
     let mut already_paid = options
         .resume
         .as_ref()
         .map(|r| r.paid_per_wallet())
         .unwrap_or_default();
     // Steps served from the cache are paid already, too (by the run they come from).
-    super::cache::add_cached_spend(&mut already_paid, &plan, &cached);
-    match preflight(&plan, coord.as_ref(), &already_paid).await {
-        Ok(problems) if problems.is_empty() => {}
+    super::cache::add_cached_spend(&mut already_paid, plan, cached);
+    match preflight(plan, coord, &already_paid).await {
+        Ok(problems) if problems.is_empty() => None,
         Ok(problems) => {
             for p in problems {
                 let _ = events.send(Event::RunIssue { message: p });
             }
-            return finish(RunStatus::Refused, exit::STEP_FAILED);
+            Some((RunStatus::Refused, exit::STEP_FAILED))
         }
         Err(e) => {
             let _ = events.send(Event::RunIssue {
@@ -292,313 +336,191 @@ pub async fn execute<C: Coordinator + 'static>(
                 exit::TIMEOUT => RunStatus::TimedOut,
                 _ => RunStatus::Failed,
             };
-            return finish(status, e.exit_code());
+            Some((status, e.exit_code()))
         }
     }
+}
 
-    let concurrency = options
-        .concurrency
-        .or(plan.plan.defaults.concurrency.map(|c| c as usize))
-        .unwrap_or(16)
-        .max(1);
-    let stop_token = CancellationToken::new();
-    let ctx = Arc::new(Ctx {
-        plan: plan.clone(),
-        coord,
-        run,
-        run_dir: options.run_dir.clone(),
-        outputs: RwLock::new(BTreeMap::new()),
-        events: events.clone(),
-        wallet_locks: Mutex::new(HashMap::new()),
-        inflight: Mutex::new(HashMap::new()),
-        cancel: stop_token.clone(),
-        poll: options.poll,
-        rng: Mutex::new(match options.seed {
-            Some(s) => StdRng::seed_from_u64(s),
-            None => StdRng::from_os_rng(),
-        }),
-        cache,
-        journal,
-        resume: options.resume.clone(),
-    });
-
-    let n = plan.steps.len();
-    let index: HashMap<&str, usize> = plan
-        .steps
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.id.as_str(), i))
-        .collect();
-    // Dependents and remaining-dependency counts, so that readiness is O(edges) overall.
-    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
-    let mut waiting: Vec<usize> = vec![0; n];
-    for (i, s) in plan.steps.iter().enumerate() {
-        for need in &s.needs {
-            if let Some(&j) = index.get(need.as_str()) {
-                dependents[j].push(i);
-                waiting[i] += 1;
-            }
-        }
-    }
-    let mut state: Vec<Option<StepState>> = vec![None; n];
-    // Steps whose dependencies did not all succeed: they are skipped when their turn comes.
-    let mut blocked: Vec<Option<String>> = vec![None; n];
-    let mut ready: std::collections::VecDeque<usize> =
-        (0..n).filter(|&i| waiting[i] == 0).collect();
+/// Starts the steps the dispatcher hands out and tells it how each ended, until nothing runs and
+/// nothing more may start. On a stop (fail-fast or `interrupt`) the steps still running are cancelled
+/// through `ctx.cancel`, and their results still come back here.
+async fn drive<C: Coordinator + 'static>(
+    ctx: &Arc<Ctx<C>>,
+    dispatcher: &mut Dispatcher,
+    interrupt: &CancellationToken,
+) {
     let mut tasks: JoinSet<(usize, StepResult)> = JoinSet::new();
-    let mut stop: Option<Stop> = None;
-    let mut timed_out = false;
-    let mut failed = false;
-    let mut unreachable = false;
-
     loop {
-        // Start what can start.
-        while stop.is_none() && tasks.len() < concurrency {
-            let Some(i) = ready.pop_front() else { break };
-            let step = &plan.steps[i];
-            // A step that succeeded in an earlier start of this run keeps its report and outputs.
-            if let Some((report, outputs)) = ctx.resume.as_ref().and_then(|r| r.done.get(&step.id))
-            {
-                for sub in ctx
-                    .resume
-                    .as_ref()
-                    .and_then(|r| r.submissions.get(&step.id))
-                    .into_iter()
-                    .flatten()
-                {
-                    if let Some(job_id) = &sub.job_id {
-                        let _ = events.send(Event::JobSubmitted {
-                            id: step.id.clone(),
-                            job_id: job_id.clone(),
-                            wallet: sub.wallet.clone(),
-                            payment: sub.payment,
-                        });
-                    }
-                }
-                state[i] = Some(StepState::Succeeded);
-                if !dependents[i].is_empty()
-                    && let Ok(mut outs) = ctx.outputs.write()
-                {
-                    outs.insert(step.id.clone(), Value::Object(outputs.clone()));
-                }
-                let _ = ctx.journal(
-                    &Record::Step {
-                        report: Box::new(report.clone()),
-                        outputs: outputs.clone(),
-                    },
-                    false,
-                );
-                let _ = events.send(Event::StepFinished {
-                    report: Box::new(report.clone()),
-                });
-                release(
-                    i,
-                    &dependents,
-                    &mut waiting,
-                    &mut ready,
-                    &mut blocked,
-                    &plan,
-                    StepState::Succeeded,
-                );
-                continue;
-            }
-            if let Some(reason) = blocked[i].take() {
-                let report = steps::skipped_report(step, &reason);
-                state[i] = Some(StepState::Skipped);
-                let _ = events.send(Event::StepFinished {
-                    report: Box::new(report),
-                });
-                release(
-                    i,
-                    &dependents,
-                    &mut waiting,
-                    &mut ready,
-                    &mut blocked,
-                    &plan,
-                    StepState::Skipped,
-                );
-                continue;
-            }
-            let ctx = ctx.clone();
-            let step = step.clone();
-            tasks.spawn(async move {
-                let r = steps::run_step(&ctx, &step).await;
-                (i, r)
-            });
+        while let Some(i) = dispatcher.next_ready() {
+            take_up(ctx, dispatcher, i, &mut tasks);
         }
         if tasks.is_empty() {
             break;
         }
         tokio::select! {
-            joined = tasks.join_next() => {
-                let Some(joined) = joined else { break };
-                let (i, result) = match joined {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // A panicking step is a bug; keep the run going to write the report.
-                        let _ = events.send(Event::RunIssue { message: format!("a step task ended abnormally: {e}") });
-                        failed = true;
-                        stop.get_or_insert(Stop::Failed);
-                        stop_token.cancel();
-                        continue;
-                    }
-                };
-                let step = &plan.steps[i];
-                let st = result.report.state;
-                state[i] = Some(st);
-                let failure = result.failure;
-                // Secrets stay off the disk, in the journal too (a resumed run then sees `***` where an
-                // output had quoted a secret).
-                let mut journaled = Value::Object(result.outputs.clone());
-                ctx.plan.redact_value(&mut journaled);
-                let journaled = match journaled {
-                    Value::Object(m) => m,
-                    _ => Map::new(),
-                };
-                let _ = ctx.journal(
-                    &Record::Step { report: Box::new(result.report.clone()), outputs: journaled },
-                    false,
-                );
-                // Outputs are kept only for steps that later steps read.
-                if st == StepState::Succeeded
-                    && !dependents[i].is_empty()
-                    && let Ok(mut outs) = ctx.outputs.write()
-                {
-                    outs.insert(step.id.clone(), Value::Object(result.outputs));
+            joined = tasks.join_next() => match joined {
+                Some(Ok((i, result))) => step_ended(ctx, dispatcher, i, result),
+                Some(Err(e)) => {
+                    // A panicking step is a bug; keep the run going to write the report.
+                    ctx.emit(Event::RunIssue { message: format!("a step task ended abnormally: {e}") });
+                    dispatcher.lost_task();
+                    ctx.cancel.cancel();
                 }
-                let _ = events.send(Event::StepFinished { report: Box::new(result.report) });
-                release(i, &dependents, &mut waiting, &mut ready, &mut blocked, &plan, st);
-                if let Some(f) = failure
-                    && !step.continue_on_error && f != StepFailure::Cancelled {
-                        match f {
-                            StepFailure::TimedOut => timed_out = true,
-                            StepFailure::Unreachable => unreachable = true,
-                            _ => failed = true,
-                        }
-                        if options.fail_fast && stop.is_none() {
-                            stop = Some(match f {
-                                StepFailure::TimedOut => Stop::TimedOut,
-                                StepFailure::Unreachable => Stop::Unreachable,
-                                _ => Stop::Failed,
-                            });
-                            let _ = events.send(Event::RunIssue {
-                                message: format!("step `{}` failed; stopping the run (fail-fast)", step.id),
-                            });
-                            stop_token.cancel();
-                        }
-                }
-            }
-            _ = interrupt.cancelled(), if stop != Some(Stop::Interrupted) => {
-                stop = Some(Stop::Interrupted);
-                let _ = events.send(Event::RunIssue { message: "interrupted: cancelling the jobs still running".into() });
-                stop_token.cancel();
+                None => break,
+            },
+            _ = interrupt.cancelled(), if !dispatcher.interrupted() => {
+                dispatcher.interrupt();
+                ctx.emit(Event::RunIssue { message: "interrupted: cancelling the jobs still running".into() });
+                ctx.cancel.cancel();
             }
         }
     }
+}
 
-    // Steps never started are reported as cancelled (stopped) or skipped.
-    for (i, st) in state.iter().enumerate() {
-        if st.is_none() {
-            let step = &plan.steps[i];
-            let report = if let Some(reason) = &blocked[i] {
-                steps::skipped_report(step, reason)
-            } else {
-                steps::not_started_report(step, "the run stopped before this step started")
-            };
-            let _ = events.send(Event::StepFinished {
-                report: Box::new(report),
-            });
+/// Takes up step `i`: keeps it from an earlier start of the run, skips it when a step it needs did not
+/// succeed, or starts its task.
+fn take_up<C: Coordinator + 'static>(
+    ctx: &Arc<Ctx<C>>,
+    dispatcher: &mut Dispatcher,
+    i: usize,
+    tasks: &mut JoinSet<(usize, StepResult)>,
+) {
+    let step = &ctx.plan.steps[i];
+    // A step that succeeded in an earlier start of this run keeps its report and outputs.
+    if let Some((report, outputs)) = ctx.resume.as_ref().and_then(|r| r.done.get(&step.id)) {
+        let submissions = ctx
+            .resume
+            .as_ref()
+            .and_then(|r| r.submissions.get(&step.id));
+        for sub in submissions.into_iter().flatten() {
+            if let Some(job_id) = &sub.job_id {
+                ctx.emit(Event::JobSubmitted {
+                    id: step.id.clone(),
+                    job_id: job_id.clone(),
+                    wallet: sub.wallet.clone(),
+                    payment: sub.payment,
+                });
+            }
         }
+        keep_outputs(ctx, dispatcher, i, outputs.clone());
+        record_step(ctx, report.clone(), outputs.clone());
+        dispatcher.finished(i, StepState::Succeeded, None, false);
+        return;
     }
+    if let Some(reason) = dispatcher.blocked(i) {
+        let report = steps::skipped_report(step, reason);
+        ctx.emit(Event::StepFinished {
+            report: Box::new(report),
+        });
+        dispatcher.finished(i, StepState::Skipped, None, false);
+        return;
+    }
+    let ctx = ctx.clone();
+    let step = step.clone();
+    tasks.spawn(async move {
+        let r = steps::run_step(&ctx, &step).await;
+        (i, r)
+    });
+}
 
-    // Cancel the jobs this run submitted and did not see finish, and read back what was refunded.
+/// Records how step `i`'s task ended; the first failure of a fail-fast run stops it.
+fn step_ended<C>(ctx: &Ctx<C>, dispatcher: &mut Dispatcher, i: usize, result: StepResult) {
+    let step = &ctx.plan.steps[i];
+    let state = result.report.state;
+    // Secrets stay off the disk, in the journal too (a resumed run then sees `***` where an output
+    // had quoted a secret).
+    let mut journaled = Value::Object(result.outputs.clone());
+    ctx.plan.redact_value(&mut journaled);
+    let journaled = match journaled {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    if state == StepState::Succeeded {
+        keep_outputs(ctx, dispatcher, i, result.outputs);
+    }
+    record_step(ctx, result.report, journaled);
+    if dispatcher
+        .finished(i, state, result.failure, step.continue_on_error)
+        .is_some()
+    {
+        ctx.emit(Event::RunIssue {
+            message: format!("step `{}` failed; stopping the run (fail-fast)", step.id),
+        });
+        ctx.cancel.cancel();
+    }
+}
+
+/// Keeps a succeeded step's outputs for the templates of later steps — only when later steps read them.
+fn keep_outputs<C>(ctx: &Ctx<C>, dispatcher: &Dispatcher, i: usize, outputs: Map<String, Value>) {
+    if dispatcher.has_dependents(i)
+        && let Ok(mut outs) = ctx.outputs.write()
+    {
+        outs.insert(ctx.plan.steps[i].id.clone(), Value::Object(outputs));
+    }
+}
+
+/// Journals a finished step (with its outputs as they may be written) and reports it.
+fn record_step<C>(ctx: &Ctx<C>, report: StepReport, journaled: Map<String, Value>) {
+    let _ = ctx.journal(
+        &Record::Step {
+            report: Box::new(report.clone()),
+            outputs: journaled,
+        },
+        false,
+    );
+    ctx.emit(Event::StepFinished {
+        report: Box::new(report),
+    });
+}
+
+/// Cancels the jobs this run submitted and did not see finish, and reads back what was refunded.
+async fn cancel_leftovers<C: Coordinator>(ctx: &Ctx<C>) {
     let leftover: Vec<(JobId, InFlight)> = ctx
         .inflight
         .lock()
         .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
         .unwrap_or_default();
     for (job, f) in leftover {
-        steps::cancel_and_refund(&ctx, &job, &f).await;
-    }
-
-    let (status, code) = match stop {
-        Some(Stop::Interrupted) => (RunStatus::Interrupted, exit::INTERRUPTED),
-        _ if unreachable => (RunStatus::Unreachable, exit::UNREACHABLE),
-        _ if timed_out => (RunStatus::TimedOut, exit::TIMEOUT),
-        _ if failed => (RunStatus::Failed, exit::STEP_FAILED),
-        _ => (RunStatus::Succeeded, exit::SUCCESS),
-    };
-    finish(status, code)
-}
-
-/// Marks step `i` done and readies its dependents; a dependent of a step that did not succeed is
-/// skipped when its turn comes.
-fn release(
-    i: usize,
-    dependents: &[Vec<usize>],
-    waiting: &mut [usize],
-    ready: &mut std::collections::VecDeque<usize>,
-    blocked: &mut [Option<String>],
-    plan: &CheckedPlan,
-    st: StepState,
-) {
-    for &d in &dependents[i] {
-        if st != StepState::Succeeded && blocked[d].is_none() {
-            let why = match st {
-                StepState::Skipped => "was skipped",
-                StepState::Failed => "failed",
-                _ => "did not finish",
-            };
-            blocked[d] = Some(format!("needs `{}`, which {why}", plan.steps[i].id));
-        }
-        waiting[d] -= 1;
-        if waiting[d] == 0 {
-            ready.push_back(d);
-        }
+        steps::cancel_and_refund(ctx, &job, &f).await;
     }
 }
 
-/// Adds up what the plan will spend per wallet and compares it with each balance. Returns one message
-/// per wallet that cannot pay; an error when a balance cannot be read.
-pub async fn preflight<C: Coordinator>(
-    plan: &CheckedPlan,
-    coord: &C,
-    already_paid: &BTreeMap<String, Money>,
-) -> Result<Vec<String>, ClientError> {
-    let (mut spend, _unknown) = crate::policy::spend_per_wallet(plan);
-    // A resumed run has paid for the jobs it submitted already: only the rest must be covered.
-    for (wallet, paid) in already_paid {
-        if let Some(s) = spend.get_mut(wallet) {
-            *s = if *s > *paid { *s - *paid } else { Money::ZERO };
-        }
+/// Journals the end of the run and reports it.
+fn finish(
+    journal: &Journal,
+    events: &mpsc::UnboundedSender<Event>,
+    status: RunStatus,
+    code: i32,
+) -> RunOutcome {
+    let word = serde_json::to_value(status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let _ = journal.append(
+        &Record::End {
+            status: word,
+            exit_code: code,
+        },
+        true,
+    );
+    announce_end(events, status, code)
+}
+
+/// Reports the end of the run.
+fn announce_end(events: &mpsc::UnboundedSender<Event>, status: RunStatus, code: i32) -> RunOutcome {
+    let _ = events.send(Event::RunFinished {
+        status,
+        exit_code: code,
+        at: now(),
+    });
+    RunOutcome {
+        status,
+        exit_code: code,
     }
-    spend.retain(|_, m| *m > Money::ZERO);
-    let policy =
-        super::retry::RetryPolicy::new(plan.plan.defaults.retry.clone().unwrap_or_default());
-    let mut rng = StdRng::from_os_rng();
-    let mut problems = Vec::new();
-    for (wallet, needed) in &spend {
-        let mut n = 1;
-        let held = loop {
-            match coord.balance(wallet).await {
-                Ok(b) => break b.balance,
-                Err(e)
-                    if n < policy.max_attempts() && policy.retries(super::retry::classify(&e)) =>
-                {
-                    tokio::time::sleep(policy.delay(n + 1, e.retry_after(), &mut rng)).await;
-                    n += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        };
-        if held < *needed {
-            problems.push(format!(
-                "wallet {wallet} holds {held} AITBC, the plan needs {needed}: {} short",
-                *needed - held
-            ));
-        }
-    }
-    Ok(problems)
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// A step's own outputs, merged with its declared `outputs:`.

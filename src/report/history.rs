@@ -1,8 +1,13 @@
 //! Run history: the run directories under a runs folder, read from their `report.json`.
+//!
+//! A runs folder outlives the build that wrote it: a report of another format version than the one this
+//! build writes is left unread (with a warning naming the file and both versions) rather than read as if
+//! its fields meant what they mean here.
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::model::{Report, RunStatus};
 
@@ -43,10 +48,38 @@ pub enum HistoryError {
     NotFound(String, PathBuf),
 }
 
-/// Reads a run's report.
+/// The report format this build reads: the `report_version` that `writers.rs` writes.
+pub const REPORT_VERSION: u32 = 1;
+
+/// Reads a run's report; `None` when it is missing, damaged, or of another format version (which is
+/// also logged as a warning).
 pub fn read_report(dir: &Path) -> Option<Report> {
-    let text = std::fs::read_to_string(dir.join("report.json")).ok()?;
-    serde_json::from_str(&text).ok()
+    let path = dir.join("report.json");
+    let text = std::fs::read_to_string(&path).ok()?;
+    let found = match serde_json::from_str::<Report>(&text) {
+        Ok(r) if r.report_version == REPORT_VERSION => return Some(r),
+        Ok(r) => Value::from(r.report_version),
+        // A report of another format may not parse here at all: tell that apart from a damaged file.
+        Err(_) => report_version(&text).filter(|v| *v != REPORT_VERSION)?,
+    };
+    tracing::warn!(
+        "{}: report format version {found}, but aitbc-flow {} reads report format version \
+         {REPORT_VERSION} only, so it is not read",
+        path.display(),
+        env!("CARGO_PKG_VERSION")
+    );
+    None
+}
+
+/// The `report_version` of a report's text, read without the rest of it.
+fn report_version(text: &str) -> Option<Value> {
+    #[derive(Deserialize)]
+    struct Versioned {
+        report_version: Value,
+    }
+    serde_json::from_str::<Versioned>(text)
+        .ok()
+        .map(|v| v.report_version)
 }
 
 /// Every run under `runs_dir` with a readable report, newest first.
@@ -116,4 +149,77 @@ pub fn prune(runs_dir: &Path, keep: usize) -> Result<Vec<String>, HistoryError> 
         removed.push(r.run_id);
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::model::Totals;
+
+    fn report(run_id: &str) -> Report {
+        Report {
+            report_version: REPORT_VERSION,
+            run_id: run_id.into(),
+            plan: "p".into(),
+            plan_path: "p.yaml".into(),
+            plan_hash: "h".into(),
+            runner_version: env!("CARGO_PKG_VERSION").into(),
+            coordinator: "http://x".into(),
+            embedded_coordinator: true,
+            status: RunStatus::Succeeded,
+            exit_code: 0,
+            started_at: format!("2026-12-01T00:00:0{}Z", run_id.len()),
+            finished_at: None,
+            issues: Vec::new(),
+            vars: Value::Null,
+            inputs: Default::default(),
+            steps: Vec::new(),
+            totals: Totals::default(),
+        }
+    }
+
+    fn write(runs: &Path, id: &str, report: &Value) {
+        let dir = runs.join(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("report.json"), report.to_string()).unwrap();
+    }
+
+    #[test]
+    fn a_report_of_another_version_is_not_read() {
+        let runs = tempfile::tempdir().unwrap();
+        let ours = serde_json::to_value(report("a")).unwrap();
+        write(runs.path(), "a", &ours);
+        // Newer, in a shape this build could read: the version alone must keep it out.
+        let mut newer = serde_json::to_value(report("bb")).unwrap();
+        newer["report_version"] = 2.into();
+        write(runs.path(), "bb", &newer);
+        // Newer, in a shape this build cannot read.
+        write(
+            runs.path(),
+            "ccc",
+            &serde_json::json!({"report_version": 3, "run": {"id": "ccc"}}),
+        );
+        // Damaged.
+        std::fs::create_dir_all(runs.path().join("dddd")).unwrap();
+        std::fs::write(runs.path().join("dddd/report.json"), "{\"report_ver").unwrap();
+
+        assert!(read_report(&runs.path().join("a")).is_some());
+        for id in ["bb", "ccc", "dddd"] {
+            assert!(read_report(&runs.path().join(id)).is_none(), "{id}");
+        }
+        assert_eq!(
+            report_version("{\"report_version\": 3, \"x\": [1]}"),
+            Some(3.into())
+        );
+        assert_eq!(report_version("{\"report_ver"), None);
+        let listed: Vec<String> = list_runs(runs.path())
+            .unwrap()
+            .into_iter()
+            .map(|r| r.run_id)
+            .collect();
+        assert_eq!(listed, ["a"]);
+        // A run that cannot be read is not pruned either.
+        assert_eq!(prune(runs.path(), 0).unwrap(), ["a"]);
+        assert!(runs.path().join("bb/report.json").is_file());
+    }
 }

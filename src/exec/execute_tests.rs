@@ -1,0 +1,400 @@
+//! [`execute`] end to end over small plans, against the in-memory [`FakeCoordinator`]: no network, and
+//! the tokio clock paused, so that polls and retry delays take no time and every run is the same.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::events::Event;
+use super::journal::{self, Record, Replay, Submission};
+use super::{RunOptions, RunOutcome, execute};
+use crate::client::fake::{Call, FakeCoordinator, JobScript};
+use crate::exit;
+use crate::money::Money;
+use crate::plan::{CheckedPlan, LoadOptions};
+use crate::report::model::{RunStatus, StepReport, StepState};
+
+/// A temporary folder for run `r1` and a fake coordinator whose wallets `w` and `v` hold 10 each.
+struct Harness {
+    dir: tempfile::TempDir,
+    fake: Arc<FakeCoordinator>,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        let fake = Arc::new(FakeCoordinator::new());
+        fake.fund("w", money(10)).fund("v", money(10));
+        Harness {
+            dir: tempfile::tempdir().unwrap(),
+            fake,
+        }
+    }
+
+    /// Run `r1` in `runs/r1`, polling fast.
+    fn options(&self) -> RunOptions {
+        let run_dir = self.dir.path().join("runs/r1");
+        std::fs::create_dir_all(&run_dir).unwrap();
+        RunOptions {
+            poll: (Duration::from_millis(10), Duration::from_millis(50)),
+            seed: Some(1),
+            ..RunOptions::new("r1", run_dir)
+        }
+    }
+
+    /// Writes the plan, loads it as `run` does, and runs it to the end; returns the outcome and every
+    /// event.
+    async fn run_with(
+        &self,
+        yaml: &str,
+        options: RunOptions,
+        interrupt: CancellationToken,
+    ) -> (RunOutcome, Vec<Event>) {
+        let path = self.dir.path().join("plan.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        let plan: Arc<CheckedPlan> = crate::plan::load(&path, &LoadOptions::default())
+            .unwrap_or_else(|d| panic!("the test plan does not load: {d:?}"))
+            .into();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let outcome = execute(plan, self.fake.clone(), options, tx, interrupt).await;
+        let mut events = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            events.push(e);
+        }
+        (outcome, events)
+    }
+
+    async fn run(&self, yaml: &str) -> (RunOutcome, Vec<Event>) {
+        self.run_with(yaml, self.options(), CancellationToken::new())
+            .await
+    }
+
+    fn journal(&self) -> Vec<Record> {
+        journal::read(&self.dir.path().join("runs/r1/journal.jsonl")).unwrap()
+    }
+}
+
+fn outcome(status: RunStatus, exit_code: i32) -> RunOutcome {
+    RunOutcome { status, exit_code }
+}
+
+/// The report of step `id` as its `step_finished` event gave it (exactly one such event per step).
+fn report<'a>(events: &'a [Event], id: &str) -> &'a StepReport {
+    let mut found = events.iter().filter_map(|e| match e {
+        Event::StepFinished { report } if report.id == id => Some(&**report),
+        _ => None,
+    });
+    let r = found
+        .next()
+        .unwrap_or_else(|| panic!("no step_finished for {id}"));
+    assert!(found.next().is_none(), "two step_finished for {id}");
+    r
+}
+
+/// Where the first event that matches is, in the stream.
+fn position(events: &[Event], what: impl Fn(&Event) -> bool) -> usize {
+    events.iter().position(what).expect("no such event")
+}
+
+fn issues(events: &[Event]) -> Vec<&str> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::RunIssue { message } => Some(message.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The `job_cancelled` events: step, payment status read back, amount refunded.
+fn cancels(events: &[Event]) -> Vec<(&str, Option<&str>, Option<Money>)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::JobCancelled {
+                id,
+                payment_status,
+                refunded,
+                ..
+            } => Some((id.as_str(), payment_status.as_deref(), *refunded)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The job step `step` of run `r1` submitted.
+fn job_of(fake: &FakeCoordinator, step: &str) -> crate::api::JobView {
+    let cref = format!("r1/{step}");
+    fake.jobs()
+        .into_iter()
+        .find(|j| j.client_ref() == Some(cref.as_str()))
+        .unwrap_or_else(|| panic!("no job of {step}"))
+}
+
+fn money(n: i64) -> Money {
+    Money::from_int(n)
+}
+
+const CHAIN: &str = r#"
+version: 1
+name: chain
+steps:
+  - id: a
+    job: {job_type: inference, wallet: w, payment: 2, prompt: "alpha"}
+  - id: b
+    job: {job_type: inference, wallet: w, payment: 3, prompt: "after ${{ steps.a.output }}"}
+  - id: c
+    job: {job_type: inference, wallet: v, payment: 1, prompt: "gamma"}
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn a_plan_runs_to_the_end_in_dependency_order() {
+    let h = Harness::new();
+    h.fake.script("a", [JobScript::completes_after(2)]);
+    let (out, events) = h.run(CHAIN).await;
+
+    assert_eq!(out, outcome(RunStatus::Succeeded, exit::SUCCESS));
+    assert!(matches!(events.first(), Some(Event::RunStarted { .. })));
+    assert!(matches!(
+        events.last(),
+        Some(Event::RunFinished {
+            status: RunStatus::Succeeded,
+            exit_code: 0,
+            ..
+        })
+    ));
+    for id in ["a", "b", "c"] {
+        assert_eq!(report(&events, id).state, StepState::Succeeded, "{id}");
+    }
+    // b starts only once a has finished, and sees a's output.
+    let a_done = position(
+        &events,
+        |e| matches!(e, Event::StepFinished { report } if report.id == "a"),
+    );
+    let b_start = position(
+        &events,
+        |e| matches!(e, Event::StepStarted { id, .. } if id == "b"),
+    );
+    assert!(a_done < b_start);
+    assert_eq!(job_of(&h.fake, "b").payload["prompt"], "after ok: alpha");
+    assert_eq!(h.fake.jobs().len(), 3);
+    assert_eq!(h.fake.calls(Call::Submit), 3);
+    assert_eq!(h.fake.balance_of("w"), money(5));
+    assert_eq!(h.fake.balance_of("v"), money(9));
+    assert!(issues(&events).is_empty(), "{:?}", issues(&events));
+
+    // The journal: a versioned header, the intents, the steps, the end.
+    let records = h.journal();
+    assert!(matches!(
+        records.first(),
+        Some(Record::Run {
+            version: journal::JOURNAL_VERSION,
+            attempt: 0,
+            ..
+        })
+    ));
+    let intents = records
+        .iter()
+        .filter(|r| matches!(r, Record::Intent { .. }))
+        .count();
+    assert_eq!(intents, 3);
+    assert!(
+        matches!(records.last(), Some(Record::End { status, exit_code: 0 }) if status == "succeeded")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn fail_fast_skips_the_dependents_and_cancels_what_still_runs() {
+    let h = Harness::new();
+    h.fake
+        .script("a", [JobScript::fails_after(1, "out of memory")])
+        .script("c", [JobScript::never_finishes()]);
+    let (out, events) = h.run(CHAIN).await;
+
+    assert_eq!(out, outcome(RunStatus::Failed, exit::STEP_FAILED));
+    let a = report(&events, "a");
+    assert_eq!(a.state, StepState::Failed);
+    assert!(a.summary.contains("out of memory"), "{}", a.summary);
+    assert_eq!(
+        issues(&events),
+        ["step `a` failed; stopping the run (fail-fast)"]
+    );
+    let b = report(&events, "b");
+    assert_eq!(b.state, StepState::Skipped);
+    assert_eq!(b.summary, "Step skipped: needs `a`, which failed");
+    assert_eq!(report(&events, "c").state, StepState::Cancelled);
+    // The job still running was cancelled, and its refund asked for and read back.
+    assert_eq!(cancels(&events), [("c", Some("refunded"), Some(money(1)))]);
+    assert_eq!(h.fake.balance_of("v"), money(10));
+    assert_eq!(h.fake.calls(Call::Submit), 2, "b was never sent");
+    assert!(matches!(
+        events.last(),
+        Some(Event::RunFinished {
+            status: RunStatus::Failed,
+            exit_code: 1,
+            ..
+        })
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_interrupt_cancels_the_running_job_and_ends_the_run_interrupted() {
+    let h = Harness::new();
+    h.fake.script_others(JobScript::never_finishes());
+    let interrupt = CancellationToken::new();
+    let ctrl_c = interrupt.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        ctrl_c.cancel();
+    });
+    let hanging = "version: 1\nname: hanging\nsteps:\n  - id: hang\n    job: {job_type: inference, wallet: w, payment: 2, prompt: forever}\n  - id: later\n    needs: [hang]\n    balance: {wallet: w}\n";
+    let (out, events) = h.run_with(hanging, h.options(), interrupt).await;
+
+    assert_eq!(out, outcome(RunStatus::Interrupted, exit::INTERRUPTED));
+    assert_eq!(
+        issues(&events),
+        ["interrupted: cancelling the jobs still running"]
+    );
+    assert_eq!(report(&events, "hang").state, StepState::Cancelled);
+    let later = report(&events, "later");
+    assert_eq!(later.state, StepState::Skipped);
+    assert_eq!(
+        later.summary,
+        "Step skipped: needs `hang`, which did not finish"
+    );
+    assert_eq!(
+        cancels(&events),
+        [("hang", Some("refunded"), Some(money(2)))]
+    );
+    assert_eq!(h.fake.balance_of("w"), money(10));
+    assert!(
+        matches!(h.journal().last(), Some(Record::End { status, exit_code: 130 }) if status == "interrupted")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_plan_that_cannot_be_paid_is_refused_before_anything_is_sent() {
+    let h = Harness::new();
+    h.fake.fund("w", money(1));
+    let (out, events) = h.run(CHAIN).await;
+
+    assert_eq!(out, outcome(RunStatus::Refused, exit::STEP_FAILED));
+    assert_eq!(
+        issues(&events),
+        ["wallet w holds 1 AITBC, the plan needs 5: 4 short"]
+    );
+    assert_eq!(h.fake.calls(Call::Submit), 0);
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::StepStarted { .. } | Event::StepFinished { .. }))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_coordinator_that_never_answers_the_preflight_ends_the_run_unreachable() {
+    let h = Harness::new();
+    // The default retry policy makes three attempts.
+    for _ in 0..3 {
+        h.fake.fail_next(
+            Call::Balance,
+            FakeCoordinator::unavailable("/v1/wallets/v/balance"),
+        );
+    }
+    let (out, events) = h.run(CHAIN).await;
+
+    assert_eq!(out, outcome(RunStatus::Unreachable, exit::UNREACHABLE));
+    let issues = issues(&events);
+    assert_eq!(issues.len(), 1);
+    assert!(
+        issues[0].starts_with("balance preflight failed: coordinator unavailable"),
+        "{issues:?}"
+    );
+    assert_eq!(h.fake.calls(Call::Balance), 3);
+    assert_eq!(h.fake.calls(Call::Submit), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_submit_answer_is_found_by_its_client_reference_not_paid_twice() {
+    let h = Harness::new();
+    h.fake
+        .lose_next_answer(Call::Submit, FakeCoordinator::unavailable("/v1/jobs"));
+    let one = "version: 1\nname: one\nsteps:\n  - id: a\n    job: {job_type: inference, wallet: w, payment: 2, prompt: alpha}\n";
+    let (out, events) = h.run(one).await;
+
+    assert_eq!(out, outcome(RunStatus::Succeeded, exit::SUCCESS));
+    assert_eq!(h.fake.jobs().len(), 1);
+    assert_eq!(h.fake.calls(Call::Submit), 1);
+    assert!(h.fake.calls(Call::List) >= 1);
+    assert_eq!(h.fake.balance_of("w"), money(8));
+    let errors: Vec<&str> = report(&events, "a")
+        .attempts
+        .iter()
+        .filter_map(|t| t.error.as_deref())
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("the job was found by its client reference")),
+        "{errors:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resumed_run_keeps_the_steps_done_before_and_runs_the_rest() {
+    let h = Harness::new();
+    // a (2) was paid in the earlier start: only b (3) and c (1) must be covered now.
+    h.fake.fund("w", money(3)).fund("v", money(1));
+    let mut a = super::steps::empty_report("a", "job");
+    a.state = StepState::Succeeded;
+    let mut outputs = Map::new();
+    outputs.insert("output".into(), json!("ok: alpha"));
+    let earlier_job = "ea05c15ab4f94d369c35d96c8fc39ac5";
+    let replay = Replay {
+        run_id: "r1".into(),
+        attempts: 1,
+        done: [("a".to_string(), (a, outputs))].into(),
+        submissions: [(
+            "a".to_string(),
+            vec![Submission {
+                number: 1,
+                client_ref: "r1/a".into(),
+                wallet: "w".into(),
+                payment: money(2),
+                job_id: Some(earlier_job.into()),
+            }],
+        )]
+        .into(),
+        ..Replay::default()
+    };
+    let options = RunOptions {
+        resume: Some(Arc::new(replay)),
+        ..h.options()
+    };
+    let (out, events) = h.run_with(CHAIN, options, CancellationToken::new()).await;
+
+    assert_eq!(out, outcome(RunStatus::Succeeded, exit::SUCCESS));
+    assert_eq!(h.fake.calls(Call::Submit), 2, "a is not sent again");
+    assert_eq!(
+        job_of(&h.fake, "b").payload["prompt"],
+        "after ok: alpha",
+        "a's journaled outputs"
+    );
+    // The report hears of a's job again, and a is not started.
+    assert!(events.iter().any(|e| matches!(e, Event::JobSubmitted { id, job_id, .. } if id == "a" && job_id == earlier_job)));
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::StepStarted { id, .. } if id == "a"))
+    );
+    assert_eq!(report(&events, "a").state, StepState::Succeeded);
+    let records = h.journal();
+    assert!(matches!(
+        records.first(),
+        Some(Record::Run { attempt: 1, .. })
+    ));
+    let kept = records.iter().any(|r| matches!(r, Record::Step { report, outputs } if report.id == "a" && outputs.get("output") == Some(&Value::from("ok: alpha"))));
+    assert!(kept, "a is journaled again for this start");
+}

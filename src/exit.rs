@@ -12,3 +12,28 @@ pub const UNREACHABLE: i32 = 3;
 pub const TIMEOUT: i32 = 4;
 /// The run was interrupted by Ctrl-C or SIGTERM.
 pub const INTERRUPTED: i32 = 130;
+
+/// The exit code for a command that stops on a coordinator error: unreachable or refused credentials
+/// are 3, a request that timed out 4, anything else a failure (1). The client only classifies its
+/// errors; what they mean for a process is decided here.
+pub fn for_client(e: &crate::client::ClientError) -> i32 {
+    use crate::client::ClientError;
+    match e {
+        ClientError::Unavailable { .. } | ClientError::Auth { .. } => UNREACHABLE,
+        ClientError::Timeout { .. } => TIMEOUT,
+        _ => STEP_FAILED,
+    }
+}
+
+/// The exit code for a command that stops on a failed operation.
+pub fn for_op(e: &crate::ops::OpError) -> i32 {
+    use crate::ops::OpError;
+    match e {
+        OpError::Input(_) => INVALID,
+        OpError::Rules(_) if e.is_insufficient_balance() => STEP_FAILED,
+        OpError::Rules(_) => INVALID,
+        OpError::BalanceUnknown { error, .. } | OpError::Client(error) => for_client(error),
+        OpError::WaitTimeout { .. } => TIMEOUT,
+        OpError::JobEnded { .. } => STEP_FAILED,
+    }
+}

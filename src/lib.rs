@@ -10,12 +10,15 @@
 pub mod api;
 pub mod cli;
 pub mod client;
+pub mod crash;
 pub mod duration;
 pub mod exec;
 pub mod exit;
 pub mod local;
+pub mod model;
 pub mod money;
 pub mod op;
+pub mod ops;
 pub mod plan;
 pub mod policy;
 pub mod report;

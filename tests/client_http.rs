@@ -328,7 +328,7 @@ async fn every_error_shape_and_status() {
             kind(&e),
             e.is_retryable(),
             e.may_have_committed(),
-            e.exit_code()
+            aitbc_flow::exit::for_client(&e)
         ));
     }
     insta::with_settings!({filters => vec![(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT")]}, {
@@ -389,7 +389,10 @@ async fn connection_refused_is_unavailable_naming_the_url() {
         other => panic!("expected Unavailable, got {other:?}"),
     }
     assert!(e.to_string().contains(&addr.to_string()), "{e}");
-    assert_eq!(e.exit_code(), aitbc_flow::exit::UNREACHABLE);
+    assert_eq!(
+        aitbc_flow::exit::for_client(&e),
+        aitbc_flow::exit::UNREACHABLE
+    );
 }
 
 #[tokio::test]
@@ -417,7 +420,7 @@ async fn a_server_that_never_answers_times_out() {
         }
     );
     assert!(e.may_have_committed());
-    assert_eq!(e.exit_code(), aitbc_flow::exit::TIMEOUT);
+    assert_eq!(aitbc_flow::exit::for_client(&e), aitbc_flow::exit::TIMEOUT);
 }
 
 #[tokio::test]

@@ -3,12 +3,13 @@
 
 use std::time::Duration;
 
+use aitbc_flow::api::JobCreate;
 use aitbc_flow::api::{AllocateRequest, JobState, ListQuery, TaskRequirements, verify_receipt};
 use aitbc_flow::client::config::ClientConfig;
 use aitbc_flow::client::http::HttpCoordinator;
-use aitbc_flow::client::rules::{SubmitParams, job_create};
 use aitbc_flow::client::{ClientError, Coordinator};
 use aitbc_flow::local::{Faults, LocalConfig, LocalHandle, start};
+use aitbc_flow::model::JobRequest;
 use aitbc_flow::money::Money;
 
 async fn local(config: LocalConfig) -> (LocalHandle, HttpCoordinator) {
@@ -22,16 +23,17 @@ async fn local(config: LocalConfig) -> (LocalHandle, HttpCoordinator) {
     (h, c)
 }
 
-fn params(wallet: &str, payment: i64, client_ref: &str) -> SubmitParams {
-    SubmitParams {
+/// The body the operation layer sends for an inference job of `wallet`, with its client reference.
+fn job_create(wallet: &str, payment: i64, client_ref: &str) -> JobCreate {
+    let req = JobRequest {
         job_type: "inference".into(),
         prompt: "Say hello".into(),
         payment: Money::from_int(payment),
         wallet: wallet.into(),
         model: Some("llama2".into()),
-        client_ref: Some(client_ref.into()),
-        ..SubmitParams::default()
-    }
+        ..JobRequest::default()
+    };
+    aitbc_flow::ops::submit::body(&req, client_ref)
 }
 
 async fn until_final(c: &HttpCoordinator, id: &aitbc_flow::api::JobId) -> JobState {
@@ -48,7 +50,7 @@ async fn until_final(c: &HttpCoordinator, id: &aitbc_flow::api::JobId) -> JobSta
 #[tokio::test]
 async fn every_method_against_the_embedded_coordinator() {
     let (h, c) = local(LocalConfig::for_tests()).await;
-    let job = job_create(&params("w1", 2, "t/1"));
+    let job = job_create("w1", 2, "t/1");
     let (v, created) = c.submit(&job, Some("key-1")).await.unwrap();
     assert!(created);
     assert_eq!(v.payment_status.as_deref(), Some("escrowed"));
@@ -111,7 +113,7 @@ async fn real_error_answers_are_classified() {
 
     // 402 from the server itself (the trait does not preflight the balance).
     let e = c
-        .submit(&job_create(&params("poor", 2, "t/2")), None)
+        .submit(&job_create("poor", 2, "t/2"), None)
         .await
         .unwrap_err();
     assert_eq!(
@@ -162,7 +164,10 @@ async fn real_error_answers_are_classified() {
         HttpCoordinator::new(&ClientConfig::for_url(&h.url()).unwrap().with_token("nope")).unwrap();
     let e = wrong.job(&unknown).await.unwrap_err();
     assert!(matches!(e, ClientError::Auth { .. }), "{e:?}");
-    assert_eq!(e.exit_code(), aitbc_flow::exit::UNREACHABLE);
+    assert_eq!(
+        aitbc_flow::exit::for_client(&e),
+        aitbc_flow::exit::UNREACHABLE
+    );
     h.shutdown().await.unwrap();
 }
 
@@ -212,7 +217,7 @@ async fn fault_flags_map_to_retryable_errors() {
     }))
     .await;
     let e = c
-        .submit(&job_create(&params("w", 1, "run/lost")), None)
+        .submit(&job_create("w", 1, "run/lost"), None)
         .await
         .unwrap_err();
     assert!(e.may_have_committed(), "{e:?}");

@@ -211,7 +211,7 @@ pub fn dry_run_value(plan: &CheckedPlan) -> Value {
             Value::Object(m)
         })
         .collect();
-    let (spend, runtime) = crate::policy::spend_per_wallet(plan);
+    let (spend, runtime) = crate::plan::spend::spend_per_wallet(plan);
     let levels = plan.steps.iter().map(|s| s.level + 1).max().unwrap_or(0);
     json!({
         "plan": plan.plan.name,
@@ -291,7 +291,7 @@ pub fn dry_run_text(plan: &CheckedPlan) -> String {
             }
         }
     }
-    let (spend, runtime) = crate::policy::spend_per_wallet(plan);
+    let (spend, runtime) = crate::plan::spend::spend_per_wallet(plan);
     let _ = writeln!(out, "\nspend per wallet");
     if spend.is_empty() {
         let _ = writeln!(out, "  (no payments known before the run)");

@@ -1,6 +1,6 @@
 //! `job …` and `op`: single job operations from the command line, and the operator skill's JSON
 //! interface on stdin/stdout. Both build an [`OpInput`], run it with [`crate::op::execute`] and print
-//! the [`OpOutput`] (as text, or as the skill's output JSON).
+//! the [`Outcome`](crate::model::Outcome) (as text, or as the skill's output JSON).
 //!
 //! With no coordinator configured they start the embedded one in-process; its state lives only as
 //! long as the command, which stderr says.
@@ -13,7 +13,7 @@ use crate::client::http::HttpCoordinator;
 use crate::duration::Dur;
 use crate::exit;
 use crate::money::Money;
-use crate::op::{OpInput, OpOptions, OpOutcome, OpOutput, Operation, ValidationStatus};
+use crate::op::{OpInput, OpOptions, OpOutcome, Operation, Outcome, ValidationStatus};
 
 /// How results are printed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -369,7 +369,7 @@ fn field(s: &mut String, name: &str, value: String) {
 }
 
 /// The output for people: the summary, the fields that are set, then issues and recommendations.
-pub fn render_text(o: &OpOutput) -> String {
+pub fn render_text(o: &Outcome) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let lead = if o.validation_status == ValidationStatus::Failed {
@@ -379,10 +379,10 @@ pub fn render_text(o: &OpOutput) -> String {
     };
     let _ = writeln!(s, "{lead}{}", o.summary);
     if let Some(id) = &o.job_id {
-        field(&mut s, "job", id.clone());
+        field(&mut s, "job", id.to_string());
     }
     if let Some(t) = &o.job_type {
-        field(&mut s, "type", t.clone());
+        field(&mut s, "type", t.to_string());
     }
     if let Some(st) = o.status {
         let mut v = st.as_str().to_string();
@@ -440,6 +440,10 @@ pub fn render_text(o: &OpOutput) -> String {
         }
     }
     if let Some(r) = &o.result {
+        let r = match r {
+            serde_json::Value::String(text) => text.clone(),
+            other => serde_json::to_string_pretty(other).unwrap_or_default(),
+        };
         if o.operation == Operation::Balance {
             field(&mut s, "balance", format!("{r} AITBC"));
         } else {
@@ -462,8 +466,8 @@ mod tests {
 
     #[test]
     fn text_output_shows_what_is_set() {
-        let mut o = OpOutput::new(Operation::Submit, "Inference job x submitted");
-        o.job_id = Some("ea05c15ab4f94d369c35d96c8fc39ac5".into());
+        let mut o = Outcome::new(Operation::Submit, "Inference job x submitted");
+        o.job_id = Some("ea05c15ab4f94d369c35d96c8fc39ac5".parse().unwrap());
         o.status = Some(OpStatus::Submitted);
         o.progress = Some(0);
         o.estimated_time = Some(10.0);

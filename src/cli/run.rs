@@ -135,7 +135,7 @@ struct ExecParams {
     set: Vec<(String, String)>,
     vars_files: Vec<PathBuf>,
     cache: bool,
-    inputs: crate::report::model::RunInputs,
+    inputs: crate::model::RunInputs,
 }
 
 /// Runs `run`.

@@ -593,13 +593,7 @@ impl Coordinator for FakeCoordinator {
     async fn balance(&self, wallet: &str) -> Result<WalletBalance, ClientError> {
         self.answer(Call::Balance, |s, _| {
             let balance = s.wallets.get(wallet).copied().unwrap_or(Money::ZERO);
-            Ok(WalletBalance {
-                wallet_id: wallet.to_string(),
-                address: None,
-                balance,
-                balance_ait: Some(balance),
-                chain_id: None,
-            })
+            Ok(WalletBalance::in_aitbc(wallet, None, balance))
         })
     }
 }

@@ -9,7 +9,6 @@ pub mod config;
 pub mod fake;
 pub mod http;
 pub mod pace;
-pub mod rules;
 
 use std::future::Future;
 use std::time::Duration;
@@ -166,15 +165,6 @@ impl ClientError {
         match self {
             ClientError::RateLimited { retry_after, .. } => *retry_after,
             _ => None,
-        }
-    }
-
-    /// The exit code for a command that stops on this error.
-    pub fn exit_code(&self) -> i32 {
-        match self {
-            ClientError::Unavailable { .. } | ClientError::Auth { .. } => crate::exit::UNREACHABLE,
-            ClientError::Timeout { .. } => crate::exit::TIMEOUT,
-            _ => crate::exit::STEP_FAILED,
         }
     }
 }

@@ -33,10 +33,11 @@ use super::journal::Replay;
 use super::runner::Ctx;
 use super::steps;
 use crate::api::{canonical_json, result_failed, verify_receipt};
+use crate::model::{CachedFrom, ReceiptCheck, StepReport, StepState};
 use crate::money::Money;
 use crate::plan::check::{JobRequest, RenderedStep, RunInfo, StepOutputs};
 use crate::plan::{CheckedPlan, PlannedStep};
-use crate::report::model::{CachedFrom, ReceiptCheck, Report, StepReport, StepState};
+use crate::report::model::Report;
 
 /// The index file, relative to the runs directory.
 pub const INDEX_FILE: &str = ".cache/index.jsonl";
@@ -400,7 +401,7 @@ pub(crate) fn reuse<C>(
     }
     let found = ctx.cache.for_step(step, req);
     // Entries that did not check out are worth knowing about even when the job then runs.
-    report.issues.extend(found.rejected);
+    report.outcome.issues.extend(found.rejected);
     let Some(hit) = found.hit else {
         return Ok(None);
     };
@@ -409,23 +410,26 @@ pub(crate) fn reuse<C>(
         result,
         receipt,
     } = hit;
-    let output = steps::output_text(Some(&result));
+    let output = crate::ops::results::output_of(&result);
     let raw = serde_json::value::to_raw_value(&receipt)
         .map_err(|e| format!("cannot keep the cached receipt: {e}"))?;
-    report.job_id = Some(from.job_id.clone());
-    report.job_type = Some(req.job_type.clone());
-    report.status = Some("completed".into());
-    report.progress = 100;
-    report.wallet = Some(req.wallet.clone());
-    report.payment = Some(Money::ZERO);
-    report.result = Some(output.clone());
-    report.performance_metrics = steps::metrics_of(Some(&result));
+    let o = &mut report.outcome;
+    o.job_id = from.job_id.parse().ok();
+    o.job_type = crate::model::JobType::parse(&req.job_type);
+    o.status = Some(crate::model::OpStatus::Completed);
+    o.progress = Some(100);
+    o.estimated_time = Some(0.0);
+    o.wallet = Some(req.wallet.clone());
+    o.payment = Some(Money::ZERO);
+    o.result = Some(output.clone());
+    let metrics = crate::ops::results::metrics_of(&result);
+    o.performance_metrics = (!metrics.is_empty()).then_some(Value::Object(metrics));
     report.receipt = Some(ReceiptCheck {
         receipt: raw,
         verified: true,
         error: None,
     });
-    report.summary = format!(
+    report.outcome.summary = format!(
         "Cached result from run {} step {} (job {}); nothing paid",
         from.run_id, from.step_id, from.job_id
     );
@@ -460,7 +464,7 @@ pub(crate) fn remember<C>(
     report: &mut StepReport,
 ) {
     if let Err(e) = ctx.cache.remember(step, req, outputs) {
-        report.issues.push(format!(
+        report.outcome.issues.push(format!(
             "the result could not be recorded in the cache: {e}"
         ));
     }
@@ -490,7 +494,7 @@ fn source_steps(report: Report) -> SourceRun {
                 s.id,
                 SourceStep {
                     state: s.state,
-                    job_id: s.job_id,
+                    job_id: s.outcome.job_id.map(String::from),
                     receipt,
                     verified,
                 },
@@ -577,7 +581,7 @@ pub fn compact(runs_dir: &Path) -> std::io::Result<usize> {
 
 /// Adds to `paid` (what the balance preflight need not cover, per wallet) the payments of the steps in
 /// `cached`, which are served from the cache: their payment where it is known at load, as
-/// [`crate::policy::spend_per_wallet`] counts it.
+/// [`crate::plan::spend::spend_per_wallet`] counts it.
 pub fn add_cached_spend(
     paid: &mut BTreeMap<String, Money>,
     plan: &CheckedPlan,

@@ -15,7 +15,7 @@ use std::collections::{HashMap, VecDeque};
 
 use super::steps::StepFailure;
 use crate::exit;
-use crate::report::model::{RunStatus, StepState};
+use crate::model::{RunStatus, StepState};
 
 /// Why a run stopped starting steps before the end of its plan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -8,14 +8,14 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::events::Event;
 use super::journal::{self, Record, Replay, Submission};
 use super::{RunOptions, RunOutcome, execute};
 use crate::client::fake::{Call, FakeCoordinator, JobScript};
 use crate::exit;
+use crate::model::Event;
+use crate::model::{RunStatus, StepReport, StepState};
 use crate::money::Money;
 use crate::plan::{CheckedPlan, LoadOptions};
-use crate::report::model::{RunStatus, StepReport, StepState};
 
 /// A temporary folder for run `r1` and a fake coordinator whose wallets `w` and `v` hold 10 each.
 struct Harness {
@@ -216,14 +216,18 @@ async fn fail_fast_skips_the_dependents_and_cancels_what_still_runs() {
     assert_eq!(out, outcome(RunStatus::Failed, exit::STEP_FAILED));
     let a = report(&events, "a");
     assert_eq!(a.state, StepState::Failed);
-    assert!(a.summary.contains("out of memory"), "{}", a.summary);
+    assert!(
+        a.outcome.summary.contains("out of memory"),
+        "{}",
+        a.outcome.summary
+    );
     assert_eq!(
         issues(&events),
         ["step `a` failed; stopping the run (fail-fast)"]
     );
     let b = report(&events, "b");
     assert_eq!(b.state, StepState::Skipped);
-    assert_eq!(b.summary, "Step skipped: needs `a`, which failed");
+    assert_eq!(b.outcome.summary, "Step skipped: needs `a`, which failed");
     assert_eq!(report(&events, "c").state, StepState::Cancelled);
     // The job still running was cancelled, and its refund asked for and read back.
     assert_eq!(cancels(&events), [("c", Some("refunded"), Some(money(1)))]);
@@ -261,7 +265,7 @@ async fn an_interrupt_cancels_the_running_job_and_ends_the_run_interrupted() {
     let later = report(&events, "later");
     assert_eq!(later.state, StepState::Skipped);
     assert_eq!(
-        later.summary,
+        later.outcome.summary,
         "Step skipped: needs `hang`, which did not finish"
     );
     assert_eq!(
@@ -347,7 +351,7 @@ async fn a_resumed_run_keeps_the_steps_done_before_and_runs_the_rest() {
     let h = Harness::new();
     // a (2) was paid in the earlier start: only b (3) and c (1) must be covered now.
     h.fake.fund("w", money(3)).fund("v", money(1));
-    let mut a = super::steps::empty_report("a", "job");
+    let mut a = crate::model::StepReport::blank("a", "job");
     a.state = StepState::Succeeded;
     let mut outputs = Map::new();
     outputs.insert("output".into(), json!("ok: alpha"));

@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::model::StepReport;
 use crate::money::Money;
-use crate::report::model::StepReport;
 
 /// The journal format this build writes and reads. A header without a `version` (written before the
 /// field existed, in the same format) is version 1; see `docs/decisions.md`.
@@ -352,7 +352,7 @@ pub fn replay(records: &[Record]) -> Result<Replay, String> {
                 }
             }
             Record::Step { report, outputs } => {
-                use crate::report::model::StepState;
+                use crate::model::StepState;
                 // Only successes are kept: a step skipped because a dependency failed must run when
                 // the dependency is run again, and a `when` is cheap to evaluate again.
                 match report.state {

@@ -3,22 +3,38 @@
 //! failing half-way with some jobs already paid.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use crate::client::{ClientError, Coordinator};
 use crate::money::Money;
+use crate::ops::retry::RetryPolicy;
+use crate::ops::{Conn, Trace};
 use crate::plan::CheckedPlan;
 
+/// Retry jitter for the preflight's balance reads, from the run's seed when it has one.
+struct Jitter(Mutex<StdRng>);
+
+impl Trace for Jitter {
+    fn delay(&self, policy: &RetryPolicy, next: u32, retry_after: Option<Duration>) -> Duration {
+        let mut rng = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        policy.delay(next, retry_after, &mut *rng)
+    }
+}
+
 /// Adds up what the plan will spend per wallet and compares it with each balance. Returns one message
-/// per wallet that cannot pay; an error when a balance cannot be read.
+/// per wallet that cannot pay; an error when a balance cannot be read (each read is retried with the
+/// plan's default retry policy).
 pub async fn preflight<C: Coordinator>(
     plan: &CheckedPlan,
     coord: &C,
     already_paid: &BTreeMap<String, Money>,
+    seed: Option<u64>,
 ) -> Result<Vec<String>, ClientError> {
-    let (mut spend, _unknown) = crate::policy::spend_per_wallet(plan);
+    let (mut spend, _unknown) = crate::plan::spend::spend_per_wallet(plan);
     // A resumed run has paid for the jobs it submitted already: only the rest must be covered.
     for (wallet, paid) in already_paid {
         if let Some(s) = spend.get_mut(wallet) {
@@ -26,24 +42,18 @@ pub async fn preflight<C: Coordinator>(
         }
     }
     spend.retain(|_, m| *m > Money::ZERO);
-    let policy =
-        super::retry::RetryPolicy::new(plan.plan.defaults.retry.clone().unwrap_or_default());
-    let mut rng = StdRng::from_os_rng();
+    let jitter = Jitter(Mutex::new(match seed {
+        Some(s) => StdRng::seed_from_u64(s),
+        None => StdRng::from_os_rng(),
+    }));
+    let conn = Conn::new(coord)
+        .with_retry(RetryPolicy::new(
+            plan.plan.defaults.retry.clone().unwrap_or_default(),
+        ))
+        .with_trace(&jitter);
     let mut problems = Vec::new();
     for (wallet, needed) in &spend {
-        let mut n = 1;
-        let held = loop {
-            match coord.balance(wallet).await {
-                Ok(b) => break b.balance,
-                Err(e)
-                    if n < policy.max_attempts() && policy.retries(super::retry::classify(&e)) =>
-                {
-                    tokio::time::sleep(policy.delay(n + 1, e.retry_after(), &mut rng)).await;
-                    n += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        let held = conn.call(|c| c.balance(wallet)).await?.balance;
         if held < *needed {
             problems.push(format!(
                 "wallet {wallet} holds {held} AITBC, the plan needs {needed}: {} short",

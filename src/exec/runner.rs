@@ -17,17 +17,17 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch::Dispatcher;
-use super::events::Event;
 use super::journal::{JOURNAL_VERSION, Journal, Record, Replay};
 use super::preflight::preflight;
 use super::steps::{self, StepResult};
 use crate::api::JobId;
 use crate::client::Coordinator;
 use crate::exit;
+use crate::model::Event;
+use crate::model::{RunStatus, StepReport, StepState};
 use crate::money::Money;
 use crate::plan::check::{RunInfo, StepOutputs};
 use crate::plan::{CheckedPlan, PlannedStep};
-use crate::report::model::{RunStatus, StepReport, StepState};
 
 /// How to run a plan.
 #[derive(Clone, Debug)]
@@ -49,7 +49,7 @@ pub struct RunOptions {
     /// Reuse earlier results for `cache: true` steps (default true; `run --no-cache` turns it off).
     pub cache: bool,
     /// The command line's overrides, recorded in the report (`--set` values already redacted).
-    pub inputs: crate::report::model::RunInputs,
+    pub inputs: crate::model::RunInputs,
     /// `--set` pairs the plan was loaded with (journaled, so `resume` loads it the same way).
     pub set: Vec<(String, String)>,
     /// `--vars` files the plan was loaded with (journaled).
@@ -121,7 +121,7 @@ impl<C> Ctx<C> {
     /// The jittered delay before attempt `next` of `policy`, drawn from the run's RNG.
     pub fn retry_delay(
         &self,
-        policy: &super::retry::RetryPolicy,
+        policy: &crate::ops::retry::RetryPolicy,
         next: u32,
         retry_after: Option<Duration>,
     ) -> Duration {
@@ -319,7 +319,7 @@ async fn check_balances<C: Coordinator>(
         .unwrap_or_default();
     // Steps served from the cache are paid already, too (by the run they come from).
     super::cache::add_cached_spend(&mut already_paid, plan, cached);
-    match preflight(plan, coord, &already_paid).await {
+    match preflight(plan, coord, &already_paid, options.seed).await {
         Ok(problems) if problems.is_empty() => None,
         Ok(problems) => {
             for p in problems {
@@ -331,12 +331,13 @@ async fn check_balances<C: Coordinator>(
             let _ = events.send(Event::RunIssue {
                 message: format!("balance preflight failed: {e}"),
             });
-            let status = match e.exit_code() {
+            let code = exit::for_client(&e);
+            let status = match code {
                 exit::UNREACHABLE => RunStatus::Unreachable,
                 exit::TIMEOUT => RunStatus::TimedOut,
                 _ => RunStatus::Failed,
             };
-            Some((status, e.exit_code()))
+            Some((status, code))
         }
     }
 }

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::events::Event;
 use super::runner::{RunOptions, RunOutcome, execute};
 use crate::client::Coordinator;
+use crate::model::Event;
 use crate::plan::CheckedPlan;
 use crate::report::model::Report;
 use crate::report::terminal::{Mode, Terminal};

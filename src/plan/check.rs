@@ -382,7 +382,7 @@ mod tests {
             p.steps[4].needs,
             vec!["summarize[tone=formal]", "summarize[tone=casual]"]
         );
-        let (spend, runtime) = crate::policy::spend_per_wallet(&p);
+        let (spend, runtime) = crate::plan::spend::spend_per_wallet(&p);
         assert_eq!(spend["trading-wallet"], Money::from_int(504));
         assert!(runtime.is_empty());
     }

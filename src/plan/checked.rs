@@ -112,51 +112,7 @@ pub enum StepView {
     List(Vec<String>),
 }
 
-/// A job request with every template rendered: what a `submit` or `job` step sends.
-#[derive(Clone, Debug, PartialEq)]
-pub struct JobRequest {
-    /// One of the six job types.
-    pub job_type: String,
-    /// The paying wallet.
-    pub wallet: String,
-    /// The payment.
-    pub payment: Money,
-    /// The rendered prompt.
-    pub prompt: String,
-    /// The model.
-    pub model: Option<String>,
-    /// A chosen provider.
-    pub provider_id: Option<String>,
-    /// A custom Ollama endpoint.
-    pub endpoint: Option<String>,
-    /// Extra payload keys (rendered).
-    pub parameters: Map<String, Value>,
-    /// Constraints (rendered).
-    pub constraints: Map<String, Value>,
-    /// Time to live.
-    pub ttl: Option<Duration>,
-}
-
-/// A resource request with every template rendered.
-#[derive(Clone, Debug, PartialEq)]
-pub struct OptimizeRequest {
-    /// The agent.
-    pub agent_id: String,
-    /// Cores.
-    pub cpu: f64,
-    /// Memory in GB.
-    pub memory_gb: f64,
-    /// GPUs.
-    pub gpu: f64,
-    /// Duration of the allocation.
-    pub duration: Option<Duration>,
-    /// The job type.
-    pub task_type: String,
-    /// The optimization target.
-    pub target: String,
-    /// The wallet, for reports.
-    pub wallet: Option<String>,
-}
+pub use crate::model::request::{JobRequest, OptimizeRequest};
 
 /// A step with every template rendered: exactly what the executor does.
 #[derive(Clone, Debug, PartialEq)]

@@ -104,15 +104,8 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-/// The closest of `candidates` to `name` by edit distance, when it is close enough to be a typo.
-pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
-    candidates
-        .into_iter()
-        .map(|c| (strsim::levenshtein(name, c), c))
-        .filter(|(d, c)| *d < 3.max(c.len() / 3) && *d > 0)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c.to_string())
-}
+/// "Did you mean": the one helper, shared with the client rules.
+pub use crate::model::suggest::closest as suggest;
 
 #[cfg(test)]
 mod tests {

@@ -27,6 +27,7 @@ pub mod schedule;
 pub mod schema;
 pub mod secrets;
 pub mod source;
+pub mod spend;
 pub mod static_policy;
 pub mod template;
 pub mod types;

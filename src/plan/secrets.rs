@@ -151,7 +151,7 @@ steps:
         };
         let m = messages(load_text(yaml, &[], &opts));
         assert_eq!(m.len(), 1, "{m:?}");
-        assert!(m[0].contains("unknown job type `***`"), "{m:?}");
+        assert!(m[0].contains("invalid job type `***`"), "{m:?}");
         assert!(!m[0].contains("hunter2"));
     }
 }

@@ -227,7 +227,7 @@ steps:
         let m = messages(load_text(yaml, &[], &LoadOptions::default()));
         assert!(
             m.iter()
-                .any(|x| x.starts_with("8: unknown job type `inferense`")),
+                .any(|x| x.starts_with("8: invalid job type `inferense`")),
             "{m:#?}"
         );
         assert!(

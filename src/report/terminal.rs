@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Instant;
 
-use crate::exec::events::Event;
+use crate::model::Event;
 use crate::report::model::{RunStatus, StepState};
 
 /// How to draw.
@@ -203,8 +203,8 @@ impl<W: Write> Terminal<W> {
                     "{} {mark} {} ({:.1}s) {}",
                     clock(),
                     report.id,
-                    report.execution_time,
-                    report.summary
+                    report.outcome.execution_time,
+                    report.outcome.summary
                 ));
             }
             Event::RunFinished {
@@ -251,9 +251,9 @@ mod tests {
     fn plain_mode_prints_one_line_per_event_and_no_escape_codes() {
         let mut t = Terminal::new(Vec::new(), Mode::Plain);
         t.on_event(&started("a"));
-        let mut r = crate::exec::steps::empty_report("a", "balance");
+        let mut r = crate::model::StepReport::blank("a", "balance");
         r.state = StepState::Succeeded;
-        r.summary = "done".into();
+        r.outcome.summary = "done".into();
         t.on_event(&Event::StepFinished {
             report: Box::new(r),
         });

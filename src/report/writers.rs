@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::model::{Report, RunStatus, StepReport, StepState, Totals};
-use crate::exec::events::Event;
+use crate::model::Event;
 use crate::plan::CheckedPlan;
 
 /// Builds the report from the event stream.
@@ -114,7 +114,7 @@ impl ReportBuilder {
                     ),
                 };
                 if let Some(&i) = self.index.get(&id) {
-                    r.steps[i].issues.push(note);
+                    r.steps[i].outcome.issues.push(note);
                 } else {
                     r.issues.push(note);
                 }
@@ -123,10 +123,10 @@ impl ReportBuilder {
                 if let Some(&i) = self.index.get(&report.id) {
                     let mut rep = *report;
                     // Notes added by earlier events (a cancel on the way out) are kept.
-                    let earlier = std::mem::take(&mut r.steps[i].issues);
+                    let earlier = std::mem::take(&mut r.steps[i].outcome.issues);
                     for note in earlier {
-                        if !rep.issues.contains(&note) {
-                            rep.issues.push(note);
+                        if !rep.outcome.issues.contains(&note) {
+                            rep.outcome.issues.push(note);
                         }
                     }
                     let old = r.steps[i].state;
@@ -203,7 +203,7 @@ pub fn write_report_json(dir: &Path, report: &Report) -> std::io::Result<()> {
         let f = w.into_inner().map_err(|e| e.into_error())?;
         f.sync_data()?;
     }
-    crate::exec::crash::point("report");
+    crate::crash::point("report");
     std::fs::rename(&tmp, &path)
 }
 
@@ -299,25 +299,28 @@ pub fn summary_markdown(r: &Report) -> String {
             md_cell(&st.id),
             st.kind,
             state_word(st.state),
-            st.job_id.as_deref().unwrap_or(""),
-            st.payment.map(|p| p.to_string()).unwrap_or_default(),
-            st.execution_time,
-            md_cell(&st.summary)
+            st.outcome.job_id.as_ref().map_or("", |j| j.as_str()),
+            st.outcome
+                .payment
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            st.outcome.execution_time,
+            md_cell(&st.outcome.summary)
         );
     }
     let troubled: Vec<&StepReport> = r
         .steps
         .iter()
-        .filter(|s| !s.issues.is_empty() || !s.recommendations.is_empty())
+        .filter(|s| !s.outcome.issues.is_empty() || !s.outcome.recommendations.is_empty())
         .collect();
     if !troubled.is_empty() {
         let _ = writeln!(s, "\n## Step notes\n");
         for st in troubled {
             let _ = writeln!(s, "### {}\n", st.id);
-            for i in &st.issues {
+            for i in &st.outcome.issues {
                 let _ = writeln!(s, "- {}", md_cell(i));
             }
-            for rec in &st.recommendations {
+            for rec in &st.outcome.recommendations {
                 let _ = writeln!(s, "- Recommendation: {}", md_cell(rec));
             }
             let _ = writeln!(s);
@@ -372,7 +375,7 @@ pub fn junit_xml(r: &Report) -> String {
             xml_escape(&st.id),
             xml_escape(&r.plan),
             st.kind,
-            st.execution_time
+            st.outcome.execution_time
         );
         match st.state {
             StepState::Succeeded => {
@@ -383,23 +386,24 @@ pub fn junit_xml(r: &Report) -> String {
                 let _ = writeln!(
                     s,
                     r#"      <skipped message="{}"/>"#,
-                    xml_escape(&st.summary)
+                    xml_escape(&st.outcome.summary)
                 );
                 let _ = writeln!(s, "    </testcase>");
             }
             _ => {
                 let _ = writeln!(s, ">");
                 let msg = st
+                    .outcome
                     .issues
                     .first()
                     .cloned()
-                    .unwrap_or_else(|| st.summary.clone());
+                    .unwrap_or_else(|| st.outcome.summary.clone());
                 let _ = writeln!(
                     s,
                     r#"      <failure message="{}" type="{}">{}</failure>"#,
                     xml_escape(&msg),
                     state_word(st.state),
-                    xml_escape(&st.issues.join("\n"))
+                    xml_escape(&st.outcome.issues.join("\n"))
                 );
                 let _ = writeln!(s, "    </testcase>");
             }

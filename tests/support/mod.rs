@@ -194,7 +194,7 @@ pub fn output_within(mut cmd: Command, limit: Duration) -> Output {
 
 /// Replaces what varies between runs (ids, times, durations, ports, temp paths) with placeholders.
 pub fn redact(v: &mut Value) {
-    const KEYS: [&str; 14] = [
+    const KEYS: [&str; 15] = [
         "run_id",
         "plan_hash",
         "started_at",
@@ -206,6 +206,7 @@ pub fn redact(v: &mut Value) {
         "plan_path",
         "receipt",
         "requested_at",
+        "expires_at",
         "saved",
         "allocation_id",
         "allocated_at",

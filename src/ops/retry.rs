@@ -43,6 +43,14 @@ impl RetryPolicy {
         RetryPolicy { spec }
     }
 
+    /// One attempt, never retried: what a single command sends.
+    pub fn once() -> RetryPolicy {
+        RetryPolicy::new(RetrySpec {
+            max_attempts: 1,
+            ..RetrySpec::default()
+        })
+    }
+
     /// Attempts in all, the first included (at least 1).
     pub fn max_attempts(&self) -> u32 {
         self.spec.max_attempts.max(1)
@@ -88,7 +96,8 @@ impl RetryPolicy {
     }
 }
 
-/// Backoff for polling a job: 0.5 s doubling up to 5 s.
+/// Backoff for polling a job: 0.5 s doubling up to 5 s (every wait polls through this, so the reads
+/// of a long wait stay few: five a minute once at the cap).
 #[derive(Clone, Debug)]
 pub struct PollBackoff {
     next: Duration,

@@ -1,31 +1,23 @@
-//! Client-side rules: job types, minimum payments, prompt length, resource caps, and the spend per
-//! wallet for the balance preflight.
+//! The client-side rules of the operator skill: six job types, a minimum payment per type within the
+//! service's bounds, a prompt of at most 4000 characters, AITBC as the currency, a paying wallet with
+//! the balance to pay, and resource caps for `optimize`.
 //!
-//! The real coordinator checks none of this, so the runner does, twice: at load on every value that is
-//! known then, and in the executor on the rendered request just before it is sent (values that come
-//! from another step's output are only known then). Both call the same pure functions here.
+//! The real coordinator checks none of this, so the runner does: at load on every value known then
+//! (the plan checker), and on the rendered request just before it is sent (the operation layer, for
+//! `op`, the `job` commands and the executor alike). All of them call these functions and report the
+//! one error type, [`PolicyError`]; a plan's [`Policy`] may tighten the numbers.
 
-use std::collections::BTreeMap;
-use std::str::FromStr;
+pub mod settings;
+
 use std::time::Duration;
 
-use crate::api::{JOB_TYPES, OPTIMIZATION_TARGETS};
+use crate::api::{CURRENCY, OPTIMIZATION_TARGETS};
+use crate::model::JobType;
+use crate::model::request::{JobRequest, OptimizeRequest};
+use crate::model::suggest::closest;
 use crate::money::Money;
-use crate::plan::check::{CheckedPlan, JobRequest, OptimizeRequest};
-use crate::plan::diag::suggest;
-use crate::plan::template::has_template;
-use crate::plan::types::Policy;
 
-/// The built-in minimum payment per job type, in AITBC. `policy.min_payment` may raise or lower these
-/// (never below [`PAYMENT_FLOOR`]).
-pub const DEFAULT_MIN_PAYMENT: [(&str, i64); 6] = [
-    ("inference", 1),
-    ("training", 10),
-    ("multimodal", 5),
-    ("ollama", 1),
-    ("streaming", 1),
-    ("monitoring", 1),
-];
+pub use settings::{Policy, ResourceCaps};
 
 /// The smallest payment the service accepts: 0.01 AITBC.
 pub fn payment_floor() -> Money {
@@ -50,17 +42,31 @@ pub const DEFAULT_MAX_GPU: f64 = 8.0;
 /// Default cap on an allocation's duration for `optimize`: 24 hours.
 pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
-/// A broken rule. The executor prints these; the loader turns them into diagnostics at the field
-/// ([`PolicyError::field`]) they are about.
+/// A broken rule. Its text never carries the "did you mean" ([`PolicyError::suggestion`]): the plan
+/// checker shows that as help under the value, the operator commands as a recommendation.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum PolicyError {
     /// Not one of the six job types.
-    #[error("unknown job type `{job_type}` (valid: {})", JOB_TYPES.join(", "))]
+    #[error(
+        "invalid job type `{job_type}`: valid job types are {}",
+        JobType::list()
+    )]
     UnknownJobType {
         /// What was written.
         job_type: String,
         /// The closest valid type.
         suggestion: Option<String>,
+    },
+    /// Below the service's floor (0.01), or not a positive amount: the real service would silently
+    /// skip the payment.
+    #[error("payment {payment} AITBC is outside the service's bounds {min} … {max}")]
+    PaymentOutOfBounds {
+        /// The payment.
+        payment: Money,
+        /// The service's floor.
+        min: Money,
+        /// The service's ceiling.
+        max: Money,
     },
     /// Less than the minimum for the job type.
     #[error("payment {payment} is below the minimum of {minimum} AITBC for `{job_type}` jobs")]
@@ -91,6 +97,28 @@ pub enum PolicyError {
     /// The prompt is empty.
     #[error("prompt is empty")]
     EmptyPrompt,
+    /// Not `AITBC`.
+    #[error("currency `{given}` is not accepted: payments are in AITBC")]
+    Currency {
+        /// What was given.
+        given: String,
+    },
+    /// No paying wallet.
+    #[error("a wallet is required to pay for a job")]
+    NoWallet,
+    /// The wallet cannot pay.
+    #[error(
+        "insufficient balance: wallet {wallet} holds {held} AITBC, the job needs {needed} AITBC ({} short)",
+        *needed - *held
+    )]
+    InsufficientBalance {
+        /// The wallet.
+        wallet: String,
+        /// What it holds.
+        held: Money,
+        /// What is needed.
+        needed: Money,
+    },
     /// An `optimize` request asks for more than its cap.
     #[error("{resource} {requested} is over the cap of {cap}")]
     OverCap {
@@ -110,13 +138,16 @@ pub enum PolicyError {
         requested: String,
     },
     /// Not an optimization target.
-    #[error("unknown optimization target `{target}` (valid: {})", OPTIMIZATION_TARGETS.join(", "))]
+    #[error("invalid optimization target `{target}`: valid targets are {}", OPTIMIZATION_TARGETS.join(", "))]
     UnknownTarget {
         /// What was written.
         target: String,
         /// The closest valid target.
         suggestion: Option<String>,
     },
+    /// A required field is empty.
+    #[error("`{0}` is required")]
+    Missing(&'static str),
 }
 
 impl PolicyError {
@@ -124,14 +155,18 @@ impl PolicyError {
     pub fn field(&self) -> &'static str {
         match self {
             PolicyError::UnknownJobType { .. } => "job_type",
-            PolicyError::PaymentBelowMinimum { .. } | PolicyError::PaymentAboveMaximum { .. } => {
-                "payment"
-            }
+            PolicyError::PaymentBelowMinimum { .. }
+            | PolicyError::PaymentOutOfBounds { .. }
+            | PolicyError::PaymentAboveMaximum { .. }
+            | PolicyError::InsufficientBalance { .. } => "payment",
             PolicyError::PromptTooLong { .. } | PolicyError::EmptyPrompt => "prompt",
+            PolicyError::Currency { .. } => "currency",
+            PolicyError::NoWallet => "wallet",
             PolicyError::OverCap { resource, .. } | PolicyError::NotPositive { resource, .. } => {
                 resource
             }
             PolicyError::UnknownTarget { .. } => "target",
+            PolicyError::Missing(field) => field,
         }
     }
 
@@ -143,16 +178,59 @@ impl PolicyError {
             _ => None,
         }
     }
+
+    /// What to do about it, in one sentence.
+    pub fn advice(&self) -> Option<String> {
+        Some(match self {
+            PolicyError::UnknownJobType { suggestion, .. } => match suggestion {
+                Some(t) => format!("Use job type `{t}`"),
+                None => format!("Use one of the job types: {}", JobType::list()),
+            },
+            PolicyError::PromptTooLong { limit, .. } => {
+                format!("Shorten the prompt to {limit} characters or split it into several jobs")
+            }
+            PolicyError::EmptyPrompt => "Give a prompt with --prompt or --prompt-file".into(),
+            PolicyError::PaymentOutOfBounds { min, max, .. } => {
+                format!("Pay between {min} and {max} AITBC")
+            }
+            PolicyError::PaymentBelowMinimum { minimum, .. } => {
+                format!("Raise the payment to at least {minimum} AITBC")
+            }
+            PolicyError::PaymentAboveMaximum { maximum, .. } => {
+                format!("Lower the payment to at most {maximum} AITBC")
+            }
+            PolicyError::Currency { .. } => "Pay in AITBC".into(),
+            PolicyError::NoWallet => "Name the paying wallet with --wallet".into(),
+            PolicyError::InsufficientBalance {
+                wallet,
+                held,
+                needed,
+            } => format!(
+                "Fund wallet {wallet} with at least {} AITBC more, or lower the payment to at most {held} AITBC",
+                *needed - *held
+            ),
+            PolicyError::UnknownTarget { suggestion, .. } => match suggestion {
+                Some(t) => format!("Use target `{t}`"),
+                None => format!(
+                    "Use one of the targets: {}",
+                    OPTIMIZATION_TARGETS.join(", ")
+                ),
+            },
+            PolicyError::OverCap { resource, cap, .. } => {
+                format!("Ask for at most {cap} {resource}")
+            }
+            PolicyError::NotPositive { resource, .. } => {
+                format!("Ask for more than 0 {resource}")
+            }
+            PolicyError::Missing(_) => return None,
+        })
+    }
 }
 
 /// The least a job of this type must pay: the policy's figure, else the built-in one, never below
 /// 0.01.
 pub fn min_payment(job_type: &str, policy: &Policy) -> Money {
-    let builtin = DEFAULT_MIN_PAYMENT
-        .iter()
-        .find(|(t, _)| *t == job_type)
-        .map(|(_, m)| Money::from_int(*m))
-        .unwrap_or_else(payment_floor);
+    let builtin = JobType::parse(job_type).map_or_else(payment_floor, JobType::min_payment);
     let m = policy.min_payment.get(job_type).copied().unwrap_or(builtin);
     m.max(payment_floor())
 }
@@ -170,32 +248,28 @@ pub fn max_prompt_chars(policy: &Policy) -> usize {
         .map_or(MAX_PROMPT_CHARS, |n| (n as usize).min(MAX_PROMPT_CHARS))
 }
 
-/// Checks that a job type is one of the six.
-pub fn check_job_type(job_type: &str) -> Result<(), PolicyError> {
-    if JOB_TYPES.contains(&job_type) {
-        return Ok(());
-    }
-    Err(PolicyError::UnknownJobType {
-        job_type: job_type.to_string(),
-        suggestion: suggest(&job_type.to_ascii_lowercase(), JOB_TYPES)
-            .or_else(|| closest_prefix(job_type, &JOB_TYPES)),
+/// The job type of this name, or the error naming the valid ones.
+pub fn job_type(name: &str) -> Result<JobType, PolicyError> {
+    JobType::parse(name).ok_or_else(|| PolicyError::UnknownJobType {
+        job_type: name.to_string(),
+        suggestion: closest(name, JobType::names()),
     })
 }
 
-/// A valid name that starts like `name` (catches `multi`, `train`), when edit distance finds none.
-fn closest_prefix(name: &str, candidates: &[&str]) -> Option<String> {
-    let n = name.to_ascii_lowercase();
-    if n.len() < 3 {
-        return None;
-    }
-    candidates
-        .iter()
-        .find(|c| c.starts_with(&n) || n.starts_with(*c))
-        .map(|c| c.to_string())
+/// Checks that a job type is one of the six.
+pub fn check_job_type(name: &str) -> Result<(), PolicyError> {
+    job_type(name).map(drop)
 }
 
 /// Checks a payment against the minimum for its job type and the maximum.
 pub fn check_payment(job_type: &str, payment: Money, policy: &Policy) -> Result<(), PolicyError> {
+    if payment < payment_floor() {
+        return Err(PolicyError::PaymentOutOfBounds {
+            payment,
+            min: payment_floor(),
+            max: Money::from_int(PAYMENT_CEILING),
+        });
+    }
     let minimum = min_payment(job_type, policy);
     if payment < minimum {
         return Err(PolicyError::PaymentBelowMinimum {
@@ -224,19 +298,53 @@ pub fn check_prompt(prompt: &str, policy: &Policy) -> Result<(), PolicyError> {
     Ok(())
 }
 
-/// Every rule a rendered job request breaks.
+/// Checks the currency a request names (`None` is AITBC; the skill's "AIT" is accepted).
+pub fn check_currency(currency: Option<&str>) -> Result<(), PolicyError> {
+    match currency {
+        Some(c) if !c.eq_ignore_ascii_case(CURRENCY) && !c.eq_ignore_ascii_case("AIT") => {
+            Err(PolicyError::Currency {
+                given: c.to_string(),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Every rule a rendered job request breaks (empty when it may be sent). The balance is checked
+/// separately, with [`check_balance`], because it needs the wallet daemon.
 pub fn check_job(request: &JobRequest, policy: &Policy) -> Vec<PolicyError> {
     let mut out = Vec::new();
-    if let Err(e) = check_job_type(&request.job_type) {
-        out.push(e);
-    }
-    if let Err(e) = check_payment(&request.job_type, request.payment, policy) {
+    let type_ok = check_job_type(&request.job_type)
+        .map_err(|e| out.push(e))
+        .is_ok();
+    let payment_type = if type_ok {
+        request.job_type.as_str()
+    } else {
+        ""
+    };
+    if let Err(e) = check_payment(payment_type, request.payment, policy) {
         out.push(e);
     }
     if let Err(e) = check_prompt(&request.prompt, policy) {
         out.push(e);
     }
+    if request.wallet.trim().is_empty() {
+        out.push(PolicyError::NoWallet);
+    }
     out
+}
+
+/// Refuses a payment the wallet's balance does not cover.
+pub fn check_balance(wallet: &str, held: Money, needed: Money) -> Result<(), PolicyError> {
+    if held >= needed {
+        Ok(())
+    } else {
+        Err(PolicyError::InsufficientBalance {
+            wallet: wallet.to_string(),
+            held,
+            needed,
+        })
+    }
 }
 
 fn fmt_num(f: f64) -> String {
@@ -288,7 +396,7 @@ pub fn check_target(target: &str) -> Result<(), PolicyError> {
     }
     Err(PolicyError::UnknownTarget {
         target: target.to_string(),
-        suggestion: suggest(&target.to_ascii_lowercase(), OPTIMIZATION_TARGETS),
+        suggestion: closest(target, OPTIMIZATION_TARGETS),
     })
 }
 
@@ -315,50 +423,27 @@ pub fn check_duration(d: Duration, policy: &Policy) -> Result<(), PolicyError> {
 /// Every rule a rendered `optimize` request breaks.
 pub fn check_optimize(request: &OptimizeRequest, policy: &Policy) -> Vec<PolicyError> {
     let (cpu, mem, gpu, _) = caps(policy);
-    let mut out: Vec<PolicyError> = [
-        check_resource("cpu", request.cpu, cpu, false),
-        check_resource("memory", request.memory_gb, mem, false),
-        check_resource("gpu", request.gpu, gpu, true),
-        check_job_type(&request.task_type),
-        check_target(&request.target),
-    ]
-    .into_iter()
-    .filter_map(Result::err)
-    .collect();
+    let mut out: Vec<PolicyError> = Vec::new();
+    if request.agent_id.trim().is_empty() {
+        out.push(PolicyError::Missing("agent_id"));
+    }
+    out.extend(
+        [
+            check_resource("cpu", request.cpu, cpu, false),
+            check_resource("memory", request.memory_gb, mem, false),
+            check_resource("gpu", request.gpu, gpu, true),
+            check_job_type(&request.task_type),
+            check_target(&request.target),
+        ]
+        .into_iter()
+        .filter_map(Result::err),
+    );
     if let Some(d) = request.duration
         && let Err(e) = check_duration(d, policy)
     {
         out.push(e);
     }
     out
-}
-
-/// What a plan will spend per wallet (every `submit` and `job` step, matrix copies counted, steps with
-/// a `when` counted as if they run, unless it is plainly `false`), and the ids of the steps whose wallet or payment is only known at
-/// run time (left out of the sums).
-pub fn spend_per_wallet(plan: &CheckedPlan) -> (BTreeMap<String, Money>, Vec<String>) {
-    let mut spend: BTreeMap<String, Money> = BTreeMap::new();
-    let mut runtime = Vec::new();
-    for step in &plan.steps {
-        if !matches!(step.kind.name(), "submit" | "job")
-            || step.when == Some(crate::plan::types::When::Bool(false))
-        {
-            continue;
-        }
-        let wallet = step.spec.get("wallet").and_then(|w| w.as_str());
-        let payment = step.spec.get("payment").and_then(|p| match p {
-            serde_json::Value::Number(n) => Money::from_str(&n.to_string()).ok(),
-            serde_json::Value::String(s) if !has_template(s) => Money::from_str(s).ok(),
-            _ => None,
-        });
-        match (wallet, payment) {
-            (Some(w), Some(p)) if !has_template(w) => {
-                *spend.entry(w.to_string()).or_default() += p;
-            }
-            _ => runtime.push(step.id.clone()),
-        }
-    }
-    (spend, runtime)
 }
 
 #[cfg(test)]
@@ -369,12 +454,30 @@ mod tests {
         serde_json::from_value(v).unwrap()
     }
 
+    fn money(s: &str) -> Money {
+        s.parse().unwrap()
+    }
+
+    fn job(job_type: &str, payment: &str, prompt: &str) -> JobRequest {
+        JobRequest {
+            job_type: job_type.into(),
+            wallet: "w".into(),
+            payment: money(payment),
+            prompt: prompt.into(),
+            ..JobRequest::default()
+        }
+    }
+
     #[test]
     fn job_types_and_suggestions() {
         assert!(check_job_type("ollama").is_ok());
         let e = check_job_type("inferense").unwrap_err();
         assert_eq!(e.suggestion().as_deref(), Some("inference"));
-        assert!(e.to_string().contains("inference, training, multimodal"));
+        assert_eq!(
+            e.to_string(),
+            "invalid job type `inferense`: valid job types are inference, training, multimodal, ollama, streaming, monitoring"
+        );
+        assert_eq!(e.advice().as_deref(), Some("Use job type `inference`"));
         let e = check_job_type("multi").unwrap_err();
         assert_eq!(e.suggestion().as_deref(), Some("multimodal"));
         assert_eq!(check_job_type("video").unwrap_err().suggestion(), None);
@@ -386,12 +489,21 @@ mod tests {
         assert!(check_payment("training", Money::from_int(10), &p).is_ok());
         assert!(check_payment("training", Money::from_int(9), &p).is_err());
         assert!(check_payment("inference", Money::from_int(1_000_001), &p).is_err());
+        // Below the service's floor, whatever the type.
+        assert!(check_payment("", money("0.001"), &p).is_err());
+        assert!(check_payment("inference", money("-1"), &p).is_err());
         let p =
             policy(serde_json::json!({"min_payment": {"inference": 0}, "max_payment": 5000000}));
         assert_eq!(min_payment("inference", &p).to_string(), "0.01");
         assert_eq!(max_payment(&p), Money::from_int(1_000_000));
-        let e = check_payment("inference", "0.001".parse().unwrap(), &p).unwrap_err();
+        let e = check_payment("inference", money("0.001"), &p).unwrap_err();
         assert_eq!(e.field(), "payment");
+        assert_eq!(
+            check_payment("training", money("9.99"), &Policy::default())
+                .unwrap_err()
+                .to_string(),
+            "payment 9.99 is below the minimum of 10 AITBC for `training` jobs"
+        );
     }
 
     #[test]
@@ -411,6 +523,37 @@ mod tests {
     }
 
     #[test]
+    fn a_job_request_is_checked_whole() {
+        let p = Policy::default();
+        assert_eq!(check_job(&job("inference", "2", "hi"), &p), vec![]);
+        let mut bad = job("inferense", "0.001", "");
+        bad.wallet = " ".into();
+        let fields: Vec<_> = check_job(&bad, &p).iter().map(|e| e.field()).collect();
+        assert_eq!(fields, vec!["job_type", "payment", "prompt", "wallet"]);
+    }
+
+    #[test]
+    fn currency_must_be_aitbc() {
+        assert!(check_currency(None).is_ok());
+        assert!(check_currency(Some("AIT")).is_ok());
+        assert!(check_currency(Some("aitbc")).is_ok());
+        assert_eq!(
+            check_currency(Some("BTC")).unwrap_err().to_string(),
+            "currency `BTC` is not accepted: payments are in AITBC"
+        );
+    }
+
+    #[test]
+    fn balance_must_cover_the_payment() {
+        assert!(check_balance("w", money("10"), money("10")).is_ok());
+        let e = check_balance("trading-wallet", money("120"), money("500")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "insufficient balance: wallet trading-wallet holds 120 AITBC, the job needs 500 AITBC (380 short)"
+        );
+    }
+
+    #[test]
     fn optimize_caps() {
         let p = Policy::default();
         let r = OptimizeRequest {
@@ -427,5 +570,13 @@ mod tests {
         let fields: Vec<_> = errs.iter().map(|e| e.field()).collect();
         assert_eq!(fields, vec!["cpu", "target", "duration"]);
         assert_eq!(errs[1].suggestion().as_deref(), Some("speed"));
+        let none = OptimizeRequest {
+            agent_id: " ".into(),
+            ..r
+        };
+        assert_eq!(
+            check_optimize(&none, &p)[0],
+            PolicyError::Missing("agent_id")
+        );
     }
 }

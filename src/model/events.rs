@@ -1,10 +1,11 @@
 //! The run's event stream. The executor emits these; every reporter (terminal, events.jsonl, the
-//! report, and later the journal) consumes the same stream.
+//! report) consumes the same stream. They live in the shared model so that the reporters need not know
+//! the executor.
 
 use serde::Serialize;
 
+use super::{Attempt, RunStatus, StepReport};
 use crate::money::Money;
-use crate::report::model::{Attempt, RunStatus, StepReport};
 
 /// Something that happened in a run.
 #[derive(Clone, Debug, Serialize)]

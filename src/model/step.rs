@@ -1,0 +1,224 @@
+//! A step of a run as the report shows it — the operation's [`Outcome`] plus what only a step has (its
+//! id and kind, attempts, times, receipt, outputs, the request as sent, the cache source) — and the
+//! states of a step and of a run.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::{OpStatus, Operation, Outcome, ValidationStatus};
+
+/// The state of a step at the end of a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    /// Not started (the run stopped before it).
+    Pending,
+    /// Finished successfully.
+    Succeeded,
+    /// Failed.
+    Failed,
+    /// Not run: its `when` was false, or a step it needs failed or was skipped.
+    Skipped,
+    /// Stopped by Ctrl-C, a fail-fast stop, or a timeout.
+    Cancelled,
+}
+
+/// How the run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Still going (only in a partial report).
+    Running,
+    /// Every step succeeded or was skipped.
+    Succeeded,
+    /// A step failed.
+    Failed,
+    /// Refused before anything was submitted (the plan cannot be paid for).
+    Refused,
+    /// A step timed out.
+    TimedOut,
+    /// Interrupted by Ctrl-C or SIGTERM.
+    Interrupted,
+    /// The coordinator could not be reached or refused our credentials.
+    Unreachable,
+}
+
+impl RunStatus {
+    /// The word as the report and the journal write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Refused => "refused",
+            RunStatus::TimedOut => "timed_out",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Unreachable => "unreachable",
+        }
+    }
+}
+
+/// One attempt of a step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Attempt {
+    /// 1 for the first attempt.
+    pub number: u32,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    /// How long it took, in milliseconds.
+    pub duration_ms: u64,
+    /// Why it failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The delay before the next attempt, in milliseconds, if one followed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+}
+
+/// The receipt of a job and whether its signature verified.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct ReceiptCheck {
+    /// The receipt as the coordinator sent it (kept as JSON text: a report of 10,000 steps holds 10,000).
+    pub receipt: Box<serde_json::value::RawValue>,
+    /// True when the Ed25519 signature matched.
+    pub verified: bool,
+    /// Why it did not verify.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl PartialEq for ReceiptCheck {
+    fn eq(&self, other: &Self) -> bool {
+        self.receipt.get() == other.receipt.get()
+            && self.verified == other.verified
+            && self.error == other.error
+    }
+}
+
+/// One step of a run: the operation's outcome plus attempts, timings and receipt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct StepReport {
+    /// The step's id (`summarize[tone=formal]` for a matrix copy).
+    pub id: String,
+    /// The step kind: submit, wait, fetch, job, optimize, status, list, cancel, balance.
+    pub kind: String,
+    /// How the step ended.
+    pub state: StepState,
+    /// The operation's outcome, in the operator skill's fields.
+    #[serde(flatten)]
+    pub outcome: Outcome,
+    /// Every attempt, with its error and the delay that followed.
+    pub attempts: Vec<Attempt>,
+    /// When the step started (RFC 3339).
+    pub started_at: Option<String>,
+    /// When it finished (RFC 3339).
+    pub finished_at: Option<String>,
+    /// The receipt and its verification (fetch and job steps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<ReceiptCheck>,
+    /// The step's outputs, as later steps saw them (secrets redacted).
+    pub outputs: Value,
+    /// The request as rendered and sent (secrets redacted), for audits and repeats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<Value>,
+    /// Set when the result was reused from an earlier run instead of paid for again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_from: Option<CachedFrom>,
+}
+
+/// The operation a step kind performs.
+pub fn operation_of(kind: &str) -> Operation {
+    match kind {
+        "submit" | "job" => Operation::Submit,
+        "fetch" => Operation::Results,
+        "optimize" => Operation::Optimize,
+        "list" => Operation::List,
+        "cancel" => Operation::Cancel,
+        "balance" => Operation::Balance,
+        _ => Operation::Status,
+    }
+}
+
+impl StepReport {
+    /// An empty entry for a step of this id and kind.
+    pub fn blank(id: &str, kind: &str) -> StepReport {
+        let mut outcome = Outcome::new(operation_of(kind), String::new());
+        outcome.progress = Some(0);
+        StepReport {
+            id: id.to_string(),
+            kind: kind.to_string(),
+            state: StepState::Pending,
+            outcome,
+            attempts: Vec::new(),
+            started_at: None,
+            finished_at: None,
+            receipt: None,
+            outputs: Value::Object(Map::new()),
+            request: None,
+            cached_from: None,
+        }
+    }
+
+    /// The entry of a step that did not run because of its `when` or a dependency.
+    pub fn skipped(id: &str, kind: &str, reason: &str) -> StepReport {
+        let mut r = StepReport::blank(id, kind);
+        r.state = StepState::Skipped;
+        r.outcome.summary = format!("Step skipped: {reason}");
+        r.outcome.validation_status = ValidationStatus::Partial;
+        r
+    }
+
+    /// The entry of a step the run never reached.
+    pub fn not_started(id: &str, kind: &str, reason: &str) -> StepReport {
+        let mut r = StepReport::blank(id, kind);
+        r.state = StepState::Cancelled;
+        r.outcome.summary = format!("Step not run: {reason}");
+        r.outcome.status = Some(OpStatus::Cancelled);
+        r.outcome.validation_status = ValidationStatus::Failed;
+        r
+    }
+}
+
+/// Where a cached step's result came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CachedFrom {
+    /// The run that paid for the job.
+    pub run_id: String,
+    /// Its step.
+    pub step_id: String,
+    /// The job.
+    pub job_id: String,
+}
+
+/// What the command line gave the run, besides the plan: enough to repeat it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RunInputs {
+    /// `--set KEY=VALUE` overrides, in order (secrets redacted).
+    #[serde(default)]
+    pub set: Vec<String>,
+    /// `--vars FILE` files, in order.
+    #[serde(default)]
+    pub vars_files: Vec<String>,
+    /// The run whose vars were the base (`--vars-from RUN-ID`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vars_from: Option<String>,
+    /// False when the run was made with `--no-cache`.
+    #[serde(default = "yes")]
+    pub cache: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for RunInputs {
+    fn default() -> Self {
+        RunInputs {
+            set: Vec::new(),
+            vars_files: Vec::new(),
+            vars_from: None,
+            cache: true,
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! Why an operation failed, and what to tell the user about it: the summary, issues and
+//! recommendations of the skill's output, worded once for `op`, the `job` commands and the run report.
+
+use std::time::Duration;
+
+use crate::api::{JobState, JobView};
+use crate::client::ClientError;
+use crate::duration::Dur;
+use crate::model::{Operation, Outcome, ValidationStatus};
+use crate::policy::PolicyError;
+
+/// Why an operation failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OpError {
+    /// The input does not say enough, or says it wrongly.
+    #[error("{0}")]
+    Input(String),
+    /// Client rules broken before anything was sent.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Rules(Vec<PolicyError>),
+    /// The wallet's balance could not be read, so nothing was submitted.
+    #[error("cannot check the balance of wallet {wallet}: {error}")]
+    BalanceUnknown {
+        /// The wallet.
+        wallet: String,
+        /// Why.
+        error: Box<ClientError>,
+    },
+    /// The coordinator refused or could not be reached.
+    #[error("{0}")]
+    Client(Box<ClientError>),
+    /// The job did not finish in time.
+    #[error("job {} did not finish within {} (last state {})", .last.job_id, Dur(*.after), .last.state)]
+    WaitTimeout {
+        /// The job as last seen.
+        last: Box<JobView>,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The job ended without a result (FAILED, CANCELED, EXPIRED), or with a failed one.
+    #[error("{}", ended(.last))]
+    JobEnded {
+        /// The job as last seen.
+        last: Box<JobView>,
+    },
+}
+
+/// "job X ended FAILED: why", or "job X reported a failed result: why".
+fn ended(v: &JobView) -> String {
+    let detail = v
+        .result
+        .as_ref()
+        .and_then(|r| r.get("error"))
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string)
+        .or_else(|| v.error.clone());
+    let what = match v.state {
+        JobState::Completed => "reported a failed result".to_string(),
+        s => format!("ended {s}"),
+    };
+    match detail {
+        Some(d) => format!("job {} {what}: {d}", v.job_id),
+        None => format!("job {} {what}", v.job_id),
+    }
+}
+
+impl From<ClientError> for OpError {
+    fn from(e: ClientError) -> OpError {
+        OpError::Client(Box::new(e))
+    }
+}
+
+impl From<Vec<PolicyError>> for OpError {
+    fn from(e: Vec<PolicyError>) -> OpError {
+        OpError::Rules(e)
+    }
+}
+
+impl OpError {
+    /// The client error behind this one, if any.
+    pub fn client(&self) -> Option<&ClientError> {
+        match self {
+            OpError::BalanceUnknown { error, .. } | OpError::Client(error) => Some(error),
+            _ => None,
+        }
+    }
+
+    /// True when only the wallet's balance stood in the way (the request itself is valid).
+    pub fn is_insufficient_balance(&self) -> bool {
+        matches!(self, OpError::Rules(rules) if rules.iter().all(|r| matches!(r, PolicyError::InsufficientBalance { .. })))
+    }
+
+    /// The one-line summary of the skill's output.
+    pub fn summary(&self, op: Operation) -> String {
+        let what = op.as_str();
+        match self {
+            OpError::Input(_) => format!("Invalid {what} request"),
+            OpError::Rules(rules) => {
+                if let Some(PolicyError::InsufficientBalance { needed, .. }) = rules
+                    .iter()
+                    .find(|r| matches!(r, PolicyError::InsufficientBalance { .. }))
+                {
+                    format!("Insufficient balance: the job requires {needed} AITBC")
+                } else if rules
+                    .iter()
+                    .any(|r| matches!(r, PolicyError::UnknownJobType { .. }))
+                {
+                    "Invalid job type".to_string()
+                } else {
+                    format!("The {what} request breaks the client rules")
+                }
+            }
+            OpError::BalanceUnknown { .. } => {
+                "Balance check failed: nothing was submitted".to_string()
+            }
+            OpError::Client(e) => match &**e {
+                ClientError::Unavailable { .. } => "Service unavailable".into(),
+                ClientError::Timeout { .. } => "Request timed out".into(),
+                ClientError::RateLimited { .. } => "Rate limited by the coordinator".into(),
+                ClientError::Auth { .. } => "Authentication refused".into(),
+                ClientError::NotFound { .. } => "Job not found".into(),
+                ClientError::NotReady { .. } => "The job has no result yet".into(),
+                ClientError::Conflict { .. } => format!("The job cannot be {what}ed now"),
+                ClientError::InsufficientBalance { needed, .. } => {
+                    format!("Insufficient balance: the job requires {needed} AITBC")
+                }
+                ClientError::Invalid { .. } => "The coordinator refused the request".into(),
+                ClientError::Protocol { .. } => "Unexpected answer from the coordinator".into(),
+            },
+            OpError::WaitTimeout { after, .. } => format!("Job timed out after {}", Dur(*after)),
+            OpError::JobEnded { last } => match last.state {
+                JobState::Completed => {
+                    format!("Job {} completed with a failed result", last.job_id)
+                }
+                s => format!("Job {} ended {s}", last.job_id),
+            },
+        }
+    }
+
+    /// What went wrong, one line each.
+    pub fn issues(&self) -> Vec<String> {
+        match self {
+            OpError::Rules(rules) => rules.iter().map(ToString::to_string).collect(),
+            OpError::Client(e) => match &**e {
+                ClientError::Unavailable {
+                    url,
+                    reason,
+                    status,
+                } => vec![
+                    format!(
+                        "service status: unavailable ({}) at {url}",
+                        status.map_or("no answer".to_string(), |s| format!("HTTP {s}"))
+                    ),
+                    reason.clone(),
+                ],
+                other => vec![other.to_string()],
+            },
+            other => vec![other.to_string()],
+        }
+    }
+
+    /// What to do about it.
+    pub fn recommendations(&self) -> Vec<String> {
+        let s = |t: &str| t.to_string();
+        match self {
+            OpError::Input(_) => vec![s(
+                "See `aitbc-flow op --help` or docs/job-commands.md for the input fields of each operation",
+            )],
+            OpError::Rules(rules) => rules.iter().filter_map(PolicyError::advice).collect(),
+            OpError::BalanceUnknown { .. } => vec![
+                s("Set AITBC_WALLET_URL to the wallet daemon that holds the wallet"),
+                s("The balance is checked before every submit: no job is sent without it"),
+            ],
+            OpError::Client(e) => client_advice(e),
+            OpError::WaitTimeout { last, .. } => vec![
+                format!("Check the job with `aitbc-flow job status {}`", last.job_id),
+                s("Wait longer with --timeout (e.g. --timeout 10m)"),
+                s(
+                    "A job paid 10 AITBC or more may stay QUEUED until a bonded provider takes it: lower the payment or choose a provider with --provider-id",
+                ),
+                s("Check that providers are online for this job type and model"),
+                format!(
+                    "Cancel it with `aitbc-flow job cancel {}` if it is no longer needed",
+                    last.job_id
+                ),
+            ],
+            OpError::JobEnded { last } => match last.state {
+                JobState::Expired => vec![s(
+                    "The job expired before a provider finished it: resubmit with a longer ttl, a payment below 10 or a bonded provider",
+                )],
+                JobState::Canceled => vec![s("The job was cancelled: resubmit it if still needed")],
+                _ => vec![s(
+                    "Check the job's prompt, type and model are supported by the providers, then resubmit (in a plan: `retry.on: [job_failed]`)",
+                )],
+            },
+        }
+    }
+
+    /// The skill's output for this failure.
+    pub fn outcome(&self, operation: Operation) -> Outcome {
+        let mut out = Outcome::new(operation, self.summary(operation));
+        out.validation_status = ValidationStatus::Failed;
+        out.issues = self.issues();
+        out.recommendations = self.recommendations();
+        if let OpError::WaitTimeout { last, .. } | OpError::JobEnded { last } = self {
+            out.set_view(last);
+        }
+        out
+    }
+}
+
+fn client_advice(e: &ClientError) -> Vec<String> {
+    let s = |t: &str| t.to_string();
+    match e {
+        ClientError::Unavailable { .. } => vec![
+            s("Retry in a few seconds: the service may be restarting or overloaded"),
+            s(
+                "Check that the coordinator is running and reachable (--coordinator or AITBC_COORDINATOR_URL)",
+            ),
+            s(
+                "Before resubmitting a submit, list recent jobs: the first one may have been accepted",
+            ),
+        ],
+        ClientError::Timeout { .. } => vec![
+            s(
+                "Retry: the service was slow to answer (a paid submit can take ~7 s when the chain is slow)",
+            ),
+            s(
+                "Before resubmitting a submit, list recent jobs: the first one may have been accepted",
+            ),
+            s("Raise the request timeout with AITBC_SUBMIT_TIMEOUT or AITBC_READ_TIMEOUT"),
+        ],
+        ClientError::RateLimited { retry_after, .. } => vec![
+            match retry_after {
+                Some(d) => format!("Retry after {} s", d.as_secs()),
+                None => s("Retry in a minute"),
+            },
+            s("Pace requests with AITBC_RATE_LIMIT (the service allows 50 submits a minute)"),
+        ],
+        ClientError::Auth { .. } => vec![
+            s("Check AITBC_TOKEN or AITBC_TOKEN_FILE: client tokens are valid for 24 h"),
+            s("Use a token with the client role"),
+        ],
+        ClientError::NotFound { .. } => vec![s(
+            "Check the job id: unknown jobs and jobs of another client both answer 404",
+        )],
+        ClientError::NotReady { .. } => {
+            vec![s("Wait for the job to complete, then fetch its result")]
+        }
+        ClientError::Conflict { .. } => vec![s("Read the job's status: it has already finished")],
+        ClientError::InsufficientBalance {
+            wallet,
+            needed,
+            held,
+        } => vec![format!(
+            "Fund wallet {wallet} with at least {} AITBC more",
+            *needed - *held
+        )],
+        ClientError::Invalid { .. } => {
+            vec![s("Fix the fields the coordinator names and try again")]
+        }
+        ClientError::Protocol { .. } => vec![s(
+            "Check that the URL points at an AITBC coordinator (not a proxy or another service)",
+        )],
+    }
+}

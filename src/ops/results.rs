@@ -1,0 +1,197 @@
+//! `results`: fetch a finished job's result and verify its receipt. A 425 is also the service's answer
+//! for FAILED, CANCELED and EXPIRED jobs, so the job is read to tell which.
+
+use serde_json::{Map, Value};
+
+use super::{Conn, Done, OpError};
+use crate::api::{JobId, JobResult, JobView, ReceiptError, result_failed, verify_receipt};
+use crate::client::{ClientError, Coordinator};
+use crate::model::{OpStatus, Operation, Outcome, ValidationStatus};
+
+/// A fetched result.
+#[derive(Clone, Debug)]
+pub struct Fetched {
+    /// What the provider posted; `None` while the job has no result yet.
+    pub result: Option<Value>,
+    /// The signed receipt, when the service sent one.
+    pub receipt: Option<Value>,
+    /// Whether the receipt verified (`None` without a receipt).
+    pub receipt_check: Option<Result<(), ReceiptError>>,
+    /// The job as read alongside.
+    pub view: Option<JobView>,
+}
+
+impl Fetched {
+    /// True when there is a result and it does not say `status: failed`.
+    pub fn succeeded(&self) -> bool {
+        self.result.is_some() && !result_failed(self.result.as_ref())
+    }
+}
+
+/// Fetches the result of `job`. `known` is the job as the caller last read it (saves a read).
+pub async fn results<C: Coordinator>(
+    conn: &Conn<'_, C>,
+    job: &JobId,
+    known: Option<&JobView>,
+) -> Result<Done<Fetched>, OpError> {
+    crate::crash::point("fetch");
+    let mut asked_again = false;
+    loop {
+        match conn.call(|c| c.result(job)).await {
+            Ok(r) => {
+                let view = match known {
+                    Some(v) => Some(v.clone()),
+                    None => conn.call(|c| c.job(job)).await.ok(),
+                };
+                return Ok(fetched(job, r, view));
+            }
+            Err(ClientError::NotReady { .. }) => {
+                let v = conn.call(|c| c.job(job)).await?;
+                if v.succeeded() && !asked_again {
+                    // It completed between the two requests: ask for the result once more.
+                    asked_again = true;
+                    continue;
+                }
+                if v.state.is_final() {
+                    return Err(OpError::JobEnded { last: Box::new(v) });
+                }
+                let outcome = not_ready(job, &v);
+                return Ok(Done {
+                    answer: Fetched {
+                        result: None,
+                        receipt: None,
+                        receipt_check: None,
+                        view: Some(v),
+                    },
+                    outcome,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn fetched(job: &JobId, r: JobResult, view: Option<JobView>) -> Done<Fetched> {
+    let check = r.receipt.as_ref().map(verify_receipt);
+    let outcome = outcome(
+        job,
+        view.as_ref(),
+        &r.result,
+        r.receipt.as_ref(),
+        check.as_ref(),
+    );
+    Done {
+        answer: Fetched {
+            result: Some(r.result),
+            receipt: r.receipt,
+            receipt_check: check,
+            view,
+        },
+        outcome,
+    }
+}
+
+fn not_ready(job: &JobId, v: &JobView) -> Outcome {
+    let mut out = Outcome::new(
+        Operation::Results,
+        format!("Job {job} has no result yet ({})", v.state),
+    )
+    .with_view(v);
+    out.issues
+        .push(format!("the job is still {}: no result yet", v.state));
+    out.recommendations.push(format!(
+        "Fetch the result again once `aitbc-flow job status {job}` says completed"
+    ));
+    out.validation_status = ValidationStatus::Partial;
+    out
+}
+
+/// The output text of a result: its `output` when there is one, else the whole result.
+pub fn output_of(result: &Value) -> Value {
+    match result.get("output") {
+        Some(o) => o.clone(),
+        None => result.clone(),
+    }
+}
+
+/// Execution time, tokens and the other measurements a result reports.
+pub fn metrics_of(result: &Value) -> Map<String, Value> {
+    let mut metrics = Map::new();
+    for key in [
+        "execution_time",
+        "tokens_processed",
+        "gpu_used",
+        "model",
+        "status",
+    ] {
+        if let Some(v) = result.get(key) {
+            metrics.insert(key.into(), v.clone());
+        }
+    }
+    metrics
+}
+
+/// The outcome of a fetched result.
+pub fn outcome(
+    job: &JobId,
+    view: Option<&JobView>,
+    result: &Value,
+    receipt: Option<&Value>,
+    check: Option<&Result<(), ReceiptError>>,
+) -> Outcome {
+    let failed = result_failed(Some(result));
+    let mut out = Outcome::new(
+        Operation::Results,
+        if failed {
+            format!("Job {job} completed with a failed result")
+        } else {
+            format!("Results retrieved for job {job}")
+        },
+    );
+    if let Some(v) = view {
+        out.set_view(v);
+    }
+    out.job_id = Some(job.clone());
+    out.status = Some(if failed {
+        OpStatus::Failed
+    } else {
+        OpStatus::Completed
+    });
+    out.progress = Some(100);
+    out.estimated_time = Some(0.0);
+    out.result = Some(output_of(result));
+    let mut metrics = metrics_of(result);
+    match (receipt, check) {
+        (Some(receipt), Some(check)) => {
+            metrics.insert("receipt_verified".into(), Value::Bool(check.is_ok()));
+            for key in ["receipt_id", "price", "units", "unit_type"] {
+                if let Some(v) = receipt.get(key) {
+                    metrics.insert(key.into(), v.clone());
+                }
+            }
+            if let Err(e) = check {
+                out.issues.push(format!("receipt not verified: {e}"));
+                out.recommendations.push(
+                    "Do not rely on this result until the provider's receipt verifies".into(),
+                );
+            }
+        }
+        _ => {
+            metrics.insert("receipt_verified".into(), Value::Bool(false));
+            out.issues
+                .push("the result came without a receipt: nothing to verify".into());
+        }
+    }
+    out.performance_metrics = Some(Value::Object(metrics));
+    if failed {
+        let why = result
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or("no reason given");
+        out.issues.insert(0, format!("the job failed: {why}"));
+        out.validation_status = ValidationStatus::Failed;
+        out.recommendations
+            .push("Check the job type and model are supported by the providers".into());
+    }
+    out.settle()
+}

@@ -1,0 +1,263 @@
+//! `submit`: check a job against the client rules, check that the wallet can pay, send it once, and
+//! find it again by its client reference when the answer was lost.
+//!
+//! The steps are separate functions so that the executor can put its journal's intent record between
+//! the balance check and the send, under its per-wallet lock; [`submit`] runs them in order for a
+//! single command.
+
+use serde_json::json;
+
+use super::status::view_issues;
+use super::{Conn, Done, OpError};
+use crate::api::{CURRENCY, JobCreate, JobId, JobState, JobView, ListQuery, WalletBalance};
+use crate::client::{ClientError, Coordinator};
+use crate::model::{JobRequest, JobType, Operation, Outcome};
+use crate::money::Money;
+use crate::policy::{Policy, check_balance, check_job};
+
+/// A job the coordinator accepted.
+#[derive(Clone, Debug)]
+pub struct Submitted {
+    /// The job as accepted.
+    pub view: JobView,
+    /// False when the job was already there: found by its idempotency key or its client reference.
+    pub created: bool,
+    /// Set when a lost answer was made good by finding the job by its client reference.
+    pub found_by_ref: bool,
+}
+
+/// Checks a request against the rules and builds its body, with `client_ref` in the payload.
+pub fn prepare(req: &JobRequest, policy: &Policy, client_ref: &str) -> Result<JobCreate, OpError> {
+    let broken = check_job(req, policy);
+    if !broken.is_empty() {
+        return Err(OpError::Rules(broken));
+    }
+    Ok(body(req, client_ref))
+}
+
+/// The request body: `payload.type`/`prompt`/`model`/`endpoint`, the extra parameters (which cannot
+/// override those), `client_ref`, `payment_currency: AITBC` and the wallet as `buyer_address`.
+pub fn body(req: &JobRequest, client_ref: &str) -> JobCreate {
+    let mut payload = serde_json::Map::new();
+    payload.insert("type".into(), json!(req.job_type));
+    payload.insert("prompt".into(), json!(req.prompt));
+    if let Some(m) = &req.model {
+        payload.insert("model".into(), json!(m));
+    }
+    if let Some(e) = &req.endpoint {
+        payload.insert("endpoint".into(), json!(e));
+    }
+    for (k, v) in &req.parameters {
+        payload.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    payload.insert("client_ref".into(), json!(client_ref));
+    JobCreate {
+        payload,
+        constraints: (!req.constraints.is_empty()).then(|| req.constraints.clone()),
+        ttl_seconds: req.ttl.map(|d| d.as_secs().max(1)),
+        payment_amount: Some(req.payment),
+        payment_currency: Some(CURRENCY.into()),
+        buyer_address: Some(req.wallet.clone()),
+        provider_address: req.provider_id.clone(),
+    }
+}
+
+/// Refuses a payment the wallet cannot make; a balance that cannot be read refuses it too.
+pub async fn check_funds<C: Coordinator>(
+    conn: &Conn<'_, C>,
+    wallet: &str,
+    needed: Money,
+) -> Result<WalletBalance, OpError> {
+    let b = conn
+        .call(|c| c.balance(wallet))
+        .await
+        .map_err(|error| OpError::BalanceUnknown {
+            wallet: wallet.to_string(),
+            error: Box::new(error),
+        })?;
+    check_balance(wallet, b.balance, needed).map_err(|e| OpError::Rules(vec![e]))?;
+    Ok(b)
+}
+
+/// Sends a submit with the connection's retry policy. When an answer is lost (a timeout, a dropped
+/// connection, a 5xx: the service may have committed the job), the job is looked up by its client
+/// reference before anything is sent again — the real service has no idempotency key.
+pub async fn send<C: Coordinator>(
+    conn: &Conn<'_, C>,
+    body: &JobCreate,
+    key: &str,
+    client_ref: &str,
+) -> Result<Submitted, OpError> {
+    let mut n = 1;
+    loop {
+        let started_at = super::conn::now();
+        let t = std::time::Instant::now();
+        let err = match conn.coord.submit(body, Some(key)).await {
+            Ok((view, created)) => {
+                conn.trace.attempt(crate::model::Attempt {
+                    number: n,
+                    started_at,
+                    duration_ms: t.elapsed().as_millis() as u64,
+                    error: None,
+                    delay_ms: None,
+                });
+                return Ok(Submitted {
+                    view,
+                    created,
+                    found_by_ref: false,
+                });
+            }
+            Err(e) => e,
+        };
+        let duration_ms = t.elapsed().as_millis() as u64;
+        // A lookup that fails counts as "not found"; the idempotency key still guards the resend on
+        // coordinators that honour it.
+        let found = if err.may_have_committed() {
+            find_by_ref(conn, client_ref).await.ok().flatten()
+        } else {
+            None
+        };
+        let delay = if found.is_none() {
+            conn.retry_delay(n, &err)
+        } else {
+            None
+        };
+        conn.trace.attempt(crate::model::Attempt {
+            number: n,
+            started_at,
+            duration_ms,
+            error: Some(match &found {
+                Some(v) => format!(
+                    "{err}; the job was found by its client reference ({})",
+                    v.job_id
+                ),
+                None => err.to_string(),
+            }),
+            delay_ms: delay.map(|d| d.as_millis() as u64),
+        });
+        if let Some(view) = found {
+            return Ok(Submitted {
+                view,
+                created: false,
+                found_by_ref: true,
+            });
+        }
+        match delay {
+            Some(d) => {
+                tokio::time::sleep(d).await;
+                n += 1;
+            }
+            None => return Err(err.into()),
+        }
+    }
+}
+
+/// Looks a job up by its client reference, newest first, a page of 200 at a time (at most 10 pages),
+/// each page read with the connection's retry policy. `Err` when the coordinator could not be asked.
+pub async fn find_by_ref<C: Coordinator>(
+    conn: &Conn<'_, C>,
+    client_ref: &str,
+) -> Result<Option<JobView>, ClientError> {
+    const PAGE: u64 = 200;
+    for page in 0..10u64 {
+        let q = ListQuery {
+            limit: Some(PAGE),
+            offset: Some(page * PAGE),
+            ..ListQuery::default()
+        };
+        let list = conn.call(|c| c.list(&q)).await?;
+        let n = list.items.len() as u64;
+        if let Some(v) = list
+            .items
+            .into_iter()
+            .find(|j| j.client_ref() == Some(client_ref))
+        {
+            return Ok(Some(v));
+        }
+        if n < PAGE {
+            break;
+        }
+    }
+    Ok(None)
+}
+
+/// Checks, pays and sends a job in one go, with a fresh client reference (also the idempotency key).
+pub async fn submit<C: Coordinator>(
+    conn: &Conn<'_, C>,
+    req: &JobRequest,
+    policy: &Policy,
+) -> Result<Done<Submitted>, OpError> {
+    let client_ref = format!("aitbc-flow-{}", hex::encode(rand::random::<[u8; 8]>()));
+    let body = prepare(req, policy, &client_ref)?;
+    check_funds(conn, &req.wallet, req.payment).await?;
+    let s = send(conn, &body, &client_ref, &client_ref).await?;
+    let outcome = outcome(&s.view, req, s.created);
+    Ok(Done { answer: s, outcome })
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+/// The outcome of a submit (`created` is false when the job was found again rather than made).
+pub fn outcome(v: &JobView, req: &JobRequest, created: bool) -> Outcome {
+    let verb = if created {
+        "submitted"
+    } else {
+        "already submitted (same idempotency key)"
+    };
+    let mut out = Outcome::new(
+        Operation::Submit,
+        format!(
+            "{} job {} {verb}: {} AITBC from {}",
+            capitalize(&req.job_type),
+            v.job_id,
+            req.payment,
+            req.wallet
+        ),
+    );
+    out.job_type = JobType::parse(&req.job_type);
+    out.set_view(v);
+    out.wallet = Some(req.wallet.clone());
+    out.payment = Some(req.payment);
+    out.issues = view_issues(v, true);
+    if req.payment >= Money::from_int(10) && v.state == JobState::Queued {
+        out.recommendations.push(
+            "A job paid 10 AITBC or more may wait in QUEUED until a bonded provider takes it: \
+             choose one with --provider-id or lower the payment if it does not start"
+                .into(),
+        );
+    }
+    out.recommendations.push(format!(
+        "Monitor progress with `aitbc-flow job status {}`",
+        v.job_id
+    ));
+    out.recommendations.push(format!(
+        "Fetch the result with `aitbc-flow job results {}` once it completes",
+        v.job_id
+    ));
+    out.settle()
+}
+
+/// The outcome of a job submitted, waited for and fetched in one go (`job submit --wait`, a plan's
+/// `job` step): the fetched result's outcome, as a submit, with the submit's issues first.
+pub fn completed(submitted: Outcome, fetched: Outcome, req: &JobRequest, job: &JobId) -> Outcome {
+    let mut out = fetched;
+    out.operation = Operation::Submit;
+    out.wallet = Some(req.wallet.clone());
+    out.payment = Some(req.payment);
+    out.job_type = JobType::parse(&req.job_type).or(out.job_type);
+    out.issues.splice(0..0, submitted.issues);
+    out.summary = format!(
+        "{} job {job} {}: {} AITBC from {}",
+        capitalize(&req.job_type),
+        if out.failed() { "failed" } else { "completed" },
+        req.payment,
+        req.wallet
+    );
+    out.settle()
+}

@@ -37,3 +37,66 @@ pub fn for_op(e: &crate::ops::OpError) -> i32 {
         OpError::JobEnded { .. } => STEP_FAILED,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::JobView;
+    use crate::client::ClientError;
+    use crate::ops::OpError;
+
+    fn view(state: &str) -> Box<JobView> {
+        Box::new(
+            serde_json::from_value(serde_json::json!({
+                "job_id": "ea05c15ab4f94d369c35d96c8fc39ac5", "state": state, "payload": {}
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn errors_map_to_the_documented_codes() {
+        let down = ClientError::Unavailable {
+            url: "u".into(),
+            reason: "refused".into(),
+            status: None,
+        };
+        let slow = ClientError::Timeout {
+            url: "u".into(),
+            after: std::time::Duration::from_secs(1),
+        };
+        let gone = ClientError::NotFound {
+            url: "u".into(),
+            detail: "job not found".into(),
+        };
+        assert_eq!(for_client(&down), UNREACHABLE);
+        assert_eq!(for_client(&slow), TIMEOUT);
+        assert_eq!(for_client(&gone), STEP_FAILED);
+        assert_eq!(for_op(&OpError::from(gone)), STEP_FAILED);
+        assert_eq!(for_op(&OpError::Input("x".into())), INVALID);
+        let timeout = OpError::WaitTimeout {
+            last: view("RUNNING"),
+            after: std::time::Duration::from_secs(20),
+        };
+        assert_eq!(for_op(&timeout), TIMEOUT);
+        assert_eq!(
+            for_op(&OpError::JobEnded {
+                last: view("FAILED")
+            }),
+            STEP_FAILED
+        );
+        let poor = crate::policy::check_balance(
+            "w",
+            crate::money::Money::ZERO,
+            crate::money::Money::from_int(1),
+        )
+        .unwrap_err();
+        assert_eq!(for_op(&OpError::Rules(vec![poor])), STEP_FAILED);
+        assert_eq!(
+            for_op(&OpError::Rules(vec![
+                crate::policy::PolicyError::EmptyPrompt
+            ])),
+            INVALID
+        );
+    }
+}

@@ -27,7 +27,7 @@ impl ReportBuilder {
         let steps: Vec<StepReport> = plan
             .steps
             .iter()
-            .map(crate::exec::steps::blank_report)
+            .map(|s| StepReport::blank(&s.id, s.kind.name()))
             .collect();
         let index = steps
             .iter()

@@ -323,3 +323,97 @@ fn a_journal_of_another_format_version_resumes_or_is_refused() {
         "nothing appended"
     );
 }
+
+/// A resume repeats the run as it was started: `--no-cache` stays off for it, and a run made with
+/// `--lock` takes the plan's lock again, so that it cannot overlap a scheduled run of the same plan.
+#[test]
+fn a_resume_keeps_the_runs_cache_setting_and_takes_its_lock() {
+    let serve = Serve::start(&["--fund", "w=100", "--fund", "v=100", "--no-faucet"]);
+    let dir = PlanDir::new(PLAN);
+    let mut first = serve.command();
+    first
+        .args(run_args(&dir.plan(), &dir.runs()))
+        .args(["--no-cache", "--lock"])
+        .env("AITBC_FLOW_CRASH_AT", "submitted:2");
+    let out = output_within(first, Duration::from_secs(60));
+    assert_eq!(
+        out.status.signal(),
+        Some(9),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run_dir = dir.run_dir();
+    let run_id = run_dir.file_name().unwrap().to_str().unwrap().to_string();
+    let journal = std::fs::read_to_string(run_dir.join("journal.jsonl")).unwrap();
+    let header: Value = serde_json::from_str(journal.lines().next().unwrap()).unwrap();
+    assert_eq!(header["run"]["cache"], false);
+    assert_eq!(header["run"]["lock"], true);
+
+    // While another process holds the plan's lock, the resume does not run (overlap: skip).
+    let lock_dir = dir.runs().join(".locks");
+    let lock_file = std::fs::read_dir(&lock_dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "lock"))
+        .expect("the run's lock file");
+    let held = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&lock_file)
+        .unwrap();
+    // SAFETY: flock(2) on a descriptor we own; released when `held` is dropped.
+    assert_eq!(
+        unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&held),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        },
+        0
+    );
+    let resume_args = |out: &str| {
+        vec![
+            "resume".to_string(),
+            run_id.clone(),
+            "--runs-dir".into(),
+            dir.runs().to_str().unwrap().into(),
+            "--poll-start".into(),
+            "20ms".into(),
+            "--poll-max".into(),
+            "100ms".into(),
+            "--output".into(),
+            out.into(),
+        ]
+    };
+    let mut blocked = serve.command();
+    blocked.args(resume_args("text"));
+    let out = output_within(blocked, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("skip"), "{stderr}");
+    let journal_after = std::fs::read_to_string(run_dir.join("journal.jsonl")).unwrap();
+    assert_eq!(journal_after, journal, "a skipped resume journals nothing");
+    drop(held);
+
+    let mut resume = serve.command();
+    resume.args(resume_args("json"));
+    let out = output_within(resume, Duration::from_secs(60));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("report on stdout");
+    assert_eq!(report["status"], "succeeded");
+    assert_eq!(report["inputs"]["cache"], false);
+    let journal = std::fs::read_to_string(run_dir.join("journal.jsonl")).unwrap();
+    let resumed: Vec<Value> = journal
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v.get("run").is_some())
+        .collect();
+    assert_eq!(resumed.len(), 2);
+    assert_eq!(resumed[1]["run"]["cache"], false);
+    assert_eq!(resumed[1]["run"]["lock"], true);
+}

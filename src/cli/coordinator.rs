@@ -160,7 +160,7 @@ fn serve(args: &ServeArgs) -> i32 {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln!("error: cannot start the async runtime: {e}");
             return exit::STEP_FAILED;
         }
     };
@@ -168,16 +168,16 @@ fn serve(args: &ServeArgs) -> i32 {
         let handle = match local::start(args.config()).await {
             Ok(h) => h,
             Err(e) => {
-                eprintln!("error: {e}");
+                errln!("error: {e}");
                 return match e {
                     LocalError::Config(_) => exit::INVALID,
                     _ => exit::STEP_FAILED,
                 };
             }
         };
-        eprintln!("local coordinator listening on {}", handle.url());
+        errln!("local coordinator listening on {}", handle.url());
         if handle.token_generated() {
-            eprintln!(
+            errln!(
                 "token: {} (send `Authorization: Bearer <token>`; choose one with --token or AITBC_TOKEN)",
                 handle.token()
             );
@@ -185,11 +185,11 @@ fn serve(args: &ServeArgs) -> i32 {
         wait_for_signal().await;
         match handle.shutdown().await {
             Ok(()) => {
-                eprintln!("local coordinator stopped");
+                errln!("local coordinator stopped");
                 exit::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: local coordinator stopped uncleanly: {e}");
+                errln!("error: local coordinator stopped uncleanly: {e}");
                 exit::STEP_FAILED
             }
         }

@@ -91,7 +91,7 @@ pub struct GraphArgs {
 /// Prints diagnostics to stderr.
 pub fn print_diagnostics(ds: &[Diagnostic]) {
     for d in ds {
-        eprintln!("{d}");
+        errln!("{d}");
     }
 }
 
@@ -100,7 +100,7 @@ pub fn print_warnings(ds: &[Diagnostic]) {
     for d in ds {
         let text = d.to_string();
         let text = text.strip_prefix("error: ").unwrap_or(&text);
-        eprintln!("warning: {text}");
+        errln!("warning: {text}");
     }
 }
 
@@ -118,14 +118,14 @@ pub fn plan(a: PlanArgs) -> i32 {
         Output::Json => {
             let v = dry_run_value(&plan);
             match serde_json::to_string_pretty(&v) {
-                Ok(s) => println!("{s}"),
+                Ok(s) => outln!("{s}"),
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    errln!("error: {e}");
                     return crate::exit::INVALID;
                 }
             }
         }
-        Output::Text => print!("{}", dry_run_text(&plan)),
+        Output::Text => out!("{}", dry_run_text(&plan)),
     }
     crate::exit::SUCCESS
 }
@@ -141,8 +141,8 @@ pub fn graph(a: GraphArgs) -> i32 {
     };
     print_warnings(&plan.warnings);
     match a.format {
-        GraphFormat::Mermaid => print!("{}", crate::plan::graph::to_mermaid(&plan)),
-        GraphFormat::Dot => print!("{}", crate::plan::graph::to_dot(&plan)),
+        GraphFormat::Mermaid => out!("{}", crate::plan::graph::to_mermaid(&plan)),
+        GraphFormat::Dot => out!("{}", crate::plan::graph::to_dot(&plan)),
     }
     crate::exit::SUCCESS
 }

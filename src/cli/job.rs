@@ -244,7 +244,7 @@ pub fn execute(args: JobArgs) -> i32 {
     let input = match to_input(args.command) {
         Ok(i) => i,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return exit::INVALID;
         }
     };
@@ -262,13 +262,13 @@ pub fn execute(args: JobArgs) -> i32 {
 pub fn op(args: OpArgs) -> i32 {
     let mut text = String::new();
     if let Err(e) = std::io::stdin().read_to_string(&mut text) {
-        eprintln!("error: cannot read the input JSON from stdin: {e}");
+        errln!("error: cannot read the input JSON from stdin: {e}");
         return exit::INVALID;
     }
     let input = match OpInput::from_json(&text) {
         Ok(i) => i,
         Err(e) => {
-            eprintln!("error: the input JSON on stdin is not a valid operator request: {e}");
+            errln!("error: the input JSON on stdin is not a valid operator request: {e}");
             return exit::INVALID;
         }
     };
@@ -293,7 +293,7 @@ fn run_input(connect: &ConnectArgs, input: &OpInput) -> Result<OpOutcome, i32> {
         wallet_url: connect.wallet_url.clone(),
     };
     let config = ClientConfig::from_env(&overrides).map_err(|e| {
-        eprintln!("error: {e}");
+        errln!("error: {e}");
         exit::INVALID
     })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -301,7 +301,7 @@ fn run_input(connect: &ConnectArgs, input: &OpInput) -> Result<OpOutcome, i32> {
         .enable_all()
         .build()
         .map_err(|e| {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln!("error: cannot start the async runtime: {e}");
             exit::INVALID
         })?;
     runtime.block_on(async {
@@ -311,17 +311,17 @@ fn run_input(connect: &ConnectArgs, input: &OpInput) -> Result<OpOutcome, i32> {
             let handle = crate::local::start(crate::local::LocalConfig::default())
                 .await
                 .map_err(|e| {
-                    eprintln!("error: cannot start the embedded coordinator: {e}");
+                    errln!("error: cannot start the embedded coordinator: {e}");
                     exit::UNREACHABLE
                 })?;
-            eprintln!(
+            errln!(
                 "note: no coordinator configured (--coordinator or AITBC_COORDINATOR_URL): using an embedded \
                  one at {} whose jobs and wallets live only as long as this command; `job submit --wait` \
                  is the useful form, or run `aitbc-flow coordinator serve` and point --coordinator at it",
                 handle.url()
             );
             let mut c = ClientConfig::for_url(&handle.url()).map_err(|e| {
-                eprintln!("error: {e}");
+                errln!("error: {e}");
                 exit::UNREACHABLE
             })?;
             c.token = Some(crate::client::config::Secret::new(handle.token()));
@@ -329,7 +329,7 @@ fn run_input(connect: &ConnectArgs, input: &OpInput) -> Result<OpOutcome, i32> {
             (c, Some(handle))
         };
         let client = HttpCoordinator::new(&config).map_err(|e| {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             exit::INVALID
         })?;
         let opts = OpOptions {
@@ -349,15 +349,15 @@ fn run_input(connect: &ConnectArgs, input: &OpInput) -> Result<OpOutcome, i32> {
 fn print_outcome(outcome: &OpOutcome, format: OutputFormat) {
     match format {
         OutputFormat::Json => match serde_json::to_string_pretty(&outcome.output) {
-            Ok(s) => println!("{s}"),
-            Err(e) => eprintln!("error: cannot write the output JSON: {e}"),
+            Ok(s) => outln!("{s}"),
+            Err(e) => errln!("error: cannot write the output JSON: {e}"),
         },
         OutputFormat::Text => {
             let text = render_text(&outcome.output);
             if outcome.output.validation_status == ValidationStatus::Failed {
-                eprint!("{text}");
+                err!("{text}");
             } else {
-                print!("{text}");
+                out!("{text}");
             }
         }
     }

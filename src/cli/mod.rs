@@ -1,6 +1,39 @@
 //! The command line: clap commands, each mapped to one library call, and the mapping of outcomes to
 //! exit codes ([`crate::exit`]). Each group of commands lives in its own file.
 
+/// Prints to stdout like `print!`, but a closed stdout (`… | head -1`) ends the output quietly instead of
+/// panicking: what the command does goes on, only its printing stops.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `println!` that never panics on a closed stdout.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprint!` that never panics on a closed stderr.
+macro_rules! err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that never panics on a closed stderr.
+macro_rules! errln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod coordinator;
 pub mod dry_run;
 pub mod job;
@@ -82,8 +115,11 @@ pub fn main() -> i32 {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // A log line that cannot be written (stderr closed, `2>&1 | head`) is dropped: the subscriber's own
+    // report of it would be an `eprintln!`, which panics in whatever task was logging.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .log_internal_errors(false)
         .try_init();
 }

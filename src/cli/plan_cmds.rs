@@ -180,11 +180,11 @@ pub fn validate_to_text(paths: &[PathBuf]) -> (i32, String) {
 pub fn validate(a: ValidateArgs) -> i32 {
     let report = validate_paths_with(&a.plans, true);
     match a.output {
-        OutputFormat::Text => eprint!("{}", report.to_text()),
+        OutputFormat::Text => err!("{}", report.to_text()),
         OutputFormat::Json => match serde_json::to_string_pretty(&report) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => outln!("{s}"),
             Err(e) => {
-                eprintln!("error: cannot write the report as JSON: {e}");
+                errln!("error: cannot write the report as JSON: {e}");
                 return crate::exit::INVALID;
             }
         },
@@ -198,21 +198,21 @@ pub fn schema(a: SchemaArgs) -> i32 {
         SchemaKind::Plan => match serde_json::to_string_pretty(&crate::plan::schema::plan_schema())
         {
             Ok(s) => {
-                println!("{s}");
+                outln!("{s}");
                 crate::exit::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: cannot print the plan schema: {e}");
+                errln!("error: cannot print the plan schema: {e}");
                 crate::exit::INVALID
             }
         },
         SchemaKind::Report => match serde_json::to_string_pretty(&crate::report::report_schema()) {
             Ok(s) => {
-                println!("{s}");
+                outln!("{s}");
                 crate::exit::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: cannot print the report schema: {e}");
+                errln!("error: cannot print the report schema: {e}");
                 crate::exit::INVALID
             }
         },

@@ -18,6 +18,7 @@ use crate::exit;
 use crate::money::Money;
 use crate::report::terminal::Mode;
 use crate::report::{history, repro};
+use tokio_util::sync::CancellationToken;
 
 /// How `run` prints.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -136,10 +137,16 @@ struct ExecParams {
     vars_files: Vec<PathBuf>,
     cache: bool,
     inputs: crate::model::RunInputs,
+    /// The run holds the plan's lock.
+    lock: bool,
 }
 
 /// Runs `run`.
 pub fn run(a: RunArgs) -> i32 {
+    let signals = match runtime_with_signals() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
     let mut load = a.overrides.load_options();
     // `--vars-from`: the earlier run's vars go in as the first `--vars` file, so `--vars` and `--set`
     // apply on top exactly as they do on the plan's own vars.
@@ -157,7 +164,7 @@ pub fn run(a: RunArgs) -> i32 {
                     Some(f)
                 }
                 Err(e) => {
-                    eprintln!("error: --vars-from {id}: {e}");
+                    errln!("error: --vars-from {id}: {e}");
                     return exit::INVALID;
                 }
             }
@@ -188,7 +195,7 @@ pub fn run(a: RunArgs) -> i32 {
     let run_dir = match create_run_dir(&a.runs_dir, &run_id) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!(
+            errln!(
                 "error: cannot create the run directory under {}: {e}",
                 a.runs_dir.display()
             );
@@ -211,6 +218,7 @@ pub fn run(a: RunArgs) -> i32 {
         vars_files: a.overrides.vars.clone(),
         cache: !a.no_cache,
         inputs,
+        lock: run_lock.is_some(),
     };
     // The base vars of `--vars-from` are kept in the run directory (the temporary file is gone), so
     // the journal names a file that `resume` can read again.
@@ -221,7 +229,7 @@ pub fn run(a: RunArgs) -> i32 {
                 ..params
             },
             Err(e) => {
-                eprintln!(
+                errln!(
                     "error: cannot write the vars of --vars-from in {}: {e}",
                     run_dir.display()
                 );
@@ -230,14 +238,29 @@ pub fn run(a: RunArgs) -> i32 {
         },
         None => params,
     };
-    let code = execute_plan(plan, params, run_id, run_dir, None);
+    let code = execute_plan(signals, plan, params, run_id, run_dir, None);
     drop(run_lock);
     code
+}
+
+/// The async runtime, with Ctrl-C and SIGTERM handled from now on: taken before the plan's lock and the
+/// run directory, so that a signal in between stops the run cleanly (exit 130) instead of killing it.
+fn runtime_with_signals() -> Result<(tokio::runtime::Runtime, CancellationToken), i32> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            errln!("error: cannot start the async runtime: {e}");
+            exit::INVALID
+        })?;
+    let interrupt = runtime.block_on(async { interrupt_on_signals() });
+    Ok((runtime, interrupt))
 }
 
 /// Runs a loaded plan in a run directory, on the configured coordinator or an embedded one, and prints
 /// the outcome. Returns the exit code.
 fn execute_plan(
+    (runtime, interrupt): (tokio::runtime::Runtime, CancellationToken),
     plan: Arc<crate::plan::CheckedPlan>,
     p: ExecParams,
     run_id: String,
@@ -250,17 +273,7 @@ fn execute_plan(
     }) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
-            return exit::INVALID;
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln!("error: {e}");
             return exit::INVALID;
         }
     };
@@ -272,7 +285,6 @@ fn execute_plan(
         Mode::Plain
     };
     let result = runtime.block_on(async {
-        let interrupt = interrupt_on_signals();
         let (config, local) = if config.is_configured() {
             (config, None)
         } else {
@@ -285,11 +297,11 @@ fn execute_plan(
                 lc.latency = crate::local::WorkerLatency::instant();
             }
             let handle = crate::local::start(lc).await.map_err(|e| {
-                eprintln!("error: cannot start the embedded coordinator: {e}");
+                errln!("error: cannot start the embedded coordinator: {e}");
                 exit::UNREACHABLE
             })?;
             let mut c = ClientConfig::for_url(&handle.url()).map_err(|e| {
-                eprintln!("error: {e}");
+                errln!("error: {e}");
                 exit::UNREACHABLE
             })?;
             c.token = Some(Secret::new(handle.token()));
@@ -297,12 +309,10 @@ fn execute_plan(
             (c, Some(handle))
         };
         if local.is_none() && (!p.fund.is_empty() || p.no_faucet) {
-            eprintln!(
-                "note: --fund and --no-faucet apply to the embedded coordinator only; ignored"
-            );
+            errln!("note: --fund and --no-faucet apply to the embedded coordinator only; ignored");
         }
         let client = HttpCoordinator::new(&config).map_err(|e| {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             exit::INVALID
         })?;
         let options = RunOptions {
@@ -316,6 +326,7 @@ fn execute_plan(
             resume,
             cache: p.cache,
             inputs: p.inputs.clone(),
+            lock: p.lock,
             ..RunOptions::new(run_id.clone(), run_dir.clone())
         };
         let finished =
@@ -330,7 +341,7 @@ fn execute_plan(
     let finished: Finished = match result {
         Ok(Ok(f)) => f,
         Ok(Err(e)) => {
-            eprintln!(
+            errln!(
                 "error: cannot write the run's files in {}: {e}",
                 run_dir.display()
             );
@@ -340,11 +351,11 @@ fn execute_plan(
     };
     match p.output {
         RunOutput::Json => match serde_json::to_string_pretty(&finished.report) {
-            Ok(s) => println!("{s}"),
-            Err(e) => eprintln!("error: cannot print the report: {e}"),
+            Ok(s) => outln!("{s}"),
+            Err(e) => errln!("error: cannot print the report: {e}"),
         },
         RunOutput::Text => {
-            println!(
+            outln!(
                 "run {} {}: report in {}",
                 finished.report.run_id,
                 status_text(&finished),
@@ -403,22 +414,26 @@ pub struct ResumeArgs {
 /// Runs `resume`: keeps the steps that succeeded, re-attaches to submitted jobs, reconciles intents
 /// by client reference, and runs the rest, in the same run directory.
 pub fn resume(a: ResumeArgs) -> i32 {
+    let signals = match runtime_with_signals() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
     let dir = a.runs_dir.join(&a.run_id);
     if a.run_id.contains('/') || a.run_id.contains("..") || !dir.is_dir() {
-        eprintln!("error: no run `{}` in {}", a.run_id, a.runs_dir.display());
+        errln!("error: no run `{}` in {}", a.run_id, a.runs_dir.display());
         return exit::INVALID;
     }
     let records = match journal::read(&dir.join("journal.jsonl")) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot resume run {}: {e}", a.run_id);
+            errln!("error: cannot resume run {}: {e}", a.run_id);
             return exit::INVALID;
         }
     };
     let mut replay = match journal::replay(&records) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot resume run {}: {e}", a.run_id);
+            errln!("error: cannot resume run {}: {e}", a.run_id);
             return exit::INVALID;
         }
     };
@@ -436,7 +451,7 @@ pub fn resume(a: ResumeArgs) -> i32 {
         }
     };
     if plan.content_hash != replay.plan_hash && !a.force {
-        eprintln!(
+        errln!(
             "error: {} changed since run {} started (sha256 {} then, {} now); resuming would mix two plans. \
              Use --force to resume anyway.",
             plan_path.display(),
@@ -450,7 +465,7 @@ pub fn resume(a: ResumeArgs) -> i32 {
     // the journal (a crash while writing the report leaves an old one behind).
     let coordinator = if replay.embedded {
         if !replay.submissions.is_empty() {
-            eprintln!(
+            errln!(
                 "note: run {} used an embedded coordinator, whose jobs ended with that process; \
                  steps that had not finished are submitted again to a new embedded coordinator",
                 a.run_id
@@ -477,11 +492,30 @@ pub fn resume(a: ResumeArgs) -> i32 {
         seed: None,
         set: replay.set.clone(),
         vars_files: replay.vars_files.clone(),
-        cache: true,
-        inputs: repro::inputs(&plan, &replay.set, &replay.vars_files, None, true),
+        // The run is repeated as it was started: its cache setting and `--vars-from` (whose vars are
+        // in `vars_files` already), and its lock.
+        cache: replay.cache,
+        inputs: repro::inputs(
+            &plan,
+            &replay.set,
+            &replay.vars_files,
+            replay.vars_from.as_deref(),
+            replay.cache,
+        ),
+        lock: replay.lock,
     };
     let run_id = replay.run_id.clone();
-    execute_plan(plan, params, run_id, dir, Some(Arc::new(replay)))
+    let flags = crate::cli::scheduler::LockFlags {
+        lock: replay.lock,
+        lock_timeout: Dur(std::time::Duration::from_secs(3600)),
+    };
+    let run_lock = match crate::cli::scheduler::take_run_lock(&flags, &plan, &a.runs_dir, &run_id) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let code = execute_plan(signals, plan, params, run_id, dir, Some(Arc::new(replay)));
+    drop(run_lock);
+    code
 }
 
 fn short(hash: &str) -> &str {
@@ -556,7 +590,7 @@ pub fn runs(c: RunsCommand) -> i32 {
             let runs = match history::list_runs(&a.runs_dir) {
                 Ok(r) => r,
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    errln!("error: {e}");
                     return exit::INVALID;
                 }
             };
@@ -575,24 +609,29 @@ pub fn runs(c: RunsCommand) -> i32 {
                 .collect();
             match a.output {
                 RunOutput::Json => match serde_json::to_string_pretty(&runs) {
-                    Ok(s) => println!("{s}"),
+                    Ok(s) => outln!("{s}"),
                     Err(e) => {
-                        eprintln!("error: {e}");
+                        errln!("error: {e}");
                         return exit::INVALID;
                     }
                 },
                 RunOutput::Text => {
                     if runs.is_empty() {
-                        println!("no runs in {}", a.runs_dir.display());
+                        outln!("no runs in {}", a.runs_dir.display());
                     }
                     for r in &runs {
                         let status = serde_json::to_value(r.status)
                             .ok()
                             .and_then(|v| v.as_str().map(str::to_string))
                             .unwrap_or_default();
-                        println!(
+                        outln!(
                             "{:<30} {:<24} {:<12} {:>5} jobs {:>3} failed  {}",
-                            r.run_id, r.plan, status, r.jobs, r.failed, r.started_at
+                            r.run_id,
+                            r.plan,
+                            status,
+                            r.jobs,
+                            r.failed,
+                            r.started_at
                         );
                     }
                 }
@@ -602,36 +641,36 @@ pub fn runs(c: RunsCommand) -> i32 {
         RunsCommand::Show(a) => match history::find_run(&a.runs_dir, &a.run_id) {
             Ok(dir) => match std::fs::read_to_string(dir.join("summary.md")) {
                 Ok(s) => {
-                    print!("{s}");
+                    out!("{s}");
                     exit::SUCCESS
                 }
                 Err(_) => match history::read_report(&dir) {
                     Some(r) => {
-                        print!("{}", crate::report::writers::summary_markdown(&r));
+                        out!("{}", crate::report::writers::summary_markdown(&r));
                         exit::SUCCESS
                     }
                     None => {
-                        eprintln!("error: run {} has no readable report", a.run_id);
+                        errln!("error: run {} has no readable report", a.run_id);
                         exit::INVALID
                     }
                 },
             },
             Err(e) => {
-                eprintln!("error: {e}");
+                errln!("error: {e}");
                 exit::INVALID
             }
         },
         RunsCommand::Prune(a) => match history::prune(&a.runs_dir, a.keep) {
             Ok(removed) => {
-                println!("removed {} runs", removed.len());
+                outln!("removed {} runs", removed.len());
                 // The result cache forgets what the removed runs paid for.
                 if let Err(e) = crate::exec::cache::compact(&a.runs_dir) {
-                    eprintln!("warning: cannot compact the result cache's index: {e}");
+                    errln!("warning: cannot compact the result cache's index: {e}");
                 }
                 exit::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                errln!("error: {e}");
                 exit::INVALID
             }
         },

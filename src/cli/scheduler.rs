@@ -48,7 +48,7 @@ pub fn take_run_lock(
     loop {
         match try_acquire(&path, &me) {
             Err(e) => {
-                eprintln!("error: {e}");
+                errln!("error: {e}");
                 return Err(exit::INVALID);
             }
             Ok(Attempt::Taken(lock, stale)) => {
@@ -56,7 +56,7 @@ pub fn take_run_lock(
                     let who = info
                         .map(|i| format!(" ({})", i.describe()))
                         .unwrap_or_default();
-                    eprintln!("note: taking over the stale lock of {name}{who}: {reason}",);
+                    errln!("note: taking over the stale lock of {name}{who}: {reason}",);
                 }
                 return Ok(Some(lock));
             }
@@ -66,27 +66,27 @@ pub fn take_run_lock(
                     .unwrap_or_default();
                 match overlap {
                     Overlap::Skip => {
-                        eprintln!(
+                        errln!(
                             "another run of {name}{who} holds the lock; skipping (overlap: skip)"
                         );
                         return Err(exit::SUCCESS);
                     }
                     Overlap::Allow => {
-                        eprintln!(
+                        errln!(
                             "another run of {name}{who} holds the lock; running anyway (overlap: allow)"
                         );
                         return Ok(None);
                     }
                     Overlap::Queue => {
                         if started.elapsed() >= flags.lock_timeout.get() {
-                            eprintln!(
+                            errln!(
                                 "error: another run of {name}{who} still holds the lock after {}; giving up",
                                 flags.lock_timeout
                             );
                             return Err(exit::TIMEOUT);
                         }
                         if !said_waiting {
-                            eprintln!(
+                            errln!(
                                 "another run of {name}{who} holds the lock; waiting up to {} (overlap: queue)",
                                 flags.lock_timeout
                             );
@@ -136,12 +136,12 @@ pub fn scheduler(a: SchedulerArgs) -> i32 {
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("error: cannot find this executable to start runs: {e}");
+            errln!("error: cannot find this executable to start runs: {e}");
             return exit::INVALID;
         }
     };
     if !a.plans.is_dir() {
-        eprintln!("error: {} is not a folder of plans", a.plans.display());
+        errln!("error: {} is not a folder of plans", a.plans.display());
         return exit::INVALID;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -150,7 +150,7 @@ pub fn scheduler(a: SchedulerArgs) -> i32 {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln!("error: cannot start the async runtime: {e}");
             return exit::INVALID;
         }
     };

@@ -31,6 +31,10 @@ fn first_version() -> u32 {
     1
 }
 
+fn yes() -> bool {
+    true
+}
+
 /// One line of the journal: `{"intent": {…}}`. (Externally tagged: an internally tagged enum would
 /// buffer each record, which the receipts' raw JSON text does not survive.)
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -59,6 +63,15 @@ pub enum Record {
         attempt: u32,
         /// RFC 3339.
         at: String,
+        /// False when the run was made with `--no-cache` (a resume keeps it so).
+        #[serde(default = "yes")]
+        cache: bool,
+        /// The run whose vars were the base (`--vars-from`), for the report of a resume.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vars_from: Option<String>,
+        /// True when the run took the plan's lock (`--lock`): a resume takes it too.
+        #[serde(default)]
+        lock: bool,
     },
     /// About to send a submit (fsync'd before the request).
     Intent {
@@ -109,6 +122,23 @@ pub struct Journal {
     written: std::sync::Mutex<u64>,
     /// Records known to be on disk.
     synced: std::sync::Mutex<u64>,
+    /// The file may end in a torn line (a crash or a full disk mid-write): the next record starts on a
+    /// fresh line instead of being glued onto it.
+    torn: std::sync::atomic::AtomicBool,
+}
+
+/// True when the file is not empty and its last byte is not a newline.
+fn ends_torn(file: &std::fs::File) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(false);
+    }
+    let mut f = file.try_clone()?;
+    f.seek(SeekFrom::Start(len - 1))?;
+    let mut last = [0u8; 1];
+    f.read_exact(&mut last)?;
+    Ok(last[0] != b'\n')
 }
 
 impl Journal {
@@ -117,13 +147,16 @@ impl Journal {
         let path = run_dir.join("journal.jsonl");
         let file = std::fs::OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(&path)?;
+        let torn = ends_torn(&file)?;
         Ok(Journal {
             file,
             path,
             written: std::sync::Mutex::new(0),
             synced: std::sync::Mutex::new(0),
+            torn: std::sync::atomic::AtomicBool::new(torn),
         })
     }
 
@@ -134,12 +167,23 @@ impl Journal {
 
     /// Appends a record; with `durable`, returns only once it is on disk.
     pub fn append(&self, record: &Record, durable: bool) -> std::io::Result<()> {
-        let mut line = serde_json::to_vec(record).map_err(std::io::Error::other)?;
-        line.push(b'\n');
+        use std::sync::atomic::Ordering;
+        let record = serde_json::to_vec(record).map_err(std::io::Error::other)?;
         let seq = {
             let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
-            // One write per record: a crash leaves at most a torn last line, which the reader skips.
-            (&self.file).write_all(&line)?;
+            let mut line = Vec::with_capacity(record.len() + 2);
+            if self.torn.load(Ordering::Relaxed) {
+                line.push(b'\n');
+            }
+            line.extend_from_slice(&record);
+            line.push(b'\n');
+            // One write per record: a crash leaves at most a torn last line, which the reader skips. A
+            // write that failed part-way (a full disk) may have left one too.
+            if let Err(e) = (&self.file).write_all(&line) {
+                self.torn.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+            self.torn.store(false, Ordering::Relaxed);
             *written += 1;
             *written
         };
@@ -192,7 +236,9 @@ pub fn read(path: &Path) -> Result<Vec<Record>, String> {
                 {
                     return Err(version_error(path, i + 1, &found.to_string()));
                 }
-                if i != last {
+                // A torn write (a crash or a full disk mid-line) is an incomplete record: skip it
+                // wherever it is, since the next record starts on a fresh line.
+                if i != last && !e.is_eof() {
                     return Err(format!(
                         "{}:{}: not a journal record: {e}",
                         path.display(),
@@ -254,6 +300,12 @@ pub struct Replay {
     pub submissions: BTreeMap<String, Vec<Submission>>,
     /// True when the journal has an `end` record (the run finished, possibly with failures).
     pub ended: bool,
+    /// False when the run was made with `--no-cache`.
+    pub cache: bool,
+    /// `--vars-from` of the run.
+    pub vars_from: Option<String>,
+    /// True when the run took the plan's lock.
+    pub lock: bool,
 }
 
 impl Replay {
@@ -305,6 +357,9 @@ pub fn replay(records: &[Record]) -> Result<Replay, String> {
                 vars_files,
                 coordinator,
                 embedded,
+                cache,
+                vars_from,
+                lock,
                 ..
             } => {
                 if !seen_run {
@@ -313,6 +368,9 @@ pub fn replay(records: &[Record]) -> Result<Replay, String> {
                     r.plan_hash = plan_hash.clone();
                     r.set = set.clone();
                     r.vars_files = vars_files.clone();
+                    r.cache = *cache;
+                    r.vars_from = vars_from.clone();
+                    r.lock = *lock;
                     seen_run = true;
                 }
                 r.coordinator = coordinator.clone();
@@ -394,6 +452,9 @@ mod tests {
                 embedded: false,
                 attempt: 0,
                 at: "t".into(),
+                cache: true,
+                vars_from: None,
+                lock: false,
             },
             true,
         )
@@ -446,6 +507,37 @@ mod tests {
         );
         assert_eq!(r.submissions["b"][0].job_id, None);
         assert!(!r.ended);
+    }
+
+    #[test]
+    fn after_a_torn_line_the_next_record_starts_a_fresh_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.jsonl");
+        // What a full disk or a crash leaves: a record cut mid-line.
+        std::fs::write(&path, "{\"end\":{\"status\":\"succ").unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let end = Record::End {
+            status: "succeeded".into(),
+            exit_code: 0,
+        };
+        j.append(&end, true).unwrap();
+        j.append(&end, true).unwrap();
+        drop(j);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 3, "{text}");
+        let records = read(&path).unwrap();
+        assert_eq!(
+            records.len(),
+            2,
+            "the torn line is skipped, both records read"
+        );
+        // Garbage that is not a cut record is still an error, wherever it is.
+        std::fs::write(
+            &path,
+            "{\"end\": 1}\n{\"end\":{\"status\":\"x\",\"exit_code\":0}}\n",
+        )
+        .unwrap();
+        assert!(read(&path).unwrap_err().contains("journal.jsonl:1"));
     }
 
     #[test]

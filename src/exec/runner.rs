@@ -56,6 +56,8 @@ pub struct RunOptions {
     pub vars_files: Vec<PathBuf>,
     /// What an earlier start of this run did, when resuming it.
     pub resume: Option<Arc<Replay>>,
+    /// True when the run holds the plan's lock (`--lock`; journaled so that a resume takes it too).
+    pub lock: bool,
 }
 
 impl RunOptions {
@@ -74,6 +76,7 @@ impl RunOptions {
             set: Vec::new(),
             vars_files: Vec::new(),
             resume: None,
+            lock: false,
         }
     }
 }
@@ -300,6 +303,9 @@ fn header(plan: &CheckedPlan, coordinator: &str, options: &RunOptions, run: &Run
         embedded: options.embedded,
         attempt: options.resume.as_ref().map_or(0, |r| r.attempts),
         at: run.started_at.clone(),
+        cache: options.cache,
+        vars_from: options.inputs.vars_from.clone(),
+        lock: options.lock,
     }
 }
 

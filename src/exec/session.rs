@@ -130,31 +130,38 @@ pub async fn run_with_reports<C: Coordinator + 'static>(
     })
 }
 
-/// A token cancelled on Ctrl-C or SIGTERM.
+/// A token cancelled on Ctrl-C or SIGTERM. The handlers are in place when this returns (it must be
+/// called inside a tokio runtime): a signal that arrives before the run's loop starts still cancels it,
+/// instead of killing the process with the default action.
 pub fn interrupt_on_signals() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
-    tokio::spawn(async move {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            let mut term = match signal(SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let streams =
+            signal(SignalKind::interrupt()).and_then(|i| Ok((i, signal(SignalKind::terminate())?)));
+        match streams {
+            Ok((mut int, mut term)) => {
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
+                    t.cancel();
+                });
+            }
+            Err(_) => {
+                tokio::spawn(async move {
                     let _ = tokio::signal::ctrl_c().await;
                     t.cancel();
-                    return;
-                }
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+                });
             }
         }
-        #[cfg(not(unix))]
-        {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+    }
+    #[cfg(not(unix))]
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
         t.cancel();
     });
     token

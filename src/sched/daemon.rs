@@ -73,7 +73,11 @@ fn stamp(t: DateTime<Utc>) -> String {
 
 /// Writes one log line to stderr, prefixed with the scheduler's time.
 fn log(clock: &Clock, line: &str) {
-    eprintln!("{} scheduler: {line}", stamp(clock.now()));
+    // A closed stderr must not stop the scheduler: the line is dropped.
+    let _ = std::io::Write::write_fmt(
+        &mut std::io::stderr(),
+        format_args!("{} scheduler: {line}\n", stamp(clock.now())),
+    );
 }
 
 /// Shared between the loop and the tasks that run children.

@@ -254,6 +254,18 @@ fn execute_plan(
             return exit::INVALID;
         }
     };
+    // Every endpoint a plan uses needs a token: without one, say so before anything is sent.
+    if let Some(url) = config
+        .coordinator_url
+        .as_ref()
+        .filter(|_| config.token.is_none())
+    {
+        eprintln!(
+            "error: no credentials for the coordinator at {url}: set AITBC_TOKEN to a client token \
+             (or AITBC_TOKEN_FILE to a file that holds one); nothing was sent"
+        );
+        return exit::UNREACHABLE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -163,11 +163,17 @@ impl HttpCoordinator {
         self.pacer.acquire(req.class).await;
         let mut url = req.url.clone();
         let mut hops = 0;
+        // The request's timeout covers its redirects too.
+        let started = std::time::Instant::now();
         let (url_text, status, headers, body) = loop {
             let url_text = url.to_string();
             let transport = |e: reqwest::Error| transport_error(&url_text, req.timeout, &e);
+            let left = req
+                .timeout
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_millis(1));
             let mut resp = self
-                .request(&req, url.clone())
+                .request(&req, url.clone(), left)
                 .send()
                 .await
                 .map_err(transport)?;
@@ -203,12 +209,17 @@ impl HttpCoordinator {
         }
     }
 
-    /// The request of `req`, sent to `url` (its own or one it was redirected to).
-    fn request<B: Serialize>(&self, req: &Req<'_, B>, url: Url) -> reqwest::RequestBuilder {
+    /// The request of `req`, sent to `url` (its own or one it was redirected to) within `timeout`.
+    fn request<B: Serialize>(
+        &self,
+        req: &Req<'_, B>,
+        url: Url,
+        timeout: Duration,
+    ) -> reqwest::RequestBuilder {
         let mut rb = self
             .http
             .request(req.method.clone(), url)
-            .timeout(req.timeout)
+            .timeout(timeout)
             .header(reqwest::header::ACCEPT, "application/json");
         if let Some(t) = &self.token {
             rb = rb.bearer_auth(t.expose());

@@ -400,6 +400,17 @@ mod tests {
     }
 
     #[test]
+    fn refused_credentials_are_unreachable_and_remembered_as_refused() {
+        let mut d = dispatcher(&[("a", &[]), ("b", &[])], 2, false);
+        take(&mut d);
+        d.finished(0, S::Failed, Some(F::Unreachable), false);
+        assert!(!d.credentials_refused());
+        d.finished(1, S::Failed, Some(F::Refused), false);
+        assert!(d.credentials_refused());
+        assert_eq!(d.outcome(), (RunStatus::Unreachable, exit::UNREACHABLE));
+    }
+
+    #[test]
     fn an_interrupt_stops_starting_steps_and_outranks_every_failure() {
         let mut d = dispatcher(&[("a", &[]), ("b", &[]), ("c", &[])], 2, true);
         assert_eq!(take(&mut d), [0, 1]);

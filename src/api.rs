@@ -681,6 +681,17 @@ pub enum ReceiptError {
     /// The signature does not match the receipt.
     #[error("the receipt's signature does not match its contents")]
     Mismatch,
+    /// A signed receipt, but of another job.
+    #[error("the receipt is signed for job {0}, not this one")]
+    OtherJob(String),
+    /// The receipt does not carry the result it signs (`metadata.result`).
+    #[error("the receipt does not say which result it signs (no metadata.result)")]
+    NoSignedResult,
+    /// The result served is not the one the receipt signs.
+    #[error(
+        "the result served differs from the result the receipt signs (metadata.result): it was changed after signing"
+    )]
+    ResultDiffers,
 }
 
 /// Verifies a receipt's Ed25519 signature over its canonical JSON, with the key it names.

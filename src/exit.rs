@@ -20,7 +20,7 @@ pub fn for_client(e: &crate::client::ClientError) -> i32 {
     use crate::client::ClientError;
     match e {
         ClientError::Unavailable { .. } | ClientError::Auth { .. } => UNREACHABLE,
-        ClientError::Timeout { .. } => TIMEOUT,
+        ClientError::Timeout { .. } | ClientError::OutOfTime { .. } => TIMEOUT,
         _ => STEP_FAILED,
     }
 }
@@ -34,7 +34,7 @@ pub fn for_op(e: &crate::ops::OpError) -> i32 {
         OpError::Rules(_) => INVALID,
         OpError::BalanceUnknown { error, .. } | OpError::Client(error) => for_client(error),
         OpError::WaitTimeout { .. } => TIMEOUT,
-        OpError::JobEnded { .. } => STEP_FAILED,
+        OpError::JobEnded { .. } | OpError::ResultUnavailable { .. } => STEP_FAILED,
     }
 }
 
@@ -72,11 +72,20 @@ mod tests {
         assert_eq!(for_client(&down), UNREACHABLE);
         assert_eq!(for_client(&slow), TIMEOUT);
         assert_eq!(for_client(&gone), STEP_FAILED);
+        let out_of_time = ClientError::OutOfTime {
+            url: "u".into(),
+            left: std::time::Duration::from_secs(3),
+            wait: Some(std::time::Duration::from_secs(60)),
+            retry_after: true,
+            last: None,
+        };
+        assert_eq!(for_client(&out_of_time), TIMEOUT);
         assert_eq!(for_op(&OpError::from(gone)), STEP_FAILED);
         assert_eq!(for_op(&OpError::Input("x".into())), INVALID);
         let timeout = OpError::WaitTimeout {
             last: view("RUNNING"),
             after: std::time::Duration::from_secs(20),
+            retry_after: None,
         };
         assert_eq!(for_op(&timeout), TIMEOUT);
         assert_eq!(

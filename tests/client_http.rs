@@ -348,6 +348,10 @@ fn kind(e: &ClientError) -> &'static str {
         ClientError::Invalid { .. } => "Invalid",
         ClientError::InsufficientBalance { .. } => "InsufficientBalance",
         ClientError::Protocol { .. } => "Protocol",
+        ClientError::TooLarge { .. } => "TooLarge",
+        ClientError::Redirect { .. } => "Redirect",
+        ClientError::WrongJob { .. } => "WrongJob",
+        ClientError::OutOfTime { .. } => "OutOfTime",
     }
 }
 
@@ -447,4 +451,83 @@ fn debug_output_hides_secrets() {
     let c = HttpCoordinator::new(&config).unwrap();
     let text = format!("{config:?} {c:?}");
     assert!(!text.contains("SECRET"), "{text}");
+}
+
+/// A server whose error answers never end and whose details carry terminal escapes: the client reads
+/// as much as a message needs, classifies the answer by its status, and prints nothing raw.
+#[tokio::test]
+async fn an_endless_error_body_is_cut_and_its_escapes_are_not_printed() {
+    let app = Router::new().fallback(|| async {
+        let start = futures_util::stream::once(async {
+            Ok::<_, std::io::Error>(axum::body::Bytes::from_static(
+                b"{\"detail\": \"\x1b[2J\x1b]0;pwned\x07 busy",
+            ))
+        });
+        let rest = futures_util::stream::repeat_with(|| {
+            Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![b'x'; 64 * 1024]))
+        });
+        Response::builder()
+            .status(503)
+            .header("content-type", "application/json")
+            .body(Body::from_stream(futures_util::StreamExt::chain(
+                start, rest,
+            )))
+            .unwrap()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let started = std::time::Instant::now();
+    let e = client(&url).job(&id()).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        matches!(
+            e,
+            ClientError::Unavailable {
+                status: Some(503),
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let text = e.to_string();
+    assert!(!text.contains('\x1b') && !text.contains('\x07'), "{text:?}");
+    assert!(text.len() < 1000, "{} bytes", text.len());
+}
+
+#[tokio::test]
+async fn a_limit_applies_to_ok_answers_naming_the_url_and_the_setting() {
+    let big = format!(
+        r#"{{"wallet_id": "w", "balance_ait": "1 AIT", "pad": "{}"}}"#,
+        "x".repeat(4096)
+    );
+    let s = json_stub(200, &big).await;
+    let mut config = ClientConfig::for_url(&s.url).unwrap();
+    config.max_response = 2048;
+    let e = HttpCoordinator::new(&config)
+        .unwrap()
+        .balance("w")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e,
+        ClientError::TooLarge {
+            url: format!("{}/v1/wallets/w/balance", s.url),
+            limit: 2048,
+            declared: Some(big.len() as u64),
+            setting: "AITBC_MAX_RESPONSE",
+        }
+    );
+    assert!(!e.is_retryable());
+    // A job read has the larger limit.
+    let s = json_stub(200, &job_json("QUEUED")).await;
+    let mut config = ClientConfig::for_url(&s.url).unwrap();
+    config.max_response = 16;
+    HttpCoordinator::new(&config)
+        .unwrap()
+        .job(&id())
+        .await
+        .unwrap();
 }

@@ -277,6 +277,18 @@ fn execute_plan(
             return exit::INVALID;
         }
     };
+    // Every endpoint a plan uses needs a token: without one, say so before anything is sent.
+    if let Some(url) = config
+        .coordinator_url
+        .as_ref()
+        .filter(|_| config.token.is_none())
+    {
+        errln!(
+            "error: no credentials for the coordinator at {url}: set AITBC_TOKEN to a client token \
+             (or AITBC_TOKEN_FILE to a file that holds one); nothing was sent"
+        );
+        return exit::UNREACHABLE;
+    }
     let mode = if p.quiet {
         Mode::Quiet
     } else if std::io::stderr().is_terminal() {

@@ -171,7 +171,19 @@ pub struct ClientConfig {
     pub submit_timeout: Duration,
     /// Client-side pacing per endpoint class.
     pub pacing: Pacing,
+    /// The largest answer read from any endpoint, in bytes (`AITBC_MAX_RESPONSE`).
+    pub max_response: u64,
+    /// The largest answer that carries a job — its view, result, receipt or a list of jobs — in bytes
+    /// (`AITBC_MAX_RESULT`).
+    pub max_result: u64,
 }
+
+/// The default of [`ClientConfig::max_response`]: 4 MiB.
+pub const DEFAULT_MAX_RESPONSE: u64 = 4 << 20;
+/// The default of [`ClientConfig::max_result`]: 16 MiB.
+pub const DEFAULT_MAX_RESULT: u64 = 16 << 20;
+/// The highest response limit that can be set: 1 GiB.
+pub const MAX_RESPONSE_LIMIT: u64 = 1 << 30;
 
 impl Default for ClientConfig {
     fn default() -> Self {
@@ -184,6 +196,8 @@ impl Default for ClientConfig {
             read_timeout: Duration::from_secs(10),
             submit_timeout: Duration::from_secs(30),
             pacing: Pacing::unlimited(),
+            max_response: DEFAULT_MAX_RESPONSE,
+            max_result: DEFAULT_MAX_RESULT,
         }
     }
 }
@@ -232,6 +246,12 @@ impl ClientConfig {
         }
         if let Some(t) = var("AITBC_READ_TIMEOUT") {
             c.read_timeout = parse_timeout("AITBC_READ_TIMEOUT", &t)?;
+        }
+        if let Some(t) = var("AITBC_MAX_RESPONSE") {
+            c.max_response = parse_limit("AITBC_MAX_RESPONSE", &t)?;
+        }
+        if let Some(t) = var("AITBC_MAX_RESULT") {
+            c.max_result = parse_limit("AITBC_MAX_RESULT", &t)?;
         }
         Ok(c)
     }
@@ -289,6 +309,44 @@ fn read_token_file(path: PathBuf) -> Result<Secret, ConfigError> {
         });
     }
     Ok(Secret::new(t))
+}
+
+/// Parses a size: a number of bytes, or with a unit (`512KiB`, `4MiB`, `1GiB`; `KB`/`MB`/`GB` are
+/// powers of 1000).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let bad =
+        || format!("`{text}` is not a size (expected e.g. `4MiB`, `512KiB` or a number of bytes)");
+    let t = text.trim();
+    let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+    if digits == 0 {
+        return Err(bad());
+    }
+    let n: u64 = t[..digits].parse().map_err(|_| bad())?;
+    let unit: u64 = match t[digits..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(unit).ok_or_else(bad)
+}
+
+fn parse_limit(name: &str, text: &str) -> Result<u64, ConfigError> {
+    let n = parse_size(text).map_err(|reason| ConfigError::Bad {
+        name: name.into(),
+        reason,
+    })?;
+    if !(1024..=MAX_RESPONSE_LIMIT).contains(&n) {
+        return Err(ConfigError::Bad {
+            name: name.into(),
+            reason: format!("`{text}` is outside 1 KiB … 1 GiB"),
+        });
+    }
+    Ok(n)
 }
 
 fn parse_timeout(name: &str, text: &str) -> Result<Duration, ConfigError> {
@@ -388,6 +446,35 @@ mod tests {
         assert!(!debug.contains("SECRET"), "{debug}");
         assert!(debug.contains("***"));
         assert_eq!(format!("{}", c.token.unwrap()), "***");
+    }
+
+    #[test]
+    fn response_limits_parse_with_units_and_bounds() {
+        assert_eq!(parse_size("4MiB"), Ok(4 << 20));
+        assert_eq!(parse_size("512 KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("2048"), Ok(2048));
+        assert_eq!(parse_size("1gb"), Ok(1_000_000_000));
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("4 parsecs").is_err());
+        let c = ClientConfig::from_lookup(
+            &ConfigOverrides::default(),
+            env(&[
+                ("AITBC_MAX_RESPONSE", "1MiB"),
+                ("AITBC_MAX_RESULT", "64MiB"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!((c.max_response, c.max_result), (1 << 20, 64 << 20));
+        let c = ClientConfig::from_lookup(&ConfigOverrides::default(), env(&[])).unwrap();
+        assert_eq!((c.max_response, c.max_result), (4 << 20, 16 << 20));
+        for bad in ["10", "2GiB"] {
+            let e = ClientConfig::from_lookup(
+                &ConfigOverrides::default(),
+                env(&[("AITBC_MAX_RESULT", bad)]),
+            )
+            .unwrap_err();
+            assert!(e.to_string().starts_with("AITBC_MAX_RESULT: "), "{e}");
+        }
     }
 
     #[test]

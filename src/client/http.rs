@@ -5,10 +5,16 @@
 //! `{"error": {"type", "message", "status_code"}}`) are read leniently, and a body that is not what the
 //! API promises becomes [`ClientError::Protocol`] with enough of it to debug. The client never retries:
 //! the executor owns retries, and it needs to see every failure to keep submits exactly-once.
+//!
+//! A server is not trusted to be well-behaved: every answer is read up to a limit (the answers that
+//! carry a job — its view, result, receipt, a list of jobs — have a larger one), and a redirect is
+//! followed only for a GET and only within the configured origin, so that a request's body (the job,
+//! its prompt and wallet, the idempotency key) and its token never go anywhere else. Errors name the
+//! URL that answered.
 
 use std::time::Duration;
 
-use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
 use reqwest::{Method, StatusCode, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -34,7 +40,22 @@ pub struct HttpCoordinator {
     api_key: Option<Secret>,
     read_timeout: Duration,
     submit_timeout: Duration,
+    max_response: u64,
+    max_result: u64,
     pacer: Pacer,
+}
+
+/// Redirects followed for one GET, at most (within the same origin).
+const MAX_REDIRECTS: usize = 5;
+
+/// What is kept of an error answer's body: enough for its message.
+const ERROR_BODY_LIMIT: u64 = 64 << 10;
+
+/// The size limit of one answer, and the setting that raises it (for the message).
+#[derive(Clone, Copy)]
+struct Limit {
+    bytes: u64,
+    setting: &'static str,
 }
 
 /// One request, described for [`HttpCoordinator::send`].
@@ -45,6 +66,7 @@ struct Req<'a, B: Serialize> {
     body: Option<&'a B>,
     idempotency_key: Option<&'a str>,
     timeout: Duration,
+    limit: Limit,
 }
 
 impl HttpCoordinator {
@@ -57,6 +79,8 @@ impl HttpCoordinator {
         let wallet_base = config.wallet_url.clone().unwrap_or_else(|| base.clone());
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
+            // Redirects are followed by `send`, which knows the method and the origin.
+            .redirect(reqwest::redirect::Policy::none())
             .pool_idle_timeout(Duration::from_secs(90))
             .user_agent(concat!("aitbc-flow/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -70,6 +94,8 @@ impl HttpCoordinator {
             api_key: config.api_key.clone(),
             read_timeout: config.read_timeout,
             submit_timeout: config.submit_timeout,
+            max_response: config.max_response,
+            max_result: config.max_result,
             pacer: Pacer::new(&config.pacing),
         })
     }
@@ -90,6 +116,23 @@ impl HttpCoordinator {
         Self::url(&self.base, segments)
     }
 
+    /// The limit of answers that carry no job (balances, payments, allocations, offers).
+    fn small(&self) -> Limit {
+        Limit {
+            bytes: self.max_response,
+            setting: "AITBC_MAX_RESPONSE",
+        }
+    }
+
+    /// The limit of answers that carry a job: its view, result or receipt, or a list of jobs.
+    fn large(&self) -> Limit {
+        Limit {
+            bytes: self.max_result,
+            setting: "AITBC_MAX_RESULT",
+        }
+    }
+
+    /// A GET of an answer that carries no job.
     fn read<'a>(&self, url: Url) -> Req<'a, ()> {
         Req {
             method: Method::GET,
@@ -98,20 +141,85 @@ impl HttpCoordinator {
             body: None,
             idempotency_key: None,
             timeout: self.read_timeout,
+            limit: self.small(),
         }
     }
 
-    /// Sends one request and classifies the answer: a 2xx body parsed as `T`, or a [`ClientError`].
+    /// A GET of an answer that carries a job.
+    fn read_job<'a>(&self, url: Url) -> Req<'a, ()> {
+        Req {
+            limit: self.large(),
+            ..self.read(url)
+        }
+    }
+
+    /// Sends one request and classifies the answer: a 2xx body parsed as `T`, or a [`ClientError`]
+    /// naming the URL that answered. A GET follows redirects within the configured origin; anything
+    /// else that redirects is an error.
     async fn send<T: DeserializeOwned, B: Serialize>(
         &self,
         req: Req<'_, B>,
     ) -> Result<(StatusCode, T), ClientError> {
         self.pacer.acquire(req.class).await;
-        let url_text = req.url.to_string();
+        let mut url = req.url.clone();
+        let mut hops = 0;
+        // The request's timeout covers its redirects too.
+        let started = std::time::Instant::now();
+        let (url_text, status, headers, body) = loop {
+            let url_text = url.to_string();
+            let transport = |e: reqwest::Error| transport_error(&url_text, req.timeout, &e);
+            let left = req
+                .timeout
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_millis(1));
+            let mut resp = self
+                .request(&req, url.clone(), left)
+                .send()
+                .await
+                .map_err(transport)?;
+            let status = resp.status();
+            if status.is_redirection()
+                && let Some(location) = resp.headers().get(LOCATION)
+            {
+                let next = self.redirect(&req, &url, status, location, hops)?;
+                hops += 1;
+                url = next;
+                continue;
+            }
+            let headers = resp.headers().clone();
+            let body = if status.is_success() {
+                read_body(&mut resp, &url_text, req.timeout, req.limit, false).await?
+            } else {
+                // An error answer is read as far as its message needs; the rest is dropped.
+                let cut = Limit {
+                    bytes: ERROR_BODY_LIMIT.min(req.limit.bytes),
+                    ..req.limit
+                };
+                read_body(&mut resp, &url_text, req.timeout, cut, true).await?
+            };
+            break (url_text, status, headers, body);
+        };
+        if status.is_success() {
+            match serde_json::from_slice::<T>(&body) {
+                Ok(v) => Ok((status, v)),
+                Err(e) => Err(protocol(&url_text, status, &headers, &body, e.to_string())),
+            }
+        } else {
+            Err(classify_error(&url_text, status, &headers, &body))
+        }
+    }
+
+    /// The request of `req`, sent to `url` (its own or one it was redirected to) within `timeout`.
+    fn request<B: Serialize>(
+        &self,
+        req: &Req<'_, B>,
+        url: Url,
+        timeout: Duration,
+    ) -> reqwest::RequestBuilder {
         let mut rb = self
             .http
-            .request(req.method, req.url)
-            .timeout(req.timeout)
+            .request(req.method.clone(), url)
+            .timeout(timeout)
             .header(reqwest::header::ACCEPT, "application/json");
         if let Some(t) = &self.token {
             rb = rb.bearer_auth(t.expose());
@@ -125,19 +233,89 @@ impl HttpCoordinator {
         if let Some(b) = req.body {
             rb = rb.json(b);
         }
-        let transport = |e: reqwest::Error| transport_error(&url_text, req.timeout, &e);
-        let resp = rb.send().await.map_err(transport)?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp.bytes().await.map_err(transport)?;
-        if status.is_success() {
-            match serde_json::from_slice::<T>(&body) {
-                Ok(v) => Ok((status, v)),
-                Err(e) => Err(protocol(&url_text, status, &headers, &body, e.to_string())),
-            }
-        } else {
-            Err(classify_error(&url_text, status, &headers, &body))
+        rb
+    }
+
+    /// Where a redirect from `from` leads, when it may be followed: only a GET, only within the origin
+    /// asked (scheme, host and port), at most [`MAX_REDIRECTS`] times.
+    fn redirect<B: Serialize>(
+        &self,
+        req: &Req<'_, B>,
+        from: &Url,
+        status: StatusCode,
+        location: &reqwest::header::HeaderValue,
+        hops: usize,
+    ) -> Result<Url, ClientError> {
+        let shown = String::from_utf8_lossy(location.as_bytes()).into_owned();
+        let refuse = |why: String| ClientError::Redirect {
+            url: from.to_string(),
+            status: status.as_u16(),
+            location: printable(&shown, 200),
+            why,
+        };
+        let next = from
+            .join(&shown)
+            .map_err(|e| refuse(format!("the location is not a URL ({e})")))?;
+        if req.method != Method::GET {
+            return Err(refuse(format!(
+                "a {} is never redirected (it would send its body again, elsewhere or as another request)",
+                req.method
+            )));
         }
+        if next.origin() != req.url.origin() {
+            return Err(refuse(format!(
+                "it leaves {} (the token and the request stay with the configured coordinator)",
+                req.url.origin().ascii_serialization()
+            )));
+        }
+        if hops >= MAX_REDIRECTS {
+            return Err(refuse(format!("more than {MAX_REDIRECTS} redirects")));
+        }
+        Ok(next)
+    }
+}
+
+/// Reads a body up to `limit` bytes. Over the limit it fails naming the URL and the setting — or, with
+/// `truncate` (error answers), keeps what was read. A declared `Content-Length` over the limit fails
+/// before anything is read.
+async fn read_body(
+    resp: &mut reqwest::Response,
+    url: &str,
+    timeout: Duration,
+    limit: Limit,
+    truncate: bool,
+) -> Result<Vec<u8>, ClientError> {
+    let too_large = |declared: Option<u64>| ClientError::TooLarge {
+        url: url.to_string(),
+        limit: limit.bytes,
+        declared,
+        setting: limit.setting,
+    };
+    let declared = resp.content_length();
+    if !truncate && let Some(n) = declared.filter(|n| *n > limit.bytes) {
+        return Err(too_large(Some(n)));
+    }
+    let cap = usize::try_from(limit.bytes).unwrap_or(usize::MAX);
+    let mut body = Vec::with_capacity(declared.map_or(0, |n| (n as usize).min(cap)));
+    loop {
+        let chunk = match resp.chunk().await {
+            Ok(Some(c)) => c,
+            Ok(None) => return Ok(body),
+            // A body cut short after its headers: the answer is lost, as with a dropped connection.
+            Err(e) if truncate => {
+                tracing::debug!("error body from {url} cut short: {e}");
+                return Ok(body);
+            }
+            Err(e) => return Err(transport_error(url, timeout, &e)),
+        };
+        if body.len() + chunk.len() > cap {
+            if truncate {
+                body.extend_from_slice(&chunk[..cap - body.len()]);
+                return Ok(body);
+            }
+            return Err(too_large(declared));
+        }
+        body.extend_from_slice(&chunk);
     }
 }
 
@@ -170,9 +348,27 @@ fn content_type(headers: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
-/// The first 200 bytes of a body, lossily decoded.
+/// The first 200 bytes of a body, lossily decoded (messages show it with `{:?}`, which escapes it).
 fn body_start(body: &[u8]) -> String {
     String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned()
+}
+
+/// Text from a server made safe to print: control characters (a terminal's escape sequences) escaped,
+/// and cut after `max` characters.
+fn printable(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == max {
+            out.push('…');
+            break;
+        }
+        if c.is_control() && c != ' ' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn protocol(
@@ -249,8 +445,18 @@ fn parse_error_body(body: &[u8]) -> ErrorBody {
     if out.message.is_none() {
         out.message = text(v.get("message"));
     }
+    out.message = out.message.map(|m| printable(&m, MESSAGE_CHARS));
+    out.details = out
+        .details
+        .into_iter()
+        .take(20)
+        .map(|(f, m)| (printable(&f, 100), printable(&m, MESSAGE_CHARS)))
+        .collect();
     out
 }
+
+/// The most of a server's message kept in an error.
+const MESSAGE_CHARS: usize = 300;
 
 /// Maps a non-2xx answer to its [`ClientError`].
 fn classify_error(url: &str, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> ClientError {
@@ -371,18 +577,19 @@ impl Coordinator for HttpCoordinator {
             body: Some(job),
             idempotency_key,
             timeout: self.submit_timeout,
+            limit: self.large(),
         };
         let (status, view) = self.send::<JobView, _>(req).await?;
         Ok((view, status == StatusCode::CREATED))
     }
 
     async fn job(&self, id: &JobId) -> Result<JobView, ClientError> {
-        let req = self.read(self.api(&["v1", "jobs", id.as_str()]));
+        let req = self.read_job(self.api(&["v1", "jobs", id.as_str()]));
         Ok(self.send(req).await?.1)
     }
 
     async fn result(&self, id: &JobId) -> Result<JobResult, ClientError> {
-        let req = self.read(self.api(&["v1", "jobs", id.as_str(), "result"]));
+        let req = self.read_job(self.api(&["v1", "jobs", id.as_str(), "result"]));
         Ok(self.send(req).await?.1)
     }
 
@@ -394,6 +601,7 @@ impl Coordinator for HttpCoordinator {
             body: None,
             idempotency_key: None,
             timeout: self.read_timeout,
+            limit: self.large(),
         };
         Ok(self.send(req).await?.1)
     }
@@ -418,11 +626,11 @@ impl Coordinator for HttpCoordinator {
         if url.query() == Some("") {
             url.set_query(None);
         }
-        Ok(self.send(self.read(url)).await?.1)
+        Ok(self.send(self.read_job(url)).await?.1)
     }
 
     async fn receipt(&self, id: &JobId) -> Result<Value, ClientError> {
-        let req = self.read(self.api(&["v1", "jobs", id.as_str(), "receipt"]));
+        let req = self.read_job(self.api(&["v1", "jobs", id.as_str(), "receipt"]));
         Ok(self.send(req).await?.1)
     }
 
@@ -439,6 +647,7 @@ impl Coordinator for HttpCoordinator {
             body: Some(request),
             idempotency_key: None,
             timeout: self.submit_timeout,
+            limit: self.small(),
         };
         Ok(self.send(req).await?.1)
     }
@@ -451,6 +660,7 @@ impl Coordinator for HttpCoordinator {
             body: Some(request),
             idempotency_key: None,
             timeout: self.read_timeout,
+            limit: self.small(),
         };
         Ok(self.send(req).await?.1)
     }

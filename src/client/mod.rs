@@ -123,6 +123,98 @@ pub enum ClientError {
         /// What did not fit.
         reason: String,
     },
+    /// The answer was larger than the limit for its endpoint; it was not read further.
+    #[error(
+        "the answer from {url} is larger than the {} limit for it{}: refused (raise {setting} if such answers are expected)",
+        fmt_bytes(*limit),
+        declared.map(|n| format!(" (it declares {})", fmt_bytes(n))).unwrap_or_default()
+    )]
+    TooLarge {
+        /// The URL that answered.
+        url: String,
+        /// The limit, in bytes.
+        limit: u64,
+        /// The size its `Content-Length` declared, when it declared one.
+        declared: Option<u64>,
+        /// The setting that raises the limit.
+        setting: &'static str,
+    },
+    /// A redirect that was not followed: to another origin, of a request other than GET, or too many.
+    #[error("{url} answered HTTP {status}, redirecting to {location}; not followed: {why}")]
+    Redirect {
+        /// The URL that answered.
+        url: String,
+        /// The 3xx status.
+        status: u16,
+        /// Where it pointed.
+        location: String,
+        /// Why it was not followed.
+        why: String,
+    },
+    /// The answer is about another job than the one asked for.
+    #[error("{url} answered with job {answered}, not job {asked}: refused")]
+    WrongJob {
+        /// The URL that answered.
+        url: String,
+        /// The job asked for.
+        asked: String,
+        /// The job the answer is about.
+        answered: String,
+    },
+    /// The step's timeout ended the request, or the delay before the next attempt would pass it. Made
+    /// by the operation layer's retry loop (`ops::Conn`), never by the transport.
+    #[error("{}", fmt_out_of_time(url, *left, *wait, *retry_after, last.as_deref()))]
+    OutOfTime {
+        /// The URL asked.
+        url: String,
+        /// What was left of the step's timeout.
+        left: Duration,
+        /// The delay the next attempt needed, when one would have followed.
+        wait: Option<Duration>,
+        /// True when that delay is the server's `Retry-After`.
+        retry_after: bool,
+        /// The answer of the last attempt, when one came.
+        last: Option<Box<ClientError>>,
+    },
+}
+
+/// `4 MiB`, `512 KiB`, `1000 bytes`.
+pub fn fmt_bytes(n: u64) -> String {
+    const KIB: u64 = 1024;
+    const MIB: u64 = 1024 * KIB;
+    const GIB: u64 = 1024 * MIB;
+    match n {
+        n if n >= GIB && n % GIB == 0 => format!("{} GiB", n / GIB),
+        n if n >= MIB && n % MIB == 0 => format!("{} MiB", n / MIB),
+        n if n >= KIB && n % KIB == 0 => format!("{} KiB", n / KIB),
+        n if n >= MIB => format!("{:.1} MiB", n as f64 / MIB as f64),
+        n => format!("{n} bytes"),
+    }
+}
+
+fn fmt_out_of_time(
+    url: &str,
+    left: Duration,
+    wait: Option<Duration>,
+    retry_after: bool,
+    last: Option<&ClientError>,
+) -> String {
+    let secs = |d: Duration| format!("{:.1}s", d.as_secs_f64());
+    let left = secs(left);
+    let last = last
+        .map(|e| format!("; last answer: {e}"))
+        .unwrap_or_default();
+    match wait {
+        Some(w) if retry_after => format!(
+            "{url} asked to retry after {} s (Retry-After), past the step's timeout ({left} left): gave up{last}",
+            w.as_secs()
+        ),
+        Some(w) => format!(
+            "the next attempt at {url} (in {}) would pass the step's timeout ({left} left): gave up{last}",
+            secs(w)
+        ),
+        None => format!("the step's timeout passed while waiting for {url}{last}"),
+    }
 }
 
 fn fmt_retry_after(d: &Option<Duration>) -> String {
@@ -154,10 +246,13 @@ impl ClientError {
     /// True when a request may have been committed by the service although no answer came back (a
     /// timeout, a dropped connection, a 5xx): a submit must then look the job up before it sends again.
     pub fn may_have_committed(&self) -> bool {
-        matches!(
-            self,
-            ClientError::Unavailable { .. } | ClientError::Timeout { .. }
-        )
+        match self {
+            ClientError::Unavailable { .. } | ClientError::Timeout { .. } => true,
+            ClientError::OutOfTime { last, .. } => {
+                last.as_deref().is_none_or(ClientError::may_have_committed)
+            }
+            _ => false,
+        }
     }
 
     /// The delay the service asked for, if any.
@@ -165,6 +260,26 @@ impl ClientError {
         match self {
             ClientError::RateLimited { retry_after, .. } => *retry_after,
             _ => None,
+        }
+    }
+
+    /// The URL the error is about, when it names one.
+    pub fn url(&self) -> Option<&str> {
+        match self {
+            ClientError::Unavailable { url, .. }
+            | ClientError::Timeout { url, .. }
+            | ClientError::RateLimited { url, .. }
+            | ClientError::Auth { url, .. }
+            | ClientError::NotFound { url, .. }
+            | ClientError::NotReady { url }
+            | ClientError::Conflict { url, .. }
+            | ClientError::Invalid { url, .. }
+            | ClientError::Protocol { url, .. }
+            | ClientError::TooLarge { url, .. }
+            | ClientError::Redirect { url, .. }
+            | ClientError::WrongJob { url, .. }
+            | ClientError::OutOfTime { url, .. } => Some(url),
+            ClientError::InsufficientBalance { .. } => None,
         }
     }
 }

@@ -58,6 +58,8 @@ pub struct Dispatcher {
     failed: bool,
     /// A step timed out.
     timed_out: bool,
+    /// The coordinator refused our credentials (a kind of "unreachable").
+    refused: bool,
     /// A step could not reach the coordinator.
     unreachable: bool,
 }
@@ -103,6 +105,7 @@ impl Dispatcher {
             stop: None,
             failed: false,
             timed_out: false,
+            refused: false,
             unreachable: false,
         }
     }
@@ -149,8 +152,9 @@ impl Dispatcher {
                 self.timed_out = true;
                 Stop::TimedOut
             }
-            StepFailure::Unreachable => {
+            StepFailure::Unreachable | StepFailure::Refused => {
                 self.unreachable = true;
+                self.refused |= f == StepFailure::Refused;
                 Stop::Unreachable
             }
             StepFailure::Failed | StepFailure::Cancelled => {
@@ -196,6 +200,12 @@ impl Dispatcher {
             .enumerate()
             .filter(|(_, s)| s.is_none())
             .map(|(i, _)| (i, self.blocked(i)))
+    }
+
+    /// True when a step failed because the coordinator refused our credentials: the run's status is
+    /// `unreachable` (exit 3), and this says which of the two it was.
+    pub fn credentials_refused(&self) -> bool {
+        self.refused
     }
 
     /// The run's status and exit code. An interruption outranks everything (the user asked to stop);
@@ -386,6 +396,17 @@ mod tests {
         );
         assert_eq!(d.finished(1, S::Failed, Some(F::Unreachable), false), None);
         assert_eq!(d.stop(), Some(Stop::Failed));
+        assert_eq!(d.outcome(), (RunStatus::Unreachable, exit::UNREACHABLE));
+    }
+
+    #[test]
+    fn refused_credentials_are_unreachable_and_remembered_as_refused() {
+        let mut d = dispatcher(&[("a", &[]), ("b", &[])], 2, false);
+        take(&mut d);
+        d.finished(0, S::Failed, Some(F::Unreachable), false);
+        assert!(!d.credentials_refused());
+        d.finished(1, S::Failed, Some(F::Refused), false);
+        assert!(d.credentials_refused());
         assert_eq!(d.outcome(), (RunStatus::Unreachable, exit::UNREACHABLE));
     }
 

@@ -1,6 +1,7 @@
-//! The balance preflight: before anything is submitted, each wallet the plan pays from must hold what
-//! the plan will spend from it, so that a run that cannot be paid for is refused whole instead of
-//! failing half-way with some jobs already paid.
+//! The preflight: before anything is submitted, the coordinator must accept our credentials and each
+//! wallet the plan pays from must hold what the plan will spend from it, so that a run that cannot be
+//! paid for — or cannot even be sent — is refused whole instead of failing half-way with some jobs
+//! already paid.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
+use crate::api::ListQuery;
 use crate::client::{ClientError, Coordinator};
 use crate::money::Money;
 use crate::ops::retry::RetryPolicy;
@@ -25,15 +27,52 @@ impl Trace for Jitter {
     }
 }
 
-/// Adds up what the plan will spend per wallet and compares it with each balance. Returns one message
-/// per wallet that cannot pay; an error when a balance cannot be read (each read is retried with the
-/// plan's default retry policy).
+/// Why the preflight could not finish.
+#[derive(Debug)]
+pub enum PreflightError {
+    /// The coordinator did not take our credentials, or could not be asked whether it does.
+    Credentials(ClientError),
+    /// A balance could not be read.
+    Balance(ClientError),
+}
+
+impl PreflightError {
+    /// The client error behind it.
+    pub fn client(&self) -> &ClientError {
+        match self {
+            PreflightError::Credentials(e) | PreflightError::Balance(e) => e,
+        }
+    }
+}
+
+impl std::fmt::Display for PreflightError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PreflightError::Credentials(e @ ClientError::Auth { .. }) => write!(
+                f,
+                "credentials refused, nothing was submitted: {e}. Set AITBC_TOKEN (or AITBC_TOKEN_FILE) to a valid client token for this coordinator (tokens are valid for 24 h)"
+            ),
+            PreflightError::Credentials(e) => write!(
+                f,
+                "the coordinator could not be asked before the first submit, nothing was submitted: {e}"
+            ),
+            PreflightError::Balance(e) => write!(f, "balance preflight failed: {e}"),
+        }
+    }
+}
+
+/// Asks the coordinator once (one job read) whether it takes our credentials — with `probe`, and only
+/// when the plan will pay for something — then adds up what the plan will spend per wallet and compares
+/// it with each balance. Returns one message per wallet that cannot pay; an error when the coordinator
+/// refuses us or a balance cannot be read (each request is retried with the plan's default retry
+/// policy, within the plan's default step timeout).
 pub async fn preflight<C: Coordinator>(
     plan: &CheckedPlan,
     coord: &C,
     already_paid: &BTreeMap<String, Money>,
     seed: Option<u64>,
-) -> Result<Vec<String>, ClientError> {
+    probe: bool,
+) -> Result<Vec<String>, PreflightError> {
     let (mut spend, _unknown) = crate::plan::spend::spend_per_wallet(plan);
     // A resumed run has paid for the jobs it submitted already: only the rest must be covered.
     for (wallet, paid) in already_paid {
@@ -46,14 +85,34 @@ pub async fn preflight<C: Coordinator>(
         Some(s) => StdRng::seed_from_u64(s),
         None => StdRng::from_os_rng(),
     }));
+    // A Retry-After of a year is not waited for here either: the preflight gets a step's time.
+    let timeout = plan
+        .plan
+        .defaults
+        .timeout
+        .map_or(crate::plan::check::DEFAULT_TIMEOUT, |t| t.get());
     let conn = Conn::new(coord)
         .with_retry(RetryPolicy::new(
             plan.plan.defaults.retry.clone().unwrap_or_default(),
         ))
-        .with_trace(&jitter);
+        .with_trace(&jitter)
+        .with_deadline(tokio::time::Instant::now() + timeout);
+    if probe && !spend.is_empty() {
+        let one = ListQuery {
+            limit: Some(1),
+            ..ListQuery::default()
+        };
+        conn.call(|c| c.list(&one))
+            .await
+            .map_err(PreflightError::Credentials)?;
+    }
     let mut problems = Vec::new();
     for (wallet, needed) in &spend {
-        let held = conn.call(|c| c.balance(wallet)).await?.balance;
+        let held = conn
+            .call(|c| c.balance(wallet))
+            .await
+            .map_err(PreflightError::Balance)?
+            .balance;
         if held < *needed {
             problems.push(format!(
                 "wallet {wallet} holds {held} AITBC, the plan needs {needed}: {} short",

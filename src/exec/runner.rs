@@ -182,7 +182,7 @@ pub async fn execute<C: Coordinator + 'static>(
     };
 
     let Some(journal) = open_journal(&plan, coord.base_url(), &options, &run, &events) else {
-        return announce_end(&events, RunStatus::Failed, exit::STEP_FAILED);
+        return announce_end(&events, RunStatus::Failed, exit::STEP_FAILED, false);
     };
     let _ = events.send(Event::RunStarted {
         run_id: options.run_id.clone(),
@@ -204,10 +204,10 @@ pub async fn execute<C: Coordinator + 'static>(
         options.cache,
     ));
     let cached = cache.prefetch(&plan, &run, options.resume.as_deref());
-    if let Some((status, code)) =
+    if let Some((status, code, refused)) =
         check_balances(&plan, coord.as_ref(), &options, &cached, &events).await
     {
-        return finish(&journal, &events, status, code);
+        return finish(&journal, &events, status, code, refused);
     }
 
     let limit = options
@@ -255,7 +255,13 @@ pub async fn execute<C: Coordinator + 'static>(
     }
     cancel_leftovers(&ctx).await;
     let (status, code) = dispatcher.outcome();
-    finish(&journal, &events, status, code)
+    finish(
+        &journal,
+        &events,
+        status,
+        code,
+        dispatcher.credentials_refused(),
+    )
 }
 
 /// Opens the journal and writes this start's header first: nothing is sent before the journal can
@@ -309,15 +315,15 @@ fn header(plan: &CheckedPlan, coordinator: &str, options: &RunOptions, run: &Run
     }
 }
 
-/// The balance preflight, with what a resumed run and the cache have paid already taken off. Returns
-/// the run's outcome when it must not go on.
+/// The preflight, with what a resumed run and the cache have paid already taken off. Returns the run's
+/// outcome when it must not go on (and whether the coordinator refused our credentials).
 async fn check_balances<C: Coordinator>(
     plan: &CheckedPlan,
     coord: &C,
     options: &RunOptions,
     cached: &HashSet<String>,
     events: &mpsc::UnboundedSender<Event>,
-) -> Option<(RunStatus, i32)> {
+) -> Option<(RunStatus, i32, bool)> {
     let mut already_paid = options
         .resume
         .as_ref()
@@ -325,25 +331,35 @@ async fn check_balances<C: Coordinator>(
         .unwrap_or_default();
     // Steps served from the cache are paid already, too (by the run they come from).
     super::cache::add_cached_spend(&mut already_paid, plan, cached);
-    match preflight(plan, coord, &already_paid, options.seed).await {
+    // The embedded coordinator was started with our token: no need to ask it.
+    let probe = !options.embedded;
+    match preflight(plan, coord, &already_paid, options.seed, probe).await {
         Ok(problems) if problems.is_empty() => None,
         Ok(problems) => {
             for p in problems {
                 let _ = events.send(Event::RunIssue { message: p });
             }
-            Some((RunStatus::Refused, exit::STEP_FAILED))
+            Some((RunStatus::Refused, exit::STEP_FAILED, false))
         }
         Err(e) => {
             let _ = events.send(Event::RunIssue {
-                message: format!("balance preflight failed: {e}"),
+                message: e.to_string(),
             });
-            let code = exit::for_client(&e);
+            let code = exit::for_client(e.client());
             let status = match code {
                 exit::UNREACHABLE => RunStatus::Unreachable,
                 exit::TIMEOUT => RunStatus::TimedOut,
                 _ => RunStatus::Failed,
             };
-            Some((status, code))
+            // (A balance read refused after the coordinator took our token is about the wallet
+            // endpoint, not the credentials.)
+            let refused = matches!(
+                e,
+                super::preflight::PreflightError::Credentials(
+                    crate::client::ClientError::Auth { .. }
+                )
+            );
+            Some((status, code, refused))
         }
     }
 }
@@ -498,6 +514,7 @@ fn finish(
     events: &mpsc::UnboundedSender<Event>,
     status: RunStatus,
     code: i32,
+    credentials_refused: bool,
 ) -> RunOutcome {
     let word = serde_json::to_value(status)
         .ok()
@@ -510,14 +527,20 @@ fn finish(
         },
         true,
     );
-    announce_end(events, status, code)
+    announce_end(events, status, code, credentials_refused)
 }
 
 /// Reports the end of the run.
-fn announce_end(events: &mpsc::UnboundedSender<Event>, status: RunStatus, code: i32) -> RunOutcome {
+fn announce_end(
+    events: &mpsc::UnboundedSender<Event>,
+    status: RunStatus,
+    code: i32,
+    credentials_refused: bool,
+) -> RunOutcome {
     let _ = events.send(Event::RunFinished {
         status,
         exit_code: code,
+        credentials_refused,
         at: now(),
     });
     RunOutcome {

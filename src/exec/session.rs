@@ -71,7 +71,10 @@ pub async fn run_with_reports<C: Coordinator + 'static>(
     loop {
         tokio::select! {
             e = rx.recv() => {
-                let Some(e) = e else { break };
+                let Some(mut e) = e else { break };
+                // Every reporter gets the event with the plan's secrets out: the terminal (stderr) as
+                // much as the files (a coordinator may echo a secret back in an error's detail).
+                redact_event(&plan, &mut e);
                 if let Err(err) = log.append(&e, |s| plan.redact(s)) {
                     io_error.get_or_insert(err);
                 }
@@ -113,6 +116,7 @@ pub async fn run_with_reports<C: Coordinator + 'static>(
             builder.apply(Event::RunFinished {
                 status: o.status,
                 exit_code: o.exit_code,
+                credentials_refused: false,
                 at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             });
             o
@@ -128,6 +132,52 @@ pub async fn run_with_reports<C: Coordinator + 'static>(
         report,
         run_dir,
     })
+}
+
+/// Replaces the plan's secrets in every text of an event. (A step's report was redacted when it was
+/// made; its texts are redacted again here, cheaply, so that nothing printed depends on that.)
+fn redact_event(plan: &CheckedPlan, e: &mut Event) {
+    if plan.secrets.values().all(|s| s.is_empty()) {
+        return;
+    }
+    let r = |s: &mut String| {
+        if plan
+            .secrets
+            .values()
+            .any(|v| !v.is_empty() && s.contains(v.as_str()))
+        {
+            *s = plan.redact(s);
+        }
+    };
+    match e {
+        Event::RunStarted {
+            plan: name,
+            coordinator,
+            ..
+        } => {
+            r(name);
+            r(coordinator);
+        }
+        Event::RunIssue { message } => r(message),
+        Event::StepStarted { .. } | Event::JobState { .. } | Event::RunFinished { .. } => {}
+        Event::AttemptFailed { attempt, .. } => {
+            if let Some(error) = &mut attempt.error {
+                r(error);
+            }
+        }
+        Event::JobSubmitted { wallet, .. } | Event::JobCancelled { wallet, .. } => r(wallet),
+        Event::StepFinished { report } => {
+            let o = &mut report.outcome;
+            r(&mut o.summary);
+            o.issues.iter_mut().for_each(r);
+            o.recommendations.iter_mut().for_each(r);
+            for a in &mut report.attempts {
+                if let Some(error) = &mut a.error {
+                    r(error);
+                }
+            }
+        }
+    }
 }
 
 /// A token cancelled on Ctrl-C or SIGTERM. The handlers are in place when this returns (it must be

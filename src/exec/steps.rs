@@ -30,8 +30,10 @@ pub enum StepFailure {
     Failed,
     /// It ran out of time.
     TimedOut,
-    /// The coordinator could not be reached or refused our credentials.
+    /// The coordinator could not be reached.
     Unreachable,
+    /// The coordinator refused our credentials.
+    Refused,
     /// The run was stopped while it ran.
     Cancelled,
 }
@@ -128,12 +130,12 @@ impl Fail {
     /// An operation's failure, with the operation's own advice.
     fn from_op(e: OpError) -> Fail {
         let kind = match (&e, e.client()) {
-            (OpError::WaitTimeout { .. }, _) | (_, Some(ClientError::Timeout { .. })) => {
+            (OpError::WaitTimeout { .. }, _)
+            | (_, Some(ClientError::Timeout { .. } | ClientError::OutOfTime { .. })) => {
                 StepFailure::TimedOut
             }
-            (_, Some(ClientError::Unavailable { .. } | ClientError::Auth { .. })) => {
-                StepFailure::Unreachable
-            }
+            (_, Some(ClientError::Unavailable { .. })) => StepFailure::Unreachable,
+            (_, Some(ClientError::Auth { .. })) => StepFailure::Refused,
             _ => StepFailure::Failed,
         };
         Fail {
@@ -160,17 +162,18 @@ struct StepTrace<'a, C> {
 }
 
 impl<C: Send + Sync> Trace for StepTrace<'_, C> {
-    fn attempt(&self, attempt: Attempt) {
+    fn attempt(&self, mut attempt: Attempt) {
+        let mut attempts = self.attempts.lock().unwrap_or_else(|p| p.into_inner());
+        // Numbered within the step: every request the step sends is one of its attempts, so that
+        // "attempt 1" names one request, not the first of each.
+        attempt.number = attempts.len() as u32 + 1;
         if attempt.error.is_some() {
             self.ctx.emit(Event::AttemptFailed {
                 id: self.step.to_string(),
                 attempt: attempt.clone(),
             });
         }
-        self.attempts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(attempt);
+        attempts.push(attempt);
     }
     fn delay(&self, policy: &RetryPolicy, next: u32, retry_after: Option<Duration>) -> Duration {
         self.ctx.retry_delay(policy, next, retry_after)
@@ -222,7 +225,10 @@ pub(crate) async fn run_step<C: Coordinator>(ctx: &Ctx<C>, step: &PlannedStep) -
     };
 
     report.request = super::cache::request_record(&ctx.plan, &rendered);
+    // The step's timeout bounds its work: the operations end their waits, polls, reads and retry
+    // delays by this deadline (a `Retry-After` past it ends the step as a timeout that names it).
     let timeout = step_timeout(step, &rendered);
+    let deadline = tokio::time::Instant::now() + timeout;
     let trace = StepTrace {
         ctx,
         step: &step.id,
@@ -233,10 +239,11 @@ pub(crate) async fn run_step<C: Coordinator>(ctx: &Ctx<C>, step: &PlannedStep) -
         retry: RetryPolicy::new(step.retry.clone()),
         poll: ctx.poll,
         trace: &trace,
+        deadline: Some(deadline),
     };
     let work = run_kind(ctx, step, &conn, &rendered, &mut report);
     let outcome = tokio::select! {
-        r = tokio::time::timeout(timeout, work) => match r {
+        r = tokio::time::timeout_at(deadline + BACKSTOP, work) => match r {
             Ok(r) => r,
             Err(_) => Err(Fail::new(StepFailure::TimedOut, format!("step timed out after {}", crate::duration::Dur(timeout)))
                 .recommend("Raise the step's `timeout`")
@@ -251,11 +258,16 @@ pub(crate) async fn run_step<C: Coordinator>(ctx: &Ctx<C>, step: &PlannedStep) -
     finish(ctx, step, report, started, outcome)
 }
 
+/// How long past its deadline a step may still run: only what the deadline does not cut — a submit
+/// already sent (abandoning it could leave a paid job nobody tracks; its own request timeout bounds it)
+/// and the cancel of the step's job on a timeout. Anything else past it is a bug this catches.
+const BACKSTOP: Duration = Duration::from_secs(30);
+
+/// The step's timeout: a wait step's is its wait's `timeout` (which defaults to the step's).
 fn step_timeout(step: &PlannedStep, rendered: &RenderedStep) -> Duration {
-    // A wait's own timeout governs waiting; the step-level timer is only a backstop above it.
     match rendered {
-        RenderedStep::Wait { timeout, .. } => *timeout + Duration::from_secs(30),
-        _ => step.timeout + Duration::from_secs(30),
+        RenderedStep::Wait { timeout, .. } => *timeout,
+        _ => step.timeout,
     }
 }
 
@@ -534,7 +546,7 @@ async fn submit<C: Coordinator>(
             let id: JobId = id
                 .parse()
                 .map_err(|e: String| Fail::new(StepFailure::Failed, e))?;
-            let view = conn.call(|c| c.job(&id)).await.map_err(OpError::from)?;
+            let view = conn.job(&id).await.map_err(OpError::from)?;
             notes.push(format!(
                 "re-attached to job {id}, submitted before the run was resumed"
             ));
@@ -702,7 +714,7 @@ pub(crate) async fn cancel_and_refund<C: Coordinator>(ctx: &Ctx<C>, job: &JobId,
     let view = match crate::ops::cancel::cancel(&conn, job).await {
         Ok(done) => Some(done.answer),
         // Gone, or the service could not say: read the job to report its state.
-        Err(_) => conn.call(|c| c.job(job)).await.ok(),
+        Err(_) => conn.job(job).await.ok(),
     };
     let refund = match &view {
         Some(v) => Some(crate::ops::cancel::refund(&conn, v).await),
@@ -857,10 +869,12 @@ async fn run_job<C: Coordinator>(
             let fail = Fail::from_op(OpError::JobEnded {
                 last: Box::new(done),
             });
-            if submission < policy.max_attempts()
-                && policy.retries(FailureClass::Retry(RetryOn::JobFailed))
-            {
-                let delay = ctx.retry_delay(policy, submission + 1, None);
+            let delay = (submission < policy.max_attempts()
+                && policy.retries(FailureClass::Retry(RetryOn::JobFailed)))
+            .then(|| ctx.retry_delay(policy, submission + 1, None))
+            // A resubmission that could not even start before the step's deadline is not made.
+            .filter(|d| conn.left().is_none_or(|left| *d < left));
+            if let Some(delay) = delay {
                 conn.trace.attempt(Attempt {
                     number: submission,
                     started_at: now(),

@@ -91,6 +91,10 @@ pub enum Event {
         status: RunStatus,
         /// The exit code.
         exit_code: i32,
+        /// With status `unreachable`: true when the coordinator refused our credentials rather than
+        /// could not be reached.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        credentials_refused: bool,
         /// RFC 3339.
         at: String,
     },

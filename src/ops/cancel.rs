@@ -13,12 +13,12 @@ pub async fn cancel<C: Coordinator>(
     conn: &Conn<'_, C>,
     job: &JobId,
 ) -> Result<Done<JobView>, OpError> {
-    match conn.call(|c| c.cancel(job)).await {
+    match conn.cancel_job(job).await {
         Ok(v) => {
             let outcome = outcome(&v);
             Ok(Done { answer: v, outcome })
         }
-        Err(e @ ClientError::Conflict { .. }) => match conn.call(|c| c.job(job)).await {
+        Err(e @ ClientError::Conflict { .. }) => match conn.job(job).await {
             Ok(v) => {
                 let mut outcome = OpError::from(e).outcome(Operation::Cancel).with_view(&v);
                 outcome.summary = format!(

@@ -30,12 +30,23 @@ pub enum OpError {
     #[error("{0}")]
     Client(Box<ClientError>),
     /// The job did not finish in time.
-    #[error("job {} did not finish within {} (last state {})", .last.job_id, Dur(*.after), .last.state)]
+    #[error("job {} did not finish within {} (last state {}){}", .last.job_id, Dur(*.after), .last.state, fmt_asked(.retry_after))]
     WaitTimeout {
         /// The job as last seen.
         last: Box<JobView>,
         /// The timeout.
         after: Duration,
+        /// Set when the wait ended early because the server's `Retry-After` passed the timeout.
+        retry_after: Option<Duration>,
+    },
+    /// The job completed, but its result could not be read (the service said "not ready" again, or
+    /// answered something that is not a result).
+    #[error("job {} is COMPLETED, but its result could not be read: {error}", .last.job_id)]
+    ResultUnavailable {
+        /// The job as read.
+        last: Box<JobView>,
+        /// What the result endpoint answered.
+        error: Box<ClientError>,
     },
     /// The job ended without a result (FAILED, CANCELED, EXPIRED), or with a failed one.
     #[error("{}", ended(.last))]
@@ -43,6 +54,17 @@ pub enum OpError {
         /// The job as last seen.
         last: Box<JobView>,
     },
+}
+
+fn fmt_asked(retry_after: &Option<Duration>) -> String {
+    retry_after
+        .map(|ra| {
+            format!(
+                ": the coordinator asked to wait {} s before the next poll (Retry-After), past the timeout",
+                ra.as_secs()
+            )
+        })
+        .unwrap_or_default()
 }
 
 /// "job X ended FAILED: why", or "job X reported a failed result: why".
@@ -80,7 +102,9 @@ impl OpError {
     /// The client error behind this one, if any.
     pub fn client(&self) -> Option<&ClientError> {
         match self {
-            OpError::BalanceUnknown { error, .. } | OpError::Client(error) => Some(error),
+            OpError::BalanceUnknown { error, .. }
+            | OpError::Client(error)
+            | OpError::ResultUnavailable { error, .. } => Some(error),
             _ => None,
         }
     }
@@ -126,7 +150,17 @@ impl OpError {
                 }
                 ClientError::Invalid { .. } => "The coordinator refused the request".into(),
                 ClientError::Protocol { .. } => "Unexpected answer from the coordinator".into(),
+                ClientError::TooLarge { .. } => "The coordinator's answer was too large".into(),
+                ClientError::Redirect { .. } => {
+                    "The coordinator redirected the request; not followed".into()
+                }
+                ClientError::WrongJob { .. } => "The coordinator answered about another job".into(),
+                ClientError::OutOfTime { .. } => format!("The {what} ran out of time"),
             },
+            OpError::ResultUnavailable { last, .. } => format!(
+                "Job {} completed, but its result could not be read",
+                last.job_id
+            ),
             OpError::WaitTimeout { after, .. } => format!("Job timed out after {}", Dur(*after)),
             OpError::JobEnded { last } => match last.state {
                 JobState::Completed => {
@@ -172,9 +206,27 @@ impl OpError {
                 s("The balance is checked before every submit: no job is sent without it"),
             ],
             OpError::Client(e) => client_advice(e),
-            OpError::WaitTimeout { last, .. } => vec![
+            OpError::ResultUnavailable { last, error } => {
+                let mut r = vec![format!(
+                    "The job completed and is paid: fetch its result again later with `aitbc-flow job results {}`",
+                    last.job_id
+                )];
+                if !matches!(**error, ClientError::NotReady { .. }) {
+                    r.extend(client_advice(error));
+                }
+                r
+            }
+            OpError::WaitTimeout {
+                last, retry_after, ..
+            } => vec![
                 format!("Check the job with `aitbc-flow job status {}`", last.job_id),
-                s("Wait longer with --timeout (e.g. --timeout 10m)"),
+                match retry_after {
+                    Some(ra) => format!(
+                        "The coordinator asked to wait {} s before polling again: wait longer than that, or later",
+                        ra.as_secs()
+                    ),
+                    None => s("Wait longer with --timeout (e.g. --timeout 10m)"),
+                },
                 s(
                     "A job paid 10 AITBC or more may stay QUEUED until a bonded provider takes it: lower the payment or choose a provider with --provider-id",
                 ),
@@ -202,7 +254,10 @@ impl OpError {
         out.validation_status = ValidationStatus::Failed;
         out.issues = self.issues();
         out.recommendations = self.recommendations();
-        if let OpError::WaitTimeout { last, .. } | OpError::JobEnded { last } = self {
+        if let OpError::WaitTimeout { last, .. }
+        | OpError::JobEnded { last }
+        | OpError::ResultUnavailable { last, .. } = self
+        {
             out.set_view(last);
         }
         out
@@ -262,5 +317,31 @@ fn client_advice(e: &ClientError) -> Vec<String> {
         ClientError::Protocol { .. } => vec![s(
             "Check that the URL points at an AITBC coordinator (not a proxy or another service)",
         )],
+        ClientError::TooLarge { setting, .. } => vec![
+            format!("If answers this large are expected, raise {setting} (e.g. {setting}=64MiB)"),
+            s(
+                "Otherwise check that the URL points at an AITBC coordinator (not a proxy or another service)",
+            ),
+        ],
+        ClientError::Redirect { .. } => vec![s(
+            "Set the coordinator URL (--coordinator or AITBC_COORDINATOR_URL) to the address that serves the API itself: a redirect to another address is not followed, and a POST is never redirected",
+        )],
+        ClientError::WrongJob { asked, .. } => vec![format!(
+            "Do not trust this coordinator's answers about job {asked}: check that the URL points at the AITBC coordinator, not a cache or proxy that mixes up jobs"
+        )],
+        ClientError::OutOfTime {
+            wait, retry_after, ..
+        } => match wait {
+            Some(w) if *retry_after => vec![
+                format!(
+                    "The coordinator asked to wait {} s (Retry-After): run the step later, or give it a `timeout` above that",
+                    w.as_secs()
+                ),
+                s(
+                    "Pace requests with AITBC_RATE_LIMIT so that the service's limits are not reached",
+                ),
+            ],
+            _ => vec![s("Raise the step's `timeout`")],
+        },
     }
 }

@@ -1,10 +1,17 @@
 //! `results`: fetch a finished job's result and verify its receipt. A 425 is also the service's answer
 //! for FAILED, CANCELED and EXPIRED jobs, so the job is read to tell which.
+//!
+//! What "verified" means is decided here, once ([`check_receipt`]): the receipt's Ed25519 signature
+//! holds with the key it names, the receipt is of this job, and the result it signs
+//! (`metadata.result`) is the result served. A result changed after signing — by the coordinator or
+//! anything between — keeps a valid signature on its receipt, so the comparison is what catches it.
 
 use serde_json::{Map, Value};
 
 use super::{Conn, Done, OpError};
-use crate::api::{JobId, JobResult, JobView, ReceiptError, result_failed, verify_receipt};
+use crate::api::{
+    JobId, JobResult, JobView, ReceiptError, canonical_json, result_failed, verify_receipt,
+};
 use crate::client::{ClientError, Coordinator};
 use crate::model::{OpStatus, Operation, Outcome, ValidationStatus};
 
@@ -41,16 +48,23 @@ pub async fn results<C: Coordinator>(
             Ok(r) => {
                 let view = match known {
                     Some(v) => Some(v.clone()),
-                    None => conn.call(|c| c.job(job)).await.ok(),
+                    None => conn.job(job).await.ok(),
                 };
                 return Ok(fetched(job, r, view));
             }
-            Err(ClientError::NotReady { .. }) => {
-                let v = conn.call(|c| c.job(job)).await?;
+            Err(e @ ClientError::NotReady { .. }) => {
+                let v = conn.job(job).await?;
                 if v.succeeded() && !asked_again {
                     // It completed between the two requests: ask for the result once more.
                     asked_again = true;
                     continue;
+                }
+                if v.succeeded() {
+                    // COMPLETED, yet "not ready" twice: the result is withheld, not failed.
+                    return Err(OpError::ResultUnavailable {
+                        last: Box::new(v),
+                        error: Box::new(e),
+                    });
                 }
                 if v.state.is_final() {
                     return Err(OpError::JobEnded { last: Box::new(v) });
@@ -66,13 +80,43 @@ pub async fn results<C: Coordinator>(
                     outcome,
                 });
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                // A job known to be COMPLETED whose result cannot be read: say so, whatever the answer.
+                if let Some(v) = known.filter(|v| v.succeeded()) {
+                    return Err(OpError::ResultUnavailable {
+                        last: Box::new(v.clone()),
+                        error: Box::new(e),
+                    });
+                }
+                return Err(e.into());
+            }
         }
     }
 }
 
+/// Checks that `receipt` vouches for `result` of `job`: its signature holds, it is of this job, and
+/// the result it signs is the one served (compared in the canonical form the signature covers).
+pub fn check_receipt(job: &JobId, result: &Value, receipt: &Value) -> Result<(), ReceiptError> {
+    verify_receipt(receipt)?;
+    match receipt.get("job_id").and_then(Value::as_str) {
+        Some(id) if id == job.as_str() => {}
+        Some(other) => return Err(ReceiptError::OtherJob(other.to_string())),
+        None => return Err(ReceiptError::Malformed("job_id")),
+    }
+    let signed = receipt
+        .pointer("/metadata/result")
+        .ok_or(ReceiptError::NoSignedResult)?;
+    if canonical_json(signed) != canonical_json(result) {
+        return Err(ReceiptError::ResultDiffers);
+    }
+    Ok(())
+}
+
 fn fetched(job: &JobId, r: JobResult, view: Option<JobView>) -> Done<Fetched> {
-    let check = r.receipt.as_ref().map(verify_receipt);
+    let check = r
+        .receipt
+        .as_ref()
+        .map(|receipt| check_receipt(job, &r.result, receipt));
     let outcome = outcome(
         job,
         view.as_ref(),
@@ -194,4 +238,86 @@ pub fn outcome(
             .push("Check the job type and model are supported by the providers".into());
     }
     out.settle()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::sign_receipt;
+
+    const JOB: &str = "ea05c15ab4f94d369c35d96c8fc39ac5";
+
+    fn signed(job: &str, result: &Value) -> Value {
+        let mut r = json!({"version": "1.0", "job_id": job, "price": 0.002,
+                           "metadata": {"job_payload": {"prompt": "hi"}, "result": result}});
+        sign_receipt(&mut r, &ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]));
+        r
+    }
+
+    #[test]
+    fn a_receipt_vouches_only_for_the_result_it_signs_of_the_job_it_names() {
+        let job: JobId = JOB.parse().unwrap();
+        let result = json!({"status": "completed", "output": "héllo", "gpu_used": null});
+        let receipt = signed(JOB, &result);
+        assert_eq!(check_receipt(&job, &result, &receipt), Ok(()));
+        // The same result in another key order, or without its nulls, is the same signed bytes.
+        let reordered = json!({"output": "héllo", "status": "completed"});
+        assert_eq!(check_receipt(&job, &reordered, &receipt), Ok(()));
+        // The signature still holds on a receipt whose result was changed after signing.
+        let tampered = json!({"status": "completed", "output": "forged"});
+        assert_eq!(verify_receipt(&receipt), Ok(()));
+        assert_eq!(
+            check_receipt(&job, &tampered, &receipt),
+            Err(ReceiptError::ResultDiffers)
+        );
+        // A genuine receipt of another job.
+        let other = signed("00000000000000000000000000000001", &result);
+        assert_eq!(
+            check_receipt(&job, &result, &other),
+            Err(ReceiptError::OtherJob(
+                "00000000000000000000000000000001".into()
+            ))
+        );
+        // A receipt that does not say what it signs vouches for nothing.
+        let mut bare = json!({"version": "1.0", "job_id": JOB});
+        sign_receipt(
+            &mut bare,
+            &ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]),
+        );
+        assert_eq!(
+            check_receipt(&job, &result, &bare),
+            Err(ReceiptError::NoSignedResult)
+        );
+    }
+
+    #[test]
+    fn an_outcome_with_a_tampered_result_is_not_verified() {
+        let job: JobId = JOB.parse().unwrap();
+        let genuine = json!({"status": "completed", "output": "real"});
+        let served = json!({"status": "completed", "output": "forged"});
+        let done = fetched(
+            &job,
+            JobResult {
+                result: served,
+                receipt: Some(signed(JOB, &genuine)),
+            },
+            None,
+        );
+        assert_eq!(
+            done.answer.receipt_check,
+            Some(Err(ReceiptError::ResultDiffers))
+        );
+        let metrics = done.outcome.performance_metrics.unwrap();
+        assert_eq!(metrics["receipt_verified"], false);
+        assert!(
+            done.outcome
+                .issues
+                .iter()
+                .any(|i| i.contains("differs from the result the receipt signs")),
+            "{:?}",
+            done.outcome.issues
+        );
+    }
 }

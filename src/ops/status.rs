@@ -13,7 +13,7 @@ pub async fn status<C: Coordinator>(
     conn: &Conn<'_, C>,
     job: &JobId,
 ) -> Result<Done<JobView>, OpError> {
-    let view = conn.call(|c| c.job(job)).await?;
+    let view = conn.job(job).await?;
     let outcome = outcome(&view);
     Ok(Done {
         answer: view,

@@ -92,7 +92,10 @@ pub async fn send<C: Coordinator>(
     loop {
         let started_at = super::conn::now();
         let t = std::time::Instant::now();
-        let err = match conn.coord.submit(body, Some(key)).await {
+        let err = match conn.coord.submit(body, Some(key)).await.and_then(|answer| {
+            same_ref(conn, &answer.0, client_ref)?;
+            Ok(answer)
+        }) {
             Ok((view, created)) => {
                 conn.trace.attempt(crate::model::Attempt {
                     number: n,
@@ -122,6 +125,9 @@ pub async fn send<C: Coordinator>(
         } else {
             None
         };
+        // A delay past the step's deadline is not waited for (the server's Retry-After included).
+        let out_of_time = delay.and_then(|d| conn.past_deadline(d, &err));
+        let delay = delay.filter(|_| out_of_time.is_none());
         conn.trace.attempt(crate::model::Attempt {
             number: n,
             started_at,
@@ -142,6 +148,9 @@ pub async fn send<C: Coordinator>(
                 found_by_ref: true,
             });
         }
+        if let Some(stop) = out_of_time {
+            return Err(stop.into());
+        }
         match delay {
             Some(d) => {
                 tokio::time::sleep(d).await;
@@ -149,6 +158,23 @@ pub async fn send<C: Coordinator>(
             }
             None => return Err(err.into()),
         }
+    }
+}
+
+/// Refuses the answer to a submit when it is a job with another client reference than the one sent:
+/// the service keeps `payload.client_ref`, so such an answer is about another job.
+fn same_ref<C: Coordinator>(
+    conn: &Conn<'_, C>,
+    view: &JobView,
+    client_ref: &str,
+) -> Result<(), ClientError> {
+    match view.client_ref() {
+        Some(r) if r != client_ref => Err(ClientError::WrongJob {
+            url: format!("{}/v1/jobs", conn.coord.base_url()),
+            asked: format!("with client reference {client_ref}"),
+            answered: format!("{} (client reference {r})", view.job_id),
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -1,6 +1,8 @@
 //! `wait`: poll a job until it reaches a final state or the time is up. A poll that fails with a
 //! retryable error is polled again — a failed poll never resubmits anything — and the delays come from
-//! the one polling backoff, [`PollBackoff`].
+//! the one polling backoff, [`PollBackoff`]. A 429's `Retry-After` is honoured (polling earlier only
+//! earns another 429), but never past the timeout: a wait the server asks to outlast its timeout ends
+//! there, as a timeout that names the server's `Retry-After`.
 
 use std::time::Duration;
 
@@ -11,21 +13,31 @@ use crate::api::{JobId, JobView};
 use crate::client::{ClientError, Coordinator};
 use crate::model::Attempt;
 
-/// Polls `job` until it is final (returned) or `timeout` passes ([`OpError::WaitTimeout`] with the job
-/// as last seen). Failed polls are traced as attempts; every change of state is traced too.
+/// How long past the timeout the last poll may take to answer (a job that finished just then is not
+/// given up on for a slow answer).
+const LAST_LOOK: Duration = Duration::from_secs(1);
+
+/// Polls `job` until it is final (returned) or `timeout` passes — or the connection's deadline, if
+/// sooner — ([`OpError::WaitTimeout`] with the job as last seen). Failed polls are traced as attempts;
+/// every change of state is traced too. A view of another job is refused.
 pub async fn wait<C: Coordinator>(
     conn: &Conn<'_, C>,
     job: &JobId,
     timeout: Duration,
 ) -> Result<JobView, OpError> {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let mut deadline = tokio::time::Instant::now() + timeout;
+    if let Some(d) = conn.deadline {
+        deadline = deadline.min(d);
+    }
+    let conn = &conn.until(Some(deadline));
     let mut backoff = PollBackoff::with(conn.poll.0, conn.poll.1);
     let mut last: Option<JobView> = None;
     let mut poll_errors = 0u32;
     loop {
-        let polled = conn.coord.job(job).await;
+        let polled = conn.poll_job(job).await;
         crate::crash::point("wait");
-        match polled {
+        // The delay the server asked for before the next poll, if it did.
+        let asked_to_wait = match polled {
             Ok(view) => {
                 if last.as_ref().map(|l| l.state) != Some(view.state) {
                     conn.trace.job_state(job, view.state);
@@ -34,7 +46,9 @@ pub async fn wait<C: Coordinator>(
                     return Ok(view);
                 }
                 last = Some(view);
+                None
             }
+            Err(ClientError::OutOfTime { .. }) => break,
             Err(e) if e.is_retryable() => {
                 poll_errors += 1;
                 conn.trace.attempt(Attempt {
@@ -44,18 +58,26 @@ pub async fn wait<C: Coordinator>(
                     error: Some(format!("poll failed: {e}")),
                     delay_ms: None,
                 });
+                e.retry_after()
             }
             Err(e) => return Err(e.into()),
-        }
-        let pause = backoff.next().unwrap_or(conn.poll.1);
+        };
+        let mut pause = backoff.next().unwrap_or(conn.poll.1);
         let now_t = tokio::time::Instant::now();
         if now_t >= deadline {
             break;
         }
+        if let Some(ra) = asked_to_wait {
+            if now_t + ra > deadline {
+                // The server asks not to come back before the time is up: end now, saying so.
+                return Err(timed_out(conn, job, last, timeout, Some(ra)));
+            }
+            pause = pause.max(ra);
+        }
         tokio::time::sleep(pause.min(deadline - now_t)).await;
         if tokio::time::Instant::now() >= deadline {
-            // One last look before giving up.
-            if let Ok(view) = conn.coord.job(job).await {
+            // One last look before giving up, given a moment past the deadline to answer.
+            if let Ok(view) = conn.until(Some(deadline + LAST_LOOK)).poll_job(job).await {
                 if view.state.is_final() {
                     conn.trace.job_state(job, view.state);
                     return Ok(view);
@@ -65,17 +87,39 @@ pub async fn wait<C: Coordinator>(
             break;
         }
     }
-    Err(match last {
+    Err(timed_out(conn, job, last, timeout, None))
+}
+
+/// The timeout of a wait: the job as last seen, or when it was never seen, the poll's timeout.
+fn timed_out<C: Coordinator>(
+    conn: &Conn<'_, C>,
+    job: &JobId,
+    last: Option<JobView>,
+    timeout: Duration,
+    retry_after: Option<Duration>,
+) -> OpError {
+    let url = format!("{}/v1/jobs/{job}", conn.coord.base_url());
+    match last {
         Some(v) => OpError::WaitTimeout {
             last: Box::new(v),
             after: timeout,
+            retry_after,
         },
-        None => ClientError::Timeout {
-            url: format!("{}/v1/jobs/{job}", conn.coord.base_url()),
-            after: timeout,
+        None => match retry_after {
+            Some(ra) => ClientError::OutOfTime {
+                url,
+                left: conn.left().unwrap_or_default(),
+                wait: Some(ra),
+                retry_after: true,
+                last: None,
+            },
+            None => ClientError::Timeout {
+                url,
+                after: timeout,
+            },
         }
         .into(),
-    })
+    }
 }
 
 #[cfg(test)]
@@ -225,5 +269,71 @@ mod tests {
         let out = e.outcome(Operation::Submit);
         assert_eq!(out.status, Some(OpStatus::Processing));
         assert!(out.recommendations.iter().any(|r| r.contains("--timeout")));
+    }
+
+    fn limited(secs: u64) -> ClientError {
+        ClientError::RateLimited {
+            url: "http://127.0.0.1:1/v1/jobs/x".into(),
+            retry_after: Some(Duration::from_secs(secs)),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_honoured_within_the_timeout() {
+        let s = scripted(vec![
+            Ok(JobState::Running),
+            Err(limited(20)),
+            Ok(JobState::Completed),
+        ]);
+        let v = wait(&Conn::new(&s), &id(), Duration::from_secs(300))
+            .await
+            .unwrap();
+        assert_eq!(v.state, JobState::Completed);
+        // 0.5 s after the first read, then the 20 s the server asked for (not the 1 s of the backoff).
+        assert_eq!(gaps(&s), vec![500, 20_000]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_past_the_timeout_ends_the_wait_at_once_saying_so() {
+        let s = scripted(vec![Ok(JobState::Running), Err(limited(31_536_000))]);
+        let start = tokio::time::Instant::now();
+        let e = wait(&Conn::new(&s), &id(), Duration::from_secs(30))
+            .await
+            .unwrap_err();
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(
+            matches!(&e, OpError::WaitTimeout { retry_after: Some(ra), .. } if ra.as_secs() == 31_536_000)
+        );
+        assert!(e.to_string().contains("(Retry-After)"), "{e}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_connections_deadline_ends_a_longer_wait() {
+        let s = scripted(vec![Ok(JobState::Running)]);
+        let start = tokio::time::Instant::now();
+        let conn = Conn::new(&s).with_deadline(start + Duration::from_secs(7));
+        let e = wait(&conn, &id(), Duration::from_secs(300))
+            .await
+            .unwrap_err();
+        assert_eq!(start.elapsed(), Duration::from_secs(7));
+        assert!(matches!(e, OpError::WaitTimeout { .. }));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_view_of_another_job_is_refused() {
+        let s = scripted(vec![Ok(JobState::Completed)]);
+        let mine: JobId = "00000000000000000000000000000001".parse().unwrap();
+        let e = wait(&Conn::new(&s), &mine, Duration::from_secs(300))
+            .await
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.contains("answered with job ea05c15ab4f94d369c35d96c8fc39ac5, not job 00000000000000000000000000000001"),
+            "{text}"
+        );
     }
 }

@@ -137,12 +137,13 @@ impl<W: Write> Terminal<W> {
                 }
             }
             Event::AttemptFailed { id, attempt } => {
-                let delay = attempt
-                    .delay_ms
-                    .map(|d| format!("; retrying in {:.1}s", d as f64 / 1000.0))
-                    .unwrap_or_default();
+                // "↻" only when a retry follows.
+                let (mark, delay) = match attempt.delay_ms {
+                    Some(d) => ("↻", format!("; retrying in {:.1}s", d as f64 / 1000.0)),
+                    None => ("·", String::new()),
+                };
                 self.line(&format!(
-                    "{} ↻ {id} attempt {}: {}{delay}",
+                    "{} {mark} {id} attempt {}: {}{delay}",
                     clock(),
                     attempt.number,
                     attempt.error.as_deref().unwrap_or("failed")
@@ -175,16 +176,7 @@ impl<W: Write> Terminal<W> {
                 payment_status,
                 ..
             } => {
-                let payment = payment_status.as_deref().unwrap_or("status unknown");
-                let text = match state.as_deref() {
-                    Some("CANCELED") | None => {
-                        format!("{} ✗ job {job_id} cancelled (payment {payment})", clock())
-                    }
-                    Some(s) => format!(
-                        "{} - job {job_id} had already ended {s} when the run stopped (payment {payment})",
-                        clock()
-                    ),
-                };
+                let text = format!("{} {}", clock(), cancel_note(job_id, state, payment_status));
                 self.line(&text)
             }
             Event::StepFinished { report } => {
@@ -208,7 +200,10 @@ impl<W: Write> Terminal<W> {
                 ));
             }
             Event::RunFinished {
-                status, exit_code, ..
+                status,
+                exit_code,
+                credentials_refused,
+                ..
             } => {
                 let word = match status {
                     RunStatus::Succeeded => "succeeded",
@@ -216,6 +211,9 @@ impl<W: Write> Terminal<W> {
                     RunStatus::Refused => "refused",
                     RunStatus::TimedOut => "timed out",
                     RunStatus::Interrupted => "interrupted",
+                    RunStatus::Unreachable if *credentials_refused => {
+                        "stopped: the coordinator refused our credentials"
+                    }
                     RunStatus::Unreachable => "stopped: coordinator unreachable",
                     RunStatus::Running => "running",
                 };
@@ -232,6 +230,28 @@ impl<W: Write> Terminal<W> {
             self.tick();
         }
         let _ = self.out.flush();
+    }
+}
+
+/// What became of a job cancelled on the way out, as the terminal and the report say it: cancelled, had
+/// ended already, or — when the coordinator did not answer or still shows it running — not cancelled.
+pub fn cancel_note(
+    job_id: &str,
+    state: &Option<String>,
+    payment_status: &Option<String>,
+) -> String {
+    let payment = payment_status.as_deref().unwrap_or("status unknown");
+    match state.as_deref() {
+        Some("CANCELED") => format!("✗ job {job_id} cancelled (payment {payment})"),
+        None => format!(
+            "! job {job_id} could not be cancelled: the coordinator did not answer, so the job may still run and hold its payment (`aitbc-flow job cancel {job_id}`)"
+        ),
+        Some(s @ ("QUEUED" | "RUNNING")) => format!(
+            "! job {job_id} could not be cancelled: it is still {s} (payment {payment}; `aitbc-flow job cancel {job_id}`)"
+        ),
+        Some(s) => {
+            format!("- job {job_id} had already ended {s} when the run stopped (payment {payment})")
+        }
     }
 }
 
@@ -260,12 +280,27 @@ mod tests {
         t.on_event(&Event::RunFinished {
             status: RunStatus::Succeeded,
             exit_code: 0,
+            credentials_refused: false,
             at: String::new(),
         });
         let out = String::from_utf8(t.out).unwrap();
         assert_eq!(out.lines().count(), 3, "{out}");
         assert!(!out.contains('\x1b'));
         assert!(out.contains("✓ a"));
+    }
+
+    #[test]
+    fn a_job_the_coordinator_never_confirmed_is_not_called_cancelled() {
+        let id = "ea05c15ab4f94d369c35d96c8fc39ac5";
+        let note = |state: Option<&str>, pay: Option<&str>| {
+            cancel_note(id, &state.map(str::to_string), &pay.map(str::to_string))
+        };
+        assert!(note(Some("CANCELED"), Some("refunded")).starts_with("✗ job ea05"));
+        for n in [note(None, None), note(Some("RUNNING"), Some("escrowed"))] {
+            assert!(n.contains("could not be cancelled"), "{n}");
+            assert!(!n.contains(" cancelled ("), "{n}");
+        }
+        assert!(note(Some("COMPLETED"), Some("released")).contains("had already ended COMPLETED"));
     }
 
     #[test]
@@ -277,6 +312,7 @@ mod tests {
         t.on_event(&Event::RunFinished {
             status: RunStatus::Interrupted,
             exit_code: 130,
+            credentials_refused: false,
             at: String::new(),
         });
         t.tick();

@@ -106,9 +106,15 @@ impl ReportBuilder {
                 }
                 let payment = payment_status.as_deref().unwrap_or("unknown");
                 let note = match state.as_deref() {
-                    Some("CANCELED") | None => {
+                    Some("CANCELED") => {
                         format!("job {job_id} cancelled on the way out; payment status: {payment}")
                     }
+                    None => format!(
+                        "job {job_id} could not be cancelled on the way out: the coordinator did not answer, so it may still run and hold its payment"
+                    ),
+                    Some(s @ ("QUEUED" | "RUNNING")) => format!(
+                        "job {job_id} could not be cancelled on the way out: it is still {s}; payment status: {payment}"
+                    ),
                     Some(s) => format!(
                         "job {job_id} had already ended {s} when the run stopped; payment status: {payment}"
                     ),
@@ -140,6 +146,7 @@ impl ReportBuilder {
                 status,
                 exit_code,
                 at,
+                ..
             } => {
                 r.status = status;
                 r.exit_code = exit_code;

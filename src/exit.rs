@@ -34,7 +34,9 @@ pub fn for_op(e: &crate::ops::OpError) -> i32 {
         OpError::Rules(_) => INVALID,
         OpError::BalanceUnknown { error, .. } | OpError::Client(error) => for_client(error),
         OpError::WaitTimeout { .. } => TIMEOUT,
-        OpError::JobEnded { .. } => STEP_FAILED,
+        OpError::JobEnded { .. }
+        | OpError::WalletNotFound { .. }
+        | OpError::PayerUnknown { .. } => STEP_FAILED,
     }
 }
 
@@ -77,6 +79,7 @@ mod tests {
         let timeout = OpError::WaitTimeout {
             last: view("RUNNING"),
             after: std::time::Duration::from_secs(20),
+            stuck: None,
         };
         assert_eq!(for_op(&timeout), TIMEOUT);
         assert_eq!(

@@ -99,6 +99,10 @@ pub struct RunArgs {
     /// Do not reuse earlier results for `cache: true` steps: they run (and pay) again.
     #[arg(long)]
     pub no_cache: bool,
+    /// Submit without reading wallet balances (no preflight, no check before each submit), for a
+    /// coordinator without a wallet daemon; the report says so. A plan cannot switch this off.
+    #[arg(long)]
+    pub no_balance_check: bool,
     /// `--lock` and `--lock-timeout`.
     #[command(flatten)]
     pub lock: crate::cli::scheduler::LockFlags,
@@ -136,6 +140,7 @@ struct ExecParams {
     vars_files: Vec<PathBuf>,
     cache: bool,
     inputs: crate::model::RunInputs,
+    balance_check: crate::ops::payer::BalanceCheck,
 }
 
 /// Runs `run`.
@@ -171,13 +176,14 @@ pub fn run(a: RunArgs) -> i32 {
             return exit::INVALID;
         }
     };
-    let inputs = repro::inputs(
+    let mut inputs = repro::inputs(
         &plan,
         &a.overrides.set,
         &a.overrides.vars,
         a.vars_from.as_deref(),
         !a.no_cache,
     );
+    inputs.balance_check = !a.no_balance_check;
     print_warnings(&plan.warnings);
     let run_id = new_run_id();
     let run_lock = match crate::cli::scheduler::take_run_lock(&a.lock, &plan, &a.runs_dir, &run_id)
@@ -211,6 +217,7 @@ pub fn run(a: RunArgs) -> i32 {
         vars_files: a.overrides.vars.clone(),
         cache: !a.no_cache,
         inputs,
+        balance_check: crate::ops::payer::BalanceCheck::skipped_if(a.no_balance_check),
     };
     // The base vars of `--vars-from` are kept in the run directory (the temporary file is gone), so
     // the journal names a file that `resume` can read again.
@@ -316,6 +323,7 @@ fn execute_plan(
             resume,
             cache: p.cache,
             inputs: p.inputs.clone(),
+            balance_check: p.balance_check,
             ..RunOptions::new(run_id.clone(), run_dir.clone())
         };
         let finished =
@@ -398,6 +406,9 @@ pub struct ResumeArgs {
     /// Longest polling delay while waiting for a job.
     #[arg(long, default_value = "5s", value_name = "DURATION", hide = true)]
     pub poll_max: Dur,
+    /// Submit without reading wallet balances, for this start only (see `run --no-balance-check`).
+    #[arg(long)]
+    pub no_balance_check: bool,
 }
 
 /// Runs `resume`: keeps the steps that succeeded, re-attaches to submitted jobs, reconciles intents
@@ -478,7 +489,11 @@ pub fn resume(a: ResumeArgs) -> i32 {
         set: replay.set.clone(),
         vars_files: replay.vars_files.clone(),
         cache: true,
-        inputs: repro::inputs(&plan, &replay.set, &replay.vars_files, None, true),
+        inputs: crate::model::RunInputs {
+            balance_check: !a.no_balance_check,
+            ..repro::inputs(&plan, &replay.set, &replay.vars_files, None, true)
+        },
+        balance_check: crate::ops::payer::BalanceCheck::skipped_if(a.no_balance_check),
     };
     let run_id = replay.run_id.clone();
     execute_plan(plan, params, run_id, dir, Some(Arc::new(replay)))

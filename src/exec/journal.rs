@@ -72,6 +72,9 @@ pub enum Record {
         wallet: String,
         /// The payment.
         payment: Money,
+        /// What is sent as `buyer_address` (the wallet's address, or the wallet as given).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        buyer_address: Option<String>,
     },
     /// The coordinator has the job (fsync'd).
     Submitted {
@@ -287,6 +290,8 @@ pub struct Submission {
     pub wallet: String,
     /// The payment.
     pub payment: Money,
+    /// What was sent as `buyer_address` (journals before it was recorded have none).
+    pub buyer_address: Option<String>,
     /// The job id, once the coordinator gave it.
     pub job_id: Option<String>,
 }
@@ -326,6 +331,7 @@ pub fn replay(records: &[Record]) -> Result<Replay, String> {
                 client_ref,
                 wallet,
                 payment,
+                buyer_address,
             } => {
                 let subs = r.submissions.entry(step.clone()).or_default();
                 if !subs.iter().any(|s| s.number == *submission) {
@@ -334,6 +340,7 @@ pub fn replay(records: &[Record]) -> Result<Replay, String> {
                         client_ref: client_ref.clone(),
                         wallet: wallet.clone(),
                         payment: *payment,
+                        buyer_address: buyer_address.clone(),
                         job_id: None,
                     });
                 }
@@ -405,6 +412,7 @@ mod tests {
                 client_ref: "r/a".into(),
                 wallet: "w".into(),
                 payment: Money::from_int(2),
+                buyer_address: None,
             },
             true,
         )
@@ -416,6 +424,7 @@ mod tests {
                 client_ref: "r/b".into(),
                 wallet: "w".into(),
                 payment: Money::from_int(3),
+                buyer_address: None,
             },
             true,
         )

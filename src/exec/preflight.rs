@@ -9,10 +9,10 @@ use std::time::Duration;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use crate::client::{ClientError, Coordinator};
+use crate::client::Coordinator;
 use crate::money::Money;
 use crate::ops::retry::RetryPolicy;
-use crate::ops::{Conn, Trace};
+use crate::ops::{Conn, OpError, Trace};
 use crate::plan::CheckedPlan;
 
 /// Retry jitter for the preflight's balance reads, from the run's seed when it has one.
@@ -27,13 +27,14 @@ impl Trace for Jitter {
 
 /// Adds up what the plan will spend per wallet and compares it with each balance. Returns one message
 /// per wallet that cannot pay; an error when a balance cannot be read (each read is retried with the
-/// plan's default retry policy).
+/// plan's default retry policy), worded as the operations word it (where balances come from, a wallet
+/// the daemon does not know).
 pub async fn preflight<C: Coordinator>(
     plan: &CheckedPlan,
     coord: &C,
     already_paid: &BTreeMap<String, Money>,
     seed: Option<u64>,
-) -> Result<Vec<String>, ClientError> {
+) -> Result<Vec<String>, OpError> {
     let (mut spend, _unknown) = crate::plan::spend::spend_per_wallet(plan);
     // A resumed run has paid for the jobs it submitted already: only the rest must be covered.
     for (wallet, paid) in already_paid {
@@ -53,7 +54,7 @@ pub async fn preflight<C: Coordinator>(
         .with_trace(&jitter);
     let mut problems = Vec::new();
     for (wallet, needed) in &spend {
-        let held = conn.call(|c| c.balance(wallet)).await?.balance;
+        let held = crate::ops::balance::read(&conn, wallet).await?.balance;
         if held < *needed {
             problems.push(format!(
                 "wallet {wallet} holds {held} AITBC, the plan needs {needed}: {} short",

@@ -26,6 +26,7 @@ use crate::exit;
 use crate::model::Event;
 use crate::model::{RunStatus, StepReport, StepState};
 use crate::money::Money;
+use crate::ops::payer::BalanceCheck;
 use crate::plan::check::{RunInfo, StepOutputs};
 use crate::plan::{CheckedPlan, PlannedStep};
 
@@ -56,6 +57,9 @@ pub struct RunOptions {
     pub vars_files: Vec<PathBuf>,
     /// What an earlier start of this run did, when resuming it.
     pub resume: Option<Arc<Replay>>,
+    /// Whether wallet balances are read before the run and before every submit; only the command line
+    /// switches it off (`--no-balance-check`), for this start of the run alone.
+    pub balance_check: BalanceCheck,
 }
 
 impl RunOptions {
@@ -74,6 +78,7 @@ impl RunOptions {
             set: Vec::new(),
             vars_files: Vec::new(),
             resume: None,
+            balance_check: BalanceCheck::On,
         }
     }
 }
@@ -111,6 +116,7 @@ pub(crate) struct Ctx<C> {
     pub cache: Arc<super::cache::ResultCache>,
     pub journal: Arc<Journal>,
     pub resume: Option<Arc<Replay>>,
+    pub balance_check: BalanceCheck,
 }
 
 impl<C> Ctx<C> {
@@ -155,11 +161,12 @@ impl<C> Ctx<C> {
         }
     }
 
-    pub fn untrack(&self, job: &JobId) {
+    /// Stops tracking a job; what was tracked of it, if anything.
+    pub fn untrack(&self, job: &JobId) -> Option<InFlight> {
         self.inflight
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(job);
+            .remove(job)
     }
 }
 
@@ -236,6 +243,7 @@ pub async fn execute<C: Coordinator + 'static>(
         cache,
         journal: journal.clone(),
         resume: options.resume.clone(),
+        balance_check: options.balance_check,
     });
     drive(&ctx, &mut dispatcher, &interrupt).await;
 
@@ -319,6 +327,15 @@ async fn check_balances<C: Coordinator>(
         .unwrap_or_default();
     // Steps served from the cache are paid already, too (by the run they come from).
     super::cache::add_cached_spend(&mut already_paid, plan, cached);
+    if let Some(issue) = options.balance_check.issue() {
+        // Said once for the run, and again by every submit's outcome.
+        let _ = events.send(Event::RunIssue {
+            message: format!(
+                "{issue}: no preflight and no check before each submit; wallets given by name are sent unresolved"
+            ),
+        });
+        return None;
+    }
     match preflight(plan, coord, &already_paid, options.seed).await {
         Ok(problems) if problems.is_empty() => None,
         Ok(problems) => {
@@ -331,7 +348,21 @@ async fn check_balances<C: Coordinator>(
             let _ = events.send(Event::RunIssue {
                 message: format!("balance preflight failed: {e}"),
             });
-            let code = exit::for_client(&e);
+            // Where balances come from, and how to go on without them, is worth saying here too.
+            if let crate::ops::OpError::BalanceUnknown { error, .. } = &e
+                && matches!(
+                    **error,
+                    crate::client::ClientError::Auth { status: 403, .. }
+                        | crate::client::ClientError::NotFound { .. }
+                )
+            {
+                for advice in e.recommendations() {
+                    let _ = events.send(Event::RunIssue {
+                        message: format!("hint: {advice}"),
+                    });
+                }
+            }
+            let code = exit::for_op(&e);
             let status = match code {
                 exit::UNREACHABLE => RunStatus::Unreachable,
                 exit::TIMEOUT => RunStatus::TimedOut,

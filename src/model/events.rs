@@ -85,6 +85,32 @@ pub enum Event {
         /// The wallet.
         wallet: String,
     },
+    /// A plan's `cancel` step cancelled a job this run submitted, and its refund was confirmed.
+    PaymentRefunded {
+        /// The step that cancelled it.
+        id: String,
+        /// The job.
+        job_id: String,
+        /// The paying wallet.
+        wallet: String,
+        /// The amount refunded.
+        amount: Money,
+    },
+    /// A payment of a job this run submitted is still held by the service although the job is over: its
+    /// refund was refused (or could not be confirmed), or it was left in escrow on completion (a
+    /// COMPLETED job with an `error`, such as a failed ZK proof).
+    PaymentHeld {
+        /// The step.
+        id: String,
+        /// The job.
+        job_id: String,
+        /// The paying wallet.
+        wallet: String,
+        /// The amount held.
+        amount: Money,
+        /// What to add to the step's issues, when its outcome does not say it already.
+        note: Option<String>,
+    },
     /// The run ended.
     RunFinished {
         /// How.

@@ -119,6 +119,27 @@ impl ReportBuilder {
                     r.issues.push(note);
                 }
             }
+            Event::PaymentRefunded { wallet, amount, .. } => {
+                *r.totals.refunded_per_wallet.entry(wallet).or_default() += amount;
+            }
+            Event::PaymentHeld {
+                id,
+                wallet,
+                amount,
+                note,
+                ..
+            } => {
+                *r.totals.held_per_wallet.entry(wallet).or_default() += amount;
+                if let Some(note) = note {
+                    match self.index.get(&id) {
+                        Some(&i) if !r.steps[i].outcome.issues.contains(&note) => {
+                            r.steps[i].outcome.issues.push(note);
+                        }
+                        Some(_) => {}
+                        None => r.issues.push(note),
+                    }
+                }
+            }
             Event::StepFinished { report } => {
                 if let Some(&i) = self.index.get(&report.id) {
                     let mut rep = *report;
@@ -269,15 +290,19 @@ pub fn summary_markdown(r: &Report) -> String {
     );
     if !r.totals.spend_per_wallet.is_empty() {
         let _ = writeln!(s, "\n## Spend per wallet\n");
-        let _ = writeln!(s, "| wallet | paid | refunded |");
-        let _ = writeln!(s, "|---|---:|---:|");
+        let _ = writeln!(s, "| wallet | paid | refunded | still held |");
+        let _ = writeln!(s, "|---|---:|---:|---:|");
         for (w, m) in &r.totals.spend_per_wallet {
-            let refunded = r
-                .totals
-                .refunded_per_wallet
-                .get(w)
-                .map_or("0".to_string(), |m| m.to_string());
-            let _ = writeln!(s, "| {} | {m} | {refunded} |", md_cell(w));
+            let of = |t: &std::collections::BTreeMap<String, crate::money::Money>| {
+                t.get(w).map_or("0".to_string(), |m| m.to_string())
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {m} | {} | {} |",
+                md_cell(w),
+                of(&r.totals.refunded_per_wallet),
+                of(&r.totals.held_per_wallet)
+            );
         }
     }
     if !r.issues.is_empty() {

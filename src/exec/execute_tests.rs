@@ -560,3 +560,37 @@ async fn a_completed_job_with_an_error_is_partial_and_its_payment_held() {
     );
     assert_eq!(held(&events), [("big", "w", money(12), false)]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_job_left_waiting_behind_a_slow_service_is_reported_stuck() {
+    let h = Harness::new();
+    h.fake.script_others(JobScript::never_finishes());
+    for _ in 0..2 {
+        h.fake.fail_next(
+            Call::Job,
+            crate::client::ClientError::Timeout {
+                url: "http://fake.coordinator.invalid/v1/jobs/x".into(),
+                after: Duration::from_secs(10),
+            },
+        );
+    }
+    let plan = "version: 1\nname: slow\nsteps:\n  - id: hang\n    timeout: 3s\n    job: {job_type: inference, wallet: w, payment: 2, prompt: forever}\n";
+    let (out, events) = h.run(plan).await;
+    assert_eq!(out, outcome(RunStatus::TimedOut, exit::TIMEOUT));
+    let r = report(&events, "hang");
+    assert!(
+        r.outcome
+            .summary
+            .contains("it looks stuck: still RUNNING while the service was slow or failing: 2 of"),
+        "{}",
+        r.outcome.summary
+    );
+    assert!(
+        r.outcome
+            .recommendations
+            .iter()
+            .any(|x| x.contains("may never have reached its miner")),
+        "{:?}",
+        r.outcome.recommendations
+    );
+}

@@ -513,7 +513,7 @@ async fn cancel_leftovers<C: Coordinator>(ctx: &Ctx<C>) {
         .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
         .unwrap_or_default();
     for (job, f) in leftover {
-        steps::cancel_and_refund(ctx, &job, &f).await;
+        steps::cancel_and_refund(ctx, &job, &f, &f.step).await;
     }
 }
 

@@ -803,7 +803,7 @@ async fn wait<C: Coordinator>(
             let f = ctx.inflight.lock().ok().and_then(|m| m.get(job).cloned());
             match f {
                 Some(f) => {
-                    let settled = cancel_and_refund(ctx, job, &f).await;
+                    let settled = cancel_and_refund(ctx, job, &f, &report.id).await;
                     fail = fail.recommend(match settled {
                         Some(Settled::Refunded { .. }) => {
                             "The job was cancelled and its payment refunded".to_string()
@@ -833,8 +833,8 @@ async fn wait<C: Coordinator>(
 }
 
 /// Cancels a job this run submitted, asks for its refund and reads back what became of the payment;
-/// emits what happened (a refund refused is a payment held, with the amount). Returns what became of
-/// the payment, when it could be read.
+/// emits what happened (a refund refused is a payment held, with the amount, on the `acting` step).
+/// Returns what became of the payment, when it could be read.
 ///
 /// The job stays tracked until what happened is emitted: a refund can take ~14 s on the real service,
 /// and a step whose time runs out meanwhile is dropped — the run's way out then cancels and settles
@@ -843,6 +843,7 @@ pub(crate) async fn cancel_and_refund<C: Coordinator>(
     ctx: &Ctx<C>,
     job: &JobId,
     f: &InFlight,
+    acting: &str,
 ) -> Option<Settled> {
     let conn = Conn::new(&*ctx.coord);
     let view = match crate::ops::cancel::cancel(&conn, job).await {
@@ -877,8 +878,9 @@ pub(crate) async fn cancel_and_refund<C: Coordinator>(
         wallet: f.wallet.clone(),
     });
     if let Some(s @ (Settled::Held { .. } | Settled::NotRefundable { .. })) = &settled {
+        // Said on the step that cancelled (a wait's timeout, or the submitting step on the way out).
         ctx.emit(Event::PaymentHeld {
-            id: f.step.clone(),
+            id: acting.to_string(),
             job_id: job.to_string(),
             wallet: f.wallet.clone(),
             amount: f.payment,

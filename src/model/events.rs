@@ -70,7 +70,8 @@ pub enum Event {
         /// The step's report entry.
         report: Box<StepReport>,
     },
-    /// A job this run submitted was cancelled on the way out, and what the payment status became.
+    /// A job this run submitted was cancelled by the run (a wait's timeout, or the run stopping), and
+    /// what the payment status became as the payment view reads.
     JobCancelled {
         /// The step.
         id: String,

@@ -106,11 +106,11 @@ impl ReportBuilder {
                 }
                 let payment = payment_status.as_deref().unwrap_or("unknown");
                 let note = match state.as_deref() {
-                    Some("CANCELED") | None => {
-                        format!("job {job_id} cancelled on the way out; payment status: {payment}")
-                    }
+                    Some("CANCELED") | None => format!(
+                        "job {job_id} was cancelled by the run (a wait's timeout, or the run stopping); payment status: {payment}"
+                    ),
                     Some(s) => format!(
-                        "job {job_id} had already ended {s} when the run stopped; payment status: {payment}"
+                        "job {job_id} had already ended {s} when the run cancelled it; payment status: {payment}"
                     ),
                 };
                 if let Some(&i) = self.index.get(&id) {

@@ -550,3 +550,22 @@ fn a_run_without_the_balance_check_says_so_in_its_issues_and_inputs() {
     assert!(report["inputs"].get("balance_check").is_none(), "{report}");
     assert_eq!(report["status"], "refused", "{report}");
 }
+
+#[test]
+fn a_failed_job_is_refunded_on_request() {
+    let serve = Serve::start(&["--fund", "w=100", "--no-faucet", "--real-quirks"]);
+    let dir = PlanDir::new(
+        "version: 1\nname: failing\nsteps:\n  - id: a\n    job: {job_type: inference, wallet: w, payment: 4, prompt: \"please FAIL this\"}\n",
+    );
+    let mut cmd = serve.command();
+    cmd.args(run_args(&dir.plan(), &dir.runs()));
+    let out = output_within(cmd, LIMIT);
+    assert_eq!(out.status.code(), Some(1));
+    let report = report_of(&out);
+    assert_eq!(report["totals"]["refunded_per_wallet"]["w"], 4, "{report}");
+    assert_eq!(serve.get("/v1/wallets/w/balance")["balance_ait"], "100 AIT");
+    let jobs = serve.jobs();
+    assert_eq!(jobs[0]["state"], "FAILED");
+    // The job view never learns of it.
+    assert_eq!(jobs[0]["payment_status"], "escrowed");
+}

@@ -594,3 +594,31 @@ async fn a_job_left_waiting_behind_a_slow_service_is_reported_stuck() {
         r.outcome.recommendations
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_job_is_refunded_before_it_is_submitted_again() {
+    let h = Harness::new();
+    h.fake.script(
+        "flaky",
+        [
+            JobScript::fails_after(1, "GPU fell off"),
+            JobScript::completes_after(1),
+        ],
+    );
+    let plan = "version: 1\nname: flaky\nsteps:\n  - id: flaky\n    retry: {max_attempts: 2, on: [job_failed], initial: 1s}\n    job: {job_type: inference, wallet: w, payment: 2, prompt: again}\n";
+    let (out, events) = h.run(plan).await;
+    assert_eq!(out, outcome(RunStatus::Succeeded, exit::SUCCESS));
+    // Two jobs paid 2 each; the failed one was refunded (the fake, like the real service, keeps its
+    // escrow until asked).
+    assert_eq!(h.fake.calls(Call::Submit), 2);
+    assert_eq!(h.fake.calls(Call::Refund), 1);
+    assert_eq!(h.fake.balance_of("w"), money(8));
+    let refunded: Vec<(&str, Money)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::PaymentRefunded { id, amount, .. } => Some((id.as_str(), *amount)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refunded, [("flaky", money(2))]);
+}

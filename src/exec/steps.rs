@@ -539,34 +539,17 @@ async fn refund_after_cancel<C: Coordinator>(
         m.insert("payment_status".into(), json!(settled.status()));
         m.insert("refunded".into(), json!(settled.refunded()));
     }
-    match &settled {
-        Settled::Refunded { amount, .. } => {
-            if let Some(f) = tracked {
-                ctx.emit(Event::PaymentRefunded {
-                    id: step.to_string(),
-                    job_id: job.to_string(),
-                    wallet: f.wallet.clone(),
-                    amount: *amount,
-                });
-            }
-        }
-        Settled::Held { amount, .. } | Settled::NotRefundable { amount, .. } => {
-            let note = settled.note(job);
-            if let Some(f) = tracked {
-                ctx.emit(Event::PaymentHeld {
-                    id: step.to_string(),
-                    job_id: job.to_string(),
-                    wallet: f.wallet.clone(),
-                    amount: *amount,
-                    note: Some(note.clone()),
-                });
-            }
-            o.issues.push(note);
-            o.recommendations.push(format!(
-                "Ask for the refund again with `aitbc-flow job refund {job}`"
-            ));
-        }
-        Settled::Unpaid | Settled::Released { .. } => {}
+    if let Some(f) = tracked {
+        report_settlement(ctx, job, f, step, Ok(settled.clone()));
+    }
+    if matches!(
+        settled,
+        Settled::Held { .. } | Settled::NotRefundable { .. }
+    ) {
+        o.issues.push(settled.note(job));
+        o.recommendations.push(format!(
+            "Ask for the refund again with `aitbc-flow job refund {job}`"
+        ));
     }
     o.validation_status = crate::model::ValidationStatus::Success;
     o.confidence = 1.0;
@@ -768,21 +751,30 @@ async fn wait<C: Coordinator>(
 ) -> Result<JobView, Fail> {
     let e = match crate::ops::wait::wait(conn, job, timeout).await {
         Ok(view) => {
-            let f = ctx.untrack(job);
-            if let Some(f) = f
-                && view.state == JobState::Completed
-                && view.error.is_some()
-                && matches!(view.payment_status.as_deref(), Some("escrowed" | "pending"))
-            {
-                // The step's outcome says why (the job's `error`); the totals count the money.
-                ctx.emit(Event::PaymentHeld {
-                    id: f.step.clone(),
-                    job_id: job.to_string(),
-                    wallet: f.wallet.clone(),
-                    amount: f.payment,
-                    note: None,
-                });
+            let f = ctx.inflight.lock().ok().and_then(|m| m.get(job).cloned());
+            if let Some(f) = f {
+                if view.succeeded() {
+                    if view.error.is_some()
+                        && matches!(view.payment_status.as_deref(), Some("escrowed" | "pending"))
+                    {
+                        // The step's outcome says why (the job's `error`); the totals count the money.
+                        ctx.emit(Event::PaymentHeld {
+                            id: f.step.clone(),
+                            job_id: job.to_string(),
+                            wallet: f.wallet.clone(),
+                            amount: f.payment,
+                            note: None,
+                        });
+                    }
+                } else {
+                    // Failed, expired or a failed result: the real service keeps the payment until
+                    // it is asked for.
+                    let conn = Conn::new(&*ctx.coord);
+                    let settled = crate::ops::refund::settle(&conn, &view).await;
+                    report_settlement(ctx, job, &f, &report.id, settled.map(|(_, s)| s));
+                }
             }
+            ctx.untrack(job);
             return Ok(view);
         }
         Err(e @ OpError::WaitTimeout { .. }) => e,
@@ -889,6 +881,38 @@ pub(crate) async fn cancel_and_refund<C: Coordinator>(
     }
     ctx.untrack(job);
     settled
+}
+
+/// Tells the totals (and the step `acting`, with a note) what became of the payment of a job this run
+/// paid for that ended unpaid: refunded, or still held.
+fn report_settlement<C>(
+    ctx: &Ctx<C>,
+    job: &JobId,
+    f: &InFlight,
+    acting: &str,
+    settled: Result<Settled, OpError>,
+) {
+    let settled = settled.unwrap_or_else(|e| Settled::Held {
+        amount: f.payment,
+        status: "unknown".into(),
+        error: format!("the payment could not be read, so no refund was asked: {e}"),
+    });
+    match &settled {
+        Settled::Refunded { amount, .. } => ctx.emit(Event::PaymentRefunded {
+            id: acting.to_string(),
+            job_id: job.to_string(),
+            wallet: f.wallet.clone(),
+            amount: *amount,
+        }),
+        Settled::Held { .. } | Settled::NotRefundable { .. } => ctx.emit(Event::PaymentHeld {
+            id: acting.to_string(),
+            job_id: job.to_string(),
+            wallet: f.wallet.clone(),
+            amount: f.payment,
+            note: Some(settled.note(job)),
+        }),
+        Settled::Unpaid | Settled::Released { .. } => {}
+    }
 }
 
 /// Fetches a finished job's result, verifies its receipt, saves it, and returns a fetch's outputs.

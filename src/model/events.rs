@@ -86,7 +86,8 @@ pub enum Event {
         /// The wallet.
         wallet: String,
     },
-    /// A plan's `cancel` step cancelled a job this run submitted, and its refund was confirmed.
+    /// A job this run submitted ended without being paid out — a `cancel` step cancelled it, or it
+    /// failed or expired — and its refund was confirmed by the payment view.
     PaymentRefunded {
         /// The step that cancelled it.
         id: String,

@@ -385,6 +385,10 @@ pub struct WalletBalance {
     pub compute_seconds: Option<Money>,
     /// The chain.
     pub chain_id: Option<String>,
+    /// What the daemon says went wrong, when it answers anyway (the upstream daemon answers a wallet
+    /// whose `address` is not a chain address with `"error": "Invalid address format"` and a balance of
+    /// 0 that it never read from the chain).
+    pub error: Option<String>,
 }
 
 impl WalletBalance {
@@ -398,8 +402,16 @@ impl WalletBalance {
                 aitbc.0 * rust_decimal::Decimal::from(COMPUTE_SECONDS_PER_AITBC),
             )),
             chain_id: None,
+            error: None,
         }
     }
+}
+
+/// True for a chain address as the contract wants it for `buyer_address`: `0x` and 40 hex digits.
+pub fn is_address(s: &str) -> bool {
+    s.len() == 42
+        && (s.starts_with("0x") || s.starts_with("0X"))
+        && s[2..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// The wallet daemon's answer as it is on the wire.
@@ -416,6 +428,8 @@ struct WalletBalanceWire {
     balance_ait: Option<Value>,
     #[serde(default)]
     chain_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
 }
 
 impl TryFrom<WalletBalanceWire> for WalletBalance {
@@ -465,6 +479,7 @@ impl TryFrom<WalletBalanceWire> for WalletBalance {
             balance,
             compute_seconds: w.balance,
             chain_id: w.chain_id,
+            error: w.error,
         })
     }
 }
@@ -480,6 +495,7 @@ impl From<WalletBalance> for WalletBalanceWire {
             balance: Some(cs),
             balance_ait: Some(Value::String(format_ait(b.balance))),
             chain_id: b.chain_id,
+            error: b.error,
         }
     }
 }

@@ -34,7 +34,10 @@ pub fn for_op(e: &crate::ops::OpError) -> i32 {
         OpError::Rules(_) => INVALID,
         OpError::BalanceUnknown { error, .. } | OpError::Client(error) => for_client(error),
         OpError::WaitTimeout { .. } => TIMEOUT,
-        OpError::JobEnded { .. } | OpError::ResultUnavailable { .. } => STEP_FAILED,
+        OpError::JobEnded { .. }
+        | OpError::ResultUnavailable { .. }
+        | OpError::WalletNotFound { .. }
+        | OpError::PayerUnknown { .. } => STEP_FAILED,
     }
 }
 
@@ -86,6 +89,7 @@ mod tests {
             last: view("RUNNING"),
             after: std::time::Duration::from_secs(20),
             retry_after: None,
+            stuck: None,
         };
         assert_eq!(for_op(&timeout), TIMEOUT);
         assert_eq!(

@@ -19,6 +19,7 @@ use crate::exit;
 use crate::model::{JobRequest, OptimizeRequest};
 use crate::money::Money;
 use crate::ops::list::ListRequest;
+use crate::ops::payer::BalanceCheck;
 use crate::ops::{Conn, OpError};
 use crate::policy::{Policy, PolicyError};
 
@@ -41,7 +42,7 @@ pub struct OpInput {
     /// The payment in AITBC (submit).
     #[serde(default)]
     pub payment: Option<Money>,
-    /// The job (status, results, cancel).
+    /// The job (status, results, cancel, refund).
     #[serde(default)]
     pub job_id: Option<String>,
     /// The agent (optimize).
@@ -143,7 +144,7 @@ impl OpInput {
         })?;
         if input.operation.is_none() {
             return Err(
-                "`operation` is required: one of submit, status, results, list, optimize, cancel, balance"
+                "`operation` is required: one of submit, status, results, list, optimize, cancel, balance, refund"
                     .into(),
             );
         }
@@ -162,6 +163,9 @@ pub struct OpOptions {
     pub poll_max: Duration,
     /// Where a relative `batch_file` is found.
     pub base_dir: PathBuf,
+    /// Whether a submit reads the wallet's balance first: only the command line switches it off
+    /// (`--no-balance-check`), never the input JSON.
+    pub balance_check: BalanceCheck,
 }
 
 impl Default for OpOptions {
@@ -171,6 +175,7 @@ impl Default for OpOptions {
             poll_initial: Duration::from_millis(500),
             poll_max: Duration::from_secs(5),
             base_dir: PathBuf::from("."),
+            balance_check: BalanceCheck::On,
         }
     }
 }
@@ -227,6 +232,11 @@ async fn run<C: Coordinator>(
                 .await?
                 .outcome
         }
+        Operation::Refund => {
+            ops::refund::refund(conn, &job_id(input, op)?, None)
+                .await?
+                .outcome
+        }
         Operation::Balance => {
             let wallet = required(&input.wallet, "wallet", op)?;
             ops::balance::balance(conn, wallet).await?.outcome
@@ -259,7 +269,9 @@ fn check_offline(input: &OpInput) -> Result<(), OpError> {
             Ok(())
         }
         Operation::Submit => rules(submit_rules(&job_request(input)?, input)),
-        Operation::Status | Operation::Results | Operation::Cancel => job_id(input, op).map(drop),
+        Operation::Status | Operation::Results | Operation::Cancel | Operation::Refund => {
+            job_id(input, op).map(drop)
+        }
         Operation::List => crate::ops::list::query(&list_request(input)).map(drop),
         Operation::Optimize => rules(crate::policy::check_optimize(
             &optimize_request(input)?,
@@ -384,7 +396,8 @@ async fn submit<C: Coordinator>(
     opts: &OpOptions,
 ) -> Result<Outcome, OpError> {
     let req = job_request(input)?;
-    let submitted = crate::ops::submit::submit(conn, &req, &Policy::default()).await?;
+    let submitted =
+        crate::ops::submit::submit(conn, &req, &Policy::default(), opts.balance_check).await?;
     if !input.wait.unwrap_or(false) {
         return Ok(submitted.outcome);
     }
@@ -454,16 +467,20 @@ async fn submit_batch<C: Coordinator>(
     // One wallet's jobs never race its own balance: check the batch's total once, up front.
     let wallet = requests[0].wallet.clone();
     let total: Money = requests.iter().map(|r| r.payment).sum();
-    crate::ops::submit::check_funds(conn, &wallet, total).await?;
+    let check = opts.balance_check;
+    let funds = crate::ops::submit::check_funds(conn, &wallet, total, check).await?;
+    let payer = &funds.payer;
 
     let parallel = input.parallel.unwrap_or(4).max(1);
     let outputs: Vec<Outcome> =
         futures_util::stream::iter(requests.into_iter().map(|req| async move {
             let started = Instant::now();
             let client_ref = format!("aitbc-flow-{}", hex::encode(rand::random::<[u8; 8]>()));
-            let body = crate::ops::submit::body(&req, &client_ref);
-            let out = match crate::ops::submit::send(conn, &body, &client_ref, &client_ref).await {
-                Ok(s) => crate::ops::submit::outcome(&s.view, &req, s.created),
+            let mut body = crate::ops::submit::body(&req, &client_ref);
+            crate::ops::submit::pay_from(&mut body, payer);
+            let sent = crate::ops::submit::send(conn, &body, &client_ref, &client_ref, payer).await;
+            let out = match sent {
+                Ok(s) => crate::ops::submit::outcome(&s.view, &req, s.created, payer, check),
                 Err(e) => e.outcome(Operation::Submit),
             };
             out.with_execution_time(started.elapsed())
@@ -484,8 +501,12 @@ async fn submit_batch<C: Coordinator>(
     out.payment = Some(total);
     out.status = Some(OpStatus::Submitted);
     out.progress = Some(0);
+    out.performance_metrics = Some(payer.metrics());
+    // What every item says about the payer is said once, for the batch.
+    let common: Vec<String> = check.issue().into_iter().chain(payer.issue()).collect();
+    out.issues.extend(common.iter().cloned());
     for (i, o) in outputs.iter().enumerate() {
-        for issue in &o.issues {
+        for issue in o.issues.iter().filter(|i| !common.contains(i)) {
             out.issues.push(format!("item {}: {issue}", i + 1));
         }
     }
@@ -697,7 +718,9 @@ mod tests {
             payment: Money::from_int(2),
             ..JobRequest::default()
         };
-        let out = crate::ops::submit::outcome(&v, &req, true);
+        let payer =
+            crate::ops::payer::Payer::unchecked("0x52908400098527886E0F7030069857D2E4169EE7");
+        let out = crate::ops::submit::outcome(&v, &req, true, &payer, BalanceCheck::On);
         assert_eq!(out.validation_status, ValidationStatus::Partial);
         assert!(out.issues[0].contains("skipped the payment"));
 

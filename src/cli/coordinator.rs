@@ -78,6 +78,16 @@ pub struct ServeArgs {
     /// Fault injection: seed for the draws, for repeatable runs.
     #[arg(long, value_name = "N")]
     pub fault_seed: Option<u64>,
+    /// Fault injection: refuse every refund (400 `Failed to refund payment`), as the real service does
+    /// when its chain is unreachable.
+    #[arg(long)]
+    pub fault_refuse_refunds: bool,
+    /// Behave as the real service where that would surprise a local user: no refund on cancel,
+    /// failure or expiry (ask with `POST /v1/payments/{id}/refund`), the job view still saying
+    /// `escrowed` after a refund, and jobs paid 10 AITBC or more ending COMPLETED with a ZK `error`
+    /// and their payment left in escrow.
+    #[arg(long)]
+    pub real_quirks: bool,
 }
 
 impl std::fmt::Debug for ServeArgs {
@@ -140,8 +150,10 @@ impl ServeArgs {
                 drop_rate: self.fault_drop_rate,
                 path_prefix: self.fault_path.clone(),
                 seed: self.fault_seed,
+                refuse_refunds: self.fault_refuse_refunds,
             },
             workers: self.workers,
+            real_quirks: self.real_quirks,
         }
     }
 }
@@ -265,6 +277,8 @@ mod tests {
             "/v1/jobs",
             "--fault-seed",
             "7",
+            "--fault-refuse-refunds",
+            "--real-quirks",
         ])
         .unwrap();
         let c = a.config();
@@ -291,8 +305,10 @@ mod tests {
                 drop_rate: 0.3,
                 path_prefix: Some("/v1/jobs".into()),
                 seed: Some(7),
+                refuse_refunds: true,
             }
         );
+        assert!(c.real_quirks);
     }
 
     #[test]
@@ -302,6 +318,7 @@ mod tests {
         assert!(c.faucet);
         assert_eq!(c.latency, WorkerLatency::realistic());
         assert!(c.faults.is_off());
+        assert!(!c.faults.refuse_refunds && !c.real_quirks);
         assert!(serve_args(&["--fund", "w"]).is_err());
         assert!(serve_args(&["--fund", "w=-1"]).is_err());
         assert!(serve_args(&["--fund", "=5"]).is_err());

@@ -14,6 +14,7 @@ use crate::duration::Dur;
 use crate::exit;
 use crate::money::Money;
 use crate::op::{OpInput, OpOptions, OpOutcome, Operation, Outcome, ValidationStatus};
+use crate::ops::payer::BalanceCheck;
 
 /// How results are printed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -32,7 +33,8 @@ pub struct ConnectArgs {
     /// started for the command.
     #[arg(long, global = true, value_name = "URL")]
     pub coordinator: Option<String>,
-    /// The wallet daemon's base URL for balances [env: AITBC_WALLET_URL]; default: the coordinator.
+    /// The wallet daemon's base URL for balances [env: AITBC_WALLET_URL] (the coordinator does not
+    /// serve balances); default: the coordinator.
     #[arg(long, global = true, value_name = "URL")]
     pub wallet_url: Option<String>,
 }
@@ -80,6 +82,12 @@ pub enum JobCommand {
     },
     /// Cancel a queued or running job.
     Cancel {
+        /// The job id.
+        job_id: String,
+    },
+    /// Ask for the refund of a job that ended without being paid out (cancelled, failed, expired), and
+    /// say what became of its payment.
+    Refund {
         /// The job id.
         job_id: String,
     },
@@ -131,6 +139,10 @@ pub struct SubmitArgs {
     /// How long --wait waits.
     #[arg(long, default_value = "300s")]
     pub timeout: Dur,
+    /// Submit without reading the wallet's balance first (for a coordinator without a wallet daemon):
+    /// the wallet is sent as given, and the output says so.
+    #[arg(long)]
+    pub no_balance_check: bool,
 }
 
 /// `job optimize`
@@ -168,12 +180,20 @@ pub struct OpArgs {
     /// Where the coordinator is.
     #[command(flatten)]
     pub connect: ConnectArgs,
+    /// Submit without reading the wallet's balance first (for a coordinator without a wallet daemon);
+    /// only the command line can say this, never the input JSON.
+    #[arg(long)]
+    pub no_balance_check: bool,
 }
 
 /// The skill input a job command stands for.
 fn to_input(c: JobCommand) -> Result<OpInput, String> {
     let mut i = OpInput::default();
     match c {
+        JobCommand::Refund { job_id } => {
+            i.operation = Some(Operation::Refund);
+            i.job_id = Some(job_id);
+        }
         JobCommand::Submit(a) => {
             i.operation = Some(Operation::Submit);
             i.prompt = match (&a.prompt, &a.prompt_file) {
@@ -241,6 +261,13 @@ fn to_input(c: JobCommand) -> Result<OpInput, String> {
 
 /// Runs a job command.
 pub fn execute(args: JobArgs) -> i32 {
+    let check = BalanceCheck::skipped_if(matches!(
+        &args.command,
+        JobCommand::Submit(SubmitArgs {
+            no_balance_check: true,
+            ..
+        })
+    ));
     let input = match to_input(args.command) {
         Ok(i) => i,
         Err(e) => {
@@ -249,7 +276,7 @@ pub fn execute(args: JobArgs) -> i32 {
         }
     };
     let format = args.output;
-    match run_input(&args.connect, &input) {
+    match run_input(&args.connect, &input, check) {
         Ok(outcome) => {
             print_outcome(&outcome, format);
             outcome.exit_code
@@ -272,7 +299,8 @@ pub fn op(args: OpArgs) -> i32 {
             return exit::INVALID;
         }
     };
-    match run_input(&args.connect, &input) {
+    let check = BalanceCheck::skipped_if(args.no_balance_check);
+    match run_input(&args.connect, &input, check) {
         Ok(outcome) => {
             print_outcome(&outcome, OutputFormat::Json);
             outcome.exit_code
@@ -283,7 +311,11 @@ pub fn op(args: OpArgs) -> i32 {
 
 /// Connects (starting the embedded coordinator when none is configured), runs the input, and shuts
 /// the embedded coordinator down. `Err` carries the exit code of a failure already reported.
-fn run_input(connect: &ConnectArgs, input: &OpInput) -> Result<OpOutcome, i32> {
+fn run_input(
+    connect: &ConnectArgs,
+    input: &OpInput,
+    balance_check: BalanceCheck,
+) -> Result<OpOutcome, i32> {
     // A request that breaks a rule needs no coordinator, embedded or not.
     if let Some(failed) = crate::op::precheck(input) {
         return Ok(failed);
@@ -334,6 +366,7 @@ fn run_input(connect: &ConnectArgs, input: &OpInput) -> Result<OpOutcome, i32> {
         })?;
         let opts = OpOptions {
             base_dir: std::env::current_dir().unwrap_or_default(),
+            balance_check,
             ..OpOptions::default()
         };
         let outcome = crate::op::execute(&client, input, &opts).await;
@@ -400,6 +433,32 @@ pub fn render_text(o: &Outcome) -> String {
     if let Some(p) = &o.payment {
         field(&mut s, "payment", format!("{p} AITBC"));
     }
+    if let Some(m) = &o.performance_metrics
+        && let Some(a) = m.get("buyer_address").and_then(|v| v.as_str())
+    {
+        let how = match m.get("payer").and_then(|v| v.as_str()) {
+            Some("wallet_daemon") => " (the wallet's address, from the wallet daemon)",
+            Some("given") => " (as given)",
+            Some("unresolved") => " (the wallet's name: not resolved to an address)",
+            _ => "",
+        };
+        field(&mut s, "payer", format!("{a}{how}"));
+    }
+    if o.operation == Operation::Refund
+        && let Some(m) = &o.performance_metrics
+        && let Some(st) = m.get("payment_status").and_then(|v| v.as_str())
+    {
+        let done = m.get("refunded").is_some_and(|v| !v.is_null());
+        field(
+            &mut s,
+            "refund",
+            if done {
+                format!("done (payment status: {st})")
+            } else {
+                format!("not made (payment status: {st})")
+            },
+        );
+    }
     if let Some(a) = &o.resource_allocation {
         let g = |k: &str| a.get(k).map(|v| v.to_string()).unwrap_or_default();
         field(
@@ -446,6 +505,8 @@ pub fn render_text(o: &Outcome) -> String {
         };
         if o.operation == Operation::Balance {
             field(&mut s, "balance", format!("{r} AITBC"));
+        } else if o.operation == Operation::Refund {
+            // Shown as the `refund` field above.
         } else {
             let _ = writeln!(s, "\n{r}\n");
         }

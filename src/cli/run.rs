@@ -100,6 +100,10 @@ pub struct RunArgs {
     /// Do not reuse earlier results for `cache: true` steps: they run (and pay) again.
     #[arg(long)]
     pub no_cache: bool,
+    /// Submit without reading wallet balances (no preflight, no check before each submit), for a
+    /// coordinator without a wallet daemon; the report says so. A plan cannot switch this off.
+    #[arg(long)]
+    pub no_balance_check: bool,
     /// `--lock` and `--lock-timeout`.
     #[command(flatten)]
     pub lock: crate::cli::scheduler::LockFlags,
@@ -139,6 +143,8 @@ struct ExecParams {
     inputs: crate::model::RunInputs,
     /// The run holds the plan's lock.
     lock: bool,
+    /// Whether balances are checked (`--no-balance-check` turns it off for this start).
+    balance_check: crate::ops::payer::BalanceCheck,
 }
 
 /// Runs `run`.
@@ -178,13 +184,14 @@ pub fn run(a: RunArgs) -> i32 {
             return exit::INVALID;
         }
     };
-    let inputs = repro::inputs(
+    let mut inputs = repro::inputs(
         &plan,
         &a.overrides.set,
         &a.overrides.vars,
         a.vars_from.as_deref(),
         !a.no_cache,
     );
+    inputs.balance_check = !a.no_balance_check;
     print_warnings(&plan.warnings);
     let run_id = new_run_id();
     let run_lock = match crate::cli::scheduler::take_run_lock(&a.lock, &plan, &a.runs_dir, &run_id)
@@ -219,6 +226,7 @@ pub fn run(a: RunArgs) -> i32 {
         cache: !a.no_cache,
         inputs,
         lock: run_lock.is_some(),
+        balance_check: crate::ops::payer::BalanceCheck::skipped_if(a.no_balance_check),
     };
     // The base vars of `--vars-from` are kept in the run directory (the temporary file is gone), so
     // the journal names a file that `resume` can read again.
@@ -339,6 +347,7 @@ fn execute_plan(
             cache: p.cache,
             inputs: p.inputs.clone(),
             lock: p.lock,
+            balance_check: p.balance_check,
             ..RunOptions::new(run_id.clone(), run_dir.clone())
         };
         let finished =
@@ -421,6 +430,9 @@ pub struct ResumeArgs {
     /// Longest polling delay while waiting for a job.
     #[arg(long, default_value = "5s", value_name = "DURATION", hide = true)]
     pub poll_max: Dur,
+    /// Submit without reading wallet balances, for this start only (see `run --no-balance-check`).
+    #[arg(long)]
+    pub no_balance_check: bool,
 }
 
 /// Runs `resume`: keeps the steps that succeeded, re-attaches to submitted jobs, reconciles intents
@@ -505,16 +517,20 @@ pub fn resume(a: ResumeArgs) -> i32 {
         set: replay.set.clone(),
         vars_files: replay.vars_files.clone(),
         // The run is repeated as it was started: its cache setting and `--vars-from` (whose vars are
-        // in `vars_files` already), and its lock.
+        // in `vars_files` already), and its lock; the balance check is this start's choice.
         cache: replay.cache,
-        inputs: repro::inputs(
-            &plan,
-            &replay.set,
-            &replay.vars_files,
-            replay.vars_from.as_deref(),
-            replay.cache,
-        ),
+        inputs: crate::model::RunInputs {
+            balance_check: !a.no_balance_check,
+            ..repro::inputs(
+                &plan,
+                &replay.set,
+                &replay.vars_files,
+                replay.vars_from.as_deref(),
+                replay.cache,
+            )
+        },
         lock: replay.lock,
+        balance_check: crate::ops::payer::BalanceCheck::skipped_if(a.no_balance_check),
     };
     let run_id = replay.run_id.clone();
     let flags = crate::cli::scheduler::LockFlags {

@@ -1,8 +1,10 @@
 //! An in-memory [`Coordinator`] for unit tests anywhere in the crate: no HTTP, no clock, no threads.
 //!
-//! It keeps jobs, payments and wallets the way the real service does — a submit escrows the payment and
-//! honours its idempotency key, a completed job releases it, and a cancelled, failed or expired job keeps
-//! it escrowed until a refund is asked for — so that what the executor does with money can be checked.
+//! It keeps jobs, payments and wallets the way the real service does — a submit escrows the payment
+//! from the wallet its `buyer_address` names (a wallet's name, or the address its balance answer gives)
+//! and honours its idempotency key, a completed job releases it, and a cancelled, failed or expired job
+//! keeps it escrowed until a refund is asked for, after which only the payment view says `refunded`
+//! (the job view keeps `escrowed`) — so that what the executor does with money can be checked.
 //! How each job goes is scripted per step ([`JobScript`]: complete after N reads, fail, expire, or never
 //! finish); any call can be made to fail, before or after it takes effect ([`FakeCoordinator::fail_next`],
 //! [`FakeCoordinator::lose_next_answer`]); and every call is counted ([`FakeCoordinator::calls`]).
@@ -61,6 +63,9 @@ pub enum JobEnd {
     Fail(String),
     /// EXPIRED.
     Expire,
+    /// COMPLETED with a good result but this `error`, its payment left in escrow (a job paid 10 or more
+    /// whose ZK proof failed, on the real service).
+    CompleteHeld(String),
     /// Stays RUNNING for ever (until cancelled).
     Never,
 }
@@ -104,6 +109,13 @@ impl JobScript {
             end: JobEnd::ReportFailure(error.into()),
         }
     }
+    /// Ends COMPLETED after `reads` RUNNING reads with this `error`, its payment still escrowed.
+    pub fn completes_held(reads: u32, error: &str) -> JobScript {
+        JobScript {
+            running_reads: reads,
+            end: JobEnd::CompleteHeld(error.into()),
+        }
+    }
     /// Ends EXPIRED after `reads` RUNNING reads.
     pub fn expires_after(reads: u32) -> JobScript {
         JobScript {
@@ -134,7 +146,20 @@ struct FakeJob {
     script: JobScript,
     wallet: String,
     payment: Money,
+    /// The payment's status as the payment view says it (the job view lags behind a refund).
+    paid: Option<String>,
+    /// What the submit sent as `buyer_address`.
+    buyer: Option<String>,
     receipt: Option<Value>,
+}
+
+/// The address the fake gives a wallet: `0x` and 40 hex digits of the name's SHA-256.
+pub fn address_of(wallet: &str) -> String {
+    use sha2::{Digest, Sha256};
+    format!(
+        "0x{}",
+        &hex::encode(Sha256::digest(wallet.as_bytes()))[..40]
+    )
 }
 
 #[derive(Debug)]
@@ -237,6 +262,11 @@ impl FakeCoordinator {
     /// Every job as it is now, in submission order.
     pub fn jobs(&self) -> Vec<JobView> {
         self.lock().jobs.iter().map(|j| j.view.clone()).collect()
+    }
+
+    /// What each submit sent as `buyer_address`, in submission order.
+    pub fn buyers(&self) -> Vec<Option<String>> {
+        self.lock().jobs.iter().map(|j| j.buyer.clone()).collect()
     }
 
     /// An error of the kind a connection failure gives, for [`FakeCoordinator::fail_next`].
@@ -351,6 +381,16 @@ impl FakeJob {
                 self.view.state = JobState::Expired;
                 self.view.error = Some("job expired".into());
             }
+            JobEnd::CompleteHeld(error) => {
+                let prompt = self.view.payload.get("prompt").and_then(Value::as_str);
+                let result = json!({"status": "completed", "output": format!("ok: {}", prompt.unwrap_or(""))});
+                let paid = self.paid.clone();
+                self.complete(result, key);
+                // Nothing released: the payment stays as it was.
+                self.view.payment_status = paid.clone();
+                self.paid = paid;
+                self.view.error = Some(error);
+            }
             JobEnd::Never => {}
         }
     }
@@ -360,6 +400,7 @@ impl FakeJob {
         self.view.result = Some(result.clone());
         if self.view.payment_id.is_some() {
             self.view.payment_status = Some("released".into());
+            self.paid = Some("released".into());
         }
         let mut receipt = json!({
             "version": "1.0",
@@ -388,7 +429,14 @@ impl Coordinator for FakeCoordinator {
             if let Some(&i) = idempotency_key.and_then(|k| s.by_key.get(k)) {
                 return Ok((s.jobs[i].view.clone(), false));
             }
-            let wallet = job.buyer_address.clone().unwrap_or_default();
+            let buyer = job.buyer_address.clone().unwrap_or_default();
+            // A wallet's address pays from that wallet.
+            let wallet = s
+                .wallets
+                .keys()
+                .find(|w| address_of(w).eq_ignore_ascii_case(&buyer))
+                .cloned()
+                .unwrap_or(buyer);
             let payment = job.payment_amount.unwrap_or(Money::ZERO);
             let held = s.wallets.get(&wallet).copied().unwrap_or(Money::ZERO);
             if held < payment {
@@ -423,6 +471,8 @@ impl Coordinator for FakeCoordinator {
                 script,
                 wallet,
                 payment,
+                paid: paid.then(|| "escrowed".to_string()),
+                buyer: job.buyer_address.clone(),
                 receipt: None,
             });
             Ok((view, true))
@@ -516,8 +566,7 @@ impl Coordinator for FakeCoordinator {
         self.answer(Call::Payment, |s, _| {
             let path = format!("/v1/jobs/{id}/payment");
             let job = s.find(id, &path)?;
-            let (Some(payment_id), Some(status)) = (&job.view.payment_id, &job.view.payment_status)
-            else {
+            let (Some(payment_id), Some(status)) = (&job.view.payment_id, &job.paid) else {
                 return Err(not_found(&path, "payment"));
             };
             Ok(PaymentView {
@@ -542,18 +591,18 @@ impl Coordinator for FakeCoordinator {
             let refundable = matches!(
                 job.view.state,
                 JobState::Canceled | JobState::Failed | JobState::Expired
-            ) && job.view.payment_status.as_deref() == Some("escrowed");
+            ) && job.paid.as_deref() == Some("escrowed");
             if !refundable {
-                return Err(ClientError::Conflict {
+                // The real service's answer for every refund it does not make.
+                return Err(ClientError::Invalid {
                     url: url(&path),
-                    detail: format!(
-                        "payment is {} for a {} job",
-                        job.view.payment_status.as_deref().unwrap_or("none"),
-                        job.view.state
-                    ),
+                    status: 400,
+                    message: "Failed to refund payment".into(),
+                    details: Vec::new(),
                 });
             }
-            job.view.payment_status = Some("refunded".into());
+            // Like the real service: the job view keeps saying `escrowed`.
+            job.paid = Some("refunded".into());
             *wallets.entry(job.wallet.clone()).or_default() += job.payment;
             Ok(RefundResponse {
                 status: "refunded".into(),
@@ -593,7 +642,11 @@ impl Coordinator for FakeCoordinator {
     async fn balance(&self, wallet: &str) -> Result<WalletBalance, ClientError> {
         self.answer(Call::Balance, |s, _| {
             let balance = s.wallets.get(wallet).copied().unwrap_or(Money::ZERO);
-            Ok(WalletBalance::in_aitbc(wallet, None, balance))
+            Ok(WalletBalance::in_aitbc(
+                wallet,
+                Some(address_of(wallet)),
+                balance,
+            ))
         })
     }
 }
@@ -672,6 +725,10 @@ mod tests {
         assert_eq!(c.refund(&req).await.unwrap().status, "refunded");
         assert_eq!(c.balance_of("w"), Money::from_int(5));
         assert!(c.refund(&req).await.is_err(), "refunded once only");
+        // As on the real service, only the payment view knows.
+        let v = c.job(&v.job_id).await.unwrap();
+        assert_eq!(v.payment_status.as_deref(), Some("escrowed"));
+        assert_eq!(c.payment(&v.job_id).await.unwrap().status, "refunded");
     }
 
     #[tokio::test]
@@ -687,6 +744,16 @@ mod tests {
         assert_eq!(list.items[0].client_ref(), Some("r1/a"));
         assert!(c.submit(&create("a", "w", 0), None).await.is_ok());
         assert_eq!(c.calls(Call::Submit), 3);
+    }
+
+    #[tokio::test]
+    async fn a_payer_named_by_its_address_pays_from_its_wallet() {
+        let c = FakeCoordinator::new();
+        c.fund("w", Money::from_int(5));
+        let b = c.balance("w").await.unwrap();
+        let address = b.address.unwrap();
+        c.submit(&create("a", &address, 2), None).await.unwrap();
+        assert_eq!(c.balance_of("w"), Money::from_int(3));
     }
 
     #[test]

@@ -313,7 +313,9 @@ async fn a_coordinator_that_never_answers_the_preflight_ends_the_run_unreachable
     let issues = issues(&events);
     assert_eq!(issues.len(), 1);
     assert!(
-        issues[0].starts_with("balance preflight failed: coordinator unavailable"),
+        issues[0].starts_with(
+            "balance preflight failed: cannot check the balance of wallet v: coordinator unavailable"
+        ),
         "{issues:?}"
     );
     assert_eq!(h.fake.calls(Call::Balance), 3);
@@ -367,6 +369,7 @@ async fn a_resumed_run_keeps_the_steps_done_before_and_runs_the_rest() {
                 client_ref: "r1/a".into(),
                 wallet: "w".into(),
                 payment: money(2),
+                buyer_address: None,
                 job_id: Some(earlier_job.into()),
             }],
         )]
@@ -401,4 +404,221 @@ async fn a_resumed_run_keeps_the_steps_done_before_and_runs_the_rest() {
     ));
     let kept = records.iter().any(|r| matches!(r, Record::Step { report, outputs } if report.id == "a" && outputs.get("output") == Some(&Value::from("ok: alpha"))));
     assert!(kept, "a is journaled again for this start");
+}
+
+/// The `payment_held` events: step, wallet, amount, and whether a note came with it.
+fn held(events: &[Event]) -> Vec<(&str, &str, Money, bool)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::PaymentHeld {
+                id,
+                wallet,
+                amount,
+                note,
+                ..
+            } => Some((id.as_str(), wallet.as_str(), *amount, note.is_some())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_payer_sent_is_the_wallets_address_from_its_balance() {
+    let h = Harness::new();
+    let (out, events) = h.run(CHAIN).await;
+    assert_eq!(out, outcome(RunStatus::Succeeded, exit::SUCCESS));
+    let w = crate::client::fake::address_of("w");
+    let v = crate::client::fake::address_of("v");
+    let buyers = h.fake.buyers();
+    assert_eq!(buyers.len(), 3);
+    assert_eq!(
+        buyers.iter().filter(|b| b.as_deref() == Some(&w)).count(),
+        2
+    );
+    assert_eq!(
+        buyers.iter().filter(|b| b.as_deref() == Some(&v)).count(),
+        1
+    );
+    // The fake escrows from the wallet the address belongs to.
+    assert_eq!(h.fake.balance_of("w"), money(5));
+    let a = report(&events, "a");
+    let m = a.outcome.performance_metrics.as_ref().unwrap();
+    assert_eq!(m["buyer_address"], json!(w));
+    assert_eq!(m["payer"], "wallet_daemon");
+    assert_eq!(a.outputs["buyer_address"], json!(w));
+    // The journal knows what was sent, for a resume.
+    assert!(
+        h.journal()
+            .iter()
+            .any(|r| matches!(r, Record::Intent { buyer_address: Some(b), .. } if *b == w))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_the_balance_check_nothing_is_read_and_the_wallet_is_sent_as_named() {
+    let h = Harness::new();
+    let options = RunOptions {
+        balance_check: crate::ops::payer::BalanceCheck::Off,
+        ..h.options()
+    };
+    let (out, events) = h.run_with(CHAIN, options, CancellationToken::new()).await;
+    assert_eq!(out, outcome(RunStatus::Succeeded, exit::SUCCESS));
+    assert_eq!(h.fake.calls(Call::Balance), 0);
+    let run_issues = issues(&events);
+    assert_eq!(run_issues.len(), 1);
+    assert!(
+        run_issues[0].contains("--no-balance-check"),
+        "{run_issues:?}"
+    );
+    let mut buyers: Vec<String> = h.fake.buyers().into_iter().flatten().collect();
+    buyers.sort();
+    assert_eq!(buyers, ["v", "w", "w"]);
+    let a = report(&events, "a");
+    assert_eq!(
+        a.outcome.performance_metrics.as_ref().unwrap()["payer"],
+        "unresolved"
+    );
+    assert!(
+        a.outcome
+            .issues
+            .iter()
+            .any(|i| i.contains("--no-balance-check"))
+            && a.outcome
+                .issues
+                .iter()
+                .any(|i| i.contains("not a chain address")),
+        "{:?}",
+        a.outcome.issues
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refund_refused_after_a_timeout_is_a_payment_held() {
+    let h = Harness::new();
+    h.fake.script_others(JobScript::never_finishes()).fail_next(
+        Call::Refund,
+        crate::client::ClientError::Invalid {
+            url: "http://fake.coordinator.invalid/v1/payments/p/refund".into(),
+            status: 400,
+            message: "Failed to refund payment".into(),
+            details: vec![],
+        },
+    );
+    let plan = "version: 1\nname: slow\nsteps:\n  - id: hang\n    timeout: 2s\n    job: {job_type: inference, wallet: w, payment: 2, prompt: forever}\n";
+    let (out, events) = h.run(plan).await;
+    assert_eq!(out, outcome(RunStatus::TimedOut, exit::TIMEOUT));
+    assert_eq!(cancels(&events), [("hang", Some("escrowed"), None)]);
+    assert_eq!(held(&events), [("hang", "w", money(2), true)]);
+    let note = events
+        .iter()
+        .find_map(|e| match e {
+            Event::PaymentHeld { note, .. } => note.clone(),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        note.contains("refund")
+            && note.contains("2 AITBC still held")
+            && note.contains("Failed to refund payment"),
+        "{note}"
+    );
+    assert_eq!(h.fake.balance_of("w"), money(8));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_completed_job_with_an_error_is_partial_and_its_payment_held() {
+    let h = Harness::new();
+    h.fake.fund("w", money(20)).script(
+        "big",
+        [JobScript::completes_held(
+            1,
+            "ZK proof required before escrow release (status: generation_failed)",
+        )],
+    );
+    let plan = "version: 1\nname: big\nsteps:\n  - id: big\n    job: {job_type: inference, wallet: w, payment: 12, prompt: large}\n";
+    let (out, events) = h.run(plan).await;
+    assert_eq!(out, outcome(RunStatus::Succeeded, exit::SUCCESS));
+    let big = report(&events, "big");
+    assert_eq!(big.state, StepState::Succeeded);
+    assert_eq!(
+        big.outcome.validation_status,
+        crate::model::ValidationStatus::Partial
+    );
+    assert!(
+        big.outcome
+            .issues
+            .iter()
+            .any(|i| i.contains("completed with an error: ZK proof required"))
+            && big
+                .outcome
+                .issues
+                .iter()
+                .any(|i| i.contains("not released to the provider")),
+        "{:?}",
+        big.outcome.issues
+    );
+    assert_eq!(held(&events), [("big", "w", money(12), false)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_left_waiting_behind_a_slow_service_is_reported_stuck() {
+    let h = Harness::new();
+    h.fake.script_others(JobScript::never_finishes());
+    for _ in 0..2 {
+        h.fake.fail_next(
+            Call::Job,
+            crate::client::ClientError::Timeout {
+                url: "http://fake.coordinator.invalid/v1/jobs/x".into(),
+                after: Duration::from_secs(10),
+            },
+        );
+    }
+    let plan = "version: 1\nname: slow\nsteps:\n  - id: hang\n    timeout: 3s\n    job: {job_type: inference, wallet: w, payment: 2, prompt: forever}\n";
+    let (out, events) = h.run(plan).await;
+    assert_eq!(out, outcome(RunStatus::TimedOut, exit::TIMEOUT));
+    let r = report(&events, "hang");
+    assert!(
+        r.outcome
+            .summary
+            .contains("it looks stuck: still RUNNING while the service was slow or failing: 2 of"),
+        "{}",
+        r.outcome.summary
+    );
+    assert!(
+        r.outcome
+            .recommendations
+            .iter()
+            .any(|x| x.contains("may never have reached its miner")),
+        "{:?}",
+        r.outcome.recommendations
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_job_is_refunded_before_it_is_submitted_again() {
+    let h = Harness::new();
+    h.fake.script(
+        "flaky",
+        [
+            JobScript::fails_after(1, "GPU fell off"),
+            JobScript::completes_after(1),
+        ],
+    );
+    let plan = "version: 1\nname: flaky\nsteps:\n  - id: flaky\n    retry: {max_attempts: 2, on: [job_failed], initial: 1s}\n    job: {job_type: inference, wallet: w, payment: 2, prompt: again}\n";
+    let (out, events) = h.run(plan).await;
+    assert_eq!(out, outcome(RunStatus::Succeeded, exit::SUCCESS));
+    // Two jobs paid 2 each; the failed one was refunded (the fake, like the real service, keeps its
+    // escrow until asked).
+    assert_eq!(h.fake.calls(Call::Submit), 2);
+    assert_eq!(h.fake.calls(Call::Refund), 1);
+    assert_eq!(h.fake.balance_of("w"), money(8));
+    let refunded: Vec<(&str, Money)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::PaymentRefunded { id, amount, .. } => Some((id.as_str(), *amount)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refunded, [("flaky", money(2))]);
 }

@@ -85,6 +85,9 @@ pub enum Record {
         wallet: String,
         /// The payment.
         payment: Money,
+        /// What is sent as `buyer_address` (the wallet's address, or the wallet as given).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        buyer_address: Option<String>,
     },
     /// The coordinator has the job (fsync'd).
     Submitted {
@@ -339,6 +342,8 @@ pub struct Submission {
     pub wallet: String,
     /// The payment.
     pub payment: Money,
+    /// What was sent as `buyer_address` (journals before it was recorded have none).
+    pub buyer_address: Option<String>,
     /// The job id, once the coordinator gave it.
     pub job_id: Option<String>,
 }
@@ -384,6 +389,7 @@ pub fn replay(records: &[Record]) -> Result<Replay, String> {
                 client_ref,
                 wallet,
                 payment,
+                buyer_address,
             } => {
                 let subs = r.submissions.entry(step.clone()).or_default();
                 if !subs.iter().any(|s| s.number == *submission) {
@@ -392,6 +398,7 @@ pub fn replay(records: &[Record]) -> Result<Replay, String> {
                         client_ref: client_ref.clone(),
                         wallet: wallet.clone(),
                         payment: *payment,
+                        buyer_address: buyer_address.clone(),
                         job_id: None,
                     });
                 }
@@ -466,6 +473,7 @@ mod tests {
                 client_ref: "r/a".into(),
                 wallet: "w".into(),
                 payment: Money::from_int(2),
+                buyer_address: None,
             },
             true,
         )
@@ -477,6 +485,7 @@ mod tests {
                 client_ref: "r/b".into(),
                 wallet: "w".into(),
                 payment: Money::from_int(3),
+                buyer_address: None,
             },
             true,
         )

@@ -14,7 +14,7 @@ use crate::api::ListQuery;
 use crate::client::{ClientError, Coordinator};
 use crate::money::Money;
 use crate::ops::retry::RetryPolicy;
-use crate::ops::{Conn, Trace};
+use crate::ops::{Conn, OpError, Trace};
 use crate::plan::CheckedPlan;
 
 /// Retry jitter for the preflight's balance reads, from the run's seed when it has one.
@@ -32,15 +32,17 @@ impl Trace for Jitter {
 pub enum PreflightError {
     /// The coordinator did not take our credentials, or could not be asked whether it does.
     Credentials(ClientError),
-    /// A balance could not be read.
-    Balance(ClientError),
+    /// A balance could not be read (worded as the operations word it: where balances come from, a
+    /// wallet the daemon does not know).
+    Balance(OpError),
 }
 
 impl PreflightError {
-    /// The client error behind it.
-    pub fn client(&self) -> &ClientError {
+    /// The exit code for a run that stops here.
+    pub fn exit_code(&self) -> i32 {
         match self {
-            PreflightError::Credentials(e) | PreflightError::Balance(e) => e,
+            PreflightError::Credentials(e) => crate::exit::for_client(e),
+            PreflightError::Balance(e) => crate::exit::for_op(e),
         }
     }
 }
@@ -62,8 +64,8 @@ impl std::fmt::Display for PreflightError {
 }
 
 /// Asks the coordinator once (one job read) whether it takes our credentials — with `probe`, and only
-/// when the plan will pay for something — then adds up what the plan will spend per wallet and compares
-/// it with each balance. Returns one message per wallet that cannot pay; an error when the coordinator
+/// when the plan will pay for something — then, with `balances`, adds up what the plan will spend per
+/// wallet and compares it with each balance. Returns one message per wallet that cannot pay; an error when the coordinator
 /// refuses us or a balance cannot be read (each request is retried with the plan's default retry
 /// policy, within the plan's default step timeout).
 pub async fn preflight<C: Coordinator>(
@@ -72,6 +74,7 @@ pub async fn preflight<C: Coordinator>(
     already_paid: &BTreeMap<String, Money>,
     seed: Option<u64>,
     probe: bool,
+    balances: bool,
 ) -> Result<Vec<String>, PreflightError> {
     let (mut spend, _unknown) = crate::plan::spend::spend_per_wallet(plan);
     // A resumed run has paid for the jobs it submitted already: only the rest must be covered.
@@ -107,9 +110,11 @@ pub async fn preflight<C: Coordinator>(
             .map_err(PreflightError::Credentials)?;
     }
     let mut problems = Vec::new();
+    if !balances {
+        return Ok(problems);
+    }
     for (wallet, needed) in &spend {
-        let held = conn
-            .call(|c| c.balance(wallet))
+        let held = crate::ops::balance::read(&conn, wallet)
             .await
             .map_err(PreflightError::Balance)?
             .balance;

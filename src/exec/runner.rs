@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::dispatch::Dispatcher;
 use super::journal::{JOURNAL_VERSION, Journal, Record, Replay};
-use super::preflight::preflight;
+use super::preflight::{PreflightError, preflight};
 use super::steps::{self, StepResult};
 use crate::api::JobId;
 use crate::client::Coordinator;
@@ -26,6 +26,7 @@ use crate::exit;
 use crate::model::Event;
 use crate::model::{RunStatus, StepReport, StepState};
 use crate::money::Money;
+use crate::ops::payer::BalanceCheck;
 use crate::plan::check::{RunInfo, StepOutputs};
 use crate::plan::{CheckedPlan, PlannedStep};
 
@@ -58,6 +59,9 @@ pub struct RunOptions {
     pub resume: Option<Arc<Replay>>,
     /// True when the run holds the plan's lock (`--lock`; journaled so that a resume takes it too).
     pub lock: bool,
+    /// Whether wallet balances are read before the run and before every submit; only the command line
+    /// switches it off (`--no-balance-check`), for this start of the run alone.
+    pub balance_check: BalanceCheck,
 }
 
 impl RunOptions {
@@ -77,6 +81,7 @@ impl RunOptions {
             vars_files: Vec::new(),
             resume: None,
             lock: false,
+            balance_check: BalanceCheck::On,
         }
     }
 }
@@ -114,6 +119,7 @@ pub(crate) struct Ctx<C> {
     pub cache: Arc<super::cache::ResultCache>,
     pub journal: Arc<Journal>,
     pub resume: Option<Arc<Replay>>,
+    pub balance_check: BalanceCheck,
 }
 
 impl<C> Ctx<C> {
@@ -158,11 +164,12 @@ impl<C> Ctx<C> {
         }
     }
 
-    pub fn untrack(&self, job: &JobId) {
+    /// Stops tracking a job; what was tracked of it, if anything.
+    pub fn untrack(&self, job: &JobId) -> Option<InFlight> {
         self.inflight
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(job);
+            .remove(job)
     }
 }
 
@@ -239,6 +246,7 @@ pub async fn execute<C: Coordinator + 'static>(
         cache,
         journal: journal.clone(),
         resume: options.resume.clone(),
+        balance_check: options.balance_check,
     });
     drive(&ctx, &mut dispatcher, &interrupt).await;
 
@@ -331,9 +339,21 @@ async fn check_balances<C: Coordinator>(
         .unwrap_or_default();
     // Steps served from the cache are paid already, too (by the run they come from).
     super::cache::add_cached_spend(&mut already_paid, plan, cached);
+    let balances = match options.balance_check.issue() {
+        Some(issue) => {
+            // Said once for the run, and again by every submit's outcome.
+            let _ = events.send(Event::RunIssue {
+                message: format!(
+                    "{issue}: no preflight and no check before each submit; wallets given by name are sent unresolved"
+                ),
+            });
+            false
+        }
+        None => true,
+    };
     // The embedded coordinator was started with our token: no need to ask it.
     let probe = !options.embedded;
-    match preflight(plan, coord, &already_paid, options.seed, probe).await {
+    match preflight(plan, coord, &already_paid, options.seed, probe, balances).await {
         Ok(problems) if problems.is_empty() => None,
         Ok(problems) => {
             for p in problems {
@@ -345,7 +365,22 @@ async fn check_balances<C: Coordinator>(
             let _ = events.send(Event::RunIssue {
                 message: e.to_string(),
             });
-            let code = exit::for_client(e.client());
+            // Where balances come from, and how to go on without them, is worth saying here too.
+            if let PreflightError::Balance(op @ crate::ops::OpError::BalanceUnknown { error, .. }) =
+                &e
+                && matches!(
+                    **error,
+                    crate::client::ClientError::Auth { status: 403, .. }
+                        | crate::client::ClientError::NotFound { .. }
+                )
+            {
+                for advice in op.recommendations() {
+                    let _ = events.send(Event::RunIssue {
+                        message: format!("hint: {advice}"),
+                    });
+                }
+            }
+            let code = e.exit_code();
             let status = match code {
                 exit::UNREACHABLE => RunStatus::Unreachable,
                 exit::TIMEOUT => RunStatus::TimedOut,
@@ -504,7 +539,7 @@ async fn cancel_leftovers<C: Coordinator>(ctx: &Ctx<C>) {
         .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
         .unwrap_or_default();
     for (job, f) in leftover {
-        steps::cancel_and_refund(ctx, &job, &f).await;
+        steps::cancel_and_refund(ctx, &job, &f, &f.step).await;
     }
 }
 

@@ -165,7 +165,15 @@ fn redact_event(plan: &CheckedPlan, e: &mut Event) {
                 r(error);
             }
         }
-        Event::JobSubmitted { wallet, .. } | Event::JobCancelled { wallet, .. } => r(wallet),
+        Event::JobSubmitted { wallet, .. }
+        | Event::JobCancelled { wallet, .. }
+        | Event::PaymentRefunded { wallet, .. } => r(wallet),
+        Event::PaymentHeld { wallet, note, .. } => {
+            r(wallet);
+            if let Some(n) = note {
+                r(n);
+            }
+        }
         Event::StepFinished { report } => {
             let o = &mut report.outcome;
             r(&mut o.summary);

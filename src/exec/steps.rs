@@ -17,6 +17,8 @@ use crate::model::{
     Attempt, Event, JobRequest, JobType, OpStatus, ReceiptCheck, StepReport, StepState,
     ValidationStatus,
 };
+use crate::ops::payer::{BalanceCheck, Payer};
+use crate::ops::refund::Settled;
 use crate::ops::retry::{FailureClass, RetryPolicy};
 use crate::ops::{Conn, OpError, Trace};
 use crate::plan::PlannedStep;
@@ -354,9 +356,9 @@ async fn run_kind<C: Coordinator>(
 ) -> Result<Map<String, Value>, Fail> {
     match rendered {
         RenderedStep::Submit(req) => {
-            let view = submit(ctx, step, conn, req, 1, report).await?;
-            let mut out = submit_outputs(&view, req);
-            out.insert("status".into(), json!(OpStatus::of(&view)));
+            let sent = submit(ctx, step, conn, req, 1, report).await?;
+            let mut out = submit_outputs(&sent, req);
+            out.insert("status".into(), json!(OpStatus::of(&sent.view)));
             Ok(out)
         }
         RenderedStep::Wait {
@@ -459,18 +461,38 @@ async fn run_kind<C: Coordinator>(
         RenderedStep::Cancel { job } => {
             report.outcome.job_id = Some(job.clone());
             let done = crate::ops::cancel::cancel(conn, job).await?;
-            ctx.untrack(job);
+            // Tracked until the refund is settled (see `cancel_and_refund`).
+            let tracked = ctx.inflight.lock().ok().and_then(|m| m.get(job).cloned());
             let failed = done.outcome.failed();
             report.outcome = done.outcome;
             if failed {
+                ctx.untrack(job);
                 let issue = report.outcome.issues.first().cloned().unwrap_or_default();
                 return Err(Fail::new(StepFailure::Failed, issue));
             }
             let view = done.answer;
+            // The real service does not refund on cancel: ask for it, and report what the payment
+            // view says.
+            let settled =
+                refund_after_cancel(ctx, &step.id, conn, &view, tracked.as_ref(), report).await;
+            ctx.untrack(job);
             let mut out = Map::new();
             out.insert("job_id".into(), json!(view.job_id));
             out.insert("state".into(), json!(view.state));
             out.insert("status".into(), json!(OpStatus::of(&view)));
+            out.insert(
+                "payment_status".into(),
+                json!(
+                    settled
+                        .as_ref()
+                        .and_then(|s| s.status().map(str::to_string))
+                        .or(view.payment_status.clone())
+                ),
+            );
+            out.insert(
+                "refunded".into(),
+                json!(settled.as_ref().and_then(Settled::refunded)),
+            );
             Ok(out)
         }
         RenderedStep::Balance { wallet, min } => {
@@ -499,6 +521,54 @@ async fn run_kind<C: Coordinator>(
     }
 }
 
+/// A `cancel` step's refund: asks for it, puts what became of the payment in the step's outcome in
+/// place of the cancel's "still escrowed", and tells the totals when the job is one this run paid for.
+async fn refund_after_cancel<C: Coordinator>(
+    ctx: &Ctx<C>,
+    step: &str,
+    conn: &Conn<'_, C>,
+    view: &JobView,
+    tracked: Option<&InFlight>,
+    report: &mut StepReport,
+) -> Option<Settled> {
+    let job = &view.job_id;
+    let settled = match crate::ops::refund::settle(conn, view).await {
+        Ok((_, s)) => s,
+        Err(e) => {
+            report.outcome.issues.push(format!(
+                "the payment of job {job} could not be read, so no refund was asked: {e}"
+            ));
+            report.outcome.settle_in_place();
+            return None;
+        }
+    };
+    let o = &mut report.outcome;
+    // The cancel's own warning and advice are answered by the refund now.
+    o.issues.retain(|i| !i.starts_with("the payment is still"));
+    o.recommendations
+        .retain(|r| !r.contains("aitbc-flow job refund"));
+    if let Some(serde_json::Value::Object(m)) = &mut o.performance_metrics {
+        m.insert("payment_status".into(), json!(settled.status()));
+        m.insert("refunded".into(), json!(settled.refunded()));
+    }
+    if let Some(f) = tracked {
+        report_settlement(ctx, job, f, step, Ok(settled.clone()));
+    }
+    if matches!(
+        settled,
+        Settled::Held { .. } | Settled::NotRefundable { .. }
+    ) {
+        o.issues.push(settled.note(job));
+        o.recommendations.push(format!(
+            "Ask for the refund again with `aitbc-flow job refund {job}`"
+        ));
+    }
+    o.validation_status = crate::model::ValidationStatus::Success;
+    o.confidence = 1.0;
+    o.settle_in_place();
+    Some(settled)
+}
+
 /// The client reference that finds this step's job again after a lost response.
 pub fn client_ref(run_id: &str, step_id: &str, submission: u32) -> String {
     if submission <= 1 {
@@ -524,13 +594,13 @@ async fn submit<C: Coordinator>(
     req: &JobRequest,
     submission: u32,
     report: &mut StepReport,
-) -> Result<JobView, Fail> {
+) -> Result<Sent, Fail> {
     report.outcome.job_type = JobType::parse(&req.job_type);
     report.outcome.wallet = Some(req.wallet.clone());
     report.outcome.payment = Some(req.payment);
     let cref = client_ref(&ctx.run.id, &step.id, submission);
     let key = idempotency_key(&cref);
-    let body = crate::ops::submit::prepare(req, &ctx.plan.plan.policy, &cref)?;
+    let mut body = crate::ops::submit::prepare(req, &ctx.plan.plan.policy, &cref)?;
     let lock = ctx.wallet_lock(&req.wallet);
     let _guard = lock.lock().await;
 
@@ -570,11 +640,23 @@ async fn submit<C: Coordinator>(
         }
     }
 
-    // A job re-attached to was submitted by this run: it reads as submitted, not as found by a key.
-    let (view, created) = match reattached {
-        Some(v) => (v, true),
+    // A job re-attached to was submitted by this run: it reads as submitted, not as found by a key,
+    // and its payer is what the journal recorded as sent.
+    let (view, created, payer, check) = match reattached {
+        Some(v) => {
+            let sent = prior.as_ref().and_then(|p| p.buyer_address.as_deref());
+            (
+                v,
+                true,
+                Payer::recorded(&req.wallet, sent),
+                BalanceCheck::On,
+            )
+        }
         None => {
-            crate::ops::submit::check_funds(conn, &req.wallet, req.payment).await?;
+            let check = ctx.balance_check;
+            let funds =
+                crate::ops::submit::check_funds(conn, &req.wallet, req.payment, check).await?;
+            crate::ops::submit::pay_from(&mut body, &funds.payer);
             // The intent is on disk before the request leaves.
             ctx.journal(
                 &Record::Intent {
@@ -583,6 +665,7 @@ async fn submit<C: Coordinator>(
                     client_ref: cref.clone(),
                     wallet: req.wallet.clone(),
                     payment: req.payment,
+                    buyer_address: Some(funds.payer.buyer_address.clone()),
                 },
                 true,
             )
@@ -593,8 +676,8 @@ async fn submit<C: Coordinator>(
                 )
             })?;
             crate::crash::point("intent");
-            let s = crate::ops::submit::send(conn, &body, &key, &cref).await?;
-            (s.view, s.created)
+            let s = crate::ops::submit::send(conn, &body, &key, &cref, &funds.payer).await?;
+            (s.view, s.created, s.payer, check)
         }
     };
     if let Err(e) = ctx.journal(
@@ -624,20 +707,28 @@ async fn submit<C: Coordinator>(
         wallet: req.wallet.clone(),
         payment: req.payment,
     });
-    let mut outcome = crate::ops::submit::outcome(&view, req, created);
+    let mut outcome = crate::ops::submit::outcome(&view, req, created, &payer, check);
     outcome
         .issues
         .splice(0..0, std::mem::take(&mut report.outcome.issues));
     outcome.issues.extend(notes);
     report.outcome = outcome;
-    Ok(view)
+    Ok(Sent { view, payer })
 }
 
-fn submit_outputs(view: &JobView, req: &JobRequest) -> Map<String, Value> {
+/// A job a submit step sent (or found again), and who pays for it.
+struct Sent {
+    view: JobView,
+    payer: Payer,
+}
+
+fn submit_outputs(sent: &Sent, req: &JobRequest) -> Map<String, Value> {
+    let view = &sent.view;
     let mut out = Map::new();
     out.insert("job_id".into(), json!(view.job_id));
     out.insert("state".into(), json!(view.state));
     out.insert("wallet".into(), json!(req.wallet));
+    out.insert("buyer_address".into(), json!(sent.payer.buyer_address));
     out.insert("payment".into(), json!(req.payment));
     out.insert("job_type".into(), json!(req.job_type));
     out
@@ -660,7 +751,8 @@ fn view_outputs(view: &JobView) -> Map<String, Value> {
 }
 
 /// Waits for a job this run follows; on timeout cancels it (and asks for its refund) unless the step
-/// says to keep it.
+/// says to keep it. A job that completes with an `error` and its payment still held (a failed ZK
+/// proof) is counted as held.
 async fn wait<C: Coordinator>(
     ctx: &Ctx<C>,
     conn: &Conn<'_, C>,
@@ -671,23 +763,60 @@ async fn wait<C: Coordinator>(
 ) -> Result<JobView, Fail> {
     let e = match crate::ops::wait::wait(conn, job, timeout).await {
         Ok(view) => {
+            let f = ctx.inflight.lock().ok().and_then(|m| m.get(job).cloned());
+            if let Some(f) = f {
+                if view.succeeded() {
+                    if view.error.is_some()
+                        && matches!(view.payment_status.as_deref(), Some("escrowed" | "pending"))
+                    {
+                        // The step's outcome says why (the job's `error`); the totals count the money.
+                        ctx.emit(Event::PaymentHeld {
+                            id: f.step.clone(),
+                            job_id: job.to_string(),
+                            wallet: f.wallet.clone(),
+                            amount: f.payment,
+                            note: None,
+                        });
+                    }
+                } else {
+                    // Failed, expired or a failed result: the real service keeps the payment until
+                    // it is asked for.
+                    let conn = Conn::new(&*ctx.coord);
+                    let settled = crate::ops::refund::settle(&conn, &view).await;
+                    report_settlement(ctx, job, &f, &report.id, settled.map(|(_, s)| s));
+                }
+            }
             ctx.untrack(job);
             return Ok(view);
         }
         Err(e @ OpError::WaitTimeout { .. }) => e,
         Err(e) => return Err(e.into()),
     };
-    if let OpError::WaitTimeout { last, .. } = &e {
-        report.outcome.set_view(last);
-    }
     let mut fail = Fail::new(StepFailure::TimedOut, e.to_string());
+    if let OpError::WaitTimeout { last, stuck, .. } = &e {
+        report.outcome.set_view(last);
+        if stuck.is_some() {
+            // The issue (the error's text) says why; the advice for a stuck job comes first.
+            if let Some(first) = e.recommendations().into_iter().next() {
+                fail = fail.recommend(first);
+            }
+        }
+    }
     match on_timeout {
         OnTimeout::Cancel => {
             let f = ctx.inflight.lock().ok().and_then(|m| m.get(job).cloned());
             match f {
                 Some(f) => {
-                    cancel_and_refund(ctx, job, &f).await;
-                    fail = fail.recommend("The job was cancelled and its payment refunded where the coordinator refunds");
+                    let settled = cancel_and_refund(ctx, job, &f, &report.id).await;
+                    fail = fail.recommend(match settled {
+                        Some(Settled::Refunded { .. }) => {
+                            "The job was cancelled and its payment refunded".to_string()
+                        }
+                        Some(Settled::Held { .. }) => format!(
+                            "The job was cancelled, but its refund was refused: ask again with `aitbc-flow job refund {job}`"
+                        ),
+                        _ => "The job was cancelled".to_string(),
+                    });
                 }
                 None => {
                     let _ = crate::ops::cancel::cancel(&Conn::new(&*ctx.coord), job).await;
@@ -707,27 +836,95 @@ async fn wait<C: Coordinator>(
         .recommend("A job paid 10 or more may wait for a bonded provider: lower the payment or pick a provider"))
 }
 
-/// Cancels a job this run submitted and asks for (or reads back) its refund; emits what happened.
-pub(crate) async fn cancel_and_refund<C: Coordinator>(ctx: &Ctx<C>, job: &JobId, f: &InFlight) {
-    ctx.untrack(job);
+/// Cancels a job this run submitted, asks for its refund and reads back what became of the payment;
+/// emits what happened (a refund refused is a payment held, with the amount, on the `acting` step).
+/// Returns what became of the payment, when it could be read.
+///
+/// The job stays tracked until what happened is emitted: a refund can take ~14 s on the real service,
+/// and a step whose time runs out meanwhile is dropped — the run's way out then cancels and settles
+/// the job again (a second cancel answers 409 and is read; a second refund is asked and read back).
+pub(crate) async fn cancel_and_refund<C: Coordinator>(
+    ctx: &Ctx<C>,
+    job: &JobId,
+    f: &InFlight,
+    acting: &str,
+) -> Option<Settled> {
     let conn = Conn::new(&*ctx.coord);
     let view = match crate::ops::cancel::cancel(&conn, job).await {
         Ok(done) => Some(done.answer),
         // Gone, or the service could not say: read the job to report its state.
         Err(_) => conn.job(job).await.ok(),
     };
-    let refund = match &view {
-        Some(v) => Some(crate::ops::cancel::refund(&conn, v).await),
+    let settled = match &view {
+        // A job that completed meanwhile was paid for: nothing to refund.
+        Some(v) if v.succeeded() => None,
+        Some(v) => Some(
+            crate::ops::refund::settle(&conn, v)
+                .await
+                .map(|(_, s)| s)
+                .unwrap_or_else(|e| Settled::Held {
+                    amount: f.payment,
+                    status: v.payment_status.clone().unwrap_or_else(|| "unknown".into()),
+                    error: format!("the payment could not be read, so no refund was asked: {e}"),
+                }),
+        ),
         None => None,
     };
     ctx.emit(Event::JobCancelled {
         id: f.step.clone(),
         job_id: job.to_string(),
         state: view.as_ref().map(|v| v.state.to_string()),
-        payment_status: refund.as_ref().and_then(|r| r.payment_status.clone()),
-        refunded: refund.filter(|r| r.refunded).map(|_| f.payment),
+        payment_status: settled
+            .as_ref()
+            .and_then(|s| s.status().map(str::to_string))
+            .or_else(|| view.as_ref().and_then(|v| v.payment_status.clone())),
+        refunded: settled.as_ref().and_then(Settled::refunded),
         wallet: f.wallet.clone(),
     });
+    if let Some(s @ (Settled::Held { .. } | Settled::NotRefundable { .. })) = &settled {
+        // Said on the step that cancelled (a wait's timeout, or the submitting step on the way out).
+        ctx.emit(Event::PaymentHeld {
+            id: acting.to_string(),
+            job_id: job.to_string(),
+            wallet: f.wallet.clone(),
+            amount: f.payment,
+            note: Some(s.note(job)),
+        });
+    }
+    ctx.untrack(job);
+    settled
+}
+
+/// Tells the totals (and the step `acting`, with a note) what became of the payment of a job this run
+/// paid for that ended unpaid: refunded, or still held.
+fn report_settlement<C>(
+    ctx: &Ctx<C>,
+    job: &JobId,
+    f: &InFlight,
+    acting: &str,
+    settled: Result<Settled, OpError>,
+) {
+    let settled = settled.unwrap_or_else(|e| Settled::Held {
+        amount: f.payment,
+        status: "unknown".into(),
+        error: format!("the payment could not be read, so no refund was asked: {e}"),
+    });
+    match &settled {
+        Settled::Refunded { amount, .. } => ctx.emit(Event::PaymentRefunded {
+            id: acting.to_string(),
+            job_id: job.to_string(),
+            wallet: f.wallet.clone(),
+            amount: *amount,
+        }),
+        Settled::Held { .. } | Settled::NotRefundable { .. } => ctx.emit(Event::PaymentHeld {
+            id: acting.to_string(),
+            job_id: job.to_string(),
+            wallet: f.wallet.clone(),
+            amount: f.payment,
+            note: Some(settled.note(job)),
+        }),
+        Settled::Unpaid | Settled::Released { .. } => {}
+    }
 }
 
 /// Fetches a finished job's result, verifies its receipt, saves it, and returns a fetch's outputs.
@@ -860,9 +1057,9 @@ async fn run_job<C: Coordinator>(
     let policy = &conn.retry;
     let mut submission = 1;
     loop {
-        let view = submit(ctx, step, conn, req, submission, report).await?;
+        let sent = submit(ctx, step, conn, req, submission, report).await?;
         let submitted = report.outcome.clone();
-        let job = view.job_id.clone();
+        let job = sent.view.job_id.clone();
         let done = wait(ctx, conn, &job, step.timeout, on_timeout, report).await?;
         if !done.succeeded() {
             report.outcome.set_view(&done);
@@ -891,7 +1088,7 @@ async fn run_job<C: Coordinator>(
         let mut out = fetch(ctx, conn, &job, Some(&done), save, true, report).await?;
         let fetched = report.outcome.clone();
         report.outcome = crate::ops::submit::completed(submitted, fetched, req, &job);
-        for (k, v) in submit_outputs(&view, req) {
+        for (k, v) in submit_outputs(&sent, req) {
             out.entry(k).or_insert(v);
         }
         out.insert("state".into(), json!(done.state));

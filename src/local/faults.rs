@@ -1,6 +1,6 @@
 //! Fault injection for tests of clients and the executor: added latency, a rate of 503s, a rate of 429s
-//! with `Retry-After`, and a rate of responses dropped after the request was handled (the job is
-//! committed, then the connection closes with no answer).
+//! with `Retry-After`, a rate of responses dropped after the request was handled (the job is
+//! committed, then the connection closes with no answer), and refunds refused.
 //!
 //! The draws come from one seeded RNG (`--fault-seed`), so a test sees the same faults in the same order
 //! each run as long as its requests arrive in the same order.
@@ -35,6 +35,9 @@ pub struct Faults {
     pub path_prefix: Option<String>,
     /// Seed for the draws; random when `None`.
     pub seed: Option<u64>,
+    /// Refuse every refund as the real service does when its chain is unreachable: 400 `Failed to
+    /// refund payment`, the payment left as it was (after `latency`, when set).
+    pub refuse_refunds: bool,
 }
 
 impl Default for Faults {
@@ -47,12 +50,14 @@ impl Default for Faults {
             drop_rate: 0.0,
             path_prefix: None,
             seed: None,
+            refuse_refunds: false,
         }
     }
 }
 
 impl Faults {
-    /// True when no fault is configured (the middleware is then not installed at all).
+    /// True when no fault of the middleware is configured (it is then not installed at all; refused
+    /// refunds are the refund endpoint's own).
     pub fn is_off(&self) -> bool {
         self.latency.is_zero()
             && self.rate_503 <= 0.0

@@ -24,6 +24,9 @@ use super::worker::{Claim, Outcome, accepts_result};
 const DEFAULT_TTL: u64 = 900;
 /// The wallet charged when a paid job names no `buyer_address`.
 pub const DEFAULT_WALLET: &str = "default";
+/// The `error` of a job paid 10 or more that completes with the real quirks on: the real service's own
+/// words when the ZK proof it requires before releasing the escrow could not be made.
+pub const ZK_ERROR: &str = "ZK proof required before escrow release (status: generation_failed)";
 
 /// Why a submit was refused.
 #[derive(Debug, Clone, PartialEq)]
@@ -134,28 +137,37 @@ impl Shared {
                 wallet,
                 amount,
                 currency,
-            } => match core.ledger.escrow(&wallet, amount) {
-                Ok(name) => {
-                    self.save_wallet(&core, &wallet);
-                    Payment::Paid(Box::new(Paid {
-                        id: rand::random(),
-                        wallet: name,
-                        amount,
-                        currency,
-                        status: PayStatus::Escrowed,
-                        created_at: now,
-                        updated_at: now,
-                    }))
+            } => {
+                // A payer named by its address pays from the wallet of that address.
+                let wallet = if crate::api::is_address(&wallet) {
+                    core.ledger.payer(&wallet).to_string()
+                } else {
+                    wallet
+                };
+                match core.ledger.escrow(&wallet, amount) {
+                    Ok(name) => {
+                        self.save_wallet(&core, &name);
+                        Payment::Paid(Box::new(Paid {
+                            id: rand::random(),
+                            wallet: name,
+                            amount,
+                            currency,
+                            status: PayStatus::Escrowed,
+                            created_at: now,
+                            updated_at: now,
+                            view_status: None,
+                        }))
+                    }
+                    Err(e) => {
+                        self.save_wallet(&core, &wallet);
+                        return Err(SubmitError::Insufficient {
+                            wallet,
+                            held: e.held,
+                            needed: amount,
+                        });
+                    }
                 }
-                Err(e) => {
-                    self.save_wallet(&core, &wallet);
-                    return Err(SubmitError::Insufficient {
-                        wallet,
-                        held: e.held,
-                        needed: amount,
-                    });
-                }
-            },
+            }
         };
         let pos = core.jobs.len() as u32;
         core.jobs.push(Job {
@@ -211,7 +223,8 @@ impl Shared {
         self.save_wallet(core, &wallet);
     }
 
-    /// Ends a job in `state` (FAILED, CANCELED, EXPIRED) with a refund.
+    /// Ends a job in `state` (FAILED, CANCELED, EXPIRED) with a refund — or, with the real quirks on,
+    /// with its payment left in escrow until the client asks for the refund.
     fn end_unpaid(&self, core: &mut Core, pos: u32, state: JobState, error: Option<&str>) {
         let job = &mut core.jobs[pos as usize];
         job.state = state;
@@ -219,7 +232,9 @@ impl Shared {
         if let Some(e) = error {
             job.error = Some(e.into());
         }
-        self.settle(core, pos, PayStatus::Refunded);
+        if !self.real_quirks {
+            self.settle(core, pos, PayStatus::Refunded);
+        }
         self.save_job(core, pos);
     }
 
@@ -241,7 +256,10 @@ impl Shared {
         true
     }
 
-    /// Asks for a refund of a payment; `Ok` when it is refunded (now or earlier).
+    /// Asks for a refund of a payment; `Ok` when it is refunded (now or earlier). An escrowed payment
+    /// is refunded when its job ended without a result worth paying for (CANCELED, FAILED, EXPIRED, a
+    /// failed result); one of a job still queued or running, or that completed, is refused, and so is
+    /// every refund when refunds are set to fail.
     pub(crate) fn refund(
         &self,
         client: u32,
@@ -258,8 +276,33 @@ impl Shared {
         if hex::encode(paid.id) != payment_id {
             return Err(RefundError::NotFound);
         }
-        match paid.status {
+        if self.refuse_refunds {
+            return Err(RefundError::Refused);
+        }
+        let status = paid.status;
+        let unpaid_end = match job.state {
+            JobState::Canceled | JobState::Failed | JobState::Expired => true,
+            JobState::Completed => result_failed(
+                job.result
+                    .as_deref()
+                    .and_then(|r| serde_json::from_str(r).ok())
+                    .as_ref(),
+            ),
+            JobState::Queued | JobState::Running => false,
+        };
+        match status {
             PayStatus::Refunded => Ok(()),
+            PayStatus::Escrowed if unpaid_end => {
+                self.settle(&mut core, pos, PayStatus::Refunded);
+                if self.real_quirks
+                    && let Payment::Paid(p) = &mut core.jobs[pos as usize].payment
+                {
+                    // As the real service: only the payment view learns of the refund.
+                    p.view_status = Some(PayStatus::Escrowed);
+                }
+                self.save_job(&core, pos);
+                Ok(())
+            }
             _ => Err(RefundError::Refused),
         }
     }
@@ -362,12 +405,22 @@ impl Shared {
                 job.finished_at = draft.finished_at;
                 job.result = draft.result;
                 job.receipt = signed.map(Box::new);
-                let to = if failed {
-                    PayStatus::Refunded
+                if self.real_quirks {
+                    // The real service releases nothing without a chain-verified ZK proof on a job
+                    // paid 10 or more, and refunds nothing by itself.
+                    if !failed && receipt::high_value(job) {
+                        job.error = Some(ZK_ERROR.into());
+                    } else if !failed {
+                        self.settle(&mut core, pos, PayStatus::Released);
+                    }
                 } else {
-                    PayStatus::Released
-                };
-                self.settle(&mut core, pos, to);
+                    let to = if failed {
+                        PayStatus::Refunded
+                    } else {
+                        PayStatus::Released
+                    };
+                    self.settle(&mut core, pos, to);
+                }
                 self.save_job(&core, pos);
             }
         }
@@ -450,7 +503,7 @@ pub(crate) fn write_view(job: &Job, out: &mut Vec<u8>) {
     let (payment_id, payment_status) = match &job.payment {
         Payment::None => (None, None),
         Payment::Skipped => (None, Some("skipped")),
-        Payment::Paid(p) => (Some(hex::encode(p.id)), Some(p.status.as_str())),
+        Payment::Paid(p) => (Some(hex::encode(p.id)), Some(p.shown().as_str())),
     };
     out.extend_from_slice(b"{\"job_id\":");
     text(out, &hex::encode(job.id));
@@ -481,7 +534,10 @@ pub(crate) fn view(job: &Job) -> JobView {
     let (payment_id, payment_status) = match &job.payment {
         Payment::None => (None, None),
         Payment::Skipped => (None, Some("skipped".to_string())),
-        Payment::Paid(p) => (Some(hex::encode(p.id)), Some(p.status.as_str().to_string())),
+        Payment::Paid(p) => (
+            Some(hex::encode(p.id)),
+            Some(p.shown().as_str().to_string()),
+        ),
     };
     let mut extra = Map::new();
     for k in [
@@ -576,7 +632,13 @@ mod tests {
             status: PayStatus::Released,
             created_at: 0,
             updated_at: 0,
+            view_status: None,
         }));
+        same(&j);
+        if let Payment::Paid(p) = &mut j.payment {
+            p.status = PayStatus::Refunded;
+            p.view_status = Some(PayStatus::Escrowed);
+        }
         same(&j);
     }
 }

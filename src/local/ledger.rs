@@ -25,9 +25,22 @@ pub struct Insufficient {
 #[derive(Debug, Clone, Default)]
 pub struct Ledger {
     wallets: HashMap<Arc<str>, Money>,
+    /// A wallet's address (lower case) → its name, for submits that name the payer by address.
+    by_address: HashMap<Box<str>, Arc<str>>,
     escrow: Money,
     minted: Money,
     faucet: bool,
+}
+
+/// The chain address the embedded coordinator gives a wallet: a name that is an address already is
+/// its own; any other name gets `0x` and the first 40 hex digits of its SHA-256 (stable, so the same
+/// wallet has the same address across restarts).
+pub fn address_of(name: &str) -> String {
+    if crate::api::is_address(name) {
+        return name.to_string();
+    }
+    use sha2::{Digest, Sha256};
+    format!("0x{}", &hex::encode(Sha256::digest(name.as_bytes()))[..40])
 }
 
 impl Ledger {
@@ -47,15 +60,38 @@ impl Ledger {
         escrow: Money,
         minted: Money,
     ) -> Ledger {
-        Ledger {
+        let mut l = Ledger {
             wallets: wallets
                 .into_iter()
                 .map(|(k, v)| (Arc::from(k), v))
                 .collect(),
+            by_address: HashMap::new(),
             escrow,
             minted,
             faucet,
+        };
+        let names: Vec<Arc<str>> = l.wallets.keys().cloned().collect();
+        for name in names {
+            l.index(&name);
         }
+        l
+    }
+
+    /// Remembers a wallet's address.
+    fn index(&mut self, name: &Arc<str>) {
+        self.by_address
+            .insert(address_of(name).to_ascii_lowercase().into(), name.clone());
+    }
+
+    /// The wallet a payer names: a known wallet's address stands for that wallet; anything else (a
+    /// name, or an address no wallet has) is the wallet's name itself.
+    pub fn payer<'a>(&'a self, buyer: &'a str) -> &'a str {
+        if crate::api::is_address(buyer)
+            && let Some(name) = self.by_address.get(buyer.to_ascii_lowercase().as_str())
+        {
+            return name;
+        }
+        buyer
     }
 
     /// The wallet's balance, creating it (with the faucet grant) on first sight. Returns the balance and
@@ -69,7 +105,9 @@ impl Ledger {
         } else {
             Money::ZERO
         };
-        self.wallets.insert(wallet.into(), grant);
+        let name: Arc<str> = wallet.into();
+        self.index(&name);
+        self.wallets.insert(name, grant);
         self.minted += grant;
         (grant, true)
     }
@@ -85,10 +123,9 @@ impl Ledger {
 
     /// Sets a wallet's balance exactly (`--fund`); the difference is minted (or burnt).
     pub fn set(&mut self, wallet: &str, amount: Money) {
-        let old = self
-            .wallets
-            .insert(wallet.into(), amount)
-            .unwrap_or(Money::ZERO);
+        let name: Arc<str> = wallet.into();
+        self.index(&name);
+        let old = self.wallets.insert(name, amount).unwrap_or(Money::ZERO);
         self.minted = self.minted - old + amount;
     }
 
@@ -158,6 +195,25 @@ mod tests {
         invariant(&l);
         assert_eq!(l.peek("w"), m("9999.9"));
         assert_eq!(l.escrowed(), Money::ZERO);
+    }
+
+    #[test]
+    fn a_wallet_is_found_by_its_address() {
+        let mut l = Ledger::new(true);
+        l.set("trading-wallet", m("5"));
+        let a = address_of("trading-wallet");
+        assert!(crate::api::is_address(&a));
+        assert_eq!(l.payer(&a), "trading-wallet");
+        assert_eq!(
+            l.payer(&a.to_ascii_uppercase().replace("0X", "0x")),
+            "trading-wallet"
+        );
+        assert_eq!(l.payer("trading-wallet"), "trading-wallet");
+        let stranger = "0x52908400098527886E0F7030069857D2E4169EE7";
+        assert_eq!(l.payer(stranger), stranger);
+        assert_eq!(address_of(stranger), stranger);
+        let restored = Ledger::restore(false, [("w".to_string(), m("1"))], Money::ZERO, m("1"));
+        assert_eq!(restored.payer(&address_of("w")), "w");
     }
 
     #[test]

@@ -70,6 +70,12 @@ pub struct LocalConfig {
     pub faults: Faults,
     /// How many jobs run at once.
     pub workers: usize,
+    /// Behave as the real service does where that would surprise a local user (`coordinator serve
+    /// --real-quirks`): no refund on cancel, failure or expiry (the client asks for it, and the refund
+    /// endpoint makes it); the job view keeps saying `escrowed` after a refund (only the payment view
+    /// says `refunded`); a job paid 10 AITBC or more ends COMPLETED with the ZK `error` of the real
+    /// service and its payment left in escrow.
+    pub real_quirks: bool,
 }
 
 impl std::fmt::Debug for LocalConfig {
@@ -85,6 +91,7 @@ impl std::fmt::Debug for LocalConfig {
             .field("latency", &self.latency)
             .field("faults", &self.faults)
             .field("workers", &self.workers)
+            .field("real_quirks", &self.real_quirks)
             .finish()
     }
 }
@@ -103,6 +110,7 @@ impl Default for LocalConfig {
             latency: WorkerLatency::default(),
             faults: Faults::default(),
             workers: 64,
+            real_quirks: false,
         }
     }
 }
@@ -159,6 +167,10 @@ pub(crate) struct Shared {
     latency: WorkerLatency,
     ollama: Option<String>,
     http: reqwest::Client,
+    /// [`LocalConfig::real_quirks`].
+    real_quirks: bool,
+    /// [`Faults::refuse_refunds`].
+    refuse_refunds: bool,
 }
 
 impl std::fmt::Debug for Shared {
@@ -429,6 +441,8 @@ pub async fn start(config: LocalConfig) -> Result<LocalHandle, LocalError> {
         latency: config.latency.clone(),
         ollama: config.ollama.clone(),
         http,
+        real_quirks: config.real_quirks,
+        refuse_refunds: config.faults.refuse_refunds,
     });
     {
         let mut core = shared.lock();

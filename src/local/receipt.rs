@@ -57,7 +57,14 @@ pub fn build(
             // As the real service: a job paid 10 or more gets a TEE attestation after signing, so its
             // receipt verifies only when these fields are left out of the signed bytes.
             let id = hex::encode(job.id);
-            map.insert("zk_status".into(), json!("not_required"));
+            // With the real quirks on such a job carries the service's ZK error, and so does its
+            // receipt: the proof "failed".
+            let zk = if job.error.is_some() {
+                "generation_failed"
+            } else {
+                "not_required"
+            };
+            map.insert("zk_status".into(), json!(zk));
             map.insert("tee_status".into(), json!("verified"));
             map.insert(
                 "tee_attestation_id".into(),
@@ -79,7 +86,7 @@ pub fn build(
 pub const HIGH_VALUE: i64 = 10;
 
 /// True for a job paid 10 AITBC or more.
-fn high_value(job: &Job) -> bool {
+pub fn high_value(job: &Job) -> bool {
     matches!(&job.payment, Payment::Paid(p) if p.amount >= crate::money::Money::from_int(HIGH_VALUE))
 }
 

@@ -617,18 +617,17 @@ async fn gpu_list(
 }
 
 async fn balance(State(shared): State<AppState>, Path(name): Path<String>) -> Response {
-    let balance = {
+    let (name, balance) = {
         let mut core = shared.lock();
+        // A wallet's address stands for the wallet, as it does for a submit's `buyer_address`.
+        let name = core.ledger.payer(&name).to_string();
         let (b, created) = core.ledger.touch(&name);
         if created {
             shared.save_wallet(&core, &name);
         }
-        b
+        (name, b)
     };
-    let address = {
-        use sha2::{Digest, Sha256};
-        format!("0x{}", &hex::encode(Sha256::digest(name.as_bytes()))[..40])
-    };
+    let address = super::ledger::address_of(&name);
     json_response(
         StatusCode::OK,
         // As the upstream wallet daemon answers: `balance` in compute-seconds, `balance_ait` as "N AIT".

@@ -165,6 +165,17 @@ pub struct Paid {
     pub created_at: i64,
     /// When it last changed (µs).
     pub updated_at: i64,
+    /// What the job view says of it when that lags behind `status`: with the real quirks on, a refund
+    /// made through the refund endpoint leaves the job view at `escrowed`, as on the real service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view_status: Option<PayStatus>,
+}
+
+impl Paid {
+    /// The status the job view shows.
+    pub fn shown(&self) -> PayStatus {
+        self.view_status.unwrap_or(self.status)
+    }
 }
 
 /// A job's payment: none asked, one the service skipped (bad currency or bounds), or a real one.

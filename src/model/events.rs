@@ -70,7 +70,8 @@ pub enum Event {
         /// The step's report entry.
         report: Box<StepReport>,
     },
-    /// A job this run submitted was cancelled on the way out, and what the payment status became.
+    /// A job this run submitted was cancelled by the run (a wait's timeout, or the run stopping), and
+    /// what the payment status became as the payment view reads.
     JobCancelled {
         /// The step.
         id: String,
@@ -84,6 +85,33 @@ pub enum Event {
         refunded: Option<Money>,
         /// The wallet.
         wallet: String,
+    },
+    /// A job this run submitted ended without being paid out — a `cancel` step cancelled it, or it
+    /// failed or expired — and its refund was confirmed by the payment view.
+    PaymentRefunded {
+        /// The step that cancelled it.
+        id: String,
+        /// The job.
+        job_id: String,
+        /// The paying wallet.
+        wallet: String,
+        /// The amount refunded.
+        amount: Money,
+    },
+    /// A payment of a job this run submitted is still held by the service although the job is over: its
+    /// refund was refused (or could not be confirmed), or it was left in escrow on completion (a
+    /// COMPLETED job with an `error`, such as a failed ZK proof).
+    PaymentHeld {
+        /// The step.
+        id: String,
+        /// The job.
+        job_id: String,
+        /// The paying wallet.
+        wallet: String,
+        /// The amount held.
+        amount: Money,
+        /// What to add to the step's issues, when its outcome does not say it already.
+        note: Option<String>,
     },
     /// The run ended.
     RunFinished {

@@ -11,7 +11,7 @@ use super::JobType;
 use crate::api::{JobId, JobState, JobView};
 use crate::money::Money;
 
-/// The six operations of the skill, plus `balance` (our extension).
+/// The six operations of the skill, plus `balance` and `refund` (our extensions).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Operation {
@@ -29,6 +29,8 @@ pub enum Operation {
     Cancel,
     /// Read a wallet's balance.
     Balance,
+    /// Ask for a job's payment back (extension; the upstream CLI's `ai refund`).
+    Refund,
 }
 
 impl Operation {
@@ -42,6 +44,7 @@ impl Operation {
             Operation::Optimize => "optimize",
             Operation::Cancel => "cancel",
             Operation::Balance => "balance",
+            Operation::Refund => "refund",
         }
     }
 }
@@ -102,7 +105,7 @@ pub enum ValidationStatus {
 pub struct Outcome {
     /// One sentence saying what happened.
     pub summary: String,
-    /// The operation: submit, status, results, list, optimize, cancel, balance.
+    /// The operation: submit, status, results, list, optimize, cancel, balance, refund.
     pub operation: Operation,
     /// The job the operation is about.
     #[schemars(with = "Option<String>")]

@@ -206,10 +206,17 @@ pub struct RunInputs {
     /// False when the run was made with `--no-cache`.
     #[serde(default = "yes")]
     pub cache: bool,
+    /// False when this start of the run was made with `--no-balance-check` (shown only then).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub balance_check: bool,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl Default for RunInputs {
@@ -219,6 +226,7 @@ impl Default for RunInputs {
             vars_files: Vec::new(),
             vars_from: None,
             cache: true,
+            balance_check: true,
         }
     }
 }

@@ -1,10 +1,11 @@
-//! `cancel`: stop a queued or running job, and ask for the refund of its payment (the real service does
-//! not refund on cancel, failure or expiry by itself).
+//! `cancel`: stop a queued or running job. The real service does not refund on cancel, failure or
+//! expiry by itself: the refund is its own operation ([`super::refund`]), which the executor asks for
+//! after every cancel and `aitbc-flow job refund` asks for on its own.
 
 use serde_json::json;
 
 use super::{Conn, Done, OpError};
-use crate::api::{JobId, JobState, JobView, RefundRequest};
+use crate::api::{JobId, JobView};
 use crate::client::{ClientError, Coordinator};
 use crate::model::{OpStatus, Operation, Outcome};
 
@@ -38,51 +39,14 @@ pub fn outcome(v: &JobView) -> Outcome {
     let mut out =
         Outcome::new(Operation::Cancel, format!("Job {} cancelled", v.job_id)).with_view(v);
     out.performance_metrics = Some(json!({"payment_status": v.payment_status}));
-    if v.payment_status.as_deref() == Some("escrowed") {
-        out.issues
-            .push("the payment is still escrowed: the service did not refund it on cancel".into());
-        out.recommendations.push(
-            "Ask for a refund (POST /v1/payments/{payment_id}/refund); the runner does this in plans"
-                .into(),
-        );
+    if let Some(s @ ("escrowed" | "pending")) = v.payment_status.as_deref() {
+        out.issues.push(format!(
+            "the payment is still {s}: the service did not refund it on cancel"
+        ));
+        out.recommendations.push(format!(
+            "Ask for the refund with `aitbc-flow job refund {}` (plans ask for it after every cancel)",
+            v.job_id
+        ));
     }
     out.settle()
-}
-
-/// What became of a payment after asking for its refund.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Refund {
-    /// The payment status read back (`refunded`, `escrowed`, …).
-    pub payment_status: Option<String>,
-    /// True when the refund is confirmed.
-    pub refunded: bool,
-}
-
-/// Asks for the refund of a job that ended without being paid out (cancelled, failed, expired), unless
-/// it is refunded already.
-pub async fn refund<C: Coordinator>(conn: &Conn<'_, C>, v: &JobView) -> Refund {
-    let mut payment_status = v.payment_status.clone();
-    if matches!(
-        v.state,
-        JobState::Canceled | JobState::Failed | JobState::Expired
-    ) && payment_status.as_deref() != Some("refunded")
-        && let Some(pid) = &v.payment_id
-    {
-        let req = RefundRequest {
-            job_id: v.job_id.to_string(),
-            payment_id: pid.clone(),
-            reason: "buyer_requested".into(),
-        };
-        if let Ok(r) = conn.call(|c| c.refund(&req)).await {
-            payment_status = Some(r.status);
-        }
-    }
-    let refunded = matches!(
-        v.state,
-        JobState::Canceled | JobState::Failed | JobState::Expired
-    ) && payment_status.as_deref() == Some("refunded");
-    Refund {
-        payment_status,
-        refunded,
-    }
 }

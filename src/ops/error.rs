@@ -19,18 +19,38 @@ pub enum OpError {
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Rules(Vec<PolicyError>),
     /// The wallet's balance could not be read, so nothing was submitted.
-    #[error("cannot check the balance of wallet {wallet}: {error}")]
+    #[error("cannot check the balance of wallet {wallet}: {}", balance_error(.error, *.at_coordinator))]
     BalanceUnknown {
         /// The wallet.
         wallet: String,
         /// Why.
         error: Box<ClientError>,
+        /// True when it was the coordinator that was asked (no wallet daemon configured).
+        at_coordinator: bool,
+    },
+    /// The wallet daemon does not know the wallet.
+    #[error("wallet {wallet} not found at the wallet daemon ({url})")]
+    WalletNotFound {
+        /// The wallet.
+        wallet: String,
+        /// The URL that was asked.
+        url: String,
+    },
+    /// The wallet has no chain address to send as `buyer_address`, so nothing was submitted.
+    #[error("no payer address for wallet {wallet}: {reason}")]
+    PayerUnknown {
+        /// The wallet.
+        wallet: String,
+        /// Why.
+        reason: String,
     },
     /// The coordinator refused or could not be reached.
     #[error("{0}")]
     Client(Box<ClientError>),
     /// The job did not finish in time.
-    #[error("job {} did not finish within {} (last state {}){}", .last.job_id, Dur(*.after), .last.state, fmt_asked(.retry_after))]
+    #[error("job {} did not finish within {} (last state {}){}{}", .last.job_id, Dur(*.after), .last.state,
+        fmt_asked(.retry_after),
+        .stuck.as_ref().map(|s| format!("; it looks stuck: {s}")).unwrap_or_default())]
     WaitTimeout {
         /// The job as last seen.
         last: Box<JobView>,
@@ -38,6 +58,8 @@ pub enum OpError {
         after: Duration,
         /// Set when the wait ended early because the server's `Retry-After` passed the timeout.
         retry_after: Option<Duration>,
+        /// Why the job looks stuck rather than slow, when it does.
+        stuck: Option<String>,
     },
     /// The job completed, but its result could not be read (the service said "not ready" again, or
     /// answered something that is not a result).
@@ -65,6 +87,31 @@ fn fmt_asked(retry_after: &Option<Duration>) -> String {
             )
         })
         .unwrap_or_default()
+}
+
+/// What a failed balance read means: a 403 on the balance path is a service that does not serve
+/// balances (the coordinator), not a bad token.
+fn balance_error(e: &ClientError, at_coordinator: bool) -> String {
+    match e {
+        ClientError::Auth {
+            status: 403, url, ..
+        }
+        | ClientError::NotFound { url, .. } => {
+            let who = if at_coordinator {
+                "the coordinator"
+            } else {
+                "the service"
+            };
+            format!(
+                "{who} at {url} does not serve balances ({}); balances come from the wallet daemon (AITBC_WALLET_URL)",
+                match e {
+                    ClientError::Auth { detail, .. } => format!("HTTP 403 {detail}"),
+                    _ => "HTTP 404".to_string(),
+                }
+            )
+        }
+        other => other.to_string(),
+    }
 }
 
 /// "job X ended FAILED: why", or "job X reported a failed result: why".
@@ -134,8 +181,18 @@ impl OpError {
                     format!("The {what} request breaks the client rules")
                 }
             }
+            OpError::BalanceUnknown { wallet, .. } if op == Operation::Balance => {
+                format!("Cannot read the balance of wallet {wallet}")
+            }
             OpError::BalanceUnknown { .. } => {
                 "Balance check failed: nothing was submitted".to_string()
+            }
+            OpError::WalletNotFound { .. } if op == Operation::Balance => {
+                "Wallet not found".to_string()
+            }
+            OpError::WalletNotFound { .. } => "Wallet not found: nothing was submitted".to_string(),
+            OpError::PayerUnknown { .. } => {
+                "No payer address for the wallet: nothing was submitted".to_string()
             }
             OpError::Client(e) => match &**e {
                 ClientError::Unavailable { .. } => "Service unavailable".into(),
@@ -161,6 +218,17 @@ impl OpError {
                 "Job {} completed, but its result could not be read",
                 last.job_id
             ),
+            OpError::WaitTimeout {
+                after,
+                stuck: Some(_),
+                last,
+                ..
+            } => format!(
+                "Job {} looks stuck ({}): timed out after {}",
+                last.job_id,
+                last.state,
+                Dur(*after)
+            ),
             OpError::WaitTimeout { after, .. } => format!("Job timed out after {}", Dur(*after)),
             OpError::JobEnded { last } => match last.state {
                 JobState::Completed => {
@@ -175,6 +243,20 @@ impl OpError {
     pub fn issues(&self) -> Vec<String> {
         match self {
             OpError::Rules(rules) => rules.iter().map(ToString::to_string).collect(),
+            OpError::WaitTimeout {
+                last,
+                after,
+                stuck: Some(why),
+                ..
+            } => vec![
+                format!(
+                    "job {} did not finish within {} (last state {})",
+                    last.job_id,
+                    Dur(*after),
+                    last.state
+                ),
+                format!("the job looks stuck: {why}"),
+            ],
             OpError::Client(e) => match &**e {
                 ClientError::Unavailable {
                     url,
@@ -201,9 +283,37 @@ impl OpError {
                 "See `aitbc-flow op --help` or docs/job-commands.md for the input fields of each operation",
             )],
             OpError::Rules(rules) => rules.iter().filter_map(PolicyError::advice).collect(),
-            OpError::BalanceUnknown { .. } => vec![
-                s("Set AITBC_WALLET_URL to the wallet daemon that holds the wallet"),
-                s("The balance is checked before every submit: no job is sent without it"),
+            OpError::BalanceUnknown { error, .. } => {
+                let mut r = vec![s(
+                    "Set AITBC_WALLET_URL (or --wallet-url) to the wallet daemon that holds the wallet: balances come from it, not from the coordinator",
+                )];
+                if !matches!(
+                    **error,
+                    ClientError::Auth { status: 403, .. } | ClientError::NotFound { .. }
+                ) {
+                    r.extend(client_advice(error));
+                }
+                r.push(s(
+                    "The balance is checked before every submit; to submit without it, say --no-balance-check on the command line (the outcome reports it)",
+                ));
+                r
+            }
+            OpError::WalletNotFound { wallet, url } => vec![
+                format!(
+                    "Check the wallet's name: the wallet daemon at {} knows no wallet `{wallet}` (it lists its wallets at GET /v1/wallets)",
+                    url.split("/v1/wallets/").next().unwrap_or(url)
+                ),
+                s(
+                    "Create the wallet at the wallet daemon, or point AITBC_WALLET_URL at the daemon that holds it",
+                ),
+            ],
+            OpError::PayerUnknown { wallet, .. } => vec![
+                format!(
+                    "Give the wallet's chain address instead of its name (--wallet 0x…), or register the address in wallet {wallet}'s metadata at the wallet daemon"
+                ),
+                s(
+                    "The service escrows the payment from `buyer_address`: it must be the paying wallet's address",
+                ),
             ],
             OpError::Client(e) => client_advice(e),
             OpError::ResultUnavailable { last, error } => {
@@ -217,8 +327,19 @@ impl OpError {
                 r
             }
             OpError::WaitTimeout {
-                last, retry_after, ..
-            } => vec![
+                last,
+                retry_after,
+                stuck,
+                ..
+            } => {
+                let mut r = Vec::new();
+                if stuck.is_some() {
+                    r.push(format!(
+                        "The job may never have reached its miner (a slow or blocked service can leave it {} with nobody working on it): cancel it with `aitbc-flow job cancel {}`, ask for its refund with `aitbc-flow job refund {}`, and resubmit",
+                        last.state, last.job_id, last.job_id
+                    ));
+                }
+                r.extend(vec![
                 format!("Check the job with `aitbc-flow job status {}`", last.job_id),
                 match retry_after {
                     Some(ra) => format!(
@@ -235,7 +356,9 @@ impl OpError {
                     "Cancel it with `aitbc-flow job cancel {}` if it is no longer needed",
                     last.job_id
                 ),
-            ],
+                ]);
+                r
+            }
             OpError::JobEnded { last } => match last.state {
                 JobState::Expired => vec![s(
                     "The job expired before a provider finished it: resubmit with a longer ttl, a payment below 10 or a bonded provider",

@@ -1,5 +1,5 @@
-//! The job operations, each written once: submit, wait, results, status, list, cancel (and refund),
-//! optimize and balance. Each takes a typed request and a [`Conn`] (a [`Coordinator`] with the retry
+//! The job operations, each written once: submit (and who pays), wait, results, status, list, cancel,
+//! refund, optimize and balance. Each takes a typed request and a [`Conn`] (a [`Coordinator`] with the retry
 //! policy to send with and a [`Trace`] to tell about attempts) and returns the coordinator's typed
 //! answer together with the operator skill's [`Outcome`](crate::model::Outcome), or an [`OpError`].
 //!
@@ -15,6 +15,8 @@ mod conn;
 mod error;
 pub mod list;
 pub mod optimize;
+pub mod payer;
+pub mod refund;
 pub mod results;
 pub mod retry;
 pub mod status;

@@ -227,6 +227,20 @@ pub fn outcome(
         }
     }
     out.performance_metrics = Some(Value::Object(metrics));
+    if let Some(v) = view
+        && v.state == crate::api::JobState::Completed
+        && let Some(e) = &v.error
+    {
+        // A job paid 10 or more whose ZK proof failed: the result is there, the payment is not paid
+        // out. Neither is worth hiding behind a plain "completed".
+        out.issues
+            .push(format!("the job completed with an error: {e}"));
+        if let Some(s @ ("escrowed" | "pending")) = v.payment_status.as_deref() {
+            out.issues.push(format!(
+                "its payment was not released to the provider: the service still holds it (payment status: {s})"
+            ));
+        }
+    }
     if failed {
         let why = result
             .get("error")

@@ -7,6 +7,7 @@
 
 use serde_json::json;
 
+use super::payer::{BalanceCheck, Payer};
 use super::status::view_issues;
 use super::{Conn, Done, OpError};
 use crate::api::{CURRENCY, JobCreate, JobId, JobState, JobView, ListQuery, WalletBalance};
@@ -24,6 +25,8 @@ pub struct Submitted {
     pub created: bool,
     /// Set when a lost answer was made good by finding the job by its client reference.
     pub found_by_ref: bool,
+    /// Who pays: what was sent as `buyer_address`.
+    pub payer: Payer,
 }
 
 /// Checks a request against the rules and builds its body, with `client_ref` in the payload.
@@ -36,7 +39,8 @@ pub fn prepare(req: &JobRequest, policy: &Policy, client_ref: &str) -> Result<Jo
 }
 
 /// The request body: `payload.type`/`prompt`/`model`/`endpoint`, the extra parameters (which cannot
-/// override those), `client_ref`, `payment_currency: AITBC` and the wallet as `buyer_address`.
+/// override those), `client_ref`, `payment_currency: AITBC`, and the wallet as `buyer_address` until
+/// [`pay_from`] puts the payer's address there.
 pub fn body(req: &JobRequest, client_ref: &str) -> JobCreate {
     let mut payload = serde_json::Map::new();
     payload.insert("type".into(), json!(req.job_type));
@@ -62,21 +66,42 @@ pub fn body(req: &JobRequest, client_ref: &str) -> JobCreate {
     }
 }
 
-/// Refuses a payment the wallet cannot make; a balance that cannot be read refuses it too.
+/// Sets the body's `buyer_address` to the payer's address.
+pub fn pay_from(body: &mut JobCreate, payer: &Payer) {
+    body.buyer_address = Some(payer.buyer_address.clone());
+}
+
+/// What the check before a submit found: who pays, and the balance when it was read.
+#[derive(Clone, Debug)]
+pub struct Funds {
+    /// Who pays.
+    pub payer: Payer,
+    /// The balance read (`None` with the check off).
+    pub balance: Option<WalletBalance>,
+}
+
+/// Refuses a payment the wallet cannot make — a balance that cannot be read refuses it too — and finds
+/// the payer's address in the balance answer. With the check off nothing is read: the wallet is the
+/// payer as given.
 pub async fn check_funds<C: Coordinator>(
     conn: &Conn<'_, C>,
     wallet: &str,
     needed: Money,
-) -> Result<WalletBalance, OpError> {
-    let b = conn
-        .call(|c| c.balance(wallet))
-        .await
-        .map_err(|error| OpError::BalanceUnknown {
-            wallet: wallet.to_string(),
-            error: Box::new(error),
-        })?;
+    check: BalanceCheck,
+) -> Result<Funds, OpError> {
+    if check == BalanceCheck::Off {
+        return Ok(Funds {
+            payer: Payer::unchecked(wallet),
+            balance: None,
+        });
+    }
+    let b = super::balance::read(conn, wallet).await?;
+    let payer = Payer::from_balance(wallet, &b)?;
     check_balance(wallet, b.balance, needed).map_err(|e| OpError::Rules(vec![e]))?;
-    Ok(b)
+    Ok(Funds {
+        payer,
+        balance: Some(b),
+    })
 }
 
 /// Sends a submit with the connection's retry policy. When an answer is lost (a timeout, a dropped
@@ -87,6 +112,7 @@ pub async fn send<C: Coordinator>(
     body: &JobCreate,
     key: &str,
     client_ref: &str,
+    payer: &Payer,
 ) -> Result<Submitted, OpError> {
     let mut n = 1;
     loop {
@@ -108,6 +134,7 @@ pub async fn send<C: Coordinator>(
                     view,
                     created,
                     found_by_ref: false,
+                    payer: payer.clone(),
                 });
             }
             Err(e) => e,
@@ -146,6 +173,7 @@ pub async fn send<C: Coordinator>(
                 view,
                 created: false,
                 found_by_ref: true,
+                payer: payer.clone(),
             });
         }
         if let Some(stop) = out_of_time {
@@ -212,12 +240,14 @@ pub async fn submit<C: Coordinator>(
     conn: &Conn<'_, C>,
     req: &JobRequest,
     policy: &Policy,
+    check: BalanceCheck,
 ) -> Result<Done<Submitted>, OpError> {
     let client_ref = format!("aitbc-flow-{}", hex::encode(rand::random::<[u8; 8]>()));
-    let body = prepare(req, policy, &client_ref)?;
-    check_funds(conn, &req.wallet, req.payment).await?;
-    let s = send(conn, &body, &client_ref, &client_ref).await?;
-    let outcome = outcome(&s.view, req, s.created);
+    let mut body = prepare(req, policy, &client_ref)?;
+    let funds = check_funds(conn, &req.wallet, req.payment, check).await?;
+    pay_from(&mut body, &funds.payer);
+    let s = send(conn, &body, &client_ref, &client_ref, &funds.payer).await?;
+    let outcome = outcome(&s.view, req, s.created, &s.payer, check);
     Ok(Done { answer: s, outcome })
 }
 
@@ -229,8 +259,15 @@ fn capitalize(s: &str) -> String {
     }
 }
 
-/// The outcome of a submit (`created` is false when the job was found again rather than made).
-pub fn outcome(v: &JobView, req: &JobRequest, created: bool) -> Outcome {
+/// The outcome of a submit (`created` is false when the job was found again rather than made); the
+/// metrics say what was sent as `buyer_address` and how it was found.
+pub fn outcome(
+    v: &JobView,
+    req: &JobRequest,
+    created: bool,
+    payer: &Payer,
+    check: BalanceCheck,
+) -> Outcome {
     let verb = if created {
         "submitted"
     } else {
@@ -250,7 +287,10 @@ pub fn outcome(v: &JobView, req: &JobRequest, created: bool) -> Outcome {
     out.set_view(v);
     out.wallet = Some(req.wallet.clone());
     out.payment = Some(req.payment);
+    out.performance_metrics = Some(payer.metrics());
     out.issues = view_issues(v, true);
+    out.issues.extend(check.issue());
+    out.issues.extend(payer.issue());
     if req.payment >= Money::from_int(10) && v.state == JobState::Queued {
         out.recommendations.push(
             "A job paid 10 AITBC or more may wait in QUEUED until a bonded provider takes it: \
@@ -270,9 +310,18 @@ pub fn outcome(v: &JobView, req: &JobRequest, created: bool) -> Outcome {
 }
 
 /// The outcome of a job submitted, waited for and fetched in one go (`job submit --wait`, a plan's
-/// `job` step): the fetched result's outcome, as a submit, with the submit's issues first.
+/// `job` step): the fetched result's outcome, as a submit, with the submit's issues first and its
+/// payer in the metrics.
 pub fn completed(submitted: Outcome, fetched: Outcome, req: &JobRequest, job: &JobId) -> Outcome {
     let mut out = fetched;
+    if let Some(serde_json::Value::Object(sent)) = &submitted.performance_metrics {
+        let m = out.performance_metrics.get_or_insert_with(|| json!({}));
+        if let serde_json::Value::Object(map) = m {
+            for (k, v) in sent {
+                map.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+    }
     out.operation = Operation::Submit;
     out.wallet = Some(req.wallet.clone());
     out.payment = Some(req.payment);

@@ -2,24 +2,27 @@
 //! retryable error is polled again — a failed poll never resubmits anything — and the delays come from
 //! the one polling backoff, [`PollBackoff`]. A 429's `Retry-After` is honoured (polling earlier only
 //! earns another 429), but never past the timeout: a wait the server asks to outlast its timeout ends
-//! there, as a timeout that names the server's `Retry-After`.
+//! there, as a timeout that names the server's `Retry-After`. A job still unfinished at the timeout is
+//! reported as stuck when what the wait saw says so (see [`OpError::WaitTimeout`]'s `stuck`).
 
 use std::time::Duration;
 
 use super::conn::now;
 use super::retry::PollBackoff;
 use super::{Conn, OpError};
-use crate::api::{JobId, JobView};
+use crate::api::{JobId, JobState, JobView};
 use crate::client::{ClientError, Coordinator};
-use crate::model::Attempt;
+use crate::duration::Dur;
+use crate::model::{Attempt, JobType};
 
 /// How long past the timeout the last poll may take to answer (a job that finished just then is not
 /// given up on for a slow answer).
 const LAST_LOOK: Duration = Duration::from_secs(1);
 
 /// Polls `job` until it is final (returned) or `timeout` passes — or the connection's deadline, if
-/// sooner — ([`OpError::WaitTimeout`] with the job as last seen). Failed polls are traced as attempts;
-/// every change of state is traced too. A view of another job is refused.
+/// sooner — ([`OpError::WaitTimeout`] with the job as last seen, and why it looks stuck when it does).
+/// Failed polls are traced as attempts; every change of state is traced too. A view of another job is
+/// refused.
 pub async fn wait<C: Coordinator>(
     conn: &Conn<'_, C>,
     job: &JobId,
@@ -32,10 +35,11 @@ pub async fn wait<C: Coordinator>(
     let conn = &conn.until(Some(deadline));
     let mut backoff = PollBackoff::with(conn.poll.0, conn.poll.1);
     let mut last: Option<JobView> = None;
-    let mut poll_errors = 0u32;
+    let mut seen = Seen::default();
     loop {
         let polled = conn.poll_job(job).await;
         crate::crash::point("wait");
+        seen.polls += 1;
         // The delay the server asked for before the next poll, if it did.
         let asked_to_wait = match polled {
             Ok(view) => {
@@ -45,14 +49,15 @@ pub async fn wait<C: Coordinator>(
                 if view.state.is_final() {
                     return Ok(view);
                 }
+                seen.saw(&view);
                 last = Some(view);
                 None
             }
             Err(ClientError::OutOfTime { .. }) => break,
             Err(e) if e.is_retryable() => {
-                poll_errors += 1;
+                seen.failed(&e);
                 conn.trace.attempt(Attempt {
-                    number: poll_errors,
+                    number: seen.failed,
                     started_at: now(),
                     duration_ms: 0,
                     error: Some(format!("poll failed: {e}")),
@@ -70,24 +75,29 @@ pub async fn wait<C: Coordinator>(
         if let Some(ra) = asked_to_wait {
             if now_t + ra > deadline {
                 // The server asks not to come back before the time is up: end now, saying so.
-                return Err(timed_out(conn, job, last, timeout, Some(ra)));
+                return Err(timed_out(conn, job, last, timeout, Some(ra), &seen));
             }
             pause = pause.max(ra);
         }
         tokio::time::sleep(pause.min(deadline - now_t)).await;
         if tokio::time::Instant::now() >= deadline {
             // One last look before giving up, given a moment past the deadline to answer.
-            if let Ok(view) = conn.until(Some(deadline + LAST_LOOK)).poll_job(job).await {
-                if view.state.is_final() {
-                    conn.trace.job_state(job, view.state);
-                    return Ok(view);
+            seen.polls += 1;
+            match conn.until(Some(deadline + LAST_LOOK)).poll_job(job).await {
+                Ok(view) => {
+                    if view.state.is_final() {
+                        conn.trace.job_state(job, view.state);
+                        return Ok(view);
+                    }
+                    seen.saw(&view);
+                    last = Some(view);
                 }
-                last = Some(view);
+                Err(e) => seen.failed(&e),
             }
             break;
         }
     }
-    Err(timed_out(conn, job, last, timeout, None))
+    Err(timed_out(conn, job, last, timeout, None, &seen))
 }
 
 /// The timeout of a wait: the job as last seen, or when it was never seen, the poll's timeout.
@@ -97,10 +107,12 @@ fn timed_out<C: Coordinator>(
     last: Option<JobView>,
     timeout: Duration,
     retry_after: Option<Duration>,
+    seen: &Seen,
 ) -> OpError {
     let url = format!("{}/v1/jobs/{job}", conn.coord.base_url());
     match last {
         Some(v) => OpError::WaitTimeout {
+            stuck: seen.stuck(&v),
             last: Box::new(v),
             after: timeout,
             retry_after,
@@ -121,6 +133,84 @@ fn timed_out<C: Coordinator>(
         .into(),
     }
 }
+
+/// What a wait saw of its job, to tell a stuck job from a slow one when the time is up.
+#[derive(Debug, Default)]
+struct Seen {
+    polls: u32,
+    failed: u32,
+    timed_out: u32,
+    /// When the job was first seen RUNNING.
+    running_since: Option<tokio::time::Instant>,
+}
+
+impl Seen {
+    /// A poll that failed.
+    fn failed(&mut self, e: &ClientError) {
+        self.failed += 1;
+        if matches!(e, ClientError::Timeout { .. }) {
+            self.timed_out += 1;
+        }
+    }
+
+    fn saw(&mut self, v: &JobView) {
+        if v.state == JobState::Running {
+            self.running_since
+                .get_or_insert_with(tokio::time::Instant::now);
+        } else {
+            self.running_since = None;
+        }
+    }
+
+    /// Why the job looks stuck at the timeout, if it does: RUNNING well past the time its type takes
+    /// with nothing to show for it, or still QUEUED/RUNNING while the service failed polls (a blocked
+    /// service can hand a job to a miner whose own poll then times out, and nobody ever runs it).
+    fn stuck(&self, v: &JobView) -> Option<String> {
+        let mut why = Vec::new();
+        if v.state == JobState::Running
+            && let Some(since) = self.running_since
+        {
+            let typical = v
+                .job_type()
+                .and_then(JobType::parse)
+                .map_or(30.0, JobType::typical_seconds);
+            let expected = Duration::from_secs_f64(typical * STUCK_FACTOR);
+            let running = since.elapsed();
+            if running >= expected && v.result.is_none() {
+                let kind = v.job_type().unwrap_or("such");
+                let a = if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                    "an"
+                } else {
+                    "a"
+                };
+                why.push(format!(
+                    "RUNNING{} for {} with no progress, past the ~{} {a} {kind} job takes",
+                    v.assigned_miner_id
+                        .as_deref()
+                        .map(|m| format!(" on {m}"))
+                        .unwrap_or_default(),
+                    Dur(Duration::from_secs(running.as_secs())),
+                    Dur(Duration::from_secs_f64(typical)),
+                ));
+            }
+        }
+        if self.failed > 0 {
+            let timeouts = if self.timed_out > 0 {
+                format!(", {} of them timed out", self.timed_out)
+            } else {
+                String::new()
+            };
+            why.push(format!(
+                "still {} while the service was slow or failing: {} of {} polls failed{timeouts}",
+                v.state, self.failed, self.polls
+            ));
+        }
+        (!why.is_empty()).then(|| why.join("; "))
+    }
+}
+
+/// A RUNNING job is stuck once it has run this many times as long as its type typically takes.
+const STUCK_FACTOR: f64 = 2.0;
 
 #[cfg(test)]
 mod tests {
@@ -334,6 +424,62 @@ mod tests {
         assert!(
             text.contains("answered with job ea05c15ab4f94d369c35d96c8fc39ac5, not job 00000000000000000000000000000001"),
             "{text}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_job_running_twice_its_typical_time_is_stuck() {
+        let s = scripted(vec![Ok(JobState::Running)]);
+        let e = wait(&Conn::new(&s), &id(), Duration::from_secs(120))
+            .await
+            .unwrap_err();
+        let OpError::WaitTimeout { stuck, .. } = &e else {
+            panic!("{e:?}")
+        };
+        let why = stuck.as_deref().unwrap();
+        assert!(
+            why.starts_with(
+                "RUNNING for 2m with no progress, past the ~30s an inference job takes"
+            ),
+            "{why}"
+        );
+        assert!(
+            e.to_string().contains("; it looks stuck: RUNNING for 2m"),
+            "{e}"
+        );
+        let out = e.outcome(Operation::Submit);
+        assert!(out.summary.contains("looks stuck"), "{}", out.summary);
+        assert!(out.recommendations[0].contains("never have reached its miner"));
+
+        // Running for less than that is only slow.
+        let s = scripted(vec![Ok(JobState::Running)]);
+        let e = wait(&Conn::new(&s), &id(), Duration::from_secs(50))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, OpError::WaitTimeout { stuck: None, .. }),
+            "{e:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_job_left_waiting_while_polls_failed_is_stuck() {
+        let slow = ClientError::Timeout {
+            url: "u".into(),
+            after: Duration::from_secs(10),
+        };
+        let s = scripted(vec![Ok(JobState::Queued), Err(slow), Ok(JobState::Queued)]);
+        let e = wait(&Conn::new(&s), &id(), Duration::from_secs(20))
+            .await
+            .unwrap_err();
+        let OpError::WaitTimeout { stuck, .. } = &e else {
+            panic!("{e:?}")
+        };
+        let why = stuck.as_deref().unwrap();
+        assert!(
+            why.starts_with("still QUEUED while the service was slow or failing: 1 of ")
+                && why.ends_with("polls failed, 1 of them timed out"),
+            "{why}"
         );
     }
 }

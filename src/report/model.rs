@@ -22,8 +22,12 @@ pub use crate::model::step::{
 pub struct Totals {
     /// What each wallet paid for jobs submitted in this run (before refunds).
     pub spend_per_wallet: BTreeMap<String, Money>,
-    /// What was refunded to each wallet after cancels (as read back from the coordinator).
+    /// What was refunded to each wallet after cancels (as read back from the coordinator's payment view).
     pub refunded_per_wallet: BTreeMap<String, Money>,
+    /// What the service still holds of each wallet's payments for jobs that are over: refunds refused or
+    /// unconfirmed, payments left in escrow on completion. Neither spent on a result nor given back.
+    #[serde(default)]
+    pub held_per_wallet: BTreeMap<String, Money>,
     /// Jobs submitted.
     pub jobs: u32,
     /// Steps that succeeded.

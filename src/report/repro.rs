@@ -165,6 +165,7 @@ pub fn inputs(
         vars_files: vars_files.iter().map(|p| p.display().to_string()).collect(),
         vars_from: vars_from.map(str::to_string),
         cache,
+        balance_check: true,
     }
 }
 

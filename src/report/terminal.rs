@@ -179,6 +179,24 @@ impl<W: Write> Terminal<W> {
                 let text = format!("{} {}", clock(), cancel_note(job_id, state, payment_status));
                 self.line(&text)
             }
+            Event::PaymentRefunded {
+                job_id,
+                amount,
+                wallet,
+                ..
+            } => self.line(&format!(
+                "{}   job {job_id}: {amount} AITBC refunded to {wallet}",
+                clock()
+            )),
+            Event::PaymentHeld {
+                job_id,
+                amount,
+                wallet,
+                ..
+            } => self.line(&format!(
+                "{} ! job {job_id}: {amount} AITBC of {wallet} still held by the service",
+                clock()
+            )),
             Event::StepFinished { report } => {
                 self.running.remove(&report.id);
                 self.finished += 1;

@@ -106,23 +106,44 @@ impl ReportBuilder {
                 }
                 let payment = payment_status.as_deref().unwrap_or("unknown");
                 let note = match state.as_deref() {
-                    Some("CANCELED") => {
-                        format!("job {job_id} cancelled on the way out; payment status: {payment}")
-                    }
+                    Some("CANCELED") => format!(
+                        "job {job_id} was cancelled by the run (a wait's timeout, or the run stopping); payment status: {payment}"
+                    ),
                     None => format!(
-                        "job {job_id} could not be cancelled on the way out: the coordinator did not answer, so it may still run and hold its payment"
+                        "job {job_id} could not be cancelled: the coordinator did not answer, so it may still run and hold its payment"
                     ),
                     Some(s @ ("QUEUED" | "RUNNING")) => format!(
-                        "job {job_id} could not be cancelled on the way out: it is still {s}; payment status: {payment}"
+                        "job {job_id} could not be cancelled: it is still {s}; payment status: {payment}"
                     ),
                     Some(s) => format!(
-                        "job {job_id} had already ended {s} when the run stopped; payment status: {payment}"
+                        "job {job_id} had already ended {s} when the run cancelled it; payment status: {payment}"
                     ),
                 };
                 if let Some(&i) = self.index.get(&id) {
                     r.steps[i].outcome.issues.push(note);
                 } else {
                     r.issues.push(note);
+                }
+            }
+            Event::PaymentRefunded { wallet, amount, .. } => {
+                *r.totals.refunded_per_wallet.entry(wallet).or_default() += amount;
+            }
+            Event::PaymentHeld {
+                id,
+                wallet,
+                amount,
+                note,
+                ..
+            } => {
+                *r.totals.held_per_wallet.entry(wallet).or_default() += amount;
+                if let Some(note) = note {
+                    match self.index.get(&id) {
+                        Some(&i) if !r.steps[i].outcome.issues.contains(&note) => {
+                            r.steps[i].outcome.issues.push(note);
+                        }
+                        Some(_) => {}
+                        None => r.issues.push(note),
+                    }
                 }
             }
             Event::StepFinished { report } => {
@@ -276,15 +297,19 @@ pub fn summary_markdown(r: &Report) -> String {
     );
     if !r.totals.spend_per_wallet.is_empty() {
         let _ = writeln!(s, "\n## Spend per wallet\n");
-        let _ = writeln!(s, "| wallet | paid | refunded |");
-        let _ = writeln!(s, "|---|---:|---:|");
+        let _ = writeln!(s, "| wallet | paid | refunded | still held |");
+        let _ = writeln!(s, "|---|---:|---:|---:|");
         for (w, m) in &r.totals.spend_per_wallet {
-            let refunded = r
-                .totals
-                .refunded_per_wallet
-                .get(w)
-                .map_or("0".to_string(), |m| m.to_string());
-            let _ = writeln!(s, "| {} | {m} | {refunded} |", md_cell(w));
+            let of = |t: &std::collections::BTreeMap<String, crate::money::Money>| {
+                t.get(w).map_or("0".to_string(), |m| m.to_string())
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {m} | {} | {} |",
+                md_cell(w),
+                of(&r.totals.refunded_per_wallet),
+                of(&r.totals.held_per_wallet)
+            );
         }
     }
     if !r.issues.is_empty() {

@@ -444,7 +444,7 @@ async fn handle(State(s): State<Arc<Script>>, req: Request<Body>) -> Response<Bo
         }
         (Method::GET, ["v1", "wallets", w, "balance"]) => json_response(
             200,
-            json!({"wallet_id": w, "address": "0xabc", "balance": 3_600_000, "balance_ait": "1000 AIT",
+            json!({"wallet_id": w, "address": "0x00000000000000000000000000000000000abc01", "balance": 3_600_000, "balance_ait": "1000 AIT",
                    "chain_id": "c"}),
         ),
         _ => json_response(404, json!({"detail": "Not Found"})),

@@ -78,6 +78,14 @@ pub struct ServeArgs {
     /// Fault injection: seed for the draws, for repeatable runs.
     #[arg(long, value_name = "N")]
     pub fault_seed: Option<u64>,
+    /// The real service's rate limits: `real` (50 submits, 200 reads per endpoint, 50 cancels, 20
+    /// allocations, 20 logins in any 60 s, 429 with `Retry-After: 60` past them), `off`, or e.g.
+    /// `submit=10,read=40,window=5s`.
+    #[arg(long, value_name = "LIMITS", default_value = "off", value_parser = crate::limits::RateLimits::parse)]
+    pub rate_limits: crate::limits::RateLimits,
+    /// How long a session token from `POST /v1/login` is valid.
+    #[arg(long, value_name = "DURATION", default_value = "24h")]
+    pub token_ttl: crate::duration::Dur,
 }
 
 impl std::fmt::Debug for ServeArgs {
@@ -142,6 +150,8 @@ impl ServeArgs {
                 seed: self.fault_seed,
             },
             workers: self.workers,
+            rate_limits: self.rate_limits,
+            token_ttl: self.token_ttl.get(),
         }
     }
 }
@@ -176,6 +186,9 @@ fn serve(args: &ServeArgs) -> i32 {
             }
         };
         eprintln!("local coordinator listening on {}", handle.url());
+        if !args.rate_limits.is_off() {
+            eprintln!("rate limits: {}", args.rate_limits);
+        }
         if handle.token_generated() {
             eprintln!(
                 "token: {} (send `Authorization: Bearer <token>`; choose one with --token or AITBC_TOKEN)",

@@ -325,7 +325,7 @@ fn run_input(connect: &ConnectArgs, input: &OpInput) -> Result<OpOutcome, i32> {
                 exit::UNREACHABLE
             })?;
             c.token = Some(crate::client::config::Secret::new(handle.token()));
-            c.pacing = Pacing::unlimited();
+            c.pacing = Pacing::off();
             (c, Some(handle))
         };
         let client = HttpCoordinator::new(&config).map_err(|e| {

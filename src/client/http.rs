@@ -4,8 +4,13 @@
 //! of the service (`{"detail"}`, the 422 `{"error": {"code", "message", "details"}}` and the 500
 //! `{"error": {"type", "message", "status_code"}}`) are read leniently, and a body that is not what the
 //! API promises becomes [`ClientError::Protocol`] with enough of it to debug. The client never retries:
-//! the executor owns retries, and it needs to see every failure to keep submits exactly-once.
+//! the executor owns retries, and it needs to see every failure to keep submits exactly-once. Two
+//! exceptions, both below the executor: a request waits for its turn in the pacer ([`super::pace`]), and
+//! a 401 with a token from `AITBC_TOKEN_FILE` re-reads the file once and sends again if it holds another
+//! token (an external refresher may have rotated it).
 
+use std::path::PathBuf;
+use std::sync::RwLock;
 use std::time::Duration;
 
 use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
@@ -15,12 +20,13 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::config::{ClientConfig, ConfigError, Secret};
-use super::pace::{EndpointClass, Pacer};
+use super::pace::Pacer;
 use super::{ClientError, Coordinator};
 use crate::api::{
     AllocateRequest, Allocation, GpuOffer, JobCreate, JobId, JobList, JobResult, JobView,
     ListQuery, PaymentView, RefundRequest, RefundResponse, WalletBalance,
 };
+use crate::limits::Endpoint;
 use crate::money::Money;
 
 /// A coordinator reached over HTTP.
@@ -30,7 +36,8 @@ pub struct HttpCoordinator {
     base: Url,
     base_text: String,
     wallet_base: Url,
-    token: Option<Secret>,
+    token: RwLock<Option<Secret>>,
+    token_file: Option<PathBuf>,
     api_key: Option<Secret>,
     read_timeout: Duration,
     submit_timeout: Duration,
@@ -41,7 +48,8 @@ pub struct HttpCoordinator {
 struct Req<'a, B: Serialize> {
     method: Method,
     url: Url,
-    class: EndpointClass,
+    /// The limited endpoint it goes to (`None`: not limited).
+    endpoint: Option<Endpoint>,
     body: Option<&'a B>,
     idempotency_key: Option<&'a str>,
     timeout: Duration,
@@ -66,7 +74,8 @@ impl HttpCoordinator {
             base_text: base.as_str().trim_end_matches('/').to_string(),
             base,
             wallet_base,
-            token: config.token.clone(),
+            token: RwLock::new(config.token.clone()),
+            token_file: config.token_file.clone(),
             api_key: config.api_key.clone(),
             read_timeout: config.read_timeout,
             submit_timeout: config.submit_timeout,
@@ -90,15 +99,56 @@ impl HttpCoordinator {
         Self::url(&self.base, segments)
     }
 
-    fn read<'a>(&self, url: Url) -> Req<'a, ()> {
+    fn read<'a>(&self, url: Url, endpoint: Option<Endpoint>) -> Req<'a, ()> {
         Req {
             method: Method::GET,
             url,
-            class: EndpointClass::Read,
+            endpoint,
             body: None,
             idempotency_key: None,
             timeout: self.read_timeout,
         }
+    }
+
+    /// `POST` a JSON body to a path of the coordinator and read the answer (the login routes).
+    pub(super) async fn post_json<T: DeserializeOwned, B: Serialize>(
+        &self,
+        segments: &[&str],
+        endpoint: Option<Endpoint>,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let req = Req {
+            method: Method::POST,
+            url: self.api(segments),
+            endpoint,
+            body: Some(body),
+            idempotency_key: None,
+            timeout: self.read_timeout,
+        };
+        Ok(self.send(req).await?.1)
+    }
+
+    /// The token sent now.
+    fn current_token(&self) -> Option<Secret> {
+        self.token.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// After a 401: reads `AITBC_TOKEN_FILE` again and keeps what it holds if it is not the token that
+    /// was refused. True when there is a new token to send.
+    fn rotate_token(&self, refused: Option<&Secret>) -> bool {
+        let Some(path) = &self.token_file else {
+            return false;
+        };
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return false;
+        };
+        let fresh = text.trim();
+        if fresh.is_empty() || refused.is_some_and(|r| r.expose() == fresh) {
+            return false;
+        }
+        tracing::info!("token refused; using the new token in {}", path.display());
+        *self.token.write().unwrap_or_else(|p| p.into_inner()) = Some(Secret::new(fresh));
+        true
     }
 
     /// Sends one request and classifies the answer: a 2xx body parsed as `T`, or a [`ClientError`].
@@ -106,14 +156,48 @@ impl HttpCoordinator {
         &self,
         req: Req<'_, B>,
     ) -> Result<(StatusCode, T), ClientError> {
-        self.pacer.acquire(req.class).await;
         let url_text = req.url.to_string();
+        let mut rotated = false;
+        let (status, headers, body) = loop {
+            let token = self.current_token();
+            let answer = {
+                let _slot = self.pacer.acquire(req.endpoint).await;
+                self.exchange(&req, token.as_ref(), &url_text).await?
+            };
+            if answer.0 == StatusCode::UNAUTHORIZED && !rotated && self.rotate_token(token.as_ref())
+            {
+                rotated = true;
+                continue;
+            }
+            break answer;
+        };
+        if status.is_success() {
+            match serde_json::from_slice::<T>(&body) {
+                Ok(v) => Ok((status, v)),
+                Err(e) => Err(protocol(&url_text, status, &headers, &body, e.to_string())),
+            }
+        } else {
+            let e = classify_error(&url_text, status, &headers, &body);
+            if let ClientError::RateLimited { retry_after, .. } = &e {
+                self.pacer.rate_limited(req.endpoint, *retry_after);
+            }
+            Err(e)
+        }
+    }
+
+    /// One exchange: the request sent with `token`, the answer's status, headers and body.
+    async fn exchange<B: Serialize>(
+        &self,
+        req: &Req<'_, B>,
+        token: Option<&Secret>,
+        url_text: &str,
+    ) -> Result<(StatusCode, HeaderMap, Vec<u8>), ClientError> {
         let mut rb = self
             .http
-            .request(req.method, req.url)
+            .request(req.method.clone(), req.url.clone())
             .timeout(req.timeout)
             .header(reqwest::header::ACCEPT, "application/json");
-        if let Some(t) = &self.token {
+        if let Some(t) = token {
             rb = rb.bearer_auth(t.expose());
         }
         if let Some(k) = &self.api_key {
@@ -125,19 +209,12 @@ impl HttpCoordinator {
         if let Some(b) = req.body {
             rb = rb.json(b);
         }
-        let transport = |e: reqwest::Error| transport_error(&url_text, req.timeout, &e);
+        let transport = |e: reqwest::Error| transport_error(url_text, req.timeout, &e);
         let resp = rb.send().await.map_err(transport)?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp.bytes().await.map_err(transport)?;
-        if status.is_success() {
-            match serde_json::from_slice::<T>(&body) {
-                Ok(v) => Ok((status, v)),
-                Err(e) => Err(protocol(&url_text, status, &headers, &body, e.to_string())),
-            }
-        } else {
-            Err(classify_error(&url_text, status, &headers, &body))
-        }
+        Ok((status, headers, body.to_vec()))
     }
 }
 
@@ -367,7 +444,7 @@ impl Coordinator for HttpCoordinator {
         let req = Req {
             method: Method::POST,
             url: self.api(&["v1", "jobs"]),
-            class: EndpointClass::Submit,
+            endpoint: Some(Endpoint::Submit),
             body: Some(job),
             idempotency_key,
             timeout: self.submit_timeout,
@@ -377,12 +454,20 @@ impl Coordinator for HttpCoordinator {
     }
 
     async fn job(&self, id: &JobId) -> Result<JobView, ClientError> {
-        let req = self.read(self.api(&["v1", "jobs", id.as_str()]));
+        let req = self.read(self.api(&["v1", "jobs", id.as_str()]), Some(Endpoint::Job));
         Ok(self.send(req).await?.1)
     }
 
+    async fn poll(&self, id: &JobId) -> Result<JobView, ClientError> {
+        self.pacer.poll_turn().await;
+        self.job(id).await
+    }
+
     async fn result(&self, id: &JobId) -> Result<JobResult, ClientError> {
-        let req = self.read(self.api(&["v1", "jobs", id.as_str(), "result"]));
+        let req = self.read(
+            self.api(&["v1", "jobs", id.as_str(), "result"]),
+            Some(Endpoint::Result),
+        );
         Ok(self.send(req).await?.1)
     }
 
@@ -390,7 +475,7 @@ impl Coordinator for HttpCoordinator {
         let req = Req::<()> {
             method: Method::POST,
             url: self.api(&["v1", "jobs", id.as_str(), "cancel"]),
-            class: EndpointClass::Cancel,
+            endpoint: Some(Endpoint::Cancel),
             body: None,
             idempotency_key: None,
             timeout: self.read_timeout,
@@ -418,16 +503,19 @@ impl Coordinator for HttpCoordinator {
         if url.query() == Some("") {
             url.set_query(None);
         }
-        Ok(self.send(self.read(url)).await?.1)
+        Ok(self.send(self.read(url, Some(Endpoint::List))).await?.1)
     }
 
     async fn receipt(&self, id: &JobId) -> Result<Value, ClientError> {
-        let req = self.read(self.api(&["v1", "jobs", id.as_str(), "receipt"]));
+        let req = self.read(
+            self.api(&["v1", "jobs", id.as_str(), "receipt"]),
+            Some(Endpoint::Receipt),
+        );
         Ok(self.send(req).await?.1)
     }
 
     async fn payment(&self, id: &JobId) -> Result<PaymentView, ClientError> {
-        let req = self.read(self.api(&["v1", "jobs", id.as_str(), "payment"]));
+        let req = self.read(self.api(&["v1", "jobs", id.as_str(), "payment"]), None);
         Ok(self.send(req).await?.1)
     }
 
@@ -435,7 +523,7 @@ impl Coordinator for HttpCoordinator {
         let req = Req {
             method: Method::POST,
             url: self.api(&["v1", "payments", &request.payment_id, "refund"]),
-            class: EndpointClass::Other,
+            endpoint: None,
             body: Some(request),
             idempotency_key: None,
             timeout: self.submit_timeout,
@@ -447,7 +535,7 @@ impl Coordinator for HttpCoordinator {
         let req = Req {
             method: Method::POST,
             url: self.api(&["v1", "agent-performance", "resources", "allocate"]),
-            class: EndpointClass::Allocate,
+            endpoint: Some(Endpoint::Allocate),
             body: Some(request),
             idempotency_key: None,
             timeout: self.read_timeout,
@@ -460,8 +548,7 @@ impl Coordinator for HttpCoordinator {
         if let Some(l) = limit {
             url.query_pairs_mut().append_pair("limit", &l.to_string());
         }
-        let mut req = self.read(url);
-        req.class = EndpointClass::Other;
+        let req = self.read(url, None);
         let (_, list) = self.send::<OfferList, _>(req).await?;
         Ok(match list {
             OfferList::Bare(v)
@@ -471,11 +558,10 @@ impl Coordinator for HttpCoordinator {
     }
 
     async fn balance(&self, wallet: &str) -> Result<WalletBalance, ClientError> {
-        let mut req = self.read(Self::url(
-            &self.wallet_base,
-            &["v1", "wallets", wallet, "balance"],
-        ));
-        req.class = EndpointClass::Other;
+        let req = self.read(
+            Self::url(&self.wallet_base, &["v1", "wallets", wallet, "balance"]),
+            None,
+        );
         Ok(self.send(req).await?.1)
     }
 }

@@ -63,3 +63,48 @@ pub async fn preflight<C: Coordinator>(
     }
     Ok(problems)
 }
+
+/// The longest the steps still to run may take by their timeouts: each step is stopped at its
+/// timeout plus the 30 s backstop (a `wait` at its own timeout), and `concurrency` steps run at once,
+/// so by Graham's bound for list scheduling the run ends within `W / c + (1 − 1/c) · L`, where `W` is
+/// the sum of the steps' bounds and `L` the longest chain of them through `needs`. Steps `done` cost
+/// nothing (a resumed run keeps them).
+pub fn longest_run(
+    plan: &CheckedPlan,
+    concurrency: usize,
+    done: impl Fn(&str) -> bool,
+) -> Duration {
+    use crate::plan::checked::StepKind;
+    let bound = |s: &crate::plan::PlannedStep| -> Duration {
+        if done(&s.id) {
+            return Duration::ZERO;
+        }
+        let own = match &s.kind {
+            StepKind::Wait(w) => w.timeout.map_or(s.timeout, |d| d.get()),
+            _ => s.timeout,
+        };
+        own + Duration::from_secs(30)
+    };
+    // Steps come in an order where what a step needs is before it (levels ascend).
+    let mut order: Vec<&crate::plan::PlannedStep> = plan.steps.iter().collect();
+    order.sort_by_key(|s| s.level);
+    let mut chain: std::collections::HashMap<&str, Duration> = std::collections::HashMap::new();
+    let mut total = Duration::ZERO;
+    let mut longest = Duration::ZERO;
+    for s in order {
+        let b = bound(s);
+        let before = s
+            .needs
+            .iter()
+            .filter_map(|n| chain.get(n.as_str()))
+            .max()
+            .copied()
+            .unwrap_or(Duration::ZERO);
+        let end = before + b;
+        chain.insert(s.id.as_str(), end);
+        longest = longest.max(end);
+        total += b;
+    }
+    let c = concurrency.max(1) as u32;
+    total / c + longest.saturating_sub(longest / c)
+}

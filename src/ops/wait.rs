@@ -1,6 +1,7 @@
 //! `wait`: poll a job until it reaches a final state or the time is up. A poll that fails with a
 //! retryable error is polled again — a failed poll never resubmits anything — and the delays come from
-//! the one polling backoff, [`PollBackoff`].
+//! the one polling backoff, [`PollBackoff`] (never shorter than a `Retry-After` the service sent). Polls go
+//! through [`Coordinator::poll`], where the client budgets the polls of every job waited for together.
 
 use std::time::Duration;
 
@@ -23,7 +24,11 @@ pub async fn wait<C: Coordinator>(
     let mut last: Option<JobView> = None;
     let mut poll_errors = 0u32;
     loop {
-        let polled = conn.coord.job(job).await;
+        let mut retry_after = None;
+        // A poll waiting for its turn in the client's budget does not outlive the wait.
+        let Ok(polled) = tokio::time::timeout_at(deadline, conn.coord.poll(job)).await else {
+            break;
+        };
         crate::crash::point("wait");
         match polled {
             Ok(view) => {
@@ -37,6 +42,7 @@ pub async fn wait<C: Coordinator>(
             }
             Err(e) if e.is_retryable() => {
                 poll_errors += 1;
+                retry_after = e.retry_after();
                 conn.trace.attempt(Attempt {
                     number: poll_errors,
                     started_at: now(),
@@ -48,6 +54,7 @@ pub async fn wait<C: Coordinator>(
             Err(e) => return Err(e.into()),
         }
         let pause = backoff.next().unwrap_or(conn.poll.1);
+        let pause = retry_after.map_or(pause, |r| pause.max(r));
         let now_t = tokio::time::Instant::now();
         if now_t >= deadline {
             break;

@@ -1,7 +1,7 @@
 //! Wallet login on the embedded coordinator, as the real service does it (`routers/users.py`): a nonce
 //! per wallet address (single use, 5 minutes), an EIP-191 signature of [`login_message`] that must
 //! recover to that address, then a client session token — an HS256 JWT with `sub` (the wallet address),
-//! `role`, `type`, `iat` and `exp` (`LocalConfig::token_ttl`, 24 h by default). Each wallet is one
+//! `role`, `type`, `session_id`, `iat` and `exp` (`LocalConfig::token_ttl`, 24 h by default). Each wallet is one
 //! client: it sees the jobs it submitted under any of its tokens.
 
 use std::collections::HashMap;
@@ -135,8 +135,10 @@ impl Logins {
     /// A client token for `sub`, valid from `now` for the configured time.
     pub fn issue(&self, sub: &str, now: i64) -> String {
         let header = b64(br#"{"alg":"HS256","typ":"JWT"}"#);
+        // A session id as the real service adds: two logins in the same second differ.
         let claims = serde_json::json!({
             "sub": sub, "role": "client", "type": "access", "iat": now, "exp": now + self.ttl_secs,
+            "session_id": b64(&rand::random::<[u8; 16]>()),
         });
         let payload = b64(claims.to_string().as_bytes());
         let signed = format!("{header}.{payload}");

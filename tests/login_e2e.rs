@@ -231,6 +231,8 @@ fn a_run_whose_timeouts_outlive_the_token_is_refused_with_how_to_renew() {
     assert!(err.contains("may take up to 11m"), "{err}");
     assert!(err.contains("aitbc-flow login"), "{err}");
     assert!(err.contains(token_file.to_str().unwrap()), "{err}");
+    // Refused before anything: no run directory, nothing submitted.
+    assert!(!long.runs().exists() || std::fs::read_dir(long.runs()).unwrap().next().is_none());
     // Short timeouts fit: the run goes, with the wallet's token.
     let short = PlanDir::new(&plan_with_timeout("1m"));
     let out = run(&short);

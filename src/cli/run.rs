@@ -184,6 +184,11 @@ pub fn run(a: RunArgs) -> i32 {
         !a.no_cache,
     );
     print_warnings(&plan.warnings);
+    if let Some(code) =
+        refuse_short_token(&a.coordinator, &a.wallet_url, &plan, a.concurrency, None)
+    {
+        return code;
+    }
     let run_id = new_run_id();
     let run_lock = match crate::cli::scheduler::take_run_lock(&a.lock, &plan, &a.runs_dir, &run_id)
     {
@@ -260,12 +265,6 @@ fn execute_plan(
             return exit::INVALID;
         }
     };
-    if config.is_configured()
-        && let Some(message) = token_outlived(&config, &plan, p.concurrency, resume.as_deref())
-    {
-        eprintln!("error: {message}");
-        return exit::UNREACHABLE;
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -313,6 +312,11 @@ fn execute_plan(
         if local.is_none() && (!p.fund.is_empty() || p.no_faucet) {
             eprintln!(
                 "note: --fund and --no-faucet apply to the embedded coordinator only; ignored"
+            );
+        }
+        if local.is_none() && !p.embedded_rate_limits.is_off() {
+            eprintln!(
+                "note: --embedded-rate-limits applies to the embedded coordinator only; ignored (AITBC_RATE_LIMIT paces a remote one)"
             );
         }
         let client = HttpCoordinator::new(&config).map_err(|e| {
@@ -367,6 +371,29 @@ fn execute_plan(
         }
     }
     finished.outcome.exit_code
+}
+
+/// Refuses (exit 3, before anything is created or sent) a run against a remote coordinator whose
+/// session token expires before the run's timeouts would end it.
+fn refuse_short_token(
+    coordinator: &Option<String>,
+    wallet_url: &Option<String>,
+    plan: &crate::plan::CheckedPlan,
+    concurrency: Option<u32>,
+    resume: Option<&Replay>,
+) -> Option<i32> {
+    // A configuration that does not load is reported where the run loads it.
+    let config = ClientConfig::from_env(&ConfigOverrides {
+        coordinator: coordinator.clone(),
+        wallet_url: wallet_url.clone(),
+    })
+    .ok()?;
+    if !config.is_configured() {
+        return None;
+    }
+    let message = token_outlived(&config, plan, concurrency, resume)?;
+    eprintln!("error: {message}");
+    Some(exit::UNREACHABLE)
 }
 
 /// Why the session token cannot last the run, if it cannot: it expires (its `exp`) before the run's
@@ -538,6 +565,15 @@ pub fn resume(a: ResumeArgs) -> i32 {
         cache: true,
         inputs: repro::inputs(&plan, &replay.set, &replay.vars_files, None, true),
     };
+    if let Some(code) = refuse_short_token(
+        &params.coordinator,
+        &params.wallet_url,
+        &plan,
+        params.concurrency,
+        Some(&replay),
+    ) {
+        return code;
+    }
     let run_id = replay.run_id.clone();
     execute_plan(plan, params, run_id, dir, Some(Arc::new(replay)))
 }

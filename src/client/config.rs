@@ -2,7 +2,7 @@
 //! timeouts and the client-side pacing.
 //!
 //! Everything comes from the command line or the environment (`AITBC_COORDINATOR_URL`, `AITBC_TOKEN`,
-//! `AITBC_TOKEN_FILE`, `AITBC_API_KEY`, `AITBC_WALLET_URL`, `AITBC_RATE_LIMIT`), read once by
+//! `AITBC_TOKEN_FILE`, `AITBC_API_KEY`, `AITBC_WALLET_URL`, `AITBC_RATE_LIMIT`, `AITBC_MAX_IN_FLIGHT`), read once by
 //! [`ClientConfig::from_env`] and then passed in: nothing reads the environment later. Secrets are held
 //! in [`Secret`], which prints as `***`, so a config can be logged or debug-printed safely.
 
@@ -42,6 +42,9 @@ impl fmt::Display for Secret {
 /// Client-side pacing: the limits per endpoint class and their window (`crate::limits`); off for the
 /// embedded coordinator, the real service's for a remote one unless `AITBC_RATE_LIMIT` says otherwise.
 pub type Pacing = crate::limits::RateLimits;
+
+/// Requests in flight at once to a remote coordinator, by default.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 8;
 
 /// A configuration problem, reported before anything is sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -110,6 +113,9 @@ pub struct ClientConfig {
     pub submit_timeout: Duration,
     /// Client-side pacing per endpoint class.
     pub pacing: Pacing,
+    /// At most this many requests in flight at once (`None`: no cap). The real service wedges under a
+    /// few hundred concurrent requests (a database pool of 5 + 10 connections).
+    pub max_in_flight: Option<usize>,
 }
 
 impl Default for ClientConfig {
@@ -124,6 +130,7 @@ impl Default for ClientConfig {
             read_timeout: Duration::from_secs(10),
             submit_timeout: Duration::from_secs(30),
             pacing: Pacing::off(),
+            max_in_flight: None,
         }
     }
 }
@@ -169,6 +176,21 @@ impl ClientConfig {
             })?,
             None if c.coordinator_url.is_some() => Pacing::real_service(),
             None => Pacing::off(),
+        };
+        // A remote coordinator gets 8 requests in flight at most unless told otherwise (0: no cap).
+        c.max_in_flight = match var("AITBC_MAX_IN_FLIGHT") {
+            Some(n) => match n.trim().parse::<usize>() {
+                Ok(0) => None,
+                Ok(n) => Some(n),
+                Err(_) => {
+                    return Err(ConfigError::Bad {
+                        name: "AITBC_MAX_IN_FLIGHT".into(),
+                        reason: format!("`{n}` is not a number of requests (0 for no cap)"),
+                    });
+                }
+            },
+            None if c.coordinator_url.is_some() => Some(DEFAULT_MAX_IN_FLIGHT),
+            None => None,
         };
         if let Some(t) = var("AITBC_SUBMIT_TIMEOUT") {
             c.submit_timeout = parse_timeout("AITBC_SUBMIT_TIMEOUT", &t)?;
@@ -259,6 +281,7 @@ mod tests {
         let c = ClientConfig::from_lookup(&ConfigOverrides::default(), env(&[])).unwrap();
         assert!(!c.is_configured());
         assert_eq!(c.pacing, Pacing::off());
+        assert_eq!(c.max_in_flight, None);
         assert_eq!(c.submit_timeout, Duration::from_secs(30));
         assert_eq!(c.read_timeout, Duration::from_secs(10));
     }
@@ -279,6 +302,7 @@ mod tests {
             "http://127.0.0.1:9000/"
         );
         assert_eq!(c.pacing, Pacing::real_service());
+        assert_eq!(c.max_in_flight, Some(DEFAULT_MAX_IN_FLIGHT));
     }
 
     #[test]

@@ -79,7 +79,7 @@ impl HttpCoordinator {
             api_key: config.api_key.clone(),
             read_timeout: config.read_timeout,
             submit_timeout: config.submit_timeout,
-            pacer: Pacer::new(&config.pacing),
+            pacer: Pacer::new(&config.pacing, config.max_in_flight),
         })
     }
 

@@ -15,6 +15,11 @@
 //! one after another, evenly (each about every 80 × 60 s / 160 = 30 s), instead of 200 polls at once
 //! and none for the rest of the minute. The window stays the hard limit under it.
 //!
+//! Under the windows, the requests in flight at once are capped (`ClientConfig::max_in_flight`, 8 for a
+//! remote coordinator): the real service serves every request from a database pool of 5 + 10
+//! connections, and a burst of a couple of hundred concurrent requests — what a window of 200 reads
+//! allows at once — wedged it for good (checked 2026-12, `docs/decisions.md`).
+//!
 //! A 429 on a paced endpoint means something else shares our budget (another client on the same IP):
 //! the endpoint then sends nothing more until the `Retry-After` the service gave has passed.
 
@@ -62,6 +67,8 @@ struct WindowState {
 #[derive(Debug)]
 pub struct Slot<'a> {
     window: Option<&'a Window>,
+    /// The request's place among those in flight (released after the window has recorded it).
+    _in_flight: Option<tokio::sync::SemaphorePermit<'a>>,
 }
 
 impl Drop for Slot<'_> {
@@ -111,7 +118,10 @@ impl Window {
                     Some(h) if h > now => Some(h - now),
                     _ if s.answered.len() + s.in_flight < self.limit => {
                         s.in_flight += 1;
-                        return Slot { window: Some(self) };
+                        return Slot {
+                            window: Some(self),
+                            _in_flight: None,
+                        };
                     }
                     _ => s
                         .answered
@@ -180,16 +190,18 @@ impl PollBudget {
     }
 }
 
-/// The windows of every paced endpoint, and the poll budget.
+/// The windows of every paced endpoint, the poll budget, and the cap on requests in flight.
 #[derive(Debug)]
 pub struct Pacer {
     windows: HashMap<Endpoint, Window>,
     polls: Option<PollBudget>,
+    in_flight: Option<tokio::sync::Semaphore>,
 }
 
 impl Pacer {
-    /// Windows for the configured limits (none when they are off).
-    pub fn new(limits: &RateLimits) -> Pacer {
+    /// Windows for the configured limits (none when they are off), and at most `max_in_flight`
+    /// requests at once (no cap when `None`).
+    pub fn new(limits: &RateLimits, max_in_flight: Option<usize>) -> Pacer {
         let windows = Endpoint::ALL
             .iter()
             .filter_map(|e| limits.of(*e).map(|n| (*e, Window::new(n, limits.window))))
@@ -199,15 +211,25 @@ impl Pacer {
             polls: limits
                 .of(Endpoint::Job)
                 .map(|n| PollBudget::new(n, limits.window)),
+            in_flight: max_in_flight.map(|n| tokio::sync::Semaphore::new(n.max(1))),
         }
     }
 
-    /// Waits for the endpoint's turn and takes a slot in its window (at once for an unpaced endpoint).
+    /// Waits for the endpoint's turn and takes a slot in its window (at once for an unpaced endpoint),
+    /// then a place among the requests in flight. (The window first: a request waiting for its window
+    /// must not hold a place that another endpoint's request could use.)
     pub async fn acquire(&self, endpoint: Option<Endpoint>) -> Slot<'_> {
-        match endpoint.and_then(|e| self.windows.get(&e)) {
+        let mut slot = match endpoint.and_then(|e| self.windows.get(&e)) {
             Some(w) => w.acquire().await,
-            None => Slot { window: None },
+            None => Slot {
+                window: None,
+                _in_flight: None,
+            },
+        };
+        if let Some(s) = &self.in_flight {
+            slot._in_flight = s.acquire().await.ok();
         }
+        slot
     }
 
     /// The service answered 429: a paced endpoint sends nothing more until `retry_after` has passed
@@ -291,7 +313,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_429_holds_the_endpoint_for_its_retry_after() {
-        let p = Pacer::new(&RateLimits::real_service());
+        let p = Pacer::new(&RateLimits::real_service(), None);
         let start = Instant::now();
         drop(p.acquire(Some(Endpoint::Submit)).await);
         p.rate_limited(Some(Endpoint::Submit), Some(Duration::from_secs(60)));
@@ -303,6 +325,28 @@ mod tests {
         drop(p.acquire(Some(Endpoint::Job)).await);
         drop(p.acquire(None).await);
         assert_eq!(t.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_more_than_the_cap_in_flight() {
+        let p = std::sync::Arc::new(Pacer::new(&RateLimits::off(), Some(3)));
+        let now = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..20 {
+            let (p, now, most) = (p.clone(), now.clone(), most.clone());
+            tasks.push(tokio::spawn(async move {
+                let _slot = p.acquire(None).await;
+                let n = now.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                most.fetch_max(n, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                now.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(most.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 
     #[tokio::test(start_paused = true)]

@@ -108,3 +108,46 @@ pub fn longest_run(
     let c = concurrency.max(1) as u32;
     total / c + longest.saturating_sub(longest / c)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(text: &str) -> CheckedPlan {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.yaml");
+        std::fs::write(&path, text).unwrap();
+        crate::plan::load(&path, &crate::plan::LoadOptions::default())
+            .unwrap_or_else(|d| panic!("{}", d[0]))
+    }
+
+    #[test]
+    fn the_longest_run_follows_the_chain_and_the_slots() {
+        // a (10m) → b (20m); c (5m) beside them; each + the 30 s backstop.
+        let p = plan(
+            r#"
+version: 1
+name: chain
+steps:
+  - id: a
+    timeout: 10m
+    job: {job_type: inference, wallet: w, payment: 2, prompt: "a"}
+  - id: b
+    needs: [a]
+    timeout: 20m
+    job: {job_type: inference, wallet: w, payment: 2, prompt: "b"}
+  - id: c
+    timeout: 5m
+    job: {job_type: inference, wallet: w, payment: 2, prompt: "c"}
+"#,
+        );
+        let secs = |d: Duration| d.as_secs_f64();
+        // W = 10m30s + 20m30s + 5m30s = 2190 s, L = a → b = 1860 s;
+        // 16 slots: W/16 + L·15/16 = 136.875 + 1743.75 s.
+        assert_eq!(secs(longest_run(&p, 16, |_| false)), 1880.625);
+        // One slot: everything in turn.
+        assert_eq!(secs(longest_run(&p, 1, |_| false)), 2190.0);
+        // A resumed run whose `a` is done: b and c remain (20m30s + 5m30s).
+        assert_eq!(secs(longest_run(&p, 1, |id| id == "a")), 1560.0);
+    }
+}

@@ -290,7 +290,7 @@ mod tests {
             sig,
             "0xa5d58782075bdf09490159d634d1aae66a8f6777c7247d2f233e9511cfd7c64c34f288cdbcea5370e4863fdbe9f4d86654c2ba1d86589e9ebb64494c649008591b"
         );
-        // And the login message the real service verified (a nonce it issued).
+        // And a login message with a nonce as the real service issues them.
         let msg = login_message(ADDRESS, "STGJEy35OokS5ZS6MdRWEQ");
         assert_eq!(
             k.sign_personal(msg.as_bytes()),

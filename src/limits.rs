@@ -13,7 +13,7 @@
 //! its endpoints. For a run of J independent `job` steps (a submit, at least one poll that sees the job
 //! done, one result read each): `T_min = W · max(⌈J / 50⌉ − 1, ⌈J / 200⌉ − 1)` — 60 s for 80 jobs. The
 //! time the jobs themselves take and the answers' latency come on top; the runner aims to stay within
-//! 1.1 × `T_min` (plus that) with no 429 (`benches/pacing.rs`, `tests/pacing_e2e.rs`).
+//! 1.1 × `T_min` with no 429 (`tests/pacing_e2e.rs`; the figures are in `docs/performance.md`).
 
 use std::time::Duration;
 

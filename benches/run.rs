@@ -94,7 +94,7 @@ fn plan_text(steps: usize, concurrency: usize) -> String {
 async fn client_for(url: &str, token: &str) -> HttpCoordinator {
     let mut c = ClientConfig::for_url(url).expect("url");
     c.token = Some(Secret::new(token));
-    c.pacing = Pacing::unlimited();
+    c.pacing = Pacing::off();
     HttpCoordinator::new(&c).expect("client")
 }
 

@@ -8,12 +8,14 @@
 #![allow(clippy::result_large_err)]
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod client;
 pub mod crash;
 pub mod duration;
 pub mod exec;
 pub mod exit;
+pub mod limits;
 pub mod local;
 pub mod model;
 pub mod money;

@@ -88,6 +88,14 @@ pub struct ServeArgs {
     /// and their payment left in escrow.
     #[arg(long)]
     pub real_quirks: bool,
+    /// The real service's rate limits: `real` (50 submits, 200 reads per endpoint, 50 cancels, 20
+    /// allocations, 20 logins in any 60 s, 429 with `Retry-After: 60` past them), `off`, or e.g.
+    /// `submit=10,read=40,window=5s`.
+    #[arg(long, value_name = "LIMITS", default_value = "off", value_parser = crate::limits::RateLimits::parse)]
+    pub rate_limits: crate::limits::RateLimits,
+    /// How long a session token from `POST /v1/login` is valid.
+    #[arg(long, value_name = "DURATION", default_value = "24h")]
+    pub token_ttl: crate::duration::Dur,
 }
 
 impl std::fmt::Debug for ServeArgs {
@@ -154,6 +162,8 @@ impl ServeArgs {
             },
             workers: self.workers,
             real_quirks: self.real_quirks,
+            rate_limits: self.rate_limits,
+            token_ttl: self.token_ttl.get(),
         }
     }
 }
@@ -188,6 +198,9 @@ fn serve(args: &ServeArgs) -> i32 {
             }
         };
         errln!("local coordinator listening on {}", handle.url());
+        if !args.rate_limits.is_off() {
+            errln!("rate limits: {}", args.rate_limits);
+        }
         if handle.token_generated() {
             errln!(
                 "token: {} (send `Authorization: Bearer <token>`; choose one with --token or AITBC_TOKEN)",

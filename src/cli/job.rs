@@ -357,7 +357,7 @@ fn run_input(
                 exit::UNREACHABLE
             })?;
             c.token = Some(crate::client::config::Secret::new(handle.token()));
-            c.pacing = Pacing::unlimited();
+            c.pacing = Pacing::off();
             (c, Some(handle))
         };
         let client = HttpCoordinator::new(&config).map_err(|e| {

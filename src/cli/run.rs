@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::cli::dry_run::{Overrides, print_diagnostics, print_warnings};
-use crate::client::config::{ClientConfig, ConfigOverrides, Pacing, Secret};
+use crate::client::config::{ClientConfig, ConfigOverrides, Secret};
 use crate::client::http::HttpCoordinator;
 use crate::duration::Dur;
 use crate::exec::RunOptions;
@@ -84,6 +84,10 @@ pub struct RunArgs {
     /// Embedded coordinator only: worker latency.
     #[arg(long, value_enum, default_value_t = EmbeddedLatency::Default)]
     pub embedded_latency: EmbeddedLatency,
+    /// Embedded coordinator only: apply the real service's rate limits (`real`, or e.g.
+    /// `submit=10,read=40,window=5s`; 429 past them) and pace the run to them. Off by default.
+    #[arg(long, value_name = "LIMITS", default_value = "off", value_parser = crate::limits::RateLimits::parse)]
+    pub embedded_rate_limits: crate::limits::RateLimits,
     /// First polling delay while waiting for a job (it doubles up to --poll-max).
     #[arg(long, default_value = "500ms", value_name = "DURATION", hide = true)]
     pub poll_start: Dur,
@@ -135,6 +139,7 @@ struct ExecParams {
     fund: Vec<(String, Money)>,
     no_faucet: bool,
     embedded_latency: EmbeddedLatency,
+    embedded_rate_limits: crate::limits::RateLimits,
     poll: (std::time::Duration, std::time::Duration),
     seed: Option<u64>,
     set: Vec<(String, String)>,
@@ -193,6 +198,11 @@ pub fn run(a: RunArgs) -> i32 {
     );
     inputs.balance_check = !a.no_balance_check;
     print_warnings(&plan.warnings);
+    if let Some(code) =
+        refuse_short_token(&a.coordinator, &a.wallet_url, &plan, a.concurrency, None)
+    {
+        return code;
+    }
     let run_id = new_run_id();
     let run_lock = match crate::cli::scheduler::take_run_lock(&a.lock, &plan, &a.runs_dir, &run_id)
     {
@@ -219,6 +229,7 @@ pub fn run(a: RunArgs) -> i32 {
         fund: a.fund.clone(),
         no_faucet: a.no_faucet,
         embedded_latency: a.embedded_latency,
+        embedded_rate_limits: a.embedded_rate_limits,
         poll: (a.poll_start.get(), a.poll_max.get().max(a.poll_start.get())),
         seed: a.seed,
         set: a.overrides.set.clone(),
@@ -311,6 +322,7 @@ fn execute_plan(
             let mut lc = crate::local::LocalConfig {
                 fund: p.fund.clone(),
                 faucet: !p.no_faucet,
+                rate_limits: p.embedded_rate_limits,
                 ..crate::local::LocalConfig::default()
             };
             if p.embedded_latency == EmbeddedLatency::Instant {
@@ -325,11 +337,17 @@ fn execute_plan(
                 exit::UNREACHABLE
             })?;
             c.token = Some(Secret::new(handle.token()));
-            c.pacing = Pacing::unlimited();
+            // Paced to the limits the embedded coordinator applies (none by default).
+            c.pacing = p.embedded_rate_limits;
             (c, Some(handle))
         };
         if local.is_none() && (!p.fund.is_empty() || p.no_faucet) {
             errln!("note: --fund and --no-faucet apply to the embedded coordinator only; ignored");
+        }
+        if local.is_none() && !p.embedded_rate_limits.is_off() {
+            eprintln!(
+                "note: --embedded-rate-limits applies to the embedded coordinator only; ignored (AITBC_RATE_LIMIT paces a remote one)"
+            );
         }
         let client = HttpCoordinator::new(&config).map_err(|e| {
             errln!("error: {e}");
@@ -385,6 +403,72 @@ fn execute_plan(
         }
     }
     finished.outcome.exit_code
+}
+
+/// Refuses (exit 3, before anything is created or sent) a run against a remote coordinator whose
+/// session token expires before the run's timeouts would end it.
+fn refuse_short_token(
+    coordinator: &Option<String>,
+    wallet_url: &Option<String>,
+    plan: &crate::plan::CheckedPlan,
+    concurrency: Option<u32>,
+    resume: Option<&Replay>,
+) -> Option<i32> {
+    // A configuration that does not load is reported where the run loads it.
+    let config = ClientConfig::from_env(&ConfigOverrides {
+        coordinator: coordinator.clone(),
+        wallet_url: wallet_url.clone(),
+    })
+    .ok()?;
+    if !config.is_configured() {
+        return None;
+    }
+    let message = token_outlived(&config, plan, concurrency, resume)?;
+    eprintln!("error: {message}");
+    Some(exit::UNREACHABLE)
+}
+
+/// Why the session token cannot last the run, if it cannot: it expires (its `exp`) before the run's
+/// timeouts would end it, so a request late in the run would be refused with a 401.
+fn token_outlived(
+    config: &ClientConfig,
+    plan: &crate::plan::CheckedPlan,
+    concurrency: Option<u32>,
+    resume: Option<&Replay>,
+) -> Option<String> {
+    let token = config.token.as_ref()?;
+    let expires = crate::auth::expires_at(token.expose())?;
+    let slots = concurrency
+        .map(|c| c as usize)
+        .or(plan.plan.defaults.concurrency.map(|c| c as usize))
+        .unwrap_or(16);
+    let longest = crate::exec::preflight::longest_run(plan, slots, |id| {
+        resume.is_some_and(|r| r.done.contains_key(id))
+    });
+    let now = chrono::Utc::now();
+    let left = (expires - now).to_std().unwrap_or_default();
+    if left > longest {
+        return None;
+    }
+    let source = match &config.token_file {
+        Some(path) => format!("in AITBC_TOKEN_FILE ({})", path.display()),
+        None => "in AITBC_TOKEN".to_string(),
+    };
+    let when = expires.format("%Y-%m-%d %H:%M:%S UTC");
+    let state = if left.is_zero() {
+        format!("expired at {when}")
+    } else {
+        format!(
+            "expires at {when}, in {}",
+            Dur(std::time::Duration::from_secs(left.as_secs()))
+        )
+    };
+    Some(format!(
+        "the session token {source} {state}, but this run may take up to {} by its steps' timeouts: \
+         a request after that would be refused. Renew the token first: `aitbc-flow login` writes a fresh \
+         one (valid 24 h) to AITBC_TOKEN_FILE; or lower the steps' timeouts",
+        Dur(std::time::Duration::from_secs(longest.as_secs()))
+    ))
 }
 
 /// `resume RUN-ID`
@@ -512,6 +596,7 @@ pub fn resume(a: ResumeArgs) -> i32 {
         fund: Vec::new(),
         no_faucet: false,
         embedded_latency: a.embedded_latency,
+        embedded_rate_limits: crate::limits::RateLimits::off(),
         poll: (a.poll_start.get(), a.poll_max.get().max(a.poll_start.get())),
         seed: None,
         set: replay.set.clone(),
@@ -532,6 +617,15 @@ pub fn resume(a: ResumeArgs) -> i32 {
         lock: replay.lock,
         balance_check: crate::ops::payer::BalanceCheck::skipped_if(a.no_balance_check),
     };
+    if let Some(code) = refuse_short_token(
+        &params.coordinator,
+        &params.wallet_url,
+        &plan,
+        params.concurrency,
+        Some(&replay),
+    ) {
+        return code;
+    }
     let run_id = replay.run_id.clone();
     let flags = crate::cli::scheduler::LockFlags {
         lock: replay.lock,

@@ -2,7 +2,7 @@
 //! timeouts and the client-side pacing.
 //!
 //! Everything comes from the command line or the environment (`AITBC_COORDINATOR_URL`, `AITBC_TOKEN`,
-//! `AITBC_TOKEN_FILE`, `AITBC_API_KEY`, `AITBC_WALLET_URL`, `AITBC_RATE_LIMIT`), read once by
+//! `AITBC_TOKEN_FILE`, `AITBC_API_KEY`, `AITBC_WALLET_URL`, `AITBC_RATE_LIMIT`, `AITBC_MAX_IN_FLIGHT`), read once by
 //! [`ClientConfig::from_env`] and then passed in: nothing reads the environment later. Secrets are held
 //! in [`Secret`], which prints as `***`, so a config can be logged or debug-printed safely.
 
@@ -39,72 +39,12 @@ impl fmt::Display for Secret {
     }
 }
 
-/// A client-side rate: at most `per_minute` requests per 60 s, with bursts up to the same number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rate {
-    /// Requests per minute.
-    pub per_minute: u32,
-}
+/// Client-side pacing: the limits per endpoint class and their window (`crate::limits`); off for the
+/// embedded coordinator, the real service's for a remote one unless `AITBC_RATE_LIMIT` says otherwise.
+pub type Pacing = crate::limits::RateLimits;
 
-/// Client-side pacing per endpoint class; `None` means unpaced.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct Pacing {
-    /// `POST /v1/jobs`.
-    pub submit: Option<Rate>,
-    /// Job reads (`GET /v1/jobs…`).
-    pub read: Option<Rate>,
-    /// `POST /v1/jobs/{id}/cancel`.
-    pub cancel: Option<Rate>,
-    /// `POST /v1/agent-performance/resources/allocate`.
-    pub allocate: Option<Rate>,
-}
-
-impl Pacing {
-    /// No pacing at all (the embedded coordinator).
-    pub fn unlimited() -> Pacing {
-        Pacing::default()
-    }
-
-    /// The real service's limits per client IP: 50 submits, 200 reads, 50 cancels, 20 allocations a
-    /// minute.
-    pub fn real_service() -> Pacing {
-        Pacing {
-            submit: Some(Rate { per_minute: 50 }),
-            read: Some(Rate { per_minute: 200 }),
-            cancel: Some(Rate { per_minute: 50 }),
-            allocate: Some(Rate { per_minute: 20 }),
-        }
-    }
-
-    /// Parses `off`, `real`, or `submit=50,read=200,cancel=50,allocate=20` (unnamed classes unpaced).
-    pub fn parse(text: &str) -> Result<Pacing, String> {
-        let t = text.trim();
-        match t {
-            "off" | "none" | "unlimited" => return Ok(Pacing::unlimited()),
-            "real" | "service" => return Ok(Pacing::real_service()),
-            _ => {}
-        }
-        let mut p = Pacing::unlimited();
-        for part in t.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let bad = || {
-                format!(
-                    "`{text}` is not a rate limit (expected `off`, `real`, or e.g. `submit=50,read=200`)"
-                )
-            };
-            let (k, v) = part.split_once('=').ok_or_else(bad)?;
-            let n: u32 = v.trim().parse().map_err(|_| bad())?;
-            let rate = (n > 0).then_some(Rate { per_minute: n });
-            match k.trim() {
-                "submit" => p.submit = rate,
-                "read" => p.read = rate,
-                "cancel" => p.cancel = rate,
-                "allocate" => p.allocate = rate,
-                _ => return Err(bad()),
-            }
-        }
-        Ok(p)
-    }
-}
+/// Requests in flight at once to a remote coordinator, by default.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 8;
 
 /// A configuration problem, reported before anything is sent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -161,6 +101,8 @@ pub struct ClientConfig {
     pub wallet_url: Option<Url>,
     /// Sent as `Authorization: Bearer …`.
     pub token: Option<Secret>,
+    /// Where the token was read from (`AITBC_TOKEN_FILE`), to read it again after a 401.
+    pub token_file: Option<PathBuf>,
     /// Sent as `X-Api-Key` when set (a miner credential; clients do not need it).
     pub api_key: Option<Secret>,
     /// Time to open a connection.
@@ -176,6 +118,9 @@ pub struct ClientConfig {
     /// The largest answer that carries a job — its view, result, receipt or a list of jobs — in bytes
     /// (`AITBC_MAX_RESULT`).
     pub max_result: u64,
+    /// At most this many requests in flight at once (`None`: no cap). The real service wedges under a
+    /// few hundred concurrent requests (a database pool of 5 + 10 connections).
+    pub max_in_flight: Option<usize>,
 }
 
 /// The default of [`ClientConfig::max_response`]: 4 MiB.
@@ -191,13 +136,15 @@ impl Default for ClientConfig {
             coordinator_url: None,
             wallet_url: None,
             token: None,
+            token_file: None,
             api_key: None,
             connect_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(10),
             submit_timeout: Duration::from_secs(30),
-            pacing: Pacing::unlimited(),
+            pacing: Pacing::off(),
             max_response: DEFAULT_MAX_RESPONSE,
             max_result: DEFAULT_MAX_RESULT,
+            max_in_flight: None,
         }
     }
 }
@@ -228,7 +175,10 @@ impl ClientConfig {
         };
         c.token = match (var("AITBC_TOKEN"), var("AITBC_TOKEN_FILE")) {
             (Some(t), _) => Some(Secret::new(t.trim())),
-            (None, Some(path)) => Some(read_token_file(PathBuf::from(path))?),
+            (None, Some(path)) => {
+                c.token_file = Some(PathBuf::from(&path));
+                Some(read_token_file(PathBuf::from(path))?)
+            }
             (None, None) => None,
         };
         c.api_key = var("AITBC_API_KEY").map(|k| Secret::new(k.trim()));
@@ -239,7 +189,22 @@ impl ClientConfig {
                 reason,
             })?,
             None if c.coordinator_url.is_some() => Pacing::real_service(),
-            None => Pacing::unlimited(),
+            None => Pacing::off(),
+        };
+        // A remote coordinator gets 8 requests in flight at most unless told otherwise (0: no cap).
+        c.max_in_flight = match var("AITBC_MAX_IN_FLIGHT") {
+            Some(n) => match n.trim().parse::<usize>() {
+                Ok(0) => None,
+                Ok(n) => Some(n),
+                Err(_) => {
+                    return Err(ConfigError::Bad {
+                        name: "AITBC_MAX_IN_FLIGHT".into(),
+                        reason: format!("`{n}` is not a number of requests (0 for no cap)"),
+                    });
+                }
+            },
+            None if c.coordinator_url.is_some() => Some(DEFAULT_MAX_IN_FLIGHT),
+            None => None,
         };
         if let Some(t) = var("AITBC_SUBMIT_TIMEOUT") {
             c.submit_timeout = parse_timeout("AITBC_SUBMIT_TIMEOUT", &t)?;
@@ -373,7 +338,8 @@ mod tests {
     fn nothing_set_means_not_configured() {
         let c = ClientConfig::from_lookup(&ConfigOverrides::default(), env(&[])).unwrap();
         assert!(!c.is_configured());
-        assert_eq!(c.pacing, Pacing::unlimited());
+        assert_eq!(c.pacing, Pacing::off());
+        assert_eq!(c.max_in_flight, None);
         assert_eq!(c.submit_timeout, Duration::from_secs(30));
         assert_eq!(c.read_timeout, Duration::from_secs(10));
     }
@@ -394,6 +360,7 @@ mod tests {
             "http://127.0.0.1:9000/"
         );
         assert_eq!(c.pacing, Pacing::real_service());
+        assert_eq!(c.max_in_flight, Some(DEFAULT_MAX_IN_FLIGHT));
     }
 
     #[test]
@@ -479,12 +446,18 @@ mod tests {
 
     #[test]
     fn pacing_parses() {
-        assert_eq!(Pacing::parse("off").unwrap(), Pacing::unlimited());
+        assert_eq!(Pacing::parse("off").unwrap(), Pacing::off());
         assert_eq!(Pacing::parse("real").unwrap(), Pacing::real_service());
         let p = Pacing::parse("submit=10, read=0").unwrap();
-        assert_eq!(p.submit, Some(Rate { per_minute: 10 }));
+        assert_eq!(p.submit, Some(10));
         assert_eq!(p.read, None);
         assert!(Pacing::parse("submit=x").is_err());
         assert!(Pacing::parse("fast=1").is_err());
+        let e = ClientConfig::from_lookup(
+            &ConfigOverrides::default(),
+            env(&[("AITBC_RATE_LIMIT", "submit=1,window=0s")]),
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("AITBC_RATE_LIMIT:"), "{e}");
     }
 }

@@ -4,7 +4,10 @@
 //! of the service (`{"detail"}`, the 422 `{"error": {"code", "message", "details"}}` and the 500
 //! `{"error": {"type", "message", "status_code"}}`) are read leniently, and a body that is not what the
 //! API promises becomes [`ClientError::Protocol`] with enough of it to debug. The client never retries:
-//! the executor owns retries, and it needs to see every failure to keep submits exactly-once.
+//! the executor owns retries, and it needs to see every failure to keep submits exactly-once. Two
+//! exceptions, both below the executor: a request waits for its turn in the pacer ([`super::pace`]), and
+//! a 401 with a token from `AITBC_TOKEN_FILE` re-reads the file once and sends again if it holds another
+//! token (an external refresher may have rotated it).
 //!
 //! A server is not trusted to be well-behaved: every answer is read up to a limit (the answers that
 //! carry a job — its view, result, receipt, a list of jobs — have a larger one), and a redirect is
@@ -12,6 +15,8 @@
 //! its prompt and wallet, the idempotency key) and its token never go anywhere else. Errors name the
 //! URL that answered.
 
+use std::path::PathBuf;
+use std::sync::RwLock;
 use std::time::Duration;
 
 use reqwest::header::{CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
@@ -21,12 +26,13 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::config::{ClientConfig, ConfigError, Secret};
-use super::pace::{EndpointClass, Pacer};
+use super::pace::Pacer;
 use super::{ClientError, Coordinator};
 use crate::api::{
     AllocateRequest, Allocation, GpuOffer, JobCreate, JobId, JobList, JobResult, JobView,
     ListQuery, PaymentView, RefundRequest, RefundResponse, WalletBalance,
 };
+use crate::limits::Endpoint;
 use crate::money::Money;
 
 /// A coordinator reached over HTTP.
@@ -36,7 +42,8 @@ pub struct HttpCoordinator {
     base: Url,
     base_text: String,
     wallet_base: Url,
-    token: Option<Secret>,
+    token: RwLock<Option<Secret>>,
+    token_file: Option<PathBuf>,
     api_key: Option<Secret>,
     read_timeout: Duration,
     submit_timeout: Duration,
@@ -62,7 +69,8 @@ struct Limit {
 struct Req<'a, B: Serialize> {
     method: Method,
     url: Url,
-    class: EndpointClass,
+    /// The limited endpoint it goes to (`None`: not limited).
+    endpoint: Option<Endpoint>,
     body: Option<&'a B>,
     idempotency_key: Option<&'a str>,
     timeout: Duration,
@@ -90,13 +98,14 @@ impl HttpCoordinator {
             base_text: base.as_str().trim_end_matches('/').to_string(),
             base,
             wallet_base,
-            token: config.token.clone(),
+            token: RwLock::new(config.token.clone()),
+            token_file: config.token_file.clone(),
             api_key: config.api_key.clone(),
             read_timeout: config.read_timeout,
             submit_timeout: config.submit_timeout,
             max_response: config.max_response,
             max_result: config.max_result,
-            pacer: Pacer::new(&config.pacing),
+            pacer: Pacer::new(&config.pacing, config.max_in_flight),
         })
     }
 
@@ -132,12 +141,12 @@ impl HttpCoordinator {
         }
     }
 
-    /// A GET of an answer that carries no job.
-    fn read<'a>(&self, url: Url) -> Req<'a, ()> {
+    /// A GET of an answer that carries no job, to `endpoint` (`None`: not rate-limited).
+    fn read<'a>(&self, url: Url, endpoint: Option<Endpoint>) -> Req<'a, ()> {
         Req {
             method: Method::GET,
             url,
-            class: EndpointClass::Read,
+            endpoint,
             body: None,
             idempotency_key: None,
             timeout: self.read_timeout,
@@ -146,26 +155,103 @@ impl HttpCoordinator {
     }
 
     /// A GET of an answer that carries a job.
-    fn read_job<'a>(&self, url: Url) -> Req<'a, ()> {
+    fn read_job<'a>(&self, url: Url, endpoint: Option<Endpoint>) -> Req<'a, ()> {
         Req {
             limit: self.large(),
-            ..self.read(url)
+            ..self.read(url, endpoint)
         }
     }
 
+    /// `POST` a JSON body to a path of the coordinator and read the answer (the login routes).
+    pub(super) async fn post_json<T: DeserializeOwned, B: Serialize>(
+        &self,
+        segments: &[&str],
+        endpoint: Option<Endpoint>,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let req = Req {
+            method: Method::POST,
+            url: self.api(segments),
+            endpoint,
+            body: Some(body),
+            idempotency_key: None,
+            timeout: self.read_timeout,
+            limit: self.small(),
+        };
+        Ok(self.send(req).await?.1)
+    }
+
+    /// The token sent now.
+    fn current_token(&self) -> Option<Secret> {
+        self.token.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// After a 401: reads `AITBC_TOKEN_FILE` again and keeps what it holds if it is not the token that
+    /// was refused. True when there is a new token to send.
+    fn rotate_token(&self, refused: Option<&Secret>) -> bool {
+        let Some(path) = &self.token_file else {
+            return false;
+        };
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return false;
+        };
+        let fresh = text.trim();
+        if fresh.is_empty() || refused.is_some_and(|r| r.expose() == fresh) {
+            return false;
+        }
+        tracing::info!("token refused; using the new token in {}", path.display());
+        *self.token.write().unwrap_or_else(|p| p.into_inner()) = Some(Secret::new(fresh));
+        true
+    }
+
     /// Sends one request and classifies the answer: a 2xx body parsed as `T`, or a [`ClientError`]
-    /// naming the URL that answered. A GET follows redirects within the configured origin; anything
-    /// else that redirects is an error.
+    /// naming the URL that answered. It waits for its turn in the pacer; a GET follows redirects within
+    /// the configured origin (anything else that redirects is an error); a 401 with a token from
+    /// `AITBC_TOKEN_FILE` re-reads the file once and sends again when it holds another token.
     async fn send<T: DeserializeOwned, B: Serialize>(
         &self,
         req: Req<'_, B>,
     ) -> Result<(StatusCode, T), ClientError> {
-        self.pacer.acquire(req.class).await;
+        let mut rotated = false;
+        let (url_text, status, headers, body) = loop {
+            let token = self.current_token();
+            let answer = {
+                let _slot = self.pacer.acquire(req.endpoint).await;
+                self.exchange(&req, token.as_ref()).await?
+            };
+            if answer.1 == StatusCode::UNAUTHORIZED && !rotated && self.rotate_token(token.as_ref())
+            {
+                rotated = true;
+                continue;
+            }
+            break answer;
+        };
+        if status.is_success() {
+            match serde_json::from_slice::<T>(&body) {
+                Ok(v) => Ok((status, v)),
+                Err(e) => Err(protocol(&url_text, status, &headers, &body, e.to_string())),
+            }
+        } else {
+            let e = classify_error(&url_text, status, &headers, &body);
+            if let ClientError::RateLimited { retry_after, .. } = &e {
+                self.pacer.rate_limited(req.endpoint, *retry_after);
+            }
+            Err(e)
+        }
+    }
+
+    /// One exchange, redirects followed: the URL that answered, its status, headers and body (read up
+    /// to the request's limit; an error answer as far as its message needs).
+    async fn exchange<B: Serialize>(
+        &self,
+        req: &Req<'_, B>,
+        token: Option<&Secret>,
+    ) -> Result<(String, StatusCode, HeaderMap, Vec<u8>), ClientError> {
         let mut url = req.url.clone();
         let mut hops = 0;
         // The request's timeout covers its redirects too.
         let started = std::time::Instant::now();
-        let (url_text, status, headers, body) = loop {
+        loop {
             let url_text = url.to_string();
             let transport = |e: reqwest::Error| transport_error(&url_text, req.timeout, &e);
             let left = req
@@ -173,7 +259,7 @@ impl HttpCoordinator {
                 .saturating_sub(started.elapsed())
                 .max(Duration::from_millis(1));
             let mut resp = self
-                .request(&req, url.clone(), left)
+                .request(req, url.clone(), left, token)
                 .send()
                 .await
                 .map_err(transport)?;
@@ -181,7 +267,7 @@ impl HttpCoordinator {
             if status.is_redirection()
                 && let Some(location) = resp.headers().get(LOCATION)
             {
-                let next = self.redirect(&req, &url, status, location, hops)?;
+                let next = self.redirect(req, &url, status, location, hops)?;
                 hops += 1;
                 url = next;
                 continue;
@@ -190,22 +276,13 @@ impl HttpCoordinator {
             let body = if status.is_success() {
                 read_body(&mut resp, &url_text, req.timeout, req.limit, false).await?
             } else {
-                // An error answer is read as far as its message needs; the rest is dropped.
                 let cut = Limit {
                     bytes: ERROR_BODY_LIMIT.min(req.limit.bytes),
                     ..req.limit
                 };
                 read_body(&mut resp, &url_text, req.timeout, cut, true).await?
             };
-            break (url_text, status, headers, body);
-        };
-        if status.is_success() {
-            match serde_json::from_slice::<T>(&body) {
-                Ok(v) => Ok((status, v)),
-                Err(e) => Err(protocol(&url_text, status, &headers, &body, e.to_string())),
-            }
-        } else {
-            Err(classify_error(&url_text, status, &headers, &body))
+            return Ok((url_text, status, headers, body));
         }
     }
 
@@ -215,13 +292,14 @@ impl HttpCoordinator {
         req: &Req<'_, B>,
         url: Url,
         timeout: Duration,
+        token: Option<&Secret>,
     ) -> reqwest::RequestBuilder {
         let mut rb = self
             .http
             .request(req.method.clone(), url)
             .timeout(timeout)
             .header(reqwest::header::ACCEPT, "application/json");
-        if let Some(t) = &self.token {
+        if let Some(t) = token {
             rb = rb.bearer_auth(t.expose());
         }
         if let Some(k) = &self.api_key {
@@ -573,7 +651,7 @@ impl Coordinator for HttpCoordinator {
         let req = Req {
             method: Method::POST,
             url: self.api(&["v1", "jobs"]),
-            class: EndpointClass::Submit,
+            endpoint: Some(Endpoint::Submit),
             body: Some(job),
             idempotency_key,
             timeout: self.submit_timeout,
@@ -584,12 +662,20 @@ impl Coordinator for HttpCoordinator {
     }
 
     async fn job(&self, id: &JobId) -> Result<JobView, ClientError> {
-        let req = self.read_job(self.api(&["v1", "jobs", id.as_str()]));
+        let req = self.read_job(self.api(&["v1", "jobs", id.as_str()]), Some(Endpoint::Job));
         Ok(self.send(req).await?.1)
     }
 
+    async fn poll(&self, id: &JobId) -> Result<JobView, ClientError> {
+        self.pacer.poll_turn().await;
+        self.job(id).await
+    }
+
     async fn result(&self, id: &JobId) -> Result<JobResult, ClientError> {
-        let req = self.read_job(self.api(&["v1", "jobs", id.as_str(), "result"]));
+        let req = self.read_job(
+            self.api(&["v1", "jobs", id.as_str(), "result"]),
+            Some(Endpoint::Result),
+        );
         Ok(self.send(req).await?.1)
     }
 
@@ -597,7 +683,7 @@ impl Coordinator for HttpCoordinator {
         let req = Req::<()> {
             method: Method::POST,
             url: self.api(&["v1", "jobs", id.as_str(), "cancel"]),
-            class: EndpointClass::Cancel,
+            endpoint: Some(Endpoint::Cancel),
             body: None,
             idempotency_key: None,
             timeout: self.read_timeout,
@@ -626,16 +712,19 @@ impl Coordinator for HttpCoordinator {
         if url.query() == Some("") {
             url.set_query(None);
         }
-        Ok(self.send(self.read_job(url)).await?.1)
+        Ok(self.send(self.read_job(url, Some(Endpoint::List))).await?.1)
     }
 
     async fn receipt(&self, id: &JobId) -> Result<Value, ClientError> {
-        let req = self.read_job(self.api(&["v1", "jobs", id.as_str(), "receipt"]));
+        let req = self.read_job(
+            self.api(&["v1", "jobs", id.as_str(), "receipt"]),
+            Some(Endpoint::Receipt),
+        );
         Ok(self.send(req).await?.1)
     }
 
     async fn payment(&self, id: &JobId) -> Result<PaymentView, ClientError> {
-        let req = self.read(self.api(&["v1", "jobs", id.as_str(), "payment"]));
+        let req = self.read(self.api(&["v1", "jobs", id.as_str(), "payment"]), None);
         Ok(self.send(req).await?.1)
     }
 
@@ -643,7 +732,7 @@ impl Coordinator for HttpCoordinator {
         let req = Req {
             method: Method::POST,
             url: self.api(&["v1", "payments", &request.payment_id, "refund"]),
-            class: EndpointClass::Other,
+            endpoint: None,
             body: Some(request),
             idempotency_key: None,
             timeout: self.submit_timeout,
@@ -656,7 +745,7 @@ impl Coordinator for HttpCoordinator {
         let req = Req {
             method: Method::POST,
             url: self.api(&["v1", "agent-performance", "resources", "allocate"]),
-            class: EndpointClass::Allocate,
+            endpoint: Some(Endpoint::Allocate),
             body: Some(request),
             idempotency_key: None,
             timeout: self.read_timeout,
@@ -670,8 +759,7 @@ impl Coordinator for HttpCoordinator {
         if let Some(l) = limit {
             url.query_pairs_mut().append_pair("limit", &l.to_string());
         }
-        let mut req = self.read(url);
-        req.class = EndpointClass::Other;
+        let req = self.read(url, None);
         let (_, list) = self.send::<OfferList, _>(req).await?;
         Ok(match list {
             OfferList::Bare(v)
@@ -681,11 +769,10 @@ impl Coordinator for HttpCoordinator {
     }
 
     async fn balance(&self, wallet: &str) -> Result<WalletBalance, ClientError> {
-        let mut req = self.read(Self::url(
-            &self.wallet_base,
-            &["v1", "wallets", wallet, "balance"],
-        ));
-        req.class = EndpointClass::Other;
+        let req = self.read(
+            Self::url(&self.wallet_base, &["v1", "wallets", wallet, "balance"]),
+            None,
+        );
         Ok(self.send(req).await?.1)
     }
 }

@@ -8,6 +8,7 @@ pub mod config;
 #[cfg(test)]
 pub mod fake;
 pub mod http;
+pub mod login;
 pub mod pace;
 
 use std::future::Future;
@@ -299,6 +300,12 @@ pub trait Coordinator: Send + Sync {
 
     /// `GET /v1/jobs/{id}`.
     fn job(&self, id: &JobId) -> impl Future<Output = Result<JobView, ClientError>> + Send;
+
+    /// `GET /v1/jobs/{id}` as one poll of a wait: the polls of every job waited for share one budget
+    /// (`pace::PollBudget`), so that they stay under the read limit however many jobs wait.
+    fn poll(&self, id: &JobId) -> impl Future<Output = Result<JobView, ClientError>> + Send {
+        self.job(id)
+    }
 
     /// `GET /v1/jobs/{id}/result` (425 → [`ClientError::NotReady`]).
     fn result(&self, id: &JobId) -> impl Future<Output = Result<JobResult, ClientError>> + Send;

@@ -127,3 +127,91 @@ pub async fn preflight<C: Coordinator>(
     }
     Ok(problems)
 }
+
+/// The longest the steps still to run may take by their timeouts: each step is stopped at its
+/// timeout plus the 30 s backstop (a `wait` at its own timeout), and `concurrency` steps run at once,
+/// so by Graham's bound for list scheduling the run ends within `W / c + (1 − 1/c) · L`, where `W` is
+/// the sum of the steps' bounds and `L` the longest chain of them through `needs`. Steps `done` cost
+/// nothing (a resumed run keeps them).
+pub fn longest_run(
+    plan: &CheckedPlan,
+    concurrency: usize,
+    done: impl Fn(&str) -> bool,
+) -> Duration {
+    use crate::plan::checked::StepKind;
+    let bound = |s: &crate::plan::PlannedStep| -> Duration {
+        if done(&s.id) {
+            return Duration::ZERO;
+        }
+        let own = match &s.kind {
+            StepKind::Wait(w) => w.timeout.map_or(s.timeout, |d| d.get()),
+            _ => s.timeout,
+        };
+        own + Duration::from_secs(30)
+    };
+    // Steps come in an order where what a step needs is before it (levels ascend).
+    let mut order: Vec<&crate::plan::PlannedStep> = plan.steps.iter().collect();
+    order.sort_by_key(|s| s.level);
+    let mut chain: std::collections::HashMap<&str, Duration> = std::collections::HashMap::new();
+    let mut total = Duration::ZERO;
+    let mut longest = Duration::ZERO;
+    for s in order {
+        let b = bound(s);
+        let before = s
+            .needs
+            .iter()
+            .filter_map(|n| chain.get(n.as_str()))
+            .max()
+            .copied()
+            .unwrap_or(Duration::ZERO);
+        let end = before + b;
+        chain.insert(s.id.as_str(), end);
+        longest = longest.max(end);
+        total += b;
+    }
+    let c = concurrency.max(1) as u32;
+    total / c + longest.saturating_sub(longest / c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(text: &str) -> CheckedPlan {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plan.yaml");
+        std::fs::write(&path, text).unwrap();
+        crate::plan::load(&path, &crate::plan::LoadOptions::default())
+            .unwrap_or_else(|d| panic!("{}", d[0]))
+    }
+
+    #[test]
+    fn the_longest_run_follows_the_chain_and_the_slots() {
+        // a (10m) → b (20m); c (5m) beside them; each + the 30 s backstop.
+        let p = plan(
+            r#"
+version: 1
+name: chain
+steps:
+  - id: a
+    timeout: 10m
+    job: {job_type: inference, wallet: w, payment: 2, prompt: "a"}
+  - id: b
+    needs: [a]
+    timeout: 20m
+    job: {job_type: inference, wallet: w, payment: 2, prompt: "b"}
+  - id: c
+    timeout: 5m
+    job: {job_type: inference, wallet: w, payment: 2, prompt: "c"}
+"#,
+        );
+        let secs = |d: Duration| d.as_secs_f64();
+        // W = 10m30s + 20m30s + 5m30s = 2190 s, L = a → b = 1860 s;
+        // 16 slots: W/16 + L·15/16 = 136.875 + 1743.75 s.
+        assert_eq!(secs(longest_run(&p, 16, |_| false)), 1880.625);
+        // One slot: everything in turn.
+        assert_eq!(secs(longest_run(&p, 1, |_| false)), 2190.0);
+        // A resumed run whose `a` is done: b and c remain (20m30s + 5m30s).
+        assert_eq!(secs(longest_run(&p, 1, |id| id == "a")), 1560.0);
+    }
+}

@@ -192,7 +192,7 @@ impl Shared {
         if let Some(key) = idempotency_key {
             core.idempotency.insert((client, Box::from(key)), pos);
             self.persist(|| super::store::Op::Idempotency {
-                client: self.clients[client as usize].clone(),
+                client: self.client_id(client),
                 key: key.to_string(),
                 seq: pos,
             });
@@ -394,7 +394,7 @@ impl Shared {
                 };
                 let signed = (!failed).then(|| {
                     let ms = took.as_millis().min(u64::MAX as u128) as u64;
-                    receipt::sign(&draft, self.client_id(draft.owner), &self.key, ms)
+                    receipt::sign(&draft, &self.client_id(draft.owner), &self.key, ms)
                 });
                 let mut core = self.lock();
                 if !accepts_result(core.jobs[pos as usize].state) {
@@ -479,7 +479,7 @@ impl Shared {
         Some(receipt::build(
             job,
             core,
-            self.client_id(job.owner),
+            &self.client_id(job.owner),
             Some((&self.key_id, &sig)),
         ))
     }

@@ -22,15 +22,17 @@
 mod faults;
 mod jobs;
 mod ledger;
+mod login;
 mod receipt;
 mod server;
 mod store;
+mod throttle;
 mod worker;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
@@ -39,6 +41,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::limits::RateLimits;
 use crate::money::Money;
 
 pub use faults::Faults;
@@ -76,6 +79,10 @@ pub struct LocalConfig {
     /// says `refunded`); a job paid 10 AITBC or more ends COMPLETED with the ZK `error` of the real
     /// service and its payment left in escrow.
     pub real_quirks: bool,
+    /// The real service's sliding-window rate limits, reproduced (off by default).
+    pub rate_limits: RateLimits,
+    /// How long a session token from `POST /v1/login` is valid (24 h, as on the real service).
+    pub token_ttl: Duration,
 }
 
 impl std::fmt::Debug for LocalConfig {
@@ -92,6 +99,8 @@ impl std::fmt::Debug for LocalConfig {
             .field("faults", &self.faults)
             .field("workers", &self.workers)
             .field("real_quirks", &self.real_quirks)
+            .field("rate_limits", &self.rate_limits)
+            .field("token_ttl", &self.token_ttl)
             .finish()
     }
 }
@@ -111,6 +120,8 @@ impl Default for LocalConfig {
             faults: Faults::default(),
             workers: 64,
             real_quirks: false,
+            rate_limits: RateLimits::off(),
+            token_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -156,10 +167,14 @@ pub enum LocalError {
 /// The shared state of a running coordinator.
 pub(crate) struct Shared {
     core: Mutex<Core>,
-    /// Client ids (never tokens) by index.
-    clients: Vec<String>,
-    /// Token → client index.
+    /// Client ids (never tokens) by index; a wallet's first login adds one.
+    clients: RwLock<Clients>,
+    /// Configured token → client index.
     tokens: HashMap<String, u32>,
+    /// Nonces and session tokens of wallet logins.
+    logins: login::Logins,
+    /// The rate limits' windows, when they are on.
+    throttle: Option<Arc<throttle::Throttle>>,
     queue: mpsc::UnboundedSender<u32>,
     db: Option<std::sync::mpsc::Sender<Op>>,
     key: SigningKey,
@@ -176,7 +191,7 @@ pub(crate) struct Shared {
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared")
-            .field("clients", &self.clients)
+            .field("clients", &self.clients_read().names)
             .field("key_id", &self.key_id)
             .finish_non_exhaustive()
     }
@@ -201,10 +216,25 @@ impl Shared {
             let job = core.jobs[pos as usize].clone();
             Op::Job {
                 seq: pos,
-                owner: self.clients[job.owner as usize].clone(),
+                owner: self.client_id(job.owner),
                 job: Box::new(job),
             }
         });
+    }
+
+    fn clients_read(&self) -> std::sync::RwLockReadGuard<'_, Clients> {
+        self.clients.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The client index of a client id, added when new.
+    fn intern_client(&self, id: String) -> u32 {
+        if let Some(&i) = self.clients_read().index.get(&id) {
+            return i;
+        }
+        self.clients
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .intern(id)
     }
 
     /// Saves a wallet's balance and the minted total.
@@ -233,11 +263,31 @@ impl Shared {
     }
 
     /// The client id of a client index (used in receipts; never a token).
-    fn client_id(&self, client: u32) -> &str {
-        self.clients
+    fn client_id(&self, client: u32) -> String {
+        self.clients_read()
+            .names
             .get(client as usize)
-            .map(String::as_str)
-            .unwrap_or("client")
+            .cloned()
+            .unwrap_or_else(|| "client".into())
+    }
+}
+
+/// The clients known so far: ids by index, and the index of each id.
+#[derive(Debug, Default)]
+struct Clients {
+    names: Vec<String>,
+    index: HashMap<String, u32>,
+}
+
+impl Clients {
+    fn intern(&mut self, id: String) -> u32 {
+        if let Some(&i) = self.index.get(&id) {
+            return i;
+        }
+        self.names.push(id.clone());
+        let i = (self.names.len() - 1) as u32;
+        self.index.insert(id, i);
+        i
     }
 }
 
@@ -245,6 +295,11 @@ impl Shared {
 fn client_id(token: &str) -> String {
     let digest = Sha256::digest(token.as_bytes());
     format!("client-{}", &hex::encode(digest)[..12])
+}
+
+/// The client id of a wallet that logs in: the same for each of its session tokens.
+fn wallet_client_id(address: &str) -> String {
+    client_id(&format!("wallet:{}", address.to_ascii_lowercase()))
 }
 
 /// A running coordinator. Dropping it stops the server; [`LocalHandle::shutdown`] also waits for it.
@@ -368,14 +423,8 @@ pub async fn start(config: LocalConfig) -> Result<LocalHandle, LocalError> {
         .or(loaded.token.clone())
         .unwrap_or_else(|| format!("local-{}", hex::encode(rand::random::<[u8; 16]>())));
 
-    let mut clients: Vec<String> = Vec::new();
-    let mut client_index: HashMap<String, u32> = HashMap::new();
-    let mut intern = |id: String| -> u32 {
-        *client_index.entry(id.clone()).or_insert_with(|| {
-            clients.push(id);
-            (clients.len() - 1) as u32
-        })
-    };
+    let mut clients = Clients::default();
+    let mut intern = |id: String| -> u32 { clients.intern(id) };
     let mut tokens = HashMap::new();
     for t in std::iter::once(&token).chain(config.extra_tokens.iter()) {
         let idx = intern(client_id(t));
@@ -430,10 +479,18 @@ pub async fn start(config: LocalConfig) -> Result<LocalHandle, LocalError> {
         .timeout(Duration::from_secs(300))
         .build()
         .map_err(|e| LocalError::Config(format!("HTTP client for Ollama: {e}")))?;
+    let jwt_is_new = loaded.jwt_secret.is_none();
+    let jwt_secret = loaded.jwt_secret.unwrap_or_else(rand::random);
+    let ttl = i64::try_from(config.token_ttl.as_secs())
+        .unwrap_or(i64::MAX / 2)
+        .max(1);
     let shared = Arc::new(Shared {
         core: Mutex::new(core),
-        clients,
+        clients: RwLock::new(clients),
         tokens,
+        logins: login::Logins::new(jwt_secret, ttl),
+        throttle: (!config.rate_limits.is_off())
+            .then(|| throttle::Throttle::new(config.rate_limits)),
         queue,
         db: writer_tx,
         key_id: receipt::key_id(&key),
@@ -455,6 +512,12 @@ pub async fn start(config: LocalConfig) -> Result<LocalHandle, LocalError> {
         shared.persist(|| Op::Meta {
             key: "signing_key",
             value: hex::encode(shared.key.to_bytes()),
+        });
+    }
+    if jwt_is_new {
+        shared.persist(|| Op::Meta {
+            key: "jwt_secret",
+            value: hex::encode(jwt_secret),
         });
     }
     if token_generated && loaded.token.is_none() {

@@ -28,8 +28,9 @@ use super::jobs::{RefundError, SubmitError, Submitted, write_view};
 
 type AppState = Arc<Shared>;
 
-/// The router of every endpoint, with the fault layer when faults are configured.
+/// The router of every endpoint, with the rate limits and the fault layer when they are configured.
 pub fn router(shared: Arc<Shared>, faults: &super::Faults) -> Router {
+    let throttle = shared.throttle.clone();
     let app = Router::new()
         .route("/v1/jobs", post(submit).get(list))
         .route("/v1/jobs/{id}", get(get_job))
@@ -42,12 +43,23 @@ pub fn router(shared: Arc<Shared>, faults: &super::Faults) -> Router {
         .route("/v1/agent-performance/resources/allocate", post(allocate))
         .route("/v1/marketplace/gpu/list", get(gpu_list))
         .route("/v1/wallets/{name}/balance", get(balance))
+        .route("/v1/auth/nonce", post(auth_nonce))
+        .route("/v1/login", post(login))
         .route("/v1/local/ledger", get(ledger))
+        .route("/v1/local/limits", get(limits))
         .route("/health", get(health))
         .route("/v1/health", get(health))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(shared);
+    // The limits sit inside the faults: an injected fault is no request the service saw.
+    let app = match throttle {
+        None => app,
+        Some(t) => app.layer(axum::middleware::from_fn_with_state(
+            t,
+            super::throttle::limit,
+        )),
+    };
     if faults.is_off() {
         app
     } else {
@@ -170,6 +182,16 @@ fn authenticate(shared: &Shared, headers: &HeaderMap) -> Result<Role, ApiError> 
     let token = token.trim();
     if let Some(&idx) = shared.tokens.get(token) {
         return Ok(Role::Client(idx));
+    }
+    // A session token from a wallet login: the wallet is the client.
+    if let Some(sub) = shared
+        .logins
+        .verify(token, chrono::Utc::now().timestamp())
+        .and_then(|c| c.sub)
+    {
+        return Ok(Role::Client(
+            shared.intern_client(super::wallet_client_id(&sub)),
+        ));
     }
     if token.starts_with("miner-") && token.len() > "miner-".len() {
         return Ok(Role::Miner);
@@ -541,6 +563,60 @@ async fn refund(
     }
 }
 
+// ---- Wallet login ----
+
+async fn auth_nonce(
+    State(shared): State<AppState>,
+    JsonBody(req): JsonBody<crate::auth::NonceRequest>,
+) -> Result<Response, ApiError> {
+    let now = chrono::Utc::now().timestamp();
+    let (nonce, expires_at) = shared
+        .logins
+        .nonce(&req.wallet_address, now)
+        .map_err(refused)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &crate::auth::NonceResponse {
+            wallet_address: req.wallet_address,
+            nonce,
+            expires_at: Some(expires_at),
+        },
+    ))
+}
+
+fn refused(r: super::login::LoginRefused) -> ApiError {
+    let status = StatusCode::from_u16(r.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+    ApiError::detail(status, r.detail())
+}
+
+async fn login(
+    State(shared): State<AppState>,
+    JsonBody(req): JsonBody<crate::auth::LoginRequest>,
+) -> Result<Response, ApiError> {
+    let now = chrono::Utc::now().timestamp();
+    let (token, address) = shared
+        .logins
+        .login(&req.wallet_address, &req.nonce, &req.signature, now)
+        .map_err(refused)?;
+    let user = super::wallet_client_id(&address);
+    shared.intern_client(user.clone());
+    let mut extra = serde_json::Map::new();
+    extra.insert("email".into(), json!(format!("{address}@aitbc.local")));
+    extra.insert(
+        "username".into(),
+        json!(format!("user_{}", &address[address.len() - 8..])),
+    );
+    extra.insert("created_at".into(), json!(naive_now()));
+    Ok(json_response(
+        StatusCode::OK,
+        &crate::auth::LoginResponse {
+            user_id: Some(user),
+            session_token: Some(token),
+            extra,
+        },
+    ))
+}
+
 // ---- Allocation, GPUs, wallets ----
 
 async fn allocate(
@@ -653,6 +729,15 @@ async fn ledger(State(shared): State<AppState>) -> Response {
         }
     };
     json_response(StatusCode::OK, &view)
+}
+
+/// Local only: the rate limits in force and how many requests they refused (tests assert 0).
+async fn limits(State(shared): State<AppState>) -> Response {
+    let body = match &shared.throttle {
+        Some(t) => json!({"limits": t.limits().to_string(), "refused": t.refused()}),
+        None => json!({"limits": "off", "refused": 0}),
+    };
+    json_response(StatusCode::OK, &body)
 }
 
 async fn health() -> Response {

@@ -195,10 +195,11 @@ impl<'a, C: Coordinator> Conn<'a, C> {
         self.same_job(id, v, "")
     }
 
-    /// One `GET /v1/jobs/{id}`, not retried (a wait polls again by itself), given up at the deadline,
-    /// refusing a view of another job.
+    /// One poll of a job (`Coordinator::poll`: the client budgets the polls of all waiting jobs
+    /// together), not retried (a wait polls again by itself), given up at the deadline — its turn in
+    /// the budget included — refusing a view of another job.
     pub async fn poll_job(&self, id: &JobId) -> Result<JobView, ClientError> {
-        let v = self.within_deadline(self.coord.job(id)).await?;
+        let v = self.within_deadline(self.coord.poll(id)).await?;
         self.same_job(id, v, "")
     }
 

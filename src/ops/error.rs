@@ -416,7 +416,9 @@ fn client_advice(e: &ClientError) -> Vec<String> {
             s("Pace requests with AITBC_RATE_LIMIT (the service allows 50 submits a minute)"),
         ],
         ClientError::Auth { .. } => vec![
-            s("Check AITBC_TOKEN or AITBC_TOKEN_FILE: client tokens are valid for 24 h"),
+            s(
+                "Check AITBC_TOKEN or AITBC_TOKEN_FILE: client tokens are valid for 24 h; `aitbc-flow login` writes a fresh one to AITBC_TOKEN_FILE",
+            ),
             s("Use a token with the client role"),
         ],
         ClientError::NotFound { .. } => vec![s(

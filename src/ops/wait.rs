@@ -3,7 +3,8 @@
 //! the one polling backoff, [`PollBackoff`]. A 429's `Retry-After` is honoured (polling earlier only
 //! earns another 429), but never past the timeout: a wait the server asks to outlast its timeout ends
 //! there, as a timeout that names the server's `Retry-After`. A job still unfinished at the timeout is
-//! reported as stuck when what the wait saw says so (see [`OpError::WaitTimeout`]'s `stuck`).
+//! reported as stuck when what the wait saw says so (see [`OpError::WaitTimeout`]'s `stuck`). Polls go
+//! through [`Coordinator::poll`], where the client budgets the polls of every job waited for together.
 
 use std::time::Duration;
 

@@ -18,15 +18,19 @@ pub struct Coord {
 }
 
 impl Coord {
-    /// With instant workers and the faucet on.
+    /// With instant workers, the faucet on and the real service's rate limits.
     pub fn instant() -> Coord {
-        Coord::with(LocalConfig::for_tests())
+        Coord::with(LocalConfig {
+            rate_limits: aitbc_flow::limits::RateLimits::real_service(),
+            ..LocalConfig::for_tests()
+        })
     }
 
     /// With every job taking `d` to run (to catch jobs while they are queued or running).
     pub fn slow(d: Duration) -> Coord {
         Coord::with(LocalConfig {
             latency: WorkerLatency::uniform(d),
+            rate_limits: aitbc_flow::limits::RateLimits::real_service(),
             ..LocalConfig::for_tests()
         })
     }
@@ -64,6 +68,15 @@ impl Coord {
 
 impl Drop for Coord {
     fn drop(&mut self) {
+        // A command that got a 429 from the real limits did not pace itself: the test fails.
+        if !std::thread::panicking() {
+            let url = format!("{}/v1/local/limits", self.url);
+            let refused = self.rt.block_on(async {
+                let r = reqwest::get(&url).await.ok()?;
+                r.json::<serde_json::Value>().await.ok()?["refused"].as_u64()
+            });
+            assert_eq!(refused.unwrap_or(0), 0, "the rate limits refused requests");
+        }
         if let Some(h) = self.handle.take() {
             let _ = self.rt.block_on(async {
                 tokio::time::timeout(Duration::from_secs(5), h.shutdown()).await

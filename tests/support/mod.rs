@@ -24,12 +24,21 @@ pub struct Serve {
     pub child: Child,
     pub url: String,
     pub token: String,
+    /// The test provokes 429s on purpose: do not fail it for them.
+    pub allow_refusals: bool,
 }
 
 impl Serve {
-    /// Starts `coordinator serve` with these extra flags and waits until it listens.
+    /// Starts `coordinator serve` with these extra flags and waits until it listens. The real service's
+    /// rate limits are on (`--rate-limits real`) unless the flags say otherwise, so that a pacing
+    /// regression shows as a 429 in every end-to-end test.
     pub fn start(extra: &[&str]) -> Serve {
         let token = "e2e-token".to_string();
+        let limits: &[&str] = if extra.contains(&"--rate-limits") {
+            &[]
+        } else {
+            &["--rate-limits", "real"]
+        };
         let mut child = Command::new(bin())
             .args([
                 "coordinator",
@@ -41,6 +50,7 @@ impl Serve {
                 "--latency",
                 "instant",
             ])
+            .args(limits)
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -65,7 +75,12 @@ impl Serve {
         // Keep draining stderr so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         let url = url.expect("coordinator serve did not report its address");
-        Serve { child, url, token }
+        Serve {
+            child,
+            url,
+            token,
+            allow_refusals: false,
+        }
     }
 
     /// GET a JSON document from the coordinator.
@@ -98,6 +113,13 @@ impl Serve {
         })
     }
 
+    /// Requests the coordinator's rate limits refused so far (429s).
+    pub fn refused(&self) -> u64 {
+        self.get("/v1/local/limits")["refused"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
     /// Every job of our client, newest first.
     pub fn jobs(&self) -> Vec<Value> {
         self.get("/v1/jobs?limit=100000")["items"]
@@ -117,8 +139,19 @@ impl Serve {
 
 impl Drop for Serve {
     fn drop(&mut self) {
+        // A run that got a 429 from the real limits paced itself wrongly: every test that used this
+        // coordinator fails then (unless it provokes them on purpose and says so).
+        let refused = if self.allow_refusals || std::thread::panicking() {
+            0
+        } else {
+            self.refused()
+        };
         let _ = self.child.kill();
         let _ = self.child.wait();
+        assert_eq!(
+            refused, 0,
+            "the coordinator's rate limits refused {refused} requests: the client did not pace itself"
+        );
     }
 }
 

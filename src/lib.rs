@@ -23,3 +23,4 @@ pub mod plan;
 pub mod policy;
 pub mod report;
 pub mod sched;
+pub mod text;

@@ -843,6 +843,115 @@ mod tests {
         assert_eq!(simple_paths("${% if a %}x${% endif %}"), None);
     }
 
+    /// Runs `f` on a thread with a tokio worker's stack (2 MiB): a stack overflow aborts the test.
+    fn on_small_stack(f: impl FnOnce() + Send + 'static) {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn nesting_counts_chains_brackets_and_blocks() {
+        assert_eq!(nesting("plain"), 0);
+        assert_eq!(nesting("${{ a }}"), 0);
+        assert_eq!(nesting("${{ 1+1+1 }}"), 2);
+        assert_eq!(nesting("${{ a.b.c }}"), 2);
+        assert_eq!(nesting("${{ x[0][0][0] }}"), 4);
+        // A long list is wide, not deep.
+        let list = format!("${{{{ [{}] }}}}", vec!["a.b"; 1000].join(", "));
+        assert!(nesting(&list) < 5, "{}", nesting(&list));
+        // Strings and comments do not count.
+        assert_eq!(nesting("${{ '+ + + +' }}${# + + + #}"), 0);
+        assert_eq!(
+            nesting("${% if a %}${% if b %}${{ x + y }}${% endif %}${% endif %}"),
+            3
+        );
+        assert_eq!(nesting(&format!("${{{{ {}1 }}}}", "not ".repeat(50))), 50);
+    }
+
+    #[test]
+    fn templates_at_the_limit_fit_a_worker_stack_and_deeper_ones_are_refused() {
+        let depth = MAX_TEMPLATE_DEPTH;
+        let at_limit = [
+            format!("${{{{ {} }}}}", vec!["1"; depth].join("+")),
+            format!("${{{{ {}1 }}}}", "not ".repeat(depth)),
+            format!("${{{{ {}1 }}}}", "-".repeat(depth)),
+            format!("${{{{ x{} }}}}", ".b".repeat(depth)),
+            format!("${{{{ 1{} }}}}", "|abs".repeat(depth)),
+            format!(
+                "{}${{{{ {} }}}}{}",
+                "${% if true %}".repeat(100),
+                vec!["1"; depth - 100].join("~"),
+                "${% endif %}".repeat(100)
+            ),
+        ];
+        for text in at_limit {
+            assert!(
+                nesting(&text) <= depth + 1,
+                "{} for {text:.60}",
+                nesting(&text)
+            );
+            on_small_stack(move || {
+                let t = Templates::new();
+                let c = to_value(&json!({"x": {"b": {}}}));
+                // Errors are fine (an undefined attribute); crashing is not.
+                let _ = t.names(&text);
+                let _ = t.render(&text, &c);
+                let _ = t.render(&format!("a {text}"), &c);
+                let _ = t.eval_condition(&text, &c);
+            });
+        }
+        on_small_stack(|| {
+            let t = Templates::new();
+            let c = to_value(&json!({}));
+            let deep = format!("${{{{ {} }}}}", vec!["1"; 30_000].join("+"));
+            assert!(matches!(t.names(&deep), Err(TemplateError::TooDeep(_))));
+            assert!(matches!(
+                t.render(&deep, &c),
+                Err(TemplateError::TooDeep(_))
+            ));
+            assert!(matches!(
+                t.eval_condition(&deep, &c),
+                Err(TemplateError::TooDeep(_))
+            ));
+        });
+    }
+
+    #[test]
+    fn fuel_bounds_each_render_and_the_load() {
+        let c = to_value(&json!({"x": "x"}));
+        let t = Templates::with_fuel(10_000, None);
+        let loops =
+            "${% for i in range(1000) %}${% for j in range(1000) %}${% endfor %}${% endfor %}";
+        assert_eq!(t.render(loops, &c), Err(TemplateError::OutOfFuel(10_000)));
+        assert_eq!(
+            t.render("${{ x * 100000000 }}", &c),
+            Err(TemplateError::OutOfFuel(10_000))
+        );
+        // Whole expressions keep their value, and tell the fuel they used.
+        let t = Templates::with_fuel(10_000, Some(25_000));
+        assert_eq!(t.render("${{ 2 * 3 }}", &c).unwrap(), json!(6));
+        for _ in 0..100 {
+            assert!(t.render("${{ x ~ 'y' }}", &c).is_ok());
+        }
+        // Each failed render is charged its whole fuel: three of them spend the load's budget.
+        for _ in 0..3 {
+            let _ = t.render(loops, &c);
+        }
+        assert!(t.budget_spent());
+        assert_eq!(
+            t.render("${{ x ~ 'y' }}", &c),
+            Err(TemplateError::LoadBudget(25_000))
+        );
+        // After the load, only each render's fuel counts.
+        let mut t = t;
+        t.end_load();
+        assert!(t.render("${{ x ~ 'y' }}", &c).is_ok());
+    }
+
     #[test]
     fn bare_braces() {
         assert!(has_bare_braces("hello {{ vars.x }}"));

@@ -131,7 +131,11 @@ impl CheckedPlan {
         match v {
             Value::String(s) if has_template(s) => {
                 *v = self.templates.render(s, ctx).map_err(|e| {
-                    self.step_error(step, &rel, format!("cannot render the template: {e}"))
+                    at_its_line(self.step_error(
+                        step,
+                        &rel,
+                        format!("cannot render the template: {e}"),
+                    ))
                 })?;
             }
             Value::Array(a) => {
@@ -471,7 +475,11 @@ impl CheckedPlan {
             Some(When::Expr(e)) => {
                 let ctx = self.context(step, outputs, run, None);
                 self.templates.eval_condition(e, &ctx).map_err(|err| {
-                    self.step_error(step, "/when", format!("cannot evaluate `when`: {err}"))
+                    at_its_line(self.step_error(
+                        step,
+                        "/when",
+                        format!("cannot evaluate `when`: {err}"),
+                    ))
                 })
             }
         }
@@ -498,6 +506,15 @@ impl CheckedPlan {
         }
         Ok(out)
     }
+}
+
+/// A template that fails at run time says where it is in the plan in its message too: the run shows a
+/// step's failure as its message alone.
+fn at_its_line(mut d: Diagnostic) -> Diagnostic {
+    if let Some(loc) = &d.location {
+        d.message = format!("{} (at {loc})", d.message);
+    }
+    d
 }
 
 /// A list step's `limit`: none, or a whole number of at least 1 (the same rule at load and at run).

@@ -116,8 +116,9 @@ impl CheckedPlan {
         } else {
             format!("{}/{kind}{rel}", step.pointer)
         };
-        self.source
-            .at(&pointer, Diagnostic::new(self.redact(&message)))
+        // Redacted first, then escaped and cut: a run shows this message as it is.
+        let message = crate::text::message(&self.redact(&message)).into_owned();
+        self.source.at(&pointer, Diagnostic::new(message))
     }
 
     /// Renders every template left in a value.

@@ -60,14 +60,31 @@ pub fn shown(text: &str) -> Cow<'_, str> {
 
 /// A value as a message shows it, cut to `max` characters.
 pub fn shown_max(text: &str, max: usize) -> Cow<'_, str> {
-    // Cut before escaping so that a huge value is not copied whole; escapes lengthen what is left, so
-    // an escaped text is cut once more (with some room for the escapes).
-    let c = cut(text, max);
-    if !c.chars().any(is_unsafe) {
-        return c;
+    if text.len() <= max && !text.chars().any(is_unsafe) {
+        return Cow::Borrowed(text);
     }
-    let e = escape(&c).into_owned();
-    Cow::Owned(cut(&e, max + 40).into_owned())
+    // Escape character by character until `max` characters are written; what is left is counted
+    // in characters of the original text.
+    let mut out = String::new();
+    let mut written = 0;
+    let mut rest = text.chars();
+    for c in rest.by_ref() {
+        let piece: Cow<'_, str> = if is_unsafe(c) {
+            escape(c.encode_utf8(&mut [0; 4])).into_owned().into()
+        } else {
+            Cow::Owned(c.to_string())
+        };
+        written += piece.chars().count();
+        out.push_str(&piece);
+        if written >= max {
+            break;
+        }
+    }
+    let left = rest.count();
+    if left > 0 {
+        out.push_str(&format!("… ({left} more characters)"));
+    }
+    Cow::Owned(out)
 }
 
 /// A whole message as it is printed: escaped, and cut to [`MESSAGE_CHARS`] (the values in it should

@@ -423,13 +423,18 @@ struct WalletBalanceWire {
     /// Compute-seconds.
     #[serde(default)]
     balance: Option<Money>,
-    /// AITBC, as `"10 AIT"` (or a plain number).
-    #[serde(default)]
+    /// AITBC, as `"10 AIT"` (or a plain number, read from its digits: see [`exact_amount`]).
+    #[serde(default, deserialize_with = "exact_amount")]
     balance_ait: Option<Value>,
     #[serde(default)]
     chain_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+}
+
+/// An amount as text, read exactly (a JSON number from its digits, not through an `f64`).
+fn exact_amount<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Ok(Option::<Money>::deserialize(d)?.map(|m| Value::String(m.to_string())))
 }
 
 impl TryFrom<WalletBalanceWire> for WalletBalance {

@@ -25,3 +25,4 @@ pub mod plan;
 pub mod policy;
 pub mod report;
 pub mod sched;
+pub mod text;

@@ -540,3 +540,37 @@ steps:
         assert!(!text.contains(secret), "{f} holds the secret");
     }
 }
+
+#[test]
+fn a_template_over_its_budget_at_run_time_fails_its_step_not_the_process() {
+    // At load `steps.ask.output` is a 22-character placeholder, and the template fits its fuel; at
+    // run time the real output makes it ask for far more than a render may do.
+    let dir = PlanDir::new(
+        r#"
+version: 1
+name: fuel-at-run-time
+steps:
+  - id: ask
+    job: {job_type: inference, wallet: w, payment: 2, prompt: "say something long enough"}
+  - id: louder
+    job:
+      job_type: inference
+      wallet: w
+      payment: 2
+      prompt: "${{ steps.ask.output * 1000000 }}"
+"#,
+    );
+    let out = embedded_run(&dir, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let report = report_of(&out);
+    assert_eq!(step(&report, "ask")["state"], "succeeded");
+    let louder = step(&report, "louder");
+    assert_eq!(louder["state"], "failed");
+    let issue = louder["issues"][0].as_str().unwrap_or_default();
+    assert!(
+        issue.contains("does more work than one render may"),
+        "{issue}"
+    );
+    assert!(issue.contains(".yaml:12:15)"), "{issue}");
+}

@@ -198,10 +198,13 @@ fn to_input(c: JobCommand) -> Result<OpInput, String> {
             i.operation = Some(Operation::Submit);
             i.prompt = match (&a.prompt, &a.prompt_file) {
                 (Some(p), _) => Some(p.clone()),
-                (None, Some(f)) => Some(
-                    std::fs::read_to_string(f)
-                        .map_err(|e| format!("cannot read the prompt file {}: {e}", f.display()))?,
-                ),
+                // The operator's file, anywhere, but read with a prompt's bound (not a whole /dev/zero).
+                (None, Some(f)) => Some(crate::plan::inputs::read_bounded(f).map_err(|e| {
+                    format!(
+                        "cannot read the prompt file {}: {e}",
+                        crate::text::shown(&f.display().to_string())
+                    )
+                })?),
                 (None, None) if a.batch_file.is_some() => None,
                 (None, None) => {
                     return Err("give a prompt with --prompt, --prompt-file or --batch-file".into());

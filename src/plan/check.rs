@@ -87,11 +87,14 @@ fn check(
         .unwrap_or_else(|| PathBuf::from("."));
     let mut vars = plan.vars.clone();
     let errors = super::overrides::apply(&mut vars, &options.vars_files, &options.set);
+    let limits = super::limits::InForce::of(&plan.limits);
     let mut c = Checker {
         source: &source,
         plan: &plan,
         dir: &dir,
-        templates: Templates::new(),
+        limits,
+        input_root: std::cell::OnceCell::new(),
+        templates: Templates::with_fuel(limits.template_fuel, Some(limits.load_fuel())),
         errors,
         warnings: Vec::new(),
         vars,
@@ -119,7 +122,7 @@ fn check(
     if !errors.is_empty() {
         return Err(errors);
     }
-    let checked = CheckedPlan {
+    let mut checked = CheckedPlan {
         path: path.to_path_buf(),
         dir,
         content_hash,
@@ -140,25 +143,44 @@ fn check(
     // Templates rendered only at run time are tried once against placeholders, so that a filter,
     // test or function that does not exist fails here rather than in the middle of a run. One copy
     // of a matrix step stands for all.
+    // These checks are best effort: once the load's template budget is spent, they stop.
+    let checks = checked.templates.for_checks();
     let mut seen = HashSet::new();
     let mut errors: Vec<Diagnostic> = checked
         .steps
         .iter()
         .filter(|s| seen.insert(s.index))
-        .flat_map(|s| checked.unknown_callables(s))
+        .take_while(|_| !checks.budget_spent())
+        .flat_map(|s| checked.unknown_callables(s, &checks))
         .collect();
+    // What is known whole is rendered as the run will render it: validate refuses what run refuses.
+    if errors.is_empty() {
+        let mut seen = HashSet::new();
+        errors = checked
+            .steps
+            .iter()
+            .filter_map(|s| checked.refused_at_run(s))
+            .filter(|d| seen.insert((d.location.clone(), d.message.clone())))
+            .take(super::diag::MAX_ERRORS + 1)
+            .collect();
+    }
     if !errors.is_empty() {
         errors.sort_by(|a, b| a.location.cmp(&b.location));
+        super::diag::cap(&mut errors, false);
         return Err(errors);
     }
+    checked.templates.end_load();
     Ok(checked)
 }
 
 /// Drops repeated diagnostics (a matrix step's copies report the same problem once each), keeping
-/// the first of each and the order.
+/// the first of each and the order, and at most [`super::diag::MAX_ERRORS`] of them.
 fn dedup(d: &mut Vec<Diagnostic>) {
     let mut seen = HashSet::new();
     d.retain(|x| seen.insert((x.location.clone(), x.message.clone())));
+    // The checker stops looking once it has found this many (see `Checker::full`).
+    let stopped = d.len() >= super::diag::MAX_ERRORS;
+    super::diag::cap(d, stopped);
 }
 
 /// The load-time checker: the plan being checked and what has been found so far. Each concept's
@@ -167,6 +189,10 @@ pub(super) struct Checker<'a> {
     pub(super) source: &'a Source,
     pub(super) plan: &'a Plan,
     pub(super) dir: &'a Path,
+    /// The limits in force (the plan's `limits:` within the ceilings).
+    pub(super) limits: super::limits::InForce,
+    /// The plan's repository, which the files it reads must be in (found when first needed).
+    pub(super) input_root: std::cell::OnceCell<PathBuf>,
     pub(super) templates: Templates,
     pub(super) errors: Vec<Diagnostic>,
     pub(super) warnings: Vec<Diagnostic>,
@@ -220,6 +246,82 @@ impl Checker<'_> {
         self.errors.push(d);
     }
 
+    /// Whether the errors found so far are as many as are reported: checks that cost something (a
+    /// "did you mean" over every step) stop then.
+    pub(super) fn full(&self) -> bool {
+        self.errors.len() >= super::diag::MAX_ERRORS
+    }
+
+    /// Records that the plan has more steps than the limit allows (`copies` when a matrix made them).
+    fn too_many_steps(&mut self, count: usize, biggest: Option<(usize, usize)>) {
+        let mut d = Diagnostic::new(format!(
+            "the plan has {count} steps{}; a plan may have at most {} (`limits.steps`)",
+            if biggest.is_some() {
+                " once its matrices are expanded"
+            } else {
+                ""
+            },
+            self.limits.steps
+        ))
+        .help(format!(
+            "split the plan, or raise `limits.steps` (at most {})",
+            super::limits::STEPS_CEILING
+        ));
+        let pointer = match biggest {
+            Some((i, copies)) => {
+                d.message.push_str(&format!(
+                    "; the largest matrix, of step `{}`, makes {copies}",
+                    self.plan.steps[i].id
+                ));
+                format!("/steps/{i}/matrix")
+            }
+            None => "/steps".to_string(),
+        };
+        self.err(&pointer, d);
+    }
+
+    /// Whether the copies the matrices make fit the limits: steps in all, and the values and text
+    /// they hold (a matrix of 1,000 copies of a step with a 1 MB value would hold 1 GB).
+    fn expansion_fits(&mut self, bases: &[BaseStep]) -> bool {
+        let total: usize = bases.iter().map(|b| b.combos.len()).sum();
+        if total > self.limits.steps {
+            let biggest = bases
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, b)| b.combos.len())
+                .map(|(i, b)| (i, b.combos.len()));
+            self.too_many_steps(total, biggest);
+            return false;
+        }
+        let (mut values, mut text) = (0u64, 0u64);
+        for (i, b) in bases.iter().enumerate() {
+            if b.combos.len() < 2 {
+                continue;
+            }
+            let (v, t) = super::source::size_of(&b.spec.borrow());
+            let copies = b.combos.len() as u64;
+            values = values.saturating_add(v.saturating_mul(copies));
+            text = text.saturating_add(t.saturating_mul(copies));
+            if values > super::source::MAX_VALUES || text > super::source::MAX_TEXT_BYTES {
+                self.err(
+                    &format!("/steps/{i}/matrix"),
+                    Diagnostic::new(format!(
+                        "the {copies} copies of step `{}` make the plan hold more than {}",
+                        self.plan.steps[i].id,
+                        if values > super::source::MAX_VALUES {
+                            format!("{} values", super::source::MAX_VALUES)
+                        } else {
+                            format!("{} MiB of text", super::source::MAX_TEXT_BYTES >> 20)
+                        }
+                    ))
+                    .help("make fewer copies, or make the step smaller"),
+                );
+                return false;
+            }
+        }
+        true
+    }
+
     /// `schedule.cron` is a five-field cron expression and `schedule.timezone` a known time zone.
     fn check_schedule(&mut self) {
         let Some(s) = &self.plan.schedule else {
@@ -241,16 +343,23 @@ impl Checker<'_> {
     /// Checks every step and builds the planned steps: each step as written, then the graph between
     /// them, then the copies, in order.
     fn steps(&mut self) -> Vec<PlannedStep> {
+        if self.plan.steps.len() > self.limits.steps {
+            self.too_many_steps(self.plan.steps.len(), None);
+            return Vec::new();
+        }
         self.index_ids();
         let mut bases: Vec<Option<BaseStep>> = Vec::with_capacity(self.plan.steps.len());
         for i in 0..self.plan.steps.len() {
             bases.push(self.base_step(i));
+            if self.errors.len() > super::diag::MAX_ERRORS {
+                return Vec::new();
+            }
         }
         if !self.errors.is_empty() || bases.iter().any(Option::is_none) {
             return Vec::new();
         }
         let bases: Vec<BaseStep> = bases.into_iter().flatten().collect();
-        if self.report_cycle(&bases) {
+        if !self.expansion_fits(&bases) || self.report_cycle(&bases) {
             return Vec::new();
         }
         let mut planned = self.expand(&bases);

@@ -21,24 +21,50 @@ impl fmt::Display for Location {
 }
 
 /// One problem found in a plan.
+///
+/// Its texts are kept as they were made (so that secrets can still be redacted from them); they are
+/// escaped and cut when the diagnostic is printed or serialized ([`crate::text`]), so a value from a
+/// plan never reaches a terminal raw.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Diagnostic {
     /// Where it is, when it can be placed.
     pub location: Option<Location>,
     /// The field, as a path: `steps[2].submit.payment`.
+    #[serde(serialize_with = "shown_opt")]
     pub field: Option<String>,
     /// What is wrong, in one sentence.
+    #[serde(serialize_with = "shown_message")]
     pub message: String,
     /// The closest valid name, for a "did you mean" hint.
+    #[serde(serialize_with = "shown_opt")]
     pub suggestion: Option<String>,
     /// A further hint (how to fix it).
+    #[serde(serialize_with = "shown_opt")]
     pub help: Option<String>,
-    /// The source line the location is on, for drawing.
+    /// The source line the location is on (or the part of it around the location, for a long line),
+    /// for drawing.
     #[serde(skip)]
     pub source_line: Option<String>,
+    /// The column of the line where `source_line` starts (1 unless a long line was cut).
+    #[serde(skip)]
+    pub line_start: usize,
     /// How many characters to underline.
     #[serde(skip)]
     pub width: usize,
+}
+
+/// How many characters of a source line a diagnostic keeps: a longer line is cut around the column.
+pub const LINE_CHARS: usize = 160;
+
+fn shown_message<S: serde::Serializer>(m: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::text::message(m))
+}
+
+fn shown_opt<S: serde::Serializer>(m: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match m {
+        Some(m) => s.serialize_some(&*crate::text::message(m)),
+        None => s.serialize_none(),
+    }
 }
 
 impl Diagnostic {
@@ -51,8 +77,32 @@ impl Diagnostic {
             suggestion: None,
             help: None,
             source_line: None,
+            line_start: 1,
             width: 1,
         }
+    }
+    /// Keeps the source line for drawing: the whole line, or [`LINE_CHARS`] characters of it around
+    /// `column` (1-based) when it is longer. `width` is clamped to what is shown.
+    pub fn with_source_line(mut self, line: &str, column: usize) -> Self {
+        let column = column.max(1);
+        let chars = if line.len() <= LINE_CHARS {
+            line.chars().count()
+        } else {
+            LINE_CHARS + 1
+        };
+        if chars <= LINE_CHARS {
+            self.source_line = Some(line.to_string());
+            self.line_start = 1;
+        } else {
+            let start = column.saturating_sub(LINE_CHARS / 3).max(1);
+            let window: String = line.chars().skip(start - 1).take(LINE_CHARS).collect();
+            self.source_line = Some(window);
+            self.line_start = start;
+        }
+        let shown = self.source_line.as_deref().map_or(0, |l| l.chars().count());
+        let room = (shown + self.line_start).saturating_sub(column).max(1);
+        self.width = self.width.clamp(1, room);
+        self
     }
     /// Names the field.
     pub fn field(mut self, field: impl Into<String>) -> Self {
@@ -73,35 +123,92 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "error: {}", self.message)?;
+        use crate::text::{message, shown};
+        writeln!(f, "error: {}", message(&self.message))?;
         if let Some(loc) = &self.location {
             let gutter = loc.line.to_string().len();
             let pad = " ".repeat(gutter);
-            writeln!(f, "{pad}--> {loc}")?;
+            writeln!(f, "{pad}--> {}", shown_location(loc))?;
             if let Some(line) = &self.source_line {
-                let shown: String = line.replace('\t', " ");
+                // One character per character, so that the caret stays under its column: a tab is a
+                // space, any other control character a `?`.
+                let drawn: String = line
+                    .chars()
+                    .take(LINE_CHARS)
+                    .map(|c| match c {
+                        '\t' => ' ',
+                        c if crate::text::is_unsafe(c) => '?',
+                        c => c,
+                    })
+                    .collect();
+                let (lead, skip) = if self.line_start > 1 {
+                    ("…", self.line_start - 1)
+                } else {
+                    ("", 0)
+                };
                 writeln!(f, "{pad} |")?;
-                writeln!(f, "{} | {}", loc.line, shown.trim_end())?;
-                let col = loc.column.saturating_sub(1);
+                writeln!(f, "{} | {lead}{}", loc.line, drawn.trim_end())?;
+                let col = loc.column.saturating_sub(1).saturating_sub(skip) + lead.chars().count();
                 writeln!(
                     f,
                     "{pad} | {}{}",
-                    " ".repeat(col),
-                    "^".repeat(self.width.max(1))
+                    " ".repeat(col.min(LINE_CHARS + 1)),
+                    "^".repeat(self.width.clamp(1, LINE_CHARS))
                 )?;
             }
         }
         if let Some(field) = &self.field {
-            writeln!(f, "  = field: {field}")?;
+            writeln!(f, "  = field: {}", message(field))?;
         }
         if let Some(s) = &self.suggestion {
-            writeln!(f, "  = help: did you mean `{s}`?")?;
+            writeln!(f, "  = help: did you mean `{}`?", shown(s))?;
         }
         if let Some(h) = &self.help {
-            writeln!(f, "  = help: {h}")?;
+            writeln!(f, "  = help: {}", message(h))?;
         }
         Ok(())
     }
+}
+
+/// A location with its file name escaped (a file may be named anything).
+fn shown_location(loc: &Location) -> String {
+    format!(
+        "{}:{}:{}",
+        crate::text::message(&loc.file),
+        loc.line,
+        loc.column
+    )
+}
+
+/// The most errors reported for one plan: past this many, the rest are counted, not drawn (a plan of
+/// 100,000 mistakes would otherwise print, and hold, 100,000 copies of its lines).
+pub const MAX_ERRORS: usize = 100;
+
+/// Keeps the first [`MAX_ERRORS`] errors and says that there are more: `more` when the checker
+/// stopped looking (the count is then not known).
+pub fn cap(errors: &mut Vec<Diagnostic>, more: bool) {
+    if errors.len() <= MAX_ERRORS && !more {
+        return;
+    }
+    let dropped = errors.len().saturating_sub(MAX_ERRORS);
+    errors.truncate(MAX_ERRORS);
+    let file = errors
+        .iter()
+        .find_map(|d| d.location.as_ref().map(|l| l.file.clone()));
+    let message = if more || dropped == 0 {
+        format!("stopped after {MAX_ERRORS} errors; there may be more")
+    } else {
+        format!("{dropped} more errors not shown (the first {MAX_ERRORS} are)")
+    };
+    let mut d = Diagnostic::new(message).help("fix these first, then validate again");
+    if let Some(file) = file {
+        d.location = Some(Location {
+            file,
+            line: 1,
+            column: 1,
+        });
+    }
+    errors.push(d);
 }
 
 /// "Did you mean": the one helper, shared with the client rules.

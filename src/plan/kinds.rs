@@ -112,7 +112,10 @@ impl Checker<'_> {
                         );
                     } else {
                         let path = self.dir.join(&pf);
-                        match std::fs::read_to_string(&path) {
+                        let root = self
+                            .input_root
+                            .get_or_init(|| super::inputs::repository_root(self.dir));
+                        match super::inputs::read_confined(root, self.dir, &pf) {
                             Ok(text) => {
                                 if let Some(m) = spec.as_object_mut() {
                                     m.remove("prompt_file");
@@ -120,15 +123,40 @@ impl Checker<'_> {
                                 }
                                 prompt_file = Some(pf);
                             }
-                            Err(e) => self.err(
-                                &pointer,
-                                Diagnostic::new(format!(
-                                    "cannot read the prompt file `{pf}` ({}): {}",
-                                    path.display(),
-                                    io_reason(&e)
-                                ))
-                                .help("`prompt_file` is relative to the plan's folder"),
-                            ),
+                            Err(e) => {
+                                use super::inputs::InputError as E;
+                                let shown = crate::text::shown(&pf);
+                                let (message, help) = match e {
+                                    E::NotFound | E::PermissionDenied | E::Io(_) => (
+                                        format!(
+                                            "cannot read the prompt file `{shown}` ({}): {e}",
+                                            crate::text::shown(&path.display().to_string())
+                                        ),
+                                        "`prompt_file` is relative to the plan's folder".to_string(),
+                                    ),
+                                    E::Outside => (
+                                        format!("the prompt file `{shown}` is refused: {e}"),
+                                        "a plan reads files from its own repository only; move the \
+                                         file there"
+                                            .to_string(),
+                                    ),
+                                    E::TooLong => (
+                                        format!("the prompt file `{shown}` is refused: {e}"),
+                                        format!(
+                                            "a prompt holds at most {} characters; only that \
+                                             much of a prompt file is read",
+                                            super::inputs::MAX_INPUT_CHARS
+                                        ),
+                                    ),
+                                    E::NotAFile | E::NotUtf8 => (
+                                        format!("the prompt file `{shown}` is refused: {e}"),
+                                        "a prompt file is a UTF-8 text file in the plan's \
+                                         repository"
+                                            .to_string(),
+                                    ),
+                                };
+                                self.err(&pointer, Diagnostic::new(message).help(help));
+                            }
                         }
                     }
                 }
@@ -185,15 +213,6 @@ pub(super) fn written_kind(step: &super::types::Step) -> &'static str {
     set.iter()
         .position(|x| *x)
         .map_or("", |i| super::types::STEP_KINDS[i])
-}
-
-/// An I/O error's reason in words.
-fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".into(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
-        _ => e.to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -43,13 +43,33 @@ pub enum MatrixError {
         /// The value.
         value: String,
     },
+    /// More combinations than a matrix may make.
+    #[error(
+        "the matrix makes {} copies of the step; a matrix may make at most {max} (`limits.matrix_copies`)",
+        copies_text(*.copies)
+    )]
+    TooManyCopies {
+        /// How many it would make (saturated at `u64::MAX`).
+        copies: u64,
+        /// The limit in force.
+        max: usize,
+    },
+}
+
+/// A count of copies in words: the number, or "more than 18 quintillion".
+fn copies_text(n: u64) -> String {
+    if n == u64::MAX {
+        "more than 18,446,744,073,709,551,615".to_string()
+    } else {
+        n.to_string()
+    }
 }
 
 impl MatrixError {
     /// The matrix key the error is about, if any.
     pub fn key(&self) -> Option<&str> {
         match self {
-            MatrixError::NoKeys => None,
+            MatrixError::NoKeys | MatrixError::TooManyCopies { .. } => None,
             MatrixError::NotAList(k) | MatrixError::Empty(k) => Some(k),
             MatrixError::NotScalar { key, .. } | MatrixError::Duplicate { key, .. } => Some(key),
         }
@@ -65,10 +85,19 @@ pub fn scalar_text(v: &Value) -> String {
 }
 
 /// Every combination of a matrix's values: the cartesian product, keys in the order written, the last
-/// key varying fastest.
-pub fn expand_matrix(matrix: &Map<String, Value>) -> Result<Vec<Map<String, Value>>, MatrixError> {
+/// key varying fastest; at most `max` of them (counted before any is made).
+pub fn expand_matrix(
+    matrix: &Map<String, Value>,
+    max: usize,
+) -> Result<Vec<Map<String, Value>>, MatrixError> {
     if matrix.is_empty() {
         return Err(MatrixError::NoKeys);
+    }
+    let copies = matrix.values().fold(1u64, |n, v| {
+        n.saturating_mul(v.as_array().map_or(1, |a| a.len().max(1)) as u64)
+    });
+    if copies > max as u64 {
+        return Err(MatrixError::TooManyCopies { copies, max });
     }
     let mut combos: Vec<Map<String, Value>> = vec![Map::new()];
     for (key, values) in matrix {
@@ -147,17 +176,22 @@ impl Checker<'_> {
         if !ok {
             return None;
         }
-        match expand_matrix(&rendered) {
+        match expand_matrix(&rendered, self.limits.matrix_copies) {
             Ok(c) => Some(c),
             Err(e) => {
                 let pointer = match e.key() {
                     Some(k) => format!("/steps/{i}/matrix/{}", ptr_seg(k)),
                     None => format!("/steps/{i}/matrix"),
                 };
-                self.err(
-                    &pointer,
-                    Diagnostic::new(format!("step `{}`: {e}", step.id)),
-                );
+                let mut d = Diagnostic::new(format!("step `{}`: {e}", step.id));
+                if let MatrixError::TooManyCopies { .. } = e {
+                    d = d.help(format!(
+                        "use fewer keys or values, split the step, or raise `limits.matrix_copies` \
+                         (at most {})",
+                        super::limits::MATRIX_COPIES_CEILING
+                    ));
+                }
+                self.err(&pointer, d);
                 None
             }
         }
@@ -301,7 +335,7 @@ mod tests {
     #[test]
     fn expands_in_key_order() {
         let m = map(json!({"a": [1, 2], "b": ["x", "y"]}));
-        let ids: Vec<String> = expand_matrix(&m)
+        let ids: Vec<String> = expand_matrix(&m, 1000)
             .unwrap()
             .iter()
             .map(|c| copy_id("s", c))
@@ -314,19 +348,35 @@ mod tests {
 
     #[test]
     fn matrix_errors() {
-        assert_eq!(expand_matrix(&map(json!({}))), Err(MatrixError::NoKeys));
+        assert_eq!(expand_matrix(&map(json!({})), 10), Err(MatrixError::NoKeys));
         assert_eq!(
-            expand_matrix(&map(json!({"a": []}))),
+            expand_matrix(&map(json!({"a": []})), 10),
             Err(MatrixError::Empty("a".into()))
         );
         assert_eq!(
-            expand_matrix(&map(json!({"a": "x"}))),
+            expand_matrix(&map(json!({"a": "x"})), 10),
             Err(MatrixError::NotAList("a".into()))
         );
         assert!(matches!(
-            expand_matrix(&map(json!({"a": [1, [2]]}))),
+            expand_matrix(&map(json!({"a": [1, [2]]})), 10),
             Err(MatrixError::NotScalar { index: 1, .. })
         ));
+        // Counted before anything is made: 2^64 copies fail at once.
+        let wide: Map<String, Value> = (0..64).map(|i| (format!("k{i}"), json!([1, 2]))).collect();
+        assert_eq!(
+            expand_matrix(&wide, 1000),
+            Err(MatrixError::TooManyCopies {
+                copies: u64::MAX,
+                max: 1000
+            })
+        );
+        assert_eq!(
+            expand_matrix(&map(json!({"a": [1, 2], "b": [1, 2]})), 4)
+                .unwrap()
+                .len(),
+            4
+        );
+        assert!(expand_matrix(&map(json!({"a": [1, 2], "b": [1, 2, 3]})), 5).is_err());
     }
 
     #[test]

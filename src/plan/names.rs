@@ -320,7 +320,11 @@ impl Checker<'_> {
         let Some(&j) = self.ids.get(id) else {
             return Err(
                 Diagnostic::new(format!("unknown step `{id}` in `steps.{id}`")).suggest(
-                    super::diag::suggest(id, self.plan.steps.iter().map(|s| s.id.as_str())),
+                    (!self.full())
+                        .then(|| {
+                            super::diag::suggest(id, self.plan.steps.iter().map(|s| s.id.as_str()))
+                        })
+                        .flatten(),
                 ),
             );
         };

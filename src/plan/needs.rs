@@ -42,7 +42,15 @@ impl Checker<'_> {
     pub(super) fn needs(&mut self, i: usize) -> Vec<String> {
         let step = &self.plan.steps[i];
         let mut deps: Vec<String> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for (j, need) in step.needs.iter().enumerate() {
+            // Each unknown id costs a "did you mean" over every step: stop when enough are reported.
+            if self.full() {
+                break;
+            }
+            if !seen.insert(need.as_str()) {
+                continue;
+            }
             let pointer = format!("/steps/{i}/needs/{j}");
             if need == &step.id {
                 self.err(
@@ -51,10 +59,14 @@ impl Checker<'_> {
                 );
             } else if !self.ids.contains_key(need) {
                 let base = need.split('[').next().unwrap_or(need);
-                let mut d =
-                    Diagnostic::new(format!("`needs` names an unknown step `{need}`")).suggest(
-                        super::diag::suggest(need, self.plan.steps.iter().map(|s| s.id.as_str())),
-                    );
+                let mut d = Diagnostic::new(format!(
+                    "`needs` names an unknown step `{}`",
+                    crate::text::shown(need)
+                ))
+                .suggest(super::diag::suggest(
+                    need,
+                    self.plan.steps.iter().map(|s| s.id.as_str()),
+                ));
                 if base != need && self.ids.contains_key(base) {
                     d = d.help(format!(
                         "name the matrix step as written, `{base}`: a step that needs it waits for all its copies"

@@ -20,12 +20,23 @@ pub(super) fn apply(
     let mut errors = Vec::new();
     for file in vars_files {
         let name = file.display().to_string();
-        let bytes = match std::fs::read(file) {
+        // Read as a plan file is: at most 16 MiB, whatever the file is.
+        let bytes = match super::source::read(file, &name) {
             Ok(b) => b,
-            Err(e) => {
-                errors.push(Diagnostic::new(format!(
-                    "cannot read the vars file `{name}`: {e}"
-                )));
+            Err(ds) => {
+                let shown = crate::text::shown(&name).into_owned();
+                errors.extend(ds.into_iter().map(|d| {
+                    let message = d
+                        .message
+                        .replacen(
+                            &format!("cannot read {shown}"),
+                            &format!("cannot read the vars file `{shown}`"),
+                            1,
+                        )
+                        .replacen("the plan file is", "the vars file is", 1)
+                        .replacen("a plan file", "a vars file", 1);
+                    Diagnostic { message, ..d }
+                }));
                 continue;
             }
         };
@@ -84,6 +95,11 @@ pub fn yaml_scalar(text: &str) -> Value {
         && let Ok(f) = t.parse::<f64>()
         && let Some(n) = serde_json::Number::from_f64(f)
     {
+        // A number an f64 would round (`0.0099999999999999999`) stays its text, as in a plan's
+        // `vars`: an amount rendered from it is then exact.
+        if !super::source::f64_is_exactly(t.strip_prefix('+').unwrap_or(t), f) {
+            return Value::String(t.to_string());
+        }
         return Value::Number(n);
     }
     Value::String(text.to_string())
@@ -155,5 +171,9 @@ mod tests {
         assert_eq!(yaml_scalar("'3'"), serde_json::json!("3"));
         assert_eq!(yaml_scalar("hello world"), serde_json::json!("hello world"));
         assert_eq!(yaml_scalar("1e"), serde_json::json!("1e"));
+        assert_eq!(
+            yaml_scalar("0.0099999999999999999"),
+            serde_json::json!("0.0099999999999999999")
+        );
     }
 }

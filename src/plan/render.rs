@@ -116,8 +116,9 @@ impl CheckedPlan {
         } else {
             format!("{}/{kind}{rel}", step.pointer)
         };
-        self.source
-            .at(&pointer, Diagnostic::new(self.redact(&message)))
+        // Redacted first, then escaped and cut: a run shows this message as it is.
+        let message = crate::text::message(&self.redact(&message)).into_owned();
+        self.source.at(&pointer, Diagnostic::new(message))
     }
 
     /// Renders every template left in a value.
@@ -131,7 +132,11 @@ impl CheckedPlan {
         match v {
             Value::String(s) if has_template(s) => {
                 *v = self.templates.render(s, ctx).map_err(|e| {
-                    self.step_error(step, &rel, format!("cannot render the template: {e}"))
+                    at_its_line(self.step_error(
+                        step,
+                        &rel,
+                        format!("cannot render the template: {e}"),
+                    ))
                 })?;
             }
             Value::Array(a) => {
@@ -212,7 +217,11 @@ impl CheckedPlan {
     /// Run-time templates that call a filter, test or function that does not exist, found by
     /// rendering them against placeholders at load (so a typo in a filter fails `validate`, not the
     /// run).
-    pub(crate) fn unknown_callables(&self, step: &PlannedStep) -> Vec<Diagnostic> {
+    pub(crate) fn unknown_callables(
+        &self,
+        step: &PlannedStep,
+        checks: &super::template::Templates,
+    ) -> Vec<Diagnostic> {
         let calls = |s: &str| s.contains('|') || s.contains('(') || s.contains(" is ");
         let mut out = Vec::new();
         let mut leaves: Vec<(String, String)> = Vec::new();
@@ -234,21 +243,38 @@ impl CheckedPlan {
         let outputs = self.placeholder_outputs(step);
         let run = self.placeholder_run();
         let ctx = self.context(step, &outputs, &run, None);
+        // An unknown filter, test or function; or a template that runs out of fuel even against
+        // placeholders, tried again with a whole render's fuel.
+        let refused = |quick: Result<(), TemplateError>,
+                       full: &dyn Fn() -> Result<(), TemplateError>|
+         -> Option<(String, Option<String>)> {
+            match quick {
+                Err(TemplateError::Unknown(m)) => {
+                    let s = super::template::suggest_filter(&m);
+                    Some((m, s))
+                }
+                Err(TemplateError::OutOfFuel(_)) => match full() {
+                    Err(e @ TemplateError::OutOfFuel(_)) => {
+                        Some((format!("cannot render the template: {e}"), None))
+                    }
+                    _ => None,
+                },
+                _ => None,
+            }
+        };
         for (rel, text) in leaves {
-            if let Err(TemplateError::Unknown(m)) = self.templates.render(&text, &ctx) {
-                out.push(
-                    self.place(step, &rel, m.clone())
-                        .suggest(super::template::suggest_filter(&m)),
-                );
+            if let Some((m, s)) = refused(checks.render(&text, &ctx).map(drop), &|| {
+                self.templates.render(&text, &ctx).map(drop)
+            }) {
+                out.push(self.place(step, &rel, m).suggest(s));
             }
         }
         if let Some(w) = when
-            && let Err(TemplateError::Unknown(m)) = self.templates.eval_condition(w, &ctx)
+            && let Some((m, s)) = refused(checks.eval_condition(w, &ctx).map(drop), &|| {
+                self.templates.eval_condition(w, &ctx).map(drop)
+            })
         {
-            out.push(
-                self.place(step, "/when", m.clone())
-                    .suggest(super::template::suggest_filter(&m)),
-            );
+            out.push(self.place(step, "/when", m).suggest(s));
         }
         if !step.outputs.is_empty() {
             let own: Map<String, Value> = super::types::kind_outputs(step.kind.name())
@@ -265,12 +291,11 @@ impl CheckedPlan {
             for (rel, text) in leaves {
                 if has_template(&text)
                     && calls(&text)
-                    && let Err(TemplateError::Unknown(m)) = self.templates.render(&text, &ctx)
+                    && let Some((m, s)) = refused(checks.render(&text, &ctx).map(drop), &|| {
+                        self.templates.render(&text, &ctx).map(drop)
+                    })
                 {
-                    out.push(
-                        self.place(step, &rel, m.clone())
-                            .suggest(super::template::suggest_filter(&m)),
-                    );
+                    out.push(self.place(step, &rel, m).suggest(s));
                 }
             }
         }
@@ -325,20 +350,7 @@ impl CheckedPlan {
                 job: job_id(&spec, "/job")?,
             },
             StepKind::List(_) => {
-                let limit = match spec.get("limit") {
-                    None | Some(Value::Null) => None,
-                    Some(v) => Some(
-                        as_f64(v)
-                            .filter(|f| *f >= 1.0 && f.fract() == 0.0)
-                            .map(|f| f as u64)
-                            .ok_or_else(|| {
-                                bad(
-                                    "/limit",
-                                    format!("`limit` must be a whole number ≥ 1, not {v}"),
-                                )
-                            })?,
-                    ),
-                };
+                let limit = list_limit(spec.get("limit")).map_err(|e| bad("/limit", e))?;
                 RenderedStep::List {
                     limit,
                     status: spec
@@ -464,7 +476,11 @@ impl CheckedPlan {
             Some(When::Expr(e)) => {
                 let ctx = self.context(step, outputs, run, None);
                 self.templates.eval_condition(e, &ctx).map_err(|err| {
-                    self.step_error(step, "/when", format!("cannot evaluate `when`: {err}"))
+                    at_its_line(self.step_error(
+                        step,
+                        "/when",
+                        format!("cannot evaluate `when`: {err}"),
+                    ))
                 })
             }
         }
@@ -490,6 +506,43 @@ impl CheckedPlan {
             out.insert(name.clone(), v);
         }
         Ok(out)
+    }
+}
+
+/// A template that fails at run time says where it is in the plan in its message too: the run shows a
+/// step's failure as its message alone.
+fn at_its_line(mut d: Diagnostic) -> Diagnostic {
+    if let Some(loc) = &d.location {
+        d.message = format!("{} (at {loc})", d.message);
+    }
+    d
+}
+
+/// A list step's `limit`: none, or a whole number of at least 1 (the same rule at load and at run).
+pub(super) fn list_limit(v: Option<&Value>) -> Result<Option<u64>, String> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => as_f64(v)
+            .filter(|f| *f >= 1.0 && f.fract() == 0.0 && *f <= u32::MAX as f64)
+            .map(|f| Some(f as u64))
+            .ok_or_else(|| {
+                format!(
+                    "`limit` must be a whole number ≥ 1, not {}",
+                    crate::text::shown(&v.to_string())
+                )
+            }),
+    }
+}
+
+impl CheckedPlan {
+    /// A step whose spec holds no template left to render is rendered at load, as the run would
+    /// render it: whatever the run would refuse, `validate` refuses.
+    pub(crate) fn refused_at_run(&self, step: &PlannedStep) -> Option<Diagnostic> {
+        if any_string(&step.spec, &has_template) {
+            return None;
+        }
+        self.render(step, &StepOutputs::new(), &self.placeholder_run())
+            .err()
     }
 }
 

@@ -79,12 +79,20 @@ fn schema() -> &'static Value {
 /// Checks a parsed plan against the schema and the rules the schema cannot express. Returns every
 /// problem, sorted by position.
 pub fn validate(source: &Source) -> Vec<Diagnostic> {
+    let inexact = inexact_numbers(source);
+    if !inexact.is_empty() {
+        return finish(inexact);
+    }
     let mut out = Vec::new();
     match validator() {
         // `is_valid` is several times faster than collecting errors; most plans are valid.
         Some(v) if v.is_valid(&source.value) => {}
         Some(v) => {
-            for err in v.iter_errors(&source.value) {
+            // A hostile plan can break the schema a million times: the first errors are enough.
+            for err in v
+                .iter_errors(&source.value)
+                .take(4 * super::diag::MAX_ERRORS)
+            {
                 map_error(source, &err, &mut out);
             }
         }
@@ -96,11 +104,65 @@ pub fn validate(source: &Source) -> Vec<Diagnostic> {
     finish(out)
 }
 
-/// Sorts by position and drops repeats.
+/// Sorts by position, drops repeats, and keeps the first [`super::diag::MAX_ERRORS`].
 fn finish(mut out: Vec<Diagnostic>) -> Vec<Diagnostic> {
     let mut seen = HashSet::new();
     out.retain(|d| seen.insert((d.location.clone(), d.message.clone())));
     out.sort_by(|a, b| a.location.cmp(&b.location));
+    super::diag::cap(&mut out, false);
+    out
+}
+
+/// Whether a number written at `pointer` is read from its text, every digit kept: an amount (a
+/// `payment`, a balance `min`, the policy's amounts) or a variable (templates read it as text, and an
+/// amount rendered from it is exact).
+fn keeps_every_digit(pointer: &str) -> bool {
+    let segs: Vec<&str> = pointer.split('/').skip(1).collect();
+    matches!(
+        segs.as_slice(),
+        ["vars", ..]
+            | ["steps", _, "submit" | "job", "payment"]
+            | ["steps", _, "balance", "min"]
+            | ["policy", "min_payment", _]
+            | ["policy", "max_payment"]
+    )
+}
+
+/// Numbers an `f64` cannot hold exactly, outside the places that keep every digit: refused, since
+/// they would be sent rounded.
+fn inexact_numbers(src: &Source) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for (pointer, _) in src.inexact_numbers() {
+        if keeps_every_digit(pointer) {
+            continue;
+        }
+        let text = src
+            .value
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let read = text
+            .trim_start_matches('+')
+            .parse::<f64>()
+            .map(|f| format!(" (it would be read as {f})"))
+            .unwrap_or_default();
+        out.push(
+            src.at(
+                pointer,
+                Diagnostic::new(format!(
+                    "`{}` has more digits than a number here can hold exactly{read}",
+                    crate::text::shown(text)
+                ))
+                .help(
+                    "write at most 15 significant digits; amounts (`payment`, `min`, the policy's \
+                     amounts) and `vars` keep every digit",
+                ),
+            ),
+        );
+        if out.len() > super::diag::MAX_ERRORS {
+            break;
+        }
+    }
     out
 }
 

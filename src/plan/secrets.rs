@@ -103,17 +103,18 @@ impl Checker<'_> {
                     ),
                 },
                 (None, Some(file)) => {
+                    // The operator's file, anywhere; read with the same bound as a prompt file.
                     let p = self.dir.join(file);
-                    match std::fs::read_to_string(&p) {
+                    match super::inputs::read_bounded(&p) {
                         Ok(v) => {
                             self.secrets.insert(name.clone(), v.trim().to_string());
                         }
                         Err(e) => self.err(
                             &pointer,
                             Diagnostic::new(format!(
-                                "secret `{name}`: cannot read the file `{}`: {}",
-                                p.display(),
-                                e.kind()
+                                "secret `{}`: cannot read the file `{}`: {e}",
+                                crate::text::shown(name),
+                                crate::text::shown(&p.display().to_string())
                             )),
                         ),
                     }

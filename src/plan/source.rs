@@ -21,6 +21,19 @@ use super::diag::{Diagnostic, Location};
 /// The largest plan file accepted, in bytes (16 MiB).
 pub const MAX_PLAN_BYTES: u64 = 16 * 1024 * 1024;
 
+/// The most values (scalars, lists and mappings) a plan may hold, aliases counted as the copies they
+/// make. A 10,000-step plan holds about 150,000.
+pub const MAX_VALUES: u64 = 1_000_000;
+
+/// The most text (scalars and keys, in bytes) a plan may hold, aliases counted as the copies they make.
+pub const MAX_TEXT_BYTES: u64 = 32 * 1024 * 1024;
+
+/// How deep a plan's mappings and lists may nest (aliases included). Plans need a dozen levels; the
+/// limit keeps every recursive walk of a plan (the schema, serde, templates) far from the stack's end.
+pub const MAX_DEPTH: usize = 64;
+
+use super::diag::MAX_ERRORS;
+
 /// A place in the text: 1-based line and column (in characters) and how many characters the text there
 /// spans on that line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,21 +75,34 @@ pub struct Source {
     pub value: Value,
     positions: PosNode,
     line_starts: Vec<usize>,
+    /// Numbers an `f64` cannot hold exactly, kept as text in `value`: their pointers and places.
+    inexact: Vec<(String, Location)>,
 }
 
-/// Reads a plan file's bytes, refusing a folder and a file over [`MAX_PLAN_BYTES`] before reading
-/// it. This is the only place a plan file is read: what is parsed, checked and hashed are these bytes.
+/// Reads a plan file's bytes, refusing a folder and a file over [`MAX_PLAN_BYTES`]. This is the only
+/// place a plan file is read: what is parsed, checked and hashed are these bytes. At most
+/// `MAX_PLAN_BYTES + 1` bytes are read, whatever the file is (a pipe, `/dev/zero`).
 pub fn read(path: &Path, display_name: &str) -> Result<Vec<u8>, Vec<Diagnostic>> {
+    use std::io::Read;
     let meta = std::fs::metadata(path).map_err(|e| vec![io_error(display_name, &e)])?;
     if meta.is_dir() {
         return Err(vec![Diagnostic::new(format!(
-            "{display_name} is a directory, not a plan file"
+            "{} is a directory, not a plan file",
+            crate::text::shown(display_name)
         ))]);
     }
     if meta.len() > MAX_PLAN_BYTES {
         return Err(vec![too_large(display_name, meta.len())]);
     }
-    std::fs::read(path).map_err(|e| vec![io_error(display_name, &e)])
+    let file = std::fs::File::open(path).map_err(|e| vec![io_error(display_name, &e)])?;
+    let mut bytes = Vec::with_capacity(meta.len().min(MAX_PLAN_BYTES) as usize);
+    file.take(MAX_PLAN_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| vec![io_error(display_name, &e)])?;
+    if bytes.len() as u64 > MAX_PLAN_BYTES {
+        return Err(vec![too_large(display_name, bytes.len() as u64)]);
+    }
+    Ok(bytes)
 }
 
 /// A plan file that cannot be read, in words.
@@ -86,7 +112,7 @@ fn io_error(file: &str, e: &std::io::Error) -> Diagnostic {
         std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
         _ => e.to_string(),
     };
-    Diagnostic::new(format!("cannot read {file}: {what}"))
+    Diagnostic::new(format!("cannot read {}: {what}", crate::text::shown(file)))
 }
 
 /// Parses a plan file's bytes. Every problem that can be found is returned (duplicate keys all at once;
@@ -124,9 +150,8 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Source, Vec<Diagnostic>> {
                 .iter()
                 .position(|b| *b == b'\n')
                 .map_or(bytes.len(), |i| line_start + i);
-            d.source_line =
-                Some(String::from_utf8_lossy(&bytes[line_start..line_end]).into_owned());
-            return Err(vec![d]);
+            let line = String::from_utf8_lossy(&bytes[line_start..line_end]);
+            return Err(vec![d.with_source_line(&line, column)]);
         }
     };
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
@@ -139,20 +164,22 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Source, Vec<Diagnostic>> {
 
     let mut builder = Builder::new(text);
     let mut parser = Parser::new_from_str(text);
-    if let Err(e) = parser.load(&mut builder, true) {
-        return Err(vec![syntax_error(&lines, &builder, &e)]);
+    // Event by event, so that a limit stops the parse where it is passed.
+    while !builder.stop {
+        match parser.next_event() {
+            None => break,
+            Some(Ok((ev, span))) => builder.on_event(ev, span),
+            Some(Err(e)) => return Err(vec![syntax_error(&lines, &builder, &e)]),
+        }
     }
-    if let Some(d) = builder.errors.first()
-        && builder.fatal
-    {
-        return Err(vec![lines.place(d.clone())]);
+    if let Some(d) = builder.fatal.take() {
+        return Err(vec![lines.place(d)]);
     }
     if !builder.errors.is_empty() {
-        return Err(builder
-            .errors
-            .iter()
-            .map(|d| lines.place(d.clone()))
-            .collect());
+        let mut errors: Vec<Diagnostic> =
+            builder.errors.drain(..).map(|d| lines.place(d)).collect();
+        super::diag::cap(&mut errors, builder.stop);
+        return Err(errors);
     }
     let (value, positions) = match builder.root.take() {
         None | Some((Value::Null, _)) => {
@@ -174,19 +201,40 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Source, Vec<Diagnostic>> {
         ));
         return Err(vec![lines.place_pos(d, Some(positions.pos))]);
     }
+    let inexact = builder
+        .inexact
+        .iter()
+        .map(|(p, pos)| (p.clone(), lines.place_pos(Diagnostic::new(""), Some(*pos))))
+        .map(|(p, d)| {
+            (
+                p,
+                d.location.unwrap_or_else(|| Location {
+                    file: file.to_string(),
+                    line: 1,
+                    column: 1,
+                }),
+            )
+        })
+        .collect();
     Ok(Source {
         file: file.to_string(),
         text: text.to_string(),
         value,
         positions,
         line_starts,
+        inexact,
     })
 }
 
 /// The error for a file larger than [`MAX_PLAN_BYTES`].
 pub fn too_large(file: &str, len: u64) -> Diagnostic {
+    let size = if len > MAX_PLAN_BYTES && len == MAX_PLAN_BYTES + 1 {
+        "more than 16 MiB".to_string()
+    } else {
+        format!("{len} bytes")
+    };
     Diagnostic::new(format!(
-        "the plan file is too large ({len} bytes; the limit is {MAX_PLAN_BYTES} bytes, 16 MiB)"
+        "the plan file is too large ({size}; the limit is {MAX_PLAN_BYTES} bytes, 16 MiB)"
     ))
     .at_file(file)
 }
@@ -240,6 +288,14 @@ impl Source {
     /// Whether a value exists at `pointer` in the file as written.
     pub fn has(&self, pointer: &str) -> bool {
         self.entry(pointer).1
+    }
+
+    /// The numbers of the file that an `f64` cannot hold exactly (`0.0099999999999999999`, a 30-digit
+    /// integer), with their pointers and places. The parse keeps each as its text (a string) in
+    /// [`Source::value`], so that nothing is rounded; the plan's schema check decides where that is
+    /// what is wanted (amounts, `vars`) and refuses the others.
+    pub fn inexact_numbers(&self) -> &[(String, Location)] {
+        &self.inexact
     }
 
     fn fill(&self, pointer: &str, pos: Pos, mut d: Diagnostic) -> Diagnostic {
@@ -346,6 +402,22 @@ pub fn escape_pointer_segment(key: &str) -> Cow<'_, str> {
     }
 }
 
+/// How many values a JSON value holds (itself included) and how many bytes of text (strings and keys).
+pub fn size_of(v: &Value) -> (u64, u64) {
+    match v {
+        Value::String(s) => (1, s.len() as u64),
+        Value::Array(a) => a.iter().fold((1, 0), |(n, t), x| {
+            let (xn, xt) = size_of(x);
+            (n + xn, t + xt)
+        }),
+        Value::Object(m) => m.iter().fold((1, 0), |(n, t), (k, x)| {
+            let (xn, xt) = size_of(x);
+            (n + xn, t + xt + k.len() as u64)
+        }),
+        _ => (1, 0),
+    }
+}
+
 /// "a list", "a string `\"abc\"`", …: how a value is named in messages.
 pub fn describe_kind(v: &Value) -> String {
     match v {
@@ -392,8 +464,11 @@ impl<'a> Lines<'a> {
     fn place(&self, mut d: Diagnostic) -> Diagnostic {
         if let Some(loc) = &mut d.location {
             loc.file = self.file.to_string();
-            if d.source_line.is_none() {
-                d.source_line = self.line(loc.line).map(str::to_string);
+            if d.source_line.is_none()
+                && let Some(line) = self.line(loc.line)
+            {
+                let column = loc.column;
+                d = d.with_source_line(line, column);
             }
         }
         d
@@ -407,13 +482,15 @@ impl<'a> Lines<'a> {
             line: line_no,
             column,
         });
-        let line = self.line(line_no).map(str::to_string);
-        let room = line
-            .as_deref()
-            .map_or(1, |l| l.chars().count().saturating_sub(column - 1));
-        d.width = (pos.width as usize).clamp(1, room.max(1));
-        d.source_line = line;
-        d
+        d.width = (pos.width as usize).max(1);
+        match self.line(line_no) {
+            Some(line) => d.with_source_line(line, column),
+            None => {
+                d.width = 1;
+                d.source_line = None;
+                d
+            }
+        }
     }
 }
 
@@ -426,13 +503,19 @@ fn syntax_error(lines: &Lines<'_>, builder: &Builder<'_>, e: &ScanError) -> Diag
     let text_line = lines.line(line).unwrap_or("");
     // A tab in the indentation is the most common YAML mistake in hand-written files; the scanner's
     // wording varies with the context, so look at the line itself.
-    let tab_line = (line.saturating_sub(1)..=line)
-        .filter(|l| *l >= 1)
-        .find(|l| {
-            lines
-                .line(*l)
-                .is_some_and(|t| t.trim_start_matches(' ').starts_with('\t'))
-        });
+    let tab_indented = |l: &usize| {
+        lines
+            .line(*l)
+            .is_some_and(|t| t.trim_start_matches(' ').starts_with('\t'))
+    };
+    // When the scanner names the tab, its marker is at the token it was reading: the tab is on that
+    // line or a later one (a plain scalar read on into the next line). Otherwise a tab on the line
+    // before can be what broke this one.
+    let tab_line = if info.contains("tab") {
+        (line..line.saturating_add(64)).find(tab_indented)
+    } else {
+        (line.saturating_sub(1).max(1)..=line).find(tab_indented)
+    };
     let mut help = None;
     let message = if let Some(l) = tab_line {
         line = l;
@@ -463,8 +546,10 @@ fn syntax_error(lines: &Lines<'_>, builder: &Builder<'_>, e: &ScanError) -> Diag
         line,
         column,
     });
-    d.source_line = lines.line(line).map(str::to_string);
-    d
+    match lines.line(line) {
+        Some(text) => d.with_source_line(text, column),
+        None => d,
+    }
 }
 
 /// Whether an unclosed `{` or `[` comes before `column` on the line.
@@ -519,16 +604,22 @@ enum Frame {
         nodes: Vec<PosNode>,
         anchor: usize,
         pos: Pos,
+        /// What the document held when the collection started, to size it for its anchor.
+        start: Size,
+        /// The height of its tallest child.
+        height: u32,
     },
     Map {
         map: Map<String, Value>,
         nodes: Vec<PosNode>,
         anchor: usize,
         pos: Pos,
+        start: Size,
+        height: u32,
         /// The key read, waiting for its value: text, position, and whether it is a plain `<<`.
         key: Option<(String, Pos, bool)>,
-        /// Keys set by `<<` merges, which explicit keys may override.
-        merged: Vec<String>,
+        /// Keys set by `<<` merges, which explicit keys may override, with their entry's index.
+        merged: HashMap<String, usize>,
     },
 }
 
@@ -540,15 +631,38 @@ impl Frame {
     }
 }
 
+/// How much a document (or one value of it) holds: values (scalars and collections) and bytes of text
+/// (scalars and keys), aliases counted as the copies they make.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Size {
+    values: u64,
+    text: u64,
+}
+
+/// An anchored value, with what each alias to it adds.
+struct Anchored {
+    value: Value,
+    size: Size,
+    /// 0 for a scalar, 1 + the tallest child for a collection.
+    height: u32,
+}
+
 /// Builds JSON values and positions from parser events.
 struct Builder<'a> {
     text: &'a str,
     stack: Vec<Frame>,
     root: Option<(Value, PosNode)>,
-    anchors: HashMap<usize, Value>,
+    anchors: HashMap<usize, Anchored>,
     errors: Vec<Diagnostic>,
-    fatal: bool,
+    /// An error that ends the parse (a second document, a limit): reported alone.
+    fatal: Option<Diagnostic>,
+    /// Stop reading events (a fatal error, or too many errors).
+    stop: bool,
     documents: usize,
+    /// What the document holds so far.
+    size: Size,
+    /// Numbers an `f64` cannot hold exactly, kept as their text: pointer and position.
+    inexact: Vec<(String, Pos)>,
 }
 
 impl<'a> Builder<'a> {
@@ -559,8 +673,11 @@ impl<'a> Builder<'a> {
             root: None,
             anchors: HashMap::new(),
             errors: Vec::new(),
-            fatal: false,
+            fatal: None,
+            stop: false,
             documents: 0,
+            size: Size::default(),
+            inexact: Vec::new(),
         }
     }
 
@@ -579,7 +696,7 @@ impl<'a> Builder<'a> {
             .and_then(|l| l.chars().nth(pos.column as usize - 1))
     }
 
-    fn error_at(&mut self, pos: Pos, msg: String) {
+    fn diagnostic_at(pos: Pos, msg: String) -> Diagnostic {
         let mut d = Diagnostic::new(msg);
         d.location = Some(Location {
             file: String::new(),
@@ -587,7 +704,82 @@ impl<'a> Builder<'a> {
             column: pos.column as usize,
         });
         d.width = pos.width as usize;
-        self.errors.push(d);
+        d
+    }
+
+    fn error_at(&mut self, pos: Pos, msg: String) {
+        if self.errors.len() >= MAX_ERRORS {
+            self.stop = true;
+            return;
+        }
+        self.errors.push(Self::diagnostic_at(pos, msg));
+    }
+
+    /// Ends the parse with one error.
+    fn fatal_at(&mut self, pos: Pos, msg: String, help: &str) {
+        if self.fatal.is_none() {
+            self.fatal = Some(Self::diagnostic_at(pos, msg).help(help));
+        }
+        self.stop = true;
+    }
+
+    /// Counts `add` into the document; false (and a fatal error at `pos`) when that passes a limit.
+    fn grow(&mut self, add: Size, pos: Pos, what: &str) -> bool {
+        let values = self.size.values.saturating_add(add.values);
+        let text = self.size.text.saturating_add(add.text);
+        if values > MAX_VALUES {
+            self.fatal_at(
+                pos,
+                format!("{what} makes the plan hold more than {MAX_VALUES} values"),
+                "a plan holds at most 1,000,000 values (aliases count as the copies they make); \
+                 split it, or use fewer aliases of large anchors",
+            );
+            return false;
+        }
+        if text > MAX_TEXT_BYTES {
+            self.fatal_at(
+                pos,
+                format!(
+                    "{what} makes the plan hold more than {} MiB of text",
+                    MAX_TEXT_BYTES >> 20
+                ),
+                "aliases count as the copies they make; use fewer aliases of large anchors",
+            );
+            return false;
+        }
+        self.size = Size { values, text };
+        true
+    }
+
+    /// Whether a value `height` tall placed at the current level would nest deeper than allowed.
+    fn too_deep(&mut self, height: u32, pos: Pos, what: &str) -> bool {
+        let depth = self.stack.len() as u64 + u64::from(height) + 1;
+        if depth > MAX_DEPTH as u64 {
+            self.fatal_at(
+                pos,
+                format!("{what} nests the plan more than {MAX_DEPTH} levels deep"),
+                "a plan's values may nest at most 64 mappings and lists deep",
+            );
+            return true;
+        }
+        false
+    }
+
+    /// The JSON pointer of the value being read now (the next item or the pending key's value).
+    fn pointer(&self) -> String {
+        let mut out = String::new();
+        for f in &self.stack {
+            out.push('/');
+            match f {
+                Frame::Seq { items, .. } => out.push_str(&items.len().to_string()),
+                Frame::Map { key, .. } => {
+                    if let Some((k, _, _)) = key {
+                        out.push_str(&escape_pointer_segment(k));
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Whether the next value read is a mapping key.
@@ -595,19 +787,33 @@ impl<'a> Builder<'a> {
         matches!(self.stack.last(), Some(Frame::Map { key: None, .. }))
     }
 
-    /// Attaches a finished value to its parent (or makes it the root).
-    fn finish(&mut self, value: Value, mut node: PosNode, anchor: usize) {
+    /// Attaches a finished value to its parent (or makes it the root). `size` and `height` are the
+    /// value's own, for its anchor.
+    fn finish(&mut self, value: Value, mut node: PosNode, anchor: usize, size: Size, height: u32) {
         if anchor != 0 {
-            self.anchors.insert(anchor, value.clone());
+            self.anchors.insert(
+                anchor,
+                Anchored {
+                    value: value.clone(),
+                    size,
+                    height,
+                },
+            );
         }
         let Some(frame) = self.stack.last_mut() else {
             self.root = Some((value, node));
             return;
         };
         let (map, nodes, key, merged) = match frame {
-            Frame::Seq { items, nodes, .. } => {
+            Frame::Seq {
+                items,
+                nodes,
+                height: h,
+                ..
+            } => {
                 items.push(value);
                 nodes.push(node);
+                *h = (*h).max(height + 1);
                 return;
             }
             Frame::Map {
@@ -615,8 +821,12 @@ impl<'a> Builder<'a> {
                 nodes,
                 key,
                 merged,
+                height: h,
                 ..
-            } => (map, nodes, key, merged),
+            } => {
+                *h = (*h).max(height + 1);
+                (map, nodes, key, merged)
+            }
         };
         let Some((k, kpos, is_merge)) = key.take() else {
             // A collection used as a key: reported when it started; keep parsing.
@@ -638,7 +848,7 @@ impl<'a> Builder<'a> {
             for m in sources {
                 for (mk, mv) in m {
                     if !map.contains_key(&mk) {
-                        merged.push(mk.clone());
+                        merged.insert(mk.clone(), nodes.len());
                         map.insert(mk, mv);
                         nodes.push(PosNode::leaf(kpos, Some(kpos)));
                     }
@@ -656,23 +866,28 @@ impl<'a> Builder<'a> {
             serde_json::map::Entry::Occupied(slot) => slot,
         };
         let k = occupied.key().clone();
-        let index = map.keys().position(|m| m == &k);
-        if merged.contains(&k) {
+        if let Some(index) = merged.remove(&k) {
             // An explicit key overrides a merged one, in place.
-            merged.retain(|m| m != &k);
             map.insert(k, value);
-            if let Some(slot) = index.and_then(|i| nodes.get_mut(i)) {
+            if let Some(slot) = nodes.get_mut(index) {
                 *slot = node;
             }
             return;
         }
-        let first = index
+        if self.errors.len() >= MAX_ERRORS {
+            self.stop = true;
+            return;
+        }
+        let first = map
+            .keys()
+            .position(|m| m == &k)
             .and_then(|i| nodes.get(i))
             .and_then(|n| n.key)
             .map(|p| p.line);
+        let shown = crate::text::shown(&k);
         let msg = match first {
-            Some(l) => format!("duplicate key `{k}` (first given on line {l})"),
-            None => format!("duplicate key `{k}`"),
+            Some(l) => format!("duplicate key `{shown}` (first given on line {l})"),
+            None => format!("duplicate key `{shown}`"),
         };
         self.error_at(kpos, msg);
         if let Some(d) = self.errors.last_mut() {
@@ -704,6 +919,13 @@ impl<'a> Builder<'a> {
         span: Span,
     ) {
         let pos = self.pos_of(&span);
+        let size = Size {
+            values: 1,
+            text: text.len() as u64,
+        };
+        if !self.grow(size, pos, "this value") {
+            return;
+        }
         if self.expects_key() {
             if let Some(Frame::Map { key, .. }) = self.stack.last_mut() {
                 let is_merge = style == ScalarStyle::Plain && text == "<<";
@@ -711,8 +933,12 @@ impl<'a> Builder<'a> {
             }
             return;
         }
-        let value = resolve_scalar(&text, style, tag);
-        self.finish(value, PosNode::leaf(pos, None), anchor);
+        let (value, exact) = resolve_scalar(&text, style, tag);
+        if !exact {
+            let pointer = self.pointer();
+            self.inexact.push((pointer, pos));
+        }
+        self.finish(value, PosNode::leaf(pos, None), anchor, size, 0);
     }
 
     fn start(&mut self, seq: bool, anchor: usize, span: Span) {
@@ -720,6 +946,10 @@ impl<'a> Builder<'a> {
             width: 1,
             ..self.pos_of(&span)
         };
+        let what = if seq { "this list" } else { "this mapping" };
+        if !self.grow(Size { values: 1, text: 0 }, pos, what) || self.too_deep(0, pos, what) {
+            return;
+        }
         if self.expects_key() {
             let braces = self
                 .line_text(pos.line as usize)
@@ -732,12 +962,15 @@ impl<'a> Builder<'a> {
             };
             self.error_at(pos, msg.to_string());
         }
+        let start = self.size;
         let frame = if seq {
             Frame::Seq {
                 items: Vec::new(),
                 nodes: Vec::new(),
                 anchor,
                 pos,
+                start,
+                height: 0,
             }
         } else {
             Frame::Map {
@@ -745,8 +978,10 @@ impl<'a> Builder<'a> {
                 nodes: Vec::new(),
                 anchor,
                 pos,
+                start,
+                height: 0,
                 key: None,
-                merged: Vec::new(),
+                merged: HashMap::new(),
             }
         };
         self.stack.push(frame);
@@ -756,68 +991,94 @@ impl<'a> Builder<'a> {
         let Some(frame) = self.stack.pop() else {
             return;
         };
-        let (value, nodes, anchor, pos) = match frame {
+        let (value, nodes, anchor, pos, start, height) = match frame {
             Frame::Seq {
                 items,
                 nodes,
                 anchor,
                 pos,
-            } => (Value::Array(items), nodes, anchor, pos),
+                start,
+                height,
+            } => (Value::Array(items), nodes, anchor, pos, start, height),
             Frame::Map {
                 map,
                 nodes,
                 anchor,
                 pos,
+                start,
+                height,
                 ..
-            } => (Value::Object(map), nodes, anchor, pos),
+            } => (Value::Object(map), nodes, anchor, pos, start, height),
         };
         let node = PosNode {
             pos,
             key: None,
             children: nodes,
         };
-        self.finish(value, node, anchor);
+        // The collection itself was counted when it started.
+        let size = Size {
+            values: self.size.values - start.values + 1,
+            text: self.size.text - start.text,
+        };
+        self.finish(value, node, anchor, size, height);
+    }
+
+    fn alias(&mut self, id: usize, span: Span) {
+        let pos = self.pos_of(&span);
+        let Some(a) = self.anchors.get(&id) else {
+            self.error_at(pos, "this alias refers to an unknown anchor".to_string());
+            self.finish(Value::Null, PosNode::leaf(pos, None), 0, Size::default(), 0);
+            return;
+        };
+        let (size, height) = (a.size, a.height);
+        // Count the copy before making it: that is what keeps a "billion laughs" from being built.
+        if !self.grow(size, pos, "this alias") || self.too_deep(height, pos, "this alias") {
+            return;
+        }
+        let value = self
+            .anchors
+            .get(&id)
+            .map_or(Value::Null, |a| a.value.clone());
+        if self.expects_key() {
+            if let Some(Frame::Map { key, .. }) = self.stack.last_mut() {
+                let k = match value {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                *key = Some((k, pos, false));
+            }
+        } else {
+            // The alias's content has no positions of its own: errors in it point here.
+            self.finish(value, PosNode::leaf(pos, None), 0, size, height);
+        }
     }
 }
 
 impl<'input> SpannedEventReceiver<'input> for Builder<'_> {
     fn on_event(&mut self, ev: Event<'input>, span: Span) {
+        if self.stop {
+            return;
+        }
         match ev {
             Event::DocumentStart(_) => {
                 self.documents += 1;
                 if self.documents == 2 {
                     let pos = self.pos_of(&span);
-                    self.error_at(
+                    self.fatal_at(
                         pos,
                         "a plan file holds one YAML document; remove the second `---`".to_string(),
+                        "",
                     );
-                    self.fatal = true;
+                    if let Some(d) = &mut self.fatal {
+                        d.help = None;
+                    }
                 }
             }
             _ if self.documents > 1 => {}
             Event::Scalar(text, style, anchor, tag) => {
                 self.scalar(text, style, anchor, tag.as_deref(), span);
             }
-            Event::Alias(id) => {
-                let pos = self.pos_of(&span);
-                let value = self.anchors.get(&id).cloned();
-                if value.is_none() {
-                    self.error_at(pos, "this alias refers to an unknown anchor".to_string());
-                }
-                let value = value.unwrap_or(Value::Null);
-                if self.expects_key() {
-                    if let Some(Frame::Map { key, .. }) = self.stack.last_mut() {
-                        let k = match value {
-                            Value::String(s) => s,
-                            other => other.to_string(),
-                        };
-                        *key = Some((k, pos, false));
-                    }
-                } else {
-                    // The alias's content has no positions of its own: errors in it point here.
-                    self.finish(value, PosNode::leaf(pos, None), 0);
-                }
-            }
+            Event::Alias(id) => self.alias(id, span),
             Event::SequenceStart(anchor, _) => self.start(true, anchor, span),
             Event::MappingStart(anchor, _) => self.start(false, anchor, span),
             Event::SequenceEnd | Event::MappingEnd => self.end(),
@@ -827,59 +1088,98 @@ impl<'input> SpannedEventReceiver<'input> for Builder<'_> {
 }
 
 /// Resolves a scalar by the YAML 1.2 core schema: only plain scalars become null, booleans or numbers.
-fn resolve_scalar(text: &str, style: ScalarStyle, tag: Option<&Tag>) -> Value {
+/// The flag is false for a number an `f64` cannot hold exactly (`0.0099999999999999999`, a 30-digit
+/// integer): such a number is kept as its text, never rounded (see [`Source::inexact_numbers`]).
+fn resolve_scalar(text: &str, style: ScalarStyle, tag: Option<&Tag>) -> (Value, bool) {
     if style != ScalarStyle::Plain {
-        return Value::String(text.to_string());
+        return (Value::String(text.to_string()), true);
     }
     if let Some(tag) = tag
         && tag.is_yaml_core_schema()
         && tag.suffix == "str"
     {
-        return Value::String(text.to_string());
+        return (Value::String(text.to_string()), true);
     }
     match text {
-        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
-        "true" | "True" | "TRUE" => return Value::Bool(true),
-        "false" | "False" | "FALSE" => return Value::Bool(false),
+        "" | "~" | "null" | "Null" | "NULL" => return (Value::Null, true),
+        "true" | "True" | "TRUE" => return (Value::Bool(true), true),
+        "false" | "False" | "FALSE" => return (Value::Bool(false), true),
         _ => {}
     }
-    if let Some(n) = resolve_number(text) {
-        return Value::Number(n);
+    match resolve_number(text) {
+        Some((n, true)) => (Value::Number(n), true),
+        Some((_, false)) => (Value::String(text.to_string()), false),
+        None => (Value::String(text.to_string()), true),
     }
-    Value::String(text.to_string())
 }
 
-fn resolve_number(t: &str) -> Option<Number> {
+/// A core-schema number, and whether its value is exactly the one written.
+fn resolve_number(t: &str) -> Option<(Number, bool)> {
     let first = t.as_bytes().first()?;
     if !(first.is_ascii_digit() || matches!(first, b'-' | b'+' | b'.')) {
         return None;
     }
     if let Some(hex) = t.strip_prefix("0x") {
-        return u64::from_str_radix(hex, 16).ok().map(Number::from);
+        return u64::from_str_radix(hex, 16)
+            .ok()
+            .map(|n| (Number::from(n), true));
     }
     if let Some(oct) = t.strip_prefix("0o") {
-        return u64::from_str_radix(oct, 8).ok().map(Number::from);
+        return u64::from_str_radix(oct, 8)
+            .ok()
+            .map(|n| (Number::from(n), true));
     }
     let digits = t.strip_prefix(['-', '+']).unwrap_or(t);
+    let unsigned = t.strip_prefix('+').unwrap_or(t);
     if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        let unsigned = t.strip_prefix('+').unwrap_or(t);
         if let Ok(i) = unsigned.parse::<i64>() {
-            return Some(Number::from(i));
+            return Some((Number::from(i), true));
         }
         if let Ok(u) = unsigned.parse::<u64>() {
-            return Some(Number::from(u));
+            return Some((Number::from(u), true));
         }
-        return unsigned.parse::<f64>().ok().and_then(Number::from_f64);
+    } else if !is_core_float(digits) {
+        return None;
     }
-    if is_core_float(digits) {
-        return t
-            .strip_prefix('+')
-            .unwrap_or(t)
-            .parse::<f64>()
-            .ok()
-            .and_then(Number::from_f64);
+    let f = unsigned.parse::<f64>().ok()?;
+    let n = Number::from_f64(f)?;
+    Some((n, f64_is_exactly(unsigned, f)))
+}
+
+/// Whether `f` is exactly the decimal number written as `text` (digits, an optional point and
+/// exponent): `0.1` is (its shortest text is `0.1`), `0.0099999999999999999` is not (it reads as 0.01).
+pub(crate) fn f64_is_exactly(text: &str, f: f64) -> bool {
+    match (decimal_digits(text), decimal_digits(&format!("{f:e}"))) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
     }
-    None
+}
+
+/// A decimal text as (negative, significant digits, exponent of the last digit), with leading and
+/// trailing zeros removed; zero is `(false, "", 0)`. `None` for what is not such a text.
+fn decimal_digits(text: &str) -> Option<(bool, String, i64)> {
+    let (neg, t) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let (mantissa, exp) = match t.find(['e', 'E']) {
+        Some(i) => (&t[..i], t[i + 1..].parse::<i64>().ok()?),
+        None => (t, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let all: String = format!("{int}{frac}");
+    let exp = exp.checked_sub(frac.len() as i64)?;
+    let trimmed_end = all.trim_end_matches('0');
+    let exp = exp.checked_add((all.len() - trimmed_end.len()) as i64)?;
+    let digits = trimmed_end.trim_start_matches('0');
+    if digits.is_empty() {
+        return Some((false, String::new(), 0));
+    }
+    Some((neg, digits.to_string(), exp))
 }
 
 /// `(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?` (sign already removed). `.inf` and `.nan` stay text,

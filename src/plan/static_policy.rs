@@ -165,9 +165,11 @@ fn static_policy(
                     }
                 }
             }
-            if let Some(Value::String(d)) = spec.get("duration")
-                && let Ok(d) = crate::duration::parse_duration(d)
-                && let Err(e) = p::check_duration(d, policy)
+            // A duration is never a template: `90000` (seconds) and `25h` are both known now.
+            if let Some(d) = spec
+                .get("duration")
+                .and_then(|v| serde_json::from_value::<crate::duration::Dur>(v.clone()).ok())
+                && let Err(e) = p::check_duration(d.get(), policy)
             {
                 out.push(("/duration".to_string(), policy_diagnostic(&e)));
             }
@@ -187,6 +189,11 @@ fn static_policy(
                 && let Err(e) = p::check_job_type(t)
             {
                 out.push(("/job_type".to_string(), policy_diagnostic(&e)));
+            }
+            if let Some(limit) = known(spec.get("limit"))
+                && let Err(e) = super::render::list_limit(Some(limit))
+            {
+                out.push(("/limit".to_string(), Diagnostic::new(e)));
             }
         }
         "balance" => {

@@ -11,9 +11,21 @@
 //! "undefined value".
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use minijinja::syntax::SyntaxConfig;
 use minijinja::{Environment, UndefinedBehavior};
+
+/// How deeply one `${{ … }}` or `${% … %}` may nest, counting operators, filters, attribute reads and
+/// brackets as well as blocks (see [`nesting`]). MiniJinja walks a template's syntax tree recursively:
+/// `${{ 1+1+…+1 }}` with 10,000 terms overflows a worker thread's stack (2 MiB) and aborts the
+/// process. 200 levels need about 300 KB of stack in a debug build; plans need a dozen.
+pub const MAX_TEMPLATE_DEPTH: usize = 200;
+
+/// The fuel of a render that only checks a run-time template's names at load (against placeholders):
+/// enough for any real template, small enough that thousands of them stay cheap.
+pub const CHECK_FUEL: u64 = 50_000;
 
 /// The names a template context has at its top level.
 pub const ROOTS: [&str; 6] = ["vars", "env", "secrets", "steps", "matrix", "run"];
@@ -106,12 +118,30 @@ pub enum TemplateError {
     /// The template calls a filter, test or function that does not exist.
     #[error("{0}")]
     Unknown(String),
+    /// The template nests deeper than [`MAX_TEMPLATE_DEPTH`].
+    #[error(
+        "the template nests {0} levels deep (operators, filters, brackets and blocks); at most {MAX_TEMPLATE_DEPTH} are allowed"
+    )]
+    TooDeep(usize),
+    /// The template did more work than one render may (its fuel ran out).
+    #[error("the template does more work than one render may ({0} fuel, `limits.template_fuel`)")]
+    OutOfFuel(u64),
+    /// The plan's templates together did more work than loading a plan may.
+    #[error("the plan's templates do more work than loading a plan may ({0} fuel in all)")]
+    LoadBudget(u64),
 }
 
-/// One MiniJinja environment per plan, configured with the plan syntax and the extra filters.
+/// One MiniJinja environment per plan, configured with the plan syntax and the extra filters, and
+/// the budgets of its renders: fuel per render, and while the plan is loaded, fuel for all of them.
 #[derive(Clone, Debug)]
 pub struct Templates {
     env: Environment<'static>,
+    fuel: u64,
+    /// Fuel left for the renders of the load; `None` once loaded (a run's renders are bounded one
+    /// by one, and by the steps' timeouts).
+    budget: Option<Arc<AtomicU64>>,
+    /// The load budget it started with, for messages.
+    budget_total: u64,
 }
 
 impl Default for Templates {
@@ -129,8 +159,11 @@ fn syntax_error(e: minijinja::Error) -> TemplateError {
     TemplateError::Syntax(e.detail().unwrap_or("cannot parse").to_string())
 }
 
-fn render_error(e: minijinja::Error) -> TemplateError {
+fn render_error(e: minijinja::Error, fuel: u64) -> TemplateError {
     use minijinja::ErrorKind as K;
+    if e.kind() == K::OutOfFuel {
+        return TemplateError::OutOfFuel(fuel);
+    }
     if matches!(
         e.kind(),
         K::UnknownFilter | K::UnknownTest | K::UnknownFunction
@@ -165,7 +198,14 @@ impl Templates {
     /// A fresh environment: `${{ }}` for values, `${% %}` for blocks, `${# #}` for comments, strict
     /// undefined behaviour, and the `wordcount` filter (`tojson` is built in).
     pub fn new() -> Templates {
+        Templates::with_fuel(super::limits::TEMPLATE_FUEL, None)
+    }
+
+    /// A fresh environment whose renders may use `fuel` each, and `load_budget` in all until
+    /// [`Templates::end_load`].
+    pub fn with_fuel(fuel: u64, load_budget: Option<u64>) -> Templates {
         let mut env = Environment::new();
+        env.set_fuel(Some(fuel));
         let syntax = SyntaxConfig::builder()
             .variable_delimiters("${{", "}}")
             .block_delimiters("${%", "%}")
@@ -179,12 +219,110 @@ impl Templates {
         }
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.add_filter("wordcount", |s: String| wordcount(&s));
-        Templates { env }
+        Templates {
+            env,
+            fuel,
+            budget: load_budget.map(|b| Arc::new(AtomicU64::new(b))),
+            budget_total: load_budget.unwrap_or(0),
+        }
+    }
+
+    /// The same environment for checks at load: renders of [`CHECK_FUEL`] each, on the same budget.
+    pub fn for_checks(&self) -> Templates {
+        let mut t = self.clone();
+        t.fuel = self.fuel.min(CHECK_FUEL);
+        t.env.set_fuel(Some(t.fuel));
+        t
+    }
+
+    /// Ends the load: from now on only each render's fuel bounds it.
+    pub fn end_load(&mut self) {
+        self.budget = None;
+    }
+
+    /// Whether the load's budget is spent (always false after the load).
+    pub fn budget_spent(&self) -> bool {
+        self.budget
+            .as_ref()
+            .is_some_and(|b| b.load(Ordering::Relaxed) == 0)
+    }
+
+    /// Refuses a render when the load's budget is spent.
+    fn before_render(&self) -> Result<(), TemplateError> {
+        if self.budget_spent() {
+            return Err(TemplateError::LoadBudget(self.budget_total));
+        }
+        Ok(())
+    }
+
+    /// Charges a render to the load's budget: what it consumed, or its whole fuel when that is not
+    /// known (it failed).
+    fn charge(&self, consumed: Option<u64>) {
+        if let Some(b) = &self.budget {
+            let used = consumed.unwrap_or(self.fuel).max(1);
+            let _ = b.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                Some(left.saturating_sub(used))
+            });
+        }
+    }
+
+    /// Renders a template (not a lone expression) to text, within the budgets.
+    fn render_text(&self, text: &str, ctx: &minijinja::Value) -> Result<String, TemplateError> {
+        self.before_render()?;
+        let env: &Environment<'_> = &self.env;
+        let t = env.template_from_str(text).map_err(syntax_error)?;
+        match t.render_captured(ctx.clone()) {
+            Ok(c) => {
+                self.charge(c.state().fuel_levels().map(|(used, _)| used));
+                Ok(c.into_output())
+            }
+            Err(e) => {
+                self.charge(None);
+                Err(render_error(e, self.fuel))
+            }
+        }
+    }
+
+    /// Evaluates an expression, within the budgets. It is evaluated as `${% set … = expr %}`, which
+    /// gives the same value and tells the fuel it used; an expression that holds `%}` (which would end
+    /// that block) is evaluated as an expression, and charged its whole fuel.
+    fn eval_expr(
+        &self,
+        expr: &str,
+        ctx: &minijinja::Value,
+    ) -> Result<minijinja::Value, TemplateError> {
+        self.before_render()?;
+        const SLOT: &str = "__aitbc_flow_value";
+        if !expr.contains("%}") && !expr.contains("${") {
+            let source = format!("${{% set {SLOT} = {expr} %}}");
+            let env: &Environment<'_> = &self.env;
+            let t = env.template_from_str(&source).map_err(syntax_error)?;
+            return match t.render_captured(ctx.clone()) {
+                Ok(c) => {
+                    self.charge(c.state().fuel_levels().map(|(used, _)| used));
+                    Ok(c.state()
+                        .lookup(SLOT)
+                        .unwrap_or(minijinja::Value::UNDEFINED))
+                }
+                Err(e) => {
+                    self.charge(None);
+                    Err(render_error(e, self.fuel))
+                }
+            };
+        }
+        let e = self
+            .env
+            .compile_expression_owned(expr.to_string())
+            .map_err(syntax_error)?;
+        let v = e.eval(ctx.clone());
+        self.charge(None);
+        v.map_err(|e| render_error(e, self.fuel))
     }
 
     /// The dotted names a template reads (`vars.wallet`, `steps.a.output`, `matrix.tone`), with
     /// `steps['some-id']` written as `steps.some-id`.
     pub fn names(&self, text: &str) -> Result<BTreeSet<String>, TemplateError> {
+        check_nesting(text)?;
         if let Some(paths) = simple_paths(text) {
             return Ok(paths.into_iter().map(str::to_string).collect());
         }
@@ -220,22 +358,15 @@ impl Templates {
         if !has_template(text) {
             return Ok(serde_json::Value::String(text.to_string()));
         }
+        check_nesting(text)?;
         if let Some(expr) = whole_expression(text) {
-            let e = self
-                .env
-                .compile_expression_owned(expr.to_string())
-                .map_err(syntax_error)?;
-            let v = e.eval(ctx.clone()).map_err(render_error)?;
+            let v = self.eval_expr(expr, ctx)?;
             if v.is_undefined() {
                 return Err(TemplateError::Render("undefined value".into()));
             }
             return serde_json::to_value(&v).map_err(|e| TemplateError::Render(e.to_string()));
         }
-        let env: &Environment<'_> = &self.env;
-        let t = env.template_from_str(text).map_err(syntax_error)?;
-        t.render(ctx.clone())
-            .map(serde_json::Value::String)
-            .map_err(render_error)
+        self.render_text(text, ctx).map(serde_json::Value::String)
     }
 
     /// Evaluates a condition: `${{ expr }}`, or a bare expression, to true or false.
@@ -244,14 +375,11 @@ impl Templates {
         text: &str,
         ctx: &minijinja::Value,
     ) -> Result<bool, TemplateError> {
+        check_nesting(text)?;
         let expr = condition_expression(text);
         match expr {
             Some(expr) => {
-                let e = self
-                    .env
-                    .compile_expression_owned(expr.to_string())
-                    .map_err(syntax_error)?;
-                let v = e.eval(ctx.clone()).map_err(render_error)?;
+                let v = self.eval_expr(expr, ctx)?;
                 Ok(v.is_true())
             }
             None => match self.render(text, ctx)? {
@@ -269,6 +397,7 @@ impl Templates {
 
     /// The names a condition reads (see [`Templates::names`]).
     pub fn condition_names(&self, text: &str) -> Result<BTreeSet<String>, TemplateError> {
+        check_nesting(text)?;
         match condition_expression(text) {
             Some(expr) => {
                 let e = self
@@ -285,6 +414,162 @@ impl Templates {
             None => self.names(text),
         }
     }
+}
+
+/// Refuses a template that nests deeper than [`MAX_TEMPLATE_DEPTH`].
+pub fn check_nesting(text: &str) -> Result<(), TemplateError> {
+    match nesting(text) {
+        n if n > MAX_TEMPLATE_DEPTH => Err(TemplateError::TooDeep(n)),
+        _ => Ok(()),
+    }
+}
+
+/// An upper bound on how deep the syntax tree of a template is: the nesting of its blocks plus, in
+/// each tag, the operators (`+`, `and`, `|`, `.`, `not`, …) of each expression between commas and the
+/// brackets around them, since a chain `a + b + c` is as deep as it has operators. Counted without
+/// parsing, so that it costs one pass over the text whatever the text is.
+pub fn nesting(text: &str) -> usize {
+    let b = text.as_bytes();
+    let mut i = 0;
+    let mut blocks: usize = 0;
+    let mut deepest: usize = 0;
+    while i + 2 < b.len() {
+        if b[i] != b'$' || b[i + 1] != b'{' {
+            i += 1;
+            continue;
+        }
+        let (close, is_block) = match b[i + 2] {
+            b'{' => (b'}', false),
+            b'%' => (b'%', true),
+            b'#' => {
+                // A comment: skip to its end.
+                i = text[i + 3..].find("#}").map_or(b.len(), |e| i + 3 + e + 2);
+                continue;
+            }
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        let (depth, end) = tag_depth(b, i + 3, close);
+        if is_block {
+            let word = text[i + 3..end.min(b.len())]
+                .trim_start_matches(['-', '+'])
+                .split_whitespace()
+                .next()
+                .unwrap_or("");
+            if word.starts_with("end") {
+                blocks = blocks.saturating_sub(1);
+            } else if matches!(
+                word,
+                "if" | "for" | "macro" | "call" | "filter" | "with" | "block" | "autoescape"
+            ) || (word == "set" && !text[i + 3..end.min(b.len())].contains('='))
+            {
+                blocks += 1;
+            }
+        }
+        deepest = deepest.max(blocks + depth);
+        i = end + 2;
+    }
+    deepest
+}
+
+/// The depth of the expression(s) in one tag starting at `start`, and where the tag ends (the index of
+/// its closing `}}` or `%}`, or the text's end).
+fn tag_depth(b: &[u8], start: usize, close: u8) -> (usize, usize) {
+    // Per open bracket: operators in the current comma-separated part, the deepest completed group
+    // in it, and the deepest part so far.
+    struct Level {
+        ops: usize,
+        inner: usize,
+        best: usize,
+    }
+    let mut stack = vec![Level {
+        ops: 0,
+        inner: 0,
+        best: 0,
+    }];
+    let mut i = start;
+    let mut word_start: Option<usize> = None;
+    let end_word = |stack: &mut Vec<Level>, w: &[u8]| {
+        if matches!(w, b"and" | b"or" | b"not" | b"in" | b"is" | b"if" | b"else")
+            && let Some(l) = stack.last_mut()
+        {
+            l.ops += 1;
+        }
+    };
+    while i < b.len() {
+        let c = b[i];
+        if c.is_ascii_alphanumeric() || c == b'_' {
+            word_start.get_or_insert(i);
+            i += 1;
+            continue;
+        }
+        if let Some(ws) = word_start.take() {
+            end_word(&mut stack, &b[ws..i]);
+        }
+        if c == close && b.get(i + 1) == Some(&b'}') && stack.len() == 1 {
+            break;
+        }
+        match c {
+            b'"' | b'\'' => {
+                // A string literal: nothing inside counts.
+                i += 1;
+                while i < b.len() && b[i] != c {
+                    if b[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+            }
+            b'(' | b'[' | b'{' => {
+                if let Some(l) = stack.last_mut() {
+                    l.ops += 1;
+                }
+                stack.push(Level {
+                    ops: 0,
+                    inner: 0,
+                    best: 0,
+                });
+            }
+            b')' | b']' | b'}' if stack.len() > 1 => {
+                if let Some(l) = stack.pop() {
+                    let group = l.best.max(l.ops + l.inner) + 1;
+                    if let Some(p) = stack.last_mut() {
+                        p.inner = p.inner.max(group);
+                    }
+                }
+            }
+            b',' | b':' => {
+                if let Some(l) = stack.last_mut() {
+                    l.best = l.best.max(l.ops + l.inner);
+                    l.ops = 0;
+                    l.inner = 0;
+                }
+            }
+            b'+' | b'-' | b'*' | b'/' | b'%' | b'~' | b'|' | b'.' | b'<' | b'>' | b'=' | b'!' => {
+                if let Some(l) = stack.last_mut() {
+                    l.ops += 1;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if let Some(ws) = word_start.take() {
+        end_word(&mut stack, &b[ws..i.min(b.len())]);
+    }
+    // An unclosed bracket: fold the open levels into the first.
+    while stack.len() > 1 {
+        if let Some(l) = stack.pop() {
+            let group = l.best.max(l.ops + l.inner) + 1;
+            if let Some(p) = stack.last_mut() {
+                p.inner = p.inner.max(group);
+            }
+        }
+    }
+    let top = &stack[0];
+    (top.best.max(top.ops + top.inner), i)
 }
 
 /// The paths of a template whose every `${{ … }}` is a plain dotted name (`${{ vars.wallet }}`),
@@ -556,6 +841,115 @@ mod tests {
         );
         assert_eq!(simple_paths("${{ a | upper }}"), None);
         assert_eq!(simple_paths("${% if a %}x${% endif %}"), None);
+    }
+
+    /// Runs `f` on a thread with a tokio worker's stack (2 MiB): a stack overflow aborts the test.
+    fn on_small_stack(f: impl FnOnce() + Send + 'static) {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    #[test]
+    fn nesting_counts_chains_brackets_and_blocks() {
+        assert_eq!(nesting("plain"), 0);
+        assert_eq!(nesting("${{ a }}"), 0);
+        assert_eq!(nesting("${{ 1+1+1 }}"), 2);
+        assert_eq!(nesting("${{ a.b.c }}"), 2);
+        assert_eq!(nesting("${{ x[0][0][0] }}"), 4);
+        // A long list is wide, not deep.
+        let list = format!("${{{{ [{}] }}}}", vec!["a.b"; 1000].join(", "));
+        assert!(nesting(&list) < 5, "{}", nesting(&list));
+        // Strings and comments do not count.
+        assert_eq!(nesting("${{ '+ + + +' }}${# + + + #}"), 0);
+        assert_eq!(
+            nesting("${% if a %}${% if b %}${{ x + y }}${% endif %}${% endif %}"),
+            3
+        );
+        assert_eq!(nesting(&format!("${{{{ {}1 }}}}", "not ".repeat(50))), 50);
+    }
+
+    #[test]
+    fn templates_at_the_limit_fit_a_worker_stack_and_deeper_ones_are_refused() {
+        let depth = MAX_TEMPLATE_DEPTH;
+        let at_limit = [
+            format!("${{{{ {} }}}}", vec!["1"; depth].join("+")),
+            format!("${{{{ {}1 }}}}", "not ".repeat(depth)),
+            format!("${{{{ {}1 }}}}", "-".repeat(depth)),
+            format!("${{{{ x{} }}}}", ".b".repeat(depth)),
+            format!("${{{{ 1{} }}}}", "|abs".repeat(depth)),
+            format!(
+                "{}${{{{ {} }}}}{}",
+                "${% if true %}".repeat(100),
+                vec!["1"; depth - 100].join("~"),
+                "${% endif %}".repeat(100)
+            ),
+        ];
+        for text in at_limit {
+            assert!(
+                nesting(&text) <= depth + 1,
+                "{} for {text:.60}",
+                nesting(&text)
+            );
+            on_small_stack(move || {
+                let t = Templates::new();
+                let c = to_value(&json!({"x": {"b": {}}}));
+                // Errors are fine (an undefined attribute); crashing is not.
+                let _ = t.names(&text);
+                let _ = t.render(&text, &c);
+                let _ = t.render(&format!("a {text}"), &c);
+                let _ = t.eval_condition(&text, &c);
+            });
+        }
+        on_small_stack(|| {
+            let t = Templates::new();
+            let c = to_value(&json!({}));
+            let deep = format!("${{{{ {} }}}}", vec!["1"; 30_000].join("+"));
+            assert!(matches!(t.names(&deep), Err(TemplateError::TooDeep(_))));
+            assert!(matches!(
+                t.render(&deep, &c),
+                Err(TemplateError::TooDeep(_))
+            ));
+            assert!(matches!(
+                t.eval_condition(&deep, &c),
+                Err(TemplateError::TooDeep(_))
+            ));
+        });
+    }
+
+    #[test]
+    fn fuel_bounds_each_render_and_the_load() {
+        let c = to_value(&json!({"x": "x"}));
+        let t = Templates::with_fuel(10_000, None);
+        let loops =
+            "${% for i in range(1000) %}${% for j in range(1000) %}${% endfor %}${% endfor %}";
+        assert_eq!(t.render(loops, &c), Err(TemplateError::OutOfFuel(10_000)));
+        assert_eq!(
+            t.render("${{ x * 100000000 }}", &c),
+            Err(TemplateError::OutOfFuel(10_000))
+        );
+        // Whole expressions keep their value, and tell the fuel they used.
+        let t = Templates::with_fuel(10_000, Some(25_000));
+        assert_eq!(t.render("${{ 2 * 3 }}", &c).unwrap(), json!(6));
+        for _ in 0..100 {
+            assert!(t.render("${{ x ~ 'y' }}", &c).is_ok());
+        }
+        // Each failed render is charged its whole fuel: three of them spend the load's budget.
+        for _ in 0..3 {
+            let _ = t.render(loops, &c);
+        }
+        assert!(t.budget_spent());
+        assert_eq!(
+            t.render("${{ x ~ 'y' }}", &c),
+            Err(TemplateError::LoadBudget(25_000))
+        );
+        // After the load, only each render's fuel counts.
+        let mut t = t;
+        t.end_load();
+        assert!(t.render("${{ x ~ 'y' }}", &c).is_ok());
     }
 
     #[test]

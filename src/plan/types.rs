@@ -45,9 +45,33 @@ pub struct Plan {
     /// When to run this plan on a schedule (`aitbc-flow scheduler`, or `run --lock` from system cron).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Schedule>,
+    /// How large the plan may grow: steps, matrix copies, template work (see docs/security.md). The
+    /// defaults suit every plan we know of; a plan may lower them, or raise them up to fixed ceilings.
+    #[serde(default)]
+    pub limits: Limits,
     /// The steps. They run as a graph: a step starts when the steps it needs (by `needs` or by a
     /// `${{ steps.X… }}` reference) are done.
     pub steps: Vec<Step>,
+}
+
+/// How large a plan may grow. Each limit has a default and a ceiling that no plan can pass; the
+/// ceilings keep loading any plan within about a second and far below 1 GiB of memory.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// The most steps the plan may have once its matrices are expanded. Default 10,000; at most 50,000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 50000))]
+    pub steps: Option<u32>,
+    /// The most copies one step's matrix may make. Default 1,000; at most 10,000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub matrix_copies: Option<u32>,
+    /// The work one template may do each time it is rendered, in MiniJinja fuel (about one instruction,
+    /// or 64 bytes of data made, per unit). Default 500,000; at most 2,000,000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 2000000))]
+    pub template_fuel: Option<u64>,
 }
 
 /// Where a secret comes from.

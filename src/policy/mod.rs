@@ -48,7 +48,8 @@ pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 pub enum PolicyError {
     /// Not one of the six job types.
     #[error(
-        "invalid job type `{job_type}`: valid job types are {}",
+        "invalid job type `{}`: valid job types are {}",
+        crate::text::shown(job_type),
         JobType::list()
     )]
     UnknownJobType {
@@ -69,7 +70,10 @@ pub enum PolicyError {
         max: Money,
     },
     /// Less than the minimum for the job type.
-    #[error("payment {payment} is below the minimum of {minimum} AITBC for `{job_type}` jobs")]
+    #[error(
+        "payment {payment} is below the minimum of {minimum} AITBC for `{}` jobs",
+        crate::text::shown(job_type)
+    )]
     PaymentBelowMinimum {
         /// The job type.
         job_type: String,
@@ -98,7 +102,10 @@ pub enum PolicyError {
     #[error("prompt is empty")]
     EmptyPrompt,
     /// Not `AITBC`.
-    #[error("currency `{given}` is not accepted: payments are in AITBC")]
+    #[error(
+        "currency `{}` is not accepted: payments are in AITBC",
+        crate::text::shown(given)
+    )]
     Currency {
         /// What was given.
         given: String,
@@ -108,7 +115,8 @@ pub enum PolicyError {
     NoWallet,
     /// The wallet cannot pay.
     #[error(
-        "insufficient balance: wallet {wallet} holds {held} AITBC, the job needs {needed} AITBC ({} short)",
+        "insufficient balance: wallet {} holds {held} AITBC, the job needs {needed} AITBC ({} short)",
+        crate::text::shown(wallet),
         *needed - *held
     )]
     InsufficientBalance {
@@ -138,7 +146,11 @@ pub enum PolicyError {
         requested: String,
     },
     /// Not an optimization target.
-    #[error("invalid optimization target `{target}`: valid targets are {}", OPTIMIZATION_TARGETS.join(", "))]
+    #[error(
+        "invalid optimization target `{}`: valid targets are {}",
+        crate::text::shown(target),
+        OPTIMIZATION_TARGETS.join(", ")
+    )]
     UnknownTarget {
         /// What was written.
         target: String,

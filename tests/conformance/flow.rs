@@ -9,6 +9,37 @@ use serde_json::Value;
 
 use crate::rc::Service;
 
+/// The children running now (commands, `start.sh`, `coordinator serve`), killed on a signal.
+static CHILDREN: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+/// Remembers a child to kill on a signal.
+pub fn track(pid: u32) {
+    if let Ok(mut v) = CHILDREN.lock() {
+        v.push(pid);
+    }
+}
+
+/// Forgets a child that has ended.
+pub fn untrack(pid: u32) {
+    if let Ok(mut v) = CHILDREN.lock() {
+        v.retain(|p| *p != pid);
+    }
+}
+
+/// SIGKILL to every child still running.
+pub fn kill_children() {
+    if let Ok(v) = CHILDREN.lock() {
+        for pid in v.iter() {
+            // SAFETY: kill(2) of a child this process started and has not reaped, and of the process
+            // group it leads when it was started in its own (`run_limited`).
+            unsafe {
+                libc::kill(-(*pid as i32), libc::SIGKILL);
+                libc::kill(*pid as i32, libc::SIGKILL);
+            }
+        }
+    }
+}
+
 /// The binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_aitbc-flow")
@@ -137,14 +168,17 @@ impl Flow {
         self
     }
 
-    /// Starts it and leaves it running (stdout and stderr discarded).
+    /// Starts it and leaves it running (stdout and stderr discarded); [`untrack`] it once reaped.
     pub fn spawn(mut self) -> Result<Child, String> {
-        self.cmd
+        let child = self
+            .cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", bin()))
+            .map_err(|e| format!("cannot start {}: {e}", bin()))?;
+        track(child.id());
+        Ok(child)
     }
 
     /// Runs it to the end (or the time limit).
@@ -153,10 +187,13 @@ impl Flow {
     }
 }
 
-/// Runs `cmd` with `stdin`, killing it after `limit`.
+/// Runs `cmd` with `stdin`, killing it (and its process group: `start.sh` starts children) after
+/// `limit`.
 pub fn run_limited(cmd: &mut Command, stdin: Option<String>, limit: Duration) -> Out {
+    use std::os::unix::process::CommandExt;
     let start = Instant::now();
     let child = cmd
+        .process_group(0)
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -183,9 +220,12 @@ pub fn run_limited(cmd: &mut Command, stdin: Option<String>, limit: Duration) ->
         });
     }
     let pid = child.id();
+    track(pid);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
+        let out = child.wait_with_output();
+        untrack(pid);
+        let _ = tx.send(out);
     });
     match rx.recv_timeout(limit) {
         Ok(Ok(o)) => Out {
@@ -201,8 +241,8 @@ pub fn run_limited(cmd: &mut Command, stdin: Option<String>, limit: Duration) ->
             elapsed: start.elapsed(),
         },
         Err(_) => {
-            // SAFETY: kill(2) of the child this function started.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            // SAFETY: kill(2) of the process group of the child this function started.
+            unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
             let o = rx
                 .recv_timeout(Duration::from_secs(10))
                 .ok()

@@ -232,6 +232,7 @@ fn stop_on_signals(paths: Paths) {
             }
         });
         eprintln!("conformance: interrupted: stopping everything it started");
+        flow::kill_children();
         rc::cleanup(&paths);
         std::process::exit(130);
     });

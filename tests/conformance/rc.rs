@@ -256,24 +256,20 @@ pub struct Mark {
 impl Service {
     /// `start.sh` with a fresh database and the real limits, then the stand-in chain and wallet.
     pub fn start(paths: Paths) -> Result<Service, String> {
-        let out = Command::new(paths.script("start.sh"))
-            .env("RC", &paths.rc)
+        let mut cmd = Command::new(paths.script("start.sh"));
+        cmd.env("RC", &paths.rc)
             .env("RC_PORT", paths.port.to_string())
             .env("RC_FRESH", "1")
             .env("RC_STUB_CHAIN", "0")
             .env("RC_STUB_WALLET", "0")
             .env_remove("RC_RATE_LIMITS")
             .env_remove("RC_NO_MINER")
-            .env_remove("RC_BOND")
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run start.sh: {e}"))?;
-        if !out.status.success() {
+            .env_remove("RC_BOND");
+        let out = crate::flow::run_limited(&mut cmd, None, Duration::from_secs(180));
+        if out.code != 0 {
             return Err(format!(
-                "start.sh failed ({}):\n{}{}\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr),
+                "start.sh failed:\n{}\n{}",
+                out.show(),
                 tail(&paths.rc.join("coordinator.log"), 30)
             ));
         }

@@ -48,12 +48,14 @@ pub fn kill9_resume(c: &mut Check, svc: &Service) {
             break;
         }
         if let Ok(Some(st)) = child.try_wait() {
+            crate::flow::untrack(child.id());
             return c.fail(format!("the run ended ({st}) before any job was journaled"));
         }
         std::thread::sleep(Duration::from_millis(10));
     }
     let _ = child.kill(); // SIGKILL
     let _ = child.wait();
+    crate::flow::untrack(child.id());
     let Some(journal) = journal else {
         return c.fail("no job was journaled within 60 s");
     };

@@ -17,6 +17,15 @@ fn json_in(out: &Out) -> Option<Value> {
     serde_json::from_str(&out.stdout[at..]).ok()
 }
 
+/// Forgets the child when the check ends (`Serve` kills it on drop).
+struct Untrack(u32);
+
+impl Drop for Untrack {
+    fn drop(&mut self) {
+        crate::flow::untrack(self.0);
+    }
+}
+
 struct Cli<'a> {
     paths: &'a Paths,
     url: String,
@@ -61,6 +70,9 @@ impl Cli<'_> {
 /// `ai submit`, `status`, `results`, `jobs`, `cancel`, `refund` against `coordinator serve`.
 pub fn against_serve(c: &mut Check, paths: &Paths) {
     let serve = Serve::start(&[]);
+    let pid = serve.child.id();
+    crate::flow::track(pid);
+    let _untrack = Untrack(pid);
     let cli = Cli {
         paths,
         url: serve.url.clone(),

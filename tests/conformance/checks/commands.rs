@@ -286,7 +286,7 @@ fn op(c: &mut Check, svc: &Service, dir: &std::path::Path, input: Value) -> Opti
 }
 
 /// Each operation of the operator skill through `op`: submit (with wait), status, results, list,
-/// optimize, balance, and cancel.
+/// optimize, balance, cancel, and refund (as `job refund`).
 pub fn op_operations(c: &mut Check, svc: &Service) {
     let dir = workdir(svc, "op");
     let Some(sub) = op(
@@ -359,6 +359,13 @@ pub fn op_operations(c: &mut Check, svc: &Service) {
     if let Some(v) = op(c, svc, &dir, json!({"operation": "cancel", "job_id": hid})) {
         c.expect(v["status"] == "cancelled", || {
             format!("op cancel: {}", v["status"])
+        });
+    }
+    if op(c, svc, &dir, json!({"operation": "refund", "job_id": hid})).is_some()
+        && let Some(p) = c.ok(svc.payment(&hid))
+    {
+        c.expect(p["status"] == "refunded", || {
+            format!("op refund: the payment view of {hid} says {}", p["status"])
         });
     }
 }

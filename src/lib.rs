@@ -15,6 +15,7 @@ pub mod duration;
 pub mod exec;
 pub mod exit;
 pub mod local;
+pub mod mcp;
 pub mod model;
 pub mod money;
 pub mod op;

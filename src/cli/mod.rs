@@ -37,6 +37,7 @@ macro_rules! errln {
 pub mod coordinator;
 pub mod dry_run;
 pub mod job;
+pub mod mcp;
 pub mod plan_cmds;
 pub mod run;
 pub mod scheduler;
@@ -77,6 +78,9 @@ pub enum Command {
     Job(job::JobArgs),
     /// Read the operator skill's input JSON on stdin and print its output JSON.
     Op(job::OpArgs),
+    /// Serve the operator skill's operations and the plan commands as tools for AI agents (MCP over
+    /// stdio), with a spend cap.
+    Mcp(mcp::McpArgs),
     /// Run the plans of a folder on their `schedule:` (long-lived, or `--once` from system cron).
     Scheduler(scheduler::SchedulerArgs),
 }
@@ -107,6 +111,7 @@ pub fn main() -> i32 {
         Command::Coordinator(c) => coordinator::execute(c),
         Command::Job(c) => job::execute(c),
         Command::Op(a) => job::op(a),
+        Command::Mcp(a) => mcp::mcp(a),
         Command::Scheduler(a) => scheduler::scheduler(a),
     }
 }

@@ -1,0 +1,212 @@
+//! The skill's operations as tools. A call's arguments become the skill's input ([`OpInput`]), checked
+//! as `op` checks it; `status`, `results`, `list`, `optimize` and `balance` then run exactly as `op`
+//! runs them ([`crate::op::execute`]). `submit` and `cancel` run the same operations with what only the
+//! server has around them:
+//!
+//! - `submit` reserves its payment under the spend cap before anything is sent, and keeps it counted
+//!   once the coordinator took the job (or may have: a lost answer counts); with `wait` it reports the
+//!   job's progress, and when the caller cancels the call it cancels the job and asks for its refund.
+//!   A job that ended without a result has its refund asked for too.
+//! - `cancel` asks for the refund of the job it cancelled.
+//!
+//! A refund that the coordinator confirms gives the payment back to the spend cap.
+
+use std::time::Instant;
+
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::progress::Progress;
+use super::server::State;
+use crate::api::{JobId, JobState, JobView};
+use crate::client::Coordinator;
+use crate::model::{Operation, Outcome};
+use crate::op::OpInput;
+use crate::ops::{self, Conn, OpError};
+use crate::policy::Policy;
+
+/// The skill's input for a tool's arguments: `operation` is the tool's, and every argument must be
+/// one of the tool's fields (`fields`). `Err` says which argument did not fit.
+pub fn input(
+    op: Operation,
+    arguments: Option<&Map<String, Value>>,
+    fields: &[String],
+) -> Result<OpInput, String> {
+    let mut args = arguments.cloned().unwrap_or_default();
+    if let Some(unknown) = args.keys().find(|k| !fields.iter().any(|f| f == *k)) {
+        return Err(format!(
+            "`{unknown}` is not an argument of `{}`: it takes {}",
+            op.as_str(),
+            fields.join(", ")
+        ));
+    }
+    args.insert("operation".into(), Value::String(op.as_str().into()));
+    OpInput::from_json(&Value::Object(args).to_string())
+}
+
+/// Runs one of the skill's operations; every failure is the skill's failed output.
+pub async fn call<C: Coordinator>(
+    state: &State<C>,
+    input: &OpInput,
+    progress: &Progress,
+    cancel: &CancellationToken,
+) -> Outcome {
+    let op = input.operation.unwrap_or(Operation::Status);
+    if let Some(failed) = crate::op::precheck(input) {
+        return failed.output;
+    }
+    let started = Instant::now();
+    match op {
+        Operation::Submit => {
+            let mut notes = Vec::new();
+            let result = submit(state, input, progress, cancel, &mut notes).await;
+            let mut out = crate::op::finish(op, input, result, started).output;
+            out.issues.extend(notes);
+            out.settle()
+        }
+        Operation::Cancel => {
+            let result = cancel_job(state, input).await;
+            crate::op::finish(op, input, result, started).output
+        }
+        _ => {
+            crate::op::execute(&*state.coord, input, &state.op_options())
+                .await
+                .output
+        }
+    }
+}
+
+/// Submit under the spend cap; with `wait`, wait (reporting progress, giving up when `cancel` fires)
+/// and fetch the result. `notes` gets what the outcome should also say (a refund).
+async fn submit<C: Coordinator>(
+    state: &State<C>,
+    input: &OpInput,
+    progress: &Progress,
+    cancel: &CancellationToken,
+    notes: &mut Vec<String>,
+) -> Result<Outcome, OpError> {
+    let req = crate::op::job_request(input)?;
+    let reservation = state
+        .cap
+        .reserve(&req.wallet, req.payment)
+        .map_err(|e| OpError::Rules(vec![e]))?;
+    let conn = state.conn().with_trace(progress);
+    let submitted = match ops::submit::submit(&conn, &req, &Policy::default()).await {
+        Ok(s) => {
+            state.cap.paid(reservation, s.answer.view.job_id.as_str());
+            s
+        }
+        Err(e) => {
+            // A lost answer may hide an accepted job: its payment stays counted.
+            match &e {
+                OpError::Client(c) if c.may_have_committed() => state.cap.paid_unknown(reservation),
+                _ => state.cap.release(reservation),
+            }
+            return Err(e);
+        }
+    };
+    let view = &submitted.answer.view;
+    if !input.wait.unwrap_or(false) {
+        return Ok(submitted.outcome);
+    }
+    progress.report(0.0, format!("job {} submitted", view.job_id));
+    let timeout = input.timeout.unwrap_or(state.options.wait_timeout);
+    let last = tokio::select! {
+        waited = ops::wait::wait(&conn, &view.job_id, timeout) => waited?,
+        _ = cancel.cancelled() => return Ok(abandon(state, &state.conn(), &view.job_id).await),
+    };
+    if last.state != JobState::Completed {
+        if let Some(note) = refund(state, &conn, &last).await {
+            notes.push(note);
+        }
+        return Err(OpError::JobEnded {
+            last: Box::new(last),
+        });
+    }
+    progress.report(
+        90.0,
+        format!("job {} completed: fetching its result", view.job_id),
+    );
+    let fetched = ops::results::results(&conn, &last.job_id, Some(&last))
+        .await?
+        .outcome;
+    progress.report(100.0, format!("job {} done", view.job_id));
+    Ok(ops::submit::completed(
+        submitted.outcome,
+        fetched,
+        &req,
+        &view.job_id,
+    ))
+}
+
+/// The caller gave up waiting: cancel the job and ask for its refund. Nobody reads the answer (the
+/// protocol drops a cancelled call's result); the log says what became of the job.
+async fn abandon<C: Coordinator>(state: &State<C>, conn: &Conn<'_, C>, job: &JobId) -> Outcome {
+    match ops::cancel::cancel(conn, job).await {
+        Ok(done) => {
+            let note = refund(state, conn, &done.answer).await;
+            tracing::info!(
+                "the call waiting for job {job} was cancelled: job {}, {}",
+                done.answer.state,
+                note.as_deref().unwrap_or("no refund confirmed")
+            );
+            done.outcome
+        }
+        Err(e) => {
+            tracing::warn!(
+                "the call waiting for job {job} was cancelled, but the job was not: {e}"
+            );
+            e.outcome(Operation::Cancel)
+        }
+    }
+}
+
+/// Asks for the refund of a job that ended unpaid-out (cancelled, failed, expired); a confirmed one
+/// gives its payment back to the spend cap. Returns what to tell the caller.
+async fn refund<C: Coordinator>(
+    state: &State<C>,
+    conn: &Conn<'_, C>,
+    view: &JobView,
+) -> Option<String> {
+    let r = ops::cancel::refund(conn, view).await;
+    if !r.refunded {
+        return None;
+    }
+    let back = state.cap.refunded(view.job_id.as_str());
+    Some(match back {
+        Some(amount) => format!(
+            "the payment of job {} was refunded ({amount} AITBC back under the spend cap)",
+            view.job_id
+        ),
+        None => format!("the payment of job {} was refunded", view.job_id),
+    })
+}
+
+/// `cancel`: cancel the job, then ask for its refund and say the payment status read back.
+async fn cancel_job<C: Coordinator>(state: &State<C>, input: &OpInput) -> Result<Outcome, OpError> {
+    let job: JobId = input
+        .job_id
+        .as_deref()
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .map_err(OpError::Input)?;
+    let conn = state.conn();
+    let done = ops::cancel::cancel(&conn, &job).await?;
+    let r = ops::cancel::refund(&conn, &done.answer).await;
+    if r.refunded {
+        state.cap.refunded(job.as_str());
+    }
+    if done.outcome.failed() {
+        // Already final: the outcome says so; a refund asked for a failed or expired job is added.
+        let mut out = done.outcome;
+        if r.refunded {
+            out.issues
+                .push(format!("the payment of job {job} was refunded"));
+        }
+        return Ok(out);
+    }
+    let mut view = done.answer;
+    view.payment_status = r.payment_status.or(view.payment_status);
+    Ok(ops::cancel::outcome(&view))
+}

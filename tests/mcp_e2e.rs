@@ -12,45 +12,45 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The venv's Python: `AITBC_MCP_PYTHON`, else `mcp-venv/bin/python` in the target folder.
-fn python() -> (PathBuf, bool) {
+/// The venv's Python — `AITBC_MCP_PYTHON`, else `mcp-venv/bin/python` in the target folder — or, when
+/// it is not there, how to get it.
+fn python() -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("AITBC_MCP_PYTHON").filter(|p| !p.is_empty()) {
         let p = PathBuf::from(p);
-        let ok = p.exists();
-        return (p, ok);
+        return if p.exists() {
+            Ok(p)
+        } else {
+            Err(format!("AITBC_MCP_PYTHON={} does not exist", p.display()))
+        };
     }
     let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .parent()
         .map(|p| p.to_path_buf())
         .unwrap_or_default();
-    let p = target.join("mcp-venv").join("bin").join("python");
-    let ok = p.exists();
-    (p, ok)
+    let venv = target.join("mcp-venv");
+    let p = venv.join("bin").join("python");
+    if p.exists() {
+        return Ok(p);
+    }
+    let v = venv.display();
+    Err(format!(
+        "no Python MCP client at {v} (python3 -m venv {v} && {v}/bin/pip install -r tests/mcp/requirements.txt)"
+    ))
 }
 
 #[test]
 fn the_python_mcp_client_drives_the_server() {
-    let (py, found) = python();
-    if !found {
-        let venv = py
-            .parent()
-            .and_then(|b| b.parent())
-            .unwrap_or(&py)
-            .display()
-            .to_string();
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!(
-                "CI=true, but the Python MCP client is not installed at {venv}: .ci/run must create it \
-                 (python3 -m venv {venv} && {venv}/bin/pip install -r tests/mcp/requirements.txt)"
-            );
+    let py = match python() {
+        Ok(p) => p,
+        Err(why) => {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("CI=true, but {why}: .ci/run installs the client");
+            }
+            // Straight to stderr, past the test harness's capture: the one line a skipped test leaves.
+            let _ = writeln!(std::io::stderr(), "mcp_e2e skipped: {why}");
+            return;
         }
-        // Straight to stderr, past the test harness's capture: the one line a skipped test leaves.
-        let _ = writeln!(
-            std::io::stderr(),
-            "mcp_e2e skipped: no Python MCP client at {venv} (python3 -m venv {venv} && {venv}/bin/pip install -r tests/mcp/requirements.txt)"
-        );
-        return;
-    }
+    };
     // The plans folder holds copies of two example plans; a file beside it must stay out of reach.
     let root = tempfile::tempdir().unwrap();
     let plans = root.path().join("plans");

@@ -210,3 +210,171 @@ async fn cancel_job<C: Coordinator>(state: &State<C>, input: &OpInput) -> Result
     view.payment_status = r.payment_status.or(view.payment_status);
     Ok(ops::cancel::outcome(&view))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::client::ClientError;
+    use crate::client::fake::{Call, FakeCoordinator, JobScript};
+    use crate::mcp::server::{Options, Server};
+    use crate::money::Money;
+
+    fn m(s: &str) -> Money {
+        s.parse().unwrap()
+    }
+
+    fn server(fake: FakeCoordinator, caps: &[&str]) -> Server<FakeCoordinator> {
+        let mut options = Options::new(std::env::temp_dir());
+        for c in caps {
+            options.caps.add(c).unwrap();
+        }
+        fake.fund("w", m("100"));
+        Server::new(Arc::new(fake), options)
+    }
+
+    async fn call(s: &Server<FakeCoordinator>, tool: &str, args: Value) -> Value {
+        let args = args.as_object().cloned();
+        let a = s
+            .call(
+                tool,
+                args.as_ref(),
+                Progress::none(),
+                &CancellationToken::new(),
+            )
+            .await;
+        let mut v = a.value;
+        v["is_error"] = json!(a.is_error);
+        v
+    }
+
+    fn submit(payment: &str, wait: bool) -> Value {
+        json!({"job_type": "inference", "prompt": "p", "payment": payment, "wallet": "w", "wait": wait})
+    }
+
+    fn left(s: &Server<FakeCoordinator>) -> Option<Money> {
+        s.state().cap.left().total
+    }
+
+    #[tokio::test]
+    async fn a_refused_submit_pays_nothing_and_a_lost_answer_stays_counted() {
+        let fake = FakeCoordinator::new();
+        fake.fail_next(
+            Call::Submit,
+            ClientError::Invalid {
+                url: "u".into(),
+                status: 422,
+                message: "no".into(),
+                details: Vec::new(),
+            },
+        );
+        let s = server(fake, &["5"]);
+        let out = call(&s, "submit", submit("2", false)).await;
+        assert_eq!(out["is_error"], true, "{out}");
+        assert_eq!(left(&s), Some(m("5")));
+        // No answer, and the job is not found by its reference either: it may still exist.
+        s.state()
+            .coord
+            .fail_next(Call::Submit, FakeCoordinator::unavailable("/v1/jobs"));
+        let out = call(&s, "submit", submit("2", false)).await;
+        assert_eq!(out["summary"], "Service unavailable", "{out}");
+        assert_eq!(left(&s), Some(m("3")));
+        let out = call(&s, "submit", submit("3.5", false)).await;
+        assert_eq!(
+            out["summary"], "Spend cap reached: 3 AITBC left to spend",
+            "{out}"
+        );
+        assert_eq!(s.state().coord.calls(Call::Submit), 2);
+    }
+
+    #[tokio::test]
+    async fn cancel_asks_for_the_refund_and_gives_the_payment_back_under_the_cap() {
+        let fake = FakeCoordinator::new();
+        fake.script_others(JobScript::never_finishes());
+        let s = server(fake, &["5"]);
+        let out = call(&s, "submit", submit("4", false)).await;
+        assert_eq!(out["is_error"], false, "{out}");
+        assert_eq!(left(&s), Some(m("1")));
+        let job = out["job_id"].as_str().unwrap().to_string();
+        let out = call(&s, "cancel", json!({ "job_id": job })).await;
+        assert_eq!(out["status"], "cancelled", "{out}");
+        assert_eq!(out["performance_metrics"]["payment_status"], "refunded");
+        assert!(out["issues"].as_array().unwrap().is_empty(), "{out}");
+        assert_eq!(left(&s), Some(m("5")));
+        assert_eq!(s.state().coord.balance_of("w"), m("100"));
+        // Cancelling it again refunds nothing twice.
+        let out = call(&s, "cancel", json!({ "job_id": job })).await;
+        assert_eq!(out["is_error"], true, "{out}");
+        assert_eq!(left(&s), Some(m("5")));
+        assert_eq!(s.state().coord.calls(Call::Refund), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_wait_cancels_the_job_and_asks_for_its_refund() {
+        let fake = FakeCoordinator::new();
+        fake.script_others(JobScript::never_finishes());
+        let s = server(fake, &["5"]);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let got = seen.clone();
+        let progress = Progress::to(move |p, _| {
+            got.lock().unwrap().push(p);
+            async {}
+        });
+        let cancel = CancellationToken::new();
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            stop.cancel();
+        });
+        let args = submit("4", true);
+        let a = s.call("submit", args.as_object(), progress, &cancel).await;
+        assert_eq!(a.value["status"], "cancelled", "{}", a.value);
+        let coord = &s.state().coord;
+        assert_eq!(coord.calls(Call::Cancel), 1);
+        assert_eq!(coord.calls(Call::Refund), 1);
+        assert_eq!(coord.jobs()[0].state, JobState::Canceled);
+        assert_eq!(coord.balance_of("w"), m("100"));
+        assert_eq!(left(&s), Some(m("5")));
+        assert_eq!(*seen.lock().unwrap(), vec![0.0, 50.0]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_job_has_its_refund_asked_for() {
+        let fake = FakeCoordinator::new();
+        fake.script_others(JobScript::fails_after(1, "out of memory"));
+        let s = server(fake, &["5"]);
+        let out = call(&s, "submit", submit("4", true)).await;
+        assert_eq!(out["is_error"], true, "{out}");
+        assert!(
+            out["summary"].as_str().unwrap().ends_with("ended FAILED"),
+            "{out}"
+        );
+        assert!(
+            out["issues"].as_array().unwrap().iter().any(|i| i
+                .as_str()
+                .unwrap()
+                .contains("was refunded (4 AITBC back under the spend cap)")),
+            "{out}"
+        );
+        assert_eq!(left(&s), Some(m("5")));
+    }
+
+    #[test]
+    fn arguments_become_the_skills_input_or_a_clear_refusal() {
+        let fields: Vec<String> = ["wallet"].iter().map(|s| s.to_string()).collect();
+        let args = json!({"wallet": "w"});
+        let i = input(Operation::Balance, args.as_object(), &fields).unwrap();
+        assert_eq!(i.operation, Some(Operation::Balance));
+        assert_eq!(i.wallet.as_deref(), Some("w"));
+        let args = json!({"wallet": "w", "operation": "submit"});
+        let e = input(Operation::Balance, args.as_object(), &fields).unwrap_err();
+        assert_eq!(
+            e,
+            "`operation` is not an argument of `balance`: it takes wallet"
+        );
+    }
+}

@@ -412,3 +412,46 @@ pub fn list<C>(state: &State<C>, args: &RunsListArgs) -> Answer {
         "runs": runs,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plans_inside_the_plans_folder_are_opened() {
+        let root = tempfile::tempdir().unwrap();
+        let plans = root.path().join("plans");
+        std::fs::create_dir_all(plans.join("team")).unwrap();
+        std::fs::write(plans.join("team/a.yaml"), "x").unwrap();
+        std::fs::write(root.path().join("token"), "secret").unwrap();
+        let plans = plans.canonicalize().unwrap();
+        assert_eq!(
+            resolve(&plans, "team/a.yaml").unwrap(),
+            plans.join("team/a.yaml")
+        );
+        let inside = plans.join("team/a.yaml").display().to_string();
+        assert!(resolve(&plans, &inside).is_ok());
+        for escape in ["../token", "team/../../token"] {
+            let e = resolve(&plans, escape).unwrap_err();
+            assert!(e.contains("is outside the plans folder"), "{escape}: {e}");
+        }
+        let abs = root.path().join("token").display().to_string();
+        assert!(resolve(&plans, &abs).unwrap_err().contains("outside"));
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(root.path().join("token"), plans.join("link.yaml")).unwrap();
+            let e = resolve(&plans, "link.yaml").unwrap_err();
+            assert!(e.contains("is outside the plans folder"), "{e}");
+        }
+        assert!(
+            resolve(&plans, "team")
+                .unwrap_err()
+                .contains("is not a file")
+        );
+        assert!(
+            resolve(&plans, "nope.yaml")
+                .unwrap_err()
+                .starts_with("cannot read the plan `nope.yaml`")
+        );
+    }
+}

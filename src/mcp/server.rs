@@ -79,7 +79,7 @@ pub struct State<C> {
     pub tools: Vec<ToolDef>,
     /// Calls and background runs still going.
     pub tasks: TaskTracker,
-    /// Cancelled when the server stops: background runs stop with it.
+    /// Cancelled when the server stops: calls still running and background runs stop with it.
     pub shutdown: CancellationToken,
     /// Background runs still going.
     runs: Mutex<BTreeSet<String>>,
@@ -357,14 +357,23 @@ impl<C: Coordinator + 'static> ServerHandler for Server<C> {
         // The call counts as running until it has answered: shutdown waits for its cleanup.
         let _running = self.state.tasks.token();
         let progress = progress_for(&context);
+        // Given up when the caller cancels it, or at once when the server is told to stop (a client
+        // that goes away sends SIGTERM soon after closing stdin: the cleanup must not wait for rmcp's
+        // own drain of the session).
+        let cancel = self.state.shutdown.child_token();
+        let watch = {
+            let (asked, cancel) = (context.ct.clone(), cancel.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = asked.cancelled() => cancel.cancel(),
+                    _ = cancel.cancelled() => {}
+                }
+            })
+        };
         let answer = self
-            .call(
-                &request.name,
-                request.arguments.as_ref(),
-                progress,
-                &context.ct,
-            )
+            .call(&request.name, request.arguments.as_ref(), progress, &cancel)
             .await;
+        watch.abort();
         Ok(answer.into_result(&self.state.options.secrets).into())
     }
 }
@@ -375,6 +384,13 @@ pub async fn serve_stdio<C: Coordinator + 'static>(
     server: Server<C>,
     stop: CancellationToken,
 ) -> Result<(), String> {
+    // A signal stops the calls at once (they cancel their jobs) and the session with them.
+    let shutdown = server.state.shutdown.clone();
+    let signals = stop.clone();
+    tokio::spawn(async move {
+        signals.cancelled().await;
+        shutdown.cancel();
+    });
     let running = server
         .clone()
         .serve_with_ct(rmcp::transport::stdio_pipes(), stop.child_token())

@@ -2,13 +2,15 @@
 coordinator. Run by tests/mcp_e2e.rs as `python e2e.py BINARY WORKDIR`; every check prints one line,
 and the first failure ends the script with exit code 1.
 
-Three sessions, each its own server process:
+Four sessions, each its own server process:
   capped     --max-spend 30 --max-spend capped-wallet=2: the tools and their schemas, submit and wait
              with progress, results with the receipt verified, a bad job type, the spend cap refusing a
              call, run_plan of an example plan (and the cap refusing a plan that costs more).
   read-only  --read-only: only the tools that spend nothing, and a refused call of the others.
   slow       jobs take 60 s: a waiting submit whose call is cancelled has its job cancelled and
              refunded, which gives the payment back under the cap.
+  abandoned  jobs take 60 s: the client goes away (stdin closed, then SIGTERM) while a submit waits;
+             the server's log says the job was cancelled and refunded on its way out.
 """
 
 import json
@@ -38,20 +40,21 @@ def check(cond, what, detail=None):
     print(f"ok: {what}")
 
 
-def server(*flags):
+def server(*flags, log="warn"):
     return StdioServerParameters(
         command=BINARY,
         args=["mcp", "--plans-dir", WORKDIR, "--runs-dir", f"{WORKDIR}/runs", *flags],
         # Nothing of the test's environment decides the coordinator: the embedded one is started.
-        env={"RUST_LOG": "warn", "AITBC_COORDINATOR_URL": "", "AITBC_TOKEN": ""},
+        env={"RUST_LOG": log, "AITBC_COORDINATOR_URL": "", "AITBC_TOKEN": ""},
         cwd=WORKDIR,
     )
 
 
-async def session_of(params, body):
-    async with stdio_client(params) as (r, w):
+async def session_of(params, body, errlog=sys.stderr):
+    async with stdio_client(params, errlog=errlog) as (r, w):
         async with ClientSession(r, w, read_timeout_seconds=120) as s:
             init = await s.initialize()
+            s.write_stream = w
             await body(s, init)
 
 
@@ -212,10 +215,46 @@ async def slow(s, init):
     check(float(content(res)["result"]) == 10000 - 10, "the cancelled job's payment was refunded", content(res))
 
 
+async def abandoned(s, init):
+    # The client goes away while a submit waits: the server cancels the job on its way out.
+    submitted = anyio.Event()
+
+    async def on_progress(p, total, message):
+        submitted.set()
+
+    async def waiting():
+        await s.call_tool("submit", {"job_type": "training", "prompt": "left behind", "payment": 10,
+                                     "wallet": "w", "wait": True}, progress_callback=on_progress)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiting)
+        with anyio.fail_after(30):
+            await submitted.wait()
+        # Gone without a word: the server's stdin closes under the waiting call (no cancel is sent),
+        # and leaving the session then sends SIGTERM, as the client does to a server that stays.
+        await s.write_stream.aclose()
+        raise Leave()
+
+
+class Leave(Exception):
+    """Leave the session at once, with a call still waiting."""
+
+
 async def main():
     await session_of(server("--max-spend", "30", "--max-spend", "capped-wallet=2"), capped)
     await session_of(server("--read-only"), read_only)
     await session_of(server("--max-spend", "10", "--embedded-job-time", "60s"), slow)
+    log_path = f"{WORKDIR}/abandoned.log"
+    with open(log_path, "w") as log:
+        try:
+            await session_of(server("--embedded-job-time", "60s", log="aitbc_flow=info"), abandoned, errlog=log)
+        except BaseException as e:  # the session's task groups wrap `Leave`
+            if "Leave" not in repr(e):
+                raise
+    with open(log_path) as log:
+        text = log.read()
+    check("was cancelled: job CANCELED" in text and "was refunded" in text,
+          "a client that goes away has its waiting job cancelled and refunded", text)
     print(f"{CHECKS} checks passed")
 
 

@@ -5,7 +5,8 @@
 //!
 //! - `submit` reserves its payment under the spend cap before anything is sent, and keeps it counted
 //!   once the coordinator took the job (or may have: a lost answer counts); with `wait` it reports the
-//!   job's progress, and when the caller cancels the call it cancels the job and asks for its refund.
+//!   job's progress; when the caller cancels the call (while it waits, or while the job was being
+//!   sent) it cancels the job and asks for its refund.
 //!   A job that ended without a result has its refund asked for too.
 //! - `cancel` asks for the refund of the job it cancelled.
 //!
@@ -106,6 +107,11 @@ async fn submit<C: Coordinator>(
         }
     };
     let view = &submitted.answer.view;
+    if cancel.is_cancelled() {
+        // The caller gave up while the job was being sent: nobody will learn its id, so it is not
+        // left running (and paid).
+        return Ok(abandon(state, &state.conn(), &view.job_id).await);
+    }
     if !input.wait.unwrap_or(false) {
         return Ok(submitted.outcome);
     }
@@ -340,6 +346,23 @@ mod tests {
         assert_eq!(coord.balance_of("w"), m("100"));
         assert_eq!(left(&s), Some(m("5")));
         assert_eq!(*seen.lock().unwrap(), vec![0.0, 50.0]);
+    }
+
+    #[tokio::test]
+    async fn a_submit_whose_caller_gave_up_while_it_was_sent_is_cancelled() {
+        let fake = FakeCoordinator::new();
+        fake.script_others(JobScript::never_finishes());
+        let s = server(fake, &["5"]);
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let args = submit("4", false);
+        s.call("submit", args.as_object(), Progress::none(), &cancel)
+            .await;
+        let coord = &s.state().coord;
+        assert_eq!(coord.calls(Call::Submit), 1);
+        assert_eq!(coord.jobs()[0].state, JobState::Canceled);
+        assert_eq!(coord.balance_of("w"), m("100"));
+        assert_eq!(left(&s), Some(m("5")));
     }
 
     #[tokio::test(start_paused = true)]

@@ -17,6 +17,7 @@ pub mod exec;
 pub mod exit;
 pub mod limits;
 pub mod local;
+pub mod mcp;
 pub mod model;
 pub mod money;
 pub mod op;

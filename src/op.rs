@@ -26,7 +26,10 @@ use crate::policy::{Policy, PolicyError};
 pub use crate::model::{OpStatus, Operation, Outcome, ValidationStatus};
 
 /// The skill's input JSON. Unknown fields are tolerated; numbers may be given as strings.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+///
+/// Its JSON Schema (the field descriptions are these doc comments) is what the MCP server's tools
+/// offer as their input schemas, each tool the fields of its operation.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 pub struct OpInput {
     /// What to do.
     pub operation: Option<Operation>,
@@ -35,6 +38,7 @@ pub struct OpInput {
     pub wallet: Option<String>,
     /// One of the six job types (submit; a filter for list).
     #[serde(default)]
+    #[schemars(with = "Option<crate::model::JobType>")]
     pub job_type: Option<String>,
     /// The prompt (submit).
     #[serde(default)]
@@ -59,6 +63,7 @@ pub struct OpInput {
     pub gpu: Option<f64>,
     /// Seconds (or `"1h"`) the resources are needed (optimize).
     #[serde(default, deserialize_with = "lenient_duration")]
+    #[schemars(schema_with = "duration_schema")]
     pub duration: Option<Duration>,
     /// Page size (list).
     #[serde(default)]
@@ -86,6 +91,7 @@ pub struct OpInput {
     pub wait: Option<bool>,
     /// Extension: how long to wait (default 300 s).
     #[serde(default, deserialize_with = "lenient_duration")]
+    #[schemars(schema_with = "duration_schema")]
     pub timeout: Option<Duration>,
     /// Extension: the optimization target (default efficiency).
     #[serde(default)]
@@ -96,6 +102,14 @@ pub struct OpInput {
     /// Extension: the currency; only AITBC (or the skill's "AIT") is accepted.
     #[serde(default)]
     pub currency: Option<String>,
+}
+
+/// Seconds as a number, or a duration as text (`"90s"`, `"5m"`, `"1h"`).
+fn duration_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": ["number", "string", "null"],
+        "description": "Seconds (a number), or a duration such as \"90s\", \"5m\" or \"1h\"."
+    })
 }
 
 fn lenient_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
@@ -290,7 +304,9 @@ fn submit_rules(req: &JobRequest, input: &OpInput) -> Vec<PolicyError> {
     broken
 }
 
-fn finish(
+/// The output and exit code of an operation's result: a failure becomes the skill's failed output
+/// (a failed submit still says what was asked for), and the time it took is filled in.
+pub fn finish(
     op: Operation,
     input: &OpInput,
     result: Result<Outcome, OpError>,

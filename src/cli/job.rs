@@ -8,7 +8,7 @@
 use std::io::Read;
 use std::path::PathBuf;
 
-use crate::client::config::{ClientConfig, ConfigOverrides, Pacing};
+use crate::client::config::{ClientConfig, ConfigOverrides, Pacing, Secret};
 use crate::client::http::HttpCoordinator;
 use crate::duration::Dur;
 use crate::exit;
@@ -315,7 +315,7 @@ pub fn op(args: OpArgs) -> i32 {
 /// Connects (starting the embedded coordinator when none is configured), runs the input, and shuts
 /// the embedded coordinator down. `Err` carries the exit code of a failure already reported.
 fn run_input(
-    connect: &ConnectArgs,
+    connect_args: &ConnectArgs,
     input: &OpInput,
     balance_check: BalanceCheck,
 ) -> Result<OpOutcome, i32> {
@@ -323,14 +323,6 @@ fn run_input(
     if let Some(failed) = crate::op::precheck(input) {
         return Ok(failed);
     }
-    let overrides = ConfigOverrides {
-        coordinator: connect.coordinator.clone(),
-        wallet_url: connect.wallet_url.clone(),
-    };
-    let config = ClientConfig::from_env(&overrides).map_err(|e| {
-        errln!("error: {e}");
-        exit::INVALID
-    })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -340,45 +332,86 @@ fn run_input(
             exit::INVALID
         })?;
     runtime.block_on(async {
-        let (config, local) = if config.is_configured() {
-            (config, None)
-        } else {
-            let handle = crate::local::start(crate::local::LocalConfig::default())
-                .await
-                .map_err(|e| {
-                    errln!("error: cannot start the embedded coordinator: {e}");
-                    exit::UNREACHABLE
-                })?;
-            errln!(
+        let conn = connect(connect_args, crate::local::LocalConfig::default(), |url| {
+            format!(
                 "note: no coordinator configured (--coordinator or AITBC_COORDINATOR_URL): using an embedded \
-                 one at {} whose jobs and wallets live only as long as this command; `job submit --wait` \
-                 is the useful form, or run `aitbc-flow coordinator serve` and point --coordinator at it",
-                handle.url()
-            );
-            let mut c = ClientConfig::for_url(&handle.url()).map_err(|e| {
-                errln!("error: {e}");
-                exit::UNREACHABLE
-            })?;
-            c.token = Some(crate::client::config::Secret::new(handle.token()));
-            c.pacing = Pacing::off();
-            (c, Some(handle))
-        };
-        let client = HttpCoordinator::new(&config).map_err(|e| {
-            errln!("error: {e}");
-            exit::INVALID
-        })?;
+                 one at {url} whose jobs and wallets live only as long as this command; `job submit --wait` \
+                 is the useful form, or run `aitbc-flow coordinator serve` and point --coordinator at it"
+            )
+        })
+        .await?;
         let opts = OpOptions {
             base_dir: std::env::current_dir().unwrap_or_default(),
             balance_check,
             ..OpOptions::default()
         };
-        let outcome = crate::op::execute(&client, input, &opts).await;
-        if let Some(handle) = local
+        let outcome = crate::op::execute(&conn.client, input, &opts).await;
+        conn.close().await;
+        Ok(outcome)
+    })
+}
+
+/// The coordinator a command talks to: the configured one, or an embedded one started for it.
+pub struct Connection {
+    /// The client.
+    pub client: HttpCoordinator,
+    /// The embedded coordinator, when one was started for the command.
+    pub local: Option<crate::local::LocalHandle>,
+    /// The credentials sent, which no output may show.
+    pub token: Option<Secret>,
+}
+
+impl Connection {
+    /// Stops the embedded coordinator, if one was started.
+    pub async fn close(self) {
+        if let Some(handle) = self.local
             && let Err(e) = handle.shutdown().await
         {
             tracing::warn!("embedded coordinator did not stop cleanly: {e}");
         }
-        Ok(outcome)
+    }
+}
+
+/// Connects to the coordinator configured by the flags and the environment, or — with none — starts
+/// an embedded one with `local` and says so on stderr with `note(url)`. Runs inside a tokio runtime.
+/// `Err` carries the exit code of a failure already reported.
+pub async fn connect(
+    args: &ConnectArgs,
+    local: crate::local::LocalConfig,
+    note: impl FnOnce(&str) -> String,
+) -> Result<Connection, i32> {
+    let overrides = ConfigOverrides {
+        coordinator: args.coordinator.clone(),
+        wallet_url: args.wallet_url.clone(),
+    };
+    let config = ClientConfig::from_env(&overrides).map_err(|e| {
+        errln!("error: {e}");
+        exit::INVALID
+    })?;
+    let (config, local) = if config.is_configured() {
+        (config, None)
+    } else {
+        let handle = crate::local::start(local).await.map_err(|e| {
+            errln!("error: cannot start the embedded coordinator: {e}");
+            exit::UNREACHABLE
+        })?;
+        errln!("{}", note(&handle.url()));
+        let mut c = ClientConfig::for_url(&handle.url()).map_err(|e| {
+            errln!("error: {e}");
+            exit::UNREACHABLE
+        })?;
+        c.token = Some(Secret::new(handle.token()));
+        c.pacing = Pacing::off();
+        (c, Some(handle))
+    };
+    let client = HttpCoordinator::new(&config).map_err(|e| {
+        errln!("error: {e}");
+        exit::INVALID
+    })?;
+    Ok(Connection {
+        client,
+        local,
+        token: config.token.clone(),
     })
 }
 

@@ -38,6 +38,7 @@ pub mod coordinator;
 pub mod dry_run;
 pub mod job;
 pub mod login;
+pub mod mcp;
 pub mod plan_cmds;
 pub mod run;
 pub mod scheduler;
@@ -80,6 +81,9 @@ pub enum Command {
     Op(job::OpArgs),
     /// Log in with the wallet's key and write a session token to AITBC_TOKEN_FILE.
     Login(login::LoginArgs),
+    /// Serve the operator skill's operations and the plan commands as tools for AI agents (MCP over
+    /// stdio), with a spend cap.
+    Mcp(mcp::McpArgs),
     /// Run the plans of a folder on their `schedule:` (long-lived, or `--once` from system cron).
     Scheduler(scheduler::SchedulerArgs),
 }
@@ -111,6 +115,7 @@ pub fn main() -> i32 {
         Command::Job(c) => job::execute(c),
         Command::Op(a) => job::op(a),
         Command::Login(a) => login::login(a),
+        Command::Mcp(a) => mcp::mcp(a),
         Command::Scheduler(a) => scheduler::scheduler(a),
     }
 }

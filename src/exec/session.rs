@@ -50,6 +50,19 @@ pub async fn run_with_reports<C: Coordinator + 'static>(
     terminal: Mode,
     interrupt: CancellationToken,
 ) -> std::io::Result<Finished> {
+    run_with_reports_observed(plan, coord, options, terminal, interrupt, |_| {}).await
+}
+
+/// [`run_with_reports`], with one more reporter: `observe` sees every event (secrets already out) as
+/// the reporters do — the MCP server's progress notifications of a `run_plan`.
+pub async fn run_with_reports_observed<C: Coordinator + 'static>(
+    plan: Arc<CheckedPlan>,
+    coord: Arc<C>,
+    options: RunOptions,
+    terminal: Mode,
+    interrupt: CancellationToken,
+    mut observe: impl FnMut(&Event) + Send,
+) -> std::io::Result<Finished> {
     let run_dir = options.run_dir.clone();
     std::fs::create_dir_all(&run_dir)?;
     let mut builder =
@@ -79,6 +92,7 @@ pub async fn run_with_reports<C: Coordinator + 'static>(
                     io_error.get_or_insert(err);
                 }
                 term.on_event(&e);
+                observe(&e);
                 // The report exists from the start of the run (written once the journal has its header).
                 let first = matches!(e, Event::RunStarted { .. });
                 builder.apply(e);

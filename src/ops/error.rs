@@ -172,6 +172,11 @@ impl OpError {
                     .find(|r| matches!(r, PolicyError::InsufficientBalance { .. }))
                 {
                     format!("Insufficient balance: the job requires {needed} AITBC")
+                } else if let Some(PolicyError::SpendCap { left, .. }) = rules
+                    .iter()
+                    .find(|r| matches!(r, PolicyError::SpendCap { .. }))
+                {
+                    format!("Spend cap reached: {left} AITBC left to spend")
                 } else if rules
                     .iter()
                     .any(|r| matches!(r, PolicyError::UnknownJobType { .. }))

@@ -8,6 +8,7 @@
 //! one error type, [`PolicyError`]; a plan's [`Policy`] may tighten the numbers.
 
 pub mod settings;
+pub mod spend;
 
 use std::time::Duration;
 
@@ -160,6 +161,26 @@ pub enum PolicyError {
     /// A required field is empty.
     #[error("`{0}` is required")]
     Missing(&'static str),
+    /// The spend cap leaves no room for the payment ([`spend::SpendCap`]).
+    #[error(
+        "spend cap: {payment} AITBC from wallet {wallet} is more than is left: {left} AITBC of {}",
+        match cap_wallet {
+            Some(w) => format!("the cap of {cap} AITBC for wallet {w}"),
+            None => format!("the total cap of {cap} AITBC"),
+        }
+    )]
+    SpendCap {
+        /// The paying wallet (or wallets, for a plan).
+        wallet: String,
+        /// What was to be paid.
+        payment: Money,
+        /// What is left under the cap.
+        left: Money,
+        /// The cap.
+        cap: Money,
+        /// The wallet whose own cap it is; `None` for the total cap.
+        cap_wallet: Option<String>,
+    },
 }
 
 impl PolicyError {
@@ -170,7 +191,8 @@ impl PolicyError {
             PolicyError::PaymentBelowMinimum { .. }
             | PolicyError::PaymentOutOfBounds { .. }
             | PolicyError::PaymentAboveMaximum { .. }
-            | PolicyError::InsufficientBalance { .. } => "payment",
+            | PolicyError::InsufficientBalance { .. }
+            | PolicyError::SpendCap { .. } => "payment",
             PolicyError::PromptTooLong { .. } | PolicyError::EmptyPrompt => "prompt",
             PolicyError::Currency { .. } => "currency",
             PolicyError::NoWallet => "wallet",
@@ -234,6 +256,9 @@ impl PolicyError {
             PolicyError::NotPositive { resource, .. } => {
                 format!("Ask for more than 0 {resource}")
             }
+            PolicyError::SpendCap { left, .. } => format!(
+                "Lower the payment to at most {left} AITBC, or ask whoever set the spend cap to raise it"
+            ),
             PolicyError::Missing(_) => return None,
         })
     }

@@ -1,6 +1,7 @@
 //! Reporters fed by the run's event stream: the terminal view, `report.json`, `summary.md`,
-//! `junit.xml` and `events.jsonl`.
+//! `junit.xml` and `events.jsonl`; and the dry run of a plan, which shows what a run would do.
 
+pub mod dry_run;
 pub mod history;
 pub mod model;
 pub mod repro;

@@ -1,0 +1,170 @@
+//! The dry run of a checked plan: the steps in the order they would start, with their levels, the
+//! rendered requests (secrets redacted; values that need another step's output are shown as their
+//! `${{ steps.… }}` template) and the payment per wallet — as JSON (`plan --output json`, the MCP
+//! server's `plan` tool) and as text for a person. Balances are not known offline: `run` compares them
+//! before the first submit.
+
+use serde_json::{Map, Value, json};
+
+use crate::plan::check::CheckedPlan;
+
+/// Replaces every secret in every string of a value with `***`.
+fn redact_value(plan: &CheckedPlan, v: &Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(plan.redact(s)),
+        Value::Array(a) => Value::Array(a.iter().map(|x| redact_value(plan, x)).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, x)| (k.clone(), redact_value(plan, x)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// The dry run of a checked plan as JSON.
+pub fn dry_run_value(plan: &CheckedPlan) -> Value {
+    let steps: Vec<Value> = plan
+        .steps
+        .iter()
+        .map(|s| {
+            let mut m = Map::new();
+            m.insert("id".into(), json!(s.id));
+            m.insert("step".into(), json!(s.base_id));
+            m.insert("kind".into(), json!(s.kind.name()));
+            m.insert("level".into(), json!(s.level));
+            m.insert("needs".into(), json!(s.needs));
+            if !s.matrix.is_empty() {
+                m.insert("matrix".into(), Value::Object(s.matrix.clone()));
+            }
+            if let Some(w) = &s.when {
+                m.insert(
+                    "when".into(),
+                    redact_value(plan, &serde_json::to_value(w).unwrap_or(Value::Null)),
+                );
+            }
+            m.insert(
+                "timeout".into(),
+                json!(crate::duration::Dur(s.timeout).to_string()),
+            );
+            m.insert(
+                "retry".into(),
+                serde_json::to_value(&s.retry).unwrap_or(Value::Null),
+            );
+            if s.continue_on_error {
+                m.insert("continue_on_error".into(), json!(true));
+            }
+            if let Some(pf) = &s.prompt_file {
+                m.insert("prompt_file".into(), json!(pf));
+            }
+            m.insert("request".into(), redact_value(plan, &plan.preview(s)));
+            if !s.outputs.is_empty() {
+                m.insert(
+                    "outputs".into(),
+                    redact_value(plan, &Value::Object(s.outputs.clone())),
+                );
+            }
+            Value::Object(m)
+        })
+        .collect();
+    let (spend, runtime) = crate::plan::spend::spend_per_wallet(plan);
+    let levels = plan.steps.iter().map(|s| s.level + 1).max().unwrap_or(0);
+    json!({
+        "plan": plan.plan.name,
+        "file": plan.path.display().to_string(),
+        "content_hash": plan.content_hash,
+        "levels": levels,
+        "steps": steps,
+        "spend": {
+            "per_wallet": spend,
+            "known_at_run_time": runtime,
+            "balances_checked": false,
+        },
+        "warnings": plan.warnings.iter().map(|w| json!({
+            "message": w.message,
+            "location": w.location.as_ref().map(|l| l.to_string()),
+            "help": w.help,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// A request value as one line of text (strings bare, others as JSON).
+fn inline(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The dry run of a checked plan for a person.
+pub fn dry_run_text(plan: &CheckedPlan) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let levels = plan.steps.iter().map(|s| s.level + 1).max().unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "plan `{}` ({}): {} step{} in {} level{}",
+        plan.plan.name,
+        plan.path.display(),
+        plan.steps.len(),
+        if plan.steps.len() == 1 { "" } else { "s" },
+        levels,
+        if levels == 1 { "" } else { "s" },
+    );
+    let mut level = usize::MAX;
+    for s in &plan.steps {
+        if s.level != level {
+            level = s.level;
+            let _ = writeln!(out, "\nlevel {level}");
+        }
+        let mut head = format!("  {}  [{}]", s.id, s.kind.name());
+        if !s.needs.is_empty() {
+            let _ = write!(head, "  after {}", s.needs.join(", "));
+        }
+        let _ = writeln!(out, "{head}");
+        if let Some(w) = &s.when {
+            let w = match w {
+                crate::plan::types::When::Bool(b) => b.to_string(),
+                crate::plan::types::When::Expr(e) => plan.redact(e),
+            };
+            let _ = writeln!(out, "      when: {w}");
+        }
+        if let Value::Object(m) = &plan.preview(s) {
+            for (k, v) in m {
+                let text = plan.redact(&inline(v));
+                if text.contains('\n') {
+                    let label = match (&s.prompt_file, k.as_str()) {
+                        (Some(pf), "prompt") => format!("prompt (from {pf})"),
+                        _ => k.clone(),
+                    };
+                    let _ = writeln!(out, "      {label}: |");
+                    for line in text.trim_end().lines() {
+                        let _ = writeln!(out, "        {line}");
+                    }
+                } else {
+                    let _ = writeln!(out, "      {k}: {text}");
+                }
+            }
+        }
+    }
+    let (spend, runtime) = crate::plan::spend::spend_per_wallet(plan);
+    let _ = writeln!(out, "\nspend per wallet");
+    if spend.is_empty() {
+        let _ = writeln!(out, "  (no payments known before the run)");
+    }
+    for (w, m) in &spend {
+        let _ = writeln!(out, "  {w}: {m} AITBC");
+    }
+    if !runtime.is_empty() {
+        let _ = writeln!(
+            out,
+            "  plus the payments of {} (known only at run time)",
+            runtime.join(", ")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  balances are not known offline: `run` checks them before the first submit"
+    );
+    out
+}

@@ -272,7 +272,7 @@ fn a_journal_of_another_format_version_resumes_or_is_refused() {
     let run_id = run_dir.file_name().unwrap().to_str().unwrap().to_string();
     let journal = run_dir.join("journal.jsonl");
     let written = std::fs::read_to_string(&journal).unwrap();
-    assert!(written.starts_with("{\"run\":{\"version\":1,"), "{written}");
+    assert!(written.starts_with("{\"run\":{\"version\":2,"), "{written}");
     let resume = || {
         let mut c = Command::new(bin());
         c.args([
@@ -287,8 +287,8 @@ fn a_journal_of_another_format_version_resumes_or_is_refused() {
         output_within(c, Duration::from_secs(60))
     };
 
-    // As written before the header carried a version.
-    std::fs::write(&journal, written.replacen("\"version\":1,", "", 1)).unwrap();
+    // As written before the header carried a version (version 1, which this build still reads).
+    std::fs::write(&journal, written.replacen("\"version\":2,", "", 1)).unwrap();
     let out = resume();
     assert_eq!(
         out.status.code(),
@@ -302,17 +302,17 @@ fn a_journal_of_another_format_version_resumes_or_is_refused() {
     let older = std::fs::read_to_string(&journal).unwrap();
     assert_eq!(older.matches("{\"run\":").count(), 2);
     assert_eq!(
-        older.matches("{\"run\":{\"version\":1,").count(),
+        older.matches("{\"run\":{\"version\":2,").count(),
         1,
         "{older}"
     );
-    let newer = older.replacen("{\"run\":{", "{\"run\":{\"version\":2,", 1);
+    let newer = older.replacen("{\"run\":{", "{\"run\":{\"version\":3,", 1);
     std::fs::write(&journal, &newer).unwrap();
     let out = resume();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let expected = format!(
-        "error: cannot resume run {run_id}: {}:1: the journal is in format version 2, but aitbc-flow {} reads journal format version 1 only",
+        "error: cannot resume run {run_id}: {}:1: the journal is in format version 3, but aitbc-flow {} reads journal format versions 1 and 2 only",
         journal.display(),
         env!("CARGO_PKG_VERSION")
     );
@@ -416,4 +416,104 @@ fn a_resume_keeps_the_runs_cache_setting_and_takes_its_lock() {
     assert_eq!(resumed.len(), 2);
     assert_eq!(resumed[1]["run"]["cache"], false);
     assert_eq!(resumed[1]["run"]["lock"], true);
+}
+
+/// Outputs are journaled with secrets redacted; a step resumed after a kill -9 that reads an output
+/// which had quoted a secret is still sent the secret's value (read again from its source), never
+/// `***` — and the secret is in no file of the run and no output of either process.
+#[test]
+fn a_resumed_step_gets_the_secret_an_earlier_output_quoted_and_no_file_holds_it() {
+    let secret = "sk-live-8f2a91c4e7";
+    let plan = r#"
+version: 1
+name: secretive
+secrets:
+  api_key: {env: E2E_SECRET_KEY}
+steps:
+  - id: ask
+    job: {job_type: inference, wallet: w, payment: 1, prompt: "use key ${{ secrets.api_key }} please"}
+  - id: again
+    job: {job_type: inference, wallet: w, payment: 1, prompt: "echo ${{ steps.ask.output }}"}
+"#;
+    let serve = Serve::start(&["--fund", "w=100", "--no-faucet"]);
+    let dir = PlanDir::new(plan);
+    let mut first = serve.command();
+    first
+        .args(run_args(&dir.plan(), &dir.runs()))
+        .env("E2E_SECRET_KEY", secret)
+        // Killed once `again` is about to be submitted: `ask` is journaled as done.
+        .env("AITBC_FLOW_CRASH_AT", "intent:2");
+    let crashed = output_within(first, Duration::from_secs(60));
+    assert_eq!(crashed.status.signal(), Some(9));
+    let run_dir = dir.run_dir();
+    let run_id = run_dir.file_name().unwrap().to_str().unwrap().to_string();
+    let journal = std::fs::read_to_string(run_dir.join("journal.jsonl")).unwrap();
+    assert!(!journal.contains(secret));
+    assert!(
+        journal.contains(r#""redacted":{"/output":["#)
+            && journal.contains(r#"{"secret":"api_key"}"#),
+        "{journal}"
+    );
+
+    let mut resume = serve.command();
+    resume
+        .args([
+            "resume",
+            &run_id,
+            "--runs-dir",
+            dir.runs().to_str().unwrap(),
+            "--poll-start",
+            "20ms",
+            "--output",
+            "json",
+        ])
+        .env("E2E_SECRET_KEY", secret);
+    let resumed = output_within(resume, Duration::from_secs(60));
+    assert_eq!(
+        resumed.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    // What `again` was sent: ask's output with the secret in it, as the first start would have sent.
+    let jobs = serve.jobs();
+    let of = |step: &str| {
+        jobs.iter()
+            .find(|j| j["payload"]["client_ref"] == format!("{run_id}/{step}").as_str())
+            .unwrap_or_else(|| panic!("no job of {step}"))
+    };
+    assert_eq!(jobs.len(), 2);
+    let asked = of("ask")["result"]["output"].as_str().unwrap().to_string();
+    assert!(
+        asked.contains(secret),
+        "the output quoted the secret: {asked}"
+    );
+    assert_eq!(
+        of("again")["payload"]["prompt"],
+        format!("echo {asked}").as_str()
+    );
+
+    // And the secret is nowhere in the run's files or the processes' outputs.
+    for out in [&crashed, &resumed] {
+        for text in [&out.stdout, &out.stderr] {
+            assert!(!String::from_utf8_lossy(text).contains(secret));
+        }
+    }
+    assert!(String::from_utf8_lossy(&resumed.stdout).contains("***"));
+    let mut files = vec![dir.runs()];
+    let mut seen = 0;
+    while let Some(p) = files.pop() {
+        if p.is_dir() {
+            files.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else {
+            seen += 1;
+            let bytes = std::fs::read(&p).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(secret),
+                "{} holds the secret",
+                p.display()
+            );
+        }
+    }
+    assert!(seen >= 5, "the run's files were read");
 }

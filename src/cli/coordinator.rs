@@ -84,8 +84,8 @@ pub struct ServeArgs {
     pub fault_refuse_refunds: bool,
     /// Behave as the real service where that would surprise a local user: no refund on cancel,
     /// failure or expiry (ask with `POST /v1/payments/{id}/refund`), the job view still saying
-    /// `escrowed` after a refund, and jobs paid 10 AITBC or more ending COMPLETED with a ZK `error`
-    /// and their payment left in escrow.
+    /// `escrowed` after a refund, jobs paid 10 AITBC or more ending COMPLETED with a ZK `error`
+    /// and their payment left in escrow, and a result posted after a cancel turning the job COMPLETED.
     #[arg(long)]
     pub real_quirks: bool,
     /// The real service's rate limits: `real` (50 submits, 200 reads per endpoint, 50 cancels, 20

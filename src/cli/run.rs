@@ -150,6 +150,8 @@ struct ExecParams {
     lock: bool,
     /// Whether balances are checked (`--no-balance-check` turns it off for this start).
     balance_check: crate::ops::payer::BalanceCheck,
+    /// `resume --pay-again`.
+    pay_again: bool,
 }
 
 /// Runs `run`.
@@ -238,6 +240,7 @@ pub fn run(a: RunArgs) -> i32 {
         inputs,
         lock: run_lock.is_some(),
         balance_check: crate::ops::payer::BalanceCheck::skipped_if(a.no_balance_check),
+        pay_again: false,
     };
     // The base vars of `--vars-from` are kept in the run directory (the temporary file is gone), so
     // the journal names a file that `resume` can read again.
@@ -366,6 +369,7 @@ fn execute_plan(
             inputs: p.inputs.clone(),
             lock: p.lock,
             balance_check: p.balance_check,
+            pay_again: p.pay_again,
             ..RunOptions::new(run_id.clone(), run_dir.clone())
         };
         let finished =
@@ -517,6 +521,11 @@ pub struct ResumeArgs {
     /// Submit without reading wallet balances, for this start only (see `run --no-balance-check`).
     #[arg(long)]
     pub no_balance_check: bool,
+    /// Submit again a step whose job the run cancelled (Ctrl-C, a failure, a timeout) although its
+    /// refund is not confirmed: the step pays again while the first payment may still be held. Without
+    /// it, such a step fails and says how much is held.
+    #[arg(long)]
+    pub pay_again: bool,
 }
 
 /// Runs `resume`: keeps the steps that succeeded, re-attaches to submitted jobs, reconciles intents
@@ -569,6 +578,25 @@ pub fn resume(a: ResumeArgs) -> i32 {
         );
         return exit::INVALID;
     }
+    // Outputs that quoted a secret are given back to later steps with the secret's value, read from
+    // its source now: the plan must still have that secret.
+    if let Some((step, secret)) = replay.done.iter().find_map(|(id, kept)| {
+        kept.redacted.values().flatten().find_map(|p| match p {
+            journal::Piece::Secret { secret } if !plan.secrets.contains_key(secret) => {
+                Some((id, secret))
+            }
+            _ => None,
+        })
+    }) {
+        errln!(
+            "error: cannot resume run {}: the outputs of step `{step}` quoted the secret `{secret}`, \
+             which {} no longer declares; later steps would be given `***` in its place. Declare it \
+             again under `secrets:`.",
+            a.run_id,
+            plan_path.display()
+        );
+        return exit::INVALID;
+    }
     // A run that already succeeded is "resumed" too: nothing is sent, and its report is rebuilt from
     // the journal (a crash while writing the report leaves an old one behind).
     let coordinator = if replay.embedded {
@@ -616,6 +644,7 @@ pub fn resume(a: ResumeArgs) -> i32 {
         },
         lock: replay.lock,
         balance_check: crate::ops::payer::BalanceCheck::skipped_if(a.no_balance_check),
+        pay_again: a.pay_again,
     };
     if let Some(code) = refuse_short_token(
         &params.coordinator,

@@ -244,6 +244,29 @@ impl FakeCoordinator {
         self
     }
 
+    /// Providers post results after the cancel, as on the real service: every CANCELED job turns
+    /// COMPLETED with the output `ok: <prompt>`; a payment still escrowed is released, a refunded one
+    /// stays refunded.
+    pub fn post_late_results(&self) -> &Self {
+        let mut s = self.lock();
+        for j in s.jobs.iter_mut() {
+            if j.view.state != JobState::Canceled {
+                continue;
+            }
+            let (paid, shown) = (j.paid.clone(), j.view.payment_status.clone());
+            let prompt = j.view.payload.get("prompt").and_then(Value::as_str);
+            let result =
+                json!({"status": "completed", "output": format!("ok: {}", prompt.unwrap_or(""))});
+            j.complete(result, &self.key);
+            if paid.as_deref() != Some("escrowed") {
+                j.paid = paid;
+                j.view.payment_status = shown;
+            }
+        }
+        drop(s);
+        self
+    }
+
     /// The next call of `call` answers `error` and does nothing.
     pub fn fail_next(&self, call: Call, error: ClientError) -> &Self {
         self.push_fault(call, Fault::Before(error))

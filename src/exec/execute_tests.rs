@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::journal::{self, Record, Replay, Submission};
+use super::journal::{self, CancelOutcome, CancelWhy, Kept, Record, Replay, RunCancel, Submission};
 use super::{RunOptions, RunOutcome, execute};
 use crate::client::fake::{Call, FakeCoordinator, JobScript};
 use crate::exit;
@@ -361,7 +361,15 @@ async fn a_resumed_run_keeps_the_steps_done_before_and_runs_the_rest() {
     let replay = Replay {
         run_id: "r1".into(),
         attempts: 1,
-        done: [("a".to_string(), (a, outputs))].into(),
+        done: [(
+            "a".to_string(),
+            Kept {
+                report: a,
+                outputs,
+                redacted: Default::default(),
+            },
+        )]
+        .into(),
         submissions: [(
             "a".to_string(),
             vec![Submission {
@@ -371,6 +379,7 @@ async fn a_resumed_run_keeps_the_steps_done_before_and_runs_the_rest() {
                 payment: money(2),
                 buyer_address: None,
                 job_id: Some(earlier_job.into()),
+                cancelled: None,
             }],
         )]
         .into(),
@@ -402,7 +411,7 @@ async fn a_resumed_run_keeps_the_steps_done_before_and_runs_the_rest() {
         records.first(),
         Some(Record::Run { attempt: 1, .. })
     ));
-    let kept = records.iter().any(|r| matches!(r, Record::Step { report, outputs } if report.id == "a" && outputs.get("output") == Some(&Value::from("ok: alpha"))));
+    let kept = records.iter().any(|r| matches!(r, Record::Step { report, outputs, .. } if report.id == "a" && outputs.get("output") == Some(&Value::from("ok: alpha"))));
     assert!(kept, "a is journaled again for this start");
 }
 
@@ -621,4 +630,252 @@ async fn a_failed_job_is_refunded_before_it_is_submitted_again() {
         })
         .collect();
     assert_eq!(refunded, [("flaky", money(2))]);
+}
+
+/// A plan whose `hang` job runs until the run is interrupted (2 s in), then `later`.
+const HANGING: &str = "version: 1\nname: hanging\nsteps:\n  - id: hang\n    job: {job_type: inference, wallet: w, payment: 2, prompt: forever}\n  - id: later\n    needs: [hang]\n    balance: {wallet: w}\n";
+
+/// Runs `plan` until an interrupt 2 s in; returns the journal folded for a resume.
+async fn interrupted(h: &Harness, plan: &str) -> Arc<Replay> {
+    let interrupt = CancellationToken::new();
+    let ctrl_c = interrupt.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        ctrl_c.cancel();
+    });
+    let (out, _) = h.run_with(plan, h.options(), interrupt).await;
+    assert_eq!(out, outcome(RunStatus::Interrupted, exit::INTERRUPTED));
+    Arc::new(journal::replay(&h.journal()).unwrap())
+}
+
+fn resumed(h: &Harness, replay: Arc<Replay>, pay_again: bool) -> RunOptions {
+    RunOptions {
+        resume: Some(replay),
+        pay_again,
+        ..h.options()
+    }
+}
+
+fn refund_refused() -> crate::client::ClientError {
+    crate::client::ClientError::Invalid {
+        url: "http://fake.coordinator.invalid/v1/payments/p/refund".into(),
+        status: 400,
+        message: "Failed to refund payment".into(),
+        details: vec![],
+    }
+}
+
+/// The client references of the jobs the fake holds, oldest first.
+fn refs(fake: &FakeCoordinator) -> Vec<String> {
+    fake.jobs()
+        .iter()
+        .map(|j| j.client_ref().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_journal_says_which_jobs_the_run_cancelled_and_what_became_of_their_payment() {
+    let h = Harness::new();
+    h.fake.script_others(JobScript::never_finishes());
+    interrupted(&h, HANGING).await;
+    let job = job_of(&h.fake, "hang").job_id.to_string();
+    let cancels: Vec<(CancelWhy, Option<CancelOutcome>)> = h
+        .journal()
+        .into_iter()
+        .filter_map(|r| match r {
+            Record::Cancel {
+                step,
+                submission: 1,
+                job_id,
+                why,
+                outcome,
+            } if step == "hang" && job_id == job => Some((why, outcome)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        cancels,
+        [
+            (CancelWhy::Interrupted, None),
+            (
+                CancelWhy::Interrupted,
+                Some(CancelOutcome {
+                    state: Some("CANCELED".into()),
+                    payment_status: Some("refunded".into()),
+                    refunded: Some(money(2)),
+                    held: None,
+                })
+            )
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resume_submits_again_a_job_the_run_cancelled_once_its_refund_is_confirmed() {
+    let h = Harness::new();
+    h.fake.script(
+        "hang",
+        [JobScript::never_finishes(), JobScript::completes_after(1)],
+    );
+    let replay = interrupted(&h, HANGING).await;
+    assert_eq!(h.fake.balance_of("w"), money(10), "refunded on the way out");
+
+    let (out, events) = h
+        .run_with(
+            HANGING,
+            resumed(&h, replay, false),
+            CancellationToken::new(),
+        )
+        .await;
+    assert_eq!(out, outcome(RunStatus::Succeeded, exit::SUCCESS));
+    // Submitted again as its second submission, with a new client reference and key; paid once.
+    assert_eq!(refs(&h.fake), ["r1/hang", "r1/hang#2"]);
+    assert_eq!(h.fake.balance_of("w"), money(8));
+    let hang = report(&events, "hang");
+    assert_eq!(hang.state, StepState::Succeeded);
+    assert!(
+        hang.outcome.issues.iter().any(|i| i.contains(
+            "was cancelled by the run when it was interrupted and its payment of 2 AITBC refunded: the step was submitted again"
+        )),
+        "{:?}",
+        hang.outcome.issues
+    );
+    assert!(h.journal().iter().any(|r| matches!(r, Record::Intent { step, submission: 2, client_ref, .. } if step == "hang" && client_ref == "r1/hang#2")));
+    // Resumed again, the run is done: nothing more is sent.
+    let replay = Arc::new(journal::replay(&h.journal()).unwrap());
+    let (out, _) = h
+        .run_with(
+            HANGING,
+            resumed(&h, replay, false),
+            CancellationToken::new(),
+        )
+        .await;
+    assert_eq!(out, outcome(RunStatus::Succeeded, exit::SUCCESS));
+    assert_eq!(h.fake.calls(Call::Submit), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_the_run_cancelled_that_completed_after_all_is_used_not_paid_again() {
+    let h = Harness::new();
+    h.fake.script_others(JobScript::never_finishes());
+    let replay = interrupted(&h, HANGING).await;
+    h.fake.post_late_results();
+    let (out, events) = h
+        .run_with(
+            HANGING,
+            resumed(&h, replay, false),
+            CancellationToken::new(),
+        )
+        .await;
+    assert_eq!(out, outcome(RunStatus::Succeeded, exit::SUCCESS));
+    assert_eq!(h.fake.calls(Call::Submit), 1);
+    let hang = report(&events, "hang");
+    assert_eq!(hang.state, StepState::Succeeded);
+    assert_eq!(hang.outcome.result, Some(json!("ok: forever")));
+    assert!(
+        hang.outcome
+            .issues
+            .iter()
+            .any(|i| i.contains("completed after all: its result is used")),
+        "{:?}",
+        hang.outcome.issues
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refund_not_confirmed_is_paid_again_only_with_pay_again() {
+    let h = Harness::new();
+    h.fake
+        .script(
+            "hang",
+            [JobScript::never_finishes(), JobScript::completes_after(1)],
+        )
+        .fail_next(Call::Refund, refund_refused());
+    let replay = interrupted(&h, HANGING).await;
+    assert_eq!(h.fake.balance_of("w"), money(8), "the refund was refused");
+    assert!(matches!(
+        &replay.submission("hang", 1).unwrap().cancelled,
+        Some(RunCancel { why: CancelWhy::Interrupted, outcome: Some(o) }) if o.held == Some(money(2))
+    ));
+
+    // Asked again at the resume, refused again: nothing is sent, and the step says what is held.
+    h.fake.fail_next(Call::Refund, refund_refused());
+    let (out, events) = h
+        .run_with(
+            HANGING,
+            resumed(&h, replay, false),
+            CancellationToken::new(),
+        )
+        .await;
+    assert_eq!(out, outcome(RunStatus::Failed, exit::STEP_FAILED));
+    assert_eq!(h.fake.calls(Call::Submit), 1);
+    let hang = report(&events, "hang");
+    assert_eq!(hang.state, StepState::Failed);
+    let issue = &hang.outcome.issues[0];
+    assert!(
+        issue.contains("its refund is not confirmed: 2 AITBC may still be held by the service")
+            && issue.contains("Failed to refund payment")
+            && issue.contains("nothing was submitted again"),
+        "{issue}"
+    );
+    assert!(
+        hang.outcome
+            .recommendations
+            .iter()
+            .any(|r| r.contains("--pay-again")),
+        "{:?}",
+        hang.outcome.recommendations
+    );
+
+    // With --pay-again it is submitted and paid again, the first payment reported as held.
+    h.fake.fail_next(Call::Refund, refund_refused());
+    let replay = Arc::new(journal::replay(&h.journal()).unwrap());
+    let (out, events) = h
+        .run_with(HANGING, resumed(&h, replay, true), CancellationToken::new())
+        .await;
+    assert_eq!(out, outcome(RunStatus::Succeeded, exit::SUCCESS));
+    assert_eq!(refs(&h.fake), ["r1/hang", "r1/hang#2"]);
+    assert_eq!(h.fake.balance_of("w"), money(6));
+    assert_eq!(held(&events), [("hang", "w", money(2), true)]);
+
+    // And without the fault, a later resume would have found the refund made and paid nothing more.
+    let h = Harness::new();
+    h.fake
+        .script(
+            "hang",
+            [JobScript::never_finishes(), JobScript::completes_after(1)],
+        )
+        .fail_next(Call::Refund, refund_refused());
+    let replay = interrupted(&h, HANGING).await;
+    let (out, _) = h
+        .run_with(
+            HANGING,
+            resumed(&h, replay, false),
+            CancellationToken::new(),
+        )
+        .await;
+    assert_eq!(out, outcome(RunStatus::Succeeded, exit::SUCCESS));
+    assert_eq!(h.fake.balance_of("w"), money(8));
+}
+
+/// A `submit` step whose job a later `wait` was following when the run stopped is unfinished: the
+/// resume submits it again (its refund confirmed), and the `wait` and `fetch` follow the new job.
+#[tokio::test(start_paused = true)]
+async fn a_submit_step_whose_job_was_cancelled_on_the_way_out_runs_again() {
+    let h = Harness::new();
+    h.fake.script(
+        "s",
+        [JobScript::never_finishes(), JobScript::completes_after(1)],
+    );
+    let plan = "version: 1\nname: split\nsteps:\n  - id: s\n    submit: {job_type: inference, wallet: w, payment: 2, prompt: split}\n  - id: w\n    wait: {job: \"${{ steps.s.job_id }}\", timeout: 1h}\n  - id: f\n    needs: [w]\n    fetch: {job: \"${{ steps.s.job_id }}\"}\n";
+    let replay = interrupted(&h, plan).await;
+    assert!(!replay.done.contains_key("s"), "its job was cancelled");
+    let (out, events) = h
+        .run_with(plan, resumed(&h, replay, false), CancellationToken::new())
+        .await;
+    assert_eq!(out, outcome(RunStatus::Succeeded, exit::SUCCESS));
+    assert_eq!(refs(&h.fake), ["r1/s", "r1/s#2"]);
+    let second = h.fake.jobs()[1].job_id.clone();
+    assert_eq!(report(&events, "f").outcome.job_id, Some(second));
+    assert_eq!(h.fake.balance_of("w"), money(8));
 }

@@ -9,6 +9,15 @@
 //! recorded with their report entry and outputs, so `resume` keeps them and the report can be rebuilt
 //! from the journal alone.
 //!
+//! A job the run cancels itself (on the way out after Ctrl-C or a failure, or at a wait's timeout) is
+//! journaled too, before the cancel is sent and again with what became of its payment: `resume` treats
+//! such a job as unfinished work (it is submitted again once its refund is confirmed), not as a job that
+//! ended CANCELED for reasons of its own.
+//!
+//! Outputs are journaled with the plan's secrets replaced by `***`; where an output quoted a secret, the
+//! record says which secret stood where ([`Piece`]), so that `resume` can give later steps the value
+//! again, read from the secret's source, without the journal ever holding it.
+//!
 //! A journal outlives the process that wrote it, and may be resumed by another build of aitbc-flow: its
 //! header carries the format version ([`JOURNAL_VERSION`]), and [`read`] refuses a journal of a version
 //! it does not know rather than guess at what its records mean.
@@ -23,9 +32,17 @@ use serde_json::{Map, Value};
 use crate::model::StepReport;
 use crate::money::Money;
 
-/// The journal format this build writes and reads. A header without a `version` (written before the
-/// field existed, in the same format) is version 1; see `docs/decisions.md`.
-pub const JOURNAL_VERSION: u32 = 1;
+/// The journal format this build writes. A header without a `version` (written before the field
+/// existed, in the same format) is version 1; version 2 added the `cancel` record. See
+/// `docs/decisions.md`, "Format versions".
+pub const JOURNAL_VERSION: u32 = 2;
+
+/// The oldest journal format this build reads (every version from it up to [`JOURNAL_VERSION`]).
+pub const OLDEST_JOURNAL_VERSION: u32 = 1;
+
+fn known_version(v: u32) -> bool {
+    (OLDEST_JOURNAL_VERSION..=JOURNAL_VERSION).contains(&v)
+}
 
 fn first_version() -> u32 {
     1
@@ -102,8 +119,27 @@ pub enum Record {
     Step {
         /// Its report entry.
         report: Box<StepReport>,
-        /// Its outputs, for later templates.
+        /// Its outputs, for later templates (secrets replaced by `***`).
         outputs: Map<String, Value>,
+        /// Where an output quoted a secret: per JSON pointer into `outputs`, the string as it was, in
+        /// pieces of text and secret names (never values). Absent when no output quoted one.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        redacted: BTreeMap<String, Vec<Piece>>,
+    },
+    /// The run cancelled a job it had submitted (since format version 2). Written, fsync'd, before
+    /// the cancel is sent, then again with `outcome` once the job and its payment are read back.
+    Cancel {
+        /// The step that submitted the job.
+        step: String,
+        /// Its submission.
+        submission: u32,
+        /// The job.
+        job_id: String,
+        /// Why the run cancelled it.
+        why: CancelWhy,
+        /// What became of the job and its payment; absent in the record written before the cancel.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        outcome: Option<CancelOutcome>,
     },
     /// The run ended.
     End {
@@ -112,6 +148,51 @@ pub enum Record {
         /// The exit code.
         exit_code: i32,
     },
+}
+
+/// A piece of a journaled output string: text as it was, or the place of a secret's value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Piece {
+    /// Text without a secret.
+    Text(String),
+    /// The value of the plan's secret of this name.
+    Secret {
+        /// The secret's name in the plan's `secrets:`.
+        secret: String,
+    },
+}
+
+/// Why the run cancelled one of its jobs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelWhy {
+    /// Ctrl-C or SIGTERM.
+    Interrupted,
+    /// The run stopped at another step's failure (fail-fast).
+    Stopped,
+    /// A wait ran out of time (`on_timeout: cancel`).
+    Timeout,
+    /// The run ended with the job still running.
+    Leftover,
+}
+
+/// What became of a job the run cancelled, as read back.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CancelOutcome {
+    /// The job's state read afterwards (`CANCELED`, or a state it had reached first); absent when the
+    /// coordinator did not answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// The payment status, as the payment view read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_status: Option<String>,
+    /// The amount refunded, when the payment view confirmed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refunded: Option<Money>,
+    /// The amount still held by the service (a refund refused, or not confirmed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<Money>,
 }
 
 /// The journal file, open for appending. Appends from many tasks are serialized; durable appends share
@@ -225,7 +306,7 @@ pub fn read(path: &Path) -> Result<Vec<Record>, String> {
         match serde_json::from_str::<Record>(line) {
             Ok(r) => {
                 if let Record::Run { version, .. } = &r
-                    && *version != JOURNAL_VERSION
+                    && !known_version(*version)
                 {
                     return Err(version_error(path, i + 1, &version.to_string()));
                 }
@@ -235,7 +316,10 @@ pub fn read(path: &Path) -> Result<Vec<Record>, String> {
                 // A line this build cannot read may be the header of a newer format (with records this
                 // build does not know): say that, rather than "not a journal record" or skipping it.
                 if let Some(found) = header_version(line)
-                    && found != JOURNAL_VERSION
+                    && found
+                        .as_u64()
+                        .and_then(|v| u32::try_from(v).ok())
+                        .is_none_or(|v| !known_version(v))
                 {
                     return Err(version_error(path, i + 1, &found.to_string()));
                 }
@@ -270,9 +354,17 @@ fn header_version(line: &str) -> Option<Value> {
 }
 
 fn version_error(path: &Path, line: usize, found: &str) -> String {
+    let known: Vec<String> = (OLDEST_JOURNAL_VERSION..=JOURNAL_VERSION)
+        .map(|v| v.to_string())
+        .collect();
+    let known = match known.split_last() {
+        Some((last, [])) => format!("version {last}"),
+        Some((last, rest)) => format!("versions {} and {last}", rest.join(", ")),
+        None => String::new(),
+    };
     format!(
         "{}:{line}: the journal is in format version {found}, but aitbc-flow {} reads journal format \
-         version {JOURNAL_VERSION} only; resume this run with the aitbc-flow that started it",
+         {known} only; resume this run with the aitbc-flow that started it",
         path.display(),
         env!("CARGO_PKG_VERSION"),
     )
@@ -298,7 +390,7 @@ pub struct Replay {
     /// How many times the run has been started so far.
     pub attempts: u32,
     /// Steps that succeeded: kept as they are.
-    pub done: BTreeMap<String, (StepReport, Map<String, Value>)>,
+    pub done: BTreeMap<String, Kept>,
     /// Per step, its submissions: client reference, wallet, payment and the job id when known.
     pub submissions: BTreeMap<String, Vec<Submission>>,
     /// True when the journal has an `end` record (the run finished, possibly with failures).
@@ -311,12 +403,154 @@ pub struct Replay {
     pub lock: bool,
 }
 
+/// A step that succeeded in an earlier start, as journaled.
+#[derive(Clone, Debug)]
+pub struct Kept {
+    /// Its report entry.
+    pub report: StepReport,
+    /// Its outputs, with the plan's secrets replaced by `***`.
+    pub outputs: Map<String, Value>,
+    /// Where those outputs quoted a secret ([`Record::Step`]'s `redacted`).
+    pub redacted: BTreeMap<String, Vec<Piece>>,
+}
+
+impl Kept {
+    /// The outputs as the step produced them: each redacted string rebuilt with the secrets' values
+    /// (`secrets`, the plan's, read from their sources at this start). `Err` names a secret the plan
+    /// no longer has.
+    pub fn outputs_with(
+        &self,
+        secrets: &BTreeMap<String, String>,
+    ) -> Result<Map<String, Value>, String> {
+        let mut out = Value::Object(self.outputs.clone());
+        for (pointer, pieces) in &self.redacted {
+            let mut text = String::new();
+            for p in pieces {
+                match p {
+                    Piece::Text(t) => text.push_str(t),
+                    Piece::Secret { secret } => match secrets.get(secret) {
+                        Some(v) => text.push_str(v),
+                        None => return Err(secret.clone()),
+                    },
+                }
+            }
+            if let Some(v) = out.pointer_mut(pointer) {
+                *v = Value::String(text);
+            }
+        }
+        match out {
+            Value::Object(m) => Ok(m),
+            _ => Ok(Map::new()),
+        }
+    }
+}
+
+/// The strings of `outputs` that quote a secret's value, each cut into [`Piece`]s (at each place the
+/// longest secret that matches), keyed by JSON pointer; and `outputs` with every such string redacted
+/// as `redact` does. Nothing returned holds a secret's value.
+pub fn redact_outputs(
+    outputs: &Map<String, Value>,
+    secrets: &BTreeMap<String, String>,
+    redact: impl Fn(&str) -> String,
+) -> (Map<String, Value>, BTreeMap<String, Vec<Piece>>) {
+    let mut spots = BTreeMap::new();
+    let mut value = Value::Object(outputs.clone());
+    if secrets.values().any(|v| !v.is_empty()) {
+        let mut secrets: Vec<(&String, &String)> =
+            secrets.iter().filter(|(_, v)| !v.is_empty()).collect();
+        // Longest first: where one secret's value contains another's, the longer one is meant.
+        secrets.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(b.0)));
+        walk(
+            &mut value,
+            &mut String::new(),
+            &secrets,
+            &redact,
+            &mut spots,
+        );
+    }
+    match value {
+        Value::Object(m) => (m, spots),
+        _ => (Map::new(), spots),
+    }
+}
+
+fn walk(
+    v: &mut Value,
+    pointer: &mut String,
+    secrets: &[(&String, &String)],
+    redact: &impl Fn(&str) -> String,
+    spots: &mut BTreeMap<String, Vec<Piece>>,
+) {
+    match v {
+        Value::String(s) => {
+            if let Some(pieces) = pieces_of(s, secrets) {
+                spots.insert(pointer.clone(), pieces);
+                *s = redact(s);
+            }
+        }
+        Value::Array(a) => {
+            for (i, x) in a.iter_mut().enumerate() {
+                let len = pointer.len();
+                pointer.push('/');
+                pointer.push_str(&i.to_string());
+                walk(x, pointer, secrets, redact, spots);
+                pointer.truncate(len);
+            }
+        }
+        Value::Object(m) => {
+            for (k, x) in m.iter_mut() {
+                let len = pointer.len();
+                pointer.push('/');
+                pointer.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                walk(x, pointer, secrets, redact, spots);
+                pointer.truncate(len);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `s` cut into text and secrets, or `None` when it quotes none.
+fn pieces_of(s: &str, secrets: &[(&String, &String)]) -> Option<Vec<Piece>> {
+    let mut pieces = Vec::new();
+    let mut text = String::new();
+    let mut rest = s;
+    let mut found = false;
+    while let Some(c) = rest.chars().next() {
+        match secrets.iter().find(|(_, v)| rest.starts_with(v.as_str())) {
+            Some((name, v)) => {
+                if !text.is_empty() {
+                    pieces.push(Piece::Text(std::mem::take(&mut text)));
+                }
+                pieces.push(Piece::Secret {
+                    secret: (*name).clone(),
+                });
+                rest = &rest[v.len()..];
+                found = true;
+            }
+            None => {
+                text.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+    }
+    if !text.is_empty() {
+        pieces.push(Piece::Text(text));
+    }
+    found.then_some(pieces)
+}
+
 impl Replay {
-    /// What the jobs this run already submitted (those with a job id) paid, per wallet.
+    /// What the jobs this run already submitted (those with a job id) paid, per wallet. A job the run
+    /// cancelled of a step still to do is not counted: the step pays again when it is submitted again.
     pub fn paid_per_wallet(&self) -> BTreeMap<String, Money> {
         let mut out: BTreeMap<String, Money> = BTreeMap::new();
-        for s in self.submissions.values().flatten() {
-            if s.job_id.is_some() {
+        for (step, subs) in &self.submissions {
+            let again = !self.done.contains_key(step);
+            for s in subs {
+                if s.job_id.is_none() || (again && s.cancelled.is_some()) {
+                    continue;
+                }
                 *out.entry(s.wallet.clone()).or_default() += s.payment;
             }
         }
@@ -346,6 +580,17 @@ pub struct Submission {
     pub buyer_address: Option<String>,
     /// The job id, once the coordinator gave it.
     pub job_id: Option<String>,
+    /// Set when the run cancelled the job itself ([`Record::Cancel`]).
+    pub cancelled: Option<RunCancel>,
+}
+
+/// A job the run cancelled itself, as journaled.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunCancel {
+    /// Why.
+    pub why: CancelWhy,
+    /// What became of it, when it was read back before the run stopped.
+    pub outcome: Option<CancelOutcome>,
 }
 
 /// Folds a journal's records.
@@ -400,6 +645,7 @@ pub fn replay(records: &[Record]) -> Result<Replay, String> {
                         payment: *payment,
                         buyer_address: buyer_address.clone(),
                         job_id: None,
+                        cancelled: None,
                     });
                 }
             }
@@ -416,14 +662,50 @@ pub fn replay(records: &[Record]) -> Result<Replay, String> {
                     s.job_id = Some(job_id.clone());
                 }
             }
-            Record::Step { report, outputs } => {
+            Record::Cancel {
+                step,
+                submission,
+                job_id,
+                why,
+                outcome,
+            } => {
+                if let Some(s) = r
+                    .submissions
+                    .get_mut(step)
+                    .and_then(|v| v.iter_mut().find(|s| s.number == *submission))
+                {
+                    s.job_id.get_or_insert_with(|| job_id.clone());
+                    s.cancelled = Some(RunCancel {
+                        why: *why,
+                        outcome: outcome.clone(),
+                    });
+                }
+                // A step whose job the run cancelled on its way out or at a timeout has not done its
+                // work, even when it had ended (a `submit` step, whose job a later `wait` or the way out
+                // cancelled). A job still running when the run ended is cancelled by design, and would
+                // be again: its step stays done.
+                if *why != CancelWhy::Leftover {
+                    r.done.remove(step);
+                }
+            }
+            Record::Step {
+                report,
+                outputs,
+                redacted,
+            } => {
                 use crate::model::StepState;
                 // Only successes are kept: a step skipped because a dependency failed must run when
                 // the dependency is run again, and a `when` is cheap to evaluate again.
                 match report.state {
                     StepState::Succeeded => {
-                        r.done
-                            .insert(report.id.clone(), ((**report).clone(), outputs.clone()));
+                        r.done.insert(
+                            report.id.clone(),
+                            Kept {
+                                report: (**report).clone(),
+                                outputs: outputs.clone(),
+                                redacted: redacted.clone(),
+                            },
+                        );
                     }
                     _ => {
                         r.done.remove(&report.id);
@@ -590,7 +872,7 @@ mod tests {
         let cases = [
             // A newer header this build could parse: the version alone must stop it.
             vec![
-                format!("{{\"run\":{{\"version\":2,{HEADER}}}}}"),
+                format!("{{\"run\":{{\"version\":3,{HEADER}}}}}"),
                 end.clone(),
             ],
             // A newer header of another shape, then a record this build does not know.
@@ -603,22 +885,184 @@ mod tests {
             // Resumed by a newer build after a start by this one.
             vec![
                 format!("{{\"run\":{{{HEADER}}}}}"),
-                format!("{{\"run\":{{\"version\":2,{HEADER}}}}}"),
+                format!("{{\"run\":{{\"version\":3,{HEADER}}}}}"),
             ],
             vec![format!("{{\"run\":{{\"version\":0,{HEADER}}}}}")],
+            vec![format!("{{\"run\":{{\"version\":4294967297,{HEADER}}}}}")],
         ];
         for lines in cases {
             let (_dir, path) = journal(&lines);
             let e = read(&path).unwrap_err();
             assert!(e.contains(&path.display().to_string()), "{e}");
             assert!(e.contains("journal is in format version "), "{e}");
-            assert!(e.contains("reads journal format version 1 only"), "{e}");
+            assert!(
+                e.contains("reads journal format versions 1 and 2 only"),
+                "{e}"
+            );
         }
-        let (_dir, path) = journal(&[format!("{{\"run\":{{\"version\":2,{HEADER}}}}}")]);
+        let (_dir, path) = journal(&[format!("{{\"run\":{{\"version\":3,{HEADER}}}}}")]);
         let e = read(&path).unwrap_err();
         assert!(
-            e.contains("journal.jsonl:1: the journal is in format version 2, but aitbc-flow "),
+            e.contains("journal.jsonl:1: the journal is in format version 3, but aitbc-flow "),
             "{e}"
         );
+    }
+
+    /// A journal started by a build of version 1 and resumed by this one holds both headers, and the
+    /// records of version 2: it reads, and the cancel record marks the submission.
+    #[test]
+    fn versions_1_and_2_read_together_and_a_cancel_marks_its_submission() {
+        let cancel = |outcome: &str| {
+            format!(
+                "{{\"cancel\":{{\"step\":\"a\",\"submission\":1,\"job_id\":\"ea05c15ab4f94d369c35d96c8fc39ac5\",\"why\":\"interrupted\"{outcome}}}}}"
+            )
+        };
+        let (_dir, path) = journal(&[
+            format!("{{\"run\":{{{HEADER}}}}}"),
+            "{\"intent\":{\"step\":\"a\",\"submission\":1,\"client_ref\":\"r/a\",\"wallet\":\"w\",\"payment\":2}}".into(),
+            "{\"submitted\":{\"step\":\"a\",\"submission\":1,\"job_id\":\"ea05c15ab4f94d369c35d96c8fc39ac5\"}}".into(),
+            "{\"end\":{\"status\":\"interrupted\",\"exit_code\":130}}".into(),
+            format!("{{\"run\":{{\"version\":2,{HEADER}}}}}"),
+            cancel(""),
+            cancel(",\"outcome\":{\"state\":\"CANCELED\",\"payment_status\":\"escrowed\",\"held\":2}"),
+        ]);
+        let records = read(&path).unwrap();
+        assert_eq!(records.len(), 7);
+        let r = replay(&records).unwrap();
+        assert_eq!(r.attempts, 2);
+        let sub = r.submission("a", 1).unwrap();
+        let cancelled = sub.cancelled.as_ref().unwrap();
+        assert_eq!(cancelled.why, CancelWhy::Interrupted);
+        assert_eq!(
+            cancelled.outcome.as_ref().unwrap().held,
+            Some(Money::from_int(2))
+        );
+        // Its step pays again when it is submitted again: not counted as paid.
+        assert!(r.paid_per_wallet().is_empty());
+    }
+
+    fn step_record(id: &str, state: crate::model::StepState) -> Record {
+        let mut report = StepReport::blank(id, "submit");
+        report.state = state;
+        Record::Step {
+            report: Box::new(report),
+            outputs: Map::new(),
+            redacted: BTreeMap::new(),
+        }
+    }
+
+    fn cancel_record(step: &str, why: CancelWhy) -> Record {
+        Record::Cancel {
+            step: step.into(),
+            submission: 1,
+            job_id: "ea05c15ab4f94d369c35d96c8fc39ac5".into(),
+            why,
+            outcome: None,
+        }
+    }
+
+    #[test]
+    fn a_step_whose_job_the_run_cancelled_on_its_way_out_is_done_no_more() {
+        use crate::model::StepState::Succeeded;
+        let header = serde_json::from_str::<Record>(&format!("{{\"run\":{{{HEADER}}}}}")).unwrap();
+        for (why, done) in [
+            (CancelWhy::Interrupted, false),
+            (CancelWhy::Stopped, false),
+            (CancelWhy::Timeout, false),
+            // Cancelled by design when the run ended: it would be cancelled again.
+            (CancelWhy::Leftover, true),
+        ] {
+            let records = [
+                header.clone(),
+                step_record("d", Succeeded),
+                step_record("x", Succeeded),
+                cancel_record("d", why),
+            ];
+            let r = replay(&records).unwrap();
+            assert_eq!(r.done.contains_key("d"), done, "{why:?}");
+            assert!(r.done.contains_key("x"));
+        }
+        // Done again once a later start finished it.
+        let records = [
+            header,
+            step_record("d", Succeeded),
+            cancel_record("d", CancelWhy::Interrupted),
+            step_record("d", Succeeded),
+        ];
+        assert!(replay(&records).unwrap().done.contains_key("d"));
+    }
+
+    #[test]
+    fn outputs_that_quote_a_secret_are_journaled_in_pieces_and_rebuilt_with_its_value() {
+        let secrets: BTreeMap<String, String> = [
+            ("key".to_string(), "sk-123".to_string()),
+            ("longer".to_string(), "sk-1234".to_string()),
+            ("empty".to_string(), String::new()),
+        ]
+        .into();
+        let redact = |s: &str| s.replace("sk-1234", "***").replace("sk-123", "***");
+        let outputs: Map<String, Value> = serde_json::from_value(serde_json::json!({
+            "output": "use sk-123 and sk-1234, é sk-123",
+            "plain": "nothing here ***",
+            "nested": {"a/b": ["x", "sk-123"], "n": 3},
+        }))
+        .unwrap();
+        let (journaled, redacted) = redact_outputs(&outputs, &secrets, redact);
+        let text = serde_json::to_string(&(&journaled, &redacted)).unwrap();
+        assert!(!text.contains("sk-123"), "{text}");
+        assert_eq!(journaled["output"], "use *** and ***, é ***");
+        assert_eq!(journaled["plain"], "nothing here ***");
+        assert_eq!(
+            redacted.keys().collect::<Vec<_>>(),
+            ["/nested/a~1b/1", "/output"]
+        );
+        assert_eq!(
+            redacted["/output"],
+            [
+                Piece::Text("use ".into()),
+                Piece::Secret {
+                    secret: "key".into()
+                },
+                Piece::Text(" and ".into()),
+                Piece::Secret {
+                    secret: "longer".into()
+                },
+                Piece::Text(", é ".into()),
+                Piece::Secret {
+                    secret: "key".into()
+                },
+            ]
+        );
+        // Through the journal's text and back.
+        let rec = Record::Step {
+            report: Box::new(StepReport::blank("a", "job")),
+            outputs: journaled,
+            redacted,
+        };
+        let line = serde_json::to_string(&rec).unwrap();
+        let Record::Step {
+            report,
+            outputs: back,
+            redacted,
+        } = serde_json::from_str(&line).unwrap()
+        else {
+            panic!("{line}")
+        };
+        let kept = Kept {
+            report: *report,
+            outputs: back,
+            redacted,
+        };
+        assert_eq!(kept.outputs_with(&secrets).unwrap(), outputs);
+        // A secret the plan no longer has is named.
+        let fewer: BTreeMap<String, String> =
+            [("longer".to_string(), "sk-1234".to_string())].into();
+        assert_eq!(kept.outputs_with(&fewer).unwrap_err(), "key");
+        // Nothing quoted, nothing recorded (and the field is left out of the line).
+        let (_, none) = redact_outputs(&kept.outputs, &secrets, redact);
+        assert!(none.is_empty());
+        let line =
+            serde_json::to_string(&step_record("a", crate::model::StepState::Succeeded)).unwrap();
+        assert!(!line.contains("redacted"), "{line}");
     }
 }

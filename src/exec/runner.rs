@@ -16,8 +16,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::dispatch::Dispatcher;
-use super::journal::{JOURNAL_VERSION, Journal, Record, Replay};
+use super::dispatch::{Dispatcher, Stop};
+use super::journal::{CancelWhy, JOURNAL_VERSION, Journal, Record, Replay};
 use super::preflight::{PreflightError, preflight};
 use super::steps::{self, StepResult};
 use crate::api::JobId;
@@ -62,6 +62,9 @@ pub struct RunOptions {
     /// Whether wallet balances are read before the run and before every submit; only the command line
     /// switches it off (`--no-balance-check`), for this start of the run alone.
     pub balance_check: BalanceCheck,
+    /// `resume --pay-again`: a job the run cancelled whose refund is not confirmed is submitted (and
+    /// paid) again all the same; without it, its step fails saying how much is still held.
+    pub pay_again: bool,
 }
 
 impl RunOptions {
@@ -82,6 +85,7 @@ impl RunOptions {
             resume: None,
             lock: false,
             balance_check: BalanceCheck::On,
+            pay_again: false,
         }
     }
 }
@@ -99,6 +103,8 @@ pub struct RunOutcome {
 #[derive(Clone, Debug)]
 pub(crate) struct InFlight {
     pub step: String,
+    /// The step's submission that made the job (journaled with a cancel).
+    pub submission: u32,
     pub wallet: String,
     pub payment: Money,
 }
@@ -120,6 +126,7 @@ pub(crate) struct Ctx<C> {
     pub journal: Arc<Journal>,
     pub resume: Option<Arc<Replay>>,
     pub balance_check: BalanceCheck,
+    pub pay_again: bool,
 }
 
 impl<C> Ctx<C> {
@@ -247,6 +254,7 @@ pub async fn execute<C: Coordinator + 'static>(
         journal: journal.clone(),
         resume: options.resume.clone(),
         balance_check: options.balance_check,
+        pay_again: options.pay_again,
     });
     drive(&ctx, &mut dispatcher, &interrupt).await;
 
@@ -261,7 +269,7 @@ pub async fn execute<C: Coordinator + 'static>(
             report: Box::new(report),
         });
     }
-    cancel_leftovers(&ctx).await;
+    cancel_leftovers(&ctx, dispatcher.stop()).await;
     let (status, code) = dispatcher.outcome();
     finish(
         &journal,
@@ -445,7 +453,7 @@ fn take_up<C: Coordinator + 'static>(
 ) {
     let step = &ctx.plan.steps[i];
     // A step that succeeded in an earlier start of this run keeps its report and outputs.
-    if let Some((report, outputs)) = ctx.resume.as_ref().and_then(|r| r.done.get(&step.id)) {
+    if let Some(kept) = ctx.resume.as_ref().and_then(|r| r.done.get(&step.id)) {
         let submissions = ctx
             .resume
             .as_ref()
@@ -458,10 +466,39 @@ fn take_up<C: Coordinator + 'static>(
                     wallet: sub.wallet.clone(),
                     payment: sub.payment,
                 });
+                // A job the run cancelled: what became of its payment, as last journaled.
+                let outcome = sub.cancelled.as_ref().and_then(|c| c.outcome.as_ref());
+                if let Some(amount) = outcome.and_then(|o| o.refunded) {
+                    ctx.emit(Event::PaymentRefunded {
+                        id: step.id.clone(),
+                        job_id: job_id.clone(),
+                        wallet: sub.wallet.clone(),
+                        amount,
+                    });
+                } else if let Some(amount) = outcome.and_then(|o| o.held) {
+                    ctx.emit(Event::PaymentHeld {
+                        id: step.id.clone(),
+                        job_id: job_id.clone(),
+                        wallet: sub.wallet.clone(),
+                        amount,
+                        note: None,
+                    });
+                }
             }
         }
-        keep_outputs(ctx, dispatcher, i, outputs.clone());
-        record_step(ctx, report.clone(), outputs.clone());
+        // Later steps get the outputs as the step made them: a secret it quoted is put back from the
+        // secret's source (the journal holds only where it stood). The cli checked before the run
+        // that the plan still has every such secret.
+        let outputs = kept
+            .outputs_with(&ctx.plan.secrets)
+            .unwrap_or_else(|_| kept.outputs.clone());
+        keep_outputs(ctx, dispatcher, i, outputs);
+        record_step(
+            ctx,
+            kept.report.clone(),
+            kept.outputs.clone(),
+            kept.redacted.clone(),
+        );
         dispatcher.finished(i, StepState::Succeeded, None, false);
         return;
     }
@@ -485,18 +522,14 @@ fn take_up<C: Coordinator + 'static>(
 fn step_ended<C>(ctx: &Ctx<C>, dispatcher: &mut Dispatcher, i: usize, result: StepResult) {
     let step = &ctx.plan.steps[i];
     let state = result.report.state;
-    // Secrets stay off the disk, in the journal too (a resumed run then sees `***` where an output
-    // had quoted a secret).
-    let mut journaled = Value::Object(result.outputs.clone());
-    ctx.plan.redact_value(&mut journaled);
-    let journaled = match journaled {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    };
+    // Secrets stay off the disk, in the journal too: an output that quoted one is journaled with
+    // `***`, and where the secret stood, so that a resume can put its value back.
+    let (journaled, redacted) =
+        super::journal::redact_outputs(&result.outputs, &ctx.plan.secrets, |s| ctx.plan.redact(s));
     if state == StepState::Succeeded {
         keep_outputs(ctx, dispatcher, i, result.outputs);
     }
-    record_step(ctx, result.report, journaled);
+    record_step(ctx, result.report, journaled, redacted);
     if dispatcher
         .finished(i, state, result.failure, step.continue_on_error)
         .is_some()
@@ -517,12 +550,19 @@ fn keep_outputs<C>(ctx: &Ctx<C>, dispatcher: &Dispatcher, i: usize, outputs: Map
     }
 }
 
-/// Journals a finished step (with its outputs as they may be written) and reports it.
-fn record_step<C>(ctx: &Ctx<C>, report: StepReport, journaled: Map<String, Value>) {
+/// Journals a finished step (with its outputs as they may be written, and where they quoted a secret)
+/// and reports it.
+fn record_step<C>(
+    ctx: &Ctx<C>,
+    report: StepReport,
+    journaled: Map<String, Value>,
+    redacted: BTreeMap<String, Vec<super::journal::Piece>>,
+) {
     let _ = ctx.journal(
         &Record::Step {
             report: Box::new(report.clone()),
             outputs: journaled,
+            redacted,
         },
         false,
     );
@@ -532,14 +572,21 @@ fn record_step<C>(ctx: &Ctx<C>, report: StepReport, journaled: Map<String, Value
 }
 
 /// Cancels the jobs this run submitted and did not see finish, and reads back what was refunded.
-async fn cancel_leftovers<C: Coordinator>(ctx: &Ctx<C>) {
+/// `stop` is why the run stopped early, if it did (journaled with each cancel: `resume` submits a job
+/// cancelled on the way out again, once its refund is confirmed).
+async fn cancel_leftovers<C: Coordinator>(ctx: &Ctx<C>, stop: Option<Stop>) {
+    let why = match stop {
+        Some(Stop::Interrupted) => CancelWhy::Interrupted,
+        Some(Stop::Failed | Stop::TimedOut | Stop::Unreachable) => CancelWhy::Stopped,
+        None => CancelWhy::Leftover,
+    };
     let leftover: Vec<(JobId, InFlight)> = ctx
         .inflight
         .lock()
         .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
         .unwrap_or_default();
     for (job, f) in leftover {
-        steps::cancel_and_refund(ctx, &job, &f, &f.step).await;
+        steps::cancel_and_refund(ctx, &job, &f, &f.step, why).await;
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
-use super::journal::Record;
+use super::journal::{CancelOutcome, CancelWhy, Record};
 use super::runner::{Ctx, InFlight, finish_outputs};
 use crate::api::{JobId, JobState, JobView};
 use crate::client::{ClientError, Coordinator};
@@ -17,6 +17,7 @@ use crate::model::{
     Attempt, Event, JobRequest, JobType, OpStatus, ReceiptCheck, StepReport, StepState,
     ValidationStatus,
 };
+use crate::money::Money;
 use crate::ops::payer::{BalanceCheck, Payer};
 use crate::ops::refund::Settled;
 use crate::ops::retry::{FailureClass, RetryPolicy};
@@ -598,47 +599,80 @@ async fn submit<C: Coordinator>(
     report.outcome.job_type = JobType::parse(&req.job_type);
     report.outcome.wallet = Some(req.wallet.clone());
     report.outcome.payment = Some(req.payment);
-    let cref = client_ref(&ctx.run.id, &step.id, submission);
-    let key = idempotency_key(&cref);
-    let mut body = crate::ops::submit::prepare(req, &ctx.plan.plan.policy, &cref)?;
+    // The client-side rules, before anything is read or sent.
+    crate::ops::submit::prepare(req, &ctx.plan.plan.policy, "")?;
     let lock = ctx.wallet_lock(&req.wallet);
     let _guard = lock.lock().await;
 
+    // A resumed run walks the step's journaled submissions from this one: a job it finds is
+    // re-attached to; an intent without a job id is reconciled by its client reference; a job the run
+    // cancelled itself (on its way out, or at a timeout) and finds CANCELED is passed over for the next
+    // submission once its payment is settled.
     let mut notes = Vec::new();
-    let prior = ctx
-        .resume
-        .as_ref()
-        .and_then(|r| r.submission(&step.id, submission))
-        .cloned();
-    let mut reattached: Option<JobView> = None;
-    if let Some(prior) = &prior {
+    let mut submission = submission;
+    let (prior, reattached) = loop {
+        let Some(prior) = ctx
+            .resume
+            .as_ref()
+            .and_then(|r| r.submission(&step.id, submission))
+            .cloned()
+        else {
+            break (None, None);
+        };
         if let Some(id) = &prior.job_id {
             let id: JobId = id
                 .parse()
                 .map_err(|e: String| Fail::new(StepFailure::Failed, e))?;
             let view = conn.job(&id).await.map_err(OpError::from)?;
-            notes.push(format!(
-                "re-attached to job {id}, submitted before the run was resumed"
-            ));
-            reattached = Some(view);
-        } else {
-            match crate::ops::submit::find_by_ref(conn, &cref).await {
-                Ok(Some(view)) => {
-                    notes.push(format!(
-                        "found job {} by its client reference {cref}: it was submitted before the run stopped",
-                        view.job_id
-                    ));
-                    reattached = Some(view);
+            if let Some(cancel) = &prior.cancelled {
+                if view.state == JobState::Canceled {
+                    pass_over(ctx, conn, &step.id, &prior, cancel.why, &view, &mut notes).await?;
+                    submission += 1;
+                    continue;
                 }
-                Ok(None) => {}
-                Err(e) => {
-                    return Err(Fail::from_op(e.into()).recommend(
-                        "The run stopped after deciding to submit this job; resume again when the coordinator answers, so it can tell whether the job exists",
-                    ));
+                if view.succeeded() {
+                    let settled = crate::ops::refund::settle(conn, &view).await;
+                    journal_found(ctx, &step.id, &prior, cancel.why, &view, &settled);
                 }
+                notes.push(if view.succeeded() {
+                    format!(
+                        "job {id}, cancelled by the run {}, completed after all: its result is used",
+                        cancel_phrase(cancel.why)
+                    )
+                } else {
+                    format!(
+                        "re-attached to job {id}: the run tried to cancel it {}, and it is {}",
+                        cancel_phrase(cancel.why),
+                        view.state
+                    )
+                });
+            } else {
+                notes.push(format!(
+                    "re-attached to job {id}, submitted before the run was resumed"
+                ));
+            }
+            break (Some(prior), Some(view));
+        }
+        let cref = client_ref(&ctx.run.id, &step.id, submission);
+        match crate::ops::submit::find_by_ref(conn, &cref).await {
+            Ok(Some(view)) => {
+                notes.push(format!(
+                    "found job {} by its client reference {cref}: it was submitted before the run stopped",
+                    view.job_id
+                ));
+                break (Some(prior), Some(view));
+            }
+            Ok(None) => break (Some(prior), None),
+            Err(e) => {
+                return Err(Fail::from_op(e.into()).recommend(
+                    "The run stopped after deciding to submit this job; resume again when the coordinator answers, so it can tell whether the job exists",
+                ));
             }
         }
-    }
+    };
+    let cref = client_ref(&ctx.run.id, &step.id, submission);
+    let key = idempotency_key(&cref);
+    let mut body = crate::ops::submit::body(req, &cref);
 
     // A job re-attached to was submitted by this run: it reads as submitted, not as found by a key,
     // and its payer is what the journal recorded as sent.
@@ -697,6 +731,7 @@ async fn submit<C: Coordinator>(
         &view.job_id,
         InFlight {
             step: step.id.clone(),
+            submission,
             wallet: req.wallet.clone(),
             payment: req.payment,
         },
@@ -713,13 +748,158 @@ async fn submit<C: Coordinator>(
         .splice(0..0, std::mem::take(&mut report.outcome.issues));
     outcome.issues.extend(notes);
     report.outcome = outcome;
-    Ok(Sent { view, payer })
+    Ok(Sent {
+        view,
+        payer,
+        submission,
+    })
 }
 
-/// A job a submit step sent (or found again), and who pays for it.
+/// A job a submit step sent (or found again), who pays for it, and which submission of the step it is.
 struct Sent {
     view: JobView,
     payer: Payer,
+    submission: u32,
+}
+
+/// How a note names when the run cancelled a job.
+fn cancel_phrase(why: CancelWhy) -> &'static str {
+    match why {
+        CancelWhy::Interrupted => "when it was interrupted",
+        CancelWhy::Stopped => "when it stopped at a failure",
+        CancelWhy::Timeout => "at its wait's timeout",
+        CancelWhy::Leftover => "when it ended",
+    }
+}
+
+/// Journals what a resume found of a job the run had cancelled (a later resume reports the job from
+/// the last such record): its state, and what became of its payment.
+fn journal_found<C>(
+    ctx: &Ctx<C>,
+    step: &str,
+    prior: &super::journal::Submission,
+    why: CancelWhy,
+    view: &JobView,
+    settled: &Result<(Option<crate::api::PaymentView>, Settled), OpError>,
+) {
+    let (status, refunded, held) = match settled {
+        Ok((_, s)) => (
+            s.status().map(str::to_string),
+            s.refunded(),
+            match s {
+                // A completed job's payment belongs to its provider, whatever the service does with it.
+                _ if view.succeeded() => None,
+                Settled::Unpaid | Settled::Refunded { .. } | Settled::Released { .. } => None,
+                _ => Some(prior.payment),
+            },
+        ),
+        Err(_) => (None, None, (!view.succeeded()).then_some(prior.payment)),
+    };
+    let _ = ctx.journal(
+        &Record::Cancel {
+            step: step.to_string(),
+            submission: prior.number,
+            job_id: view.job_id.to_string(),
+            why,
+            outcome: Some(CancelOutcome {
+                state: Some(view.state.to_string()),
+                payment_status: status,
+                refunded,
+                held,
+            }),
+        },
+        false,
+    );
+}
+
+/// A job the run cancelled itself, found CANCELED by a resume: the step's work is still to do, and
+/// the caller submits it again as the step's next submission — once the job's payment is settled.
+/// The payment view is read again (and a refund that was refused is asked for again): refunded, or
+/// nothing paid, and the step goes on; still held (refused, not confirmed, or unreadable), and it
+/// goes on only with `resume --pay-again`, the amount reported as held. Otherwise the step fails with
+/// the amount still held and nothing is sent.
+async fn pass_over<C: Coordinator>(
+    ctx: &Ctx<C>,
+    conn: &Conn<'_, C>,
+    step: &str,
+    prior: &super::journal::Submission,
+    why: CancelWhy,
+    view: &JobView,
+    notes: &mut Vec<String>,
+) -> Result<(), Fail> {
+    let job = &view.job_id;
+    let when = cancel_phrase(why);
+    let settled = crate::ops::refund::settle(conn, view).await;
+    journal_found(ctx, step, prior, why, view, &settled);
+    // The report of this start hears of the job, as of a kept step's jobs: its totals then say what
+    // the step paid, got back and left held, over both jobs.
+    let submitted = |payment| {
+        ctx.emit(Event::JobSubmitted {
+            id: step.to_string(),
+            job_id: job.to_string(),
+            wallet: prior.wallet.clone(),
+            payment,
+        })
+    };
+    let not_refunded = match settled {
+        Ok((_, Settled::Unpaid)) => {
+            submitted(Money::ZERO);
+            notes.push(format!(
+                "job {job} was cancelled by the run {when} (it paid nothing): the step was submitted again"
+            ));
+            return Ok(());
+        }
+        Ok((_, Settled::Refunded { amount, .. })) => {
+            submitted(prior.payment);
+            ctx.emit(Event::PaymentRefunded {
+                id: step.to_string(),
+                job_id: job.to_string(),
+                wallet: prior.wallet.clone(),
+                amount,
+            });
+            notes.push(format!(
+                "job {job} was cancelled by the run {when} and its payment of {amount} AITBC refunded: the step was submitted again"
+            ));
+            return Ok(());
+        }
+        Ok((_, s)) => s.note(job),
+        Err(e) => format!("the payment of job {job} could not be read: {e}"),
+    };
+    let held = prior.payment;
+    submitted(prior.payment);
+    let mut fail = None;
+    let note = if ctx.pay_again {
+        notes.push(format!(
+            "submitted again with --pay-again: job {job} still holds {held} AITBC"
+        ));
+        format!(
+            "job {job} was cancelled by the run {when} and its refund is not confirmed: {held} AITBC may still be held ({not_refunded}); \
+             the step was submitted again and paid again (--pay-again)"
+        )
+    } else {
+        let issue = format!(
+            "job {job} was cancelled by the run {when}, but its refund is not confirmed: {held} AITBC may still be held by the service ({not_refunded}); nothing was submitted again (`resume --pay-again` pays for the step again)"
+        );
+        fail = Some(
+            Fail::new(StepFailure::Failed, issue.clone())
+                .recommend(format!(
+                    "Ask for the refund with `aitbc-flow job refund {job}`, then resume again"
+                ))
+                .recommend(format!(
+                    "Or resume with --pay-again to submit the step again, paying {} AITBC more while {held} AITBC stays held",
+                    prior.payment
+                )),
+        );
+        issue
+    };
+    ctx.emit(Event::PaymentHeld {
+        id: step.to_string(),
+        job_id: job.to_string(),
+        wallet: prior.wallet.clone(),
+        amount: held,
+        note: Some(note),
+    });
+    fail.map_or(Ok(()), Err)
 }
 
 fn submit_outputs(sent: &Sent, req: &JobRequest) -> Map<String, Value> {
@@ -807,7 +987,8 @@ async fn wait<C: Coordinator>(
             let f = ctx.inflight.lock().ok().and_then(|m| m.get(job).cloned());
             match f {
                 Some(f) => {
-                    let settled = cancel_and_refund(ctx, job, &f, &report.id).await;
+                    let settled =
+                        cancel_and_refund(ctx, job, &f, &report.id, CancelWhy::Timeout).await;
                     fail = fail.recommend(match settled {
                         Some(Settled::Refunded { .. }) => {
                             "The job was cancelled and its payment refunded".to_string()
@@ -843,12 +1024,30 @@ async fn wait<C: Coordinator>(
 /// The job stays tracked until what happened is emitted: a refund can take ~14 s on the real service,
 /// and a step whose time runs out meanwhile is dropped — the run's way out then cancels and settles
 /// the job again (a second cancel answers 409 and is read; a second refund is asked and read back).
+///
+/// The journal says so before the cancel is sent and again with what became of the payment, so that
+/// `resume` knows the job as one the run cancelled itself (see `journal::Record::Cancel`).
 pub(crate) async fn cancel_and_refund<C: Coordinator>(
     ctx: &Ctx<C>,
     job: &JobId,
     f: &InFlight,
     acting: &str,
+    why: CancelWhy,
 ) -> Option<Settled> {
+    let record = |outcome| Record::Cancel {
+        step: f.step.clone(),
+        submission: f.submission,
+        job_id: job.to_string(),
+        why,
+        outcome,
+    };
+    if let Err(e) = ctx.journal(&record(None), true) {
+        // The cancel is sent anyway: a job left running would hold its payment for nothing. A resume
+        // then finds it CANCELED without knowing why, and says so.
+        ctx.emit(Event::RunIssue {
+            message: format!("the cancel of job {job} could not be journaled: {e}"),
+        });
+    }
     let conn = Conn::new(&*ctx.coord);
     let view = match crate::ops::cancel::cancel(&conn, job).await {
         Ok(done) => Some(done.answer),
@@ -881,6 +1080,27 @@ pub(crate) async fn cancel_and_refund<C: Coordinator>(
         refunded: settled.as_ref().and_then(Settled::refunded),
         wallet: f.wallet.clone(),
     });
+    let outcome = CancelOutcome {
+        state: view.as_ref().map(|v| v.state.to_string()),
+        payment_status: settled
+            .as_ref()
+            .and_then(|s| s.status().map(str::to_string))
+            .or_else(|| view.as_ref().and_then(|v| v.payment_status.clone())),
+        refunded: settled.as_ref().and_then(Settled::refunded),
+        held: match &settled {
+            Some(Settled::Held { amount, .. } | Settled::NotRefundable { amount, .. }) => {
+                Some(*amount)
+            }
+            Some(_) => None,
+            // The job could not be read, or completed meanwhile (paid for: nothing held for us).
+            None => view.is_none().then_some(f.payment),
+        },
+    };
+    if let Err(e) = ctx.journal(&record(Some(outcome)), true) {
+        ctx.emit(Event::RunIssue {
+            message: format!("what became of cancelled job {job} could not be journaled: {e}"),
+        });
+    }
     if let Some(s @ (Settled::Held { .. } | Settled::NotRefundable { .. })) = &settled {
         // Said on the step that cancelled (a wait's timeout, or the submitting step on the way out).
         ctx.emit(Event::PaymentHeld {
@@ -1055,9 +1275,13 @@ async fn run_job<C: Coordinator>(
     report: &mut StepReport,
 ) -> Result<Map<String, Value>, Fail> {
     let policy = &conn.retry;
+    // Tries count against `retry.max_attempts`; submissions number the step's jobs (a resume passes
+    // over a job the run cancelled, so the two part).
+    let mut tries = 1;
     let mut submission = 1;
     loop {
         let sent = submit(ctx, step, conn, req, submission, report).await?;
+        submission = sent.submission;
         let submitted = report.outcome.clone();
         let job = sent.view.job_id.clone();
         let done = wait(ctx, conn, &job, step.timeout, on_timeout, report).await?;
@@ -1066,20 +1290,21 @@ async fn run_job<C: Coordinator>(
             let fail = Fail::from_op(OpError::JobEnded {
                 last: Box::new(done),
             });
-            let delay = (submission < policy.max_attempts()
+            let delay = (tries < policy.max_attempts()
                 && policy.retries(FailureClass::Retry(RetryOn::JobFailed)))
-            .then(|| ctx.retry_delay(policy, submission + 1, None))
+            .then(|| ctx.retry_delay(policy, tries + 1, None))
             // A resubmission that could not even start before the step's deadline is not made.
             .filter(|d| conn.left().is_none_or(|left| *d < left));
             if let Some(delay) = delay {
                 conn.trace.attempt(Attempt {
-                    number: submission,
+                    number: tries,
                     started_at: now(),
                     duration_ms: 0,
                     error: Some(fail.issue.clone()),
                     delay_ms: Some(delay.as_millis() as u64),
                 });
                 tokio::time::sleep(delay).await;
+                tries += 1;
                 submission += 1;
                 continue;
             }

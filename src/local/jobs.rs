@@ -362,7 +362,8 @@ impl Shared {
         }
     }
 
-    /// A worker posts its outcome. Ignored when the job was cancelled or expired meanwhile.
+    /// A worker posts its outcome. Ignored when the job was cancelled or expired meanwhile — except, with
+    /// the real quirks, a result posted after a cancel: the job turns COMPLETED, as on the real service.
     pub(crate) fn post(&self, pos: u32, outcome: Outcome, took: Duration) {
         match outcome {
             Outcome::Failed(error) => {
@@ -370,7 +371,7 @@ impl Shared {
                 if core
                     .jobs
                     .get(pos as usize)
-                    .is_some_and(|j| accepts_result(j.state))
+                    .is_some_and(|j| j.state == JobState::Running)
                 {
                     self.end_unpaid(&mut core, pos, JobState::Failed, Some(&error));
                 }
@@ -382,7 +383,7 @@ impl Shared {
                 let draft = {
                     let core = self.lock();
                     match core.jobs.get(pos as usize) {
-                        Some(j) if accepts_result(j.state) => {
+                        Some(j) if accepts_result(j.state, self.real_quirks) => {
                             let mut d = j.clone();
                             d.state = JobState::Completed;
                             d.finished_at = Some(now_micros());
@@ -397,7 +398,7 @@ impl Shared {
                     receipt::sign(&draft, &self.client_id(draft.owner), &self.key, ms)
                 });
                 let mut core = self.lock();
-                if !accepts_result(core.jobs[pos as usize].state) {
+                if !accepts_result(core.jobs[pos as usize].state, self.real_quirks) {
                     return;
                 }
                 let job = &mut core.jobs[pos as usize];

@@ -77,7 +77,7 @@ pub struct LocalConfig {
     /// --real-quirks`): no refund on cancel, failure or expiry (the client asks for it, and the refund
     /// endpoint makes it); the job view keeps saying `escrowed` after a refund (only the payment view
     /// says `refunded`); a job paid 10 AITBC or more ends COMPLETED with the ZK `error` of the real
-    /// service and its payment left in escrow.
+    /// service and its payment left in escrow; a result posted after a cancel turns the job COMPLETED.
     pub real_quirks: bool,
     /// The real service's sliding-window rate limits, reproduced (off by default).
     pub rate_limits: RateLimits,

@@ -8,7 +8,9 @@
 //! Test markers: a prompt containing `FAIL_RESULT` makes the built-in worker post a failed result (state
 //! COMPLETED, `result.status: "failed"`, as the real service reports many failures); `FAIL` makes it fail
 //! the job (state FAILED, the payment refunded); `HANG` keeps the job RUNNING until it is cancelled,
-//! expires or the coordinator stops; a payload type outside the six ends COMPLETED with
+//! expires or the coordinator stops; `LATE` keeps it RUNNING until it is cancelled and then posts its
+//! result all the same (ignored, unless the real quirks are on: then, as on the real service, a result
+//! posted after a cancel turns the job COMPLETED); a payload type outside the six ends COMPLETED with
 //! `result: {"status": "failed", "error": "Unsupported job type: X"}`, as on the real service.
 
 use std::sync::Arc;
@@ -141,9 +143,9 @@ async fn run_job(shared: &Shared, pos: u32, cancel: &CancellationToken) {
         return;
     };
     let started = Instant::now();
-    if claim.miner == Miner::Builtin
-        && text(&claim.payload, "prompt").is_some_and(|p| p.contains("HANG"))
-    {
+    let prompt = text(&claim.payload, "prompt").unwrap_or("");
+    let late = prompt.contains("LATE");
+    if claim.miner == Miner::Builtin && (late || prompt.contains("HANG")) {
         // Hold the job RUNNING; look at it now and then, so that a job cancelled or expired meanwhile
         // gives its worker slot back instead of holding it until shutdown.
         loop {
@@ -152,9 +154,23 @@ async fn run_job(shared: &Shared, pos: u32, cancel: &CancellationToken) {
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
             if !shared.still_running(pos) {
-                return;
+                break;
             }
         }
+        if !late {
+            return;
+        }
+        // A provider that finishes after all: its result comes a little after the cancel.
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+        }
+        shared.post(
+            pos,
+            builtin(&claim.job_type, &claim.payload),
+            started.elapsed(),
+        );
+        return;
     }
     let delay = if claim.miner == Miner::Ollama {
         Duration::ZERO
@@ -329,9 +345,10 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// True for the states in which a worker's result is still wanted.
-pub fn accepts_result(state: JobState) -> bool {
-    state == JobState::Running
+/// True for the states in which a worker's result is taken: RUNNING, and with the real service's
+/// quirks CANCELED too (a result posted after a cancel turns the job COMPLETED).
+pub fn accepts_result(state: JobState, real_quirks: bool) -> bool {
+    state == JobState::Running || (real_quirks && state == JobState::Canceled)
 }
 
 #[cfg(test)]

@@ -119,6 +119,8 @@ async fn result_is_425_until_completed_and_cancel_refunds() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(canceled["state"], "CANCELED");
     assert_eq!(canceled["payment_status"], "refunded");
+    // As the real service says it.
+    assert_eq!(canceled["error"], "canceled by client");
     let (status, body) = l.post(&format!("/v1/jobs/{jid}/cancel"), &json!({})).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(body, json!({"detail": "job not cancelable"}));

@@ -252,7 +252,8 @@ impl Shared {
         if core.jobs[pos as usize].state.is_final() {
             return false;
         }
-        self.end_unpaid(core, pos, JobState::Canceled, None);
+        // As the real service says it on the job view.
+        self.end_unpaid(core, pos, JobState::Canceled, Some("canceled by client"));
         true
     }
 

@@ -1,10 +1,16 @@
 //! Reporters fed by the run's event stream: the terminal view, `report.json`, `summary.md`,
-//! `junit.xml` and `events.jsonl`.
+//! `junit.xml`, `report.html` and `events.jsonl`; and what reads them back: the history of runs and
+//! `runs show`'s rendering for the terminal.
 
 pub mod history;
+pub mod html;
 pub mod model;
+pub mod provenance;
 pub mod repro;
+pub mod show;
+pub mod style;
 pub mod terminal;
+pub mod text;
 pub mod writers;
 
 pub use model::{Report, RunStatus, StepReport, StepState, report_schema};

@@ -83,7 +83,7 @@ fn report_html_draws_the_run_in_a_real_browser() {
         "report.html is written with the other reports"
     );
 
-    let mut b = browser::Browser::start(&exe, 1280, 1000).expect("start chromium");
+    let mut b = browser::Browser::start(&exe, 1280, 1700).expect("start chromium");
     let url = format!("file://{}", html.display());
     b.open(&url).expect("open report.html");
     let rendered = b

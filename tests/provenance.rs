@@ -46,7 +46,8 @@ fn run(plan: &Path, runs: &Path) -> Value {
 #[test]
 fn the_report_records_the_plans_commit_and_whether_the_tree_was_dirty() {
     if Command::new("git").arg("--version").output().is_err() {
-        eprintln!("skipped: the provenance test needs git");
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "skipped: the provenance test needs git");
         return;
     }
     let t = tempfile::tempdir().unwrap();

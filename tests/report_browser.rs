@@ -51,7 +51,10 @@ fn chromium_or_skip() -> Option<std::path::PathBuf> {
             "CI=true but no Chromium was found: .ci/run installs Debian's `chromium` (or set AITBC_CHROMIUM)"
         ),
         None => {
-            eprintln!(
+            // Written to stderr itself, not through the test harness's capture, so that it shows.
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
                 "skipped: report.html browser test needs Chromium (apt-get install chromium, or AITBC_CHROMIUM=/path/to/chrome)"
             );
             None

@@ -345,7 +345,8 @@ fn a_run_that_succeeds_prints_no_resume_hint_and_counts_every_state() {
         "--embedded-latency",
         "instant",
     ])
-    .env_remove("AITBC_COORDINATOR_URL");
+    .env_remove("AITBC_COORDINATOR_URL")
+    .env_remove("CLICOLOR_FORCE");
     let out = output_within(cmd, LIMIT);
     assert_eq!(out.status.code(), Some(0));
     let stdout = String::from_utf8_lossy(&out.stdout);

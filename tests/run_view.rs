@@ -424,11 +424,11 @@ steps:
       task_type: training
       target: cost
       wallet: w
-  - id: train
+  - id: train-a-model-with-a-rather-long-step-id-so-that-the-live-view-must-cut-its-line
     needs: [size]
     job: {job_type: training, wallet: w, payment: 10, prompt: "Train a little"}
   - id: after
-    needs: [train]
+    needs: [train-a-model-with-a-rather-long-step-id-so-that-the-live-view-must-cut-its-line]
     balance: {wallet: w}
 "#;
 
@@ -462,8 +462,15 @@ fn the_live_view_shows_jobs_spend_waiting_steps_and_issues_in_colour() {
     let s = &out.screen;
     let report: Value = serde_json::from_str(&read(&dir.run_dir(), "report.json")).unwrap();
     let job = report["steps"][1]["job_id"].as_str().unwrap();
-    // The running step's line names its job; the total line counts waiting steps and the spend.
-    assert!(s.contains(&format!("job {}", &job[..8])), "{s}");
+    // The running step's line names its job (its long id cut to leave room); the total line counts
+    // waiting steps and the spend.
+    let running = s
+        .split(['\n', '\r'])
+        .map(visible)
+        .find(|l| l.starts_with("  ⏳ train-a-model") && l.contains("running"))
+        .unwrap_or_else(|| panic!("no line for the running step: {s}"));
+    assert!(running.contains(&format!("job {}", &job[..8])), "{running}");
+    assert!(running.contains('…'), "{running}");
     assert!(s.contains("1 running, 1 waiting"), "{s}");
     assert!(s.contains("10 AITBC paid"), "{s}");
     // Redrawn in place, with colours.
@@ -473,6 +480,30 @@ fn the_live_view_shows_jobs_spend_waiting_steps_and_issues_in_colour() {
     assert!(s.contains("size: asked for 16 cpu cores, granted 8"), "{s}");
     // The closing line on stdout, the status in colour.
     assert!(s.contains("\x1b[32msucceeded\x1b[0m ("), "{s:?}");
+    // The lines redrawn in place never wrap on the terminal's 80 columns (its own width, not a default).
+    for line in s.split(['\n', '\r']).map(visible) {
+        if line.starts_with("  ⏳") || line.contains(" steps done, ") {
+            assert!(line.chars().count() < 80, "{line}");
+        }
+    }
+}
+
+/// `s` without its escape codes (`ESC [ … letter`).
+fn visible(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for e in chars.by_ref() {
+                if e.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Whether `s` holds a colour code (an SGR escape: `ESC [ … m`).

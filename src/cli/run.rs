@@ -59,6 +59,7 @@ impl Progress {
         View {
             mode,
             palette: Palette::new(env.colour(stderr_tty || self == Progress::Tty)),
+            tty_fd: stderr_tty.then_some(2),
         }
     }
 }
@@ -805,10 +806,14 @@ fn runs_show(a: RunsShowArgs) -> i32 {
     }
     let tty = std::io::stdout().is_terminal();
     let p = Palette::new(TermEnv::from_env().colour(tty));
-    let width = std::env::var("COLUMNS")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(if tty { 120 } else { 160 });
+    let width = if tty {
+        crate::report::style::width_of(1).unwrap_or(120)
+    } else {
+        std::env::var("COLUMNS")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(160)
+    };
     out!("{}", crate::report::show::for_terminal(&report, p, width));
     outln!(
         "\n{} {}",

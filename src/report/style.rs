@@ -54,6 +54,36 @@ impl TermEnv {
     }
 }
 
+/// The width in columns of the terminal open on `fd`: `COLUMNS` when it is set, else the window size
+/// the terminal reports; `None` when neither says.
+pub fn width_of(fd: i32) -> Option<usize> {
+    if let Some(c) = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse::<usize>().ok())
+        .filter(|c| *c > 0)
+    {
+        return Some(c);
+    }
+    #[cfg(unix)]
+    {
+        let mut size = libc::winsize {
+            ws_row: 0,
+            ws_col: 0,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCGWINSZ only writes a `winsize` into the one passed; a descriptor that is not a
+        // terminal makes it fail, which is checked.
+        let rc = unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut size) };
+        if rc == 0 && size.ws_col > 0 {
+            return Some(size.ws_col as usize);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = fd;
+    None
+}
+
 /// The styles of one stream: plain text when colour is off.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Palette {

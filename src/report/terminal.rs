@@ -31,6 +31,9 @@ pub struct View {
     pub mode: Mode,
     /// Colours (off unless the caller turned them on).
     pub palette: Palette,
+    /// The descriptor of the terminal drawn on, whose width the live view reads at each redraw (so
+    /// that a resized window is followed); without one, `COLUMNS` or 100.
+    pub tty_fd: Option<i32>,
 }
 
 impl From<Mode> for View {
@@ -38,6 +41,7 @@ impl From<Mode> for View {
         View {
             mode,
             palette: Palette::default(),
+            tty_fd: None,
         }
     }
 }
@@ -56,6 +60,7 @@ pub struct Terminal<W: Write> {
     out: W,
     mode: Mode,
     palette: Palette,
+    tty_fd: Option<i32>,
     running: BTreeMap<String, Running>,
     drawn: usize,
     total: usize,
@@ -79,6 +84,7 @@ impl<W: Write> Terminal<W> {
             out,
             mode: view.mode,
             palette: view.palette,
+            tty_fd: view.tty_fd,
             running: BTreeMap::new(),
             drawn: 0,
             total: 0,
@@ -128,6 +134,8 @@ impl<W: Write> Terminal<W> {
             let job = r.job.as_deref().map_or(String::new(), |j| {
                 format!("job {}", j.get(..8).unwrap_or(j))
             });
+            // A long id is cut, so that the job, the state and the time stay in view.
+            let id = crate::report::text::clip(id, 32);
             lines.push(format!(
                 "  ⏳ {id:<32} {job:<12} {:<10} {:>6.1}s",
                 r.state,
@@ -151,11 +159,12 @@ impl<W: Write> Terminal<W> {
             self.started.elapsed().as_secs_f64()
         ));
         // Lines that wrap would throw the redraw off: keep them within the terminal's width.
-        let width = std::env::var("COLUMNS")
-            .ok()
-            .and_then(|c| c.parse::<usize>().ok())
-            .unwrap_or(100)
-            .max(20);
+        let width = match self.tty_fd {
+            Some(fd) => crate::report::style::width_of(fd),
+            None => std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()),
+        }
+        .unwrap_or(100)
+        .max(20);
         for l in &lines {
             let _ = writeln!(self.out, "{}", fit(l, width - 1));
         }

@@ -16,7 +16,7 @@ pub struct PtyOutput {
     pub screen: String,
 }
 
-/// Runs `cmd` with stdin, stdout and stderr on a new pseudo-terminal 100 columns wide, types `input`,
+/// Runs `cmd` with stdin, stdout and stderr on a new pseudo-terminal 80 columns wide, types `input`,
 /// and returns what it printed; panics when it takes longer than `limit`.
 pub fn run(mut cmd: Command, input: &[u8], limit: Duration) -> PtyOutput {
     let (mut master, slave) = open();
@@ -26,7 +26,8 @@ pub fn run(mut cmd: Command, input: &[u8], limit: Duration) -> PtyOutput {
         .stdin(Stdio::from(stdin))
         .stdout(Stdio::from(stdout))
         .stderr(Stdio::from(slave))
-        .env("COLUMNS", "100")
+        // The width is the terminal's own (80 columns), as a program reads it.
+        .env_remove("COLUMNS")
         .spawn()
         .expect("spawn on the pty");
     // The child holds the terminal now; the parent's copies went into the command.
@@ -84,7 +85,7 @@ fn open() -> (std::fs::File, OwnedFd) {
     let mut slave = -1;
     let size = libc::winsize {
         ws_row: 40,
-        ws_col: 100,
+        ws_col: 80,
         ws_xpixel: 0,
         ws_ypixel: 0,
     };

@@ -62,8 +62,17 @@ fn list_show_and_prune() {
     assert_eq!(oks.len(), 2);
 
     let bad_id = list[1]["run_id"].as_str().unwrap();
+    // For the terminal: a table, not Markdown; `--markdown` gives summary.md as it is.
     let out = runs_cmd(&["show", bad_id], &runs);
     assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(&format!("Run {bad_id} of hist-bad — failed")),
+        "{text}"
+    );
+    assert!(!text.contains("# Run") && !text.contains("|---"), "{text}");
+    assert!(text.contains("below the minimum"), "{text}");
+    let out = runs_cmd(&["show", bad_id, "--markdown"], &runs);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("# Run"), "{text}");
     assert!(text.contains("below the minimum"), "{text}");

@@ -79,8 +79,20 @@ pub struct PlanArgs {
 /// `graph PLAN`
 #[derive(Debug, clap::Args)]
 pub struct GraphArgs {
-    /// The plan file.
-    pub plan: PathBuf,
+    /// The plan file (with --run it may be left out: the run's graph is drawn from its report).
+    #[arg(required_unless_present = "run")]
+    pub plan: Option<PathBuf>,
+    /// Colour the steps by their states in this run (a run id, or `latest`).
+    #[arg(long, value_name = "RUN-ID")]
+    pub run: Option<String>,
+    /// Where run directories are.
+    #[arg(
+        long,
+        env = "AITBC_RUNS_DIR",
+        default_value = "runs",
+        value_name = "DIR"
+    )]
+    pub runs_dir: PathBuf,
     /// `mermaid` (default) or `dot`.
     #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
     pub format: GraphFormat,
@@ -133,17 +145,89 @@ pub fn plan(a: PlanArgs) -> i32 {
 
 /// Runs `graph`.
 pub fn graph(a: GraphArgs) -> i32 {
-    let plan = match crate::plan::load(&a.plan, &a.overrides.load_options()) {
-        Ok(p) => p,
-        Err(ds) => {
-            print_diagnostics(&ds);
+    use crate::plan::graph::{Node, dot, mermaid, plan_nodes};
+    use crate::report::text::{STATE_STYLES, state_class};
+    let run = match &a.run {
+        Some(id) => {
+            let report = crate::report::history::find_run(&a.runs_dir, id)
+                .map_err(|e| e.to_string())
+                .and_then(|dir| {
+                    crate::report::history::read_report(&dir)
+                        .ok_or_else(|| format!("run {id} has no readable report"))
+                });
+            match report {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    errln!("error: {e}");
+                    return crate::exit::INVALID;
+                }
+            }
+        }
+        None => None,
+    };
+    let plan = match &a.plan {
+        Some(path) => match crate::plan::load(path, &a.overrides.load_options()) {
+            Ok(p) => Some(p),
+            Err(ds) => {
+                print_diagnostics(&ds);
+                return crate::exit::INVALID;
+            }
+        },
+        None => None,
+    };
+    if let Some(p) = &plan {
+        print_warnings(&p.warnings);
+    }
+    let states: std::collections::HashMap<&str, &'static str> = run
+        .iter()
+        .flat_map(|r| {
+            r.steps
+                .iter()
+                .map(|s| (s.id.as_str(), state_class(s.state)))
+        })
+        .collect();
+    let (name, nodes): (&str, Vec<Node>) = match (&plan, &run) {
+        (Some(p), run) => {
+            if let Some(r) = run
+                && r.plan_hash != p.content_hash
+            {
+                errln!(
+                    "note: run {} ran another version of {} (sha256 {} then); steps are coloured by id",
+                    r.run_id,
+                    p.path.display(),
+                    &r.plan_hash[..r.plan_hash.len().min(12)]
+                );
+            }
+            let nodes = plan_nodes(p)
+                .into_iter()
+                .map(|n| Node {
+                    class: states.get(n.id).copied(),
+                    ..n
+                })
+                .collect();
+            (&p.plan.name, nodes)
+        }
+        (None, Some(r)) => (
+            &r.plan,
+            r.steps
+                .iter()
+                .map(|s| Node {
+                    id: &s.id,
+                    kind: &s.kind,
+                    needs: &s.needs,
+                    class: Some(state_class(s.state)),
+                })
+                .collect(),
+        ),
+        (None, None) => {
+            errln!("error: give a plan file, or --run RUN-ID to draw a run's graph");
             return crate::exit::INVALID;
         }
     };
-    print_warnings(&plan.warnings);
+    let styles: &[(&str, &str, &str)] = if run.is_some() { &STATE_STYLES } else { &[] };
     match a.format {
-        GraphFormat::Mermaid => out!("{}", crate::plan::graph::to_mermaid(&plan)),
-        GraphFormat::Dot => out!("{}", crate::plan::graph::to_dot(&plan)),
+        GraphFormat::Mermaid => out!("{}", mermaid(&nodes, styles)),
+        GraphFormat::Dot => out!("{}", dot(name, &nodes, styles)),
     }
     crate::exit::SUCCESS
 }

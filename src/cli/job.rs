@@ -345,7 +345,10 @@ fn run_input(
             balance_check,
             ..OpOptions::default()
         };
-        let outcome = crate::op::execute(&conn.client, input, &opts).await;
+        let mut outcome = crate::op::execute(&conn.client, input, &opts).await;
+        if conn.local.is_some() {
+            gone_with_the_command(&mut outcome.output);
+        }
         conn.close().await;
         Ok(outcome)
     })
@@ -414,6 +417,21 @@ pub async fn connect(
         token: config.token.clone(),
     })
 }
+
+/// The embedded coordinator's jobs end with the command: advice to look at a job later (its status,
+/// its result, a cancel or a refund) would name a job that is gone, so it is replaced by the way to
+/// keep jobs.
+fn gone_with_the_command(o: &mut Outcome) {
+    let before = o.recommendations.len();
+    o.recommendations
+        .retain(|r| !r.contains("`aitbc-flow job ") && r != crate::model::hints::BONDED_QUEUED);
+    if o.recommendations.len() < before {
+        o.recommendations.push(EMBEDDED_JOBS_END.into());
+    }
+}
+
+/// What replaces the follow-up advice on the embedded coordinator.
+pub const EMBEDDED_JOBS_END: &str = "The embedded coordinator's jobs end with this command: use      `aitbc-flow job submit … --wait` to get the result now, or start `aitbc-flow coordinator serve`      and point --coordinator at it to keep jobs between commands";
 
 fn print_outcome(outcome: &OpOutcome, format: OutputFormat) {
     match format {

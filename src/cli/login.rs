@@ -33,11 +33,11 @@ pub struct LoginArgs {
 /// Runs `login`.
 pub fn login(a: LoginArgs) -> i32 {
     let Some(url) = a.coordinator.as_deref() else {
-        eprintln!("error: no coordinator configured (set --coordinator or AITBC_COORDINATOR_URL)");
+        errln!("error: no coordinator configured (set --coordinator or AITBC_COORDINATOR_URL)");
         return exit::INVALID;
     };
     let Some(token_file) = a.token_file.clone() else {
-        eprintln!(
+        errln!(
             "error: say where the session token goes: --token-file FILE or AITBC_TOKEN_FILE (the runner reads it there)"
         );
         return exit::INVALID;
@@ -57,7 +57,7 @@ pub fn login(a: LoginArgs) -> i32 {
         (None, None) => match std::env::var("AITBC_PRIVATE_KEY") {
             Ok(k) if !k.trim().is_empty() => KeySource::Env(Secret::new(k)),
             _ => {
-                eprintln!(
+                errln!(
                     "error: no key to sign with: give --key-file FILE, --wallet NAME, or set AITBC_PRIVATE_KEY"
                 );
                 return exit::INVALID;
@@ -67,14 +67,14 @@ pub fn login(a: LoginArgs) -> i32 {
     let key = match source.read() {
         Ok(k) => k,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return exit::INVALID;
         }
     };
     if let KeySource::File(path) = &source
         && readable_by_others(path)
     {
-        eprintln!(
+        errln!(
             "warning: {} can be read by other users; a key file should be readable by you only (chmod 600)",
             path.display()
         );
@@ -82,7 +82,7 @@ pub fn login(a: LoginArgs) -> i32 {
     if let Some(want) = &a.wallet_address
         && !want.trim().eq_ignore_ascii_case(key.address())
     {
-        eprintln!(
+        errln!(
             "error: the key belongs to {}, not to --wallet-address {}",
             key.address(),
             want.trim()
@@ -92,7 +92,7 @@ pub fn login(a: LoginArgs) -> i32 {
     let mut config = match ClientConfig::for_url(url) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return exit::INVALID;
         }
     };
@@ -100,7 +100,7 @@ pub fn login(a: LoginArgs) -> i32 {
     let client = match HttpCoordinator::new(&config) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return exit::INVALID;
         }
     };
@@ -110,23 +110,23 @@ pub fn login(a: LoginArgs) -> i32 {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln!("error: cannot start the async runtime: {e}");
             return exit::INVALID;
         }
     };
     let session = match runtime.block_on(client.login(&key)) {
         Ok(s) => s,
         Err(LoginError::Client(e)) => {
-            eprintln!("error: login as {} failed: {e}", key.address());
+            errln!("error: login as {} failed: {e}", key.address());
             return exit::for_client(&e);
         }
         Err(e) => {
-            eprintln!("error: login as {} failed: {e}", key.address());
+            errln!("error: login as {} failed: {e}", key.address());
             return exit::STEP_FAILED;
         }
     };
     if let Err(e) = write_token_file(&token_file, &session.token) {
-        eprintln!(
+        errln!(
             "error: logged in, but cannot write the session token to {}: {e}",
             token_file.display()
         );
@@ -136,7 +136,7 @@ pub fn login(a: LoginArgs) -> i32 {
         .expires_at
         .map(|t| format!(", valid until {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
         .unwrap_or_default();
-    println!(
+    outln!(
         "logged in to {} as {}; session token written to {} (mode 0600){until}",
         client_url(url),
         session.address,

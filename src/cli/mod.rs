@@ -18,19 +18,23 @@ macro_rules! outln {
     }};
 }
 
-/// `eprint!` that never panics on a closed stderr.
+/// `eprint!` that never panics on a closed stderr; a leading `error:`, `warning:` or `note:` is
+/// coloured when stderr takes colours.
 macro_rules! err {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = write!(std::io::stderr(), $($arg)*);
+        let text = $crate::cli::stderr_palette().message(&format!($($arg)*));
+        let _ = write!(std::io::stderr(), "{text}");
     }};
 }
 
-/// `eprintln!` that never panics on a closed stderr.
+/// `eprintln!` that never panics on a closed stderr; a leading `error:`, `warning:` or `note:` is
+/// coloured when stderr takes colours.
 macro_rules! errln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
+        let text = $crate::cli::stderr_palette().message(&format!($($arg)*));
+        let _ = writeln!(std::io::stderr(), "{text}");
     }};
 }
 
@@ -43,7 +47,17 @@ pub mod plan_cmds;
 pub mod run;
 pub mod scheduler;
 
-use clap::{Parser, Subcommand};
+use std::io::IsTerminal as _;
+
+use clap::{CommandFactory as _, Parser, Subcommand};
+
+use crate::report::style::{Palette, TermEnv};
+
+/// The colours of stderr: on a terminal unless `NO_COLOR`, or anywhere with `CLICOLOR_FORCE`. Read
+/// when a message is printed (messages are few), so that nothing global is kept.
+pub fn stderr_palette() -> Palette {
+    Palette::new(TermEnv::from_env().colour(std::io::stderr().is_terminal()))
+}
 
 /// A declarative workflow runner for AI jobs on the AITBC compute network.
 #[derive(Debug, Parser)]
@@ -86,6 +100,70 @@ pub enum Command {
     Mcp(mcp::McpArgs),
     /// Run the plans of a folder on their `schedule:` (long-lived, or `--once` from system cron).
     Scheduler(scheduler::SchedulerArgs),
+    /// Print a shell's completion script: `aitbc-flow completions bash > /etc/bash_completion.d/aitbc-flow`.
+    Completions(CompletionsArgs),
+    /// Print the man page (`aitbc-flow man | man -l -`), or write one per command into a folder.
+    Man(ManArgs),
+}
+
+/// `completions SHELL`
+#[derive(Debug, clap::Args)]
+pub struct CompletionsArgs {
+    /// bash, zsh, fish, powershell or elvish.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `man [--dir DIR]`
+#[derive(Debug, clap::Args)]
+pub struct ManArgs {
+    /// Write `aitbc-flow.1` and a page for every subcommand (`aitbc-flow-run.1`, …) into this folder.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<std::path::PathBuf>,
+}
+
+fn completions(a: CompletionsArgs) -> i32 {
+    let mut cmd = Cli::command();
+    let mut out = Vec::new();
+    clap_complete::generate(a.shell, &mut cmd, "aitbc-flow", &mut out);
+    out!("{}", String::from_utf8_lossy(&out));
+    crate::exit::SUCCESS
+}
+
+fn man(a: ManArgs) -> i32 {
+    let cmd = Cli::command();
+    match a.dir {
+        Some(dir) => {
+            let written =
+                std::fs::create_dir_all(&dir).and_then(|_| clap_mangen::generate_to(cmd, &dir));
+            match written {
+                Ok(()) => {
+                    outln!("man pages written to {}", dir.display());
+                    crate::exit::SUCCESS
+                }
+                Err(e) => {
+                    errln!(
+                        "error: cannot write the man pages to {}: {e}",
+                        dir.display()
+                    );
+                    crate::exit::INVALID
+                }
+            }
+        }
+        None => {
+            let mut out = Vec::new();
+            match clap_mangen::Man::new(cmd).render(&mut out) {
+                Ok(()) => {
+                    out!("{}", String::from_utf8_lossy(&out));
+                    crate::exit::SUCCESS
+                }
+                Err(e) => {
+                    errln!("error: cannot render the man page: {e}");
+                    crate::exit::INVALID
+                }
+            }
+        }
+    }
 }
 
 /// Parses the command line, runs the command, and returns the process exit code.
@@ -117,6 +195,8 @@ pub fn main() -> i32 {
         Command::Login(a) => login::login(a),
         Command::Mcp(a) => mcp::mcp(a),
         Command::Scheduler(a) => scheduler::scheduler(a),
+        Command::Completions(a) => completions(a),
+        Command::Man(a) => man(a),
     }
 }
 

@@ -35,9 +35,11 @@ pub enum SchemaKind {
     Plan,
     /// The run report (`schemas/report.schema.json`).
     Report,
+    /// One line of a run's `events.jsonl` (`schemas/events.schema.json`).
+    Events,
 }
 
-/// `schema plan|report`
+/// `schema plan|report|events`
 #[derive(Debug, clap::Args)]
 pub struct SchemaArgs {
     /// Which schema.
@@ -216,5 +218,17 @@ pub fn schema(a: SchemaArgs) -> i32 {
                 crate::exit::INVALID
             }
         },
+        SchemaKind::Events => {
+            match serde_json::to_string_pretty(&crate::report::model::events_schema()) {
+                Ok(s) => {
+                    outln!("{s}");
+                    crate::exit::SUCCESS
+                }
+                Err(e) => {
+                    errln!("error: cannot print the events schema: {e}");
+                    crate::exit::INVALID
+                }
+            }
+        }
     }
 }

@@ -16,7 +16,8 @@ use crate::exec::session::{
 };
 use crate::exit;
 use crate::money::Money;
-use crate::report::terminal::Mode;
+use crate::report::style::{Palette, TermEnv};
+use crate::report::terminal::{Mode, View};
 use crate::report::{history, repro};
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +29,39 @@ pub enum RunOutput {
     Text,
     /// The report as JSON on stdout, and nothing else there.
     Json,
+}
+
+/// How `run` and `resume` show progress on stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Progress {
+    /// The live view on a terminal (unless `TERM=dumb`), one line per event otherwise.
+    #[default]
+    Auto,
+    /// The live view, redrawn in place, even when stderr is not a terminal.
+    Tty,
+    /// One line per event, no cursor codes.
+    Plain,
+    /// Nothing (as `--quiet`).
+    None,
+}
+
+impl Progress {
+    /// The terminal view for this choice, from the environment and whether stderr is a terminal.
+    pub fn view(self, quiet: bool, env: &TermEnv, stderr_tty: bool) -> View {
+        let mode = match self {
+            _ if quiet => Mode::Quiet,
+            Progress::None => Mode::Quiet,
+            Progress::Tty => Mode::Live,
+            Progress::Plain => Mode::Plain,
+            Progress::Auto if env.cursor(stderr_tty) => Mode::Live,
+            Progress::Auto => Mode::Plain,
+        };
+        View {
+            mode,
+            palette: Palette::new(env.colour(stderr_tty || self == Progress::Tty)),
+            tty_fd: stderr_tty.then_some(2),
+        }
+    }
 }
 
 /// Worker speed of the embedded coordinator.
@@ -72,9 +106,13 @@ pub struct RunArgs {
     /// `text` (default) or `json` (the report on stdout).
     #[arg(long, value_enum, default_value_t = RunOutput::Text)]
     pub output: RunOutput,
-    /// No progress on stderr.
+    /// No progress on stderr (as `--progress none`).
     #[arg(long, short)]
     pub quiet: bool,
+    /// Progress on stderr: `auto` (the live view on a terminal, else one line per event), `tty`,
+    /// `plain` or `none`. Colours follow NO_COLOR and CLICOLOR_FORCE.
+    #[arg(long, value_enum, default_value_t = Progress::Auto, value_name = "WHEN")]
+    pub progress: Progress,
     /// Embedded coordinator only: set a wallet's balance (`--fund trading-wallet=750`).
     #[arg(long, value_name = "WALLET=AMOUNT", value_parser = parse_fund)]
     pub fund: Vec<(String, Money)>,
@@ -136,6 +174,8 @@ struct ExecParams {
     keep_going: bool,
     output: RunOutput,
     quiet: bool,
+    progress: Progress,
+    runs_dir: PathBuf,
     fund: Vec<(String, Money)>,
     no_faucet: bool,
     embedded_latency: EmbeddedLatency,
@@ -228,6 +268,8 @@ pub fn run(a: RunArgs) -> i32 {
         keep_going: a.keep_going,
         output: a.output,
         quiet: a.quiet,
+        progress: a.progress,
+        runs_dir: a.runs_dir.clone(),
         fund: a.fund.clone(),
         no_faucet: a.no_faucet,
         embedded_latency: a.embedded_latency,
@@ -311,13 +353,10 @@ fn execute_plan(
         );
         return exit::UNREACHABLE;
     }
-    let mode = if p.quiet {
-        Mode::Quiet
-    } else if std::io::stderr().is_terminal() {
-        Mode::Live
-    } else {
-        Mode::Plain
-    };
+    let term = TermEnv::from_env();
+    let view = p
+        .progress
+        .view(p.quiet, &term, std::io::stderr().is_terminal());
     let result = runtime.block_on(async {
         let (config, local) = if config.is_configured() {
             (config, None)
@@ -348,7 +387,7 @@ fn execute_plan(
             errln!("note: --fund and --no-faucet apply to the embedded coordinator only; ignored");
         }
         if local.is_none() && !p.embedded_rate_limits.is_off() {
-            eprintln!(
+            errln!(
                 "note: --embedded-rate-limits applies to the embedded coordinator only; ignored (AITBC_RATE_LIMIT paces a remote one)"
             );
         }
@@ -373,7 +412,7 @@ fn execute_plan(
             ..RunOptions::new(run_id.clone(), run_dir.clone())
         };
         let finished =
-            run_with_reports(plan.clone(), Arc::new(client), options, mode, interrupt).await;
+            run_with_reports(plan.clone(), Arc::new(client), options, view, interrupt).await;
         if let Some(handle) = local
             && let Err(e) = handle.shutdown().await
         {
@@ -398,12 +437,19 @@ fn execute_plan(
             Err(e) => errln!("error: cannot print the report: {e}"),
         },
         RunOutput::Text => {
+            let palette = Palette::new(term.colour(std::io::stdout().is_terminal()));
             outln!(
                 "run {} {}: report in {}",
                 finished.report.run_id,
-                status_text(&finished),
+                status_text(&finished, palette),
                 finished.run_dir.display()
             );
+        }
+    }
+    if let Some(hint) = resume_hint(&finished.report, &p.runs_dir) {
+        match p.output {
+            RunOutput::Text => outln!("{hint}"),
+            RunOutput::Json => errln!("{hint}"),
         }
     }
     finished.outcome.exit_code
@@ -428,7 +474,7 @@ fn refuse_short_token(
         return None;
     }
     let message = token_outlived(&config, plan, concurrency, resume)?;
-    eprintln!("error: {message}");
+    errln!("error: {message}");
     Some(exit::UNREACHABLE)
 }
 
@@ -475,6 +521,21 @@ fn token_outlived(
     ))
 }
 
+/// How to go on with a run that stopped before its end (interrupted, or the coordinator out of
+/// reach): `resume` keeps what succeeded and never submits a job twice.
+fn resume_hint(r: &crate::report::Report, runs_dir: &std::path::Path) -> Option<String> {
+    use crate::report::RunStatus;
+    if !matches!(r.status, RunStatus::Interrupted | RunStatus::Unreachable) {
+        return None;
+    }
+    let dir = if runs_dir == std::path::Path::new("runs") {
+        String::new()
+    } else {
+        format!(" --runs-dir {}", runs_dir.display())
+    };
+    Some(format!("resume with: aitbc-flow resume {}{dir}", r.run_id))
+}
+
 /// `resume RUN-ID`
 #[derive(Debug, clap::Args)]
 pub struct ResumeArgs {
@@ -506,9 +567,12 @@ pub struct ResumeArgs {
     /// `text` (default) or `json` (the report on stdout).
     #[arg(long, value_enum, default_value_t = RunOutput::Text)]
     pub output: RunOutput,
-    /// No progress on stderr.
+    /// No progress on stderr (as `--progress none`).
     #[arg(long, short)]
     pub quiet: bool,
+    /// Progress on stderr: `auto`, `tty`, `plain` or `none` (see `run --progress`).
+    #[arg(long, value_enum, default_value_t = Progress::Auto, value_name = "WHEN")]
+    pub progress: Progress,
     /// Embedded coordinator only (a run that used one): worker latency.
     #[arg(long, value_enum, default_value_t = EmbeddedLatency::Default)]
     pub embedded_latency: EmbeddedLatency,
@@ -621,6 +685,8 @@ pub fn resume(a: ResumeArgs) -> i32 {
         keep_going: a.keep_going,
         output: a.output,
         quiet: a.quiet,
+        progress: a.progress,
+        runs_dir: a.runs_dir.clone(),
         fund: Vec::new(),
         no_faucet: false,
         embedded_latency: a.embedded_latency,
@@ -673,15 +739,12 @@ fn short(hash: &str) -> &str {
     &hash[..hash.len().min(12)]
 }
 
-fn status_text(f: &Finished) -> String {
+fn status_text(f: &Finished, p: Palette) -> String {
     let t = &f.report.totals;
-    let word = serde_json::to_value(f.report.status)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
+    let word = p.status(f.report.status, f.report.status.as_str());
     format!(
-        "{word} ({} succeeded, {} failed, {} skipped, {} jobs)",
-        t.succeeded, t.failed, t.skipped, t.jobs
+        "{word} ({} succeeded, {} failed, {} skipped, {} cancelled, {} jobs)",
+        t.succeeded, t.failed, t.skipped, t.cancelled, t.jobs
     )
 }
 
@@ -690,8 +753,10 @@ fn status_text(f: &Finished) -> String {
 pub enum RunsCommand {
     /// List runs, newest first.
     List(RunsListArgs),
-    /// Print a run's summary.
+    /// Show a run's report for the terminal (`--markdown`: summary.md; `--html`: report.html's path).
     Show(RunsShowArgs),
+    /// Open a run's report.html in the browser ($BROWSER, else xdg-open or open).
+    Open(RunsOpenArgs),
     /// Delete all but the newest N runs.
     Prune(RunsPruneArgs),
 }
@@ -716,7 +781,23 @@ pub struct RunsListArgs {
 /// `runs show RUN-ID`
 #[derive(Debug, clap::Args)]
 pub struct RunsShowArgs {
-    /// The run.
+    /// The run, or `latest`.
+    pub run_id: String,
+    /// Where run directories are.
+    #[arg(long, env = "AITBC_RUNS_DIR", default_value = "runs")]
+    pub runs_dir: PathBuf,
+    /// Print the path of the run's report.html instead (written from report.json if missing).
+    #[arg(long, conflicts_with = "markdown")]
+    pub html: bool,
+    /// Print summary.md as it is (for a CI job summary).
+    #[arg(long)]
+    pub markdown: bool,
+}
+
+/// `runs open RUN-ID`
+#[derive(Debug, clap::Args)]
+pub struct RunsOpenArgs {
+    /// The run, or `latest`.
     pub run_id: String,
     /// Where run directories are.
     #[arg(long, env = "AITBC_RUNS_DIR", default_value = "runs")]
@@ -732,98 +813,262 @@ pub struct RunsPruneArgs {
     /// Where run directories are.
     #[arg(long, env = "AITBC_RUNS_DIR", default_value = "runs")]
     pub runs_dir: PathBuf,
+    /// Say which runs would be removed, and remove none.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask before removing every run (`--keep 0` on a terminal asks).
+    #[arg(long, short)]
+    pub yes: bool,
 }
 
 /// Runs a `runs` command.
 pub fn runs(c: RunsCommand) -> i32 {
     match c {
-        RunsCommand::List(a) => {
-            let runs = match history::list_runs(&a.runs_dir) {
-                Ok(r) => r,
-                Err(e) => {
-                    errln!("error: {e}");
-                    return exit::INVALID;
-                }
-            };
-            let runs: Vec<_> = runs
-                .into_iter()
-                .filter(|r| a.plan.as_ref().is_none_or(|p| &r.plan == p))
-                .filter(|r| {
-                    a.status.as_ref().is_none_or(|s| {
-                        serde_json::to_value(r.status)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_string))
-                            .as_deref()
-                            == Some(s.as_str())
-                    })
-                })
-                .collect();
-            match a.output {
-                RunOutput::Json => match serde_json::to_string_pretty(&runs) {
-                    Ok(s) => outln!("{s}"),
-                    Err(e) => {
-                        errln!("error: {e}");
-                        return exit::INVALID;
-                    }
-                },
-                RunOutput::Text => {
-                    if runs.is_empty() {
-                        outln!("no runs in {}", a.runs_dir.display());
-                    }
-                    for r in &runs {
-                        let status = serde_json::to_value(r.status)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_string))
-                            .unwrap_or_default();
-                        outln!(
-                            "{:<30} {:<24} {:<12} {:>5} jobs {:>3} failed  {}",
-                            r.run_id,
-                            r.plan,
-                            status,
-                            r.jobs,
-                            r.failed,
-                            r.started_at
-                        );
-                    }
-                }
-            }
-            exit::SUCCESS
+        RunsCommand::List(a) => runs_list(a),
+        RunsCommand::Show(a) => runs_show(a),
+        RunsCommand::Open(a) => runs_open(a),
+        RunsCommand::Prune(a) => runs_prune(a),
+    }
+}
+
+fn runs_list(a: RunsListArgs) -> i32 {
+    let runs = match history::list_runs(&a.runs_dir) {
+        Ok(r) => r,
+        Err(e) => {
+            errln!("error: {e}");
+            return exit::INVALID;
         }
-        RunsCommand::Show(a) => match history::find_run(&a.runs_dir, &a.run_id) {
-            Ok(dir) => match std::fs::read_to_string(dir.join("summary.md")) {
-                Ok(s) => {
-                    out!("{s}");
-                    exit::SUCCESS
-                }
-                Err(_) => match history::read_report(&dir) {
-                    Some(r) => {
-                        out!("{}", crate::report::writers::summary_markdown(&r));
-                        exit::SUCCESS
-                    }
-                    None => {
-                        errln!("error: run {} has no readable report", a.run_id);
-                        exit::INVALID
-                    }
-                },
-            },
+    };
+    let runs: Vec<_> = runs
+        .into_iter()
+        .filter(|r| a.plan.as_ref().is_none_or(|p| &r.plan == p))
+        .filter(|r| a.status.as_ref().is_none_or(|s| r.status.as_str() == s))
+        .collect();
+    match a.output {
+        RunOutput::Json => match serde_json::to_string_pretty(&runs) {
+            Ok(s) => outln!("{s}"),
             Err(e) => {
                 errln!("error: {e}");
-                exit::INVALID
+                return exit::INVALID;
             }
         },
-        RunsCommand::Prune(a) => match history::prune(&a.runs_dir, a.keep) {
-            Ok(removed) => {
-                outln!("removed {} runs", removed.len());
-                // The result cache forgets what the removed runs paid for.
-                if let Err(e) = crate::exec::cache::compact(&a.runs_dir) {
-                    errln!("warning: cannot compact the result cache's index: {e}");
-                }
+        RunOutput::Text => {
+            if runs.is_empty() {
+                outln!("no runs in {}", a.runs_dir.display());
+                return exit::SUCCESS;
+            }
+            let p = Palette::new(TermEnv::from_env().colour(std::io::stdout().is_terminal()));
+            let plan_w = runs
+                .iter()
+                .map(|r| r.plan.chars().count())
+                .max()
+                .unwrap_or(4)
+                .clamp(4, 40);
+            // The status is padded before it is coloured, so that its codes do not count as width.
+            let row = |id: &str, plan: &str, status: String, jobs: &str, failed: &str, at: &str| {
+                format!("{id:<24}  {plan:<plan_w$}  {status}  {jobs:>5}  {failed:>6}  {at}")
+            };
+            let head = row(
+                "RUN",
+                "PLAN",
+                format!("{:<11}", "STATUS"),
+                "JOBS",
+                "FAILED",
+                "STARTED",
+            );
+            outln!("{}", p.dim(&head));
+            for r in &runs {
+                let status = p.status(r.status, &format!("{:<11}", r.status.as_str()));
+                outln!(
+                    "{}",
+                    row(
+                        &r.run_id,
+                        &r.plan,
+                        status,
+                        &r.jobs.to_string(),
+                        &r.failed.to_string(),
+                        &r.started_at,
+                    )
+                );
+            }
+        }
+    }
+    exit::SUCCESS
+}
+
+fn runs_show(a: RunsShowArgs) -> i32 {
+    let dir = match history::find_run(&a.runs_dir, &a.run_id) {
+        Ok(d) => d,
+        Err(e) => {
+            errln!("error: {e}");
+            return exit::INVALID;
+        }
+    };
+    let Some(report) = history::read_report(&dir) else {
+        errln!("error: run {} has no readable report", a.run_id);
+        return exit::INVALID;
+    };
+    if a.html {
+        return match html_of(&dir, &report) {
+            Ok(path) => {
+                outln!("{}", path.display());
                 exit::SUCCESS
             }
             Err(e) => {
-                errln!("error: {e}");
+                errln!("error: cannot write report.html in {}: {e}", dir.display());
                 exit::INVALID
             }
-        },
+        };
+    }
+    if a.markdown {
+        match std::fs::read_to_string(dir.join("summary.md")) {
+            Ok(s) => out!("{s}"),
+            Err(_) => out!("{}", crate::report::writers::summary_markdown(&report)),
+        }
+        return exit::SUCCESS;
+    }
+    let tty = std::io::stdout().is_terminal();
+    let p = Palette::new(TermEnv::from_env().colour(tty));
+    let width = if tty {
+        crate::report::style::width_of(1).unwrap_or(120)
+    } else {
+        std::env::var("COLUMNS")
+            .ok()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(160)
+    };
+    out!("{}", crate::report::show::for_terminal(&report, p, width));
+    outln!(
+        "\n{} {}",
+        p.dim("report:"),
+        dir.join("report.html").display()
+    );
+    exit::SUCCESS
+}
+
+/// The run's report.html, written from its report.json when it is missing (a run from before it
+/// existed, or one whose files were copied without it).
+fn html_of(dir: &std::path::Path, report: &crate::report::Report) -> std::io::Result<PathBuf> {
+    let path = dir.join("report.html");
+    if !path.is_file() {
+        crate::report::writers::write_atomic(
+            &path,
+            crate::report::html::render(report).as_bytes(),
+        )?;
+    }
+    Ok(std::path::absolute(&path).unwrap_or(path))
+}
+
+fn runs_open(a: RunsOpenArgs) -> i32 {
+    let dir = match history::find_run(&a.runs_dir, &a.run_id) {
+        Ok(d) => d,
+        Err(e) => {
+            errln!("error: {e}");
+            return exit::INVALID;
+        }
+    };
+    let Some(report) = history::read_report(&dir) else {
+        errln!("error: run {} has no readable report", a.run_id);
+        return exit::INVALID;
+    };
+    let path = match html_of(&dir, &report) {
+        Ok(p) => p,
+        Err(e) => {
+            errln!("error: cannot write report.html in {}: {e}", dir.display());
+            return exit::INVALID;
+        }
+    };
+    // $BROWSER (a command, as other tools read it), else the desktop's opener.
+    let browser = std::env::var("BROWSER")
+        .ok()
+        .filter(|b| !b.trim().is_empty());
+    let candidates: Vec<String> = match browser {
+        Some(b) => vec![b],
+        None if cfg!(target_os = "macos") => vec!["open".into()],
+        None => vec!["xdg-open".into()],
+    };
+    for c in &candidates {
+        let mut parts = c.split_whitespace();
+        let Some(program) = parts.next() else {
+            continue;
+        };
+        let spawned = std::process::Command::new(program)
+            .args(parts)
+            .arg(&path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        match spawned {
+            Ok(s) if s.success() => {
+                outln!("opened {}", path.display());
+                return exit::SUCCESS;
+            }
+            Ok(s) => {
+                errln!("error: `{c}` could not open {} ({s})", path.display());
+                return exit::INVALID;
+            }
+            Err(_) => continue,
+        }
+    }
+    errln!(
+        "error: no browser to open {} with: set BROWSER, or open the file yourself",
+        path.display()
+    );
+    exit::INVALID
+}
+
+fn runs_prune(a: RunsPruneArgs) -> i32 {
+    let doomed = match history::to_prune(&a.runs_dir, a.keep) {
+        Ok(d) => d,
+        Err(e) => {
+            errln!("error: {e}");
+            return exit::INVALID;
+        }
+    };
+    if a.dry_run {
+        for r in &doomed {
+            outln!(
+                "would remove {}  ({}, {})",
+                r.run_id,
+                r.plan,
+                r.status.as_str()
+            );
+        }
+        outln!(
+            "would remove {} runs from {} (nothing removed: --dry-run)",
+            doomed.len(),
+            a.runs_dir.display()
+        );
+        return exit::SUCCESS;
+    }
+    // Removing every run is asked about on a terminal; scripts say --yes (or are not asked at all).
+    let everything = a.keep == 0 && !doomed.is_empty();
+    if everything && !a.yes && std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+        err!(
+            "remove all {} runs in {}? [y/N] ",
+            doomed.len(),
+            a.runs_dir.display()
+        );
+        let mut answer = String::new();
+        let _ = std::io::stdin().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes" | "Yes") {
+            errln!("nothing removed");
+            return exit::SUCCESS;
+        }
+    }
+    match history::prune(&a.runs_dir, a.keep) {
+        Ok(removed) => {
+            outln!("removed {} runs", removed.len());
+            // The result cache forgets what the removed runs paid for.
+            if let Err(e) = crate::exec::cache::compact(&a.runs_dir) {
+                errln!("warning: cannot compact the result cache's index: {e}");
+            }
+            exit::SUCCESS
+        }
+        Err(e) => {
+            errln!("error: {e}");
+            exit::INVALID
+        }
     }
 }

@@ -1,6 +1,6 @@
 //! A run from start to end: the run directory, the executor, and the reporters fed by its event stream
-//! (terminal, `events.jsonl`, `report.json` rewritten as the run goes, then `summary.md` and
-//! `junit.xml`). Whatever stops the run, the files are written on the way out.
+//! (terminal, `events.jsonl`, `report.json` rewritten as the run goes, then `summary.md`, `junit.xml`
+//! and `report.html`). Whatever stops the run, the files are written on the way out.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use crate::client::Coordinator;
 use crate::model::Event;
 use crate::plan::CheckedPlan;
 use crate::report::model::Report;
-use crate::report::terminal::{Mode, Terminal};
+use crate::report::terminal::{Terminal, View};
 use crate::report::writers::{EventLog, ReportBuilder, write_all, write_report_json};
 
 /// The result of a whole run.
@@ -47,7 +47,7 @@ pub async fn run_with_reports<C: Coordinator + 'static>(
     plan: Arc<CheckedPlan>,
     coord: Arc<C>,
     options: RunOptions,
-    terminal: Mode,
+    terminal: impl Into<View>,
     interrupt: CancellationToken,
 ) -> std::io::Result<Finished> {
     run_with_reports_observed(plan, coord, options, terminal, interrupt, |_| {}).await
@@ -59,7 +59,7 @@ pub async fn run_with_reports_observed<C: Coordinator + 'static>(
     plan: Arc<CheckedPlan>,
     coord: Arc<C>,
     options: RunOptions,
-    terminal: Mode,
+    terminal: impl Into<View>,
     interrupt: CancellationToken,
     mut observe: impl FnMut(&Event) + Send,
 ) -> std::io::Result<Finished> {

@@ -249,8 +249,7 @@ pub(crate) async fn run_step<C: Coordinator>(ctx: &Ctx<C>, step: &PlannedStep) -
         r = tokio::time::timeout_at(deadline + BACKSTOP, work) => match r {
             Ok(r) => r,
             Err(_) => Err(Fail::new(StepFailure::TimedOut, format!("step timed out after {}", crate::duration::Dur(timeout)))
-                .recommend("Raise the step's `timeout`")
-                .recommend("Check the coordinator's queue: a job paid 10 or more may wait for a bonded provider")),
+                .recommend("Raise the step's `timeout`")),
         },
         _ = ctx.cancel.cancelled() => Err(Fail::new(StepFailure::Cancelled, "the run was stopped while this step ran")),
     };
@@ -258,7 +257,24 @@ pub(crate) async fn run_step<C: Coordinator>(ctx: &Ctx<C>, step: &PlannedStep) -
         .attempts
         .into_inner()
         .unwrap_or_else(|p| p.into_inner());
+    let payment = report.outcome.payment;
+    let outcome = outcome.map_err(|f| bonded_advice(f, &report, payment));
     finish(ctx, step, report, started, outcome)
+}
+
+/// A step that timed out while its job, paid 10 or more, was still queued: a bonded provider may be
+/// what it waits for. Said of that job only, not of every timeout.
+fn bonded_advice(f: Fail, report: &StepReport, payment: Option<crate::money::Money>) -> Fail {
+    let bonded = f.kind == StepFailure::TimedOut
+        && report.outcome.status == Some(OpStatus::Submitted)
+        && payment.is_some_and(|p| p >= crate::money::Money::from_int(10));
+    if bonded && !f.recommendations.iter().any(|r| r.contains("bonded")) {
+        f.recommend(
+            "A job paid 10 or more may wait for a bonded provider: lower the payment or pick a provider",
+        )
+    } else {
+        f
+    }
 }
 
 /// How long past its deadline a step may still run: only what the deadline does not cut — a submit
@@ -973,6 +989,11 @@ async fn wait<C: Coordinator>(
         Err(e) => return Err(e.into()),
     };
     let mut fail = Fail::new(StepFailure::TimedOut, e.to_string());
+    let paid = ctx
+        .inflight
+        .lock()
+        .ok()
+        .and_then(|m| m.get(job).map(|f| f.payment));
     if let OpError::WaitTimeout { last, stuck, .. } = &e {
         report.outcome.set_view(last);
         if stuck.is_some() {
@@ -1012,9 +1033,8 @@ async fn wait<C: Coordinator>(
             ));
         }
     }
-    Err(fail
-        .recommend("Raise the wait's `timeout`")
-        .recommend("A job paid 10 or more may wait for a bonded provider: lower the payment or pick a provider"))
+    let fail = fail.recommend("Raise the wait's `timeout`");
+    Err(bonded_advice(fail, report, paid))
 }
 
 /// Cancels a job this run submitted, asks for its refund and reads back what became of the payment;
@@ -1308,6 +1328,9 @@ async fn run_job<C: Coordinator>(
                 submission += 1;
                 continue;
             }
+            if !policy.retries(FailureClass::Retry(RetryOn::JobFailed)) {
+                return Err(fail.recommend(crate::model::hints::RETRY_ON_JOB_FAILED));
+            }
             return Err(fail);
         }
         let mut out = fetch(ctx, conn, &job, Some(&done), save, true, report).await?;
@@ -1324,6 +1347,26 @@ async fn run_job<C: Coordinator>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bonded_provider_advice_is_for_a_queued_job_paid_ten_or_more() {
+        let mut report = StepReport::blank("s", "job");
+        let timed_out = || Fail::new(StepFailure::TimedOut, "timed out");
+        let said = |f: Fail| f.recommendations.iter().any(|r| r.contains("bonded"));
+        let ten = Some(crate::money::Money::from_int(10));
+        let two = Some(crate::money::Money::from_int(2));
+        report.outcome.status = Some(OpStatus::Submitted);
+        assert!(said(bonded_advice(timed_out(), &report, ten)));
+        assert!(!said(bonded_advice(timed_out(), &report, two)));
+        assert!(!said(bonded_advice(timed_out(), &report, None)));
+        assert!(!said(bonded_advice(
+            Fail::new(StepFailure::Failed, "x"),
+            &report,
+            ten
+        )));
+        report.outcome.status = Some(OpStatus::Processing);
+        assert!(!said(bonded_advice(timed_out(), &report, ten)));
+    }
 
     #[test]
     fn save_paths_stay_inside() {

@@ -7,8 +7,9 @@ use serde::Serialize;
 use super::{Attempt, RunStatus, StepReport};
 use crate::money::Money;
 
-/// Something that happened in a run.
-#[derive(Clone, Debug, Serialize)]
+/// Something that happened in a run: one line of `events.jsonl`, tagged by `event`
+/// (`schemas/events.schema.json`, docs/events.md).
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// The run began.

@@ -7,6 +7,7 @@
 //! what keeps the module graph one-way (plan file → checked plan → run → report).
 
 pub mod events;
+pub mod hints;
 pub mod job_type;
 pub mod outcome;
 pub mod request;

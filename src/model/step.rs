@@ -105,6 +105,9 @@ pub struct StepReport {
     pub kind: String,
     /// How the step ended.
     pub state: StepState,
+    /// The steps it waits for (ids of matrix copies as run), from the plan's graph.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub needs: Vec<String>,
     /// The operation's outcome, in the operator skill's fields.
     #[serde(flatten)]
     pub outcome: Outcome,
@@ -149,6 +152,7 @@ impl StepReport {
             id: id.to_string(),
             kind: kind.to_string(),
             state: StepState::Pending,
+            needs: Vec::new(),
             outcome,
             attempts: Vec::new(),
             started_at: None,

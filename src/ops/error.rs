@@ -353,15 +353,25 @@ impl OpError {
                     ),
                     None => s("Wait longer with --timeout (e.g. --timeout 10m)"),
                 },
-                s(
-                    "A job paid 10 AITBC or more may stay QUEUED until a bonded provider takes it: lower the payment or choose a provider with --provider-id",
-                ),
                 s("Check that providers are online for this job type and model"),
                 format!(
                     "Cancel it with `aitbc-flow job cancel {}` if it is no longer needed",
                     last.job_id
                 ),
                 ]);
+                // Only a job still waiting for a provider, and not one known to be paid below 10.
+                let paid = last
+                    .extra
+                    .get("payment_amount")
+                    .and_then(|v| serde_json::from_value::<crate::money::Money>(v.clone()).ok());
+                if last.state == JobState::Queued
+                    && paid.is_none_or(|p| p >= crate::money::Money::from_int(10))
+                {
+                    r.insert(
+                        r.len() - 2,
+                        s("A job paid 10 AITBC or more may stay QUEUED until a bonded provider takes it: lower the payment or choose a provider with --provider-id"),
+                    );
+                }
                 r
             }
             OpError::JobEnded { last } => match last.state {
@@ -370,7 +380,7 @@ impl OpError {
                 )],
                 JobState::Canceled => vec![s("The job was cancelled: resubmit it if still needed")],
                 _ => vec![s(
-                    "Check the job's prompt, type and model are supported by the providers, then resubmit (in a plan: `retry.on: [job_failed]`)",
+                    "Check the job's prompt, type and model are supported by the providers, then resubmit",
                 )],
             },
         }

@@ -143,9 +143,8 @@ fn not_ready(job: &JobId, v: &JobView) -> Outcome {
     .with_view(v);
     out.issues
         .push(format!("the job is still {}: no result yet", v.state));
-    out.recommendations.push(format!(
-        "Fetch the result again once `aitbc-flow job status {job}` says completed"
-    ));
+    out.recommendations
+        .push(crate::model::hints::fetch_again(job));
     out.validation_status = ValidationStatus::Partial;
     out
 }

@@ -90,14 +90,12 @@ pub fn outcome_with(v: &JobView, payment: Option<&PaymentView>) -> Outcome {
         ));
     }
     match status {
-        OpStatus::Submitted | OpStatus::Processing => out.recommendations.push(format!(
-            "Check again shortly, or wait with `aitbc-flow job submit … --wait`; fetch the result with `aitbc-flow job results {}` once it completes",
-            v.job_id
-        )),
-        OpStatus::Completed => out.recommendations.push(format!(
-            "Fetch the result with `aitbc-flow job results {}`",
-            v.job_id
-        )),
+        OpStatus::Submitted | OpStatus::Processing => out
+            .recommendations
+            .push(crate::model::hints::check_again(&v.job_id)),
+        OpStatus::Completed => out
+            .recommendations
+            .push(crate::model::hints::fetch(&v.job_id)),
         _ => {}
     }
     if status == OpStatus::Failed {

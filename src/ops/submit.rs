@@ -12,7 +12,7 @@ use super::status::view_issues;
 use super::{Conn, Done, OpError};
 use crate::api::{CURRENCY, JobCreate, JobId, JobState, JobView, ListQuery, WalletBalance};
 use crate::client::{ClientError, Coordinator};
-use crate::model::{JobRequest, JobType, Operation, Outcome};
+use crate::model::{JobRequest, JobType, Operation, Outcome, hints};
 use crate::money::Money;
 use crate::policy::{Policy, check_balance, check_job};
 
@@ -292,20 +292,11 @@ pub fn outcome(
     out.issues.extend(check.issue());
     out.issues.extend(payer.issue());
     if req.payment >= Money::from_int(10) && v.state == JobState::Queued {
-        out.recommendations.push(
-            "A job paid 10 AITBC or more may wait in QUEUED until a bonded provider takes it: \
-             choose one with --provider-id or lower the payment if it does not start"
-                .into(),
-        );
+        out.recommendations.push(hints::BONDED_QUEUED.into());
     }
-    out.recommendations.push(format!(
-        "Monitor progress with `aitbc-flow job status {}`",
-        v.job_id
-    ));
-    out.recommendations.push(format!(
-        "Fetch the result with `aitbc-flow job results {}` once it completes",
-        v.job_id
-    ));
+    out.recommendations.push(hints::monitor(&v.job_id));
+    out.recommendations
+        .push(hints::fetch_once_completed(&v.job_id));
     out.settle()
 }
 

@@ -112,45 +112,103 @@ fn dot_quote(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
+/// A step to draw: its id and kind, the ids it waits for, and a class to colour it by (a run's state
+/// of it), if any.
+#[derive(Clone, Copy, Debug)]
+pub struct Node<'a> {
+    /// The step's id (of a matrix copy, as run).
+    pub id: &'a str,
+    /// Its kind.
+    pub kind: &'a str,
+    /// The ids it waits for.
+    pub needs: &'a [String],
+    /// The class it is drawn in.
+    pub class: Option<&'a str>,
+}
+
+/// How a class is drawn: its name, fill colour and text colour (`#rrggbb`).
+pub type Style<'a> = (&'a str, &'a str, &'a str);
+
+/// The nodes of a plan's (expanded) graph, without classes.
+pub fn plan_nodes(plan: &CheckedPlan) -> Vec<Node<'_>> {
+    plan.steps
+        .iter()
+        .map(|s| Node {
+            id: &s.id,
+            kind: s.kind.name(),
+            needs: &s.needs,
+            class: None,
+        })
+        .collect()
+}
+
 /// The plan's graph as a Mermaid flowchart: one node per (expanded) step labelled with its id and
 /// kind, an arrow from each step to the steps that wait for it.
 pub fn to_mermaid(plan: &CheckedPlan) -> String {
+    mermaid(&plan_nodes(plan), &[])
+}
+
+/// A graph as a Mermaid flowchart, its nodes coloured by the `styles` of their classes.
+pub fn mermaid(nodes: &[Node<'_>], styles: &[Style<'_>]) -> String {
     let mut out = String::from("flowchart TD\n");
-    let index = |id: &str| plan.step_index.get(id).copied();
-    for (i, s) in plan.steps.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "    s{i}[\"{}<br/>{}\"]",
-            mermaid_label(&s.id),
-            s.kind.name()
-        );
+    let index: std::collections::HashMap<&str, usize> =
+        nodes.iter().enumerate().map(|(i, n)| (n.id, i)).collect();
+    for (i, s) in nodes.iter().enumerate() {
+        let _ = writeln!(out, "    s{i}[\"{}<br/>{}\"]", mermaid_label(s.id), s.kind);
     }
-    for (i, s) in plan.steps.iter().enumerate() {
-        for n in &s.needs {
-            if let Some(j) = index(n) {
+    for (i, s) in nodes.iter().enumerate() {
+        for n in s.needs {
+            if let Some(j) = index.get(n.as_str()) {
                 let _ = writeln!(out, "    s{j} --> s{i}");
             }
         }
+    }
+    for (class, fill, text) in styles {
+        let members: Vec<String> = nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.class == Some(*class))
+            .map(|(i, _)| format!("s{i}"))
+            .collect();
+        if members.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "    classDef {class} fill:{fill},color:{text},stroke:#57606a"
+        );
+        let _ = writeln!(out, "    class {} {class}", members.join(","));
     }
     out
 }
 
 /// The plan's graph in Graphviz dot.
 pub fn to_dot(plan: &CheckedPlan) -> String {
+    dot(&plan.plan.name, &plan_nodes(plan), &[])
+}
+
+/// A graph in Graphviz dot, its nodes filled by the `styles` of their classes.
+pub fn dot(name: &str, nodes: &[Node<'_>], styles: &[Style<'_>]) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "digraph {} {{", dot_quote(&plan.plan.name));
+    let _ = writeln!(out, "digraph {} {{", dot_quote(name));
     out.push_str("    rankdir=TB;\n    node [shape=box];\n");
-    for s in &plan.steps {
+    for s in nodes {
+        let style = s
+            .class
+            .and_then(|c| styles.iter().find(|(name, ..)| *name == c))
+            .map_or(String::new(), |(_, fill, text)| {
+                format!(", style=filled, fillcolor=\"{fill}\", fontcolor=\"{text}\"")
+            });
         let _ = writeln!(
             out,
-            "    {} [label={}];",
-            dot_quote(&s.id),
-            dot_quote(&format!("{}\n{}", s.id, s.kind.name())).replace("\n", "\\n")
+            "    {} [label={}{style}];",
+            dot_quote(s.id),
+            dot_quote(&format!("{}\n{}", s.id, s.kind)).replace("\n", "\\n")
         );
     }
-    for s in &plan.steps {
-        for n in &s.needs {
-            let _ = writeln!(out, "    {} -> {};", dot_quote(n), dot_quote(&s.id));
+    for s in nodes {
+        for n in s.needs {
+            let _ = writeln!(out, "    {} -> {};", dot_quote(n), dot_quote(s.id));
         }
     }
     out.push_str("}\n");

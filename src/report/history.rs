@@ -46,6 +46,9 @@ pub enum HistoryError {
     /// No run with that id.
     #[error("no run `{0}` in {1}")]
     NotFound(String, PathBuf),
+    /// `latest` in a folder without runs.
+    #[error("no runs in {0}, so no latest run")]
+    NoRuns(PathBuf),
 }
 
 /// The report format this build reads: the `report_version` that `writers.rs` writes.
@@ -121,8 +124,15 @@ pub fn list_runs(runs_dir: &Path) -> Result<Vec<RunEntry>, HistoryError> {
     Ok(out)
 }
 
-/// The directory of run `id`.
+/// The directory of run `id`; `latest` is the newest run with a readable report.
 pub fn find_run(runs_dir: &Path, id: &str) -> Result<PathBuf, HistoryError> {
+    if id == "latest" && !runs_dir.join(id).is_dir() {
+        return list_runs(runs_dir)?
+            .into_iter()
+            .next()
+            .map(|r| r.dir)
+            .ok_or_else(|| HistoryError::NoRuns(runs_dir.to_path_buf()));
+    }
     let dir = runs_dir.join(id);
     if id.contains('/') || id.contains("..") || !dir.join("report.json").is_file() {
         return Err(HistoryError::NotFound(
@@ -133,15 +143,21 @@ pub fn find_run(runs_dir: &Path, id: &str) -> Result<PathBuf, HistoryError> {
     Ok(dir)
 }
 
+/// The runs that `prune(runs_dir, keep)` would remove: all but the newest `keep`, less the runs still
+/// going (status `running`), which are never removed.
+pub fn to_prune(runs_dir: &Path, keep: usize) -> Result<Vec<RunEntry>, HistoryError> {
+    Ok(list_runs(runs_dir)?
+        .into_iter()
+        .skip(keep)
+        .filter(|r| r.status != RunStatus::Running)
+        .collect())
+}
+
 /// Removes all but the newest `keep` runs (per the whole folder); returns the removed ids. Runs still
 /// going (status `running`) are never removed.
 pub fn prune(runs_dir: &Path, keep: usize) -> Result<Vec<String>, HistoryError> {
-    let runs = list_runs(runs_dir)?;
     let mut removed = Vec::new();
-    for r in runs.into_iter().skip(keep) {
-        if r.status == RunStatus::Running {
-            continue;
-        }
+    for r in to_prune(runs_dir, keep)? {
         std::fs::remove_dir_all(&r.dir).map_err(|e| HistoryError::Io {
             path: r.dir.clone(),
             source: e,
@@ -164,6 +180,7 @@ mod tests {
             plan_path: "p.yaml".into(),
             plan_hash: "h".into(),
             runner_version: env!("CARGO_PKG_VERSION").into(),
+            plan_git: None,
             coordinator: "http://x".into(),
             embedded_coordinator: true,
             status: RunStatus::Succeeded,

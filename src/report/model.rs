@@ -42,6 +42,20 @@ pub struct Totals {
     pub wall_time_ms: u64,
 }
 
+/// The git provenance of a plan: what the run ran, as far as git can tell.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PlanGit {
+    /// The commit checked out (full object id); null on a branch without commits yet.
+    pub commit: Option<String>,
+    /// The branch checked out; null when HEAD is detached.
+    pub branch: Option<String>,
+    /// True when tracked files differed from the commit (untracked files do not count); null when
+    /// it could not be told (git not installed, or it failed).
+    pub dirty: Option<bool>,
+    /// The plan file's path inside the work tree.
+    pub path: String,
+}
+
 /// The report of one run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Report {
@@ -57,6 +71,10 @@ pub struct Report {
     pub plan_hash: String,
     /// The runner's version.
     pub runner_version: String,
+    /// The git work tree the plan file lives in, when it does: the commit checked out, and whether
+    /// tracked files had changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan_git: Option<PlanGit>,
     /// The coordinator's URL.
     pub coordinator: String,
     /// True when the run used the embedded local coordinator.
@@ -92,6 +110,21 @@ pub fn report_schema() -> Value {
         m.insert(
             "$id".into(),
             Value::String("https://aitbc-flow.dev/schemas/report.schema.json".into()),
+        );
+    }
+    v
+}
+
+/// The JSON Schema of one line of `events.jsonl`: one event of the run's stream, tagged by `event`.
+pub fn events_schema() -> Value {
+    let schema = schemars::generate::SchemaSettings::draft2020_12()
+        .into_generator()
+        .into_root_schema_for::<crate::model::Event>();
+    let mut v = serde_json::to_value(schema).unwrap_or(Value::Null);
+    if let Value::Object(m) = &mut v {
+        m.insert(
+            "$id".into(),
+            Value::String("https://aitbc-flow.dev/schemas/events.schema.json".into()),
         );
     }
     v

@@ -1,13 +1,17 @@
 //! The terminal view of a run, on stderr. On a TTY: a live block with one line per running step (its
-//! state and elapsed time) and a total, redrawn in place, with finished steps printed above it.
-//! Otherwise (cron, CI, a pipe): one plain line per event.
+//! job, state and elapsed time) and a total (steps done, failed, running and waiting, and the spend so
+//! far), redrawn in place, with finished steps and their issues printed above it as they happen.
+//! Otherwise (cron, CI, a pipe, `TERM=dumb`): one plain line per event, no cursor codes.
+//! Colours follow [`super::style`].
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Instant;
 
 use crate::model::Event;
+use crate::money::Money;
 use crate::report::model::{RunStatus, StepState};
+use crate::report::style::Palette;
 
 /// How to draw.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,16 +24,50 @@ pub enum Mode {
     Quiet,
 }
 
+/// How the terminal view draws: its mode and its colours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct View {
+    /// Live, plain or quiet.
+    pub mode: Mode,
+    /// Colours (off unless the caller turned them on).
+    pub palette: Palette,
+    /// The descriptor of the terminal drawn on, whose width the live view reads at each redraw (so
+    /// that a resized window is followed); without one, `COLUMNS` or 100.
+    pub tty_fd: Option<i32>,
+}
+
+impl From<Mode> for View {
+    fn from(mode: Mode) -> View {
+        View {
+            mode,
+            palette: Palette::default(),
+            tty_fd: None,
+        }
+    }
+}
+
+/// A step in progress, as the live block shows it.
+#[derive(Debug)]
+struct Running {
+    since: Instant,
+    state: String,
+    job: Option<String>,
+}
+
 /// The terminal reporter.
 #[derive(Debug)]
 pub struct Terminal<W: Write> {
     out: W,
     mode: Mode,
-    running: BTreeMap<String, (Instant, String)>,
+    palette: Palette,
+    tty_fd: Option<i32>,
+    running: BTreeMap<String, Running>,
     drawn: usize,
     total: usize,
     finished: usize,
     failed: usize,
+    paid: Money,
+    refunded: Money,
     started: Instant,
     done: bool,
 }
@@ -40,17 +78,31 @@ fn clock() -> String {
 
 impl<W: Write> Terminal<W> {
     /// A reporter writing to `out`.
-    pub fn new(out: W, mode: Mode) -> Self {
+    pub fn new(out: W, view: impl Into<View>) -> Self {
+        let view = view.into();
         Terminal {
             out,
-            mode,
+            mode: view.mode,
+            palette: view.palette,
+            tty_fd: view.tty_fd,
             running: BTreeMap::new(),
             drawn: 0,
             total: 0,
             finished: 0,
             failed: 0,
+            paid: Money::default(),
+            refunded: Money::default(),
             started: Instant::now(),
             done: false,
+        }
+    }
+
+    /// What the run has spent so far: paid, less what was refunded.
+    fn spend(&self) -> String {
+        if self.refunded == Money::default() {
+            format!("{} AITBC paid", self.paid)
+        } else {
+            format!("{} AITBC paid, {} refunded", self.paid, self.refunded)
         }
     }
 
@@ -72,34 +124,49 @@ impl<W: Write> Terminal<W> {
 
     /// Redraws the live block (no-op unless live).
     pub fn tick(&mut self) {
-        if self.mode != Mode::Live || self.done {
+        // Nothing to draw before the run has started, nor after it ended.
+        if self.mode != Mode::Live || self.done || (self.total == 0 && self.running.is_empty()) {
             return;
         }
         self.clear_block();
         let mut lines = Vec::new();
-        for (id, (since, state)) in &self.running {
+        for (id, r) in &self.running {
+            let job = r.job.as_deref().map_or(String::new(), |j| {
+                format!("job {}", j.get(..8).unwrap_or(j))
+            });
+            // A long id is cut, so that the job, the state and the time stay in view.
+            let id = crate::report::text::clip(id, 32);
             lines.push(format!(
-                "  ⏳ {id:<32} {state:<12} {:>6.1}s",
-                since.elapsed().as_secs_f64()
+                "  ⏳ {id:<32} {job:<12} {:<10} {:>6.1}s",
+                r.state,
+                r.since.elapsed().as_secs_f64()
             ));
         }
+        let waiting = self
+            .total
+            .saturating_sub(self.finished + self.running.len());
+        let failed = if self.failed > 0 {
+            self.palette.bad(&format!("{} failed", self.failed))
+        } else {
+            "0 failed".to_string()
+        };
         lines.push(format!(
-            "  {}/{} steps done, {} failed, {} running — {:.1}s",
+            "  {}/{} steps done, {failed}, {} running, {waiting} waiting — {} — {:.1}s",
             self.finished,
             self.total,
-            self.failed,
             self.running.len(),
+            self.spend(),
             self.started.elapsed().as_secs_f64()
         ));
         // Lines that wrap would throw the redraw off: keep them within the terminal's width.
-        let width = std::env::var("COLUMNS")
-            .ok()
-            .and_then(|c| c.parse::<usize>().ok())
-            .unwrap_or(100)
-            .max(20);
+        let width = match self.tty_fd {
+            Some(fd) => crate::report::style::width_of(fd),
+            None => std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()),
+        }
+        .unwrap_or(100)
+        .max(20);
         for l in &lines {
-            let shown: String = l.chars().take(width - 1).collect();
-            let _ = writeln!(self.out, "{shown}");
+            let _ = writeln!(self.out, "{}", fit(l, width - 1));
         }
         self.drawn = lines.len();
         let _ = self.out.flush();
@@ -128,10 +195,19 @@ impl<W: Write> Terminal<W> {
                     steps.len()
                 ));
             }
-            Event::RunIssue { message } => self.line(&format!("{} ! {message}", clock())),
+            Event::RunIssue { message } => {
+                let mark = self.palette.warn("!");
+                self.line(&format!("{} {mark} {message}", clock()))
+            }
             Event::StepStarted { id, .. } => {
-                self.running
-                    .insert(id.clone(), (Instant::now(), "started".into()));
+                self.running.insert(
+                    id.clone(),
+                    Running {
+                        since: Instant::now(),
+                        state: "started".into(),
+                        job: None,
+                    },
+                );
                 if self.mode == Mode::Plain {
                     self.line(&format!("{} ▶ {id}", clock()));
                 }
@@ -139,8 +215,11 @@ impl<W: Write> Terminal<W> {
             Event::AttemptFailed { id, attempt } => {
                 // "↻" only when a retry follows.
                 let (mark, delay) = match attempt.delay_ms {
-                    Some(d) => ("↻", format!("; retrying in {:.1}s", d as f64 / 1000.0)),
-                    None => ("·", String::new()),
+                    Some(d) => (
+                        self.palette.warn("↻"),
+                        format!("; retrying in {:.1}s", d as f64 / 1000.0),
+                    ),
+                    None => ("·".to_string(), String::new()),
                 };
                 self.line(&format!(
                     "{} {mark} {id} attempt {}: {}{delay}",
@@ -155,8 +234,10 @@ impl<W: Write> Terminal<W> {
                 wallet,
                 payment,
             } => {
+                self.paid += *payment;
                 if let Some(r) = self.running.get_mut(id) {
-                    r.1 = "submitted".into();
+                    r.state = "submitted".into();
+                    r.job = Some(job_id.clone());
                 }
                 if self.mode == Mode::Plain {
                     self.line(&format!(
@@ -165,17 +246,22 @@ impl<W: Write> Terminal<W> {
                     ));
                 }
             }
-            Event::JobState { id, state, .. } => {
+            Event::JobState { id, state, job_id } => {
                 if let Some(r) = self.running.get_mut(id) {
-                    r.1 = state.to_lowercase();
+                    r.state = state.to_lowercase();
+                    r.job = Some(job_id.clone());
                 }
             }
             Event::JobCancelled {
                 job_id,
                 state,
                 payment_status,
+                refunded,
                 ..
             } => {
+                if let Some(m) = refunded {
+                    self.refunded += *m;
+                }
                 let text = format!("{} {}", clock(), cancel_note(job_id, state, payment_status));
                 self.line(&text)
             }
@@ -184,30 +270,38 @@ impl<W: Write> Terminal<W> {
                 amount,
                 wallet,
                 ..
-            } => self.line(&format!(
-                "{}   job {job_id}: {amount} AITBC refunded to {wallet}",
-                clock()
-            )),
+            } => {
+                self.refunded += *amount;
+                self.line(&format!(
+                    "{}   job {job_id}: {amount} AITBC refunded to {wallet}",
+                    clock()
+                ))
+            }
             Event::PaymentHeld {
                 job_id,
                 amount,
                 wallet,
                 ..
-            } => self.line(&format!(
-                "{} ! job {job_id}: {amount} AITBC of {wallet} still held by the service",
-                clock()
-            )),
+            } => {
+                let mark = self.palette.warn("!");
+                self.line(&format!(
+                    "{} {mark} job {job_id}: {amount} AITBC of {wallet} still held by the service",
+                    clock()
+                ))
+            }
             Event::StepFinished { report } => {
+                // A step the run never reached was not running; it counts as done all the same.
                 self.running.remove(&report.id);
                 self.finished += 1;
+                let p = self.palette;
                 let mark = match report.state {
-                    StepState::Succeeded => "✓",
-                    StepState::Skipped => "-",
+                    StepState::Succeeded => p.ok("✓"),
+                    StepState::Skipped => p.dim("-"),
                     StepState::Failed => {
                         self.failed += 1;
-                        "✗"
+                        p.bad("✗")
                     }
-                    _ => "✗",
+                    StepState::Cancelled | StepState::Pending => p.warn("✗"),
                 };
                 self.line(&format!(
                     "{} {mark} {} ({:.1}s) {}",
@@ -216,6 +310,14 @@ impl<W: Write> Terminal<W> {
                     report.outcome.execution_time,
                     report.outcome.summary
                 ));
+                // Issues as they happen (an allocation below the request, a receipt that did not
+                // verify), less the one the summary says already.
+                for issue in &report.outcome.issues {
+                    if !report.outcome.summary.contains(issue.as_str()) {
+                        let mark = p.warn("!");
+                        self.line(&format!("           {mark} {}: {issue}", report.id));
+                    }
+                }
             }
             Event::RunFinished {
                 status,
@@ -237,10 +339,12 @@ impl<W: Write> Terminal<W> {
                 };
                 self.running.clear();
                 self.done = true;
+                let word = self.palette.status(*status, word);
                 self.line(&format!(
-                    "{} run {word} in {:.1}s (exit {exit_code})",
+                    "{} run {word} in {:.1}s, {} (exit {exit_code})",
                     clock(),
-                    self.started.elapsed().as_secs_f64()
+                    self.started.elapsed().as_secs_f64(),
+                    self.spend()
                 ));
             }
         }
@@ -249,6 +353,37 @@ impl<W: Write> Terminal<W> {
         }
         let _ = self.out.flush();
     }
+}
+
+/// `line` cut to `width` visible characters (escape codes do not count and are kept whole), so that
+/// a line never wraps and throws the redraw off.
+fn fit(line: &str, width: usize) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut shown = 0;
+    let mut chars = line.chars();
+    let mut cut = false;
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            out.push(c);
+            for e in chars.by_ref() {
+                out.push(e);
+                if e.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+            continue;
+        }
+        if shown >= width {
+            cut = true;
+            continue;
+        }
+        out.push(c);
+        shown += 1;
+    }
+    if cut && out.contains('\x1b') {
+        out.push_str("\x1b[0m");
+    }
+    out
 }
 
 /// What became of a job cancelled on the way out, as the terminal and the report say it: cancelled, had

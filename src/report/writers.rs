@@ -2,7 +2,7 @@
 //! `junit.xml` and `events.jsonl`. Files are written atomically (temporary file, then rename), so a
 //! run that stops at any moment leaves whole files behind.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::model::{Report, RunStatus, StepReport, StepState, Totals};
-use crate::model::Event;
+use super::text::{NotFinished, not_finished, output_preview, state_word, status_word};
+use crate::api::JobState;
+use crate::model::{Event, OpStatus, Operation, hints};
 use crate::plan::CheckedPlan;
 
 /// Builds the report from the event stream.
@@ -19,6 +21,11 @@ pub struct ReportBuilder {
     report: Report,
     index: HashMap<String, usize>,
     started: std::time::Instant,
+    /// Jobs of the run seen in a final state (by a wait's polls, a step's outcome or a cancel), and
+    /// whether that state was COMPLETED.
+    ended: HashMap<String, bool>,
+    /// Jobs whose result a step of the run fetched.
+    fetched: HashSet<String>,
 }
 
 impl ReportBuilder {
@@ -27,7 +34,10 @@ impl ReportBuilder {
         let steps: Vec<StepReport> = plan
             .steps
             .iter()
-            .map(|s| StepReport::blank(&s.id, s.kind.name()))
+            .map(|s| StepReport {
+                needs: s.needs.clone(),
+                ..StepReport::blank(&s.id, s.kind.name())
+            })
             .collect();
         let index = steps
             .iter()
@@ -49,6 +59,7 @@ impl ReportBuilder {
                 plan_path: plan.path.display().to_string(),
                 plan_hash: plan.content_hash.clone(),
                 runner_version: env!("CARGO_PKG_VERSION").to_string(),
+                plan_git: super::provenance::of_plan(&plan.path),
                 coordinator: coordinator.to_string(),
                 embedded_coordinator: embedded,
                 status: RunStatus::Running,
@@ -63,6 +74,8 @@ impl ReportBuilder {
             },
             index,
             started: std::time::Instant::now(),
+            ended: HashMap::new(),
+            fetched: HashSet::new(),
         }
     }
 
@@ -86,7 +99,12 @@ impl ReportBuilder {
                     r.steps[i].started_at = Some(at);
                 }
             }
-            Event::AttemptFailed { .. } | Event::JobState { .. } => {}
+            Event::AttemptFailed { .. } => {}
+            Event::JobState { job_id, state, .. } => {
+                if let Some(s) = JobState::parse(&state).filter(|s| s.is_final()) {
+                    self.ended.insert(job_id, s == JobState::Completed);
+                }
+            }
             Event::JobSubmitted {
                 wallet, payment, ..
             } => {
@@ -103,6 +121,13 @@ impl ReportBuilder {
             } => {
                 if let Some(m) = refunded {
                     *r.totals.refunded_per_wallet.entry(wallet).or_default() += m;
+                }
+                if let Some(s) = state
+                    .as_deref()
+                    .and_then(JobState::parse)
+                    .filter(|s| s.is_final())
+                {
+                    self.ended.insert(job_id.clone(), s == JobState::Completed);
                 }
                 let payment = payment_status.as_deref().unwrap_or("unknown");
                 let note = match state.as_deref() {
@@ -147,8 +172,28 @@ impl ReportBuilder {
                 }
             }
             Event::StepFinished { report } => {
+                if let Some(job) = &report.outcome.job_id {
+                    let o = &report.outcome;
+                    match o.status {
+                        Some(OpStatus::Completed) => {
+                            self.ended.insert(job.to_string(), true);
+                        }
+                        Some(OpStatus::Failed | OpStatus::Cancelled) => {
+                            self.ended.insert(job.to_string(), false);
+                        }
+                        _ => {}
+                    }
+                    if o.result.is_some()
+                        && matches!(o.operation, Operation::Results | Operation::Submit)
+                    {
+                        self.fetched.insert(job.to_string());
+                    }
+                }
                 if let Some(&i) = self.index.get(&report.id) {
                     let mut rep = *report;
+                    if rep.needs.is_empty() {
+                        rep.needs = std::mem::take(&mut r.steps[i].needs);
+                    }
                     // Notes added by earlier events (a cancel on the way out) are kept.
                     let earlier = std::mem::take(&mut r.steps[i].outcome.issues);
                     for note in earlier {
@@ -172,9 +217,51 @@ impl ReportBuilder {
                 r.status = status;
                 r.exit_code = exit_code;
                 r.finished_at = Some(at);
+                self.close_steps();
+                self.drop_moot_hints();
             }
         }
         self.report.totals.wall_time_ms = self.started.elapsed().as_millis() as u64;
+    }
+
+    /// A run over leaves no step pending: a step it never reached is "not run", with the reason the
+    /// run gives (a refused run's steps were never started), so that its state and the totals agree.
+    fn close_steps(&mut self) {
+        let r = &mut self.report;
+        let reason = match r.status {
+            RunStatus::Refused => match r.issues.first() {
+                Some(i) => format!("the run was refused before any submission: {i}"),
+                None => "the run was refused before any submission".to_string(),
+            },
+            _ => "the run stopped before this step started".to_string(),
+        };
+        for st in r.steps.iter_mut().filter(|s| s.state == StepState::Pending) {
+            let needs = std::mem::take(&mut st.needs);
+            *st = StepReport {
+                needs,
+                ..StepReport::not_started(&st.id, &st.kind, &reason)
+            };
+        }
+    }
+
+    /// Takes back the advice about following up a job that the run itself followed up: "monitor" and
+    /// "may wait for a bonded provider" once the job ended, "fetch the result" once a step fetched it
+    /// or the job ended without one.
+    fn drop_moot_hints(&mut self) {
+        for st in &mut self.report.steps {
+            let Some(job) = st.outcome.job_id.as_ref().map(|j| j.to_string()) else {
+                continue;
+            };
+            let ended = self.ended.get(&job).copied();
+            let no_fetch_left = self.fetched.contains(&job) || ended == Some(false);
+            let until = hints::until_final(&job);
+            let fetch = hints::to_fetch(&job);
+            st.outcome.recommendations.retain(|h| {
+                let moot_wait = ended.is_some() && (until.contains(h) || h == hints::BONDED_QUEUED);
+                let moot_fetch = no_fetch_left && fetch.contains(h);
+                !(moot_wait || moot_fetch)
+            });
+        }
     }
 
     /// Records what the command line gave the run (`--set`, `--vars`, `--vars-from`, `--no-cache`).
@@ -235,30 +322,28 @@ pub fn write_report_json(dir: &Path, report: &Report) -> std::io::Result<()> {
     std::fs::rename(&tmp, &path)
 }
 
-fn state_word(s: StepState) -> &'static str {
-    match s {
-        StepState::Pending => "pending",
-        StepState::Succeeded => "ok",
-        StepState::Failed => "FAILED",
-        StepState::Skipped => "skipped",
-        StepState::Cancelled => "cancelled",
-    }
-}
-
-fn status_word(s: RunStatus) -> &'static str {
-    match s {
-        RunStatus::Running => "running",
-        RunStatus::Succeeded => "succeeded",
-        RunStatus::Failed => "failed",
-        RunStatus::Refused => "refused (cannot be paid)",
-        RunStatus::TimedOut => "timed out",
-        RunStatus::Interrupted => "interrupted",
-        RunStatus::Unreachable => "coordinator unreachable",
-    }
-}
-
 fn md_cell(s: &str) -> String {
     s.replace('|', "\\|").replace('\n', " ")
+}
+
+/// One line naming the plan's commit, as the summary and the terminal say it: `plans/x.yaml at
+/// 0afd2c4 (main, with uncommitted changes)`.
+pub fn provenance_line(r: &Report) -> Option<String> {
+    let g = r.plan_git.as_ref()?;
+    let commit = match &g.commit {
+        Some(c) => format!("at {}", &c[..c.len().min(12)]),
+        None => "(no commit yet)".to_string(),
+    };
+    let mut notes = Vec::new();
+    if let Some(b) = &g.branch {
+        notes.push(b.clone());
+    }
+    match g.dirty {
+        Some(true) => notes.push("with uncommitted changes".into()),
+        Some(false) => notes.push("clean".into()),
+        None => notes.push("changes unknown".into()),
+    }
+    Some(format!("{} {commit} ({})", g.path, notes.join(", ")))
 }
 
 /// Renders `summary.md`.
@@ -281,6 +366,19 @@ pub fn summary_markdown(r: &Report) -> String {
             ""
         }
     );
+    match provenance_line(r) {
+        Some(p) => {
+            let _ = writeln!(s, "- Plan: {}", md_cell(&p));
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "- Plan: {} (not in a git work tree)",
+                md_cell(&r.plan_path)
+            );
+        }
+    }
+    let _ = writeln!(s, "- aitbc-flow {}", r.runner_version);
     let _ = writeln!(s, "- Started: {}", r.started_at);
     if let Some(f) = &r.finished_at {
         let _ = writeln!(s, "- Finished: {f}");
@@ -321,13 +419,13 @@ pub fn summary_markdown(r: &Report) -> String {
     let _ = writeln!(s, "\n## Steps\n");
     let _ = writeln!(
         s,
-        "| step | kind | state | job | payment | time | summary |"
+        "| step | kind | state | job | payment | time | summary | output |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---:|---:|---|");
+    let _ = writeln!(s, "|---|---|---|---|---:|---:|---|---|");
     for st in &r.steps {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {:.3}s | {} |",
+            "| {} | {} | {} | {} | {} | {:.3}s | {} | {} |",
             md_cell(&st.id),
             st.kind,
             state_word(st.state),
@@ -337,7 +435,8 @@ pub fn summary_markdown(r: &Report) -> String {
                 .map(|p| p.to_string())
                 .unwrap_or_default(),
             st.outcome.execution_time,
-            md_cell(&st.outcome.summary)
+            md_cell(&st.outcome.summary),
+            output_preview(st, 80).map_or(String::new(), |p| md_cell(&p))
         );
     }
     let troubled: Vec<&StepReport> = r
@@ -377,30 +476,75 @@ fn xml_escape(s: &str) -> String {
     out
 }
 
-/// Renders `junit.xml`: one testcase per step.
+/// What JUnit makes of a step.
+enum Case {
+    Passed,
+    Skipped(String),
+    Failure {
+        message: String,
+        kind: &'static str,
+        text: String,
+    },
+    Error {
+        message: String,
+        text: String,
+    },
+}
+
+fn junit_case(r: &Report, st: &StepReport) -> Case {
+    let text = st.outcome.issues.join("\n");
+    match (st.state, not_finished(r, st)) {
+        (StepState::Succeeded, _) => Case::Passed,
+        (StepState::Skipped, _) => Case::Skipped(st.outcome.summary.clone()),
+        (_, Some(NotFinished::FailFast(why))) => Case::Skipped(why),
+        (_, Some(NotFinished::Refused(why))) => Case::Failure {
+            text: if text.is_empty() {
+                r.issues.join("\n")
+            } else {
+                text
+            },
+            message: why,
+            kind: "refused",
+        },
+        (_, Some(NotFinished::Stopped(why))) => Case::Error { message: why, text },
+        _ => Case::Failure {
+            message: st
+                .outcome
+                .issues
+                .first()
+                .cloned()
+                .unwrap_or_else(|| st.outcome.summary.clone()),
+            kind: "failed",
+            text,
+        },
+    }
+}
+
+/// Renders `junit.xml`: one testcase per step. A failed step is a `failure`; a step cancelled because
+/// another failed (fail-fast) is `skipped` with that reason; a step an interrupted run or an
+/// unreachable coordinator stopped is an `error`; a refused run's steps fail with the refusal's reason.
 pub fn junit_xml(r: &Report) -> String {
+    let cases: Vec<Case> = r.steps.iter().map(|st| junit_case(r, st)).collect();
+    let count = |f: fn(&Case) -> bool| cases.iter().filter(|c| f(c)).count();
+    let failures = count(|c| matches!(c, Case::Failure { .. }));
+    let errors = count(|c| matches!(c, Case::Error { .. }));
+    let skipped = count(|c| matches!(c, Case::Skipped(_)));
     let mut s = String::new();
-    let failures = r.totals.failed + r.totals.cancelled;
+    let time = r.totals.wall_time_ms as f64 / 1000.0;
     let _ = writeln!(s, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
     let _ = writeln!(
         s,
-        r#"<testsuites name="aitbc-flow" tests="{}" failures="{}" skipped="{}" time="{:.3}">"#,
+        r#"<testsuites name="aitbc-flow" tests="{}" failures="{failures}" errors="{errors}" skipped="{skipped}" time="{time:.3}">"#,
         r.steps.len(),
-        failures,
-        r.totals.skipped,
-        r.totals.wall_time_ms as f64 / 1000.0
     );
     let _ = writeln!(
         s,
-        r#"  <testsuite name="{}" tests="{}" failures="{}" skipped="{}" time="{:.3}" timestamp="{}">"#,
+        r#"  <testsuite name="{}" tests="{}" failures="{failures}" errors="{errors}" skipped="{skipped}" time="{time:.3}" timestamp="{}">"#,
         xml_escape(&r.plan),
         r.steps.len(),
-        failures,
-        r.totals.skipped,
-        r.totals.wall_time_ms as f64 / 1000.0,
         xml_escape(&r.started_at)
     );
-    for st in &r.steps {
+    for (st, case) in r.steps.iter().zip(&cases) {
         let _ = write!(
             s,
             r#"    <testcase name="{}" classname="{}.{}" time="{:.3}""#,
@@ -409,48 +553,41 @@ pub fn junit_xml(r: &Report) -> String {
             st.kind,
             st.outcome.execution_time
         );
-        match st.state {
-            StepState::Succeeded => {
+        let body = match case {
+            Case::Passed => {
                 let _ = writeln!(s, "/>");
+                continue;
             }
-            StepState::Skipped => {
-                let _ = writeln!(s, ">");
-                let _ = writeln!(
-                    s,
-                    r#"      <skipped message="{}"/>"#,
-                    xml_escape(&st.outcome.summary)
-                );
-                let _ = writeln!(s, "    </testcase>");
-            }
-            _ => {
-                let _ = writeln!(s, ">");
-                let msg = st
-                    .outcome
-                    .issues
-                    .first()
-                    .cloned()
-                    .unwrap_or_else(|| st.outcome.summary.clone());
-                let _ = writeln!(
-                    s,
-                    r#"      <failure message="{}" type="{}">{}</failure>"#,
-                    xml_escape(&msg),
-                    state_word(st.state),
-                    xml_escape(&st.outcome.issues.join("\n"))
-                );
-                let _ = writeln!(s, "    </testcase>");
-            }
-        }
+            Case::Skipped(why) => format!(r#"      <skipped message="{}"/>"#, xml_escape(why)),
+            Case::Failure {
+                message,
+                kind,
+                text,
+            } => format!(
+                r#"      <failure message="{}" type="{kind}">{}</failure>"#,
+                xml_escape(message),
+                xml_escape(text)
+            ),
+            Case::Error { message, text } => format!(
+                r#"      <error message="{}" type="{}">{}</error>"#,
+                xml_escape(message),
+                r.status.as_str(),
+                xml_escape(text)
+            ),
+        };
+        let _ = writeln!(s, ">\n{body}\n    </testcase>");
     }
     let _ = writeln!(s, "  </testsuite>");
     let _ = writeln!(s, "</testsuites>");
     s
 }
 
-/// Writes `report.json`, `summary.md` and `junit.xml`.
+/// Writes `report.json`, `summary.md`, `junit.xml` and `report.html`.
 pub fn write_all(dir: &Path, r: &Report) -> std::io::Result<()> {
     write_report_json(dir, r)?;
     write_atomic(&dir.join("summary.md"), summary_markdown(r).as_bytes())?;
-    write_atomic(&dir.join("junit.xml"), junit_xml(r).as_bytes())
+    write_atomic(&dir.join("junit.xml"), junit_xml(r).as_bytes())?;
+    write_atomic(&dir.join("report.html"), super::html::render(r).as_bytes())
 }
 
 /// Appends events to `events.jsonl`, one JSON object a line, flushed per event.

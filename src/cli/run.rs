@@ -146,9 +146,26 @@ pub struct RunArgs {
     /// coordinator without a wallet daemon; the report says so. A plan cannot switch this off.
     #[arg(long)]
     pub no_balance_check: bool,
+    /// The most this start of the run may pay: `AMOUNT` in all, or `WALLET=AMOUNT` for one wallet
+    /// (repeatable). Lowers the plan's `policy.max_spend`, never raises it; every submission counts and a
+    /// confirmed refund is taken off.
+    #[arg(long, value_name = "[WALLET=]AMOUNT")]
+    pub max_spend: Vec<String>,
     /// `--lock` and `--lock-timeout`.
     #[command(flatten)]
     pub lock: crate::cli::scheduler::LockFlags,
+}
+
+/// The caps of `--max-spend` values; `Err` carries the exit code of a message already printed.
+fn spend_caps(values: &[String]) -> Result<crate::policy::spend::Caps, i32> {
+    let mut caps = crate::policy::spend::Caps::default();
+    for v in values {
+        if let Err(e) = caps.add(v) {
+            errln!("error: --max-spend {v}: {e}");
+            return Err(exit::INVALID);
+        }
+    }
+    Ok(caps)
 }
 
 /// Parses `WALLET=AMOUNT`.
@@ -190,6 +207,8 @@ struct ExecParams {
     lock: bool,
     /// Whether balances are checked (`--no-balance-check` turns it off for this start).
     balance_check: crate::ops::payer::BalanceCheck,
+    /// `--max-spend`.
+    max_spend: crate::policy::spend::Caps,
     /// `resume --pay-again`.
     pay_again: bool,
 }
@@ -282,6 +301,10 @@ pub fn run(a: RunArgs) -> i32 {
         inputs,
         lock: run_lock.is_some(),
         balance_check: crate::ops::payer::BalanceCheck::skipped_if(a.no_balance_check),
+        max_spend: match spend_caps(&a.max_spend) {
+            Ok(c) => c,
+            Err(code) => return code,
+        },
         pay_again: false,
     };
     // The base vars of `--vars-from` are kept in the run directory (the temporary file is gone), so
@@ -408,6 +431,7 @@ fn execute_plan(
             inputs: p.inputs.clone(),
             lock: p.lock,
             balance_check: p.balance_check,
+            max_spend: p.max_spend.clone(),
             pay_again: p.pay_again,
             ..RunOptions::new(run_id.clone(), run_dir.clone())
         };
@@ -585,6 +609,12 @@ pub struct ResumeArgs {
     /// Submit without reading wallet balances, for this start only (see `run --no-balance-check`).
     #[arg(long)]
     pub no_balance_check: bool,
+    /// The most this start of the run may pay: `AMOUNT` in all, or `WALLET=AMOUNT` for one wallet
+    /// (repeatable). Lowers the plan's `policy.max_spend`, never raises it; every submission counts and a
+    /// confirmed refund is taken off.
+    #[arg(long, value_name = "[WALLET=]AMOUNT")]
+    pub max_spend: Vec<String>,
+
     /// Submit again a step whose job the run cancelled (Ctrl-C, a failure, a timeout) although its
     /// refund is not confirmed: the step pays again while the first payment may still be held. Without
     /// it, such a step fails and says how much is held.
@@ -710,6 +740,10 @@ pub fn resume(a: ResumeArgs) -> i32 {
         },
         lock: replay.lock,
         balance_check: crate::ops::payer::BalanceCheck::skipped_if(a.no_balance_check),
+        max_spend: match spend_caps(&a.max_spend) {
+            Ok(c) => c,
+            Err(code) => return code,
+        },
         pay_again: a.pay_again,
     };
     if let Some(code) = refuse_short_token(

@@ -59,6 +59,8 @@ pub struct RunOptions {
     pub resume: Option<Arc<Replay>>,
     /// True when the run holds the plan's lock (`--lock`; journaled so that a resume takes it too).
     pub lock: bool,
+    /// `--max-spend`: caps that lower the plan's `policy.max_spend` for this start of the run.
+    pub max_spend: crate::policy::spend::Caps,
     /// Whether wallet balances are read before the run and before every submit; only the command line
     /// switches it off (`--no-balance-check`), for this start of the run alone.
     pub balance_check: BalanceCheck,
@@ -84,6 +86,7 @@ impl RunOptions {
             vars_files: Vec::new(),
             resume: None,
             lock: false,
+            max_spend: Default::default(),
             balance_check: BalanceCheck::On,
             pay_again: false,
         }
@@ -127,10 +130,24 @@ pub(crate) struct Ctx<C> {
     pub resume: Option<Arc<Replay>>,
     pub balance_check: BalanceCheck,
     pub pay_again: bool,
+    /// What the run may still pay (`policy.max_spend`, lowered by `--max-spend`).
+    pub spend: Arc<crate::policy::spend::SpendCap>,
 }
 
 impl<C> Ctx<C> {
     pub fn emit(&self, e: Event) {
+        // A confirmed refund gives the job's payment back under the run's spend cap (once).
+        match &e {
+            Event::PaymentRefunded { job_id, .. }
+            | Event::JobCancelled {
+                job_id,
+                refunded: Some(_),
+                ..
+            } => {
+                self.spend.refunded(job_id);
+            }
+            _ => {}
+        }
         let _ = self.events.send(e);
     }
 
@@ -208,6 +225,7 @@ pub async fn execute<C: Coordinator + 'static>(
             .iter()
             .map(|s| (s.id.clone(), s.kind.name().to_string()))
             .collect(),
+        spend: crate::plan::spend::spend_per_wallet(&plan).0,
         at: run.started_at.clone(),
     });
 
@@ -218,6 +236,17 @@ pub async fn execute<C: Coordinator + 'static>(
         options.cache,
     ));
     let cached = cache.prefetch(&plan, &run, options.resume.as_deref());
+    let spend = Arc::new(spend_cap(&plan, &options));
+    if let Some(refusal) = over_the_cap(&plan, &options, &cached, &spend) {
+        let _ = events.send(Event::RunIssue { message: refusal });
+        return finish(
+            &journal,
+            &events,
+            RunStatus::Refused,
+            exit::STEP_FAILED,
+            false,
+        );
+    }
     if let Some((status, code, refused)) =
         check_balances(&plan, coord.as_ref(), &options, &cached, &events).await
     {
@@ -255,6 +284,7 @@ pub async fn execute<C: Coordinator + 'static>(
         resume: options.resume.clone(),
         balance_check: options.balance_check,
         pay_again: options.pay_again,
+        spend,
     });
     drive(&ctx, &mut dispatcher, &interrupt).await;
 
@@ -331,6 +361,59 @@ fn header(plan: &CheckedPlan, coordinator: &str, options: &RunOptions, run: &Run
     }
 }
 
+/// What the run has paid already: an earlier start of it (when resuming) and the cache (by the runs its
+/// results come from).
+fn already_paid(
+    plan: &CheckedPlan,
+    options: &RunOptions,
+    cached: &HashSet<String>,
+) -> BTreeMap<String, Money> {
+    let mut paid = options
+        .resume
+        .as_ref()
+        .map(|r| r.paid_per_wallet())
+        .unwrap_or_default();
+    super::cache::add_cached_spend(&mut paid, plan, cached);
+    paid
+}
+
+/// The run's spend cap: the plan's `policy.max_spend` caps, lowered by `--max-spend`, with what an
+/// earlier start of a resumed run paid counted in.
+fn spend_cap(plan: &CheckedPlan, options: &RunOptions) -> crate::policy::spend::SpendCap {
+    use crate::policy::spend::{Caps, SpendCap};
+    let caps = Caps::of_policy(&plan.plan.policy).tightest(&options.max_spend);
+    let cap = SpendCap::new(caps);
+    if let Some(r) = &options.resume {
+        for (wallet, amount) in r.paid_per_wallet() {
+            cap.count_paid(&wallet, amount);
+        }
+    }
+    cap
+}
+
+/// Why the run must not start under its spend cap, if it must not: what it will still spend (as far as
+/// the plan says before it runs) does not fit.
+fn over_the_cap(
+    plan: &CheckedPlan,
+    options: &RunOptions,
+    cached: &HashSet<String>,
+    cap: &crate::policy::spend::SpendCap,
+) -> Option<String> {
+    if !cap.is_capped() {
+        return None;
+    }
+    let (mut spend, _) = crate::plan::spend::spend_per_wallet(plan);
+    for (wallet, paid) in already_paid(plan, options, cached) {
+        if let Some(s) = spend.get_mut(&wallet) {
+            *s = if *s > paid { *s - paid } else { Money::ZERO };
+        }
+    }
+    spend.retain(|_, m| *m > Money::ZERO);
+    cap.check_all(&spend)
+        .err()
+        .map(|e| format!("the run would pay more than its spend cap allows: {e}"))
+}
+
 /// The preflight, with what a resumed run and the cache have paid already taken off. Returns the run's
 /// outcome when it must not go on (and whether the coordinator refused our credentials).
 async fn check_balances<C: Coordinator>(
@@ -340,13 +423,7 @@ async fn check_balances<C: Coordinator>(
     cached: &HashSet<String>,
     events: &mpsc::UnboundedSender<Event>,
 ) -> Option<(RunStatus, i32, bool)> {
-    let mut already_paid = options
-        .resume
-        .as_ref()
-        .map(|r| r.paid_per_wallet())
-        .unwrap_or_default();
-    // Steps served from the cache are paid already, too (by the run they come from).
-    super::cache::add_cached_spend(&mut already_paid, plan, cached);
+    let already_paid = already_paid(plan, options, cached);
     let balances = match options.balance_check.issue() {
         Some(issue) => {
             // Said once for the run, and again by every submit's outcome.

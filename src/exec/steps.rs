@@ -707,26 +707,49 @@ async fn submit<C: Coordinator>(
             let funds =
                 crate::ops::submit::check_funds(conn, &req.wallet, req.payment, check).await?;
             crate::ops::submit::pay_from(&mut body, &funds.payer);
+            // The run's spend cap holds the payment before anything is sent (every submission counts).
+            let reservation = ctx
+                .spend
+                .reserve(&req.wallet, req.payment)
+                .map_err(|e| Fail::from_op(OpError::Rules(vec![e])))?;
             // The intent is on disk before the request leaves.
-            ctx.journal(
-                &Record::Intent {
-                    step: step.id.clone(),
-                    submission,
-                    client_ref: cref.clone(),
-                    wallet: req.wallet.clone(),
-                    payment: req.payment,
-                    buyer_address: Some(funds.payer.buyer_address.clone()),
-                },
-                true,
-            )
-            .map_err(|e| {
-                Fail::new(
-                    StepFailure::Failed,
-                    format!("cannot write the journal, so nothing was submitted: {e}"),
+            let journaled = ctx
+                .journal(
+                    &Record::Intent {
+                        step: step.id.clone(),
+                        submission,
+                        client_ref: cref.clone(),
+                        wallet: req.wallet.clone(),
+                        payment: req.payment,
+                        buyer_address: Some(funds.payer.buyer_address.clone()),
+                    },
+                    true,
                 )
-            })?;
+                .map_err(|e| {
+                    Fail::new(
+                        StepFailure::Failed,
+                        format!("cannot write the journal, so nothing was submitted: {e}"),
+                    )
+                });
+            if let Err(fail) = journaled {
+                ctx.spend.release(reservation);
+                return Err(fail);
+            }
             crate::crash::point("intent");
-            let s = crate::ops::submit::send(conn, &body, &key, &cref, &funds.payer).await?;
+            let s = match crate::ops::submit::send(conn, &body, &key, &cref, &funds.payer).await {
+                Ok(s) => {
+                    ctx.spend.paid(reservation, s.view.job_id.as_str());
+                    s
+                }
+                Err(e) => {
+                    // A lost answer may hide an accepted job: its payment stays counted.
+                    match e.client() {
+                        Some(c) if c.may_have_committed() => ctx.spend.paid_unknown(reservation),
+                        _ => ctx.spend.release(reservation),
+                    }
+                    return Err(e.into());
+                }
+            };
             (s.view, s.created, s.payer, check)
         }
     };

@@ -24,6 +24,10 @@ pub enum Event {
         embedded: bool,
         /// Step ids and kinds, in order.
         steps: Vec<(String, String)>,
+        /// What the run will pay per wallet, as far as the plan says before it runs (steps whose wallet
+        /// or payment is only known at run time are not in it).
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        spend: std::collections::BTreeMap<String, crate::money::Money>,
         /// RFC 3339.
         at: String,
     },

@@ -26,6 +26,14 @@ pub struct Policy {
     /// Caps for `optimize` requests.
     #[serde(default)]
     pub resources: ResourceCaps,
+    /// The most the run may pay in all, in AITBC: every submission counts (a resubmission too), a
+    /// confirmed refund is taken off. A run whose known spend is over it is refused before anything is
+    /// sent; a submit that would pass it fails its step. `run --max-spend` may lower it, never raise it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_spend: Option<Money>,
+    /// The most each listed wallet may pay in the run, e.g. `{trading-wallet: 600}` (as `max_spend`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub max_spend_per_wallet: std::collections::BTreeMap<String, Money>,
 }
 
 /// Caps on what an `optimize` step may ask for.

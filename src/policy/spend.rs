@@ -24,6 +24,32 @@ pub struct Caps {
 }
 
 impl Caps {
+    /// The caps a plan's `policy:` block sets (`max_spend`, `max_spend_per_wallet`).
+    pub fn of_policy(policy: &super::Policy) -> Caps {
+        Caps {
+            total: policy.max_spend,
+            per_wallet: policy.max_spend_per_wallet.clone(),
+        }
+    }
+
+    /// The tighter of two sets of caps, cap by cap: what the command line adds may lower a plan's
+    /// caps, never raise them.
+    pub fn tightest(&self, other: &Caps) -> Caps {
+        let min = |a: Option<Money>, b: Option<Money>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let mut per_wallet = self.per_wallet.clone();
+        for (w, m) in &other.per_wallet {
+            let v = min(per_wallet.get(w).copied(), Some(*m));
+            per_wallet.insert(w.clone(), v.unwrap_or(*m));
+        }
+        Caps {
+            total: min(self.total, other.total),
+            per_wallet,
+        }
+    }
+
     /// True when nothing is capped.
     pub fn is_empty(&self) -> bool {
         self.total.is_none() && self.per_wallet.is_empty()
@@ -200,6 +226,12 @@ impl SpendCap {
         Ok(())
     }
 
+    /// Counts what was paid before this ledger was made (an earlier start of a resumed run), whatever
+    /// the caps say: what was paid was paid.
+    pub fn count_paid(&self, wallet: &str, amount: Money) {
+        *self.ledger().spent.entry(wallet.to_string()).or_default() += amount;
+    }
+
     /// Nothing was paid for this reservation: its room is free again.
     pub fn release(&self, r: Reservation) {
         self.ledger().take_back(&r.wallet, r.amount);
@@ -266,6 +298,30 @@ impl SpendCap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_command_line_may_lower_a_plans_caps_never_raise_them() {
+        let plan = Caps {
+            total: Some(Money::from_int(100)),
+            per_wallet: [("a".to_string(), Money::from_int(50))].into(),
+        };
+        let cli = Caps {
+            total: Some(Money::from_int(200)),
+            per_wallet: [
+                ("a".to_string(), Money::from_int(10)),
+                ("b".to_string(), Money::from_int(5)),
+            ]
+            .into(),
+        };
+        let t = plan.tightest(&cli);
+        assert_eq!(t.total, Some(Money::from_int(100)));
+        assert_eq!(t.per_wallet["a"], Money::from_int(10));
+        assert_eq!(t.per_wallet["b"], Money::from_int(5));
+        let cap = SpendCap::new(t);
+        cap.count_paid("a", Money::from_int(8));
+        assert!(cap.reserve("a", Money::from_int(3)).is_err());
+        assert!(cap.reserve("a", Money::from_int(2)).is_ok());
+    }
 
     fn m(s: &str) -> Money {
         s.parse().unwrap()

@@ -181,6 +181,7 @@ impl<W: Write> Terminal<W> {
                 coordinator,
                 embedded,
                 steps,
+                spend,
                 ..
             } => {
                 self.total = steps.len();
@@ -194,6 +195,14 @@ impl<W: Write> Terminal<W> {
                     clock(),
                     steps.len()
                 ));
+                // What the run will pay, before its first submit.
+                if !spend.is_empty() {
+                    let per_wallet: Vec<String> = spend
+                        .iter()
+                        .map(|(w, m)| format!("{m} AITBC from {w}"))
+                        .collect();
+                    self.line(&format!("{} spend: {}", clock(), per_wallet.join(", ")));
+                }
             }
             Event::RunIssue { message } => {
                 let mark = self.palette.warn("!");

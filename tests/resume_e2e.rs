@@ -431,6 +431,7 @@ secrets:
   api_key: {env: E2E_SECRET_KEY}
 steps:
   - id: ask
+    secrets_in_payload: true
     job: {job_type: inference, wallet: w, payment: 1, prompt: "use key ${{ secrets.api_key }} please"}
   - id: again
     job: {job_type: inference, wallet: w, payment: 1, prompt: "echo ${{ steps.ask.output }}"}
@@ -451,7 +452,8 @@ steps:
     assert!(!journal.contains(secret));
     assert!(
         journal.contains(r#""redacted":{"/output":["#)
-            && journal.contains(r#"{"secret":"api_key"}"#),
+            // The whole prompt computed from the secret, redacted as one (`secrets_in_payload`).
+            && journal.contains(r#"{"secret":"/steps/0/job/prompt#0"}"#),
         "{journal}"
     );
 

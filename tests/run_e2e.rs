@@ -505,6 +505,7 @@ secrets:
   api_key: {env: E2E_SECRET_KEY}
 steps:
   - id: ask
+    secrets_in_payload: true
     job:
       job_type: inference
       wallet: w
@@ -545,6 +546,83 @@ steps:
         let text = std::fs::read_to_string(dir.run_dir().join(f)).unwrap();
         assert!(!text.contains(secret), "{f} holds the secret");
     }
+}
+
+/// With `secrets_in_payload`, a prompt computed from a secret (upper-cased: not the secret's own
+/// bytes) goes to the job, and the whole rendered prompt is redacted: it is in no file of the run
+/// and no output, and the result saved beside the plan, which quotes it, is readable only by its
+/// owner, as the report says.
+#[test]
+fn a_value_computed_from_a_secret_is_redacted_whole_and_saved_privately() {
+    let dir = PlanDir::new("");
+    let saved = dir.dir.path().join("saved").join("ask.json");
+    std::fs::write(
+        dir.plan(),
+        format!(
+            r#"
+version: 1
+name: opted-in
+secrets:
+  api_key: {{env: E2E_SECRET_KEY}}
+steps:
+  - id: ask
+    secrets_in_payload: true
+    job:
+      job_type: inference
+      wallet: w
+      payment: 1
+      prompt: "Reference: ${{{{ secrets.api_key | upper }}}}"
+      save: "{}"
+"#,
+            saved.display()
+        ),
+    )
+    .unwrap();
+    let secret = "sk-live-8f2a91c4e7";
+    let rendered = "Reference: SK-LIVE-8F2A91C4E7";
+    let mut cmd = Command::new(bin());
+    cmd.args(run_args(&dir.plan(), &dir.runs()))
+        .args(["--embedded-latency", "instant"])
+        .env_remove("AITBC_COORDINATOR_URL")
+        .env("E2E_SECRET_KEY", secret);
+    let out = output_within(cmd, LIMIT);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    for needle in [rendered, "SK-LIVE-8F2A91C4E7", secret] {
+        assert!(
+            !stdout.contains(needle) && !stderr.contains(needle),
+            "{needle}"
+        );
+    }
+    // Every file of the run directory, whatever it is called.
+    let mut files = 0;
+    for entry in std::fs::read_dir(dir.run_dir()).unwrap().flatten() {
+        let Ok(text) = std::fs::read(entry.path()) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&text);
+        files += 1;
+        assert!(
+            !text.contains("SK-LIVE-8F2A91C4E7") && !text.contains("Reference: "),
+            "{} holds the rendered prompt",
+            entry.path().display()
+        );
+    }
+    assert!(
+        files >= 5,
+        "report, summary, junit, events and journal were read"
+    );
+    // The saved file keeps what the coordinator signed (the prompt in the receipt's payload) and is
+    // not readable by others.
+    let kept = std::fs::read_to_string(&saved).unwrap();
+    assert!(kept.contains(rendered), "{kept}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&saved).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let report = report_of(&out);
+    let issues = step(&report, "ask")["issues"].to_string();
+    assert!(issues.contains("mode 0600"), "{issues}");
 }
 
 #[test]

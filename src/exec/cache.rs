@@ -444,8 +444,7 @@ pub(crate) fn reuse<C>(
     out.insert("receipt_verified".into(), json!(true));
     if let Some(save) = save {
         let path = steps::save_path(&ctx.run_dir, ctx.plan.dir(), save)?;
-        steps::write_result(&path, &result, Some(&receipt))
-            .map_err(|e| format!("cannot save the result to {}: {e}", path.display()))?;
+        steps::save_result(&ctx.plan, &path, &result, Some(&receipt), report)?;
         out.insert("saved".into(), json!(path.display().to_string()));
     }
     out.insert("result".into(), result);

@@ -1256,12 +1256,8 @@ async fn fetch<C: Coordinator>(
             Fail::new(StepFailure::Failed, m)
                 .recommend("Save inside the run directory or under the plan's folder")
         })?;
-        write_result(&path, &result, fetched.receipt.as_ref()).map_err(|e| {
-            Fail::new(
-                StepFailure::Failed,
-                format!("cannot save the result to {}: {e}", path.display()),
-            )
-        })?;
+        save_result(&ctx.plan, &path, &result, fetched.receipt.as_ref(), report)
+            .map_err(|m| Fail::new(StepFailure::Failed, m))?;
         out.insert("saved".into(), json!(path.display().to_string()));
     }
     out.insert("receipt".into(), fetched.receipt.unwrap_or(Value::Null));
@@ -1269,18 +1265,56 @@ async fn fetch<C: Coordinator>(
     Ok(out)
 }
 
-pub(crate) fn write_result(
+/// Saves a result and its receipt as served (the receipt keeps its signed bytes, so the file still
+/// verifies). When a step of the plan lets a value computed from a secret into a payload
+/// (`secrets_in_payload`), the result may quote it (the receipt signs the payload): the file is
+/// then written readable only by its owner (0600), and the step's report says so.
+pub(crate) fn save_result(
+    plan: &crate::plan::CheckedPlan,
     path: &Path,
     result: &Value,
     receipt: Option<&Value>,
+    report: &mut StepReport,
+) -> Result<(), String> {
+    let private = plan.secrets_in_payload();
+    write_result(path, result, receipt, private)
+        .map_err(|e| format!("cannot save the result to {}: {e}", path.display()))?;
+    if private {
+        report.outcome.issues.push(format!(
+            "the saved result {} may hold a value computed from a secret \
+             (`secrets_in_payload`): written readable only by you (mode 0600)",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+fn write_result(
+    path: &Path,
+    result: &Value,
+    receipt: Option<&Value>,
+    private: bool,
 ) -> std::io::Result<()> {
+    use std::io::Write;
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
     let body = json!({"result": result, "receipt": receipt});
     let text = serde_json::to_string_pretty(&body).unwrap_or_default() + "\n";
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
+    let _ = std::fs::remove_file(&tmp);
+    let mut open = std::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::OpenOptionsExt;
+        open.mode(0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    let mut file = open.open(&tmp)?;
+    file.write_all(text.as_bytes())?;
+    drop(file);
     std::fs::rename(&tmp, path)
 }
 

@@ -229,6 +229,11 @@ impl CheckedPlan {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// Whether a step lets a value computed from a secret into its payload (`secrets_in_payload`).
+    pub fn secrets_in_payload(&self) -> bool {
+        self.plan.steps.iter().any(|s| s.secrets_in_payload)
+    }
 }
 
 /// The timeout of a step that sets none, when the plan's `defaults` set none either.

@@ -160,6 +160,19 @@ impl Checker<'_> {
         for (k, v) in m {
             let pointer = format!("/steps/{i}/matrix/{}", ptr_seg(k));
             let v = match v {
+                Value::String(s) if self.reads_secret(s) => {
+                    // A matrix value names the copies (`ask[key=…]`): in every id, every line.
+                    self.err(
+                        &pointer,
+                        Diagnostic::new(format!(
+                            "step `{}`: a matrix value cannot be computed from a secret: it \
+                             becomes part of the copies' ids",
+                            step.id
+                        )),
+                    );
+                    ok = false;
+                    continue;
+                }
                 Value::String(s) if super::template::has_template(s) => {
                     match self.static_render_checked(s, &pointer, i, None) {
                         Some(v) => v,

@@ -72,8 +72,23 @@ impl Checker<'_> {
                     refs.push(id);
                 }
             }
+            let tainted = !super::secrets::CREDENTIAL_FIELDS.contains(&rel.as_str())
+                && self.reads_secret(text);
+            if tainted && (runtime || !self.plan.steps[i].secrets_in_payload) {
+                let field = rel.trim_start_matches('/').replace('/', ".");
+                let what = match rel.as_str() {
+                    "/save" => "the saved path `save`".to_string(),
+                    _ => format!("the job's `{field}`"),
+                };
+                self.secret_out_of_place(i, &pointer, &what);
+                continue;
+            }
             if super::template::has_template(text) && !runtime {
-                static_leaves.push(Leaf { rel, pointer });
+                static_leaves.push(Leaf {
+                    rel,
+                    pointer,
+                    tainted,
+                });
             }
         }
         if let Some(When::Expr(w)) = &step.when {
@@ -100,6 +115,11 @@ impl Checker<'_> {
                 string_leaves(v, String::new(), &mut leaves);
                 for (rel, text) in leaves {
                     let pointer = format!("/steps/{i}/outputs/{}{rel}", ptr_seg(name));
+                    if self.reads_secret(text) {
+                        // Outputs are rendered at run time: never computed from a secret.
+                        self.secret_out_of_place(i, &pointer, &format!("the output `{name}`"));
+                        continue;
+                    }
                     for u in self.check_text(text, &pointer, &out_scope, false) {
                         if let NameUse::Step(id) = u {
                             refs.push(id);

@@ -20,6 +20,9 @@ pub(super) struct Leaf {
     pub(super) rel: String,
     /// The pointer in the plan file.
     pub(super) pointer: String,
+    /// The template reads a secret (the step opted in with `secrets_in_payload`): its value is
+    /// kept for redaction once rendered.
+    pub(super) tainted: bool,
 }
 
 /// The value at a pointer relative to `v`, mutably.
@@ -159,7 +162,12 @@ impl Checker<'_> {
                 self.templates.render(text, &ctx)
             };
             match rendered {
-                Ok(v) => *slot = v,
+                Ok(v) => {
+                    if leaf.tainted {
+                        self.keep_derived(&leaf.pointer, &v);
+                    }
+                    *slot = v;
+                }
                 Err(e) => {
                     let msg = render_message(&e);
                     let d = Diagnostic::new(self.redact(&msg))

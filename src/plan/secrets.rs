@@ -13,12 +13,21 @@ use super::checked::CheckedPlan;
 use super::diag::Diagnostic;
 
 /// Replaces every secret value in `text` with `***`.
+/// The longest first, so that a value computed from a secret (`Reference: hunter2`) goes whole,
+/// not as `Reference: ***`.
 fn redact(secrets: &BTreeMap<String, String>, text: &str) -> String {
+    let mut values: Vec<&str> = secrets
+        .values()
+        .map(String::as_str)
+        .filter(|v| !v.is_empty() && text.contains(*v))
+        .collect();
+    if values.is_empty() {
+        return text.to_string();
+    }
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
     let mut out = text.to_string();
-    for v in secrets.values() {
-        if !v.is_empty() {
-            out = out.replace(v.as_str(), "***");
-        }
+    for v in values {
+        out = out.replace(v, "***");
     }
     out
 }
@@ -50,7 +59,117 @@ impl CheckedPlan {
     }
 }
 
+/// The one field of a step whose value may hold a secret: an endpoint's address carries its
+/// credentials (`?token=…`) and goes to the runner's own HTTP client, never into a job's payload.
+pub(super) const CREDENTIAL_FIELDS: [&str; 1] = ["/endpoint"];
+
+/// The name under which a value computed from a secret is kept for redaction, beside the secrets
+/// themselves: a name no `secrets:` entry can have, so it never meets a declared one.
+fn derived_name(pointer: &str, n: usize) -> String {
+    format!("{pointer}#{n}")
+}
+
+/// Whether the word `secrets` stands as a name anywhere in `text` (not as `x.secrets` or
+/// `my_secrets`). MiniJinja's list of the names a template reads misses some places (the value
+/// under a slice, `secrets.k[2:]`), so the text is read too; a `'secrets'` inside a string literal
+/// counts as well, which errs on the safe side.
+/// Only the template parts count: `Tell me about secrets` in a prompt's text is not a read.
+fn mentions_secrets(text: &str) -> bool {
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let in_code = |code: &str| {
+        let bytes = code.as_bytes();
+        code.match_indices("secrets").any(|(at, _)| {
+            let before = at.checked_sub(1).map(|j| bytes[j]);
+            let after = bytes.get(at + "secrets".len()).copied();
+            !before.is_some_and(|b| word(b) || b == b'.') && !after.is_some_and(word)
+        })
+    };
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        let after = &rest[start + 2..];
+        let close = match after.as_bytes().first() {
+            Some(b'{') => "}}",
+            Some(b'%') => "%}",
+            _ => {
+                rest = after;
+                continue;
+            }
+        };
+        // An unclosed template runs to the end (its syntax error is reported elsewhere).
+        let end = after[1..].find(close).map_or(after.len(), |e| e + 1);
+        if in_code(&after[1..end]) {
+            return true;
+        }
+        rest = &after[end..];
+    }
+    false
+}
+
 impl Checker<'_> {
+    /// Whether a template reads a secret at all (`secrets.k`, `secrets['k']`, `secrets` itself): its
+    /// value is then computed from one, whatever filters, slices or concatenations it goes through.
+    /// Decided from the template's names, not from its value, so `secrets.k | reverse` is caught.
+    pub(super) fn reads_secret(&mut self, text: &str) -> bool {
+        if !super::template::has_template(text) {
+            return false;
+        }
+        let names = match self.names_cache.get(text) {
+            Some(n) => n.clone(),
+            None => {
+                let n = self.templates.names(text);
+                self.names_cache.insert(text.to_string(), n.clone());
+                n
+            }
+        };
+        names.is_ok_and(|n| {
+            n.iter()
+                .any(|name| name == "secrets" || name.starts_with("secrets."))
+        }) || mentions_secrets(text)
+    }
+
+    /// The error for a template that puts a secret where it does not belong. `what` names the place
+    /// (`the job's \`prompt\``, `an output`).
+    pub(super) fn secret_out_of_place(&mut self, i: usize, pointer: &str, what: &str) {
+        let step = &self.plan.steps[i];
+        let d = if step.secrets_in_payload {
+            Diagnostic::new(format!(
+                "step `{}`: {what} is computed from a secret at run time, where it cannot be \
+                 redacted whole; a secret may go into a payload only in a template known at load",
+                step.id
+            ))
+            .help("keep `steps.*` and `run.*` out of the template that reads the secret")
+        } else {
+            Diagnostic::new(format!(
+                "step `{}`: {what} is computed from a secret; a secret may go only into an \
+                 endpoint's credentials (`endpoint`)",
+                step.id
+            ))
+            .help(
+                "a job's payload goes to whichever miner takes the job, and outputs and saved \
+                 paths reach reports; if this is meant, add `secrets_in_payload: true` to the step",
+            )
+        };
+        self.err(pointer, d);
+    }
+
+    /// Keeps a value computed from a secret (a step opted in with `secrets_in_payload`) so that it is
+    /// redacted whole, like a secret, in every output of the run.
+    pub(super) fn keep_derived(&mut self, pointer: &str, v: &Value) {
+        let text = match v {
+            Value::String(s) => s.clone(),
+            Value::Null => return,
+            other => other.to_string(),
+        };
+        if text.is_empty() || self.secrets.values().any(|s| *s == text) {
+            return;
+        }
+        let mut n = 0;
+        while self.secrets.contains_key(&derived_name(pointer, n)) {
+            n += 1;
+        }
+        self.secrets.insert(derived_name(pointer, n), text);
+    }
+
     /// Replaces every secret read so far in `text` with `***`.
     pub(super) fn redact(&self, text: &str) -> String {
         redact(&self.secrets, text)
@@ -136,6 +255,25 @@ mod tests {
     use super::super::check::test_support::{load_text, messages};
 
     #[test]
+    fn the_word_secrets_is_found_as_a_name() {
+        for t in [
+            "${{ secrets.k[2:] }}",
+            "${{ 'a' ~ secrets['k'] }}",
+            "${{ (secrets).k }}",
+        ] {
+            assert!(super::mentions_secrets(t), "{t}");
+        }
+        for t in [
+            "${{ vars.my_secrets }}",
+            "${{ vars.secrets }}",
+            "${{ secretsx }}",
+            "about secrets: ${{ vars.x }}",
+        ] {
+            assert!(!super::mentions_secrets(t), "{t}");
+        }
+    }
+
+    #[test]
     fn secrets_never_reach_messages() {
         let yaml = r#"
 version: 1
@@ -144,6 +282,7 @@ secrets:
   KIND: {env: T_KIND}
 steps:
   - id: a
+    secrets_in_payload: true
     submit: {job_type: "${{ secrets.KIND }}", wallet: w, payment: 1, prompt: p}
 "#;
         let opts = LoadOptions {

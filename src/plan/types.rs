@@ -275,6 +275,11 @@ pub struct Step {
     /// Reuse the result of an earlier completed job with the identical request instead of paying again.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cache: bool,
+    /// Let a value computed from a secret go into this step's job payload (prompt, parameters,
+    /// model), its outputs or its `save:` path. Without it that is a load error; with it, every
+    /// value so computed is redacted whole in every output, and saved results are written 0600.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub secrets_in_payload: bool,
 
     /// Submit a job and go on without waiting for it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

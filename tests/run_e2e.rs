@@ -658,3 +658,44 @@ steps:
     );
     assert!(issue.contains(".yaml:12:15)"), "{issue}");
 }
+
+const ONE_WALLET: &str = r#"
+version: 1
+name: one-wallet
+vars:
+  wallet: trading
+steps:
+  - id: a
+    job: {job_type: inference, wallet: "${{ vars.wallet }}", payment: 1, prompt: hi}
+"#;
+
+/// A `--set` for a variable the plan does not have is a typo: refused before anything runs, with
+/// the name it was probably meant to be.
+#[test]
+fn a_set_for_a_variable_the_plan_does_not_have_is_refused_with_a_suggestion() {
+    let dir = PlanDir::new(ONE_WALLET);
+    let out = embedded_run(&dir, &["--set", "walet=x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!dir.runs().exists() || std::fs::read_dir(dir.runs()).unwrap().next().is_none());
+    insta::assert_snapshot!(String::from_utf8_lossy(&out.stderr));
+}
+
+/// A `--fund` for a wallet no step uses funds nobody: the run goes on, with a warning.
+#[test]
+fn a_fund_for_a_wallet_the_plan_never_uses_is_a_warning() {
+    let dir = PlanDir::new(ONE_WALLET);
+    let out = embedded_run(&dir, &["--fund", "tradng=5", "--fund", "trading=5"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let warnings: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("warning:"))
+        .collect();
+    assert_eq!(
+        warnings,
+        [
+            "warning: --fund tradng=…: no step of the plan uses the wallet `tradng`; did you mean `trading`?"
+        ],
+        "{stderr}"
+    );
+}

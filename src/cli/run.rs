@@ -169,6 +169,33 @@ fn spend_caps(values: &[String]) -> Result<crate::policy::spend::Caps, i32> {
 }
 
 /// Parses `WALLET=AMOUNT`.
+/// A warning for each `--fund` of a wallet no step of the plan uses (a typo funds nobody). Nothing
+/// when a step's wallet is known only at run time.
+fn unused_funds(plan: &crate::plan::CheckedPlan, fund: &[(String, Money)]) -> Vec<String> {
+    let mut used = std::collections::BTreeSet::new();
+    for s in &plan.steps {
+        match s.spec.get("wallet") {
+            Some(serde_json::Value::String(w)) if crate::plan::template::has_template(w) => {
+                return Vec::new();
+            }
+            Some(serde_json::Value::String(w)) => {
+                used.insert(w.as_str());
+            }
+            _ => {}
+        }
+    }
+    fund.iter()
+        .filter(|(w, _)| !used.contains(w.as_str()))
+        .map(|(w, _)| {
+            let mut m = format!("warning: --fund {w}=…: no step of the plan uses the wallet `{w}`");
+            if let Some(s) = crate::plan::diag::suggest(w, used.iter().copied()) {
+                m.push_str(&format!("; did you mean `{s}`?"));
+            }
+            crate::text::message(&m).into_owned()
+        })
+        .collect()
+}
+
 pub fn parse_fund(s: &str) -> Result<(String, Money), String> {
     let (w, a) = s
         .split_once('=')
@@ -259,6 +286,9 @@ pub fn run(a: RunArgs) -> i32 {
     );
     inputs.balance_check = !a.no_balance_check;
     print_warnings(&plan.warnings);
+    for w in unused_funds(&plan, &a.fund) {
+        errln!("{w}");
+    }
     if let Some(code) =
         refuse_short_token(&a.coordinator, &a.wallet_url, &plan, a.concurrency, None)
     {

@@ -215,6 +215,9 @@ impl Checker<'_> {
                             let d = Diagnostic::new(format!("unknown variable `{path}.{part}`"));
                             let d = match super::diag::suggest(part, keys.iter().copied()) {
                                 Some(k) => d.suggest(Some(format!("{path}.{k}"))),
+                                // `--set` gives a value to a variable the plan has, or
+                                // below one; a new name is declared in the plan.
+                                None if path == "vars" => d.help("declare it under `vars:`"),
                                 None => d.help(format!(
                                     "declare it under `vars:` or pass `--set {}=…`",
                                     &name[5..]

@@ -59,6 +59,29 @@ pub(super) fn apply(
             continue;
         }
         let parts: Vec<&str> = key.split('.').collect();
+        if !vars.contains_key(parts[0]) {
+            // A `--set` for a name no template can be meant to read is a typo, not a new variable.
+            let d = Diagnostic::new(format!(
+                "`--set {key}={value}`: the plan has no variable `{}`",
+                parts[0]
+            ));
+            let d = match super::diag::suggest(parts[0], vars.keys().map(String::as_str)) {
+                Some(s) => d.suggest(Some(s)),
+                None => d.help(format!(
+                    "declare it under `vars:` (the plan's variables: {})",
+                    if vars.is_empty() {
+                        "none".to_string()
+                    } else {
+                        vars.keys()
+                            .map(|k| format!("`{k}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                )),
+            };
+            errors.push(d);
+            continue;
+        }
         if let Err(at) = set_path(vars, &parts, yaml_scalar(value)) {
             errors.push(Diagnostic::new(format!(
                 "`--set {key}={value}`: `vars.{}` is not a mapping",
@@ -146,21 +169,37 @@ mod tests {
     #[test]
     fn overrides() {
         let opts = LoadOptions {
-            set: vec![
-                ("pay".into(), "700".into()),
-                ("extra.deep".into(), "x".into()),
-            ],
+            set: vec![("pay".into(), "700".into())],
             ..Default::default()
         };
         let p = load_text(FEEDBACK, &[], &opts).unwrap();
         assert_eq!(p.steps[0].spec["payment"], serde_json::json!(700));
-        assert_eq!(p.vars["extra"]["deep"], "x");
         let opts = LoadOptions {
             set: vec![("wallet.x".into(), "1".into())],
             ..Default::default()
         };
         let m = messages(load_text(FEEDBACK, &[], &opts));
         assert!(m[0].contains("`vars.wallet` is not a mapping"), "{m:?}");
+    }
+
+    #[test]
+    fn a_set_for_a_variable_the_plan_does_not_have_is_refused() {
+        let opts = LoadOptions {
+            set: vec![
+                ("walet".into(), "x".into()),
+                ("extra.deep".into(), "x".into()),
+            ],
+            ..Default::default()
+        };
+        let m = messages(load_text(FEEDBACK, &[], &opts));
+        assert_eq!(
+            m,
+            [
+                "0: `--set walet=x`: the plan has no variable `walet` [wallet]",
+                "0: `--set extra.deep=x`: the plan has no variable `extra` []",
+            ],
+            "{m:?}"
+        );
     }
 
     #[test]

@@ -130,8 +130,14 @@ impl schemars::JsonSchema for Dur {
         schemars::json_schema!({
             "description": "A duration: `300s`, `5m`, `1h30m`, `250ms`, or a whole number of seconds.",
             "anyOf": [
-                {"type": "string", "pattern": "^([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?$|^[0-9]+$"},
-                {"type": "integer", "minimum": 0}
+                {
+                    "type": "string",
+                    "description": "Hours, minutes, seconds and milliseconds in that order, each optional: `90s`, `5m`, `1h30m`, `250ms`; or a whole number of seconds as text (`300`).",
+                    "examples": ["300s", "5m", "1h30m", "250ms"],
+                    "pattern": "^([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?$|^[0-9]+$",
+                    "patternErrorMessage": "a duration such as `300s`, `5m`, `1h30m` or `250ms`"
+                },
+                {"type": "integer", "minimum": 0, "description": "A whole number of seconds."}
             ]
         })
     }

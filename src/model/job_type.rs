@@ -38,6 +38,19 @@ pub enum JobType {
     Monitoring,
 }
 
+/// The JSON Schema of a plan's `job_type` field: one of the six names (editors complete them and flag
+/// `inferense`), or a `${{ }}` template rendered at load or at run time.
+pub fn plan_field_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let names: Vec<&str> = JobType::names().collect();
+    schemars::json_schema!({
+        "description": format!("The job type: one of {}, or a `${{{{ }}}}` template that renders to one.", names.join(", ")),
+        "anyOf": [
+            {"type": "string", "enum": names},
+            {"type": "string", "pattern": "\\$\\{\\{", "description": "A template, e.g. `${{ matrix.job_type }}`."}
+        ]
+    })
+}
+
 /// What the runner knows about a job type.
 struct Facts {
     job_type: JobType,

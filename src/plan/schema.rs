@@ -497,7 +497,7 @@ fn map_error(src: &Source, err: &ValidationError<'_>, out: &mut Vec<Diagnostic>)
                 Diagnostic::new(format!(
                     "{} is not a valid {what}: expected {}",
                     match found {
-                        Value::String(s) => format!("`{s}`"),
+                        Value::String(s) => format!("`{}`", crate::text::shown(s)),
                         other => describe_kind(other),
                     },
                     join_or(&options)

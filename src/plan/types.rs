@@ -356,6 +356,7 @@ pub enum OnTimeout {
 #[serde(deny_unknown_fields)]
 pub struct SubmitSpec {
     /// One of `inference`, `training`, `multimodal`, `ollama`, `streaming`, `monitoring`.
+    #[schemars(schema_with = "crate::model::job_type::plan_field_schema")]
     pub job_type: String,
     /// The wallet that pays.
     pub wallet: String,
@@ -421,6 +422,7 @@ pub struct FetchSpec {
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
     /// One of `inference`, `training`, `multimodal`, `ollama`, `streaming`, `monitoring`.
+    #[schemars(schema_with = "crate::model::job_type::plan_field_schema")]
     pub job_type: String,
     /// The wallet that pays.
     pub wallet: String,
@@ -524,6 +526,7 @@ pub struct ListSpec {
     pub status: Option<String>,
     /// Only jobs of this type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::model::job_type::plan_field_schema")]
     pub job_type: Option<String>,
 }
 

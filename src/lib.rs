@@ -26,4 +26,5 @@ pub mod plan;
 pub mod policy;
 pub mod report;
 pub mod sched;
+pub mod store;
 pub mod text;

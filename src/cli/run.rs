@@ -295,8 +295,11 @@ pub fn run(a: RunArgs) -> i32 {
         return code;
     }
     let run_id = new_run_id();
-    let run_lock = match crate::cli::scheduler::take_run_lock(&a.lock, &plan, &a.runs_dir, &run_id)
-    {
+    let store = match crate::cli::scheduler::open_store(&a.lock, &a.runs_dir) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let run_lock = match crate::cli::scheduler::take_run_lock(&a.lock, &plan, &*store, &run_id) {
         Ok(l) => l,
         Err(code) => return code,
     };
@@ -355,7 +358,11 @@ pub fn run(a: RunArgs) -> i32 {
         },
         None => params,
     };
+    let recorded_dir = run_dir.clone();
     let code = execute_plan(signals, plan, params, run_id, run_dir, None);
+    if let Err(e) = store.record_run(&recorded_dir) {
+        errln!("warning: the run is not in the shared history: {e}");
+    }
     drop(run_lock);
     code
 }
@@ -789,8 +796,13 @@ pub fn resume(a: ResumeArgs) -> i32 {
     let flags = crate::cli::scheduler::LockFlags {
         lock: replay.lock,
         lock_timeout: Dur(std::time::Duration::from_secs(3600)),
+        store: std::env::var("AITBC_FLOW_STORE").ok(),
     };
-    let run_lock = match crate::cli::scheduler::take_run_lock(&flags, &plan, &a.runs_dir, &run_id) {
+    let store = match crate::cli::scheduler::open_store(&flags, &a.runs_dir) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let run_lock = match crate::cli::scheduler::take_run_lock(&flags, &plan, &*store, &run_id) {
         Ok(l) => l,
         Err(code) => return code,
     };
@@ -840,6 +852,14 @@ pub struct RunsListArgs {
     /// `text` (default) or `json`.
     #[arg(long, value_enum, default_value_t = RunOutput::Text)]
     pub output: RunOutput,
+    /// Read the history shared in this store (a `postgres://…` URL) instead of the run folder.
+    #[arg(
+        long,
+        env = "AITBC_FLOW_STORE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub store: Option<String>,
 }
 
 /// `runs show RUN-ID`
@@ -896,7 +916,14 @@ pub fn runs(c: RunsCommand) -> i32 {
 }
 
 fn runs_list(a: RunsListArgs) -> i32 {
-    let runs = match history::list_runs(&a.runs_dir) {
+    let store = match crate::store::open(a.store.as_deref(), &a.runs_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            errln!("error: {e}");
+            return exit::INVALID;
+        }
+    };
+    let runs = match store.list_runs() {
         Ok(r) => r,
         Err(e) => {
             errln!("error: {e}");
@@ -918,7 +945,7 @@ fn runs_list(a: RunsListArgs) -> i32 {
         },
         RunOutput::Text => {
             if runs.is_empty() {
-                outln!("no runs in {}", a.runs_dir.display());
+                outln!("no runs in {}", store.describe());
                 return exit::SUCCESS;
             }
             let p = Palette::new(TermEnv::from_env().colour(std::io::stdout().is_terminal()));

@@ -5,10 +5,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::duration::Dur;
-use crate::exec::lock::{Attempt, LockInfo, POLL, RunLock, lock_path, try_acquire};
+use crate::exec::lock::{LockInfo, POLL};
 use crate::exit;
 use crate::plan::CheckedPlan;
 use crate::plan::types::Overlap;
+use crate::store::{HeldLock, LockAttempt, Store};
 
 /// The lock flags of `run`.
 #[derive(Debug, Clone, clap::Args)]
@@ -20,6 +21,23 @@ pub struct LockFlags {
     /// With `--lock` and `overlap: queue`: how long to wait for the lock (then exit 4).
     #[arg(long, default_value = "1h", value_name = "DURATION")]
     pub lock_timeout: Dur,
+    /// Where locks and run history are shared: a `postgres://user:password@host/db` URL shares them
+    /// between hosts (docs/scaling.md); without it, the run folder of this host.
+    #[arg(
+        long,
+        env = "AITBC_FLOW_STORE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub store: Option<String>,
+}
+
+/// Opens the store of `--store` (the run folder without it); `Err(code)` after saying why.
+pub fn open_store(flags: &LockFlags, runs_dir: &Path) -> Result<Box<dyn Store>, i32> {
+    crate::store::open(flags.store.as_deref(), runs_dir).map_err(|e| {
+        errln!("error: {e}");
+        exit::INVALID
+    })
 }
 
 /// Takes the run lock when `--lock` is given. `Ok(None)`: no lock taken, run anyway (no `--lock`,
@@ -28,9 +46,9 @@ pub struct LockFlags {
 pub fn take_run_lock(
     flags: &LockFlags,
     plan: &CheckedPlan,
-    runs_dir: &Path,
+    store: &dyn Store,
     run_id: &str,
-) -> Result<Option<RunLock>, i32> {
+) -> Result<Option<HeldLock>, i32> {
     if !flags.lock {
         return Ok(None);
     }
@@ -41,17 +59,16 @@ pub fn take_run_lock(
         .as_ref()
         .and_then(|s| s.overlap)
         .unwrap_or(Overlap::Skip);
-    let path = lock_path(runs_dir, name);
     let me = LockInfo::current(name, run_id);
     let started = Instant::now();
     let mut said_waiting = false;
     loop {
-        match try_acquire(&path, &me) {
+        match store.try_lock(&me) {
             Err(e) => {
                 errln!("error: {e}");
                 return Err(exit::INVALID);
             }
-            Ok(Attempt::Taken(lock, stale)) => {
+            Ok(LockAttempt::Taken(lock, stale)) => {
                 if let Some((info, reason)) = stale {
                     let who = info
                         .map(|i| format!(" ({})", i.describe()))
@@ -60,7 +77,7 @@ pub fn take_run_lock(
                 }
                 return Ok(Some(lock));
             }
-            Ok(Attempt::Held(info)) => {
+            Ok(LockAttempt::Held(info)) => {
                 let who = info
                     .map(|i| format!(" ({})", i.describe()))
                     .unwrap_or_default();

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::model::{Report, RunStatus};
 
 /// One run, as `runs list` shows it.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct RunEntry {
     /// The run's id (its directory's name).
     pub run_id: String,

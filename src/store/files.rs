@@ -1,0 +1,47 @@
+//! The default store: the run folder of this host (the `flock` of `exec::lock`, the history of
+//! `report::history`), wrapped as it is.
+
+use std::path::{Path, PathBuf};
+
+use super::{HeldLock, LockAttempt, Store, StoreError};
+use crate::exec::lock::{self, Attempt, LockInfo};
+use crate::report::history::{self, RunEntry};
+
+/// The run folder as a store.
+#[derive(Debug)]
+pub struct FileStore {
+    runs_dir: PathBuf,
+}
+
+impl FileStore {
+    /// The store of `runs_dir`.
+    pub fn new(runs_dir: &Path) -> FileStore {
+        FileStore {
+            runs_dir: runs_dir.to_path_buf(),
+        }
+    }
+}
+
+impl Store for FileStore {
+    fn describe(&self) -> String {
+        self.runs_dir.display().to_string()
+    }
+
+    fn try_lock(&self, me: &LockInfo) -> Result<LockAttempt, StoreError> {
+        let path = lock::lock_path(&self.runs_dir, &me.plan);
+        match lock::try_acquire(&path, me) {
+            Ok(Attempt::Taken(l, stale)) => Ok(LockAttempt::Taken(HeldLock::File(l), stale)),
+            Ok(Attempt::Held(info)) => Ok(LockAttempt::Held(info)),
+            Err(e) => Err(StoreError::Files(e.to_string())),
+        }
+    }
+
+    fn record_run(&self, _run_dir: &Path) -> Result<(), StoreError> {
+        // The run's own report.json is its record here.
+        Ok(())
+    }
+
+    fn list_runs(&self) -> Result<Vec<RunEntry>, StoreError> {
+        history::list_runs(&self.runs_dir).map_err(|e| StoreError::Files(e.to_string()))
+    }
+}

@@ -1,0 +1,136 @@
+//! Where shared state lives: the plan locks and the run history, behind one [`Store`] trait.
+//!
+//! The default is the run folder itself ([`files::FileStore`]: `flock` under `RUNS/.locks/`, history
+//! from each run's `report.json`), so nothing changes on one machine. `--store postgres://…` (or
+//! `AITBC_FLOW_STORE`) chooses [`postgres::PgStore`], shared by every host that names the same
+//! database (docs/scaling.md). A store URL is shown only through [`redact`]: its password never is.
+
+pub mod files;
+pub mod postgres;
+
+use std::path::Path;
+
+use crate::exec::lock::{LockInfo, RunLock};
+use crate::report::history::RunEntry;
+
+/// A lock held through a store; released on drop.
+#[derive(Debug)]
+pub enum HeldLock {
+    /// A `flock` in the run folder.
+    File(RunLock),
+    /// A lease row in PostgreSQL, renewed by a heartbeat while held.
+    Lease(postgres::Lease),
+}
+
+impl HeldLock {
+    /// The fencing token of a lease (`None` for a file lock, which the kernel fences).
+    pub fn token(&self) -> Option<i64> {
+        match self {
+            HeldLock::File(_) => None,
+            HeldLock::Lease(l) => Some(l.token()),
+        }
+    }
+}
+
+/// What one attempt to take a plan's lock gave.
+#[derive(Debug)]
+pub enum LockAttempt {
+    /// Taken; with what a stale holder said and why it was stale, when one was taken over.
+    Taken(HeldLock, Option<(Option<LockInfo>, String)>),
+    /// Another run holds it.
+    Held(Option<LockInfo>),
+}
+
+/// Why the store could not be used. Messages name the store by its redacted URL.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store URL is not one this build knows.
+    #[error("unknown store `{0}`: use a postgres://… URL, or leave --store out for the run folder")]
+    Unknown(String),
+    /// The database could not be reached or answered with an error.
+    #[error("store {url}: {message}")]
+    Database {
+        /// The redacted URL.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The file backend failed.
+    #[error("{0}")]
+    Files(String),
+}
+
+/// Shared state of runs: locks and history.
+pub trait Store: Send + Sync {
+    /// The store, for messages (redacted).
+    fn describe(&self) -> String;
+    /// Tries once to take the lock of `me.plan` for `me`.
+    fn try_lock(&self, me: &LockInfo) -> Result<LockAttempt, StoreError>;
+    /// Records the finished run in `run_dir` (its `report.json`) in the history.
+    fn record_run(&self, run_dir: &Path) -> Result<(), StoreError>;
+    /// Every recorded run, newest first.
+    fn list_runs(&self) -> Result<Vec<RunEntry>, StoreError>;
+}
+
+/// Opens the store named by `url` (`None`: the run folder `runs_dir`).
+pub fn open(url: Option<&str>, runs_dir: &Path) -> Result<Box<dyn Store>, StoreError> {
+    match url.map(str::trim).filter(|u| !u.is_empty()) {
+        None => Ok(Box::new(files::FileStore::new(runs_dir))),
+        Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+            Ok(Box::new(postgres::PgStore::connect(u)?))
+        }
+        Some(u) => Err(StoreError::Unknown(redact(u))),
+    }
+}
+
+/// The URL with its password (the user-info after `:`) replaced by `***`.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
+    let (userinfo, host) = authority.split_at(at);
+    let user = match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => userinfo.to_string(),
+    };
+    // A password given as a query parameter is hidden too.
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let q: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => kv.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", q.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    format!("{scheme}://{user}{host}{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn the_password_is_never_shown() {
+        assert_eq!(
+            redact("postgres://flow:s3cret@db:5432/flow"),
+            "postgres://flow:***@db:5432/flow"
+        );
+        assert_eq!(
+            redact("postgres://flow@db/flow?password=s3cret&sslmode=disable"),
+            "postgres://flow@db/flow?password=***&sslmode=disable"
+        );
+        assert_eq!(redact("postgres://db/flow"), "postgres://db/flow");
+        assert!(!redact("postgresql://a:p@ss@h/d").contains("ss@h/d?"));
+        assert!(!redact("postgresql://a:p@ss@h/d").contains("p@ss"));
+    }
+}

@@ -1,0 +1,368 @@
+//! The PostgreSQL store: plan locks as lease rows and the run history as rows, shared by every host
+//! that names the same database (docs/scaling.md).
+//!
+//! The connection is plain TCP (`NoTls`): meant for a database on 127.0.0.1 or a private network;
+//! TLS is not built in yet. The schema is embedded ([`MIGRATIONS`]) and applied on first use, under a
+//! transaction-scoped advisory lock so that hosts starting together apply it once.
+//!
+//! A lock is a row `(plan, token, holder, renewed_at)`. It is taken when absent or when its holder
+//! has not renewed it for [`LEASE`]; each take draws a new fencing token from a sequence, so a
+//! holder that lost its lease (a paused or partitioned host) can tell by its token that it no longer
+//! holds it. The holder's heartbeat renews the row every [`LEASE`]/3.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio_postgres::{Client, NoTls};
+
+use super::{HeldLock, LockAttempt, Store, StoreError, redact};
+use crate::exec::lock::LockInfo;
+use crate::report::history::{self, RunEntry};
+
+/// A lock not renewed for this long is taken over by the next run that asks (docs/decisions.md).
+pub const LEASE: Duration = Duration::from_secs(30);
+
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The schema, one step per version, applied in order; never edit a step that has shipped.
+pub const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    "CREATE SEQUENCE aitbc_flow_fence;
+     CREATE TABLE aitbc_flow_locks (
+         plan text PRIMARY KEY,
+         token bigint NOT NULL,
+         holder text NOT NULL,
+         renewed_at timestamptz NOT NULL
+     );
+     CREATE TABLE aitbc_flow_runs (
+         run_id text PRIMARY KEY,
+         plan text NOT NULL,
+         started_at text NOT NULL,
+         entry text NOT NULL,
+         report text NOT NULL
+     );
+     CREATE INDEX aitbc_flow_runs_started ON aitbc_flow_runs (started_at DESC, run_id DESC);",
+)];
+
+/// A connection to the shared database.
+pub struct PgStore {
+    url: String,
+    client: Arc<Client>,
+    rt: Arc<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").field("url", &self.url).finish()
+    }
+}
+
+impl PgStore {
+    /// Connects to `url` and brings its schema up to date.
+    pub fn connect(url: &str) -> Result<PgStore, StoreError> {
+        let shown = redact(url);
+        let err = |m: String| StoreError::Database {
+            url: shown.clone(),
+            message: m,
+        };
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| err(format!("not a valid URL: {e}")))?;
+        config.connect_timeout(CONNECT_TIMEOUT);
+        config.application_name("aitbc-flow");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("aitbc-flow-store")
+            .enable_all()
+            .build()
+            .map_err(|e| err(format!("cannot start its runtime: {e}")))?;
+        let mut client = on(&rt, async {
+            let (client, conn) = config.connect(NoTls).await?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::warn!("the store's connection ended: {e}");
+                }
+            });
+            Ok::<_, tokio_postgres::Error>(client)
+        })
+        .map_err(|e| err(describe(&e)))?;
+        on(&rt, migrate(&mut client))
+            .map_err(|e| err(format!("cannot apply its schema: {}", describe(&e))))?;
+        Ok(PgStore {
+            url: shown,
+            client: Arc::new(client),
+            rt: Arc::new(rt),
+        })
+    }
+
+    fn err(&self, e: &tokio_postgres::Error) -> StoreError {
+        StoreError::Database {
+            url: self.url.clone(),
+            message: describe(e),
+        }
+    }
+}
+
+/// Runs `f` on the store's runtime from any thread (also from inside another runtime).
+fn on<F: std::future::Future + Send>(rt: &tokio::runtime::Runtime, f: F) -> F::Output
+where
+    F::Output: Send,
+{
+    let handle = rt.handle().clone();
+    std::thread::scope(|s| {
+        s.spawn(move || handle.block_on(f))
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
+}
+
+/// The error with its cause (tokio-postgres keeps the server's message in the source).
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => match std::error::Error::source(e) {
+            Some(s) => format!("{e}: {s}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+async fn migrate(client: &mut Client) -> Result<(), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    // One host applies the schema; the others wait here and then find it applied.
+    tx.batch_execute(
+        "SELECT pg_advisory_xact_lock(7312055261); \
+         CREATE TABLE IF NOT EXISTS aitbc_flow_migrations ( \
+             version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .await?;
+    let done: i32 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM aitbc_flow_migrations",
+            &[],
+        )
+        .await?
+        .get(0);
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > done) {
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO aitbc_flow_migrations (version) VALUES ($1)",
+            &[version],
+        )
+        .await?;
+    }
+    tx.commit().await
+}
+
+impl Store for PgStore {
+    fn describe(&self) -> String {
+        self.url.clone()
+    }
+
+    fn try_lock(&self, me: &LockInfo) -> Result<LockAttempt, StoreError> {
+        let holder = serde_json::to_string(me).map_err(|e| StoreError::Files(e.to_string()))?;
+        let lease = LEASE.as_secs_f64();
+        let client = self.client.clone();
+        let plan = me.plan.clone();
+        let row = on(&self.rt, async move {
+            // The old holder is read in the same statement, to say whose stale lease was taken.
+            client
+                .query_opt(
+                    "WITH old AS (SELECT holder, renewed_at FROM aitbc_flow_locks WHERE plan = $1)
+                     INSERT INTO aitbc_flow_locks AS l (plan, token, holder, renewed_at)
+                     VALUES ($1, nextval('aitbc_flow_fence'), $2, now())
+                     ON CONFLICT (plan) DO UPDATE
+                         SET token = EXCLUDED.token, holder = EXCLUDED.holder, renewed_at = now()
+                         WHERE l.renewed_at < now() - make_interval(secs => $3)
+                     RETURNING l.token, (SELECT holder FROM old),
+                         (SELECT extract(epoch FROM now() - renewed_at)::float8 FROM old)",
+                    &[&plan, &holder, &lease],
+                )
+                .await
+        })
+        .map_err(|e| self.err(&e))?;
+        let Some(row) = row else {
+            let client = self.client.clone();
+            let plan = me.plan.clone();
+            let held = on(&self.rt, async move {
+                client
+                    .query_opt(
+                        "SELECT holder FROM aitbc_flow_locks WHERE plan = $1",
+                        &[&plan],
+                    )
+                    .await
+            })
+            .map_err(|e| self.err(&e))?;
+            let info = held.and_then(|r| serde_json::from_str(r.get::<_, &str>(0)).ok());
+            return Ok(LockAttempt::Held(info));
+        };
+        let token: i64 = row.get(0);
+        let old: Option<String> = row.get(1);
+        let silent: Option<f64> = row.get(2);
+        let stale = old.map(|o| {
+            (
+                serde_json::from_str::<LockInfo>(&o).ok(),
+                format!(
+                    "its holder has not renewed its lease for {}s (lease {}s)",
+                    silent.unwrap_or_default().round(),
+                    LEASE.as_secs()
+                ),
+            )
+        });
+        Ok(LockAttempt::Taken(
+            HeldLock::Lease(Lease::start(self, &me.plan, token)),
+            stale,
+        ))
+    }
+
+    fn record_run(&self, run_dir: &Path) -> Result<(), StoreError> {
+        let Some(r) = history::read_report(run_dir) else {
+            return Ok(());
+        };
+        let report = serde_json::to_string(&r).map_err(|e| StoreError::Files(e.to_string()))?;
+        let entry = RunEntry {
+            run_id: r.run_id,
+            plan: r.plan,
+            status: r.status,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            jobs: r.totals.jobs,
+            failed: r.totals.failed,
+            dir: run_dir.to_path_buf(),
+        };
+        let text = serde_json::to_string(&entry).map_err(|e| StoreError::Files(e.to_string()))?;
+        let client = self.client.clone();
+        on(&self.rt, async move {
+            client
+                .execute(
+                    "INSERT INTO aitbc_flow_runs (run_id, plan, started_at, entry, report)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (run_id) DO UPDATE SET entry = $4, report = $5",
+                    &[
+                        &entry.run_id,
+                        &entry.plan,
+                        &entry.started_at,
+                        &text,
+                        &report,
+                    ],
+                )
+                .await
+        })
+        .map_err(|e| self.err(&e))?;
+        Ok(())
+    }
+
+    fn list_runs(&self) -> Result<Vec<RunEntry>, StoreError> {
+        let client = self.client.clone();
+        let rows = on(&self.rt, async move {
+            client
+                .query(
+                    "SELECT entry FROM aitbc_flow_runs ORDER BY started_at DESC, run_id DESC",
+                    &[],
+                )
+                .await
+        })
+        .map_err(|e| self.err(&e))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            match serde_json::from_str::<RunEntry>(row.get::<_, &str>(0)) {
+                Ok(e) => out.push(e),
+                Err(e) => tracing::warn!("{}: an unreadable run entry is left out: {e}", self.url),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A held lease: renewed every [`LEASE`]/3 until dropped, then deleted (if still ours).
+pub struct Lease {
+    token: i64,
+    held: Arc<AtomicBool>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    beat: Option<tokio::task::JoinHandle<()>>,
+    rt: Arc<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease").field("token", &self.token).finish()
+    }
+}
+
+impl Lease {
+    fn start(store: &PgStore, plan: &str, token: i64) -> Lease {
+        let held = Arc::new(AtomicBool::new(true));
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let client = store.client.clone();
+        let plan = plan.to_string();
+        let flag = held.clone();
+        let beat = store.rt.spawn(async move {
+            let mut tick = tokio::time::interval(LEASE / 3);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    _ = tick.tick() => {}
+                }
+                let renewed = client
+                    .execute(
+                        "UPDATE aitbc_flow_locks SET renewed_at = now() WHERE plan = $1 AND token = $2",
+                        &[&plan, &token],
+                    )
+                    .await;
+                match renewed {
+                    Ok(1) => {}
+                    Ok(_) => {
+                        flag.store(false, Ordering::SeqCst);
+                        tracing::error!("the lease of {plan} was taken over by another run");
+                        break;
+                    }
+                    // A failed renewal is tried again at the next beat; the lease lasts 3 beats.
+                    Err(e) => tracing::warn!("cannot renew the lease of {plan}: {}", describe(&e)),
+                }
+            }
+            if flag.load(Ordering::SeqCst) {
+                let _ = client
+                    .execute(
+                        "DELETE FROM aitbc_flow_locks WHERE plan = $1 AND token = $2",
+                        &[&plan, &token],
+                    )
+                    .await;
+            }
+        });
+        Lease {
+            token,
+            held,
+            stop: Some(stop),
+            beat: Some(beat),
+            rt: store.rt.clone(),
+        }
+    }
+
+    /// The fencing token: larger for every later holder of the same plan's lock.
+    pub fn token(&self) -> i64 {
+        self.token
+    }
+
+    /// Whether the last renewal found the lease still ours.
+    pub fn still_held(&self) -> bool {
+        self.held.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(beat) = self.beat.take() {
+            // The release is waited for (bounded), so the next run finds the lock free.
+            let _ = on(&self.rt, async move {
+                tokio::time::timeout(CONNECT_TIMEOUT, beat).await
+            });
+        }
+    }
+}

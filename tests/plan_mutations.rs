@@ -222,6 +222,7 @@ fn exercise(plan: &CheckedPlan) {
         id: "r".into(),
         started_at: "now".into(),
         plan: plan.plan.name.clone(),
+        ..Default::default()
     };
     for s in plan.steps.iter().take(50) {
         let _ = plan.preview(s);

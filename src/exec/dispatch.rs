@@ -16,6 +16,7 @@ use std::collections::{HashMap, VecDeque};
 use super::steps::StepFailure;
 use crate::exit;
 use crate::model::{RunStatus, StepState};
+use crate::plan::status::Gate;
 
 /// Why a run stopped starting steps before the end of its plan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +63,15 @@ pub struct Dispatcher {
     refused: bool,
     /// A step could not reach the coordinator.
     unreachable: bool,
+    /// When each step may run, by the status functions of its `when` (see [`crate::plan::status`]).
+    gates: Vec<Gate>,
+    /// Steps handed out and not yet finished.
+    started: Vec<bool>,
+    /// Steps that will not run because the run stopped before their turn (they stay unfinished, for
+    /// `resume`); what needs them is counted off as if they had ended.
+    abandoned: Vec<bool>,
+    /// The steps that failed, in the order they ended.
+    failed_steps: Vec<usize>,
 }
 
 impl Dispatcher {
@@ -107,19 +117,148 @@ impl Dispatcher {
             timed_out: false,
             refused: false,
             unreachable: false,
+            gates: vec![Gate::Success; n],
+            started: vec![false; n],
+            abandoned: vec![false; n],
+            failed_steps: Vec::new(),
         }
+    }
+
+    /// Gives the steps their gates, in plan order. A step gated by `failure()`, `cancelled()` or
+    /// `always()` that needs nothing waits for every step of the default gate that does not come
+    /// after it: it runs last, seeing how the whole run went (as such a step at the end of a GitHub
+    /// Actions job does).
+    pub fn with_gates(mut self, gates: Vec<Gate>) -> Dispatcher {
+        let n = self.ids.len();
+        if gates.len() != n {
+            return self;
+        }
+        let plain: Vec<usize> = (0..n).filter(|&i| gates[i] == Gate::Success).collect();
+        let free: Vec<usize> = (0..n)
+            .filter(|&i| gates[i] != Gate::Success && self.waiting[i] == 0)
+            .collect();
+        for &g in &free {
+            // Not on what comes after it (that would be a cycle).
+            let mut after = vec![false; n];
+            let mut todo = vec![g];
+            while let Some(i) = todo.pop() {
+                for &d in &self.dependents[i] {
+                    if !after[d] {
+                        after[d] = true;
+                        todo.push(d);
+                    }
+                }
+            }
+            for &p in plain.iter().filter(|&&p| !after[p]) {
+                self.dependents[p].push(g);
+                self.waiting[g] += 1;
+            }
+        }
+        let waiting = &self.waiting;
+        self.ready.retain(|&i| waiting[i] == 0);
+        self.gates = gates;
+        self
     }
 
     /// The next step to take up, if the run is not stopping, a slot is free and a step is ready. The
     /// step holds its slot until [`finished`](Dispatcher::finished) is called for it — at once when
     /// the caller does not run it (kept from an earlier start, or [`blocked`](Dispatcher::blocked)).
     pub fn next_ready(&mut self) -> Option<usize> {
-        if self.stop.is_some() || self.running >= self.limit {
+        if self.running >= self.limit {
             return None;
         }
+        // After a stop the queue holds only steps that may run after it (see `wind_down`).
         let i = self.ready.pop_front()?;
         self.running += 1;
+        self.started[i] = true;
         Some(i)
+    }
+
+    /// The run's status as `run.status` says it while steps still run (see
+    /// [`crate::plan::status::run_status`]).
+    pub fn run_status(&self) -> &'static str {
+        use crate::plan::status::run_status as rs;
+        if self.interrupted() {
+            rs::CANCELLED
+        } else if self.failed || self.timed_out || self.unreachable {
+            rs::FAILED
+        } else {
+            rs::RUNNING
+        }
+    }
+
+    /// The gate of step `i`.
+    pub fn gate(&self, i: usize) -> Gate {
+        self.gates[i]
+    }
+
+    /// The steps that failed so far, by id, in the order they ended.
+    pub fn failed_steps(&self) -> Vec<String> {
+        self.failed_steps
+            .iter()
+            .map(|&i| self.ids[i].clone())
+            .collect()
+    }
+
+    /// True when step `i` may still start now that the run has stopped (or when it has not).
+    fn may_start(&self, i: usize) -> bool {
+        match self.stop {
+            None => true,
+            Some(Stop::Interrupted) => self.gates[i].runs_after_an_interrupt(),
+            Some(_) => self.gates[i].runs_after_a_stop(),
+        }
+    }
+
+    /// At a stop: every step not started that may not run after it is abandoned, and what needs it
+    /// counted off, so that the steps that may run after the stop (a `failure()` notify, an
+    /// `always()` clean-up) come to their turn.
+    fn wind_down(&mut self) {
+        let queued: Vec<usize> = self.ready.drain(..).collect();
+        for i in queued {
+            if self.may_start(i) {
+                self.ready.push_back(i);
+            } else {
+                self.abandon(i);
+            }
+        }
+        for i in 0..self.ids.len() {
+            if self.state[i].is_none()
+                && !self.started[i]
+                && !self.abandoned[i]
+                && self.waiting[i] > 0
+                && !self.may_start(i)
+            {
+                self.abandon(i);
+            }
+        }
+    }
+
+    /// Step `i` will not run: its dependents are counted off as if it had not finished.
+    fn abandon(&mut self, i: usize) {
+        let mut todo = vec![i];
+        while let Some(i) = todo.pop() {
+            if self.abandoned[i] {
+                continue;
+            }
+            self.abandoned[i] = true;
+            for k in 0..self.dependents[i].len() {
+                let d = self.dependents[i][k];
+                if self.blocked[d].is_none() && self.gates[d] == Gate::Success {
+                    self.blocked[d] = Some(format!(
+                        "needs `{}`, which did not run: the run stopped",
+                        self.ids[i]
+                    ));
+                }
+                self.waiting[d] -= 1;
+                if self.waiting[d] == 0 && !self.abandoned[d] {
+                    if self.may_start(d) {
+                        self.ready.push_back(d);
+                    } else {
+                        todo.push(d);
+                    }
+                }
+            }
+        }
     }
 
     /// Why step `i` must be skipped rather than run: a step it needs failed or was skipped.
@@ -162,8 +301,10 @@ impl Dispatcher {
                 Stop::Failed
             }
         };
+        self.failed_steps.push(i);
         if self.fail_fast && self.stop.is_none() {
             self.stop = Some(stop);
+            self.wind_down();
             return Some(stop);
         }
         None
@@ -174,12 +315,16 @@ impl Dispatcher {
     pub fn lost_task(&mut self) {
         self.running = self.running.saturating_sub(1);
         self.failed = true;
-        self.stop.get_or_insert(Stop::Failed);
+        if self.stop.is_none() {
+            self.stop = Some(Stop::Failed);
+            self.wind_down();
+        }
     }
 
     /// Ctrl-C or SIGTERM: nothing more starts, and the run ends interrupted whatever else happened.
     pub fn interrupt(&mut self) {
         self.stop = Some(Stop::Interrupted);
+        self.wind_down();
     }
 
     /// True once [`interrupt`](Dispatcher::interrupt) was called.
@@ -224,8 +369,12 @@ impl Dispatcher {
     /// skipped when its turn comes — even with `continue_on_error`, since the outputs it needs do not
     /// exist.
     fn release(&mut self, i: usize, state: StepState) {
-        for &d in &self.dependents[i] {
-            if state != StepState::Succeeded && self.blocked[d].is_none() {
+        for k in 0..self.dependents[i].len() {
+            let d = self.dependents[i][k];
+            if state != StepState::Succeeded
+                && self.blocked[d].is_none()
+                && self.gates[d] == Gate::Success
+            {
                 let why = match state {
                     StepState::Skipped => "was skipped",
                     StepState::Failed => "failed",
@@ -234,8 +383,12 @@ impl Dispatcher {
                 self.blocked[d] = Some(format!("needs `{}`, which {why}", self.ids[i]));
             }
             self.waiting[d] -= 1;
-            if self.waiting[d] == 0 {
-                self.ready.push_back(d);
+            if self.waiting[d] == 0 && !self.abandoned[d] {
+                if self.may_start(d) {
+                    self.ready.push_back(d);
+                } else {
+                    self.abandon(d);
+                }
             }
         }
     }
@@ -487,5 +640,98 @@ mod tests {
     fn a_need_that_names_no_step_is_ignored() {
         let mut d = dispatcher(&[("a", &["nowhere"])], 1, true);
         assert_eq!(take(&mut d), [0]);
+    }
+
+    fn gated(steps: &[(&'static str, &[&'static str])], gates: &[Gate]) -> Dispatcher {
+        dispatcher(steps, 16, true).with_gates(gates.to_vec())
+    }
+
+    #[test]
+    fn a_failure_step_runs_after_fail_fast_stopped_the_rest() {
+        // a fails; b (needs a) and c (independent, not started) are abandoned; notify (failure(),
+        // needs nothing) waits for all of them and then runs; tidy (always(), needs b) runs too.
+        let mut d = gated(
+            &[
+                ("a", &[]),
+                ("b", &["a"]),
+                ("c", &[]),
+                ("notify", &[]),
+                ("tidy", &["b"]),
+            ],
+            &[
+                Gate::Success,
+                Gate::Success,
+                Gate::Success,
+                Gate::Failure,
+                Gate::Always,
+            ],
+        );
+        assert_eq!(take(&mut d), [0, 2], "the gated steps wait");
+        assert_eq!(d.run_status(), "running");
+        assert_eq!(
+            d.finished(0, S::Failed, Some(F::Failed), false),
+            Some(Stop::Failed)
+        );
+        assert_eq!(d.run_status(), "failed");
+        assert_eq!(d.failed_steps(), ["a"]);
+        // c still runs (it is cancelled by the caller); until it ends, notify waits.
+        assert_eq!(take(&mut d), [4], "tidy's need b was abandoned");
+        assert_eq!(d.blocked(4), None, "a gated step is never blocked");
+        d.finished(2, S::Cancelled, Some(F::Cancelled), false);
+        assert_eq!(take(&mut d), [3]);
+        succeed(&mut d, 3);
+        succeed(&mut d, 4);
+        let never: Vec<usize> = d.never_started().map(|(i, _)| i).collect();
+        assert_eq!(never, [1], "b is left for resume");
+        assert_eq!(d.outcome(), (RunStatus::Failed, exit::STEP_FAILED));
+    }
+
+    #[test]
+    fn after_ctrl_c_only_always_and_cancelled_steps_start() {
+        let mut d = gated(
+            &[
+                ("a", &[]),
+                ("b", &["a"]),
+                ("on_fail", &["a"]),
+                ("cleanup", &["a"]),
+                ("said", &["b"]),
+            ],
+            &[
+                Gate::Success,
+                Gate::Success,
+                Gate::Failure,
+                Gate::Always,
+                Gate::Cancelled,
+            ],
+        );
+        assert_eq!(take(&mut d), [0]);
+        d.interrupt();
+        assert_eq!(d.run_status(), "cancelled");
+        assert_eq!(take(&mut d), [4], "`said` needs only b, which will not run");
+        d.finished(0, S::Cancelled, Some(F::Cancelled), false);
+        assert_eq!(take(&mut d), [3], "on_fail does not start on Ctrl-C");
+        succeed(&mut d, 3);
+        succeed(&mut d, 4);
+        let never: Vec<usize> = d.never_started().map(|(i, _)| i).collect();
+        assert_eq!(never, [1, 2]);
+        assert_eq!(d.outcome(), (RunStatus::Interrupted, exit::INTERRUPTED));
+    }
+
+    #[test]
+    fn without_a_failure_the_gated_steps_still_come_to_their_turn() {
+        let mut d = gated(
+            &[("a", &[]), ("notify", &[]), ("after", &["notify"])],
+            &[Gate::Success, Gate::Failure, Gate::Success],
+        );
+        assert_eq!(take(&mut d), [0]);
+        succeed(&mut d, 0);
+        assert_eq!(
+            take(&mut d),
+            [1],
+            "its `when` (false) is the caller's to evaluate"
+        );
+        d.finished(1, S::Skipped, None, false);
+        assert_eq!(take(&mut d), [2]);
+        assert_eq!(d.blocked(2), Some("needs `notify`, which was skipped"));
     }
 }

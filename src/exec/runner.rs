@@ -123,6 +123,12 @@ pub(crate) struct Ctx<C> {
     pub wallet_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pub inflight: Mutex<HashMap<JobId, InFlight>>,
     pub cancel: CancellationToken,
+    /// Cancelled on Ctrl-C only: what a `failure()` step's work listens to (it may run after a
+    /// fail-fast stop, and `ctx.cancel` is cancelled by then). `always()` and `cancelled()` steps are
+    /// bounded by their own timeout alone.
+    pub interrupted: CancellationToken,
+    /// How the run goes so far, as templates read `run.status` and `run.failed_steps`.
+    pub progress: RwLock<(String, Vec<String>)>,
     pub poll: (Duration, Duration),
     pub rng: Mutex<StdRng>,
     pub cache: Arc<super::cache::ResultCache>,
@@ -135,6 +141,29 @@ pub(crate) struct Ctx<C> {
 }
 
 impl<C> Ctx<C> {
+    /// The run as a template sees it now: its status so far and the steps that failed.
+    pub fn run_now(&self) -> RunInfo {
+        let (status, failed) = self
+            .progress
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        RunInfo {
+            status,
+            failed_steps: failed,
+            ..self.run.clone()
+        }
+    }
+
+    /// Tells the templates how the run goes (after each step, and at a stop).
+    fn update_progress(&self, dispatcher: &Dispatcher) {
+        let mut p = self.progress.write().unwrap_or_else(|p| p.into_inner());
+        *p = (
+            dispatcher.run_status().to_string(),
+            dispatcher.failed_steps(),
+        );
+    }
+
     pub fn emit(&self, e: Event) {
         // A confirmed refund gives the job's payment back under the run's spend cap (once).
         match &e {
@@ -210,6 +239,8 @@ pub async fn execute<C: Coordinator + 'static>(
         id: options.run_id.clone(),
         started_at: now(),
         plan: plan.plan.name.clone(),
+        status: crate::plan::status::run_status::RUNNING.into(),
+        failed_steps: Vec::new(),
     };
 
     let Some(journal) = open_journal(&plan, coord.base_url(), &options, &run, &events) else {
@@ -263,6 +294,12 @@ pub async fn execute<C: Coordinator + 'static>(
             .map(|s| (s.id.as_str(), s.needs.iter().map(String::as_str))),
         limit,
         options.fail_fast,
+    )
+    .with_gates(
+        plan.steps
+            .iter()
+            .map(|s| crate::plan::status::gate_of(s.when.as_ref()))
+            .collect(),
     );
     let ctx = Arc::new(Ctx {
         plan: plan.clone(),
@@ -274,6 +311,11 @@ pub async fn execute<C: Coordinator + 'static>(
         wallet_locks: Mutex::new(HashMap::new()),
         inflight: Mutex::new(HashMap::new()),
         cancel: CancellationToken::new(),
+        interrupted: CancellationToken::new(),
+        progress: RwLock::new((
+            crate::plan::status::run_status::RUNNING.to_string(),
+            Vec::new(),
+        )),
         poll: options.poll,
         rng: Mutex::new(match options.seed {
             Some(s) => StdRng::seed_from_u64(s),
@@ -507,14 +549,17 @@ async fn drive<C: Coordinator + 'static>(
                     // A panicking step is a bug; keep the run going to write the report.
                     ctx.emit(Event::RunIssue { message: format!("a step task ended abnormally: {e}") });
                     dispatcher.lost_task();
+                    ctx.update_progress(dispatcher);
                     ctx.cancel.cancel();
                 }
                 None => break,
             },
             _ = interrupt.cancelled(), if !dispatcher.interrupted() => {
                 dispatcher.interrupt();
+                ctx.update_progress(dispatcher);
                 ctx.emit(Event::RunIssue { message: "interrupted: cancelling the jobs still running".into() });
                 ctx.cancel.cancel();
+                ctx.interrupted.cancel();
             }
         }
     }
@@ -607,10 +652,11 @@ fn step_ended<C>(ctx: &Ctx<C>, dispatcher: &mut Dispatcher, i: usize, result: St
         keep_outputs(ctx, dispatcher, i, result.outputs);
     }
     record_step(ctx, result.report, journaled, redacted);
-    if dispatcher
+    let stopped = dispatcher
         .finished(i, state, result.failure, step.continue_on_error)
-        .is_some()
-    {
+        .is_some();
+    ctx.update_progress(dispatcher);
+    if stopped {
         ctx.emit(Event::RunIssue {
             message: format!("step `{}` failed; stopping the run (fail-fast)", step.id),
         });
@@ -722,7 +768,7 @@ pub(crate) fn finish_outputs<C>(
         return Ok(own);
     }
     ctx.plan
-        .render_outputs(step, &own, &ctx.run)
+        .render_outputs(step, &own, &ctx.run_now())
         .map_err(|d| d.message)
 }
 

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
 
 use super::journal::{CancelOutcome, CancelWhy, Record};
 use super::runner::{Ctx, InFlight, finish_outputs};
@@ -24,6 +25,7 @@ use crate::ops::retry::{FailureClass, RetryPolicy};
 use crate::ops::{Conn, OpError, Trace};
 use crate::plan::PlannedStep;
 use crate::plan::check::RenderedStep;
+use crate::plan::status::Gate;
 use crate::plan::types::{OnTimeout, RetryOn};
 
 /// How a step failed, for the run's exit code.
@@ -201,10 +203,12 @@ pub(crate) async fn run_step<C: Coordinator>(ctx: &Ctx<C>, step: &PlannedStep) -
         at: started_at,
     });
 
-    // `when` and rendering see the outputs of the steps finished so far.
+    // `when` and rendering see the outputs of the steps finished so far, and how the run goes.
+    let run = ctx.run_now();
+    let gate = crate::plan::status::gate_of(step.when.as_ref());
     let rendered = {
         let outs = ctx.outputs.read().unwrap_or_else(|p| p.into_inner());
-        match ctx.plan.should_run(step, &outs, &ctx.run) {
+        match ctx.plan.should_run(step, &outs, &run) {
             Ok(false) => {
                 let mut r = skipped_report(step, "its `when` condition is false");
                 r.started_at = report.started_at.clone();
@@ -215,7 +219,7 @@ pub(crate) async fn run_step<C: Coordinator>(ctx: &Ctx<C>, step: &PlannedStep) -
                     failure: None,
                 };
             }
-            Ok(true) => ctx.plan.render(step, &outs, &ctx.run),
+            Ok(true) => ctx.plan.render(step, &outs, &run),
             Err(d) => Err(d),
         }
     };
@@ -245,13 +249,21 @@ pub(crate) async fn run_step<C: Coordinator>(ctx: &Ctx<C>, step: &PlannedStep) -
         deadline: Some(deadline),
     };
     let work = run_kind(ctx, step, &conn, &rendered, &mut report);
+    // A step that runs after a stop listens to what may still stop it: Ctrl-C for `failure()`,
+    // nothing but its own timeout for `always()` and `cancelled()`.
+    let never = CancellationToken::new();
+    let cancel = match gate {
+        Gate::Success => &ctx.cancel,
+        Gate::Failure => &ctx.interrupted,
+        Gate::Always | Gate::Cancelled => &never,
+    };
     let outcome = tokio::select! {
         r = tokio::time::timeout_at(deadline + BACKSTOP, work) => match r {
             Ok(r) => r,
             Err(_) => Err(Fail::new(StepFailure::TimedOut, format!("step timed out after {}", crate::duration::Dur(timeout)))
                 .recommend("Raise the step's `timeout`")),
         },
-        _ = ctx.cancel.cancelled() => Err(Fail::new(StepFailure::Cancelled, "the run was stopped while this step ran")),
+        _ = cancel.cancelled() => Err(Fail::new(StepFailure::Cancelled, "the run was stopped while this step ran")),
     };
     report.attempts = trace
         .attempts

@@ -185,6 +185,10 @@ pub struct RunInfo {
     pub started_at: String,
     /// The plan's name.
     pub plan: String,
+    /// How the run goes so far: `running`, `failed` or `cancelled` (see [`super::status`]).
+    pub status: String,
+    /// The steps that failed so far, in the order they ended.
+    pub failed_steps: Vec<String>,
 }
 
 /// Outputs of finished steps, by expanded id; each value is a JSON object of named outputs.

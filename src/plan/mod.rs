@@ -31,6 +31,7 @@ pub mod secrets;
 pub mod source;
 pub mod spend;
 pub mod static_policy;
+pub mod status;
 pub mod template;
 pub mod types;
 

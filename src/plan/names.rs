@@ -292,19 +292,30 @@ impl Checker<'_> {
             "run" => {
                 if let Some(f) = first
                     && !super::template::RUN_FIELDS.contains(&f)
+                    && !super::status::RUN_STATUS_FIELDS.contains(&f)
                 {
                     return Err(Diagnostic::new(format!("unknown field `run.{f}`"))
                         .suggest(
-                            super::diag::suggest(f, super::template::RUN_FIELDS)
-                                .map(|v| format!("run.{v}")),
+                            super::diag::suggest(
+                                f,
+                                super::template::RUN_FIELDS
+                                    .iter()
+                                    .chain(super::status::RUN_STATUS_FIELDS.iter())
+                                    .copied(),
+                            )
+                            .map(|v| format!("run.{v}")),
                         )
-                        .help("`run` has `id`, `started_at` and `plan`"));
+                        .help(
+                            "`run` has `id`, `started_at`, `plan`, `status` and `failed_steps`",
+                        ));
                 }
                 Ok(NameUse::Runtime)
             }
             "steps" => self.check_step_ref(first, rest.get(1).copied(), scope),
             other => {
-                if super::template::FUNCTIONS.contains(&other) {
+                if super::template::FUNCTIONS.contains(&other)
+                    || super::status::STATUS_FUNCTIONS.contains(&other)
+                {
                     return Ok(NameUse::Static);
                 }
                 if let Some(own) = scope.own_outputs {

@@ -200,6 +200,8 @@ impl CheckedPlan {
             id: "${{ run.id }}".into(),
             started_at: "${{ run.started_at }}".into(),
             plan: self.plan.name.clone(),
+            status: super::status::run_status::RUNNING.into(),
+            failed_steps: Vec::new(),
         }
     }
 

@@ -219,6 +219,7 @@ impl Templates {
         }
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.add_filter("wordcount", |s: String| wordcount(&s));
+        super::status::register(&mut env);
         Templates {
             env,
             fuel,

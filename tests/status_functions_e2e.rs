@@ -1,0 +1,190 @@
+//! Status functions in `when:` end to end: a `failure()` step and an `always()` clean-up run after a
+//! failure stopped the run (fail-fast), an `always()` clean-up runs after Ctrl-C, and a `failure()` step
+//! is skipped, saying why, when nothing failed. The real binary against the embedded coordinator (or a
+//! `coordinator serve` child), over HTTP on 127.0.0.1.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::*;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn report_of(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not a report ({e}); stderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn step<'a>(report: &'a Value, id: &str) -> &'a Value {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("no step {id}: {report}"))
+}
+
+fn embedded_run(dir: &PlanDir) -> std::process::Output {
+    let mut cmd = Command::new(bin());
+    cmd.args(run_args(&dir.plan(), &dir.runs()))
+        .args(["--embedded-latency", "instant"])
+        .env_remove("AITBC_COORDINATOR_URL")
+        .env_remove("AITBC_TOKEN");
+    output_within(cmd, LIMIT)
+}
+
+#[test]
+fn failure_and_always_steps_run_after_fail_fast_and_read_how_the_run_went() {
+    let dir = PlanDir::new(
+        r#"
+version: 1
+name: failing-nightly
+steps:
+  - id: bad
+    job: {job_type: inference, wallet: w, payment: 1, prompt: "FAIL please"}
+  - id: publish
+    needs: [bad]
+    balance: {wallet: w}
+  - id: on_failure
+    when: "${{ failure() }}"
+    balance: {wallet: w}
+    outputs:
+      said: "${{ run.status }}: ${{ run.failed_steps | join(',') }}"
+  - id: on_success
+    when: "${{ success() }}"
+    needs: [bad]
+    balance: {wallet: w}
+  - id: tidy
+    needs: [publish]
+    when: always()
+    balance: {wallet: w}
+"#,
+    );
+    let out = embedded_run(&dir);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the failure still fails the run; stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = report_of(&out);
+    assert_eq!(report["status"], "failed");
+    assert_eq!(step(&report, "bad")["state"], "failed");
+    let on_failure = step(&report, "on_failure");
+    assert_eq!(on_failure["state"], "succeeded", "{on_failure}");
+    assert_eq!(on_failure["outputs"]["said"], "failed: bad");
+    assert_eq!(step(&report, "tidy")["state"], "succeeded");
+    for id in ["publish", "on_success"] {
+        assert_ne!(step(&report, id)["state"], "succeeded", "{id} must not run");
+    }
+}
+
+#[test]
+fn a_failure_step_is_skipped_with_its_reason_when_nothing_failed() {
+    let dir = PlanDir::new(
+        r#"
+version: 1
+name: fine
+steps:
+  - id: good
+    balance: {wallet: w}
+  - id: on_failure
+    when: "${{ failure() }}"
+    balance: {wallet: w}
+  - id: always_after
+    when: "${{ always() }}"
+    balance: {wallet: w}
+    outputs:
+      said: "${{ run.status }}"
+"#,
+    );
+    let out = embedded_run(&dir);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = report_of(&out);
+    let skipped = step(&report, "on_failure");
+    assert_eq!(skipped["state"], "skipped");
+    let why = skipped.to_string();
+    assert!(why.contains("its `when` condition is false"), "{why}");
+    let after = step(&report, "always_after");
+    assert_eq!(after["state"], "succeeded");
+    assert_eq!(after["outputs"]["said"], "running");
+}
+
+#[test]
+fn an_always_cleanup_runs_after_ctrl_c_and_a_failure_step_does_not() {
+    let serve = Serve::start(&["--fund", "w=100", "--no-faucet"]);
+    let dir = PlanDir::new(
+        r#"
+version: 1
+name: interrupted-cleanup
+steps:
+  - id: long
+    timeout: 10m
+    job: {job_type: training, wallet: w, payment: 25, prompt: "HANG forever"}
+  - id: cleanup
+    needs: [long]
+    when: "${{ always() }}"
+    timeout: 30s
+    balance: {wallet: w}
+    outputs:
+      said: "${{ run.status }}"
+  - id: on_failure
+    needs: [long]
+    when: "${{ failure() }}"
+    balance: {wallet: w}
+"#,
+    );
+    let mut cmd = serve.command();
+    cmd.args(run_args(&dir.plan(), &dir.runs()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while serve.jobs().is_empty() {
+        assert!(Instant::now() < deadline, "the job was never submitted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the runner did not stop after SIGINT")
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.run_dir().join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["status"], "interrupted");
+    assert_eq!(step(&report, "long")["state"], "cancelled");
+    let cleanup = step(&report, "cleanup");
+    assert_eq!(cleanup["state"], "succeeded", "{cleanup}");
+    assert_eq!(cleanup["outputs"]["said"], "cancelled");
+    assert_ne!(step(&report, "on_failure")["state"], "succeeded");
+    assert_eq!(serve.jobs()[0]["state"], "CANCELED");
+}

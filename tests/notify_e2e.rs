@@ -48,6 +48,13 @@ fn embedded_run(dir: &PlanDir) -> std::process::Output {
 /// A one-request HTTP sink: answers the first request with 200 `ok` and hands over its raw text
 /// (head and body). It gives up by itself after `LIMIT`.
 fn sink() -> (u16, mpsc::Receiver<String>) {
+    sink_answering(|_| {
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok".to_vec()
+    })
+}
+
+/// A one-request HTTP sink that answers with `answer(its own port)`.
+fn sink_answering(answer: fn(u16) -> Vec<u8>) -> (u16, mpsc::Receiver<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     listener.set_nonblocking(true).unwrap();
@@ -85,8 +92,7 @@ fn sink() -> (u16, mpsc::Receiver<String>) {
                     }
                 }
             }
-            let _ = conn
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+            let _ = conn.write_all(&answer(port));
             let _ = tx.send(String::from_utf8_lossy(&buf).to_string());
             return;
         }
@@ -226,4 +232,54 @@ steps:
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(report_of(&out)["status"], "failed");
+}
+
+#[test]
+fn a_webhook_that_redirects_is_not_followed() {
+    // The redirect points at a second sink on another port (another origin): it must hear nothing.
+    let (other, other_rx) = sink();
+    static OTHER: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    OTHER.set(other).unwrap();
+    let (port, rx) = sink_answering(|_| {
+        format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{}/stolen\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n",
+            OTHER.get().unwrap()
+        )
+        .into_bytes()
+    });
+    let dir = PlanDir::new(&format!(
+        r#"
+version: 1
+name: redirected
+secrets:
+  HOOK_TOKEN: {{env: T_HOOK_TOKEN}}
+steps:
+  - id: tell
+    retry: {{max_attempts: 1}}
+    notify:
+      url: "http://127.0.0.1:{port}/hook"
+      headers: {{Authorization: "Bearer ${{{{ secrets.HOOK_TOKEN }}}}"}}
+      text: "hello"
+"#
+    ));
+    let out = embedded_run(&dir);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("the webhook got the message");
+    let tell = step(&report_of(&out), "tell").clone();
+    assert_eq!(tell["state"], "failed", "{tell}");
+    assert!(
+        tell["issues"].to_string().contains("never redirected"),
+        "{tell}"
+    );
+    assert!(
+        other_rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "the redirect was followed"
+    );
 }

@@ -75,6 +75,10 @@ struct Req<'a, B: Serialize> {
     idempotency_key: Option<&'a str>,
     timeout: Duration,
     limit: Limit,
+    /// Headers of its own (a webhook's).
+    headers: &'a [(String, String)],
+    /// Whether the coordinator's token and API key go with it (not to a webhook).
+    credentials: bool,
 }
 
 impl HttpCoordinator {
@@ -151,6 +155,8 @@ impl HttpCoordinator {
             idempotency_key: None,
             timeout: self.read_timeout,
             limit: self.small(),
+            headers: &[],
+            credentials: true,
         }
     }
 
@@ -177,6 +183,8 @@ impl HttpCoordinator {
             idempotency_key: None,
             timeout: self.read_timeout,
             limit: self.small(),
+            headers: &[],
+            credentials: true,
         };
         Ok(self.send(req).await?.1)
     }
@@ -299,11 +307,14 @@ impl HttpCoordinator {
             .request(req.method.clone(), url)
             .timeout(timeout)
             .header(reqwest::header::ACCEPT, "application/json");
-        if let Some(t) = token {
+        if let Some(t) = token.filter(|_| req.credentials) {
             rb = rb.bearer_auth(t.expose());
         }
-        if let Some(k) = &self.api_key {
+        if let Some(k) = self.api_key.as_ref().filter(|_| req.credentials) {
             rb = rb.header("X-Api-Key", k.expose());
+        }
+        for (name, value) in req.headers {
+            rb = rb.header(name.as_str(), value.as_str());
         }
         if let Some(key) = req.idempotency_key {
             rb = rb.header("Idempotency-Key", key);
@@ -639,6 +650,33 @@ enum OfferList {
 }
 
 impl Coordinator for HttpCoordinator {
+    async fn notify(
+        &self,
+        url: &Url,
+        headers: &[(String, String)],
+        body: &Value,
+    ) -> Result<u16, ClientError> {
+        // The coordinator's rules for a body sent elsewhere: no token or API key, never redirected
+        // (a POST is not), the answer read up to the small limit; only its status matters.
+        let req = Req {
+            method: Method::POST,
+            url: url.clone(),
+            endpoint: None,
+            body: Some(body),
+            idempotency_key: None,
+            timeout: self.submit_timeout,
+            limit: self.small(),
+            headers,
+            credentials: false,
+        };
+        let (url_text, status, headers, body) = self.exchange(&req, None).await?;
+        if status.is_success() {
+            Ok(status.as_u16())
+        } else {
+            Err(classify_error(&url_text, status, &headers, &body))
+        }
+    }
+
     fn base_url(&self) -> &str {
         &self.base_text
     }
@@ -656,6 +694,8 @@ impl Coordinator for HttpCoordinator {
             idempotency_key,
             timeout: self.submit_timeout,
             limit: self.large(),
+            headers: &[],
+            credentials: true,
         };
         let (status, view) = self.send::<JobView, _>(req).await?;
         Ok((view, status == StatusCode::CREATED))
@@ -688,6 +728,8 @@ impl Coordinator for HttpCoordinator {
             idempotency_key: None,
             timeout: self.read_timeout,
             limit: self.large(),
+            headers: &[],
+            credentials: true,
         };
         Ok(self.send(req).await?.1)
     }
@@ -737,6 +779,8 @@ impl Coordinator for HttpCoordinator {
             idempotency_key: None,
             timeout: self.submit_timeout,
             limit: self.small(),
+            headers: &[],
+            credentials: true,
         };
         Ok(self.send(req).await?.1)
     }
@@ -750,6 +794,8 @@ impl Coordinator for HttpCoordinator {
             idempotency_key: None,
             timeout: self.read_timeout,
             limit: self.small(),
+            headers: &[],
+            credentials: true,
         };
         Ok(self.send(req).await?.1)
     }

@@ -343,6 +343,26 @@ pub trait Coordinator: Send + Sync {
         limit: Option<u32>,
     ) -> impl Future<Output = Result<Vec<GpuOffer>, ClientError>> + Send;
 
+    /// `POST` a JSON body to a webhook (a `notify` step), without the coordinator's credentials,
+    /// never redirected; the answer's status when it is a success. A client that cannot reach
+    /// webhooks refuses.
+    fn notify(
+        &self,
+        url: &reqwest::Url,
+        headers: &[(String, String)],
+        body: &serde_json::Value,
+    ) -> impl Future<Output = Result<u16, ClientError>> + Send {
+        let _ = (headers, body);
+        let url = url.to_string();
+        async move {
+            Err(ClientError::Unavailable {
+                url,
+                reason: "this client does not send webhooks".to_string(),
+                status: None,
+            })
+        }
+    }
+
     /// `GET /v1/wallets/{name}/balance` on the wallet daemon (or the embedded coordinator).
     fn balance(
         &self,

@@ -646,6 +646,12 @@ pub fn request_record(plan: &CheckedPlan, rendered: &RenderedStep) -> Option<Val
             job_type,
         } => json!({"limit": limit, "status": status, "job_type": job_type}),
         RenderedStep::Balance { wallet, min } => json!({"wallet": wallet, "min": min}),
+        // Header values are credentials: only their names are recorded.
+        RenderedStep::Notify { url, headers, body } => json!({
+            "url": url,
+            "headers": headers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            "body": body,
+        }),
     };
     let sent = v.clone();
     plan.redact_value(&mut v);

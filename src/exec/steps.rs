@@ -524,6 +524,9 @@ async fn run_kind<C: Coordinator>(
             );
             Ok(out)
         }
+        RenderedStep::Notify { url, headers, body } => {
+            notify(ctx, conn, url, headers, body, report).await
+        }
         RenderedStep::Balance { wallet, min } => {
             report.outcome.wallet = Some(wallet.clone());
             let done = crate::ops::balance::balance(conn, wallet).await?;
@@ -548,6 +551,47 @@ async fn run_kind<C: Coordinator>(
             Ok(out)
         }
     }
+}
+
+/// A `notify` step: the message POSTed with the step's retry policy (a webhook that is down or
+/// answers 5xx or 429 is tried again; a 4xx is not). The URL may hold a secret: the outcome shows it
+/// redacted, as every report does.
+async fn notify<C: Coordinator>(
+    ctx: &Ctx<C>,
+    conn: &Conn<'_, C>,
+    url: &str,
+    headers: &[(String, String)],
+    body: &Value,
+    report: &mut StepReport,
+) -> Result<Map<String, Value>, Fail> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| Fail::new(StepFailure::Failed, format!("`url` is not a URL ({e})")))?;
+    let shown = ctx.plan.redact(url);
+    let status = conn
+        .call(|c| c.notify(&parsed, headers, body))
+        .await
+        .map_err(|e| {
+            // A webhook that cannot be reached is not the coordinator being unreachable: the step
+            // failed, and the run's status (with `fail_run`) says `failed`.
+            Fail::new(
+                StepFailure::Failed,
+                format!("the notification to {shown} was not delivered: {e}"),
+            )
+            .recommend("Check the webhook's URL and that it takes a JSON POST")
+        })?;
+    // The skill has no operation of its own for this; the entry's `kind` says `notify`.
+    let mut o = crate::model::Outcome::new(
+        crate::model::Operation::Status,
+        format!("Notification delivered to {shown} (HTTP {status})"),
+    );
+    o.status = Some(OpStatus::Completed);
+    o.validation_status = ValidationStatus::Success;
+    o.confidence = 1.0;
+    report.outcome = o;
+    let mut out = Map::new();
+    out.insert("status".into(), json!("completed"));
+    out.insert("http_status".into(), json!(status));
+    Ok(out)
 }
 
 /// A `cancel` step's refund: asks for it, puts what became of the payment in the step's outcome in

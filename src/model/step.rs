@@ -101,7 +101,7 @@ impl PartialEq for ReceiptCheck {
 pub struct StepReport {
     /// The step's id (`summarize[tone=formal]` for a matrix copy).
     pub id: String,
-    /// The step kind: submit, wait, fetch, job, optimize, status, list, cancel, balance.
+    /// The step kind: submit, wait, fetch, job, optimize, status, list, cancel, balance, notify.
     pub kind: String,
     /// How the step ended.
     pub state: StepState,

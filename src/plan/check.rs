@@ -374,6 +374,7 @@ impl Checker<'_> {
         let kname = kind.name();
         let mut spec = self.spec_as_written(i, &kind);
         let prompt_file = self.read_prompt(i, &kind, &mut spec);
+        self.notify_message(i, &kind);
         let combos = self.matrix_combos(i)?;
         let (refs, static_leaves) = self.step_templates(i, kname, &spec, prompt_file.is_some());
         let mut deps = self.needs(i);

@@ -14,8 +14,8 @@ use super::diag::{Diagnostic, Location};
 use super::source::Source;
 use super::template::Templates;
 use super::types::{
-    BalanceSpec, FetchSpec, JobRef, JobSpec, ListSpec, OnTimeout, OptimizeSpec, Plan, RetrySpec,
-    SubmitSpec, WaitSpec, When,
+    BalanceSpec, FetchSpec, JobRef, JobSpec, ListSpec, NotifySpec, OnTimeout, OptimizeSpec, Plan,
+    RetrySpec, SubmitSpec, WaitSpec, When,
 };
 use crate::api::JobId;
 use crate::money::Money;
@@ -41,6 +41,8 @@ pub enum StepKind {
     Cancel(JobRef),
     /// Read a wallet's balance.
     Balance(BalanceSpec),
+    /// POST a message to a webhook.
+    Notify(NotifySpec),
 }
 
 impl StepKind {
@@ -56,6 +58,7 @@ impl StepKind {
             StepKind::List(_) => "list",
             StepKind::Cancel(_) => "cancel",
             StepKind::Balance(_) => "balance",
+            StepKind::Notify(_) => "notify",
         }
     }
 }
@@ -173,6 +176,15 @@ pub enum RenderedStep {
         wallet: String,
         /// The least it must hold.
         min: Option<Money>,
+    },
+    /// POST a message to a webhook.
+    Notify {
+        /// Where to (may hold a secret: shown redacted).
+        url: String,
+        /// The headers, names and values (values may hold secrets).
+        headers: Vec<(String, String)>,
+        /// The JSON body: `{"text": …}` or the step's `body`.
+        body: Value,
     },
 }
 

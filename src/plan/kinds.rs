@@ -14,36 +14,20 @@ impl Checker<'_> {
     /// The step's operation: exactly one of the kinds, else an error at the step.
     pub(super) fn step_kind(&mut self, i: usize) -> Option<StepKind> {
         let step = &self.plan.steps[i];
-        let kind = match (
-            &step.submit,
-            &step.wait,
-            &step.fetch,
-            &step.job,
-            &step.optimize,
-            &step.status,
-            &step.list,
-            &step.cancel,
-            &step.balance,
-        ) {
-            (Some(s), None, None, None, None, None, None, None, None) => {
-                StepKind::Submit(s.clone())
-            }
-            (None, Some(s), None, None, None, None, None, None, None) => StepKind::Wait(s.clone()),
-            (None, None, Some(s), None, None, None, None, None, None) => StepKind::Fetch(s.clone()),
-            (None, None, None, Some(s), None, None, None, None, None) => StepKind::Job(s.clone()),
-            (None, None, None, None, Some(s), None, None, None, None) => {
-                StepKind::Optimize(s.clone())
-            }
-            (None, None, None, None, None, Some(s), None, None, None) => {
-                StepKind::Status(s.clone())
-            }
-            (None, None, None, None, None, None, Some(s), None, None) => StepKind::List(s.clone()),
-            (None, None, None, None, None, None, None, Some(s), None) => {
-                StepKind::Cancel(s.clone())
-            }
-            (None, None, None, None, None, None, None, None, Some(s)) => {
-                StepKind::Balance(s.clone())
-            }
+        let mut set: Vec<StepKind> = Vec::with_capacity(1);
+        let mut add = |k: Option<StepKind>| set.extend(k);
+        add(step.submit.clone().map(StepKind::Submit));
+        add(step.wait.clone().map(StepKind::Wait));
+        add(step.fetch.clone().map(StepKind::Fetch));
+        add(step.job.clone().map(StepKind::Job));
+        add(step.optimize.clone().map(StepKind::Optimize));
+        add(step.status.clone().map(StepKind::Status));
+        add(step.list.clone().map(StepKind::List));
+        add(step.cancel.clone().map(StepKind::Cancel));
+        add(step.balance.clone().map(StepKind::Balance));
+        add(step.notify.clone().map(StepKind::Notify));
+        let kind = match set.len() {
+            1 => set.remove(0),
             _ => {
                 self.err(
                     &format!("/steps/{i}"),
@@ -166,6 +150,31 @@ impl Checker<'_> {
         prompt_file
     }
 
+    /// A `notify` step's message: `text` or `body`, not both, not neither; a URL written without
+    /// templates is `http` or `https`.
+    pub(super) fn notify_message(&mut self, i: usize, kind: &StepKind) {
+        let StepKind::Notify(n) = kind else {
+            return;
+        };
+        let id = &self.plan.steps[i].id;
+        match (&n.text, &n.body) {
+            (Some(_), Some(_)) => self.err(
+                &format!("/steps/{i}/notify/body"),
+                Diagnostic::new("give either `text` or `body`, not both"),
+            ),
+            (None, None) => {
+                let d = Diagnostic::new(format!("step `{id}` has no message"))
+                    .help("add `text: …` (sent as {\"text\": …}) or `body: {…}` (sent as it is)");
+                self.err(&format!("/steps/{i}/notify"), d)
+            }
+            _ => {}
+        }
+        if !super::template::has_template(&n.url) && notify_url(&n.url).is_err() {
+            let e = notify_url(&n.url).err().unwrap_or_default();
+            self.err(&format!("/steps/{i}/notify/url"), Diagnostic::new(e));
+        }
+    }
+
     /// The pointer in the file of a spec value (`rel` inside the kind's spec).
     pub(super) fn spec_pointer(&self, i: usize, kind: &str, rel: &str, from_file: bool) -> String {
         if from_file && rel == "/prompt" {
@@ -173,6 +182,16 @@ impl Checker<'_> {
         } else {
             format!("/steps/{i}/{kind}{rel}")
         }
+    }
+}
+
+/// A webhook URL: absolute, `http` or `https` (the error says why not, without the URL, which may
+/// hold a secret).
+pub(super) fn notify_url(url: &str) -> Result<reqwest::Url, String> {
+    let u = reqwest::Url::parse(url).map_err(|e| format!("`url` is not a URL ({e})"))?;
+    match u.scheme() {
+        "http" | "https" => Ok(u),
+        s => Err(format!("`url` must be http or https, not `{s}`")),
     }
 }
 
@@ -187,6 +206,7 @@ fn kind_spec(kind: &StepKind) -> Value {
         StepKind::Status(s) | StepKind::Cancel(s) => serde_json::to_value(s),
         StepKind::List(s) => serde_json::to_value(s),
         StepKind::Balance(s) => serde_json::to_value(s),
+        StepKind::Notify(s) => serde_json::to_value(s),
     };
     v.unwrap_or(Value::Null)
 }
@@ -209,6 +229,7 @@ pub(super) fn written_kind(step: &super::types::Step) -> &'static str {
         step.list.is_some(),
         step.cancel.is_some(),
         step.balance.is_some(),
+        step.notify.is_some(),
     ];
     set.iter()
         .position(|x| *x)

@@ -266,7 +266,9 @@ impl Checker<'_> {
                         .clone()
                         .or_else(|| plan.defaults.retry.clone())
                         .unwrap_or_default(),
-                    continue_on_error: step.continue_on_error,
+                    // A notify leaves the run alone unless it says `fail_run`.
+                    continue_on_error: step.continue_on_error
+                        || step.notify.as_ref().is_some_and(|n| !n.fail_run),
                     when: step.when.clone(),
                     outputs: step.outputs.clone(),
                     cache: step.cache,

@@ -72,12 +72,12 @@ impl Checker<'_> {
                     refs.push(id);
                 }
             }
-            let tainted = !super::secrets::CREDENTIAL_FIELDS.contains(&rel.as_str())
-                && self.reads_secret(text);
+            let tainted = !super::secrets::credential_place(kname, &rel) && self.reads_secret(text);
             if tainted && (runtime || !self.plan.steps[i].secrets_in_payload) {
                 let field = rel.trim_start_matches('/').replace('/', ".");
                 let what = match rel.as_str() {
                     "/save" => "the saved path `save`".to_string(),
+                    _ if kname == "notify" => format!("the message's `{field}`"),
                     _ => format!("the job's `{field}`"),
                 };
                 self.secret_out_of_place(i, &pointer, &what);

@@ -48,6 +48,7 @@ fn string_fields(kind: &str) -> &'static [&'static str] {
         "optimize" => &["agent_id", "task_type", "target", "wallet"],
         "list" => &["status", "job_type"],
         "balance" => &["wallet"],
+        "notify" => &["url", "text"],
         _ => &[],
     }
 }
@@ -364,6 +365,26 @@ impl CheckedPlan {
                         .and_then(Value::as_str)
                         .map(str::to_string),
                 }
+            }
+            StepKind::Notify(_) => {
+                let url = text(&spec, "url");
+                super::kinds::notify_url(&url).map_err(|e| bad("/url", e))?;
+                let mut headers = Vec::new();
+                if let Some(Value::Object(h)) = spec.get("headers") {
+                    for (name, v) in h {
+                        let value = match v {
+                            Value::String(s) => s.clone(),
+                            Value::Null => String::new(),
+                            v => v.to_string(),
+                        };
+                        headers.push((name.clone(), value));
+                    }
+                }
+                let body = match spec.get("body") {
+                    Some(b) if !b.is_null() => b.clone(),
+                    _ => serde_json::json!({ "text": text(&spec, "text") }),
+                };
+                RenderedStep::Notify { url, headers, body }
             }
             StepKind::Balance(_) => RenderedStep::Balance {
                 wallet: text(&spec, "wallet"),

@@ -59,9 +59,17 @@ impl CheckedPlan {
     }
 }
 
-/// The one field of a step whose value may hold a secret: an endpoint's address carries its
-/// credentials (`?token=…`) and goes to the runner's own HTTP client, never into a job's payload.
-pub(super) const CREDENTIAL_FIELDS: [&str; 1] = ["/endpoint"];
+/// The fields of a step whose value may hold a secret, by kind and pointer inside the kind's spec:
+/// an endpoint's address carries its credentials (`?token=…`) and goes to the runner's own HTTP
+/// client, never into a job's payload; a notify's URL (a Slack webhook's path is its credential) and
+/// its headers (`Authorization`) go to the webhook only, and are shown redacted. A notify's
+/// message (`text`, `body`) is a payload: it is read by whoever reads the channel.
+pub(super) fn credential_place(kind: &str, rel: &str) -> bool {
+    match kind {
+        "notify" => rel == "/url" || rel.starts_with("/headers/"),
+        _ => rel == "/endpoint",
+    }
+}
 
 /// The name under which a value computed from a secret is kept for redaction, beside the secrets
 /// themselves: a name no `secrets:` entry can have, so it never meets a declared one.
@@ -138,6 +146,17 @@ impl Checker<'_> {
                 step.id
             ))
             .help("keep `steps.*` and `run.*` out of the template that reads the secret")
+        } else if step.notify.is_some() {
+            Diagnostic::new(format!(
+                "step `{}`: {what} is computed from a secret; a notify may send a secret only in \
+                 its `url` or its `headers`",
+                step.id
+            ))
+            .help(
+                "the message is read by everyone in the channel and reaches reports; put a token \
+                 in a header (`Authorization: …`), or if this is meant, add \
+                 `secrets_in_payload: true` to the step",
+            )
         } else {
             Diagnostic::new(format!(
                 "step `{}`: {what} is computed from a secret; a secret may go only into an \

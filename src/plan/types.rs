@@ -237,7 +237,7 @@ pub struct Schedule {
 }
 
 /// A step: one operation (exactly one of `submit`, `wait`, `fetch`, `job`, `optimize`, `status`,
-/// `list`, `cancel`, `balance`) and the settings that control it.
+/// `list`, `cancel`, `balance`, `notify`) and the settings that control it.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
@@ -308,6 +308,10 @@ pub struct Step {
     /// Read a wallet's balance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balance: Option<BalanceSpec>,
+    /// POST a JSON message to a webhook (Slack, Mattermost or any URL that takes JSON). A failed
+    /// notify is reported but leaves the run's status and exit code alone unless `fail_run: true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<NotifySpec>,
 }
 
 /// A condition: a boolean, or a template expression.
@@ -541,9 +545,36 @@ pub struct BalanceSpec {
     pub min: Option<Amount>,
 }
 
+/// A message to POST to a webhook.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySpec {
+    /// The webhook's URL (`http` or `https`). It may hold a secret (`${{ secrets.HOOK }}`): a URL is
+    /// a credential place, like a header. A redirect is never followed (the message would go again,
+    /// perhaps elsewhere).
+    pub url: String,
+    /// The message, sent as `{"text": …}` (what Slack and Mattermost incoming webhooks take).
+    /// Give this or `body`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// The JSON body to send instead of `{"text": …}`; every string in it is templated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+    /// HTTP headers to send, e.g. `Authorization: "Bearer ${{ secrets.HOOK_TOKEN }}"`. Their values
+    /// may hold secrets; the message itself may not (unless the step has `secrets_in_payload`).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[schemars(with = "std::collections::BTreeMap<String, String>")]
+    pub headers: Map<String, Value>,
+    /// When true, a notify that fails fails the run like any step. Default false: the failure is
+    /// reported (the step's state and issues) and the run's status and exit code are those of the
+    /// other steps.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fail_run: bool,
+}
+
 /// The kinds of step, in the order they are documented.
-pub const STEP_KINDS: [&str; 9] = [
-    "submit", "wait", "fetch", "job", "optimize", "status", "list", "cancel", "balance",
+pub const STEP_KINDS: [&str; 10] = [
+    "submit", "wait", "fetch", "job", "optimize", "status", "list", "cancel", "balance", "notify",
 ];
 
 /// The outputs each step kind produces, for `${{ steps.ID.NAME }}` (besides a step's own `outputs`).
@@ -578,6 +609,7 @@ pub fn kind_outputs(kind: &str) -> &'static [&'static str] {
         "list" => &["jobs", "count", "status"],
         "cancel" => &["job_id", "status", "state"],
         "balance" => &["wallet", "balance", "status"],
+        "notify" => &["status", "http_status"],
         _ => &[],
     }
 }

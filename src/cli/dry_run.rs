@@ -111,9 +111,7 @@ pub fn print_diagnostics(ds: &[Diagnostic]) {
 /// Prints warnings to stderr.
 pub fn print_warnings(ds: &[Diagnostic]) {
     for d in ds {
-        let text = d.to_string();
-        let text = text.strip_prefix("error: ").unwrap_or(&text);
-        errln!("warning: {text}");
+        errln!("{}", d.as_warning());
     }
 }
 

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use super::codes::Code;
 use super::diag::Diagnostic;
 use super::names::NamesResult;
 use super::render_static::{Leaf, RenderResult};
@@ -263,6 +264,7 @@ impl Checker<'_> {
             },
             self.limits.steps
         ))
+        .code(Code::Limit)
         .help(format!(
             "split the plan, or raise `limits.steps` (at most {})",
             super::limits::STEPS_CEILING
@@ -314,6 +316,7 @@ impl Checker<'_> {
                             format!("{} MiB of text", super::source::MAX_TEXT_BYTES >> 20)
                         }
                     ))
+                    .code(Code::Limit)
                     .help("make fewer copies, or make the step smaller"),
                 );
                 return false;
@@ -330,13 +333,16 @@ impl Checker<'_> {
         if let Err(m) = super::schedule::parse_cron(&s.cron) {
             self.err(
                 "/schedule/cron",
-                Diagnostic::new(m).help(
+                Diagnostic::new(m).code(Code::Schedule).help(
                     "five fields: minute hour day-of-month month day-of-week, e.g. \"0 2 * * *\" for 02:00 every day",
                 ),
             );
         }
         if let Err(m) = super::schedule::parse_timezone(s.timezone.as_deref()) {
-            self.err("/schedule/timezone", Diagnostic::new(m));
+            self.err(
+                "/schedule/timezone",
+                Diagnostic::new(m).code(Code::Schedule),
+            );
         }
     }
 

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::check::{Checker, ptr_seg};
 use super::checked::CheckedPlan;
+use super::codes::Code;
 use super::diag::Diagnostic;
 
 /// Replaces every secret value in `text` with `***`.
@@ -149,7 +150,7 @@ impl Checker<'_> {
                  paths reach reports; if this is meant, add `secrets_in_payload: true` to the step",
             )
         };
-        self.err(pointer, d);
+        self.err(pointer, d.code(Code::SecretOutOfPlace));
     }
 
     /// Keeps a value computed from a secret (a step opted in with `secrets_in_payload`) so that it is
@@ -202,6 +203,7 @@ impl Checker<'_> {
                         self.err(
                             &pointer,
                             Diagnostic::new(format!("secret `{name}`: {e}"))
+                                .code(Code::SecretSource)
                                 .help("write `NAME: {env: VARIABLE}` or `NAME: {file: path}`"),
                         );
                         continue;
@@ -218,6 +220,7 @@ impl Checker<'_> {
                         Diagnostic::new(format!(
                             "secret `{name}`: the environment variable `{var}` is not set"
                         ))
+                        .code(Code::SecretSource)
                         .help(format!("export {var}=… before running the plan")),
                     ),
                 },
@@ -234,7 +237,8 @@ impl Checker<'_> {
                                 "secret `{}`: cannot read the file `{}`: {e}",
                                 crate::text::shown(name),
                                 crate::text::shown(&p.display().to_string())
-                            )),
+                            ))
+                            .code(Code::SecretSource),
                         ),
                     }
                 }
@@ -242,7 +246,8 @@ impl Checker<'_> {
                     &pointer,
                     Diagnostic::new(format!(
                         "secret `{name}` must name exactly one of `env` or `file`"
-                    )),
+                    ))
+                    .code(Code::SecretSource),
                 ),
             }
         }

@@ -51,6 +51,7 @@ impl Overrides {
             set: self.set.clone(),
             vars_files: self.vars.clone(),
             environment: None,
+            placeholder_secrets: false,
         }
     }
 }

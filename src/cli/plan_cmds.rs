@@ -156,7 +156,13 @@ pub fn validate_file(path: &Path) -> FileResult {
 /// `validate` command has no use for it (the process may well exit before that thread is done).
 fn validate_file_with(path: &Path, drop_in_background: bool) -> FileResult {
     let file = path.display().to_string();
-    let (errors, warnings) = match crate::plan::load(path, &LoadOptions::default()) {
+    // Linting needs no secrets: a plan is checked with placeholders for the unset ones (`run` reads
+    // them for real and refuses a plan without them).
+    let options = LoadOptions {
+        placeholder_secrets: true,
+        ..LoadOptions::default()
+    };
+    let (errors, warnings) = match crate::plan::load(path, &options) {
         Ok(mut checked) => {
             let warnings = std::mem::take(&mut checked.warnings);
             if drop_in_background {

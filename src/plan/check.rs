@@ -44,6 +44,10 @@ pub struct LoadOptions {
     /// The environment the plan may read from (only names listed in the plan's `env:` and the
     /// variables its `secrets` name are looked up). `None` means the process environment.
     pub environment: Option<BTreeMap<String, String>>,
+    /// Check the plan without its secrets (`validate`): a secret whose environment variable is not
+    /// set gets a placeholder value, so that every other check still runs. Never for a run: a
+    /// checked plan made this way is only looked at, never executed.
+    pub placeholder_secrets: bool,
 }
 
 /// Loads, validates and checks a plan file. Returns every problem found, not only the first.
@@ -106,7 +110,7 @@ fn check(
         names_cache: HashMap::new(),
         render_cache: HashMap::new(),
     };
-    c.read_environment(options.environment.as_ref());
+    c.read_environment(options.environment.as_ref(), options.placeholder_secrets);
     c.check_schedule();
     let steps = c.steps();
     let Checker {

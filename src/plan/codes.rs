@@ -120,20 +120,22 @@ pub const TABLE: &[(Code, &str, &str)] = &[
 ];
 
 impl Code {
-    /// The stable id, `AF0003`.
-    pub fn id(self) -> &'static str {
+    /// Its row of [`TABLE`]: the id and the meaning.
+    fn row(self) -> (&'static str, &'static str) {
         TABLE
             .iter()
             .find(|(c, _, _)| *c == self)
-            .map_or("AF0000", |(_, id, _)| id)
+            .map_or(("AF0000", ""), |(_, id, m)| (id, m))
+    }
+
+    /// The stable id, `AF0003`.
+    pub fn id(self) -> &'static str {
+        self.row().0
     }
 
     /// What the code means, in words.
     pub fn meaning(self) -> &'static str {
-        TABLE
-            .iter()
-            .find(|(c, _, _)| *c == self)
-            .map_or("", |(_, _, m)| m)
+        self.row().1
     }
 }
 

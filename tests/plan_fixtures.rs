@@ -70,7 +70,7 @@ fn the_binary_exits_2_with_the_message_on_stderr() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("error: unknown key `timout` in step `analyze`"),
+        stderr.contains("error[AF0003]: unknown key `timout` in step `analyze`"),
         "{stderr}"
     );
     assert!(stderr.contains("did you mean `timeout`?"), "{stderr}");
@@ -112,4 +112,30 @@ fn the_committed_schema_is_current() {
         "schemas/plan.schema.json is stale; regenerate it with\n    \
          cargo run -- schema plan > schemas/plan.schema.json"
     );
+}
+
+#[test]
+fn github_format_prints_one_annotation_per_diagnostic() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_aitbc-flow"))
+        .args([
+            "validate",
+            "--format",
+            "github",
+            "tests/plans/invalid/many-mistakes.yaml",
+            "tests/plans/invalid/unknown-step-key.yaml",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("the binary runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .all(|l| l.starts_with("::error file=") || l.starts_with("::warning file=")),
+        "{stdout}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("2 of 2 plans invalid"), "{stderr}");
+    insta::assert_snapshot!(stdout);
 }

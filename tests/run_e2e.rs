@@ -699,3 +699,79 @@ fn a_fund_for_a_wallet_the_plan_never_uses_is_a_warning() {
         "{stderr}"
     );
 }
+
+/// A plan whose secret comes from a variable that is not set here (as in CI or a pre-commit hook).
+const UNSET_SECRET: &str = r#"
+version: 1
+name: unset-secret
+secrets:
+  API_KEY: {env: AITBC_FLOW_TEST_UNSET_SECRET}
+steps:
+  - id: a
+    job:
+      job_type: ollama
+      model: mistral
+      wallet: trading
+      payment: 1
+      endpoint: "http://127.0.0.1:9/api?token=${{ secrets.API_KEY }}"
+      prompt: hi
+"#;
+
+fn validate_without_the_secret(dir: &PlanDir) -> std::process::Output {
+    let mut cmd = Command::new(bin());
+    cmd.args(["validate", dir.plan().to_str().unwrap()])
+        .env_remove("AITBC_FLOW_TEST_UNSET_SECRET");
+    output_within(cmd, LIMIT)
+}
+
+/// `validate` lints a plan without its secrets: the unset one gets a placeholder (never shown) and
+/// every other check still runs, the secret checks included.
+#[test]
+fn validate_checks_a_plan_whose_secrets_are_not_set() {
+    let dir = PlanDir::new(UNSET_SECRET);
+    let out = validate_without_the_secret(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("1 plan valid"), "{stderr}");
+
+    let broken = UNSET_SECRET
+        .replace("prompt: hi", "prompt: \"${{ secrets.API_KEY }}\"")
+        .replace("  - id: a\n", "  - id: a\n    needs: [b]\n");
+    let dir = PlanDir::new(&broken);
+    let out = validate_without_the_secret(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("error[AF0012]: `needs` names an unknown step `b`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("error[AF0016]: step `a`: the job's `prompt` is computed from a secret"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("AF0017"), "{stderr}");
+    assert!(!stderr.contains("placeholder"), "{stderr}");
+}
+
+/// `run` still needs the secrets: refused before anything runs, naming the variable.
+#[test]
+fn run_refuses_a_plan_whose_secret_is_not_set() {
+    let dir = PlanDir::new(UNSET_SECRET);
+    let mut cmd = Command::new(bin());
+    cmd.args(run_args(&dir.plan(), &dir.runs()))
+        .args(["--embedded-latency", "instant"])
+        .env_remove("AITBC_COORDINATOR_URL")
+        .env_remove("AITBC_TOKEN")
+        .env_remove("AITBC_FLOW_TEST_UNSET_SECRET");
+    let out = output_within(cmd, LIMIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "error[AF0017]: secret `API_KEY`: the environment variable \
+             `AITBC_FLOW_TEST_UNSET_SECRET` is not set"
+        ),
+        "{stderr}"
+    );
+    assert!(!dir.runs().exists() || std::fs::read_dir(dir.runs()).unwrap().next().is_none());
+}

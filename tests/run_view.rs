@@ -612,7 +612,10 @@ fn clicolor_force_colours_a_pipe_and_progress_tty_redraws_into_one() {
     let out = output_within(cmd, LIMIT);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.starts_with("\x1b[1;31merror:\x1b[0m"), "{stderr:?}");
+    assert!(
+        stderr.starts_with("\x1b[1;31merror[AF0008]:\x1b[0m"),
+        "{stderr:?}"
+    );
 }
 
 fn runs_cmd(args: &[&str], runs: &Path) -> std::process::Output {

@@ -51,6 +51,7 @@ impl Overrides {
             set: self.set.clone(),
             vars_files: self.vars.clone(),
             environment: None,
+            placeholder_secrets: false,
         }
     }
 }
@@ -111,9 +112,7 @@ pub fn print_diagnostics(ds: &[Diagnostic]) {
 /// Prints warnings to stderr.
 pub fn print_warnings(ds: &[Diagnostic]) {
     for d in ds {
-        let text = d.to_string();
-        let text = text.strip_prefix("error: ").unwrap_or(&text);
-        errln!("warning: {text}");
+        errln!("{}", d.as_warning());
     }
 }
 

@@ -15,6 +15,9 @@ pub enum OutputFormat {
     Text,
     /// JSON on stdout.
     Json,
+    /// GitHub workflow annotations on stdout (`::error file=…,line=…,col=…,title=AF0003::…`), one per
+    /// diagnostic, so that a CI job marks the lines in the pull request.
+    Github,
 }
 
 /// `validate PLAN...`
@@ -23,8 +26,8 @@ pub struct ValidateArgs {
     /// Plan files.
     #[arg(required = true)]
     pub plans: Vec<PathBuf>,
-    /// `text` (default) or `json`.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    /// `text` (default), `json`, or `github` (workflow annotations, as actionlint prints them).
+    #[arg(long, visible_alias = "format", value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }
 
@@ -93,21 +96,41 @@ impl ValidateReport {
                 out.push('\n');
             }
             for w in &f.warnings {
-                let text = w.to_string();
-                out.push_str(&text.replacen("error:", "warning:", 1));
+                out.push_str(&w.as_warning());
                 out.push('\n');
             }
             if f.valid {
                 out.push_str(&format!("ok: {}\n", f.file));
             }
         }
+        out.push_str(&self.closing_line());
+        out
+    }
+
+    /// The report as GitHub workflow annotations: one line per error and warning, in file order.
+    pub fn to_github(&self) -> String {
+        use crate::plan::diag::Level;
+        let mut out = String::new();
+        for f in &self.files {
+            for (level, ds) in [(Level::Error, &f.errors), (Level::Warning, &f.warnings)] {
+                for d in ds {
+                    out.push_str(&d.github_annotation(level));
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+
+    /// The closing line: `1 plan valid`, `1 of 2 plans invalid (3 errors)`.
+    pub fn closing_line(&self) -> String {
         let n = self.files.len();
         let plans = if n == 1 { "plan" } else { "plans" };
         if self.valid {
             if n == 1 {
-                out.push_str("1 plan valid\n");
+                "1 plan valid\n".to_string()
             } else {
-                out.push_str(&format!("all {n} plans valid\n"));
+                format!("all {n} plans valid\n")
             }
         } else {
             let errors = if self.error_count == 1 {
@@ -115,12 +138,11 @@ impl ValidateReport {
             } else {
                 "errors"
             };
-            out.push_str(&format!(
+            format!(
                 "{} of {n} {plans} invalid ({} {errors})\n",
                 self.invalid_files, self.error_count
-            ));
+            )
         }
-        out
     }
 }
 
@@ -134,7 +156,13 @@ pub fn validate_file(path: &Path) -> FileResult {
 /// `validate` command has no use for it (the process may well exit before that thread is done).
 fn validate_file_with(path: &Path, drop_in_background: bool) -> FileResult {
     let file = path.display().to_string();
-    let (errors, warnings) = match crate::plan::load(path, &LoadOptions::default()) {
+    // Linting needs no secrets: a plan is checked with placeholders for the unset ones (`run` reads
+    // them for real and refuses a plan without them).
+    let options = LoadOptions {
+        placeholder_secrets: true,
+        ..LoadOptions::default()
+    };
+    let (errors, warnings) = match crate::plan::load(path, &options) {
         Ok(mut checked) => {
             let warnings = std::mem::take(&mut checked.warnings);
             if drop_in_background {
@@ -183,6 +211,10 @@ pub fn validate(a: ValidateArgs) -> i32 {
     let report = validate_paths_with(&a.plans, true);
     match a.output {
         OutputFormat::Text => err!("{}", report.to_text()),
+        OutputFormat::Github => {
+            out!("{}", report.to_github());
+            err!("{}", report.closing_line());
+        }
         OutputFormat::Json => match serde_json::to_string_pretty(&report) {
             Ok(s) => outln!("{s}"),
             Err(e) => {

@@ -690,6 +690,7 @@ pub fn resume(a: ResumeArgs) -> i32 {
         set: replay.set.clone(),
         vars_files: replay.vars_files.clone(),
         environment: None,
+        placeholder_secrets: false,
     };
     let plan = match crate::plan::load(&plan_path, &options) {
         Ok(p) => Arc::new(p),

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use super::codes::Code;
 use super::diag::Diagnostic;
 use super::names::NamesResult;
 use super::render_static::{Leaf, RenderResult};
@@ -43,6 +44,10 @@ pub struct LoadOptions {
     /// The environment the plan may read from (only names listed in the plan's `env:` and the
     /// variables its `secrets` name are looked up). `None` means the process environment.
     pub environment: Option<BTreeMap<String, String>>,
+    /// Check the plan without its secrets (`validate`): a secret whose environment variable is not
+    /// set gets a placeholder value, so that every other check still runs. Never for a run: a
+    /// checked plan made this way is only looked at, never executed.
+    pub placeholder_secrets: bool,
 }
 
 /// Loads, validates and checks a plan file. Returns every problem found, not only the first.
@@ -105,7 +110,7 @@ fn check(
         names_cache: HashMap::new(),
         render_cache: HashMap::new(),
     };
-    c.read_environment(options.environment.as_ref());
+    c.read_environment(options.environment.as_ref(), options.placeholder_secrets);
     c.check_schedule();
     let steps = c.steps();
     let Checker {
@@ -263,6 +268,7 @@ impl Checker<'_> {
             },
             self.limits.steps
         ))
+        .code(Code::Limit)
         .help(format!(
             "split the plan, or raise `limits.steps` (at most {})",
             super::limits::STEPS_CEILING
@@ -314,6 +320,7 @@ impl Checker<'_> {
                             format!("{} MiB of text", super::source::MAX_TEXT_BYTES >> 20)
                         }
                     ))
+                    .code(Code::Limit)
                     .help("make fewer copies, or make the step smaller"),
                 );
                 return false;
@@ -330,13 +337,16 @@ impl Checker<'_> {
         if let Err(m) = super::schedule::parse_cron(&s.cron) {
             self.err(
                 "/schedule/cron",
-                Diagnostic::new(m).help(
+                Diagnostic::new(m).code(Code::Schedule).help(
                     "five fields: minute hour day-of-month month day-of-week, e.g. \"0 2 * * *\" for 02:00 every day",
                 ),
             );
         }
         if let Err(m) = super::schedule::parse_timezone(s.timezone.as_deref()) {
-            self.err("/schedule/timezone", Diagnostic::new(m));
+            self.err(
+                "/schedule/timezone",
+                Diagnostic::new(m).code(Code::Schedule),
+            );
         }
     }
 

@@ -27,6 +27,8 @@ impl fmt::Display for Location {
 /// plan never reaches a terminal raw.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Diagnostic {
+    /// Its stable code ([`super::codes::TABLE`]), by the kind of problem.
+    pub code: super::codes::Code,
     /// Where it is, when it can be placed.
     pub location: Option<Location>,
     /// The field, as a path: `steps[2].submit.payment`.
@@ -71,6 +73,7 @@ impl Diagnostic {
     /// A diagnostic with only a message.
     pub fn new(message: impl Into<String>) -> Diagnostic {
         Diagnostic {
+            code: super::codes::Code::Other,
             location: None,
             field: None,
             message: message.into(),
@@ -104,6 +107,11 @@ impl Diagnostic {
         self.width = self.width.clamp(1, room);
         self
     }
+    /// Gives the code of its kind.
+    pub fn code(mut self, code: super::codes::Code) -> Self {
+        self.code = code;
+        self
+    }
     /// Names the field.
     pub fn field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
@@ -123,8 +131,75 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.draw(f, Level::Error)
+    }
+}
+
+/// How serious a diagnostic is: an error stops the plan, a warning does not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// Stops the plan.
+    Error,
+    /// Does not stop the plan.
+    Warning,
+}
+
+impl Level {
+    fn word(self) -> &'static str {
+        match self {
+            Level::Error => "error",
+            Level::Warning => "warning",
+        }
+    }
+}
+
+impl Diagnostic {
+    /// The diagnostic drawn as a warning (`warning[AF0023]: …`).
+    pub fn as_warning(&self) -> String {
+        struct W<'a>(&'a Diagnostic);
+        impl fmt::Display for W<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.draw(f, Level::Warning)
+            }
+        }
+        W(self).to_string()
+    }
+
+    /// The diagnostic as one GitHub workflow command (`::error file=…,line=…,col=…,title=…::…`),
+    /// the way actionlint prints them: the message, its "did you mean" and its help on one line.
+    pub fn github_annotation(&self, level: Level) -> String {
+        use crate::text::message;
+        let mut props = Vec::new();
+        if let Some(loc) = &self.location {
+            props.push(format!("file={}", github_property(&message(&loc.file))));
+            props.push(format!("line={}", loc.line));
+            props.push(format!("col={}", loc.column));
+        }
+        props.push(format!("title={}", self.code));
+        let mut text = message(&self.message).into_owned();
+        if let Some(s) = &self.suggestion {
+            text.push_str(&format!(" (did you mean `{}`?)", crate::text::shown(s)));
+        }
+        if let Some(h) = &self.help {
+            text.push_str(&format!("\nhelp: {}", message(h)));
+        }
+        format!(
+            "::{} {}::{}",
+            level.word(),
+            props.join(","),
+            github_data(&text)
+        )
+    }
+
+    fn draw(&self, f: &mut fmt::Formatter<'_>, level: Level) -> fmt::Result {
         use crate::text::{message, shown};
-        writeln!(f, "error: {}", message(&self.message))?;
+        writeln!(
+            f,
+            "{}[{}]: {}",
+            level.word(),
+            self.code,
+            message(&self.message)
+        )?;
         if let Some(loc) = &self.location {
             let gutter = loc.line.to_string().len();
             let pad = " ".repeat(gutter);
@@ -170,6 +245,18 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// Escapes the message of a GitHub workflow command (`%`, CR and LF), as GitHub's toolkit does.
+fn github_data(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
+}
+
+/// Escapes a property of a GitHub workflow command: the message's escapes, and `:` and `,`.
+fn github_property(s: &str) -> String {
+    github_data(s).replace(':', "%3A").replace(',', "%2C")
+}
+
 /// A location with its file name escaped (a file may be named anything).
 fn shown_location(loc: &Location) -> String {
     format!(
@@ -200,7 +287,9 @@ pub fn cap(errors: &mut Vec<Diagnostic>, more: bool) {
     } else {
         format!("{dropped} more errors not shown (the first {MAX_ERRORS} are)")
     };
-    let mut d = Diagnostic::new(message).help("fix these first, then validate again");
+    let mut d = Diagnostic::new(message)
+        .code(super::codes::Code::TooManyErrors)
+        .help("fix these first, then validate again");
     if let Some(file) = file {
         d.location = Some(Location {
             file,
@@ -217,6 +306,31 @@ pub use crate::model::suggest::closest as suggest;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn github_annotations_escape_as_github_documents() {
+        let mut d = Diagnostic::new("100% wrong")
+            .code(super::super::codes::Code::UnknownKey)
+            .suggest(Some("name".into()))
+            .help("fix it");
+        d.location = Some(Location {
+            file: "dir,a:b.yaml".into(),
+            line: 3,
+            column: 7,
+        });
+        assert_eq!(
+            d.github_annotation(Level::Error),
+            "::error file=dir%2Ca%3Ab.yaml,line=3,col=7,title=AF0003::100%25 wrong \
+             (did you mean `name`?)%0Ahelp: fix it"
+        );
+        let w = Diagnostic::new("a\nb");
+        // A newline in a message is escaped for the terminal first, then nothing is left to encode.
+        assert_eq!(
+            w.github_annotation(Level::Warning),
+            "::warning title=AF0000::a\\nb"
+        );
+        assert!(w.as_warning().starts_with("warning[AF0000]: a\\nb\n"));
+    }
 
     #[test]
     fn suggests_close_names_only() {

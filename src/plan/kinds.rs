@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use super::check::Checker;
 use super::checked::StepKind;
+use super::codes::Code;
 use super::diag::Diagnostic;
 
 impl Checker<'_> {
@@ -35,7 +36,8 @@ impl Checker<'_> {
                         "step `{}` must have exactly one operation ({})",
                         step.id,
                         super::types::STEP_KINDS.join(", ")
-                    )),
+                    ))
+                    .code(Code::StepShape),
                 );
                 return None;
             }
@@ -78,11 +80,14 @@ impl Checker<'_> {
             match (has_prompt, pf) {
                 (true, Some(_)) => self.err(
                     &format!("/steps/{i}/{kname}/prompt_file"),
-                    Diagnostic::new("give either `prompt` or `prompt_file`, not both"),
+                    Diagnostic::new("give either `prompt` or `prompt_file`, not both")
+                        .code(Code::StepShape),
                 ),
                 (false, None) => self.err(
                     &format!("/steps/{i}/{kname}"),
-                    Diagnostic::new(format!("step `{}` has no prompt", step.id)).help(
+                    Diagnostic::new(format!("step `{}` has no prompt", step.id))
+                        .code(Code::StepShape)
+                        .help(
                         "add `prompt: …` or `prompt_file: path` (relative to the plan's folder)",
                     ),
                 ),
@@ -92,6 +97,7 @@ impl Checker<'_> {
                         self.err(
                             &pointer,
                             Diagnostic::new("`prompt_file` cannot be a template")
+                                .code(Code::FileInput)
                                 .help("the file's content is templated; its name is not"),
                         );
                     } else {
@@ -139,7 +145,10 @@ impl Checker<'_> {
                                             .to_string(),
                                     ),
                                 };
-                                self.err(&pointer, Diagnostic::new(message).help(help));
+                                self.err(
+                                    &pointer,
+                                    Diagnostic::new(message).code(Code::FileInput).help(help),
+                                );
                             }
                         }
                     }

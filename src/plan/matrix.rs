@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use super::check::{BaseStep, Checker, ptr_seg};
 use super::checked::{DEFAULT_TIMEOUT, PlannedStep, StepView};
+use super::codes::Code;
 use super::diag::Diagnostic;
 use super::kinds::unreachable_kind;
 
@@ -168,7 +169,8 @@ impl Checker<'_> {
                             "step `{}`: a matrix value cannot be computed from a secret: it \
                              becomes part of the copies' ids",
                             step.id
-                        )),
+                        ))
+                        .code(Code::SecretOutOfPlace),
                     );
                     ok = false;
                     continue;
@@ -196,7 +198,7 @@ impl Checker<'_> {
                     Some(k) => format!("/steps/{i}/matrix/{}", ptr_seg(k)),
                     None => format!("/steps/{i}/matrix"),
                 };
-                let mut d = Diagnostic::new(format!("step `{}`: {e}", step.id));
+                let mut d = Diagnostic::new(format!("step `{}`: {e}", step.id)).code(Code::Matrix);
                 if let MatrixError::TooManyCopies { .. } = e {
                     d = d.help(format!(
                         "use fewer keys or values, split the step, or raise `limits.matrix_copies` \
@@ -311,7 +313,8 @@ impl Checker<'_> {
                                 "`{}` pairs with the matrix step `{d}` (same keys), but `{d}` has no copy for {}",
                                 copies[i][ci],
                                 copy_id("", combo).trim_start_matches('[').trim_end_matches(']')
-                            )),
+                            ))
+                            .code(Code::Matrix),
                         );
                         continue;
                     }

@@ -14,6 +14,7 @@
 
 pub mod check;
 pub mod checked;
+pub mod codes;
 pub mod diag;
 pub mod graph;
 pub mod inputs;
@@ -37,4 +38,5 @@ pub mod types;
 
 pub use check::{LoadOptions, load};
 pub use checked::{CheckedPlan, PlannedStep, StepKind, StepView};
+pub use codes::Code;
 pub use diag::{Diagnostic, Location};

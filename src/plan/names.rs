@@ -9,6 +9,7 @@ use std::collections::{BTreeSet, HashSet};
 use serde_json::Value;
 
 use super::check::{Checker, ptr_seg};
+use super::codes::Code;
 use super::diag::Diagnostic;
 use super::kinds::written_kind;
 use super::render_static::Leaf;
@@ -148,6 +149,7 @@ impl Checker<'_> {
                 Diagnostic::new(
                     "this value holds `{{ … }}` without a `$`: it is sent as written, not rendered",
                 )
+                .code(Code::BareBraces)
                 .help("templates are written `${{ … }}`"),
             );
             self.warnings.push(d);
@@ -178,7 +180,7 @@ impl Checker<'_> {
         let names = match names {
             Ok(n) => n,
             Err(e) => {
-                self.err(pointer, Diagnostic::new(e.to_string()));
+                self.err(pointer, Diagnostic::new(e.to_string()).code(Code::Template));
                 return Vec::new();
             }
         };
@@ -186,7 +188,7 @@ impl Checker<'_> {
         for name in names {
             match self.check_name(&name, scope) {
                 Ok(u) => out.push(u),
-                Err(d) => self.err(pointer, d),
+                Err(d) => self.err(pointer, d.code(Code::UnknownName)),
             }
         }
         out

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use super::check::{BaseStep, Checker};
 use super::checked::PlannedStep;
+use super::codes::Code;
 use super::diag::Diagnostic;
 
 impl Checker<'_> {
@@ -24,6 +25,7 @@ impl Checker<'_> {
                         "duplicate step id `{}` (first used on line {line})",
                         step.id
                     ))
+                    .code(Code::DuplicateStep)
                     .help("step ids must be unique; rename one of them"),
                 );
             } else {
@@ -55,7 +57,7 @@ impl Checker<'_> {
             if need == &step.id {
                 self.err(
                     &pointer,
-                    Diagnostic::new(format!("step `{need}` needs itself")),
+                    Diagnostic::new(format!("step `{need}` needs itself")).code(Code::UnknownNeed),
                 );
             } else if !self.ids.contains_key(need) {
                 let base = need.split('[').next().unwrap_or(need);
@@ -63,6 +65,7 @@ impl Checker<'_> {
                     "`needs` names an unknown step `{}`",
                     crate::text::shown(need)
                 ))
+                .code(Code::UnknownNeed)
                 .suggest(super::diag::suggest(
                     need,
                     self.plan.steps.iter().map(|s| s.id.as_str()),
@@ -95,6 +98,7 @@ impl Checker<'_> {
         self.err(
             &format!("/steps/{at}/id"),
             Diagnostic::new(format!("the steps form a cycle: {}", names.join(" → ")))
+                .code(Code::Cycle)
                 .help("each step in the cycle waits for the one before it; remove one of the `needs` or references"),
         );
         true

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
+use super::codes::Code;
 use super::diag::Diagnostic;
 
 /// Applies the `--vars` files, in order, then the `--set`s, in order, to `vars`; returns the problems
@@ -43,9 +44,12 @@ pub(super) fn apply(
         match super::source::parse(&name, &bytes) {
             Ok(src) => match src.value {
                 Value::Object(m) => merge(vars, m),
-                _ => errors.push(Diagnostic::new(format!(
-                    "the vars file `{name}` must hold a mapping of names to values"
-                ))),
+                _ => errors.push(
+                    Diagnostic::new(format!(
+                        "the vars file `{name}` must hold a mapping of names to values"
+                    ))
+                    .code(Code::Override),
+                ),
             },
             Err(ds) => errors.extend(ds),
         }
@@ -54,6 +58,7 @@ pub(super) fn apply(
         if key.is_empty() || key.split('.').any(str::is_empty) {
             errors.push(
                 Diagnostic::new(format!("`--set {key}={value}`: the name is empty"))
+                    .code(Code::Override)
                     .help("write `--set name=value` or `--set parent.child=value`"),
             );
             continue;
@@ -64,7 +69,8 @@ pub(super) fn apply(
             let d = Diagnostic::new(format!(
                 "`--set {key}={value}`: the plan has no variable `{}`",
                 parts[0]
-            ));
+            ))
+            .code(Code::Override);
             let d = match super::diag::suggest(parts[0], vars.keys().map(String::as_str)) {
                 Some(s) => d.suggest(Some(s)),
                 None => d.help(format!(
@@ -83,10 +89,13 @@ pub(super) fn apply(
             continue;
         }
         if let Err(at) = set_path(vars, &parts, yaml_scalar(value)) {
-            errors.push(Diagnostic::new(format!(
-                "`--set {key}={value}`: `vars.{}` is not a mapping",
-                parts[..=at].join(".")
-            )));
+            errors.push(
+                Diagnostic::new(format!(
+                    "`--set {key}={value}`: `vars.{}` is not a mapping",
+                    parts[..=at].join(".")
+                ))
+                .code(Code::Override),
+            );
         }
     }
     errors

@@ -15,6 +15,7 @@ use super::checked::{
     CheckedPlan, JobRequest, OptimizeRequest, PlannedStep, RenderedStep, RunInfo, StepKind,
     StepOutputs, StepView,
 };
+use super::codes::Code;
 use super::diag::Diagnostic;
 use super::static_policy::policy_diagnostic;
 use super::template::{TemplateError, has_template, to_value};
@@ -107,7 +108,7 @@ impl CheckedPlan {
     }
 
     /// A diagnostic at a value of a step (`rel` inside its operation, or `/when…`, `/outputs…`), its
-    /// message redacted.
+    /// message redacted: a template error unless the caller names another kind.
     fn place(&self, step: &PlannedStep, rel: &str, message: String) -> Diagnostic {
         let kind = step.kind.name();
         let pointer = if step.prompt_file.is_some() && rel == "/prompt" {
@@ -119,7 +120,8 @@ impl CheckedPlan {
         };
         // Redacted first, then escaped and cut: a run shows this message as it is.
         let message = crate::text::message(&self.redact(&message)).into_owned();
-        self.source.at(&pointer, Diagnostic::new(message))
+        self.source
+            .at(&pointer, Diagnostic::new(message).code(Code::Template))
     }
 
     /// Renders every template left in a value.
@@ -327,7 +329,7 @@ impl CheckedPlan {
         let bad = |rel: &str, e: String| self.step_error(step, rel, e);
         let job_id = |v: &Value, rel: &str| -> Result<JobId, Diagnostic> {
             let s = v.get("job").and_then(Value::as_str).unwrap_or("");
-            JobId::from_str(s.trim()).map_err(|e| bad(rel, e))
+            JobId::from_str(s.trim()).map_err(|e| bad(rel, e).code(Code::InvalidValue))
         };
         let rendered = match &step.kind {
             StepKind::Submit(_) => RenderedStep::Submit(self.job_request(step, &spec)?),
@@ -433,6 +435,7 @@ impl CheckedPlan {
                     let d = policy_diagnostic(e);
                     let placed = bad(&format!("/{field}"), d.message.clone());
                     return Err(Diagnostic {
+                        code: d.code,
                         suggestion: d.suggestion,
                         help: d.help,
                         ..placed
@@ -448,8 +451,8 @@ impl CheckedPlan {
     fn job_request(&self, step: &PlannedStep, spec: &Value) -> Result<JobRequest, Diagnostic> {
         let bad = |rel: &str, e: String| self.step_error(step, rel, e);
         let payment = match spec.get("payment") {
-            Some(v) => money(v).map_err(|e| bad("/payment", e))?,
-            None => return Err(bad("", "`payment` is missing".into())),
+            Some(v) => money(v).map_err(|e| bad("/payment", e).code(Code::InvalidValue))?,
+            None => return Err(bad("", "`payment` is missing".into()).code(Code::MissingKey)),
         };
         let obj = |k: &str| -> Map<String, Value> {
             spec.get(k)
@@ -478,6 +481,7 @@ impl CheckedPlan {
             let d = policy_diagnostic(e);
             let placed = bad(&format!("/{}", e.field()), d.message.clone());
             return Err(Diagnostic {
+                code: d.code,
                 suggestion: d.suggestion,
                 help: d.help,
                 ..placed

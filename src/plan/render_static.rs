@@ -7,6 +7,7 @@
 use serde_json::{Map, Value};
 
 use super::check::{BaseStep, Checker};
+use super::codes::Code;
 use super::diag::Diagnostic;
 use super::names::{NameUse, Scope};
 use super::template::TemplateError;
@@ -80,7 +81,8 @@ impl Checker<'_> {
                 pointer,
                 Diagnostic::new(
                     "this value must be known before the run: it cannot read `steps` or `run`",
-                ),
+                )
+                .code(Code::Template),
             );
             return None;
         }
@@ -90,6 +92,7 @@ impl Checker<'_> {
             Err(e) => {
                 let msg = render_message(&e);
                 let d = Diagnostic::new(self.redact(&msg))
+                    .code(Code::Template)
                     .suggest(super::template::suggest_filter(&e.to_string()));
                 self.err(pointer, d);
                 None
@@ -171,6 +174,7 @@ impl Checker<'_> {
                 Err(e) => {
                     let msg = render_message(&e);
                     let d = Diagnostic::new(self.redact(&msg))
+                        .code(Code::Template)
                         .suggest(super::template::suggest_filter(&e.to_string()));
                     self.err(&leaf.pointer, d);
                 }

@@ -18,6 +18,7 @@ use jsonschema::{JsonType, ValidationError, Validator};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::codes::Code;
 use super::diag::{Diagnostic, suggest};
 use super::source::{self, Source, describe_kind, escape_pointer_segment, pointer_to_field};
 use super::types::{Plan, STEP_KINDS};
@@ -153,6 +154,7 @@ fn inexact_numbers(src: &Source) -> Vec<Diagnostic> {
                     "`{}` has more digits than a number here can hold exactly{read}",
                     crate::text::shown(text)
                 ))
+                .code(Code::InvalidValue)
                 .help(
                     "write at most 15 significant digits; amounts (`payment`, `min`, the policy's \
                      amounts) and `vars` keep every digit",
@@ -434,6 +436,7 @@ fn map_error(src: &Source, err: &ValidationError<'_>, out: &mut Vec<Diagnostic>)
                 let kptr = format!("{ptr}/{}", escape_pointer_segment(key));
                 let suggestion = suggest(key, valid.iter().copied());
                 let mut d = Diagnostic::new(format!("unknown key `{key}` {}", context(src, ptr)))
+                    .code(Code::UnknownKey)
                     .suggest(suggestion.clone());
                 if suggestion.is_none() && !valid.is_empty() {
                     d = d.help(format!(
@@ -455,7 +458,8 @@ fn map_error(src: &Source, err: &ValidationError<'_>, out: &mut Vec<Diagnostic>)
             let d = Diagnostic::new(format!(
                 "missing required key `{name}` {}",
                 context(src, ptr)
-            ));
+            ))
+            .code(Code::MissingKey);
             let d = if ptr.is_empty() {
                 d.help(
                     "a plan needs at least `version: 1`, a `name` and a list of `steps`"
@@ -493,6 +497,7 @@ fn map_error(src: &Source, err: &ValidationError<'_>, out: &mut Vec<Diagnostic>)
                     "unsupported plan version {}: this aitbc-flow reads version 1",
                     show(found)
                 ))
+                .code(Code::InvalidEnum)
             } else {
                 Diagnostic::new(format!(
                     "{} is not a valid {what}: expected {}",
@@ -502,6 +507,7 @@ fn map_error(src: &Source, err: &ValidationError<'_>, out: &mut Vec<Diagnostic>)
                     },
                     join_or(&options)
                 ))
+                .code(Code::InvalidEnum)
                 .suggest(found.as_str().and_then(|s| {
                     let opts: Vec<String> = options
                         .iter()
@@ -536,12 +542,14 @@ fn map_error(src: &Source, err: &ValidationError<'_>, out: &mut Vec<Diagnostic>)
                     last_key(ptr),
                     join_or(&expected)
                 ))
+                .code(Code::TypeMismatch)
             } else {
                 Diagnostic::new(format!(
                     "expected {}, found {}",
                     join_or(&expected),
                     describe_kind(found)
                 ))
+                .code(Code::TypeMismatch)
             };
             if expected.iter().any(|t| t == "a boolean")
                 && found.as_str().is_some_and(|s| {
@@ -595,7 +603,7 @@ fn map_error(src: &Source, err: &ValidationError<'_>, out: &mut Vec<Diagnostic>)
                     "`{text}` does not have the expected form (pattern `{pattern}`)"
                 )),
             };
-            out.push(src.at(ptr, d));
+            out.push(src.at(ptr, d.code(Code::InvalidValue)));
         }
         ValidationErrorKind::Minimum { limit }
         | ValidationErrorKind::ExclusiveMinimum { limit } => {
@@ -613,15 +621,18 @@ fn map_error(src: &Source, err: &ValidationError<'_>, out: &mut Vec<Diagnostic>)
             } else {
                 Diagnostic::new(format!("`{key}` must be at least {limit}, found {found}"))
             };
-            out.push(src.at(ptr, d));
+            out.push(src.at(ptr, d.code(Code::InvalidValue)));
         }
         ValidationErrorKind::Maximum { limit }
         | ValidationErrorKind::ExclusiveMaximum { limit } => {
             let key = last_key(ptr);
-            out.push(src.at(
-                ptr,
-                Diagnostic::new(format!("`{key}` must be at most {limit}, found {found}")),
-            ));
+            out.push(
+                src.at(
+                    ptr,
+                    Diagnostic::new(format!("`{key}` must be at most {limit}, found {found}"))
+                        .code(Code::InvalidValue),
+                ),
+            );
         }
         _ => out.push(src.at(ptr, Diagnostic::new(err.to_string()))),
     }
@@ -659,6 +670,7 @@ fn structural(src: &Source, out: &mut Vec<Diagnostic>) {
                 src.at(
                     &sptr,
                     Diagnostic::new(format!("{name} has no operation"))
+                        .code(Code::StepShape)
                         .help(format!("give a step exactly one of {all}")),
                 ),
             ),
@@ -671,6 +683,7 @@ fn structural(src: &Source, out: &mut Vec<Diagnostic>) {
                             Diagnostic::new(format!(
                                 "{name} has more than one operation: `{first}` and `{k}`"
                             ))
+                            .code(Code::StepShape)
                             .help(format!(
                                 "a step does exactly one of {all}; split it into two steps"
                             )),
@@ -695,15 +708,19 @@ fn structural(src: &Source, out: &mut Vec<Diagnostic>) {
                         Diagnostic::new(format!(
                             "`prompt` and `prompt_file` both given in `{kind}` of {name}"
                         ))
+                        .code(Code::StepShape)
                         .help("give one: the prompt text, or the file that holds it"),
                     ),
                 ),
-                (false, false) => out.push(src.at_key(
-                    &kptr,
-                    Diagnostic::new(format!(
-                        "missing `prompt` (or `prompt_file`) in `{kind}` of {name}"
-                    )),
-                )),
+                (false, false) => out.push(
+                    src.at_key(
+                        &kptr,
+                        Diagnostic::new(format!(
+                            "missing `prompt` (or `prompt_file`) in `{kind}` of {name}"
+                        ))
+                        .code(Code::StepShape),
+                    ),
+                ),
                 _ => {}
             }
         }
@@ -758,6 +775,7 @@ fn check_retry(
                     show(initial, initial_given),
                     show(max, max_given)
                 ))
+                .code(Code::InvalidValue)
                 .help("`max` caps every delay, so it must not be less than `initial`"),
             ),
         );
@@ -775,6 +793,7 @@ fn check_secret(src: &Source, name: &str, spec: &Value, out: &mut Vec<Diagnostic
                     "secret `{name}` must be {shape}, found {}",
                     describe_kind(spec)
                 ))
+                .code(Code::SecretSource)
                 .help("secret values never go in the plan itself"),
             ),
         );
@@ -787,26 +806,33 @@ fn check_secret(src: &Source, name: &str, spec: &Value, out: &mut Vec<Diagnostic
                 src.at_key(
                     &kptr,
                     Diagnostic::new(format!("unknown key `{k}` in secret `{name}`"))
+                        .code(Code::UnknownKey)
                         .suggest(suggest(k, ["env", "file"])),
                 ),
             );
         } else if !v.is_string() {
-            out.push(src.at(
-                &kptr,
-                Diagnostic::new(format!("expected a string, found {}", describe_kind(v))),
-            ));
+            out.push(
+                src.at(
+                    &kptr,
+                    Diagnostic::new(format!("expected a string, found {}", describe_kind(v)))
+                        .code(Code::TypeMismatch),
+                ),
+            );
         }
     }
     match (m.contains_key("env"), m.contains_key("file")) {
-        (true, true) => out.push(src.at(
-            &ptr,
-            Diagnostic::new(format!(
-                "secret `{name}` gives both `env` and `file`; give one"
-            )),
-        )),
+        (true, true) => out.push(
+            src.at(
+                &ptr,
+                Diagnostic::new(format!(
+                    "secret `{name}` gives both `env` and `file`; give one"
+                ))
+                .code(Code::SecretSource),
+            ),
+        ),
         (false, false) if m.keys().all(|k| k == "env" || k == "file") => out.push(src.at(
             &ptr,
-            Diagnostic::new(format!("secret `{name}` must be {shape}")),
+            Diagnostic::new(format!("secret `{name}` must be {shape}")).code(Code::SecretSource),
         )),
         _ => {}
     }

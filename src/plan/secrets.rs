@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::check::{Checker, ptr_seg};
 use super::checked::CheckedPlan;
+use super::codes::Code;
 use super::diag::Diagnostic;
 
 /// Replaces every secret value in `text` with `***`.
@@ -168,7 +169,7 @@ impl Checker<'_> {
                  paths reach reports; if this is meant, add `secrets_in_payload: true` to the step",
             )
         };
-        self.err(pointer, d);
+        self.err(pointer, d.code(Code::SecretOutOfPlace));
     }
 
     /// Keeps a value computed from a secret (a step opted in with `secrets_in_payload`) so that it is
@@ -195,8 +196,13 @@ impl Checker<'_> {
     }
 
     /// The `env:` names and the `secrets:`, looked up in `environment` (the process environment
-    /// when `None`).
-    pub(super) fn read_environment(&mut self, environment: Option<&BTreeMap<String, String>>) {
+    /// when `None`). With `placeholders`, a secret whose variable is not set gets a placeholder
+    /// value instead of an error (see [`placeholder`]).
+    pub(super) fn read_environment(
+        &mut self,
+        environment: Option<&BTreeMap<String, String>>,
+        placeholders: bool,
+    ) {
         let lookup = |name: &str| -> Option<String> {
             match environment {
                 Some(env) => env.get(name).cloned(),
@@ -221,6 +227,7 @@ impl Checker<'_> {
                         self.err(
                             &pointer,
                             Diagnostic::new(format!("secret `{name}`: {e}"))
+                                .code(Code::SecretSource)
                                 .help("write `NAME: {env: VARIABLE}` or `NAME: {file: path}`"),
                         );
                         continue;
@@ -232,11 +239,16 @@ impl Checker<'_> {
                     Some(v) => {
                         self.secrets.insert(name.clone(), v);
                     }
+                    None if placeholders => {
+                        let n = self.secrets.len();
+                        self.secrets.insert(name.clone(), placeholder(n));
+                    }
                     None => self.err(
                         &pointer,
                         Diagnostic::new(format!(
                             "secret `{name}`: the environment variable `{var}` is not set"
                         ))
+                        .code(Code::SecretSource)
                         .help(format!("export {var}=… before running the plan")),
                     ),
                 },
@@ -253,7 +265,8 @@ impl Checker<'_> {
                                 "secret `{}`: cannot read the file `{}`: {e}",
                                 crate::text::shown(name),
                                 crate::text::shown(&p.display().to_string())
-                            )),
+                            ))
+                            .code(Code::SecretSource),
                         ),
                     }
                 }
@@ -261,11 +274,19 @@ impl Checker<'_> {
                     &pointer,
                     Diagnostic::new(format!(
                         "secret `{name}` must name exactly one of `env` or `file`"
-                    )),
+                    ))
+                    .code(Code::SecretSource),
                 ),
             }
         }
     }
+}
+
+/// The value `validate` gives a secret whose variable is not set: plain letters, digits and `-`, so
+/// that it passes wherever a real secret would (an endpoint's `?token=…`), distinct per secret, and
+/// redacted like any secret value (it is one, for the checker), so it is never shown either.
+fn placeholder(n: usize) -> String {
+    format!("aitbc-flow-placeholder-secret-{n}")
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use std::path::Path;
 use saphyr_parser::{Event, Parser, ScalarStyle, ScanError, Span, SpannedEventReceiver, Tag};
 use serde_json::{Map, Number, Value};
 
+use super::codes::Code;
 use super::diag::{Diagnostic, Location};
 
 /// The largest plan file accepted, in bytes (16 MiB).
@@ -86,10 +87,13 @@ pub fn read(path: &Path, display_name: &str) -> Result<Vec<u8>, Vec<Diagnostic>>
     use std::io::Read;
     let meta = std::fs::metadata(path).map_err(|e| vec![io_error(display_name, &e)])?;
     if meta.is_dir() {
-        return Err(vec![Diagnostic::new(format!(
-            "{} is a directory, not a plan file",
-            crate::text::shown(display_name)
-        ))]);
+        return Err(vec![
+            Diagnostic::new(format!(
+                "{} is a directory, not a plan file",
+                crate::text::shown(display_name)
+            ))
+            .code(Code::Unreadable),
+        ]);
     }
     if meta.len() > MAX_PLAN_BYTES {
         return Err(vec![too_large(display_name, meta.len())]);
@@ -113,6 +117,7 @@ fn io_error(file: &str, e: &std::io::Error) -> Diagnostic {
         _ => e.to_string(),
     };
     Diagnostic::new(format!("cannot read {}: {what}", crate::text::shown(file)))
+        .code(Code::Unreadable)
 }
 
 /// Parses a plan file's bytes. Every problem that can be found is returned (duplicate keys all at once;
@@ -124,6 +129,7 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Source, Vec<Diagnostic>> {
     if bytes.contains(&0) {
         return Err(vec![
             Diagnostic::new("this is a binary file, not a YAML plan (it contains NUL bytes)")
+                .code(Code::Unreadable)
                 .at_file(file),
         ]);
     }
@@ -140,7 +146,8 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Source, Vec<Diagnostic>> {
             let mut d = Diagnostic::new(format!(
                 "the plan is not valid UTF-8 (invalid byte 0x{:02x}); save it as UTF-8",
                 bytes[e.valid_up_to()]
-            ));
+            ))
+            .code(Code::Unreadable);
             d.location = Some(Location {
                 file: file.to_string(),
                 line,
@@ -188,9 +195,12 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Source, Vec<Diagnostic>> {
             } else {
                 "the plan holds no YAML document (only comments)"
             };
-            return Err(vec![Diagnostic::new(msg).at_file(file).help(
-                "a plan is a mapping with at least `version`, `name` and `steps`",
-            )]);
+            return Err(vec![
+                Diagnostic::new(msg)
+                    .code(Code::Syntax)
+                    .at_file(file)
+                    .help("a plan is a mapping with at least `version`, `name` and `steps`"),
+            ]);
         }
         Some(root) => root,
     };
@@ -198,13 +208,19 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Source, Vec<Diagnostic>> {
         let d = Diagnostic::new(format!(
             "the top level of a plan must be a mapping (`version: 1`, `name: …`, `steps: …`), found {}",
             describe_kind(&value)
-        ));
+        ))
+        .code(Code::Syntax);
         return Err(vec![lines.place_pos(d, Some(positions.pos))]);
     }
     let inexact = builder
         .inexact
         .iter()
-        .map(|(p, pos)| (p.clone(), lines.place_pos(Diagnostic::new(""), Some(*pos))))
+        .map(|(p, pos)| {
+            (
+                p.clone(),
+                lines.place_pos(Diagnostic::new("").code(Code::Syntax), Some(*pos)),
+            )
+        })
         .map(|(p, d)| {
             (
                 p,
@@ -236,6 +252,7 @@ pub fn too_large(file: &str, len: u64) -> Diagnostic {
     Diagnostic::new(format!(
         "the plan file is too large ({size}; the limit is {MAX_PLAN_BYTES} bytes, 16 MiB)"
     ))
+    .code(Code::Unreadable)
     .at_file(file)
 }
 
@@ -539,7 +556,7 @@ fn syntax_error(lines: &Lines<'_>, builder: &Builder<'_>, e: &ScanError) -> Diag
     } else {
         humanize(info)
     };
-    let mut d = Diagnostic::new(message);
+    let mut d = Diagnostic::new(message).code(Code::Syntax);
     d.help = help;
     d.location = Some(Location {
         file: lines.file.to_string(),
@@ -697,7 +714,7 @@ impl<'a> Builder<'a> {
     }
 
     fn diagnostic_at(pos: Pos, msg: String) -> Diagnostic {
-        let mut d = Diagnostic::new(msg);
+        let mut d = Diagnostic::new(msg).code(Code::Syntax);
         d.location = Some(Location {
             file: String::new(),
             line: pos.line as usize,

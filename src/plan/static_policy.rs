@@ -8,6 +8,7 @@
 use serde_json::{Map, Value};
 
 use super::check::{BaseStep, Checker};
+use super::codes::Code;
 use super::diag::Diagnostic;
 use super::matrix::copy_id;
 use crate::money::Money;
@@ -54,7 +55,9 @@ impl Checker<'_> {
 /// A policy error as a diagnostic.
 pub fn policy_diagnostic(e: &crate::policy::PolicyError) -> Diagnostic {
     use crate::policy::PolicyError as P;
-    let d = Diagnostic::new(e.to_string()).suggest(e.suggestion());
+    let d = Diagnostic::new(e.to_string())
+        .code(Code::Policy)
+        .suggest(e.suggestion());
     match e {
         P::PaymentBelowMinimum { .. } => {
             d.help("raise the payment, or lower the minimum with `policy.min_payment`")
@@ -134,7 +137,7 @@ fn static_policy(
                     }
                     Err(e) => out.push((
                         "/payment".to_string(),
-                        Diagnostic::new(format!("payment: {e}")),
+                        Diagnostic::new(format!("payment: {e}")).code(Code::InvalidValue),
                     )),
                 }
             }
@@ -160,7 +163,8 @@ fn static_policy(
                         }
                         None => out.push((
                             format!("/{field}"),
-                            Diagnostic::new(format!("`{field}` must be a number")),
+                            Diagnostic::new(format!("`{field}` must be a number"))
+                                .code(Code::TypeMismatch),
                         )),
                     }
                 }
@@ -193,14 +197,20 @@ fn static_policy(
             if let Some(limit) = known(spec.get("limit"))
                 && let Err(e) = super::render::list_limit(Some(limit))
             {
-                out.push(("/limit".to_string(), Diagnostic::new(e)));
+                out.push((
+                    "/limit".to_string(),
+                    Diagnostic::new(e).code(Code::InvalidValue),
+                ));
             }
         }
         "balance" => {
             if let Some(m) = known(spec.get("min"))
                 && let Err(e) = amount(m)
             {
-                out.push(("/min".to_string(), Diagnostic::new(format!("min: {e}"))));
+                out.push((
+                    "/min".to_string(),
+                    Diagnostic::new(format!("min: {e}")).code(Code::InvalidValue),
+                ));
             }
         }
         _ => {}

@@ -154,10 +154,21 @@ impl Palette {
         if !self.colour {
             return line.to_string();
         }
-        for (prefix, code) in [("error:", "1;31"), ("warning:", "1;33"), ("note:", "1;36")] {
-            if let Some(rest) = line.strip_prefix(prefix) {
-                return format!("{}{rest}", self.paint(code, prefix));
-            }
+        for (word, code) in [("error", "1;31"), ("warning", "1;33"), ("note", "1;36")] {
+            let Some(rest) = line.strip_prefix(word) else {
+                continue;
+            };
+            // `error:` or a diagnostic's `error[AF0003]:`.
+            let head = match rest.as_bytes().first() {
+                Some(b':') => 1,
+                Some(b'[') => match rest.find("]:") {
+                    Some(end) if rest[1..end].bytes().all(|b| b.is_ascii_alphanumeric()) => end + 2,
+                    _ => continue,
+                },
+                _ => continue,
+            };
+            let prefix = &line[..word.len() + head];
+            return format!("{}{}", self.paint(code, prefix), &rest[head..]);
         }
         line.to_string()
     }
@@ -201,6 +212,11 @@ mod tests {
         assert_eq!(on.bad("x"), "\x1b[1;31mx\x1b[0m");
         assert_eq!(off.message("error: nope"), "error: nope");
         assert_eq!(on.message("error: nope"), "\x1b[1;31merror:\x1b[0m nope");
+        assert_eq!(
+            on.message("error[AF0003]: nope"),
+            "\x1b[1;31merror[AF0003]:\x1b[0m nope"
+        );
+        assert_eq!(on.message("error[x y]: nope"), "error[x y]: nope");
         assert_eq!(on.message("plain"), "plain");
     }
 }

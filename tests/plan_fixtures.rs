@@ -139,3 +139,25 @@ fn github_format_prints_one_annotation_per_diagnostic() {
     assert!(stderr.contains("2 of 2 plans invalid"), "{stderr}");
     insta::assert_snapshot!(stdout);
 }
+
+/// Every invalid fixture's diagnostics carry a code narrower than the fallback `AF0000`: a new kind of
+/// error gets its row in `src/plan/codes.rs` (and docs/diagnostics.md).
+#[test]
+fn no_invalid_fixture_falls_back_to_the_catch_all_code() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("tests/snapshots") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if !name.starts_with("plan_fixtures__invalid_plans@") || !name.ends_with(".snap") {
+            continue;
+        }
+        seen += 1;
+        let text = std::fs::read_to_string(&path).expect("snapshot");
+        assert!(
+            !text.contains("[AF0000]"),
+            "{name} shows the catch-all code"
+        );
+    }
+    assert!(seen > 50, "only {seen} invalid-plan snapshots found");
+}

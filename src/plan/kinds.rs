@@ -169,18 +169,23 @@ impl Checker<'_> {
         match (&n.text, &n.body) {
             (Some(_), Some(_)) => self.err(
                 &format!("/steps/{i}/notify/body"),
-                Diagnostic::new("give either `text` or `body`, not both"),
+                Diagnostic::new("give either `text` or `body`, not both").code(Code::StepShape),
             ),
             (None, None) => {
                 let d = Diagnostic::new(format!("step `{id}` has no message"))
-                    .help("add `text: …` (sent as {\"text\": …}) or `body: {…}` (sent as it is)");
+                    .help("add `text: …` (sent as {\"text\": …}) or `body: {…}` (sent as it is)")
+                    .code(Code::StepShape);
                 self.err(&format!("/steps/{i}/notify"), d)
             }
             _ => {}
         }
-        if !super::template::has_template(&n.url) && notify_url(&n.url).is_err() {
-            let e = notify_url(&n.url).err().unwrap_or_default();
-            self.err(&format!("/steps/{i}/notify/url"), Diagnostic::new(e));
+        if !super::template::has_template(&n.url)
+            && let Err(e) = notify_url(&n.url)
+        {
+            self.err(
+                &format!("/steps/{i}/notify/url"),
+                Diagnostic::new(e).code(Code::InvalidValue),
+            );
         }
     }
 

@@ -76,15 +76,6 @@ fn run_ok(dir: &PlanDir, extra: &[&str]) -> Value {
     report
 }
 
-fn step<'a>(report: &'a Value, id: &str) -> &'a Value {
-    report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no step {id}"))
-}
-
 fn run_id(report: &Value) -> String {
     report["run_id"].as_str().unwrap().to_string()
 }

@@ -151,15 +151,6 @@ fn report_of(out: &Output) -> Value {
     })
 }
 
-fn step<'a>(report: &'a Value, id: &str) -> &'a Value {
-    report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no step {id}"))
-}
-
 fn num(v: &Value) -> f64 {
     match v {
         Value::String(s) => s.parse().unwrap(),

@@ -11,24 +11,6 @@ use support::*;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
-fn report_of(out: &std::process::Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not a report ({e}); stderr:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
-fn step<'a>(report: &'a Value, id: &str) -> &'a Value {
-    report["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no step {id}"))
-}
-
 fn embedded_run(dir: &PlanDir, extra: &[&str]) -> std::process::Output {
     let mut cmd = Command::new(bin());
     cmd.args(run_args(&dir.plan(), &dir.runs()))

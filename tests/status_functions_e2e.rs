@@ -6,7 +6,7 @@
 mod support;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use support::*;
@@ -133,26 +133,7 @@ steps:
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let child = cmd.spawn().unwrap();
-    let pid = child.id();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while serve.jobs().is_empty() {
-        assert!(Instant::now() < deadline, "the job was never submitted");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    Command::new("kill")
-        .args(["-INT", &pid.to_string()])
-        .status()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the runner did not stop after SIGINT")
-        .unwrap();
+    let out = interrupt_once_submitted(&serve, cmd);
     assert_eq!(
         out.status.code(),
         Some(130),

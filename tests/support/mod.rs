@@ -318,3 +318,27 @@ pub fn step<'a>(report: &'a Value, id: &str) -> &'a Value {
         .and_then(|steps| steps.iter().find(|s| s["id"] == id))
         .unwrap_or_else(|| panic!("no step {id}: {report}"))
 }
+
+/// Starts `cmd` (a run against `serve`), sends it SIGINT once the coordinator has a job (and 200 ms
+/// more, so the submit's answer is journaled), and returns its output; bounded at 30 s each way.
+pub fn interrupt_once_submitted(serve: &Serve, mut cmd: Command) -> Output {
+    let child = cmd.spawn().unwrap();
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while serve.jobs().is_empty() {
+        assert!(Instant::now() < deadline, "the job was never submitted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    rx.recv_timeout(Duration::from_secs(30))
+        .expect("the runner did not stop after SIGINT")
+        .unwrap()
+}

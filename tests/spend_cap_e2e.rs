@@ -6,17 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use serde_json::Value;
 use support::*;
-
-fn report(out: &std::process::Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "no report on stdout ({e}); stderr:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
 
 #[test]
 fn a_run_over_its_cap_is_refused_before_anything_is_sent_and_the_spend_is_shown() {
@@ -37,7 +27,7 @@ steps:
     cmd.args(run_args(&dir.plan(), &dir.runs()));
     let out = output_within(cmd, Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(1));
-    let r = report(&out);
+    let r = report_of(&out);
     assert_eq!(r["status"], "refused");
     let issues = r["issues"].to_string();
     assert!(issues.contains("spend cap"), "{issues}");
@@ -60,7 +50,7 @@ steps:
     cmd.args(run_args(&dir.plan(), &dir.runs()))
         .args(["--max-spend", "w=3"]);
     let out = output_within(cmd, Duration::from_secs(60));
-    assert_eq!(report(&out)["status"], "refused");
+    assert_eq!(report_of(&out)["status"], "refused");
     assert!(serve.jobs().is_empty());
     let mut cmd = serve.command();
     cmd.args(run_args(&dir.plan(), &dir.runs())).args([
@@ -110,7 +100,7 @@ steps:
     cmd.args(run_args(&dir.plan(), &dir.runs()));
     let out = output_within(cmd, Duration::from_secs(60));
     assert_eq!(out.status.code(), Some(1));
-    let r = report(&out);
+    let r = report_of(&out);
     let a = &r["steps"][0];
     assert_eq!(a["state"], "failed");
     assert!(
@@ -126,7 +116,7 @@ steps:
     let mut cmd = serve.command();
     cmd.args(run_args(&dir.plan(), &dir.runs()));
     let out = output_within(cmd, Duration::from_secs(60));
-    let r = report(&out);
+    let r = report_of(&out);
     let a = &r["steps"][0];
     assert!(
         !a["issues"].to_string().contains("spend cap"),

@@ -301,12 +301,15 @@ fn main() {
                 let _ = std::fs::remove_dir_all(&d);
             }
         }
-        cases.push(Case {
-            name,
-            goal,
-            samples,
-            note: String::new(),
-        });
+        record(
+            &mut cases,
+            Case {
+                name,
+                goal,
+                samples,
+                note: String::new(),
+            },
+        );
     }
 
     // The runner alone against `coordinator serve`.
@@ -321,7 +324,15 @@ fn main() {
             let mut a = run_args(&big_plan, &ds, "64");
             a.truncate(6);
             a.extend(["--progress", "none", "--coordinator", &serve.url]);
-            let s = timed(&a, &[("AITBC_TOKEN", "bench-token-0123456789abcdef")]);
+            // The served coordinator is ours: no pacing to the real service's limits, no cap in flight.
+            let s = timed(
+                &a,
+                &[
+                    ("AITBC_TOKEN", "bench-token-0123456789abcdef"),
+                    ("AITBC_RATE_LIMIT", "off"),
+                    ("AITBC_MAX_IN_FLIGHT", "0"),
+                ],
+            );
             let (ccpu, crss) = serve.usage();
             check_run(&run_dir(&d), big);
             let _ = std::fs::remove_dir_all(&d);
@@ -334,12 +345,15 @@ fn main() {
             }
             samples.push(s);
         }
-        cases.push(Case {
-            name: format!("runner alone vs `coordinator serve`, {big} jobs at 64"),
-            goal: "runner CPU ≤ coordinator's",
-            samples,
-            note,
-        });
+        record(
+            &mut cases,
+            Case {
+                name: format!("runner alone vs `coordinator serve`, {big} jobs at 64"),
+                goal: "runner CPU ≤ coordinator's",
+                samples,
+                note,
+            },
+        );
     }
 
     // validate.
@@ -350,12 +364,15 @@ fn main() {
         let samples = (0..runs.max(5))
             .map(|_| timed(&["validate", plan], &[]))
             .collect();
-        cases.push(Case {
-            name,
-            goal,
-            samples,
-            note: String::new(),
-        });
+        record(
+            &mut cases,
+            Case {
+                name,
+                goal,
+                samples,
+                note: String::new(),
+            },
+        );
     }
 
     // resume of a finished run's journal (every step already succeeded: nothing is submitted).
@@ -379,12 +396,15 @@ fn main() {
             })
             .collect();
         check_run(&d.join(id), big);
-        cases.push(Case {
-            name: format!("resume of a {big}-step journal"),
-            goal: "≤ 0.5 s",
-            samples,
-            note: String::new(),
-        });
+        record(
+            &mut cases,
+            Case {
+                name: format!("resume of a {big}-step journal"),
+                goal: "≤ 0.5 s",
+                samples,
+                note: String::new(),
+            },
+        );
     }
 
     // runs list over 1,000 runs: one real 12-step run, copied under 1,000 ids.
@@ -411,12 +431,15 @@ fn main() {
         let samples = (0..runs.max(5))
             .map(|_| timed(&["runs", "list", "--runs-dir", &ds], &[]))
             .collect();
-        cases.push(Case {
-            name: "runs list, 1,000 runs".into(),
-            goal: "≤ 100 ms",
-            samples,
-            note: String::new(),
-        });
+        record(
+            &mut cases,
+            Case {
+                name: "runs list, 1,000 runs".into(),
+                goal: "≤ 100 ms",
+                samples,
+                note: String::new(),
+            },
+        );
     }
 
     println!(
@@ -427,15 +450,26 @@ fn main() {
     println!("| case | wall | CPU (user+sys) | peak RSS | goal | note |");
     println!("|---|---:|---:|---:|---|---|");
     for c in &cases {
-        let b = best(&c.samples);
-        let wall = if b.wall < 1.0 {
-            format!("{:.0} ms", b.wall * 1000.0)
-        } else {
-            format!("{:.2} s", b.wall)
-        };
-        println!(
-            "| {} | {wall} | {:.2} s | {:.0} MB | {} | {} |",
-            c.name, b.cpu, b.rss_mb, c.goal, c.note
-        );
+        println!("{}", row(c));
     }
+}
+
+/// One line of the table.
+fn row(c: &Case) -> String {
+    let b = best(&c.samples);
+    let wall = if b.wall < 1.0 {
+        format!("{:.0} ms", b.wall * 1000.0)
+    } else {
+        format!("{:.2} s", b.wall)
+    };
+    format!(
+        "| {} | {wall} | {:.2} s | {:.0} MB | {} | {} |",
+        c.name, b.cpu, b.rss_mb, c.goal, c.note
+    )
+}
+
+/// Keeps a case for the table and shows its line at once on stderr (a long bench shows progress).
+fn record(cases: &mut Vec<Case>, c: Case) {
+    eprintln!("{}", row(&c));
+    cases.push(c);
 }

@@ -671,14 +671,14 @@ pub fn resume(a: ResumeArgs) -> i32 {
         errln!("error: no run `{}` in {}", a.run_id, a.runs_dir.display());
         return exit::INVALID;
     }
-    let records = match journal::read(&dir.join("journal.jsonl")) {
+    let mut records = match journal::read(&dir.join("journal.jsonl")) {
         Ok(r) => r,
         Err(e) => {
             errln!("error: cannot resume run {}: {e}", a.run_id);
             return exit::INVALID;
         }
     };
-    let mut replay = match journal::replay(&records) {
+    let mut replay = match journal::replay(&mut records) {
         Ok(r) => r,
         Err(e) => {
             errln!("error: cannot resume run {}: {e}", a.run_id);

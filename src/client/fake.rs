@@ -68,6 +68,8 @@ pub enum JobEnd {
     CompleteHeld(String),
     /// Stays RUNNING for ever (until cancelled).
     Never,
+    /// COMPLETED already in the submit's answer (a service that ran the job at once).
+    CompleteAtSubmit,
 }
 
 /// What a job does as it is read: `running_reads` reads of `GET /v1/jobs/{id}` answer RUNNING, the next
@@ -121,6 +123,13 @@ impl JobScript {
         JobScript {
             running_reads: reads,
             end: JobEnd::Expire,
+        }
+    }
+    /// Completed when submitted: the submit's answer is final.
+    pub fn completes_at_submit() -> JobScript {
+        JobScript {
+            running_reads: 0,
+            end: JobEnd::CompleteAtSubmit,
         }
     }
     /// Never finishes.
@@ -384,6 +393,7 @@ impl FakeJob {
             return;
         }
         match self.script.end.clone() {
+            JobEnd::CompleteAtSubmit => self.complete_with_prompt(key),
             JobEnd::Complete(result) => {
                 let result = if result.is_null() {
                     let prompt = self.view.payload.get("prompt").and_then(Value::as_str);
@@ -418,6 +428,14 @@ impl FakeJob {
         }
     }
 
+    /// COMPLETED with the output `ok: <prompt>`.
+    fn complete_with_prompt(&mut self, key: &ed25519_dalek::SigningKey) {
+        let prompt = self.view.payload.get("prompt").and_then(Value::as_str);
+        let result =
+            json!({"status": "completed", "output": format!("ok: {}", prompt.unwrap_or(""))});
+        self.complete(result, key);
+    }
+
     fn complete(&mut self, result: Value, key: &ed25519_dalek::SigningKey) {
         self.view.state = JobState::Completed;
         self.view.result = Some(result.clone());
@@ -448,7 +466,7 @@ impl Coordinator for FakeCoordinator {
         job: &JobCreate,
         idempotency_key: Option<&str>,
     ) -> Result<(JobView, bool), ClientError> {
-        self.answer(Call::Submit, |s, _| {
+        self.answer(Call::Submit, |s, key| {
             if let Some(&i) = idempotency_key.and_then(|k| s.by_key.get(k)) {
                 return Ok((s.jobs[i].view.clone(), false));
             }
@@ -498,6 +516,11 @@ impl Coordinator for FakeCoordinator {
                 buyer: job.buyer_address.clone(),
                 receipt: None,
             });
+            let added = s.jobs.last_mut().expect("just pushed");
+            if added.script.end == JobEnd::CompleteAtSubmit {
+                added.complete_with_prompt(key);
+                return Ok((added.view.clone(), true));
+            }
             Ok((view, true))
         })
     }

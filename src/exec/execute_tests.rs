@@ -150,6 +150,27 @@ steps:
 "#;
 
 #[tokio::test(start_paused = true)]
+async fn a_submit_answer_that_is_already_final_is_not_polled() {
+    let h = Harness::new();
+    h.fake.script_others(JobScript::completes_at_submit());
+    let (out, events) = h.run(CHAIN).await;
+    assert_eq!(out, outcome(RunStatus::Succeeded, exit::SUCCESS));
+    assert_eq!(h.fake.calls(Call::Submit), 3);
+    assert_eq!(
+        h.fake.calls(Call::Job),
+        0,
+        "no poll of a job already COMPLETED"
+    );
+    // The result is still fetched and its receipt checked.
+    assert_eq!(h.fake.calls(Call::Result), 3);
+    assert_eq!(
+        report(&events, "a").outcome.status,
+        Some(crate::model::OpStatus::Completed)
+    );
+    assert_eq!(job_of(&h.fake, "b").payload["prompt"], "after ok: alpha");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_plan_runs_to_the_end_in_dependency_order() {
     let h = Harness::new();
     h.fake.script("a", [JobScript::completes_after(2)]);
@@ -645,7 +666,7 @@ async fn interrupted(h: &Harness, plan: &str) -> Arc<Replay> {
     });
     let (out, _) = h.run_with(plan, h.options(), interrupt).await;
     assert_eq!(out, outcome(RunStatus::Interrupted, exit::INTERRUPTED));
-    Arc::new(journal::replay(&h.journal()).unwrap())
+    Arc::new(journal::replay(&mut h.journal()).unwrap())
 }
 
 fn resumed(h: &Harness, replay: Arc<Replay>, pay_again: bool) -> RunOptions {
@@ -742,7 +763,7 @@ async fn a_resume_submits_again_a_job_the_run_cancelled_once_its_refund_is_confi
     );
     assert!(h.journal().iter().any(|r| matches!(r, Record::Intent { step, submission: 2, client_ref, .. } if step == "hang" && client_ref == "r1/hang#2")));
     // Resumed again, the run is done: nothing more is sent.
-    let replay = Arc::new(journal::replay(&h.journal()).unwrap());
+    let replay = Arc::new(journal::replay(&mut h.journal()).unwrap());
     let (out, _) = h
         .run_with(
             HANGING,
@@ -829,7 +850,7 @@ async fn a_refund_not_confirmed_is_paid_again_only_with_pay_again() {
 
     // With --pay-again it is submitted and paid again, the first payment reported as held.
     h.fake.fail_next(Call::Refund, refund_refused());
-    let replay = Arc::new(journal::replay(&h.journal()).unwrap());
+    let replay = Arc::new(journal::replay(&mut h.journal()).unwrap());
     let (out, events) = h
         .run_with(HANGING, resumed(&h, replay, true), CancellationToken::new())
         .await;

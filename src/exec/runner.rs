@@ -206,12 +206,14 @@ impl<C> Ctx<C> {
 
     /// Appends to the journal; with `durable`, waits until the record is on disk. A journal that cannot
     /// be written is an error the caller must not ignore for money-moving records.
-    pub fn journal(&self, record: &Record, durable: bool) -> std::io::Result<()> {
-        // An fsync blocks: on the multi-threaded runtime, let the other tasks move to another thread.
+    pub async fn journal(&self, record: &Record, durable: bool) -> std::io::Result<()> {
+        // On the multi-threaded runtime (every command) the fsync is the journal's thread's; on a
+        // current-thread runtime (the executor's tests, with paused time that would run ahead of a
+        // thread's answer) it is made here.
         let multi = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
         if durable && multi {
-            tokio::task::block_in_place(|| self.journal.append(record, durable))
+            self.journal.append_durable(record).await
         } else {
             self.journal.append(record, durable)
         }
@@ -611,16 +613,13 @@ fn take_up<C: Coordinator + 'static>(
         // Later steps get the outputs as the step made them: a secret it quoted is put back from the
         // secret's source (the journal holds only where it stood). The cli checked before the run
         // that the plan still has every such secret.
-        let outputs = kept
-            .outputs_with(&ctx.plan.secrets)
-            .unwrap_or_else(|_| kept.outputs.clone());
-        keep_outputs(ctx, dispatcher, i, outputs);
-        record_step(
-            ctx,
-            kept.report.clone(),
-            kept.outputs.clone(),
-            kept.redacted.clone(),
-        );
+        if dispatcher.has_dependents(i) {
+            let outputs = kept
+                .outputs_with(&ctx.plan.secrets)
+                .unwrap_or_else(|_| kept.outputs.clone());
+            keep_outputs(ctx, dispatcher, i, outputs);
+        }
+        record_step(ctx, kept.report.clone(), &kept.outputs, &kept.redacted);
         dispatcher.finished(i, StepState::Succeeded, None, false);
         return;
     }
@@ -651,7 +650,7 @@ fn step_ended<C>(ctx: &Ctx<C>, dispatcher: &mut Dispatcher, i: usize, result: St
     if state == StepState::Succeeded {
         keep_outputs(ctx, dispatcher, i, result.outputs);
     }
-    record_step(ctx, result.report, journaled, redacted);
+    record_step(ctx, result.report, &journaled, &redacted);
     let stopped = dispatcher
         .finished(i, state, result.failure, step.continue_on_error)
         .is_some();
@@ -678,17 +677,14 @@ fn keep_outputs<C>(ctx: &Ctx<C>, dispatcher: &Dispatcher, i: usize, outputs: Map
 fn record_step<C>(
     ctx: &Ctx<C>,
     report: StepReport,
-    journaled: Map<String, Value>,
-    redacted: BTreeMap<String, Vec<super::journal::Piece>>,
+    journaled: &Map<String, Value>,
+    redacted: &BTreeMap<String, Vec<super::journal::Piece>>,
 ) {
-    let _ = ctx.journal(
-        &Record::Step {
-            report: Box::new(report.clone()),
-            outputs: journaled,
-            redacted,
-        },
-        false,
-    );
+    let _ = ctx.journal.write(&super::journal::StepRecord::Step {
+        report: &report,
+        outputs: journaled,
+        redacted,
+    });
     ctx.emit(Event::StepFinished {
         report: Box::new(report),
     });

@@ -15,7 +15,7 @@ use crate::model::Event;
 use crate::plan::CheckedPlan;
 use crate::report::model::Report;
 use crate::report::terminal::{Terminal, View};
-use crate::report::writers::{EventLog, ReportBuilder, write_all, write_report_json};
+use crate::report::writers::{EventLog, ReportBuilder, write_all, write_report_json_so_far};
 
 /// The result of a whole run.
 #[derive(Debug)]
@@ -91,6 +91,11 @@ pub async fn run_with_reports_observed<C: Coordinator + 'static>(
                 if let Err(err) = log.append(&e, |s| plan.redact(s)) {
                     io_error.get_or_insert(err);
                 }
+                if rx.is_empty()
+                    && let Err(err) = log.flush()
+                {
+                    io_error.get_or_insert(err);
+                }
                 term.on_event(&e);
                 observe(&e);
                 // The report exists from the start of the run (written once the journal has its header).
@@ -106,16 +111,19 @@ pub async fn run_with_reports_observed<C: Coordinator + 'static>(
             }
         }
         // The report on disk follows the run, so that a crash leaves it behind: at most once a second,
-        // and for a big report no more than a tenth of the time (writing it must not slow the run).
+        // and for a big report no more than a twentieth of the time (writing it must not slow the run).
         if dirty && last_write.elapsed() >= write_every {
             let t = Instant::now();
-            if let Err(err) = write_report_json(&run_dir, builder.report()) {
+            if let Err(err) = write_report_json_so_far(&run_dir, builder.report()) {
                 io_error.get_or_insert(err);
             }
-            write_every = (t.elapsed() * 10).max(Duration::from_secs(1));
+            write_every = (t.elapsed() * 20).max(Duration::from_secs(1));
             last_write = Instant::now();
             dirty = false;
         }
+    }
+    if let Err(err) = log.flush() {
+        io_error.get_or_insert(err);
     }
     let outcome = match runner.await {
         Ok(o) => o,

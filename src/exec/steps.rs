@@ -396,7 +396,7 @@ async fn run_kind<C: Coordinator>(
             on_timeout,
         } => {
             report.outcome.job_id = Some(job.clone());
-            let view = wait(ctx, conn, job, *timeout, *on_timeout, report).await?;
+            let view = wait(ctx, conn, job, None, *timeout, *on_timeout, report).await?;
             if !view.succeeded() {
                 report.outcome.set_view(&view);
                 return Err(OpError::JobEnded {
@@ -781,6 +781,7 @@ async fn submit<C: Coordinator>(
                     },
                     true,
                 )
+                .await
                 .map_err(|e| {
                     Fail::new(
                         StepFailure::Failed,
@@ -809,14 +810,17 @@ async fn submit<C: Coordinator>(
             (s.view, s.created, s.payer, check)
         }
     };
-    if let Err(e) = ctx.journal(
-        &Record::Submitted {
-            step: step.id.clone(),
-            submission,
-            job_id: view.job_id.to_string(),
-        },
-        true,
-    ) {
+    if let Err(e) = ctx
+        .journal(
+            &Record::Submitted {
+                step: step.id.clone(),
+                submission,
+                job_id: view.job_id.to_string(),
+            },
+            true,
+        )
+        .await
+    {
         notes.push(format!("job {} could not be journaled: {e}", view.job_id));
     }
     crate::crash::point("submitted");
@@ -890,7 +894,7 @@ fn journal_found<C>(
         ),
         Err(_) => (None, None, (!view.succeeded()).then_some(prior.payment)),
     };
-    let _ = ctx.journal(
+    let _ = ctx.journal.append(
         &Record::Cancel {
             step: step.to_string(),
             submission: prior.number,
@@ -1032,11 +1036,19 @@ async fn wait<C: Coordinator>(
     ctx: &Ctx<C>,
     conn: &Conn<'_, C>,
     job: &JobId,
+    known: Option<&JobView>,
     timeout: Duration,
     on_timeout: OnTimeout,
     report: &mut StepReport,
 ) -> Result<JobView, Fail> {
-    let e = match crate::ops::wait::wait(conn, job, timeout).await {
+    let waited = match known.filter(|v| v.state.is_final() && &v.job_id == job) {
+        Some(v) => {
+            conn.trace.job_state(job, v.state);
+            Ok(v.clone())
+        }
+        None => crate::ops::wait::wait(conn, job, timeout).await,
+    };
+    let e = match waited {
         Ok(view) => {
             let f = ctx.inflight.lock().ok().and_then(|m| m.get(job).cloned());
             if let Some(f) = f {
@@ -1140,7 +1152,7 @@ pub(crate) async fn cancel_and_refund<C: Coordinator>(
         why,
         outcome,
     };
-    if let Err(e) = ctx.journal(&record(None), true) {
+    if let Err(e) = ctx.journal(&record(None), true).await {
         // The cancel is sent anyway: a job left running would hold its payment for nothing. A resume
         // then finds it CANCELED without knowing why, and says so.
         ctx.emit(Event::RunIssue {
@@ -1195,7 +1207,7 @@ pub(crate) async fn cancel_and_refund<C: Coordinator>(
             None => view.is_none().then_some(f.payment),
         },
     };
-    if let Err(e) = ctx.journal(&record(Some(outcome)), true) {
+    if let Err(e) = ctx.journal(&record(Some(outcome)), true).await {
         ctx.emit(Event::RunIssue {
             message: format!("what became of cancelled job {job} could not be journaled: {e}"),
         });
@@ -1417,7 +1429,17 @@ async fn run_job<C: Coordinator>(
         submission = sent.submission;
         let submitted = report.outcome.clone();
         let job = sent.view.job_id.clone();
-        let done = wait(ctx, conn, &job, step.timeout, on_timeout, report).await?;
+        // A submit answer that is already final needs no poll.
+        let done = wait(
+            ctx,
+            conn,
+            &job,
+            Some(&sent.view),
+            step.timeout,
+            on_timeout,
+            report,
+        )
+        .await?;
         if !done.succeeded() {
             report.outcome.set_view(&done);
             let fail = Fail::from_op(OpError::JobEnded {

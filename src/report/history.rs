@@ -74,6 +74,47 @@ pub fn read_report(dir: &Path) -> Option<Report> {
     None
 }
 
+/// What `runs list` shows of a report: read without building its steps (the parser skips them), so
+/// that listing 1,000 runs reads their files but allocates next to nothing for them.
+#[derive(Deserialize)]
+struct Head {
+    report_version: u32,
+    run_id: String,
+    plan: String,
+    status: RunStatus,
+    started_at: String,
+    finished_at: Option<String>,
+    totals: HeadTotals,
+}
+
+#[derive(Deserialize)]
+struct HeadTotals {
+    jobs: u32,
+    failed: u32,
+}
+
+/// A run's report head; `None` as for [`read_report`] (another version is warned about the same way).
+fn read_head(dir: &Path) -> Option<Head> {
+    let path = dir.join("report.json");
+    let bytes = std::fs::read(&path).ok()?;
+    match serde_json::from_slice::<Head>(&bytes) {
+        Ok(h) if h.report_version == REPORT_VERSION => Some(h),
+        // Another version, or damaged: the full reader tells them apart and warns.
+        _ => read_report(dir).map(|r| Head {
+            report_version: r.report_version,
+            run_id: r.run_id,
+            plan: r.plan,
+            status: r.status,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            totals: HeadTotals {
+                jobs: r.totals.jobs,
+                failed: r.totals.failed,
+            },
+        }),
+    }
+}
+
 /// The `report_version` of a report's text, read without the rest of it.
 fn report_version(text: &str) -> Option<Value> {
     #[derive(Deserialize)]
@@ -103,7 +144,7 @@ pub fn list_runs(runs_dir: &Path) -> Result<Vec<RunEntry>, HistoryError> {
         if !dir.is_dir() {
             continue;
         }
-        if let Some(r) = read_report(&dir) {
+        if let Some(r) = read_head(&dir) {
             out.push(RunEntry {
                 run_id: r.run_id,
                 plan: r.plan,

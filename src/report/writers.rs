@@ -308,12 +308,26 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
 
 /// Writes `report.json` atomically, streaming it (a report of 10,000 steps is tens of megabytes).
 pub fn write_report_json(dir: &Path, report: &Report) -> std::io::Result<()> {
+    write_report_file(dir, report, true)
+}
+
+/// Writes `report.json` as the run goes: on one line (a third faster to write and smaller than the
+/// indented file that the end of the run leaves).
+pub fn write_report_json_so_far(dir: &Path, report: &Report) -> std::io::Result<()> {
+    write_report_file(dir, report, false)
+}
+
+fn write_report_file(dir: &Path, report: &Report, pretty: bool) -> std::io::Result<()> {
     let path = dir.join("report.json");
     let tmp = dir.join("report.json.tmp");
     {
         let f = std::fs::File::create(&tmp)?;
         let mut w = std::io::BufWriter::with_capacity(1 << 16, f);
-        serde_json::to_writer_pretty(&mut w, report).map_err(std::io::Error::other)?;
+        if pretty {
+            serde_json::to_writer_pretty(&mut w, report).map_err(std::io::Error::other)?;
+        } else {
+            serde_json::to_writer(&mut w, report).map_err(std::io::Error::other)?;
+        }
         w.write_all(b"\n")?;
         let f = w.into_inner().map_err(|e| e.into_error())?;
         f.sync_data()?;
@@ -608,11 +622,16 @@ impl EventLog {
         })
     }
 
-    /// Appends one event (secrets redacted by `redact`).
+    /// Appends one event (secrets redacted by `redact`) to the buffer; [`EventLog::flush`] writes it.
     pub fn append(&mut self, e: &Event, redact: impl Fn(&str) -> String) -> std::io::Result<()> {
         let line = serde_json::to_string(e).map_err(std::io::Error::other)?;
         self.file.write_all(redact(&line).as_bytes())?;
-        self.file.write_all(b"\n")?;
+        self.file.write_all(b"\n")
+    }
+
+    /// Writes what is buffered to the file (the run's loop does so whenever no event is waiting: one
+    /// write for a burst of events, and nothing left in memory while the run waits).
+    pub fn flush(&mut self) -> std::io::Result<()> {
         self.file.flush()
     }
 }

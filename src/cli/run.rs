@@ -154,6 +154,9 @@ pub struct RunArgs {
     /// `--lock` and `--lock-timeout`.
     #[command(flatten)]
     pub lock: crate::cli::scheduler::LockFlags,
+    /// `--only`/`--skip`: run some of the plan's steps (a `resume` repeats the selection).
+    #[command(flatten)]
+    pub select: crate::cli::dry_run::SelectFlags,
 }
 
 /// The caps of `--max-spend` values; `Err` carries the exit code of a message already printed.
@@ -270,7 +273,10 @@ pub fn run(a: RunArgs) -> i32 {
         }
         None => None,
     };
-    let plan = match crate::plan::load(&a.plan, &load) {
+    let selection = a.select.selection();
+    let plan = match crate::plan::load(&a.plan, &load)
+        .and_then(|mut p| crate::plan::select::apply(&mut p, &selection).map(|_| p))
+    {
         Ok(p) => Arc::new(p),
         Err(ds) => {
             print_diagnostics(&ds);
@@ -285,6 +291,8 @@ pub fn run(a: RunArgs) -> i32 {
         !a.no_cache,
     );
     inputs.balance_check = !a.no_balance_check;
+    inputs.only = selection.only;
+    inputs.skip = selection.skip;
     print_warnings(&plan.warnings);
     for w in unused_funds(&plan, &a.fund) {
         errln!("{w}");
@@ -691,8 +699,12 @@ pub fn resume(a: ResumeArgs) -> i32 {
         vars_files: replay.vars_files.clone(),
         environment: None,
         placeholder_secrets: false,
+        allow_missing_inputs: false,
     };
-    let plan = match crate::plan::load(&plan_path, &options) {
+    // The run's `--only`/`--skip` select the same steps again.
+    let plan = match crate::plan::load(&plan_path, &options)
+        .and_then(|mut p| crate::plan::select::apply(&mut p, &replay.selection).map(|_| p))
+    {
         Ok(p) => Arc::new(p),
         Err(ds) => {
             print_diagnostics(&ds);
@@ -768,6 +780,8 @@ pub fn resume(a: ResumeArgs) -> i32 {
         cache: replay.cache,
         inputs: crate::model::RunInputs {
             balance_check: !a.no_balance_check,
+            only: replay.selection.only.clone(),
+            skip: replay.selection.skip.clone(),
             ..repro::inputs(
                 &plan,
                 &replay.set,

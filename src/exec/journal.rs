@@ -89,6 +89,12 @@ pub enum Record {
         /// True when the run took the plan's lock (`--lock`): a resume takes it too.
         #[serde(default)]
         lock: bool,
+        /// `--only` of the run: a resume selects the same steps.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        only: Vec<String>,
+        /// `--skip` of the run: a resume leaves out the same steps.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        skip: Vec<String>,
     },
     /// About to send a submit (fsync'd before the request).
     Intent {
@@ -401,6 +407,8 @@ pub struct Replay {
     pub vars_from: Option<String>,
     /// True when the run took the plan's lock.
     pub lock: bool,
+    /// `--only` and `--skip` of the run.
+    pub selection: crate::plan::select::Selection,
 }
 
 /// A step that succeeded in an earlier start, as journaled.
@@ -610,9 +618,15 @@ pub fn replay(records: &[Record]) -> Result<Replay, String> {
                 cache,
                 vars_from,
                 lock,
+                only,
+                skip,
                 ..
             } => {
                 if !seen_run {
+                    r.selection = crate::plan::select::Selection {
+                        only: only.clone(),
+                        skip: skip.clone(),
+                    };
                     r.run_id = run_id.clone();
                     r.plan_path = plan_path.clone();
                     r.plan_hash = plan_hash.clone();
@@ -744,6 +758,8 @@ mod tests {
                 cache: true,
                 vars_from: None,
                 lock: false,
+                only: vec![],
+                skip: vec![],
             },
             true,
         )

@@ -400,6 +400,8 @@ fn header(plan: &CheckedPlan, coordinator: &str, options: &RunOptions, run: &Run
         cache: options.cache,
         vars_from: options.inputs.vars_from.clone(),
         lock: options.lock,
+        only: options.inputs.only.clone(),
+        skip: options.inputs.skip.clone(),
     }
 }
 

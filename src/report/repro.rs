@@ -166,6 +166,8 @@ pub fn inputs(
         vars_from: vars_from.map(str::to_string),
         cache,
         balance_check: true,
+        only: Vec::new(),
+        skip: Vec::new(),
     }
 }
 

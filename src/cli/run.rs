@@ -157,6 +157,10 @@ pub struct RunArgs {
     /// `--only`/`--skip`: run some of the plan's steps (a `resume` repeats the selection).
     #[command(flatten)]
     pub select: crate::cli::dry_run::SelectFlags,
+    /// With `--only`: the steps the selected ones need take their outputs from this earlier run
+    /// (under --runs-dir; where they succeeded) instead of running and paying again.
+    #[arg(long, value_name = "RUN-ID", requires = "only")]
+    pub from_run: Option<String>,
 }
 
 /// The caps of `--max-spend` values; `Err` carries the exit code of a message already printed.
@@ -241,6 +245,7 @@ struct ExecParams {
     max_spend: crate::policy::spend::Caps,
     /// `resume --pay-again`.
     pay_again: bool,
+    from_run: Option<Arc<crate::exec::from_run::Taken>>,
 }
 
 /// Runs `run`.
@@ -291,8 +296,22 @@ pub fn run(a: RunArgs) -> i32 {
         !a.no_cache,
     );
     inputs.balance_check = !a.no_balance_check;
+    let from_run = match &a.from_run {
+        Some(id) => match crate::exec::from_run::take(&a.runs_dir, id, &plan, &selection.only) {
+            Ok(t) => Some(Arc::new(t)),
+            Err(e) => {
+                errln!(
+                    "error[{}]: --from-run {id}: {e}",
+                    crate::plan::Code::StepSelection
+                );
+                return exit::INVALID;
+            }
+        },
+        None => None,
+    };
     inputs.only = selection.only;
     inputs.skip = selection.skip;
+    inputs.from_run = a.from_run.clone();
     print_warnings(&plan.warnings);
     for w in unused_funds(&plan, &a.fund) {
         errln!("{w}");
@@ -347,6 +366,7 @@ pub fn run(a: RunArgs) -> i32 {
             Err(code) => return code,
         },
         pay_again: false,
+        from_run,
     };
     // The base vars of `--vars-from` are kept in the run directory (the temporary file is gone), so
     // the journal names a file that `resume` can read again.
@@ -478,6 +498,7 @@ fn execute_plan(
             balance_check: p.balance_check,
             max_spend: p.max_spend.clone(),
             pay_again: p.pay_again,
+            from_run: p.from_run.clone(),
             ..RunOptions::new(run_id.clone(), run_dir.clone())
         };
         let finished =
@@ -711,6 +732,23 @@ pub fn resume(a: ResumeArgs) -> i32 {
             return exit::INVALID;
         }
     };
+    // `--from-run`: the same steps are taken from the same run again (those already recorded in this
+    // run's journal are kept from it).
+    let from_run = match &replay.from_run {
+        Some(id) => {
+            match crate::exec::from_run::take(&a.runs_dir, id, &plan, &replay.selection.only) {
+                Ok(t) => Some(Arc::new(t)),
+                Err(e) => {
+                    errln!(
+                        "error: cannot resume run {}: --from-run {id}: {e}",
+                        a.run_id
+                    );
+                    return exit::INVALID;
+                }
+            }
+        }
+        None => None,
+    };
     if plan.content_hash != replay.plan_hash && !a.force {
         errln!(
             "error: {} changed since run {} started (sha256 {} then, {} now); resuming would mix two plans. \
@@ -782,6 +820,7 @@ pub fn resume(a: ResumeArgs) -> i32 {
             balance_check: !a.no_balance_check,
             only: replay.selection.only.clone(),
             skip: replay.selection.skip.clone(),
+            from_run: replay.from_run.clone(),
             ..repro::inputs(
                 &plan,
                 &replay.set,
@@ -797,6 +836,7 @@ pub fn resume(a: ResumeArgs) -> i32 {
             Err(code) => return code,
         },
         pay_again: a.pay_again,
+        from_run,
     };
     if let Some(code) = refuse_short_token(
         &params.coordinator,

@@ -95,6 +95,9 @@ pub enum Record {
         /// `--skip` of the run: a resume leaves out the same steps.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         skip: Vec<String>,
+        /// `--from-run` of the run: a resume takes the same steps from it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from_run: Option<String>,
     },
     /// About to send a submit (fsync'd before the request).
     Intent {
@@ -409,6 +412,8 @@ pub struct Replay {
     pub lock: bool,
     /// `--only` and `--skip` of the run.
     pub selection: crate::plan::select::Selection,
+    /// `--from-run` of the run.
+    pub from_run: Option<String>,
 }
 
 /// A step that succeeded in an earlier start, as journaled.
@@ -620,9 +625,11 @@ pub fn replay(records: &[Record]) -> Result<Replay, String> {
                 lock,
                 only,
                 skip,
+                from_run,
                 ..
             } => {
                 if !seen_run {
+                    r.from_run = from_run.clone();
                     r.selection = crate::plan::select::Selection {
                         only: only.clone(),
                         skip: skip.clone(),
@@ -760,6 +767,7 @@ mod tests {
                 lock: false,
                 only: vec![],
                 skip: vec![],
+                from_run: None,
             },
             true,
         )

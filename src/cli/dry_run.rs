@@ -52,6 +52,29 @@ impl Overrides {
             vars_files: self.vars.clone(),
             environment: None,
             placeholder_secrets: false,
+            allow_missing_inputs: false,
+        }
+    }
+}
+
+/// `--only` and `--skip`: which steps of the plan to run.
+#[derive(Debug, Default, clap::Args)]
+pub struct SelectFlags {
+    /// Run only these steps and what they need, transitively (`--only a,b` or `--only a --only b`;
+    /// a matrix step's id as written selects all its copies).
+    #[arg(long, value_name = "ID", value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Leave out these steps and the steps that need them, transitively.
+    #[arg(long, value_name = "ID", value_delimiter = ',')]
+    pub skip: Vec<String>,
+}
+
+impl SelectFlags {
+    /// The selection these flags make.
+    pub fn selection(&self) -> crate::plan::select::Selection {
+        crate::plan::select::Selection {
+            only: self.only.clone(),
+            skip: self.skip.clone(),
         }
     }
 }
@@ -72,6 +95,9 @@ pub struct PlanArgs {
     /// Variable overrides.
     #[command(flatten)]
     pub overrides: Overrides,
+    /// `--only`/`--skip`: show the run of these steps.
+    #[command(flatten)]
+    pub select: SelectFlags,
     /// `text` (default) or `json`.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -118,7 +144,7 @@ pub fn print_warnings(ds: &[Diagnostic]) {
 
 /// Runs `plan`.
 pub fn plan(a: PlanArgs) -> i32 {
-    let plan = match crate::plan::load(&a.plan, &a.overrides.load_options()) {
+    let mut plan = match crate::plan::load(&a.plan, &a.overrides.load_options()) {
         Ok(p) => p,
         Err(ds) => {
             print_diagnostics(&ds);
@@ -126,9 +152,25 @@ pub fn plan(a: PlanArgs) -> i32 {
         }
     };
     print_warnings(&plan.warnings);
+    let left_out = match crate::plan::select::apply(&mut plan, &a.select.selection()) {
+        Ok(l) => l,
+        Err(ds) => {
+            print_diagnostics(&ds);
+            return crate::exit::INVALID;
+        }
+    };
     match a.output {
         Output::Json => {
-            let v = dry_run_value(&plan);
+            let mut v = dry_run_value(&plan);
+            if !a.select.selection().is_all()
+                && let Value::Object(m) = &mut v
+            {
+                let left: Vec<Value> = left_out
+                    .iter()
+                    .map(|(id, why)| serde_json::json!({"id": id, "why": why}))
+                    .collect();
+                m.insert("left_out".into(), Value::Array(left));
+            }
             match serde_json::to_string_pretty(&v) {
                 Ok(s) => outln!("{s}"),
                 Err(e) => {
@@ -137,7 +179,19 @@ pub fn plan(a: PlanArgs) -> i32 {
                 }
             }
         }
-        Output::Text => out!("{}", dry_run_text(&plan)),
+        Output::Text => {
+            out!("{}", dry_run_text(&plan));
+            if !a.select.selection().is_all() {
+                if left_out.is_empty() {
+                    outln!("\nleft out by --only/--skip: nothing");
+                } else {
+                    outln!("\nleft out by --only/--skip");
+                }
+                for (id, why) in &left_out {
+                    outln!("  {id}: {why}");
+                }
+            }
+        }
     }
     crate::exit::SUCCESS
 }

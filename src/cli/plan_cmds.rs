@@ -156,10 +156,12 @@ pub fn validate_file(path: &Path) -> FileResult {
 /// `validate` command has no use for it (the process may well exit before that thread is done).
 fn validate_file_with(path: &Path, drop_in_background: bool) -> FileResult {
     let file = path.display().to_string();
-    // Linting needs no secrets: a plan is checked with placeholders for the unset ones (`run` reads
-    // them for real and refuses a plan without them).
+    // Linting needs no secrets and no required inputs: a plan is checked with placeholders for the
+    // unset secrets and without the inputs not given (`run` reads them for real and refuses a plan
+    // without them); the inputs that have a value (their defaults) are still checked.
     let options = LoadOptions {
         placeholder_secrets: true,
+        allow_missing_inputs: true,
         ..LoadOptions::default()
     };
     let (errors, warnings) = match crate::plan::load(path, &options) {

@@ -154,6 +154,13 @@ pub struct RunArgs {
     /// `--lock` and `--lock-timeout`.
     #[command(flatten)]
     pub lock: crate::cli::scheduler::LockFlags,
+    /// `--only`/`--skip`: run some of the plan's steps (a `resume` repeats the selection).
+    #[command(flatten)]
+    pub select: crate::cli::dry_run::SelectFlags,
+    /// With `--only`: the steps the selected ones need take their outputs from this earlier run
+    /// (under --runs-dir; where they succeeded) instead of running and paying again.
+    #[arg(long, value_name = "RUN-ID", requires = "only")]
+    pub from_run: Option<String>,
 }
 
 /// The caps of `--max-spend` values; `Err` carries the exit code of a message already printed.
@@ -238,6 +245,7 @@ struct ExecParams {
     max_spend: crate::policy::spend::Caps,
     /// `resume --pay-again`.
     pay_again: bool,
+    from_run: Option<Arc<crate::exec::from_run::Taken>>,
 }
 
 /// Runs `run`.
@@ -270,7 +278,10 @@ pub fn run(a: RunArgs) -> i32 {
         }
         None => None,
     };
-    let plan = match crate::plan::load(&a.plan, &load) {
+    let selection = a.select.selection();
+    let plan = match crate::plan::load(&a.plan, &load)
+        .and_then(|mut p| crate::plan::select::apply(&mut p, &selection).map(|_| p))
+    {
         Ok(p) => Arc::new(p),
         Err(ds) => {
             print_diagnostics(&ds);
@@ -285,6 +296,22 @@ pub fn run(a: RunArgs) -> i32 {
         !a.no_cache,
     );
     inputs.balance_check = !a.no_balance_check;
+    let from_run = match &a.from_run {
+        Some(id) => match crate::exec::from_run::take(&a.runs_dir, id, &plan, &selection.only) {
+            Ok(t) => Some(Arc::new(t)),
+            Err(e) => {
+                errln!(
+                    "error[{}]: --from-run {id}: {e}",
+                    crate::plan::Code::StepSelection
+                );
+                return exit::INVALID;
+            }
+        },
+        None => None,
+    };
+    inputs.only = selection.only;
+    inputs.skip = selection.skip;
+    inputs.from_run = a.from_run.clone();
     print_warnings(&plan.warnings);
     for w in unused_funds(&plan, &a.fund) {
         errln!("{w}");
@@ -339,6 +366,7 @@ pub fn run(a: RunArgs) -> i32 {
             Err(code) => return code,
         },
         pay_again: false,
+        from_run,
     };
     // The base vars of `--vars-from` are kept in the run directory (the temporary file is gone), so
     // the journal names a file that `resume` can read again.
@@ -470,6 +498,7 @@ fn execute_plan(
             balance_check: p.balance_check,
             max_spend: p.max_spend.clone(),
             pay_again: p.pay_again,
+            from_run: p.from_run.clone(),
             ..RunOptions::new(run_id.clone(), run_dir.clone())
         };
         let finished =
@@ -691,13 +720,34 @@ pub fn resume(a: ResumeArgs) -> i32 {
         vars_files: replay.vars_files.clone(),
         environment: None,
         placeholder_secrets: false,
+        allow_missing_inputs: false,
     };
-    let plan = match crate::plan::load(&plan_path, &options) {
+    // The run's `--only`/`--skip` select the same steps again.
+    let plan = match crate::plan::load(&plan_path, &options)
+        .and_then(|mut p| crate::plan::select::apply(&mut p, &replay.selection).map(|_| p))
+    {
         Ok(p) => Arc::new(p),
         Err(ds) => {
             print_diagnostics(&ds);
             return exit::INVALID;
         }
+    };
+    // `--from-run`: the same steps are taken from the same run again (those already recorded in this
+    // run's journal are kept from it).
+    let from_run = match &replay.from_run {
+        Some(id) => {
+            match crate::exec::from_run::take(&a.runs_dir, id, &plan, &replay.selection.only) {
+                Ok(t) => Some(Arc::new(t)),
+                Err(e) => {
+                    errln!(
+                        "error: cannot resume run {}: --from-run {id}: {e}",
+                        a.run_id
+                    );
+                    return exit::INVALID;
+                }
+            }
+        }
+        None => None,
     };
     if plan.content_hash != replay.plan_hash && !a.force {
         errln!(
@@ -768,6 +818,9 @@ pub fn resume(a: ResumeArgs) -> i32 {
         cache: replay.cache,
         inputs: crate::model::RunInputs {
             balance_check: !a.no_balance_check,
+            only: replay.selection.only.clone(),
+            skip: replay.selection.skip.clone(),
+            from_run: replay.from_run.clone(),
             ..repro::inputs(
                 &plan,
                 &replay.set,
@@ -783,6 +836,7 @@ pub fn resume(a: ResumeArgs) -> i32 {
             Err(code) => return code,
         },
         pay_again: a.pay_again,
+        from_run,
     };
     if let Some(code) = refuse_short_token(
         &params.coordinator,

@@ -89,6 +89,15 @@ pub enum Record {
         /// True when the run took the plan's lock (`--lock`): a resume takes it too.
         #[serde(default)]
         lock: bool,
+        /// `--only` of the run: a resume selects the same steps.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        only: Vec<String>,
+        /// `--skip` of the run: a resume leaves out the same steps.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        skip: Vec<String>,
+        /// `--from-run` of the run: a resume takes the same steps from it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from_run: Option<String>,
     },
     /// About to send a submit (fsync'd before the request).
     Intent {
@@ -510,6 +519,10 @@ pub struct Replay {
     pub vars_from: Option<String>,
     /// True when the run took the plan's lock.
     pub lock: bool,
+    /// `--only` and `--skip` of the run.
+    pub selection: crate::plan::select::Selection,
+    /// `--from-run` of the run.
+    pub from_run: Option<String>,
 }
 
 /// A step that succeeded in an earlier start, as journaled.
@@ -719,9 +732,17 @@ pub fn replay(records: &mut [Record]) -> Result<Replay, String> {
                 cache,
                 vars_from,
                 lock,
+                only,
+                skip,
+                from_run,
                 ..
             } => {
                 if !seen_run {
+                    r.from_run = from_run.clone();
+                    r.selection = crate::plan::select::Selection {
+                        only: only.clone(),
+                        skip: skip.clone(),
+                    };
                     r.run_id = run_id.clone();
                     r.plan_path = plan_path.clone();
                     r.plan_hash = plan_hash.clone();
@@ -854,6 +875,9 @@ mod tests {
                 cache: true,
                 vars_from: None,
                 lock: false,
+                only: vec![],
+                skip: vec![],
+                from_run: None,
             },
             true,
         )

@@ -15,6 +15,7 @@ pub mod cache;
 pub mod dispatch;
 #[cfg(test)]
 mod execute_tests;
+pub mod from_run;
 pub mod journal;
 pub mod lock;
 pub mod preflight;

@@ -57,6 +57,8 @@ pub struct RunOptions {
     pub vars_files: Vec<PathBuf>,
     /// What an earlier start of this run did, when resuming it.
     pub resume: Option<Arc<Replay>>,
+    /// `--from-run`: the steps whose outputs come from an earlier run instead of running.
+    pub from_run: Option<Arc<super::from_run::Taken>>,
     /// True when the run holds the plan's lock (`--lock`; journaled so that a resume takes it too).
     pub lock: bool,
     /// `--max-spend`: caps that lower the plan's `policy.max_spend` for this start of the run.
@@ -85,6 +87,7 @@ impl RunOptions {
             set: Vec::new(),
             vars_files: Vec::new(),
             resume: None,
+            from_run: None,
             lock: false,
             max_spend: Default::default(),
             balance_check: BalanceCheck::On,
@@ -134,6 +137,8 @@ pub(crate) struct Ctx<C> {
     pub cache: Arc<super::cache::ResultCache>,
     pub journal: Arc<Journal>,
     pub resume: Option<Arc<Replay>>,
+    /// The steps taken from an earlier run (`--from-run`).
+    pub from_run: Option<Arc<super::from_run::Taken>>,
     pub balance_check: BalanceCheck,
     pub pay_again: bool,
     /// What the run may still pay (`policy.max_spend`, lowered by `--max-spend`).
@@ -268,7 +273,11 @@ pub async fn execute<C: Coordinator + 'static>(
         &options.run_id,
         options.cache,
     ));
-    let cached = cache.prefetch(&plan, &run, options.resume.as_deref());
+    let mut cached = cache.prefetch(&plan, &run, options.resume.as_deref());
+    // Steps taken from an earlier run (`--from-run`) pay nothing, like cache hits.
+    if let Some(t) = &options.from_run {
+        cached.extend(t.steps.keys().cloned());
+    }
     let spend = Arc::new(spend_cap(&plan, &options));
     if let Some(refusal) = over_the_cap(&plan, &options, &cached, &spend) {
         let _ = events.send(Event::RunIssue { message: refusal });
@@ -326,6 +335,7 @@ pub async fn execute<C: Coordinator + 'static>(
         cache,
         journal: journal.clone(),
         resume: options.resume.clone(),
+        from_run: options.from_run.clone(),
         balance_check: options.balance_check,
         pay_again: options.pay_again,
         spend,
@@ -402,6 +412,9 @@ fn header(plan: &CheckedPlan, coordinator: &str, options: &RunOptions, run: &Run
         cache: options.cache,
         vars_from: options.inputs.vars_from.clone(),
         lock: options.lock,
+        only: options.inputs.only.clone(),
+        from_run: options.inputs.from_run.clone(),
+        skip: options.inputs.skip.clone(),
     }
 }
 
@@ -567,6 +580,28 @@ async fn drive<C: Coordinator + 'static>(
     }
 }
 
+/// Records step `i` as succeeded with the outputs and this report entry of a journaled step (of an
+/// earlier start of the run, or of the run `--from-run` names).
+fn keep_step<C: Coordinator + 'static>(
+    ctx: &Arc<Ctx<C>>,
+    dispatcher: &mut Dispatcher,
+    i: usize,
+    kept: &super::journal::Kept,
+    report: crate::model::StepReport,
+) {
+    // Later steps get the outputs as the step made them: a secret it quoted is put back from the
+    // secret's source (the journal holds only where it stood). The cli checked before the run
+    // that the plan still has every such secret.
+    if dispatcher.has_dependents(i) {
+        let outputs = kept
+            .outputs_with(&ctx.plan.secrets)
+            .unwrap_or_else(|_| kept.outputs.clone());
+        keep_outputs(ctx, dispatcher, i, outputs);
+    }
+    record_step(ctx, report, &kept.outputs, &kept.redacted);
+    dispatcher.finished(i, StepState::Succeeded, None, false);
+}
+
 /// Takes up step `i`: keeps it from an earlier start of the run, skips it when a step it needs did not
 /// succeed, or starts its task.
 fn take_up<C: Coordinator + 'static>(
@@ -576,6 +611,29 @@ fn take_up<C: Coordinator + 'static>(
     tasks: &mut JoinSet<(usize, StepResult)>,
 ) {
     let step = &ctx.plan.steps[i];
+    // A step taken from an earlier run (`--from-run`): its outputs and report entry, marked as
+    // taken from that run; no job, so no payment.
+    if let Some(t) = &ctx.from_run
+        && let Some(kept) = t.steps.get(&step.id)
+        && !ctx
+            .resume
+            .as_ref()
+            .is_some_and(|r| r.done.contains_key(&step.id))
+    {
+        let mut report = kept.report.clone();
+        report.cached_from = Some(crate::model::CachedFrom {
+            run_id: t.run_id.clone(),
+            step_id: step.id.clone(),
+            job_id: report
+                .outcome
+                .job_id
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        });
+        keep_step(ctx, dispatcher, i, kept, report);
+        return;
+    }
     // A step that succeeded in an earlier start of this run keeps its report and outputs.
     if let Some(kept) = ctx.resume.as_ref().and_then(|r| r.done.get(&step.id)) {
         let submissions = ctx
@@ -610,17 +668,7 @@ fn take_up<C: Coordinator + 'static>(
                 }
             }
         }
-        // Later steps get the outputs as the step made them: a secret it quoted is put back from the
-        // secret's source (the journal holds only where it stood). The cli checked before the run
-        // that the plan still has every such secret.
-        if dispatcher.has_dependents(i) {
-            let outputs = kept
-                .outputs_with(&ctx.plan.secrets)
-                .unwrap_or_else(|_| kept.outputs.clone());
-            keep_outputs(ctx, dispatcher, i, outputs);
-        }
-        record_step(ctx, kept.report.clone(), &kept.outputs, &kept.redacted);
-        dispatcher.finished(i, StepState::Succeeded, None, false);
+        keep_step(ctx, dispatcher, i, kept, kept.report.clone());
         return;
     }
     if let Some(reason) = dispatcher.blocked(i) {

@@ -213,6 +213,15 @@ pub struct RunInputs {
     /// False when this start of the run was made with `--no-balance-check` (shown only then).
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub balance_check: bool,
+    /// `--from-run RUN-ID`: the run whose outputs the steps `--only` needs were taken from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_run: Option<String>,
+    /// `--only ID…`: the steps asked for (the run has them and what they need).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub only: Vec<String>,
+    /// `--skip ID…`: the steps left out (with what needs them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skip: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -231,6 +240,9 @@ impl Default for RunInputs {
             vars_from: None,
             cache: true,
             balance_check: true,
+            from_run: None,
+            only: Vec::new(),
+            skip: Vec::new(),
         }
     }
 }

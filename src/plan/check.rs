@@ -48,6 +48,10 @@ pub struct LoadOptions {
     /// set gets a placeholder value, so that every other check still runs. Never for a run: a
     /// checked plan made this way is only looked at, never executed.
     pub placeholder_secrets: bool,
+    /// Check the plan without its required inputs (`validate`): an input that is required and not
+    /// given is left out, and the templates that read it are checked as run-time templates. The
+    /// values that are given (defaults included) are still checked against their types.
+    pub allow_missing_inputs: bool,
 }
 
 /// Loads, validates and checks a plan file. Returns every problem found, not only the first.
@@ -91,7 +95,15 @@ fn check(
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| PathBuf::from("."));
     let mut vars = plan.vars.clone();
-    let errors = super::overrides::apply(&mut vars, &options.vars_files, &options.set);
+    let mut given_inputs = Map::new();
+    let declared = super::typed_inputs::declared(&plan.inputs);
+    let errors = super::overrides::apply(
+        &mut vars,
+        &mut given_inputs,
+        &declared,
+        &options.vars_files,
+        &options.set,
+    );
     let limits = super::limits::InForce::of(&plan.limits);
     let mut c = Checker {
         source: &source,
@@ -103,6 +115,7 @@ fn check(
         errors,
         warnings: Vec::new(),
         vars,
+        inputs: Map::new(),
         env: BTreeMap::new(),
         secrets: BTreeMap::new(),
         ids: HashMap::new(),
@@ -110,6 +123,7 @@ fn check(
         names_cache: HashMap::new(),
         render_cache: HashMap::new(),
     };
+    c.settle_inputs(given_inputs, options.allow_missing_inputs);
     c.read_environment(options.environment.as_ref(), options.placeholder_secrets);
     c.check_schedule();
     let steps = c.steps();
@@ -118,6 +132,7 @@ fn check(
         mut errors,
         mut warnings,
         vars,
+        inputs,
         env,
         secrets,
         ..
@@ -133,6 +148,7 @@ fn check(
         content_hash,
         plan,
         vars,
+        inputs,
         env,
         secrets,
         step_index: steps
@@ -202,6 +218,8 @@ pub(super) struct Checker<'a> {
     pub(super) errors: Vec<Diagnostic>,
     pub(super) warnings: Vec<Diagnostic>,
     pub(super) vars: Map<String, Value>,
+    /// Each input's value (a required input not given is absent when that is allowed).
+    pub(super) inputs: Map<String, Value>,
     pub(super) env: BTreeMap<String, String>,
     pub(super) secrets: BTreeMap<String, String>,
     /// Each step id as written → its index (the first, when an id is repeated).

@@ -219,6 +219,8 @@ pub struct CheckedPlan {
     pub plan: Plan,
     /// `vars` after `--vars` and `--set`.
     pub vars: Map<String, Value>,
+    /// Each `inputs:` value, checked against its type (an amount as its exact decimal text).
+    pub inputs: Map<String, Value>,
     /// The environment variables the plan lists, with their values (missing ones are absent).
     pub env: BTreeMap<String, String>,
     /// Secret values by name. Never print these; use [`CheckedPlan::redact`].

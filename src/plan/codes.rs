@@ -57,6 +57,14 @@ pub enum Code {
     TooManyErrors,
     /// A value written `{{ … }}` without a `$` (a warning: sent as written).
     BareBraces,
+    /// An `inputs:` declaration that does not hold together (a name, its enum, a var of the same name).
+    InputDeclaration,
+    /// An input's value does not fit its type or its `enum`.
+    InputValue,
+    /// A required input was not given.
+    InputRequired,
+    /// `--only`/`--skip`/`--from-run` cannot select the steps asked for.
+    StepSelection,
 }
 
 /// Every code: the enum value, its stable id, and what it means in words.
@@ -116,6 +124,22 @@ pub const TABLE: &[(Code, &str, &str)] = &[
         Code::BareBraces,
         "AF0023",
         "`{{ … }}` without `$` is sent as written",
+    ),
+    (
+        Code::InputDeclaration,
+        "AF0024",
+        "invalid `inputs:` declaration",
+    ),
+    (
+        Code::InputValue,
+        "AF0025",
+        "input value does not fit its type or enum",
+    ),
+    (Code::InputRequired, "AF0026", "required input not given"),
+    (
+        Code::StepSelection,
+        "AF0027",
+        "`--only`/`--skip`/`--from-run` cannot select the steps",
     ),
 ];
 

@@ -29,11 +29,13 @@ pub mod render_static;
 pub mod schedule;
 pub mod schema;
 pub mod secrets;
+pub mod select;
 pub mod source;
 pub mod spend;
 pub mod static_policy;
 pub mod status;
 pub mod template;
+pub mod typed_inputs;
 pub mod types;
 
 pub use check::{LoadOptions, load};

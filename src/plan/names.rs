@@ -231,6 +231,29 @@ impl Checker<'_> {
                 }
                 Ok(NameUse::Static)
             }
+            "inputs" => {
+                let Some(input) = first else {
+                    return Ok(NameUse::Static);
+                };
+                if !self.plan.inputs.contains_key(input) {
+                    let d = Diagnostic::new(format!("unknown input `inputs.{input}`"));
+                    return Err(
+                        match super::diag::suggest(
+                            input,
+                            self.plan.inputs.keys().map(String::as_str),
+                        ) {
+                            Some(k) => d.suggest(Some(format!("inputs.{k}"))),
+                            None => d.help("declare it under `inputs:`"),
+                        },
+                    );
+                }
+                // A required input `validate` was not given is known only when the plan runs.
+                Ok(if self.inputs.contains_key(input) {
+                    NameUse::Static
+                } else {
+                    NameUse::Runtime
+                })
+            }
             "env" => {
                 let Some(var) = first else {
                     return Ok(NameUse::Static);
@@ -328,14 +351,14 @@ impl Checker<'_> {
                     return Err(Diagnostic::new(format!("unknown name `{other}` in an output template"))
                         .suggest(super::diag::suggest(other, cands))
                         .help(format!(
-                            "an output template reads the step's own outputs ({}) and vars, env, secrets, steps, matrix, run",
+                            "an output template reads the step's own outputs ({}) and vars, inputs, env, secrets, steps, matrix, run",
                             own.join(", ")
                         )));
                 }
                 Err(
                     Diagnostic::new(format!("unknown name `{other}` in a template"))
                         .suggest(super::diag::suggest(other, super::template::ROOTS))
-                        .help("a template reads vars, env, secrets, steps, matrix and run"),
+                        .help("a template reads vars, inputs, env, secrets, steps, matrix and run"),
                 )
             }
         }

@@ -11,13 +11,18 @@ use serde_json::{Map, Value};
 use super::codes::Code;
 use super::diag::Diagnostic;
 
-/// Applies the `--vars` files, in order, then the `--set`s, in order, to `vars`; returns the problems
-/// found (each option is applied or reported, and the others still apply).
+/// Applies the `--vars` files, in order, then the `--set`s, in order, to `vars`; a name the plan
+/// declares under `inputs:` goes to `inputs` instead, checked against its type
+/// ([`super::typed_inputs`]). Returns the problems found (each option is applied or reported, and
+/// the others still apply).
 pub(super) fn apply(
     vars: &mut Map<String, Value>,
+    inputs: &mut Map<String, Value>,
+    declared: &super::typed_inputs::Declared,
     vars_files: &[PathBuf],
     set: &[(String, String)],
 ) -> Vec<Diagnostic> {
+    let spec_of = |name: &str| declared.iter().find(|(n, _)| n == name).map(|(_, s)| s);
     let mut errors = Vec::new();
     for file in vars_files {
         let name = file.display().to_string();
@@ -42,8 +47,27 @@ pub(super) fn apply(
             }
         };
         match super::source::parse(&name, &bytes) {
-            Ok(src) => match src.value {
-                Value::Object(m) => merge(vars, m),
+            Ok(src) => match src.value.clone() {
+                Value::Object(mut m) => {
+                    for (input, spec) in declared {
+                        let Some(v) = m.shift_remove(input) else {
+                            continue;
+                        };
+                        match super::typed_inputs::from_value(spec, &v) {
+                            Ok(v) => {
+                                inputs.insert(input.clone(), v);
+                            }
+                            Err(msg) => errors.push(
+                                src.at(
+                                    &format!("/{}", super::check::ptr_seg(input)),
+                                    Diagnostic::new(format!("input `{input}`: {msg}"))
+                                        .code(Code::InputValue),
+                                ),
+                            ),
+                        }
+                    }
+                    merge(vars, m)
+                }
                 _ => errors.push(
                     Diagnostic::new(format!(
                         "the vars file `{name}` must hold a mapping of names to values"
@@ -64,14 +88,42 @@ pub(super) fn apply(
             continue;
         }
         let parts: Vec<&str> = key.split('.').collect();
+        if let Some(spec) = spec_of(parts[0]) {
+            let flag = format!("`--set {key}={value}`");
+            let d = if parts.len() > 1 {
+                Diagnostic::new(format!(
+                    "{flag}: {}",
+                    super::typed_inputs::not_whole(parts[0])
+                ))
+            } else {
+                match super::typed_inputs::from_flag(spec, value) {
+                    Ok(v) => {
+                        inputs.insert(key.clone(), v);
+                        continue;
+                    }
+                    Err(msg) => Diagnostic::new(format!("{flag}: input `{key}`: {msg}")),
+                }
+            };
+            errors.push(d.code(Code::InputValue));
+            continue;
+        }
         if !vars.contains_key(parts[0]) {
             // A `--set` for a name no template can be meant to read is a typo, not a new variable.
+            let what = if declared.is_empty() {
+                "variable"
+            } else {
+                "variable or input"
+            };
             let d = Diagnostic::new(format!(
-                "`--set {key}={value}`: the plan has no variable `{}`",
+                "`--set {key}={value}`: the plan has no {what} `{}`",
                 parts[0]
             ))
             .code(Code::Override);
-            let d = match super::diag::suggest(parts[0], vars.keys().map(String::as_str)) {
+            let names = vars
+                .keys()
+                .map(String::as_str)
+                .chain(declared.iter().map(|(n, _)| n.as_str()));
+            let d = match super::diag::suggest(parts[0], names) {
                 Some(s) => d.suggest(Some(s)),
                 None => d.help(format!(
                     "declare it under `vars:` (the plan's variables: {})",

@@ -70,7 +70,13 @@ impl CheckedPlan {
                 m.insert(k.clone(), v.clone());
             }
         }
-        super::template::insert_base_context(&mut m, &self.vars, &self.env, &self.secrets);
+        super::template::insert_base_context(
+            &mut m,
+            &self.vars,
+            &self.inputs,
+            &self.env,
+            &self.secrets,
+        );
         if !step.matrix.is_empty() {
             m.insert("matrix".into(), Value::Object(step.matrix.clone()));
         }

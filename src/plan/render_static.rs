@@ -44,7 +44,13 @@ impl Checker<'_> {
             return c.clone();
         }
         let mut m = Map::new();
-        super::template::insert_base_context(&mut m, &self.vars, &self.env, &self.secrets);
+        super::template::insert_base_context(
+            &mut m,
+            &self.vars,
+            &self.inputs,
+            &self.env,
+            &self.secrets,
+        );
         match matrix {
             Some(mx) => {
                 m.insert("matrix".into(), Value::Object(mx.clone()));
@@ -107,6 +113,7 @@ impl Checker<'_> {
         let first = parts.next()?;
         let mut cur = match root {
             "vars" => self.vars.get(first)?,
+            "inputs" => self.inputs.get(first)?,
             "matrix" => matrix.get(first)?,
             // Environment variables and secrets are strings: nothing below them.
             "env" | "secrets" => {

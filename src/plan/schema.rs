@@ -122,6 +122,7 @@ fn keeps_every_digit(pointer: &str) -> bool {
     matches!(
         segs.as_slice(),
         ["vars", ..]
+            | ["inputs", _, "default" | "enum", ..]
             | ["steps", _, "submit" | "job", "payment"]
             | ["steps", _, "balance", "min"]
             | ["policy", "min_payment", _]

@@ -28,7 +28,7 @@ pub const MAX_TEMPLATE_DEPTH: usize = 200;
 pub const CHECK_FUEL: u64 = 50_000;
 
 /// The names a template context has at its top level.
-pub const ROOTS: [&str; 6] = ["vars", "env", "secrets", "steps", "matrix", "run"];
+pub const ROOTS: [&str; 7] = ["vars", "inputs", "env", "secrets", "steps", "matrix", "run"];
 
 /// The fields of `run` a template may read.
 pub const RUN_FIELDS: [&str; 3] = ["id", "started_at", "plan"];
@@ -717,11 +717,12 @@ fn bracket_step_refs(text: &str) -> Vec<String> {
     out
 }
 
-/// Puts `vars`, `env` and `secrets` into a template context, as load-time and run-time rendering both
-/// need them.
+/// Puts `vars`, `inputs`, `env` and `secrets` into a template context, as load-time and run-time
+/// rendering both need them.
 pub(crate) fn insert_base_context(
     m: &mut serde_json::Map<String, serde_json::Value>,
     vars: &serde_json::Map<String, serde_json::Value>,
+    inputs: &serde_json::Map<String, serde_json::Value>,
     env: &std::collections::BTreeMap<String, String>,
     secrets: &std::collections::BTreeMap<String, String>,
 ) {
@@ -734,6 +735,7 @@ pub(crate) fn insert_base_context(
         )
     };
     m.insert("vars".into(), Value::Object(vars.clone()));
+    m.insert("inputs".into(), Value::Object(inputs.clone()));
     m.insert("env".into(), strings(env));
     m.insert("secrets".into(), strings(secrets));
 }

@@ -28,6 +28,12 @@ pub struct Plan {
     /// Variables for templates (`${{ vars.name }}`); `--set name=value` and `--vars FILE` override them.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub vars: Map<String, Value>,
+    /// Typed inputs for templates (`${{ inputs.name }}`): each has a type, and may have a default,
+    /// be required, or be limited to a list of values. `--set name=value` and `--vars FILE` give them
+    /// values, checked against the type when the plan is loaded. A name is a var or an input, not both.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    #[schemars(with = "std::collections::BTreeMap<String, InputSpec>")]
+    pub inputs: Map<String, Value>,
     /// Names of environment variables that templates may read as `${{ env.NAME }}`. No other variable
     /// of the environment is visible to a plan.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -52,6 +58,47 @@ pub struct Plan {
     /// The steps. They run as a graph: a step starts when the steps it needs (by `needs` or by a
     /// `${{ steps.X… }}` reference) are done.
     pub steps: Vec<Step>,
+}
+
+/// One typed input of a plan.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    /// The input's type: `string`, `integer`, `number`, `boolean`, `amount` (exact AITBC, read from
+    /// its digits) or `list`.
+    #[serde(rename = "type")]
+    pub kind: InputType,
+    /// The value when none is given on the command line. Checked against the type at load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<Value>,
+    /// Whether a value must be given (`--set`, `--vars`); `run` refuses the plan without one, and
+    /// `validate` does not. An input with a default is never missing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub required: bool,
+    /// The only values the input may take.
+    #[serde(default, rename = "enum", skip_serializing_if = "Option::is_none")]
+    pub allowed: Option<Vec<Value>>,
+    /// What the input is for, shown by `plan`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// The type of an input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InputType {
+    /// Text.
+    String,
+    /// A whole number.
+    Integer,
+    /// A number.
+    Number,
+    /// `true` or `false`.
+    Boolean,
+    /// An amount of AITBC, exact (`12.5`, `0.25`); never negative.
+    Amount,
+    /// A list of values.
+    List,
 }
 
 /// How large a plan may grow. Each limit has a default and a ceiling that no plan can pass; the

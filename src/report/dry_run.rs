@@ -69,7 +69,7 @@ pub fn dry_run_value(plan: &CheckedPlan) -> Value {
         .collect();
     let (spend, runtime) = crate::plan::spend::spend_per_wallet(plan);
     let levels = plan.steps.iter().map(|s| s.level + 1).max().unwrap_or(0);
-    json!({
+    let mut v = json!({
         "plan": plan.plan.name,
         "file": plan.path.display().to_string(),
         "content_hash": plan.content_hash,
@@ -85,7 +85,60 @@ pub fn dry_run_value(plan: &CheckedPlan) -> Value {
             "location": w.location.as_ref().map(|l| l.to_string()),
             "help": w.help,
         })).collect::<Vec<_>>(),
-    })
+    });
+    // Only a plan with inputs lists them (the dry run of other plans is as it was).
+    if !plan.plan.inputs.is_empty()
+        && let Value::Object(m) = &mut v
+    {
+        m.insert("inputs".into(), Value::Array(inputs_value(plan)));
+    }
+    v
+}
+
+/// The plan's inputs: name, type, description, and the value (or `required: true` when none is
+/// given).
+fn inputs_value(plan: &CheckedPlan) -> Vec<Value> {
+    crate::plan::typed_inputs::declared(&plan.plan.inputs)
+        .into_iter()
+        .map(|(name, spec)| {
+            let mut m = Map::new();
+            m.insert("name".into(), json!(name));
+            m.insert(
+                "type".into(),
+                json!(crate::plan::typed_inputs::type_name(spec.kind)),
+            );
+            match plan.inputs.get(&name) {
+                Some(v) => m.insert("value".into(), redact_value(plan, v)),
+                None => m.insert("required".into(), json!(true)),
+            };
+            if let Some(d) = &spec.description {
+                m.insert("description".into(), json!(d));
+            }
+            Value::Object(m)
+        })
+        .collect()
+}
+
+/// The inputs as `plan` prints them, one line each.
+fn inputs_text(plan: &CheckedPlan, out: &mut String) {
+    use std::fmt::Write as _;
+    let declared = crate::plan::typed_inputs::declared(&plan.plan.inputs);
+    if declared.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\ninputs");
+    for (name, spec) in declared {
+        let value = match plan.inputs.get(&name) {
+            Some(v) => plan.redact(&inline(v)),
+            None => "required".to_string(),
+        };
+        let ty = crate::plan::typed_inputs::type_name(spec.kind);
+        let _ = write!(out, "  {name} ({ty}): {value}");
+        if let Some(d) = &spec.description {
+            let _ = write!(out, "  — {}", plan.redact(d));
+        }
+        let _ = writeln!(out);
+    }
 }
 
 /// A request value as one line of text (strings bare, others as JSON).
@@ -111,6 +164,7 @@ pub fn dry_run_text(plan: &CheckedPlan) -> String {
         levels,
         if levels == 1 { "" } else { "s" },
     );
+    inputs_text(plan, &mut out);
     let mut level = usize::MAX;
     for s in &plan.steps {
         if s.level != level {

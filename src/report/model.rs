@@ -89,7 +89,7 @@ pub struct Report {
     pub finished_at: Option<String>,
     /// Problems of the run as a whole (preflight shortfalls, the reason it stopped).
     pub issues: Vec<String>,
-    /// The vars the run used (secrets redacted).
+    /// The vars and inputs the run used (secrets redacted).
     pub vars: Value,
     /// The overrides given on the command line (`--set`, `--vars`, `--vars-from`, `--no-cache`).
     #[serde(default)]

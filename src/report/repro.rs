@@ -166,6 +166,9 @@ pub fn inputs(
         vars_from: vars_from.map(str::to_string),
         cache,
         balance_check: true,
+        from_run: None,
+        only: Vec::new(),
+        skip: Vec::new(),
     }
 }
 

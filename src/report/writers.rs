@@ -44,9 +44,12 @@ impl ReportBuilder {
             .enumerate()
             .map(|(i, s)| (s.id.clone(), i))
             .collect();
-        let vars =
-            serde_json::from_str(&plan.redact(&Value::Object(plan.vars.clone()).to_string()))
-                .unwrap_or(Value::Null);
+        // Vars and inputs are one namespace on the command line (`--set`, `--vars`), so the report
+        // records both, and `--vars-from` gives both back.
+        let mut given = plan.vars.clone();
+        given.extend(plan.inputs.clone());
+        let vars = serde_json::from_str(&plan.redact(&Value::Object(given).to_string()))
+            .unwrap_or(Value::Null);
         let mut totals = Totals::default();
         for s in &steps {
             tally(&mut totals, s.state, 1);

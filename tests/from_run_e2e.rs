@@ -1,0 +1,152 @@
+//! `run --only ID --from-run RUN-ID` on the embedded coordinator: the steps the selection needs take
+//! their outputs from the earlier run — nothing is submitted (or paid) for them — and the report
+//! says where they came from; a step that did not succeed there, or whose request changed, is
+//! refused by name before anything is sent.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+const PLAN: &str = r#"
+version: 1
+name: reused
+vars: {say: "Summarize"}
+steps:
+  - id: fetch
+    job: {job_type: inference, wallet: w, payment: 1, prompt: "fetch"}
+  - id: summarize
+    needs: [fetch]
+    job: {job_type: inference, wallet: w, payment: 2, prompt: "${{ vars.say }}"}
+  - id: report
+    job: {job_type: inference, wallet: w, payment: 1, prompt: "report on ${{ steps.summarize.output }}"}
+"#;
+
+fn run(serve: &Serve, dir: &PlanDir, extra: &[&str]) -> std::process::Output {
+    let mut cmd = serve.command();
+    cmd.args(run_args(&dir.plan(), &dir.runs())).args(extra);
+    output_within(cmd, Duration::from_secs(60))
+}
+
+#[test]
+fn the_steps_the_selection_needs_come_from_the_earlier_run_and_pay_nothing() {
+    let serve = Serve::start(&["--fund", "w=100", "--no-faucet"]);
+    let dir = PlanDir::new(PLAN);
+    let first = run(&serve, &dir, &[]);
+    assert_eq!(first.status.code(), Some(0));
+    let first = report_of(&first);
+    let first_id = first["run_id"].as_str().unwrap().to_string();
+    assert_eq!(serve.jobs().len(), 3);
+
+    let out = run(&serve, &dir, &["--only", "report", "--from-run", &first_id]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = report_of(&out);
+    // Only `report` was submitted again.
+    let jobs = serve.jobs();
+    assert_eq!(jobs.len(), 4);
+    assert!(
+        jobs[0]["payload"]["prompt"]
+            .as_str()
+            .unwrap()
+            .starts_with("report on ")
+    );
+    for id in ["fetch", "summarize"] {
+        let s = step(&r, id);
+        assert_eq!(s["state"], "succeeded");
+        assert_eq!(s["cached_from"]["run_id"], first_id.as_str(), "{s}");
+        assert_eq!(s["job_id"], step(&first, id)["job_id"]);
+    }
+    assert!(step(&r, "report")["cached_from"].is_null());
+    // The report's output was made from the earlier run's `summarize`.
+    let prompt = jobs[0]["payload"]["prompt"].as_str().unwrap();
+    assert!(prompt.contains("\"Summarize\""), "{prompt}");
+    assert_eq!(
+        r["totals"]["spend_per_wallet"]["w"].to_string(),
+        "1",
+        "{}",
+        r["totals"]
+    );
+    assert_eq!(r["inputs"]["from_run"], first_id.as_str());
+    // The journal's header records it, so that `resume` takes the same steps from the same run.
+    let run_dir = dir.runs().join(r["run_id"].as_str().unwrap());
+    let journal = std::fs::read_to_string(run_dir.join("journal.jsonl")).unwrap();
+    let header = journal.lines().next().unwrap();
+    assert!(
+        header.contains(&format!(r#""from_run":"{first_id}""#)),
+        "{header}"
+    );
+    // Resuming the finished run sends nothing: every step is kept from its own journal.
+    let mut cmd = serve.command();
+    cmd.args([
+        "resume",
+        r["run_id"].as_str().unwrap(),
+        "--runs-dir",
+        &dir.runs().display().to_string(),
+        "--output",
+        "json",
+    ]);
+    let out = output_within(cmd, Duration::from_secs(60));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(serve.jobs().len(), 4);
+    let resumed = report_of(&out);
+    assert_eq!(
+        step(&resumed, "fetch")["cached_from"]["run_id"],
+        first_id.as_str()
+    );
+}
+
+#[test]
+fn a_step_that_failed_there_or_whose_request_changed_is_refused_by_name() {
+    let serve = Serve::start(&["--fund", "w=100", "--no-faucet"]);
+    let dir = PlanDir::new(PLAN);
+    let failed = run(&serve, &dir, &["--set", "say=FAIL here"]);
+    assert_eq!(failed.status.code(), Some(1));
+    let failed_id = report_of(&failed)["run_id"].as_str().unwrap().to_string();
+    let before = serve.jobs().len();
+    let out = run(
+        &serve,
+        &dir,
+        &["--only", "report", "--from-run", &failed_id],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "step `summarize` did not succeed in run `{failed_id}`"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(serve.jobs().len(), before, "nothing may be submitted");
+
+    // The plan changed: a step whose request is the same is taken, one whose request changed is not.
+    let ok = run(&serve, &dir, &[]);
+    let ok_id = report_of(&ok)["run_id"].as_str().unwrap().to_string();
+    std::fs::write(
+        dir.plan(),
+        PLAN.replace("\"${{ vars.say }}\"", "\"Summarize briefly\""),
+    )
+    .unwrap();
+    let before = serve.jobs().len();
+    let out = run(&serve, &dir, &["--only", "report", "--from-run", &ok_id]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "step `summarize`: run `{ok_id}` ran another version of"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("step `fetch`"), "{stderr}");
+    assert_eq!(serve.jobs().len(), before, "nothing may be submitted");
+}

@@ -238,6 +238,8 @@ struct ExecParams {
     max_spend: crate::policy::spend::Caps,
     /// `resume --pay-again`.
     pay_again: bool,
+    /// Where the journal is copied (`--store postgres://…`).
+    journal_mirror: Option<Arc<dyn journal::Mirror>>,
 }
 
 /// Runs `run`.
@@ -303,6 +305,15 @@ pub fn run(a: RunArgs) -> i32 {
         Ok(l) => l,
         Err(code) => return code,
     };
+    let journal_mirror = match crate::cli::scheduler::journal_mirror(
+        &*store,
+        &plan.plan.name,
+        &run_id,
+        run_lock.as_ref(),
+    ) {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
     let run_dir = match create_run_dir(&a.runs_dir, &run_id) {
         Ok(d) => d,
         Err(e) => {
@@ -339,6 +350,7 @@ pub fn run(a: RunArgs) -> i32 {
             Err(code) => return code,
         },
         pay_again: false,
+        journal_mirror,
     };
     // The base vars of `--vars-from` are kept in the run directory (the temporary file is gone), so
     // the journal names a file that `resume` can read again.
@@ -470,6 +482,7 @@ fn execute_plan(
             balance_check: p.balance_check,
             max_spend: p.max_spend.clone(),
             pay_again: p.pay_again,
+            journal_mirror: p.journal_mirror.clone(),
             ..RunOptions::new(run_id.clone(), run_dir.clone())
         };
         let finished =
@@ -783,6 +796,7 @@ pub fn resume(a: ResumeArgs) -> i32 {
             Err(code) => return code,
         },
         pay_again: a.pay_again,
+        journal_mirror: None,
     };
     if let Some(code) = refuse_short_token(
         &params.coordinator,
@@ -805,6 +819,18 @@ pub fn resume(a: ResumeArgs) -> i32 {
     };
     let run_lock = match crate::cli::scheduler::take_run_lock(&flags, &plan, &*store, &run_id) {
         Ok(l) => l,
+        Err(code) => return code,
+    };
+    let params = match crate::cli::scheduler::journal_mirror(
+        &*store,
+        &plan.plan.name,
+        &run_id,
+        run_lock.as_ref(),
+    ) {
+        Ok(journal_mirror) => ExecParams {
+            journal_mirror,
+            ..params
+        },
         Err(code) => return code,
     };
     let code = execute_plan(signals, plan, params, run_id, dir, Some(Arc::new(replay)));
@@ -877,6 +903,14 @@ pub struct RunsShowArgs {
     /// Print summary.md as it is (for a CI job summary).
     #[arg(long)]
     pub markdown: bool,
+    /// Read the history shared in this store (a `postgres://…` URL) instead of the run folder.
+    #[arg(
+        long,
+        env = "AITBC_FLOW_STORE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub store: Option<String>,
 }
 
 /// `runs open RUN-ID`
@@ -904,6 +938,15 @@ pub struct RunsPruneArgs {
     /// Do not ask before removing every run (`--keep 0` on a terminal asks).
     #[arg(long, short)]
     pub yes: bool,
+    /// Prune the history shared in this store (a `postgres://…` URL): its rows go, and the folders
+    /// of those runs that are on this host.
+    #[arg(
+        long,
+        env = "AITBC_FLOW_STORE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub store: Option<String>,
 }
 
 /// Runs a `runs` command.
@@ -989,18 +1032,34 @@ fn runs_list(a: RunsListArgs) -> i32 {
 }
 
 fn runs_show(a: RunsShowArgs) -> i32 {
-    let dir = match history::find_run(&a.runs_dir, &a.run_id) {
-        Ok(d) => d,
+    let store = match crate::store::open(a.store.as_deref(), &a.runs_dir) {
+        Ok(s) => s,
         Err(e) => {
             errln!("error: {e}");
             return exit::INVALID;
         }
     };
-    let Some(report) = history::read_report(&dir) else {
-        errln!("error: run {} has no readable report", a.run_id);
-        return exit::INVALID;
+    let (report, ran_in) = match store.find_report(&a.run_id) {
+        Ok(found) => found,
+        Err(e) => {
+            errln!("error: {e}");
+            return exit::INVALID;
+        }
+    };
+    // The run's folder when it is on this host; a run of another host (from the shared history) gets
+    // its report.html written under RUNS/.shared/ instead.
+    let here = a.runs_dir.join(&report.run_id);
+    let elsewhere = !here.join("report.json").is_file();
+    let dir = if elsewhere {
+        a.runs_dir.join(".shared").join(&report.run_id)
+    } else {
+        here
     };
     if a.html {
+        if elsewhere && let Err(e) = std::fs::create_dir_all(&dir) {
+            errln!("error: cannot create {}: {e}", dir.display());
+            return exit::INVALID;
+        }
         return match html_of(&dir, &report) {
             Ok(path) => {
                 outln!("{}", path.display());
@@ -1030,11 +1089,19 @@ fn runs_show(a: RunsShowArgs) -> i32 {
             .unwrap_or(160)
     };
     out!("{}", crate::report::show::for_terminal(&report, p, width));
-    outln!(
-        "\n{} {}",
-        p.dim("report:"),
-        dir.join("report.html").display()
-    );
+    if elsewhere {
+        outln!(
+            "\n{} {} (on the host that ran it; `runs show --html` writes one here)",
+            p.dim("report:"),
+            ran_in.join("report.html").display()
+        );
+    } else {
+        outln!(
+            "\n{} {}",
+            p.dim("report:"),
+            dir.join("report.html").display()
+        );
+    }
     exit::SUCCESS
 }
 
@@ -1111,7 +1178,14 @@ fn runs_open(a: RunsOpenArgs) -> i32 {
 }
 
 fn runs_prune(a: RunsPruneArgs) -> i32 {
-    let doomed = match history::to_prune(&a.runs_dir, a.keep) {
+    let store = match crate::store::open(a.store.as_deref(), &a.runs_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            errln!("error: {e}");
+            return exit::INVALID;
+        }
+    };
+    let doomed = match store.to_prune(a.keep) {
         Ok(d) => d,
         Err(e) => {
             errln!("error: {e}");
@@ -1130,7 +1204,7 @@ fn runs_prune(a: RunsPruneArgs) -> i32 {
         outln!(
             "would remove {} runs from {} (nothing removed: --dry-run)",
             doomed.len(),
-            a.runs_dir.display()
+            store.describe()
         );
         return exit::SUCCESS;
     }
@@ -1140,7 +1214,7 @@ fn runs_prune(a: RunsPruneArgs) -> i32 {
         err!(
             "remove all {} runs in {}? [y/N] ",
             doomed.len(),
-            a.runs_dir.display()
+            store.describe()
         );
         let mut answer = String::new();
         let _ = std::io::stdin().read_line(&mut answer);
@@ -1149,9 +1223,22 @@ fn runs_prune(a: RunsPruneArgs) -> i32 {
             return exit::SUCCESS;
         }
     }
-    match history::prune(&a.runs_dir, a.keep) {
+    if let Err(e) = store.forget(&doomed) {
+        errln!("error: {e}");
+        return exit::INVALID;
+    }
+    match history::remove(&a.runs_dir, &doomed) {
         Ok(removed) => {
-            outln!("removed {} runs", removed.len());
+            if removed.len() == doomed.len() {
+                outln!("removed {} runs", removed.len());
+            } else {
+                outln!(
+                    "removed {} runs from {} ({} of their folders were on this host)",
+                    doomed.len(),
+                    store.describe(),
+                    removed.len()
+                );
+            }
             // The result cache forgets what the removed runs paid for.
             if let Err(e) = crate::exec::cache::compact(&a.runs_dir) {
                 errln!("warning: cannot compact the result cache's index: {e}");

@@ -209,6 +209,36 @@ pub struct Journal {
     /// The file may end in a torn line (a crash or a full disk mid-write): the next record starts on a
     /// fresh line instead of being glued onto it.
     torn: std::sync::atomic::AtomicBool,
+    /// Where the records are copied too (the PostgreSQL store), at the flush points.
+    mirror: Option<std::sync::Arc<dyn Mirror>>,
+    /// Records written to the file but not yet to the mirror, in order (taken under `written`).
+    pending: std::sync::Mutex<Vec<Vec<u8>>>,
+    /// Set once the mirror refused a write because this run no longer holds its lock: nothing more is
+    /// written, to the file or the mirror.
+    fenced: std::sync::atomic::AtomicBool,
+}
+
+/// A copy of the journal kept elsewhere: the PostgreSQL store's `aitbc_flow_journal` rows, so that
+/// another host can resume the run (docs/scaling.md). Records are handed over in order, a batch at each
+/// of the journal's flush points (every durable append, so the run's end too), not one round trip per
+/// record.
+pub trait Mirror: Send + Sync + std::fmt::Debug {
+    /// Writes `records` (each a JSON record without its newline), next in order after those written
+    /// before.
+    fn write(&self, records: &[Vec<u8>]) -> Result<(), MirrorError>;
+}
+
+/// Why a [`Mirror`] did not take a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    /// The run's lock was taken over by another holder (its fencing token is no longer the lease's):
+    /// the batch was not written and nothing more may be.
+    #[error("{0}")]
+    Fenced(String),
+    /// The copy could not be written (the database is unreachable); the batch is tried again at the
+    /// next flush point.
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// True when the file is not empty and its last byte is not a newline.
@@ -228,6 +258,14 @@ fn ends_torn(file: &std::fs::File) -> std::io::Result<bool> {
 impl Journal {
     /// Opens (creating or appending to) `journal.jsonl` in a run directory.
     pub fn open(run_dir: &Path) -> std::io::Result<Journal> {
+        Journal::open_mirrored(run_dir, None)
+    }
+
+    /// [`Journal::open`], with every record also written to `mirror` (when given) at the flush points.
+    pub fn open_mirrored(
+        run_dir: &Path,
+        mirror: Option<std::sync::Arc<dyn Mirror>>,
+    ) -> std::io::Result<Journal> {
         let path = run_dir.join("journal.jsonl");
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -241,6 +279,9 @@ impl Journal {
             written: std::sync::Mutex::new(0),
             synced: std::sync::Mutex::new(0),
             torn: std::sync::atomic::AtomicBool::new(torn),
+            mirror,
+            pending: std::sync::Mutex::new(Vec::new()),
+            fenced: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -252,6 +293,11 @@ impl Journal {
     /// Appends a record; with `durable`, returns only once it is on disk.
     pub fn append(&self, record: &Record, durable: bool) -> std::io::Result<()> {
         use std::sync::atomic::Ordering;
+        if self.fenced.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other(
+                "this run no longer holds its lock, so it writes nothing more",
+            ));
+        }
         let record = serde_json::to_vec(record).map_err(std::io::Error::other)?;
         let seq = {
             let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
@@ -268,6 +314,16 @@ impl Journal {
                 return Err(e);
             }
             self.torn.store(false, Ordering::Relaxed);
+            if self.mirror.is_some() {
+                line.pop();
+                if line.first() == Some(&b'\n') {
+                    line.remove(0);
+                }
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(line);
+            }
             *written += 1;
             *written
         };
@@ -280,8 +336,27 @@ impl Journal {
         if *synced >= seq {
             return Ok(());
         }
-        let target = *self.written.lock().unwrap_or_else(|p| p.into_inner());
-        self.file.sync_data()?;
+        let (target, batch) = {
+            let written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            (*written, std::mem::take(&mut *pending))
+        };
+        let flushed = self.file.sync_data().and_then(|()| match &self.mirror {
+            Some(m) if !batch.is_empty() => m.write(&batch).map_err(|e| {
+                if matches!(e, MirrorError::Fenced(_)) {
+                    self.fenced.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                std::io::Error::other(e.to_string())
+            }),
+            _ => Ok(()),
+        });
+        if let Err(e) = flushed {
+            // The batch goes first again at the next flush point, before the records written since.
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let later = std::mem::replace(&mut *pending, batch);
+            pending.extend(later);
+            return Err(e);
+        }
         *synced = target;
         Ok(())
     }
@@ -724,6 +799,87 @@ pub fn replay(records: &[Record]) -> Result<Replay, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A mirror that keeps what it was given, and refuses as told.
+    #[derive(Debug, Default)]
+    struct Copy {
+        batches: std::sync::Mutex<Vec<Vec<String>>>,
+        refuse: std::sync::Mutex<Option<bool>>,
+    }
+
+    impl Mirror for Copy {
+        fn write(&self, records: &[Vec<u8>]) -> Result<(), MirrorError> {
+            match *self.refuse.lock().unwrap() {
+                Some(true) => return Err(MirrorError::Fenced("taken over".into())),
+                Some(false) => return Err(MirrorError::Failed("unreachable".into())),
+                None => {}
+            }
+            let batch = records
+                .iter()
+                .map(|r| String::from_utf8(r.clone()).unwrap())
+                .collect();
+            self.batches.lock().unwrap().push(batch);
+            Ok(())
+        }
+    }
+
+    fn submitted(job: &str) -> Record {
+        Record::Submitted {
+            step: "a".into(),
+            submission: 1,
+            job_id: job.into(),
+        }
+    }
+
+    #[test]
+    fn a_mirror_gets_the_records_in_order_a_batch_per_flush_point_and_a_fenced_journal_writes_nothing_more()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = std::sync::Arc::new(Copy::default());
+        let j = Journal::open_mirrored(dir.path(), Some(copy.clone())).unwrap();
+        j.append(&submitted("j1"), false).unwrap();
+        j.append(&submitted("j2"), false).unwrap();
+        assert!(
+            copy.batches.lock().unwrap().is_empty(),
+            "no flush point yet"
+        );
+        j.append(&submitted("j3"), true).unwrap();
+        let batches = copy.batches.lock().unwrap().clone();
+        assert_eq!(batches.len(), 1, "{batches:?}");
+        let jobs: Vec<&str> = batches[0]
+            .iter()
+            .map(|l| {
+                assert!(!l.contains('\n'));
+                if l.contains("j1") {
+                    "j1"
+                } else if l.contains("j2") {
+                    "j2"
+                } else {
+                    "j3"
+                }
+            })
+            .collect();
+        assert_eq!(jobs, ["j1", "j2", "j3"]);
+
+        // The copy is down: the durable append fails and its batch is sent again first, next time.
+        *copy.refuse.lock().unwrap() = Some(false);
+        assert!(j.append(&submitted("j4"), true).is_err());
+        *copy.refuse.lock().unwrap() = None;
+        j.append(&submitted("j5"), true).unwrap();
+        let last = copy.batches.lock().unwrap().last().unwrap().clone();
+        assert_eq!(last.len(), 2);
+        assert!(last[0].contains("j4") && last[1].contains("j5"), "{last:?}");
+
+        // Taken over: refused, and nothing more reaches the file.
+        *copy.refuse.lock().unwrap() = Some(true);
+        assert!(j.append(&submitted("j6"), true).is_err());
+        let before = std::fs::read_to_string(j.path()).unwrap();
+        *copy.refuse.lock().unwrap() = None;
+        let e = j.append(&submitted("j7"), true).unwrap_err();
+        assert!(e.to_string().contains("no longer holds its lock"), "{e}");
+        assert_eq!(std::fs::read_to_string(j.path()).unwrap(), before);
+        assert_eq!(read(j.path()).unwrap().len(), 6);
+    }
 
     #[test]
     fn torn_last_line_is_skipped_and_replay_folds_submissions() {

@@ -297,7 +297,7 @@ pub fn run(a: RunArgs) -> i32 {
         return code;
     }
     let run_id = new_run_id();
-    let store = match crate::cli::scheduler::open_store(&a.lock, &a.runs_dir) {
+    let store = match a.lock.store.open(&a.runs_dir) {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -623,6 +623,8 @@ pub struct ResumeArgs {
         value_name = "DIR"
     )]
     pub runs_dir: PathBuf,
+    #[command(flatten)]
+    pub store: crate::cli::scheduler::StoreArg,
     /// Resume even though the plan file changed since the run started.
     #[arg(long)]
     pub force: bool,
@@ -811,9 +813,9 @@ pub fn resume(a: ResumeArgs) -> i32 {
     let flags = crate::cli::scheduler::LockFlags {
         lock: replay.lock,
         lock_timeout: Dur(std::time::Duration::from_secs(3600)),
-        store: std::env::var("AITBC_FLOW_STORE").ok(),
+        store: a.store.clone(),
     };
-    let store = match crate::cli::scheduler::open_store(&flags, &a.runs_dir) {
+    let store = match flags.store.open(&a.runs_dir) {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -833,7 +835,11 @@ pub fn resume(a: ResumeArgs) -> i32 {
         },
         Err(code) => return code,
     };
+    let recorded_dir = dir.clone();
     let code = execute_plan(signals, plan, params, run_id, dir, Some(Arc::new(replay)));
+    if let Err(e) = store.record_run(&recorded_dir) {
+        errln!("warning: the run is not in the shared history: {e}");
+    }
     drop(run_lock);
     code
 }
@@ -879,14 +885,8 @@ pub struct RunsListArgs {
     /// `text` (default) or `json`.
     #[arg(long, value_enum, default_value_t = RunOutput::Text)]
     pub output: RunOutput,
-    /// Read the history shared in this store (a `postgres://…` URL) instead of the run folder.
-    #[arg(
-        long,
-        env = "AITBC_FLOW_STORE",
-        value_name = "URL",
-        hide_env_values = true
-    )]
-    pub store: Option<String>,
+    #[command(flatten)]
+    pub store: crate::cli::scheduler::StoreArg,
 }
 
 /// `runs show RUN-ID`
@@ -903,14 +903,8 @@ pub struct RunsShowArgs {
     /// Print summary.md as it is (for a CI job summary).
     #[arg(long)]
     pub markdown: bool,
-    /// Read the history shared in this store (a `postgres://…` URL) instead of the run folder.
-    #[arg(
-        long,
-        env = "AITBC_FLOW_STORE",
-        value_name = "URL",
-        hide_env_values = true
-    )]
-    pub store: Option<String>,
+    #[command(flatten)]
+    pub store: crate::cli::scheduler::StoreArg,
 }
 
 /// `runs open RUN-ID`
@@ -938,15 +932,10 @@ pub struct RunsPruneArgs {
     /// Do not ask before removing every run (`--keep 0` on a terminal asks).
     #[arg(long, short)]
     pub yes: bool,
-    /// Prune the history shared in this store (a `postgres://…` URL): its rows go, and the folders
-    /// of those runs that are on this host.
-    #[arg(
-        long,
-        env = "AITBC_FLOW_STORE",
-        value_name = "URL",
-        hide_env_values = true
-    )]
-    pub store: Option<String>,
+    /// With `--store`: the rows of the whole shared history go, and the folders of those runs that are
+    /// on this host.
+    #[command(flatten)]
+    pub store: crate::cli::scheduler::StoreArg,
 }
 
 /// Runs a `runs` command.
@@ -960,12 +949,9 @@ pub fn runs(c: RunsCommand) -> i32 {
 }
 
 fn runs_list(a: RunsListArgs) -> i32 {
-    let store = match crate::store::open(a.store.as_deref(), &a.runs_dir) {
+    let store = match a.store.open(&a.runs_dir) {
         Ok(s) => s,
-        Err(e) => {
-            errln!("error: {e}");
-            return exit::INVALID;
-        }
+        Err(code) => return code,
     };
     let runs = match store.list_runs() {
         Ok(r) => r,
@@ -1032,12 +1018,9 @@ fn runs_list(a: RunsListArgs) -> i32 {
 }
 
 fn runs_show(a: RunsShowArgs) -> i32 {
-    let store = match crate::store::open(a.store.as_deref(), &a.runs_dir) {
+    let store = match a.store.open(&a.runs_dir) {
         Ok(s) => s,
-        Err(e) => {
-            errln!("error: {e}");
-            return exit::INVALID;
-        }
+        Err(code) => return code,
     };
     let (report, ran_in) = match store.find_report(&a.run_id) {
         Ok(found) => found,
@@ -1178,12 +1161,9 @@ fn runs_open(a: RunsOpenArgs) -> i32 {
 }
 
 fn runs_prune(a: RunsPruneArgs) -> i32 {
-    let store = match crate::store::open(a.store.as_deref(), &a.runs_dir) {
+    let store = match a.store.open(&a.runs_dir) {
         Ok(s) => s,
-        Err(e) => {
-            errln!("error: {e}");
-            return exit::INVALID;
-        }
+        Err(code) => return code,
     };
     let doomed = match store.to_prune(a.keep) {
         Ok(d) => d,

@@ -23,8 +23,15 @@ pub struct LockFlags {
     /// With `--lock` and `overlap: queue`: how long to wait for the lock (then exit 4).
     #[arg(long, default_value = "1h", value_name = "DURATION")]
     pub lock_timeout: Dur,
-    /// Where locks and run history are shared: a `postgres://user:password@host/db` URL shares them
-    /// between hosts (docs/scaling.md); without it, the run folder of this host.
+    #[command(flatten)]
+    pub store: StoreArg,
+}
+
+/// `--store`, of `run`, `resume` and `runs`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct StoreArg {
+    /// Where locks, journals and run history are shared: a `postgres://user:password@host/db` URL
+    /// shares them between hosts (docs/scaling.md); without it, the run folder of this host.
     #[arg(
         long,
         env = "AITBC_FLOW_STORE",
@@ -34,12 +41,14 @@ pub struct LockFlags {
     pub store: Option<String>,
 }
 
-/// Opens the store of `--store` (the run folder without it); `Err(code)` after saying why.
-pub fn open_store(flags: &LockFlags, runs_dir: &Path) -> Result<Box<dyn Store>, i32> {
-    crate::store::open(flags.store.as_deref(), runs_dir).map_err(|e| {
-        errln!("error: {e}");
-        exit::INVALID
-    })
+impl StoreArg {
+    /// Opens the store (the run folder `runs_dir` without `--store`); `Err(code)` after saying why.
+    pub fn open(&self, runs_dir: &Path) -> Result<Box<dyn Store>, i32> {
+        crate::store::open(self.store.as_deref(), runs_dir).map_err(|e| {
+            errln!("error: {e}");
+            exit::INVALID
+        })
+    }
 }
 
 /// The store's copy of the run's journal (`None` for the run folder store), fenced by `lock`; a run

@@ -10,6 +10,9 @@ pub const INVALID: i32 = 2;
 pub const UNREACHABLE: i32 = 3;
 /// A step or a request ran out of time.
 pub const TIMEOUT: i32 = 4;
+/// The run lost the plan's lock to another holder (its lease was taken over: `--store postgres://…`)
+/// and stopped without writing more (docs/decisions.md).
+pub const LOCK_LOST: i32 = 5;
 /// The run was interrupted by Ctrl-C or SIGTERM.
 pub const INTERRUPTED: i32 = 130;
 

@@ -29,8 +29,27 @@ impl Cluster {
         )
     }
 
+    /// The URL of another database of the cluster, created on first use.
+    fn url_of(&self, db: &str) -> String {
+        if self.psql(&format!(
+            "SELECT count(*) FROM pg_database WHERE datname = '{db}'"
+        )) == "0"
+        {
+            self.psql(&format!("CREATE DATABASE {db}"));
+        }
+        format!(
+            "postgres://postgres:{PASSWORD}@127.0.0.1:{}/{db}",
+            self.port
+        )
+    }
+
     /// Runs SQL through psql over the cluster's socket.
     fn psql(&self, sql: &str) -> String {
+        self.psql_in("postgres", sql)
+    }
+
+    /// Runs SQL in database `db`.
+    fn psql_in(&self, db: &str, sql: &str) -> String {
         let out = Command::new(self.bin.join("psql"))
             .args(["-X", "-A", "-t", "-h"])
             .arg(&self.dir)
@@ -40,7 +59,7 @@ impl Cluster {
                 "-U",
                 "postgres",
                 "-d",
-                "postgres",
+                db,
                 "-c",
                 sql,
             ])
@@ -358,4 +377,306 @@ fn a_bad_store_names_the_redacted_url_and_never_the_password() {
         "{said}"
     );
     assert!(!said.contains(PASSWORD), "{said}");
+}
+
+/// The only run directory under `runs` (its name is the run id).
+fn only_run_id(runs: &Path) -> String {
+    let mut ids: Vec<String> = std::fs::read_dir(runs)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    ids.pop().unwrap()
+}
+
+/// Waits (bounded) until `sql` answers something other than `not`.
+fn wait_for(pg: &Cluster, sql: &str, not: &str, what: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = pg.psql(sql);
+        if got != not {
+            return got;
+        }
+        assert!(Instant::now() < deadline, "{what}: still {got:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_journal_is_written_to_the_database_only_under_the_holders_fencing_token() {
+    use aitbc_flow::exec::journal::MirrorError;
+    use aitbc_flow::exec::lock::LockInfo;
+    use aitbc_flow::store::{LockAttempt, Store};
+    let Some(pg) = cluster() else { return };
+    let store = aitbc_flow::store::postgres::PgStore::connect(&pg.url()).unwrap();
+    let LockAttempt::Taken(lock, None) = store
+        .try_lock(&LockInfo::current("fence-lib", "run-fence-lib"))
+        .unwrap()
+    else {
+        panic!("the lock was not free")
+    };
+    let mirror = store
+        .journal_mirror("run-fence-lib", "fence-lib", Some(&lock))
+        .unwrap()
+        .expect("the database keeps a copy");
+    mirror
+        .write(&[b"{\"a\":1}".to_vec(), b"{\"b\":2}".to_vec()])
+        .unwrap();
+    mirror.write(&[b"{\"c\":3}".to_vec()]).unwrap();
+    let rows = "SELECT string_agg(seq || ':' || record, ' ' ORDER BY seq) FROM aitbc_flow_journal \
+                WHERE run_id = 'run-fence-lib'";
+    assert_eq!(pg.psql(rows), r#"1:{"a":1} 2:{"b":2} 3:{"c":3}"#);
+    // Another holder took the lease over: the next batch is refused, and nothing of it is written.
+    pg.psql(
+        "UPDATE aitbc_flow_locks SET token = nextval('aitbc_flow_fence') WHERE plan = 'fence-lib'",
+    );
+    match mirror.write(&[b"{\"d\":4}".to_vec()]) {
+        Err(MirrorError::Fenced(why)) => assert!(why.contains("taken over"), "{why}"),
+        other => panic!("not fenced: {other:?}"),
+    }
+    assert_eq!(pg.psql(rows), r#"1:{"a":1} 2:{"b":2} 3:{"c":3}"#);
+    // A copy opened later goes on after the records already there.
+    pg.psql("DELETE FROM aitbc_flow_locks WHERE plan = 'fence-lib'");
+    drop(lock);
+    let again = store
+        .journal_mirror("run-fence-lib", "fence-lib", None)
+        .unwrap()
+        .unwrap();
+    again.write(&[b"{\"e\":5}".to_vec()]).unwrap();
+    assert!(pg.psql(rows).ends_with(r#"3:{"c":3} 4:{"e":5}"#));
+}
+
+#[test]
+fn a_holder_whose_lease_was_taken_over_stops_with_exit_5_and_writes_nothing_more() {
+    let Some(pg) = cluster() else { return };
+    let url = pg.url();
+    let tmp = tempfile::tempdir().unwrap();
+    let p = plan(tmp.path(), "fenced");
+    let host_a = tmp.path().join("a");
+    let mut first = run_cmd(&p, &host_a, &url, &["--set", "mode=HANG"])
+        .env("AITBC_FLOW_LEASE", "2s")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while run_dirs(&host_a) == 0 {
+        assert!(Instant::now() < deadline, "the first run never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let id = only_run_id(&host_a);
+    let count = format!("SELECT count(*) FROM aitbc_flow_journal WHERE run_id = '{id}'");
+    // Header, intent, submitted: the job runs (and hangs).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pg.psql(&count).parse::<u32>().unwrap() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the journal never reached the database"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let token_a = pg.psql("SELECT token FROM aitbc_flow_locks WHERE plan = 'fenced'");
+    // The host pauses (as a long GC pause or a partition would): its lease lapses, another takes it.
+    let pid = first.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let before = pg.psql(&count);
+    std::thread::sleep(Duration::from_millis(2500));
+    let second = run_cmd(&p, &tmp.path().join("b"), &url, &["--set", "mode=HANG"])
+        .env("AITBC_FLOW_LEASE", "2s")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(
+        pg,
+        "SELECT token FROM aitbc_flow_locks WHERE plan = 'fenced'",
+        &token_a,
+        "the second run did not take the lapsed lease over",
+    );
+    assert!(
+        Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = first.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = first.kill();
+            panic!("the fenced run went on");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut first.stderr.take().unwrap(), &mut said).unwrap();
+    assert_eq!(status.code(), Some(5), "{said}");
+    assert!(
+        said.contains("the lock of fenced was taken over by another run")
+            && said.contains("writes nothing more"),
+        "{said}"
+    );
+    assert!(!said.contains(PASSWORD), "{said}");
+    assert_eq!(pg.psql(&count), before, "the fenced run wrote more");
+    assert_eq!(
+        pg.psql(&format!(
+            "SELECT count(*) FROM aitbc_flow_journal WHERE run_id = '{id}' AND token <> {token_a}"
+        )),
+        "0"
+    );
+    assert_eq!(interrupt(second), Some(130));
+}
+
+fn runs_cmd(runs: &Path, url: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(bin());
+    c.arg("runs")
+        .args(args)
+        .arg("--runs-dir")
+        .arg(runs)
+        .args(["--store", url])
+        .env_remove("AITBC_RUNS_DIR")
+        .env_remove("AITBC_FLOW_STORE")
+        .env("NO_COLOR", "1");
+    c
+}
+
+fn run_ids(runs: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = std::fs::read_dir(runs)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn runs_show_and_prune_read_the_database_from_another_host() {
+    let Some(pg) = cluster() else { return };
+    // A database of its own: pruning reaches every run of a store.
+    let url = pg.url_of("history_hosts");
+    let tmp = tempfile::tempdir().unwrap();
+    let (host_a, host_b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let p = plan(tmp.path(), "shown-elsewhere");
+    for _ in 0..2 {
+        let out = output_within(run_cmd(&p, &host_a, &url, &[]), LIMIT);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    }
+    let out = output_within(run_cmd(&p, &host_b, &url, &[]), LIMIT);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let a_ids = run_ids(&host_a);
+    let b_ids = run_ids(&host_b);
+    assert_eq!((a_ids.len(), b_ids.len()), (2, 1));
+
+    // Host b shows a run of host a, which it has no folder of.
+    let out = output_within(runs_cmd(&host_b, &url, &["show", &a_ids[0]]), LIMIT);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("shown-elsewhere")
+            && said.contains("work")
+            && said.contains("on the host that ran it"),
+        "{said}"
+    );
+    assert!(
+        said.contains(&host_a.join(&a_ids[0]).display().to_string()),
+        "{said}"
+    );
+    let out = output_within(
+        runs_cmd(&host_b, &url, &["show", &a_ids[0], "--markdown"]),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("shown-elsewhere"), "{}", text(&out));
+    let out = output_within(
+        runs_cmd(&host_b, &url, &["show", &a_ids[0], "--html"]),
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let html = host_b.join(".shared").join(&a_ids[0]).join("report.html");
+    assert!(html.is_file(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        html.display().to_string()
+    );
+    let out = output_within(runs_cmd(&host_b, &url, &["show", "no-such-run"]), LIMIT);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("no run `no-such-run` in store postgres://postgres:***@"),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains(PASSWORD));
+
+    // Pruning from host b to the newest run: host a's two runs leave the database (journal too);
+    // their folders, on host a, are not b's to remove.
+    let out = output_within(
+        runs_cmd(&host_b, &url, &["prune", "--keep", "1", "--yes"]),
+        LIMIT,
+    );
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("removed 2 runs from postgres://postgres:***@"),
+        "{said}"
+    );
+    assert!(
+        said.contains("(0 of their folders were on this host)"),
+        "{said}"
+    );
+    let out = output_within(
+        runs_cmd(&host_a, &url, &["list", "--output", "json"]),
+        LIMIT,
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [b_ids[0].as_str()]);
+    assert_eq!(
+        pg.psql_in(
+            "history_hosts",
+            &format!(
+                "SELECT count(*) FROM aitbc_flow_journal WHERE run_id IN ('{}', '{}')",
+                a_ids[0], a_ids[1]
+            )
+        ),
+        "0"
+    );
+    assert!(
+        pg.psql_in(
+            "history_hosts",
+            &format!(
+                "SELECT count(*) FROM aitbc_flow_journal WHERE run_id = '{}'",
+                b_ids[0]
+            )
+        )
+        .parse::<u32>()
+        .unwrap()
+            > 2
+    );
+    assert_eq!(
+        run_ids(&host_a),
+        a_ids,
+        "host a's folders were removed from host b"
+    );
 }

@@ -246,6 +246,8 @@ struct ExecParams {
     /// `resume --pay-again`.
     pay_again: bool,
     from_run: Option<Arc<crate::exec::from_run::Taken>>,
+    /// Where the journal is copied (`--store postgres://…`).
+    journal_mirror: Option<Arc<dyn journal::Mirror>>,
 }
 
 /// Runs `run`.
@@ -322,12 +324,21 @@ pub fn run(a: RunArgs) -> i32 {
         return code;
     }
     let run_id = new_run_id();
-    let store = match crate::cli::scheduler::open_store(&a.lock, &a.runs_dir) {
+    let store = match a.lock.store.open(&a.runs_dir) {
         Ok(s) => s,
         Err(code) => return code,
     };
     let run_lock = match crate::cli::scheduler::take_run_lock(&a.lock, &plan, &*store, &run_id) {
         Ok(l) => l,
+        Err(code) => return code,
+    };
+    let journal_mirror = match crate::cli::scheduler::journal_mirror(
+        &*store,
+        &plan.plan.name,
+        &run_id,
+        run_lock.as_ref(),
+    ) {
+        Ok(m) => m,
         Err(code) => return code,
     };
     let run_dir = match create_run_dir(&a.runs_dir, &run_id) {
@@ -367,6 +378,7 @@ pub fn run(a: RunArgs) -> i32 {
         },
         pay_again: false,
         from_run,
+        journal_mirror,
     };
     // The base vars of `--vars-from` are kept in the run directory (the temporary file is gone), so
     // the journal names a file that `resume` can read again.
@@ -499,6 +511,7 @@ fn execute_plan(
             max_spend: p.max_spend.clone(),
             pay_again: p.pay_again,
             from_run: p.from_run.clone(),
+            journal_mirror: p.journal_mirror.clone(),
             ..RunOptions::new(run_id.clone(), run_dir.clone())
         };
         let finished =
@@ -639,6 +652,8 @@ pub struct ResumeArgs {
         value_name = "DIR"
     )]
     pub runs_dir: PathBuf,
+    #[command(flatten)]
+    pub store: crate::cli::scheduler::StoreArg,
     /// Resume even though the plan file changed since the run started.
     #[arg(long)]
     pub force: bool,
@@ -837,6 +852,7 @@ pub fn resume(a: ResumeArgs) -> i32 {
         },
         pay_again: a.pay_again,
         from_run,
+        journal_mirror: None,
     };
     if let Some(code) = refuse_short_token(
         &params.coordinator,
@@ -851,9 +867,9 @@ pub fn resume(a: ResumeArgs) -> i32 {
     let flags = crate::cli::scheduler::LockFlags {
         lock: replay.lock,
         lock_timeout: Dur(std::time::Duration::from_secs(3600)),
-        store: std::env::var("AITBC_FLOW_STORE").ok(),
+        store: a.store.clone(),
     };
-    let store = match crate::cli::scheduler::open_store(&flags, &a.runs_dir) {
+    let store = match flags.store.open(&a.runs_dir) {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -861,7 +877,23 @@ pub fn resume(a: ResumeArgs) -> i32 {
         Ok(l) => l,
         Err(code) => return code,
     };
+    let params = match crate::cli::scheduler::journal_mirror(
+        &*store,
+        &plan.plan.name,
+        &run_id,
+        run_lock.as_ref(),
+    ) {
+        Ok(journal_mirror) => ExecParams {
+            journal_mirror,
+            ..params
+        },
+        Err(code) => return code,
+    };
+    let recorded_dir = dir.clone();
     let code = execute_plan(signals, plan, params, run_id, dir, Some(Arc::new(replay)));
+    if let Err(e) = store.record_run(&recorded_dir) {
+        errln!("warning: the run is not in the shared history: {e}");
+    }
     drop(run_lock);
     code
 }
@@ -907,14 +939,8 @@ pub struct RunsListArgs {
     /// `text` (default) or `json`.
     #[arg(long, value_enum, default_value_t = RunOutput::Text)]
     pub output: RunOutput,
-    /// Read the history shared in this store (a `postgres://…` URL) instead of the run folder.
-    #[arg(
-        long,
-        env = "AITBC_FLOW_STORE",
-        value_name = "URL",
-        hide_env_values = true
-    )]
-    pub store: Option<String>,
+    #[command(flatten)]
+    pub store: crate::cli::scheduler::StoreArg,
 }
 
 /// `runs show RUN-ID`
@@ -931,6 +957,8 @@ pub struct RunsShowArgs {
     /// Print summary.md as it is (for a CI job summary).
     #[arg(long)]
     pub markdown: bool,
+    #[command(flatten)]
+    pub store: crate::cli::scheduler::StoreArg,
 }
 
 /// `runs open RUN-ID`
@@ -958,6 +986,10 @@ pub struct RunsPruneArgs {
     /// Do not ask before removing every run (`--keep 0` on a terminal asks).
     #[arg(long, short)]
     pub yes: bool,
+    /// With `--store`: the rows of the whole shared history go, and the folders of those runs that are
+    /// on this host.
+    #[command(flatten)]
+    pub store: crate::cli::scheduler::StoreArg,
 }
 
 /// Runs a `runs` command.
@@ -971,12 +1003,9 @@ pub fn runs(c: RunsCommand) -> i32 {
 }
 
 fn runs_list(a: RunsListArgs) -> i32 {
-    let store = match crate::store::open(a.store.as_deref(), &a.runs_dir) {
+    let store = match a.store.open(&a.runs_dir) {
         Ok(s) => s,
-        Err(e) => {
-            errln!("error: {e}");
-            return exit::INVALID;
-        }
+        Err(code) => return code,
     };
     let runs = match store.list_runs() {
         Ok(r) => r,
@@ -1043,18 +1072,31 @@ fn runs_list(a: RunsListArgs) -> i32 {
 }
 
 fn runs_show(a: RunsShowArgs) -> i32 {
-    let dir = match history::find_run(&a.runs_dir, &a.run_id) {
-        Ok(d) => d,
+    let store = match a.store.open(&a.runs_dir) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let (report, ran_in) = match store.find_report(&a.run_id) {
+        Ok(found) => found,
         Err(e) => {
             errln!("error: {e}");
             return exit::INVALID;
         }
     };
-    let Some(report) = history::read_report(&dir) else {
-        errln!("error: run {} has no readable report", a.run_id);
-        return exit::INVALID;
+    // The run's folder when it is on this host; a run of another host (from the shared history) gets
+    // its report.html written under RUNS/.shared/ instead.
+    let here = a.runs_dir.join(&report.run_id);
+    let elsewhere = !here.join("report.json").is_file();
+    let dir = if elsewhere {
+        a.runs_dir.join(".shared").join(&report.run_id)
+    } else {
+        here
     };
     if a.html {
+        if elsewhere && let Err(e) = std::fs::create_dir_all(&dir) {
+            errln!("error: cannot create {}: {e}", dir.display());
+            return exit::INVALID;
+        }
         return match html_of(&dir, &report) {
             Ok(path) => {
                 outln!("{}", path.display());
@@ -1084,11 +1126,19 @@ fn runs_show(a: RunsShowArgs) -> i32 {
             .unwrap_or(160)
     };
     out!("{}", crate::report::show::for_terminal(&report, p, width));
-    outln!(
-        "\n{} {}",
-        p.dim("report:"),
-        dir.join("report.html").display()
-    );
+    if elsewhere {
+        outln!(
+            "\n{} {} (on the host that ran it; `runs show --html` writes one here)",
+            p.dim("report:"),
+            ran_in.join("report.html").display()
+        );
+    } else {
+        outln!(
+            "\n{} {}",
+            p.dim("report:"),
+            dir.join("report.html").display()
+        );
+    }
     exit::SUCCESS
 }
 
@@ -1165,7 +1215,11 @@ fn runs_open(a: RunsOpenArgs) -> i32 {
 }
 
 fn runs_prune(a: RunsPruneArgs) -> i32 {
-    let doomed = match history::to_prune(&a.runs_dir, a.keep) {
+    let store = match a.store.open(&a.runs_dir) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let doomed = match store.to_prune(a.keep) {
         Ok(d) => d,
         Err(e) => {
             errln!("error: {e}");
@@ -1184,7 +1238,7 @@ fn runs_prune(a: RunsPruneArgs) -> i32 {
         outln!(
             "would remove {} runs from {} (nothing removed: --dry-run)",
             doomed.len(),
-            a.runs_dir.display()
+            store.describe()
         );
         return exit::SUCCESS;
     }
@@ -1194,7 +1248,7 @@ fn runs_prune(a: RunsPruneArgs) -> i32 {
         err!(
             "remove all {} runs in {}? [y/N] ",
             doomed.len(),
-            a.runs_dir.display()
+            store.describe()
         );
         let mut answer = String::new();
         let _ = std::io::stdin().read_line(&mut answer);
@@ -1203,9 +1257,22 @@ fn runs_prune(a: RunsPruneArgs) -> i32 {
             return exit::SUCCESS;
         }
     }
-    match history::prune(&a.runs_dir, a.keep) {
+    if let Err(e) = store.forget(&doomed) {
+        errln!("error: {e}");
+        return exit::INVALID;
+    }
+    match history::remove(&a.runs_dir, &doomed) {
         Ok(removed) => {
-            outln!("removed {} runs", removed.len());
+            if removed.len() == doomed.len() {
+                outln!("removed {} runs", removed.len());
+            } else {
+                outln!(
+                    "removed {} runs from {} ({} of their folders were on this host)",
+                    doomed.len(),
+                    store.describe(),
+                    removed.len()
+                );
+            }
             // The result cache forgets what the removed runs paid for.
             if let Err(e) = crate::exec::cache::compact(&a.runs_dir) {
                 errln!("warning: cannot compact the result cache's index: {e}");

@@ -2,9 +2,11 @@
 //! `--lock` flags of `run`.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::duration::Dur;
+use crate::exec::journal::{Mirror, MirrorError};
 use crate::exec::lock::{LockInfo, POLL};
 use crate::exit;
 use crate::plan::CheckedPlan;
@@ -21,8 +23,15 @@ pub struct LockFlags {
     /// With `--lock` and `overlap: queue`: how long to wait for the lock (then exit 4).
     #[arg(long, default_value = "1h", value_name = "DURATION")]
     pub lock_timeout: Dur,
-    /// Where locks and run history are shared: a `postgres://user:password@host/db` URL shares them
-    /// between hosts (docs/scaling.md); without it, the run folder of this host.
+    #[command(flatten)]
+    pub store: StoreArg,
+}
+
+/// `--store`, of `run`, `resume` and `runs`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct StoreArg {
+    /// Where locks, journals and run history are shared: a `postgres://user:password@host/db` URL
+    /// shares them between hosts (docs/scaling.md); without it, the run folder of this host.
     #[arg(
         long,
         env = "AITBC_FLOW_STORE",
@@ -32,12 +41,67 @@ pub struct LockFlags {
     pub store: Option<String>,
 }
 
-/// Opens the store of `--store` (the run folder without it); `Err(code)` after saying why.
-pub fn open_store(flags: &LockFlags, runs_dir: &Path) -> Result<Box<dyn Store>, i32> {
-    crate::store::open(flags.store.as_deref(), runs_dir).map_err(|e| {
+impl StoreArg {
+    /// Opens the store (the run folder `runs_dir` without `--store`); `Err(code)` after saying why.
+    pub fn open(&self, runs_dir: &Path) -> Result<Box<dyn Store>, i32> {
+        crate::store::open(self.store.as_deref(), runs_dir).map_err(|e| {
+            errln!("error: {e}");
+            exit::INVALID
+        })
+    }
+}
+
+/// The store's copy of the run's journal (`None` for the run folder store), fenced by `lock`; a run
+/// that loses its lock stops at once with [`exit::LOCK_LOST`], whether its next journal write finds
+/// out or its heartbeat does (watched here). `Err(code)` after saying why.
+pub fn journal_mirror(
+    store: &dyn Store,
+    plan: &str,
+    run_id: &str,
+    lock: Option<&HeldLock>,
+) -> Result<Option<Arc<dyn Mirror>>, i32> {
+    let mirror = store.journal_mirror(run_id, plan, lock).map_err(|e| {
         errln!("error: {e}");
         exit::INVALID
-    })
+    })?;
+    let Some(inner) = mirror else {
+        return Ok(None);
+    };
+    if let Some(HeldLock::Lease(lease)) = lock {
+        let held = lease.held_flag();
+        let plan = plan.to_string();
+        std::thread::spawn(move || {
+            while held.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            lost_lock(&format!(
+                "the lock of {plan} was taken over by another run (its lease was not renewed in time)"
+            ));
+        });
+    }
+    Ok(Some(Arc::new(StopOnFence(inner))))
+}
+
+/// Ends the process: another holder has the plan's lock, so this run must not write or send more.
+fn lost_lock(why: &str) -> ! {
+    errln!(
+        "error: {why}; this run stops here and writes nothing more (exit {}): the new holder goes on",
+        exit::LOCK_LOST
+    );
+    std::process::exit(exit::LOCK_LOST)
+}
+
+/// A journal copy whose fenced write ends the process.
+#[derive(Debug)]
+struct StopOnFence(Arc<dyn Mirror>);
+
+impl Mirror for StopOnFence {
+    fn write(&self, records: &[Vec<u8>]) -> Result<(), MirrorError> {
+        match self.0.write(records) {
+            Err(MirrorError::Fenced(why)) => lost_lock(&why),
+            other => other,
+        }
+    }
 }
 
 /// Takes the run lock when `--lock` is given. `Ok(None)`: no lock taken, run anyway (no `--lock`,

@@ -209,54 +209,159 @@ pub struct CancelOutcome {
 /// journal's own ([`Syncer`]): a task that needs its record on disk asks that thread and awaits the
 /// answer, so 64 concurrent submits cost a handful of fsyncs, not 64, and no worker of the runtime
 /// blocks in an fsync (blocking there made the runtime start a thread per waiting submit, each with
-/// its own allocator heap: memory grew with `--concurrency`).
+/// its own allocator heap: memory grew with `--concurrency`). With a [`Mirror`] (the PostgreSQL store),
+/// each flush point also copies the records written since the last one, on that same thread.
 #[derive(Debug)]
 pub struct Journal {
-    file: std::fs::File,
+    inner: std::sync::Arc<Inner>,
     path: PathBuf,
-    /// Records written so far (a sequence number), under the lock that orders the writes.
-    written: std::sync::Mutex<u64>,
-    /// The file may end in a torn line (a crash or a full disk mid-write): the next record starts on a
-    /// fresh line instead of being glued onto it.
-    torn: std::sync::atomic::AtomicBool,
     syncer: Syncer,
 }
 
-/// The journal's fsync thread: it syncs the file whenever a record not yet synced is asked for, and
-/// tells every waiter how far the file is on disk. Stops when the journal is dropped.
+/// What the journal's writers and its fsync thread share.
+#[derive(Debug)]
+struct Inner {
+    file: std::fs::File,
+    /// Records written so far (a sequence number), under the lock that orders the writes.
+    written: std::sync::Mutex<u64>,
+    /// Records known to be durable (on disk, and in the mirror when there is one).
+    synced: std::sync::Mutex<u64>,
+    /// The file may end in a torn line (a crash or a full disk mid-write): the next record starts on a
+    /// fresh line instead of being glued onto it.
+    torn: std::sync::atomic::AtomicBool,
+    /// Where the records are copied too (the PostgreSQL store), at the flush points.
+    mirror: Option<std::sync::Arc<dyn Mirror>>,
+    /// Records written to the file but not yet to the mirror, in order (taken under `written`).
+    pending: std::sync::Mutex<Vec<Vec<u8>>>,
+    /// Set once the mirror refused a write because this run no longer holds its lock: nothing more is
+    /// written, to the file or the mirror.
+    fenced: std::sync::atomic::AtomicBool,
+}
+
+/// A copy of the journal kept elsewhere: the PostgreSQL store's `aitbc_flow_journal` rows, so that
+/// another host can resume the run (docs/scaling.md). Records are handed over in order, a batch at each
+/// of the journal's flush points (every durable append, so the run's end too), not one round trip per
+/// record.
+pub trait Mirror: Send + Sync + std::fmt::Debug {
+    /// Writes `records` (each a JSON record without its newline), next in order after those written
+    /// before.
+    fn write(&self, records: &[Vec<u8>]) -> Result<(), MirrorError>;
+}
+
+/// Why a [`Mirror`] did not take a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    /// The run's lock was taken over by another holder (its fencing token is no longer the lease's):
+    /// the batch was not written and nothing more may be.
+    #[error("{0}")]
+    Fenced(String),
+    /// The copy could not be written (the database is unreachable); the batch is tried again at the
+    /// next flush point.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl Inner {
+    /// Writes one record (anything of a record's shape) as one line; its sequence number.
+    fn write(&self, record: &impl Serialize) -> std::io::Result<u64> {
+        use std::sync::atomic::Ordering;
+        if self.fenced.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other(
+                "this run no longer holds its lock, so it writes nothing more",
+            ));
+        }
+        let mut line = Vec::with_capacity(512);
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        let torn = self.torn.load(Ordering::Relaxed);
+        if torn {
+            line.push(b'\n');
+        }
+        serde_json::to_writer(&mut line, record).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        // One write per record: a crash leaves at most a torn last line, which the reader skips. A
+        // write that failed part-way (a full disk) may have left one too.
+        if let Err(e) = (&self.file).write_all(&line) {
+            self.torn.store(true, Ordering::Relaxed);
+            return Err(e);
+        }
+        self.torn.store(false, Ordering::Relaxed);
+        if self.mirror.is_some() {
+            line.pop();
+            if torn {
+                line.remove(0);
+            }
+            self.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(line);
+        }
+        *written += 1;
+        Ok(*written)
+    }
+
+    /// Makes every record up to `seq` durable — fsync, then the mirror's copy — sharing the work with
+    /// concurrent callers; how far the journal is durable now.
+    fn flush_to(&self, seq: u64) -> std::io::Result<u64> {
+        let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
+        if *synced >= seq {
+            return Ok(*synced);
+        }
+        let (target, batch) = {
+            let written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            (*written, std::mem::take(&mut *pending))
+        };
+        let flushed = self.file.sync_data().and_then(|()| match &self.mirror {
+            Some(m) if !batch.is_empty() => m.write(&batch).map_err(|e| {
+                if matches!(e, MirrorError::Fenced(_)) {
+                    self.fenced.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                std::io::Error::other(e.to_string())
+            }),
+            _ => Ok(()),
+        });
+        if let Err(e) = flushed {
+            // The batch goes first again at the next flush point, before the records written since.
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let later = std::mem::replace(&mut *pending, batch);
+            pending.extend(later);
+            return Err(e);
+        }
+        *synced = target;
+        Ok(target)
+    }
+}
+
+/// The journal's fsync thread: it flushes the journal whenever a record not yet durable is asked for,
+/// and tells every waiter how far it is durable. Stops when the journal is dropped.
 #[derive(Debug)]
 struct Syncer {
     /// The highest sequence number asked to be durable, and whether the journal is closing.
     asked: std::sync::Arc<(std::sync::Mutex<(u64, bool)>, std::sync::Condvar)>,
-    /// How far the file is known to be on disk, or the error of the fsync that failed.
+    /// How far the journal is known to be durable, or the error of the flush that failed.
     synced: tokio::sync::watch::Receiver<Synced>,
 }
 
 /// What the fsync thread last did.
 #[derive(Clone, Debug, Default)]
 struct Synced {
-    /// Records up to this sequence number are on disk.
+    /// Records up to this sequence number are durable.
     upto: u64,
-    /// The last fsync failed (up to that sequence number), with this error.
+    /// The last flush failed (for the records up to that sequence number), with this error.
     failed: Option<(u64, String)>,
 }
 
 impl Syncer {
-    fn start(file: std::fs::File, written: u64) -> std::io::Result<Syncer> {
-        let asked = std::sync::Arc::new((
-            std::sync::Mutex::new((written, false)),
-            std::sync::Condvar::new(),
-        ));
-        let (tx, rx) = tokio::sync::watch::channel(Synced {
-            upto: written,
-            failed: None,
-        });
+    fn start(inner: std::sync::Arc<Inner>) -> std::io::Result<Syncer> {
+        let asked =
+            std::sync::Arc::new((std::sync::Mutex::new((0, false)), std::sync::Condvar::new()));
+        let (tx, rx) = tokio::sync::watch::channel(Synced::default());
         let a = asked.clone();
         std::thread::Builder::new()
             .name("journal-fsync".into())
             .spawn(move || {
                 let (lock, cv) = &*a;
-                let mut done = written;
+                let mut done = 0;
                 loop {
                     let target = {
                         let mut g = lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -264,14 +369,14 @@ impl Syncer {
                             g = cv.wait(g).unwrap_or_else(|p| p.into_inner());
                         }
                         if g.0 <= done {
-                            return; // closing, nothing left to sync
+                            return; // closing, nothing left to flush
                         }
                         g.0
                     };
-                    let r = file.sync_data();
+                    let r = inner.flush_to(target);
                     tx.send_modify(|s| match r {
-                        Ok(()) => {
-                            s.upto = target;
+                        Ok(upto) => {
+                            s.upto = s.upto.max(upto);
                             s.failed = None;
                         }
                         Err(e) => s.failed = Some((target, e.to_string())),
@@ -279,13 +384,14 @@ impl Syncer {
                     if tx.is_closed() {
                         return;
                     }
+                    // A failed flush is tried again by the next record asked for (its batch first).
                     done = target;
                 }
             })?;
         Ok(Syncer { asked, synced: rx })
     }
 
-    /// Waits until every record up to `seq` is on disk.
+    /// Waits until every record up to `seq` is durable.
     async fn sync_to(&self, seq: u64) -> std::io::Result<()> {
         {
             let (lock, cv) = &*self.asked;
@@ -301,7 +407,7 @@ impl Syncer {
             .await
             .map_err(|_| std::io::Error::other("the journal's fsync thread stopped"))?;
         match &got.failed {
-            Some((n, e)) if *n >= seq && got.upto < seq => Err(std::io::Error::other(e.clone())),
+            Some((_, e)) if got.upto < seq => Err(std::io::Error::other(e.clone())),
             _ => Ok(()),
         }
     }
@@ -345,6 +451,14 @@ pub(crate) enum StepRecord<'a> {
 impl Journal {
     /// Opens (creating or appending to) `journal.jsonl` in a run directory.
     pub fn open(run_dir: &Path) -> std::io::Result<Journal> {
+        Journal::open_mirrored(run_dir, None)
+    }
+
+    /// [`Journal::open`], with every record also written to `mirror` (when given) at the flush points.
+    pub fn open_mirrored(
+        run_dir: &Path,
+        mirror: Option<std::sync::Arc<dyn Mirror>>,
+    ) -> std::io::Result<Journal> {
         let path = run_dir.join("journal.jsonl");
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -352,12 +466,19 @@ impl Journal {
             .append(true)
             .open(&path)?;
         let torn = ends_torn(&file)?;
-        let syncer = Syncer::start(file.try_clone()?, 0)?;
-        Ok(Journal {
+        let inner = std::sync::Arc::new(Inner {
             file,
-            path,
             written: std::sync::Mutex::new(0),
+            synced: std::sync::Mutex::new(0),
             torn: std::sync::atomic::AtomicBool::new(torn),
+            mirror,
+            pending: std::sync::Mutex::new(Vec::new()),
+            fenced: std::sync::atomic::AtomicBool::new(false),
+        });
+        let syncer = Syncer::start(inner.clone())?;
+        Ok(Journal {
+            inner,
+            path,
             syncer,
         })
     }
@@ -367,41 +488,25 @@ impl Journal {
         &self.path
     }
 
-    /// Appends a record; with `durable`, returns only once it is on disk (an fsync on the caller's
+    /// Appends a record; with `durable`, returns only once it is durable (flushed on the caller's
     /// thread: for the header and the end of a run; steps use [`Journal::append_durable`]).
     pub fn append(&self, record: &Record, durable: bool) -> std::io::Result<()> {
-        self.write(record)?;
+        let seq = self.inner.write(record)?;
         if durable {
-            self.file.sync_data()?;
+            self.inner.flush_to(seq)?;
         }
         Ok(())
     }
 
-    /// Appends a record and waits until it is on disk, sharing the fsync with concurrent callers.
+    /// Appends a record and waits until it is durable, sharing the flush with concurrent callers.
     pub async fn append_durable(&self, record: &Record) -> std::io::Result<()> {
-        let seq = self.write(record)?;
+        let seq = self.inner.write(record)?;
         self.syncer.sync_to(seq).await
     }
 
     /// Writes one record (anything of a record's shape) as one line; its sequence number.
     pub(crate) fn write(&self, record: &impl Serialize) -> std::io::Result<u64> {
-        use std::sync::atomic::Ordering;
-        let mut line = Vec::with_capacity(512);
-        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
-        if self.torn.load(Ordering::Relaxed) {
-            line.push(b'\n');
-        }
-        serde_json::to_writer(&mut line, record).map_err(std::io::Error::other)?;
-        line.push(b'\n');
-        // One write per record: a crash leaves at most a torn last line, which the reader skips. A
-        // write that failed part-way (a full disk) may have left one too.
-        if let Err(e) = (&self.file).write_all(&line) {
-            self.torn.store(true, Ordering::Relaxed);
-            return Err(e);
-        }
-        self.torn.store(false, Ordering::Relaxed);
-        *written += 1;
-        Ok(*written)
+        self.inner.write(record)
     }
 }
 
@@ -855,6 +960,87 @@ pub fn replay(records: &mut [Record]) -> Result<Replay, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A mirror that keeps what it was given, and refuses as told.
+    #[derive(Debug, Default)]
+    struct Copy {
+        batches: std::sync::Mutex<Vec<Vec<String>>>,
+        refuse: std::sync::Mutex<Option<bool>>,
+    }
+
+    impl Mirror for Copy {
+        fn write(&self, records: &[Vec<u8>]) -> Result<(), MirrorError> {
+            match *self.refuse.lock().unwrap() {
+                Some(true) => return Err(MirrorError::Fenced("taken over".into())),
+                Some(false) => return Err(MirrorError::Failed("unreachable".into())),
+                None => {}
+            }
+            let batch = records
+                .iter()
+                .map(|r| String::from_utf8(r.clone()).unwrap())
+                .collect();
+            self.batches.lock().unwrap().push(batch);
+            Ok(())
+        }
+    }
+
+    fn submitted(job: &str) -> Record {
+        Record::Submitted {
+            step: "a".into(),
+            submission: 1,
+            job_id: job.into(),
+        }
+    }
+
+    #[test]
+    fn a_mirror_gets_the_records_in_order_a_batch_per_flush_point_and_a_fenced_journal_writes_nothing_more()
+     {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = std::sync::Arc::new(Copy::default());
+        let j = Journal::open_mirrored(dir.path(), Some(copy.clone())).unwrap();
+        j.append(&submitted("j1"), false).unwrap();
+        j.append(&submitted("j2"), false).unwrap();
+        assert!(
+            copy.batches.lock().unwrap().is_empty(),
+            "no flush point yet"
+        );
+        j.append(&submitted("j3"), true).unwrap();
+        let batches = copy.batches.lock().unwrap().clone();
+        assert_eq!(batches.len(), 1, "{batches:?}");
+        let jobs: Vec<&str> = batches[0]
+            .iter()
+            .map(|l| {
+                assert!(!l.contains('\n'));
+                if l.contains("j1") {
+                    "j1"
+                } else if l.contains("j2") {
+                    "j2"
+                } else {
+                    "j3"
+                }
+            })
+            .collect();
+        assert_eq!(jobs, ["j1", "j2", "j3"]);
+
+        // The copy is down: the durable append fails and its batch is sent again first, next time.
+        *copy.refuse.lock().unwrap() = Some(false);
+        assert!(j.append(&submitted("j4"), true).is_err());
+        *copy.refuse.lock().unwrap() = None;
+        j.append(&submitted("j5"), true).unwrap();
+        let last = copy.batches.lock().unwrap().last().unwrap().clone();
+        assert_eq!(last.len(), 2);
+        assert!(last[0].contains("j4") && last[1].contains("j5"), "{last:?}");
+
+        // Taken over: refused, and nothing more reaches the file.
+        *copy.refuse.lock().unwrap() = Some(true);
+        assert!(j.append(&submitted("j6"), true).is_err());
+        let before = std::fs::read_to_string(j.path()).unwrap();
+        *copy.refuse.lock().unwrap() = None;
+        let e = j.append(&submitted("j7"), true).unwrap_err();
+        assert!(e.to_string().contains("no longer holds its lock"), "{e}");
+        assert_eq!(std::fs::read_to_string(j.path()).unwrap(), before);
+        assert_eq!(read(j.path()).unwrap().len(), 6);
+    }
 
     #[test]
     fn torn_last_line_is_skipped_and_replay_folds_submissions() {

@@ -69,6 +69,8 @@ pub struct RunOptions {
     /// `resume --pay-again`: a job the run cancelled whose refund is not confirmed is submitted (and
     /// paid) again all the same; without it, its step fails saying how much is still held.
     pub pay_again: bool,
+    /// Where the journal is copied besides its file (the PostgreSQL store, fenced by the lock).
+    pub journal_mirror: Option<Arc<dyn super::journal::Mirror>>,
 }
 
 impl RunOptions {
@@ -92,6 +94,7 @@ impl RunOptions {
             max_spend: Default::default(),
             balance_check: BalanceCheck::On,
             pay_again: false,
+            journal_mirror: None,
         }
     }
 }
@@ -373,7 +376,7 @@ fn open_journal(
     run: &RunInfo,
     events: &mpsc::UnboundedSender<Event>,
 ) -> Option<Arc<Journal>> {
-    let journal = match Journal::open(&options.run_dir) {
+    let journal = match Journal::open_mirrored(&options.run_dir, options.journal_mirror.clone()) {
         Ok(j) => Arc::new(j),
         Err(e) => {
             let _ = events.send(Event::RunIssue {

@@ -32,6 +32,22 @@ pub struct RunEntry {
     pub dir: PathBuf,
 }
 
+impl RunEntry {
+    /// The entry of a run from its report; `dir` is where its folder is (on the host that ran it).
+    pub fn from_report(r: &Report, dir: PathBuf) -> RunEntry {
+        RunEntry {
+            run_id: r.run_id.clone(),
+            plan: r.plan.clone(),
+            status: r.status,
+            started_at: r.started_at.clone(),
+            finished_at: r.finished_at.clone(),
+            jobs: r.totals.jobs,
+            failed: r.totals.failed,
+            dir,
+        }
+    }
+}
+
 /// Why the history could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
@@ -187,23 +203,37 @@ pub fn find_run(runs_dir: &Path, id: &str) -> Result<PathBuf, HistoryError> {
 /// The runs that `prune(runs_dir, keep)` would remove: all but the newest `keep`, less the runs still
 /// going (status `running`), which are never removed.
 pub fn to_prune(runs_dir: &Path, keep: usize) -> Result<Vec<RunEntry>, HistoryError> {
-    Ok(list_runs(runs_dir)?
-        .into_iter()
+    Ok(prunable(list_runs(runs_dir)?, keep))
+}
+
+/// Of `runs` (newest first), those that pruning to the newest `keep` removes: never one still going.
+pub fn prunable(runs: Vec<RunEntry>, keep: usize) -> Vec<RunEntry> {
+    runs.into_iter()
         .skip(keep)
         .filter(|r| r.status != RunStatus::Running)
-        .collect())
+        .collect()
 }
 
 /// Removes all but the newest `keep` runs (per the whole folder); returns the removed ids. Runs still
 /// going (status `running`) are never removed.
 pub fn prune(runs_dir: &Path, keep: usize) -> Result<Vec<String>, HistoryError> {
+    remove(runs_dir, &to_prune(runs_dir, keep)?)
+}
+
+/// Removes the folders of `runs` that are in `runs_dir` (a run of another host, in a shared history,
+/// has none here and is left alone); returns the ids whose folder was removed.
+pub fn remove(runs_dir: &Path, runs: &[RunEntry]) -> Result<Vec<String>, HistoryError> {
     let mut removed = Vec::new();
-    for r in to_prune(runs_dir, keep)? {
-        std::fs::remove_dir_all(&r.dir).map_err(|e| HistoryError::Io {
-            path: r.dir.clone(),
+    for r in runs {
+        let dir = runs_dir.join(&r.run_id);
+        if r.run_id.contains('/') || r.run_id.contains("..") || !dir.is_dir() {
+            continue;
+        }
+        std::fs::remove_dir_all(&dir).map_err(|e| HistoryError::Io {
+            path: dir.clone(),
             source: e,
         })?;
-        removed.push(r.run_id);
+        removed.push(r.run_id.clone());
     }
     Ok(removed)
 }

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::report::Report;
+
 use super::{HeldLock, LockAttempt, Store, StoreError};
 use crate::exec::lock::{self, Attempt, LockInfo};
 use crate::report::history::{self, RunEntry};
@@ -43,5 +45,21 @@ impl Store for FileStore {
 
     fn list_runs(&self) -> Result<Vec<RunEntry>, StoreError> {
         history::list_runs(&self.runs_dir).map_err(|e| StoreError::Files(e.to_string()))
+    }
+
+    fn find_report(&self, id: &str) -> Result<(Report, PathBuf), StoreError> {
+        let dir =
+            history::find_run(&self.runs_dir, id).map_err(|e| StoreError::Files(e.to_string()))?;
+        match history::read_report(&dir) {
+            Some(r) => Ok((r, dir)),
+            None => Err(StoreError::Files(format!(
+                "run {id} has no readable report"
+            ))),
+        }
+    }
+
+    fn forget(&self, _runs: &[RunEntry]) -> Result<(), StoreError> {
+        // A run's folder is its record here: removing the folder forgets it.
+        Ok(())
     }
 }

@@ -8,9 +8,13 @@
 pub mod files;
 pub mod postgres;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
+use crate::exec::journal::Mirror;
 use crate::exec::lock::{LockInfo, RunLock};
+use crate::report::Report;
 use crate::report::history::RunEntry;
 
 /// A lock held through a store; released on drop.
@@ -28,6 +32,15 @@ impl HeldLock {
         match self {
             HeldLock::File(_) => None,
             HeldLock::Lease(l) => Some(l.token()),
+        }
+    }
+
+    /// Whether the lock is still this holder's: a lease whose renewal found another holder's token
+    /// is not (a file lock always is).
+    pub fn still_held(&self) -> bool {
+        match self {
+            HeldLock::File(_) => true,
+            HeldLock::Lease(l) => l.still_held(),
         }
     }
 }
@@ -58,6 +71,9 @@ pub enum StoreError {
     /// The file backend failed.
     #[error("{0}")]
     Files(String),
+    /// No such run in the store's history.
+    #[error("no run `{0}` in store {1}")]
+    NoRun(String, String),
 }
 
 /// Shared state of runs: locks and history.
@@ -70,6 +86,26 @@ pub trait Store: Send + Sync {
     fn record_run(&self, run_dir: &Path) -> Result<(), StoreError>;
     /// Every recorded run, newest first.
     fn list_runs(&self) -> Result<Vec<RunEntry>, StoreError>;
+    /// The report of run `id` (`latest`: the newest run) and where its folder is (on the host that
+    /// ran it).
+    fn find_report(&self, id: &str) -> Result<(Report, PathBuf), StoreError>;
+    /// The runs `runs prune --keep KEEP` removes: all but the newest `keep`, never one still running.
+    fn to_prune(&self, keep: usize) -> Result<Vec<RunEntry>, StoreError> {
+        Ok(crate::report::history::prunable(self.list_runs()?, keep))
+    }
+    /// Removes `runs` from the history (their folders are the caller's).
+    fn forget(&self, runs: &[RunEntry]) -> Result<(), StoreError>;
+    /// Where the journal of run `run_id` (of plan `plan`, holding `lock` if any) is copied besides its
+    /// file, each batch written only while `lock` is still this holder's (its fencing token); `None`
+    /// when the file is the whole journal (the run folder store).
+    fn journal_mirror(
+        &self,
+        _run_id: &str,
+        _plan: &str,
+        _lock: Option<&HeldLock>,
+    ) -> Result<Option<Arc<dyn Mirror>>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// Opens the store named by `url` (`None`: the run folder `runs_dir`).

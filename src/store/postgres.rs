@@ -9,6 +9,10 @@
 //! has not renewed it for [`LEASE`]; each take draws a new fencing token from a sequence, so a
 //! holder that lost its lease (a paused or partitioned host) can tell by its token that it no longer
 //! holds it. The holder's heartbeat renews the row every [`LEASE`]/3.
+//!
+//! The journal of a run is copied into `aitbc_flow_journal` (one row per record, keyed by run id and
+//! sequence number), a batch at each of the journal's flush points, by one statement that inserts the
+//! batch only while the lock row still carries this holder's token ([`PgJournal`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,19 +22,40 @@ use std::time::Duration;
 use tokio_postgres::{Client, NoTls};
 
 use super::{HeldLock, LockAttempt, Store, StoreError, redact};
+use crate::exec::journal::{Mirror, MirrorError};
 use crate::exec::lock::LockInfo;
-use crate::report::history::{self, RunEntry};
+use crate::report::Report;
+use crate::report::history::{self, REPORT_VERSION, RunEntry};
 
-/// A lock not renewed for this long is taken over by the next run that asks (docs/decisions.md).
+/// A lock not renewed for this long is taken over by the next run that asks (docs/decisions.md);
+/// `AITBC_FLOW_LEASE` sets another period (at least 1s), for tests.
 pub const LEASE: Duration = Duration::from_secs(30);
+
+/// The variable that sets the lease period.
+pub const LEASE_VAR: &str = "AITBC_FLOW_LEASE";
+
+/// The lease period: [`LEASE`], or `AITBC_FLOW_LEASE` when set.
+fn lease_period() -> Result<Duration, String> {
+    match std::env::var(LEASE_VAR) {
+        Err(_) => Ok(LEASE),
+        Ok(v) => match crate::duration::parse_duration(v.trim()) {
+            Ok(d) if d >= Duration::from_secs(1) => Ok(d),
+            Ok(_) => Err(format!(
+                "{LEASE_VAR}={v}: the lease period must be at least 1s"
+            )),
+            Err(e) => Err(format!("{LEASE_VAR}={v}: {e}")),
+        },
+    }
+}
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The schema, one step per version, applied in order; never edit a step that has shipped.
-pub const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "CREATE SEQUENCE aitbc_flow_fence;
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "CREATE SEQUENCE aitbc_flow_fence;
      CREATE TABLE aitbc_flow_locks (
          plan text PRIMARY KEY,
          token bigint NOT NULL,
@@ -45,11 +70,23 @@ pub const MIGRATIONS: &[(i32, &str)] = &[(
          report text NOT NULL
      );
      CREATE INDEX aitbc_flow_runs_started ON aitbc_flow_runs (started_at DESC, run_id DESC);",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE aitbc_flow_journal (
+             run_id text NOT NULL,
+             seq bigint NOT NULL,
+             token bigint,
+             record text NOT NULL,
+             PRIMARY KEY (run_id, seq)
+         );",
+    ),
+];
 
 /// A connection to the shared database.
 pub struct PgStore {
     url: String,
+    lease: Duration,
     client: Arc<Client>,
     rt: Arc<tokio::runtime::Runtime>,
 }
@@ -68,6 +105,7 @@ impl PgStore {
             url: shown.clone(),
             message: m,
         };
+        let lease = lease_period().map_err(&err)?;
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| err(format!("not a valid URL: {e}")))?;
@@ -93,6 +131,7 @@ impl PgStore {
             .map_err(|e| err(format!("cannot apply its schema: {}", describe(&e))))?;
         Ok(PgStore {
             url: shown,
+            lease,
             client: Arc::new(client),
             rt: Arc::new(rt),
         })
@@ -164,7 +203,7 @@ impl Store for PgStore {
 
     fn try_lock(&self, me: &LockInfo) -> Result<LockAttempt, StoreError> {
         let holder = serde_json::to_string(me).map_err(|e| StoreError::Files(e.to_string()))?;
-        let lease = LEASE.as_secs_f64();
+        let lease = self.lease.as_secs_f64();
         let client = self.client.clone();
         let plan = me.plan.clone();
         let row = on(&self.rt, async move {
@@ -208,7 +247,7 @@ impl Store for PgStore {
                 format!(
                     "its holder has not renewed its lease for {}s (lease {}s)",
                     silent.unwrap_or_default().round(),
-                    LEASE.as_secs()
+                    self.lease.as_secs_f64()
                 ),
             )
         });
@@ -223,16 +262,7 @@ impl Store for PgStore {
             return Ok(());
         };
         let report = serde_json::to_string(&r).map_err(|e| StoreError::Files(e.to_string()))?;
-        let entry = RunEntry {
-            run_id: r.run_id,
-            plan: r.plan,
-            status: r.status,
-            started_at: r.started_at,
-            finished_at: r.finished_at,
-            jobs: r.totals.jobs,
-            failed: r.totals.failed,
-            dir: run_dir.to_path_buf(),
-        };
+        let entry = RunEntry::from_report(&r, run_dir.to_path_buf());
         let text = serde_json::to_string(&entry).map_err(|e| StoreError::Files(e.to_string()))?;
         let client = self.client.clone();
         on(&self.rt, async move {
@@ -275,6 +305,158 @@ impl Store for PgStore {
         }
         Ok(out)
     }
+
+    fn find_report(&self, id: &str) -> Result<(Report, std::path::PathBuf), StoreError> {
+        let client = self.client.clone();
+        let wanted = id.to_string();
+        let row = on(&self.rt, async move {
+            client
+                .query_opt(
+                    "SELECT entry, report FROM aitbc_flow_runs
+                     WHERE run_id = $1 OR ($1 = 'latest' AND NOT EXISTS (
+                         SELECT 1 FROM aitbc_flow_runs WHERE run_id = 'latest'))
+                     ORDER BY started_at DESC, run_id DESC LIMIT 1",
+                    &[&wanted],
+                )
+                .await
+        })
+        .map_err(|e| self.err(&e))?;
+        let Some(row) = row else {
+            return Err(StoreError::NoRun(id.to_string(), self.url.clone()));
+        };
+        let unreadable = |what: String| StoreError::Database {
+            url: self.url.clone(),
+            message: format!("the report of run {id} is not readable: {what}"),
+        };
+        let entry: RunEntry =
+            serde_json::from_str(row.get::<_, &str>(0)).map_err(|e| unreadable(e.to_string()))?;
+        let report: Report =
+            serde_json::from_str(row.get::<_, &str>(1)).map_err(|e| unreadable(e.to_string()))?;
+        if report.report_version != REPORT_VERSION {
+            return Err(unreadable(format!(
+                "report format version {}, but aitbc-flow {} reads report format version \
+                 {REPORT_VERSION} only",
+                report.report_version,
+                env!("CARGO_PKG_VERSION")
+            )));
+        }
+        Ok((report, entry.dir))
+    }
+
+    fn forget(&self, runs: &[RunEntry]) -> Result<(), StoreError> {
+        let ids: Vec<String> = runs.iter().map(|r| r.run_id.clone()).collect();
+        let client = self.client.clone();
+        // One statement, so that a run is never left with its journal and without its entry.
+        on(&self.rt, async move {
+            client
+                .execute(
+                    "WITH journal AS (DELETE FROM aitbc_flow_journal WHERE run_id = ANY($1))
+                     DELETE FROM aitbc_flow_runs WHERE run_id = ANY($1)",
+                    &[&ids],
+                )
+                .await
+        })
+        .map(|_| ())
+        .map_err(|e| self.err(&e))
+    }
+
+    fn journal_mirror(
+        &self,
+        run_id: &str,
+        plan: &str,
+        lock: Option<&HeldLock>,
+    ) -> Result<Option<Arc<dyn Mirror>>, StoreError> {
+        let client = self.client.clone();
+        let id = run_id.to_string();
+        let last: i64 = on(&self.rt, async move {
+            client
+                .query_one(
+                    "SELECT coalesce(max(seq), 0) FROM aitbc_flow_journal WHERE run_id = $1",
+                    &[&id],
+                )
+                .await
+        })
+        .map_err(|e| self.err(&e))?
+        .get(0);
+        Ok(Some(Arc::new(PgJournal {
+            url: self.url.clone(),
+            client: self.client.clone(),
+            rt: self.rt.clone(),
+            run_id: run_id.to_string(),
+            plan: plan.to_string(),
+            token: lock.and_then(HeldLock::token),
+            last: std::sync::Mutex::new(last),
+        })))
+    }
+}
+
+/// The journal of one run in `aitbc_flow_journal`, after the records already there.
+pub struct PgJournal {
+    url: String,
+    client: Arc<Client>,
+    rt: Arc<tokio::runtime::Runtime>,
+    run_id: String,
+    plan: String,
+    /// The fencing token of the run's lease; `None` for a run without `--lock`, whose writes are not
+    /// fenced.
+    token: Option<i64>,
+    /// The sequence number of the last record written.
+    last: std::sync::Mutex<i64>,
+}
+
+impl std::fmt::Debug for PgJournal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgJournal")
+            .field("url", &self.url)
+            .field("run_id", &self.run_id)
+            .field("token", &self.token)
+            .finish()
+    }
+}
+
+impl Mirror for PgJournal {
+    fn write(&self, records: &[Vec<u8>]) -> Result<(), MirrorError> {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let lines: Vec<String> = records
+            .iter()
+            .map(|r| String::from_utf8_lossy(r).into_owned())
+            .collect();
+        let n = lines.len() as u64;
+        let client = self.client.clone();
+        let (id, plan, token, first) = (
+            self.run_id.clone(),
+            self.plan.clone(),
+            self.token,
+            *last + 1,
+        );
+        // One statement checks the lease and writes: FOR SHARE waits for a takeover in progress and
+        // then sees its token, so no batch is written after the lease changed hands.
+        let written = on(&self.rt, async move {
+            client
+                .execute(
+                    "INSERT INTO aitbc_flow_journal (run_id, seq, token, record)
+                     SELECT $1, $2::bigint + t.n - 1, $4::bigint, t.record
+                     FROM unnest($3::text[]) WITH ORDINALITY AS t(record, n)
+                     WHERE $4::bigint IS NULL OR EXISTS (
+                         SELECT 1 FROM aitbc_flow_locks
+                         WHERE plan = $5 AND token = $4::bigint FOR SHARE)",
+                    &[&id, &first, &lines, &token, &plan],
+                )
+                .await
+        })
+        .map_err(|e| MirrorError::Failed(format!("store {}: {}", self.url, describe(&e))))?;
+        if written != n {
+            return Err(MirrorError::Fenced(format!(
+                "the lock of {} was taken over by another run: this run's fencing token {} is no \
+                 longer the lease's (store {})",
+                self.plan,
+                token.unwrap_or_default(),
+                self.url
+            )));
+        }
+        *last += n as i64;
+        Ok(())
+    }
 }
 
 /// A held lease: renewed every [`LEASE`]/3 until dropped, then deleted (if still ours).
@@ -299,8 +481,9 @@ impl Lease {
         let client = store.client.clone();
         let plan = plan.to_string();
         let flag = held.clone();
+        let period = store.lease / 3;
         let beat = store.rt.spawn(async move {
-            let mut tick = tokio::time::interval(LEASE / 3);
+            let mut tick = tokio::time::interval(period);
             tick.tick().await;
             loop {
                 tokio::select! {
@@ -350,6 +533,11 @@ impl Lease {
     /// Whether the last renewal found the lease still ours.
     pub fn still_held(&self) -> bool {
         self.held.load(Ordering::SeqCst)
+    }
+
+    /// The flag behind [`Lease::still_held`], to watch from another thread.
+    pub fn held_flag(&self) -> Arc<AtomicBool> {
+        self.held.clone()
     }
 }
 

@@ -161,3 +161,75 @@ fn no_invalid_fixture_falls_back_to_the_catch_all_code() {
     }
     assert!(seen > 50, "only {seen} invalid-plan snapshots found");
 }
+
+/// One pass reports every mistake (schema, job types, templates, needs): `--output json` and
+/// `--format github` list the same problems, at the same places, in the same order.
+#[test]
+fn every_format_lists_the_same_mistakes_in_one_pass() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_aitbc-flow"))
+            .arg("validate")
+            .args(args)
+            .arg("tests/plans/invalid/many-mistakes.yaml")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("the binary runs");
+        assert_eq!(out.status.code(), Some(2));
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (_, text) = run(&[]);
+    let from_text: Vec<(u64, u64)> = text
+        .lines()
+        .filter_map(|l| {
+            l.trim()
+                .strip_prefix("--> tests/plans/invalid/many-mistakes.yaml:")
+        })
+        .map(|p| {
+            let (l, c) = p.split_once(':').expect("line:col");
+            (l.parse().unwrap(), c.parse().unwrap())
+        })
+        .collect();
+    let (json, _) = run(&["--output", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("JSON on stdout");
+    let from_json: Vec<(u64, u64)> = v["files"][0]["errors"]
+        .as_array()
+        .expect("a list of errors")
+        .iter()
+        .map(|d| {
+            (
+                d["location"]["line"].as_u64().unwrap(),
+                d["location"]["column"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let (github, _) = run(&["--format", "github"]);
+    let from_github: Vec<(u64, u64)> = github
+        .lines()
+        .map(|l| {
+            let line = l.split("line=").nth(1).unwrap().split(',').next().unwrap();
+            let col = l.split("col=").nth(1).unwrap().split(',').next().unwrap();
+            (line.parse().unwrap(), col.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(from_text, from_json);
+    assert_eq!(from_text, from_github);
+    let mut sorted = from_text.clone();
+    sorted.sort();
+    assert_eq!(from_text, sorted, "sorted by position");
+    for (what, line) in [
+        ("unknown key `modle`", 15),
+        ("`inferense` is not a valid `job_type`", 12),
+        ("filter upperr is unknown", 16),
+        ("unknown step `analyse`", 18),
+        ("`5 minutes` is not a duration", 19),
+    ] {
+        assert!(text.contains(what), "{what} missing:\n{text}");
+        assert!(
+            from_text.iter().any(|(l, _)| *l == line),
+            "nothing on line {line}"
+        );
+    }
+}

@@ -70,8 +70,83 @@ pub fn load_bytes(
 ) -> Result<CheckedPlan, Vec<Diagnostic>> {
     let content_hash = content_hash(bytes);
     let source = super::source::parse(&path.display().to_string(), bytes)?;
-    let plan = super::schema::check(&source)?;
-    check(source, plan, content_hash, path, options)
+    match super::schema::check(&source) {
+        Ok(plan) => check(source, plan, None, content_hash, path, options),
+        Err(schema_errors) => Err(with_the_rest(
+            source,
+            schema_errors,
+            content_hash,
+            path,
+            options,
+        )),
+    }
+}
+
+/// The schema's errors and what the other checks find on the rest of the plan
+/// ([`super::salvage`]): one pass reports every mistake it can, sorted by position. A problem the
+/// other checks find where the schema already found one is the same mistake seen again: dropped.
+fn with_the_rest(
+    source: Source,
+    mut schema_errors: Vec<Diagnostic>,
+    content_hash: String,
+    path: &Path,
+    options: &LoadOptions,
+) -> Vec<Diagnostic> {
+    let Some(salvaged) = super::salvage::salvage(&source) else {
+        return schema_errors;
+    };
+    let written = Written {
+        value: &salvaged.value,
+        broken: &salvaged.broken,
+    };
+    let more = match check(
+        source,
+        salvaged.plan.clone(),
+        Some(written),
+        content_hash,
+        path,
+        options,
+    ) {
+        Err(more) => more,
+        Ok(checked) => super::salvage::template_problems(&checked.source, &checked.templates),
+    };
+    let placed: HashSet<Option<super::diag::Location>> =
+        schema_errors.iter().map(|d| d.location.clone()).collect();
+    schema_errors.extend(
+        more.into_iter()
+            .filter(|d| d.code != Code::TooManyErrors && !placed.contains(&d.location)),
+    );
+    let mut seen = HashSet::new();
+    schema_errors.retain(|x| seen.insert((x.location.clone(), x.message.clone())));
+    schema_errors.sort_by(|a, b| a.location.cmp(&b.location));
+    super::diag::cap(&mut schema_errors, false);
+    schema_errors
+}
+
+/// The plan as the checker reads it when the schema found mistakes: the value with the wrong parts
+/// taken out, and the steps replaced by stand-ins ([`super::salvage`]).
+#[derive(Clone, Copy)]
+struct Written<'w> {
+    value: &'w Value,
+    broken: &'w std::collections::BTreeSet<usize>,
+}
+
+/// Adds the problems of templates checked on their own ([`super::salvage::template_problems`]) at
+/// places where nothing is reported yet: the checks that render templates with values run only on
+/// a plan without other errors.
+fn add_template_problems(source: &Source, templates: &Templates, errors: &mut Vec<Diagnostic>) {
+    // One message per value: a value with an error already is not reported again.
+    let placed: HashSet<Option<String>> = errors.iter().map(|d| d.field.clone()).collect();
+    let before = errors.len();
+    errors.extend(
+        super::salvage::template_problems(source, templates)
+            .into_iter()
+            .filter(|d| !placed.contains(&d.field)),
+    );
+    if errors.len() > before {
+        errors.sort_by(|a, b| a.location.cmp(&b.location));
+        super::diag::cap(errors, false);
+    }
 }
 
 /// SHA-256 of a plan file's bytes (a BOM included), hex.
@@ -85,6 +160,7 @@ pub fn content_hash(bytes: &[u8]) -> String {
 fn check(
     source: Source,
     plan: Plan,
+    written: Option<Written<'_>>,
     content_hash: String,
     path: &Path,
     options: &LoadOptions,
@@ -105,8 +181,11 @@ fn check(
         &options.set,
     );
     let limits = super::limits::InForce::of(&plan.limits);
+    let no_broken = std::collections::BTreeSet::new();
     let mut c = Checker {
         source: &source,
+        written: written.map_or(&source.value, |w| w.value),
+        broken: written.map_or(&no_broken, |w| w.broken),
         plan: &plan,
         dir: &dir,
         limits,
@@ -140,6 +219,9 @@ fn check(
     dedup(&mut errors);
     dedup(&mut warnings);
     if !errors.is_empty() {
+        if !errors.iter().any(|d| d.code == Code::TooManyErrors) {
+            add_template_problems(&source, &templates, &mut errors);
+        }
         return Err(errors);
     }
     let mut checked = CheckedPlan {
@@ -186,6 +268,9 @@ fn check(
             .collect();
     }
     if !errors.is_empty() {
+        if written.is_some() {
+            add_template_problems(&checked.source, &checked.templates, &mut errors);
+        }
         errors.sort_by(|a, b| a.location.cmp(&b.location));
         super::diag::cap(&mut errors, false);
         return Err(errors);
@@ -208,6 +293,11 @@ fn dedup(d: &mut Vec<Diagnostic>) {
 /// checks are an `impl Checker` in the concept's own file.
 pub(super) struct Checker<'a> {
     pub(super) source: &'a Source,
+    /// The plan as written, or with its wrong parts taken out when the schema found mistakes
+    /// ([`super::salvage`]); specs are read from here.
+    pub(super) written: &'a Value,
+    /// Steps replaced by a stand-in because their shape is wrong: what they output is not checked.
+    pub(super) broken: &'a std::collections::BTreeSet<usize>,
     pub(super) plan: &'a Plan,
     pub(super) dir: &'a Path,
     /// The limits in force (the plan's `limits:` within the ceilings).
@@ -266,6 +356,25 @@ impl Checker<'_> {
             d.message = self.redact(&d.message);
         }
         let d = self.source.at(pointer, d);
+        self.errors.push(d);
+    }
+
+    /// Records an error at one template (`part`, a byte range) of the string at `pointer`, or at
+    /// the whole string when `part` is `None` ([`Source::at_part`]).
+    pub(super) fn err_part(
+        &mut self,
+        pointer: &str,
+        text: &str,
+        part: Option<std::ops::Range<usize>>,
+        mut d: Diagnostic,
+    ) {
+        let Some(part) = part else {
+            return self.err(pointer, d);
+        };
+        if !self.secrets.is_empty() {
+            d.message = self.redact(&d.message);
+        }
+        let d = self.source.at_part(pointer, text, part, d);
         self.errors.push(d);
     }
 
@@ -445,7 +554,14 @@ pub(super) mod test_support {
         let source = super::super::source::parse("plan.yaml", yaml.as_bytes())?;
         let plan: Plan = serde_json::from_value(source.value.clone())
             .map_err(|e| vec![Diagnostic::new(e.to_string())])?;
-        check(source, plan, content_hash(yaml.as_bytes()), &path, options)
+        check(
+            source,
+            plan,
+            None,
+            content_hash(yaml.as_bytes()),
+            &path,
+            options,
+        )
     }
 
     /// Each problem as `line: message [suggestion]`.
@@ -559,6 +675,29 @@ steps:
         for e in expected {
             assert!(m.iter().any(|x| x == e), "missing {e} in {m:#?}");
         }
+    }
+
+    #[test]
+    fn an_unknown_filter_shows_with_the_other_errors() {
+        let yaml = r#"
+version: 1
+name: t
+steps:
+  - id: a
+    needs: [zz]
+    wait: {job: "${{ 'x' | upperr }}"}
+  - id: b
+    fetch: {job: "${{ steps.a.job_id | nofilter }}"}
+"#;
+        let m = messages(load_text(yaml, &[], &LoadOptions::default()));
+        assert_eq!(
+            m,
+            vec![
+                "6: `needs` names an unknown step `zz` [a]",
+                "7: filter upperr is unknown [upper]",
+                "9: filter nofilter is unknown []",
+            ],
+        );
     }
 
     /// A plan whose bytes differ from the file's text: a BOM (dropped from the text the parser

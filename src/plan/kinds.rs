@@ -50,8 +50,7 @@ impl Checker<'_> {
     pub(super) fn spec_as_written(&self, i: usize, kind: &StepKind) -> Value {
         let kname = kind.name();
         let mut spec = self
-            .source
-            .value
+            .written
             .get("steps")
             .and_then(|s| s.get(i))
             .and_then(|s| s.get(kname))

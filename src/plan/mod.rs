@@ -26,6 +26,7 @@ pub mod needs;
 pub mod overrides;
 pub mod render;
 pub mod render_static;
+pub mod salvage;
 pub mod schedule;
 pub mod schema;
 pub mod secrets;

@@ -180,7 +180,13 @@ impl Checker<'_> {
         let names = match names {
             Ok(n) => n,
             Err(e) => {
-                self.err(pointer, Diagnostic::new(e.to_string()).code(Code::Template));
+                let part = super::template::wrong_template(&self.templates, text, None);
+                self.err_part(
+                    pointer,
+                    text,
+                    part,
+                    Diagnostic::new(e.to_string()).code(Code::Template),
+                );
                 return Vec::new();
             }
         };
@@ -188,7 +194,11 @@ impl Checker<'_> {
         for name in names {
             match self.check_name(&name, scope) {
                 Ok(u) => out.push(u),
-                Err(d) => self.err(pointer, d.code(Code::UnknownName)),
+                Err(d) => {
+                    let word = name.rsplit('.').next().filter(|w| !w.is_empty());
+                    let part = super::template::wrong_template(&self.templates, text, word);
+                    self.err_part(pointer, text, part, d.code(Code::UnknownName));
+                }
             }
         }
         out
@@ -395,6 +405,10 @@ impl Checker<'_> {
                 );
             }
             return Err(d);
+        }
+        if self.broken.contains(&j) {
+            // Its shape is wrong (reported once): what it outputs is not known.
+            return Ok(NameUse::Step(id.to_string()));
         }
         let other = &self.plan.steps[j];
         let kind = written_kind(other);

@@ -116,6 +116,17 @@ impl CheckedPlan {
     /// A diagnostic at a value of a step (`rel` inside its operation, or `/when…`, `/outputs…`), its
     /// message redacted: a template error unless the caller names another kind.
     fn place(&self, step: &PlannedStep, rel: &str, message: String) -> Diagnostic {
+        self.place_part(step, rel, message, None)
+    }
+
+    /// As [`Self::place`], at one template (`part`, a byte range of the string) when it is known.
+    fn place_part(
+        &self,
+        step: &PlannedStep,
+        rel: &str,
+        message: String,
+        part: Option<(&str, std::ops::Range<usize>)>,
+    ) -> Diagnostic {
         let kind = step.kind.name();
         let pointer = if step.prompt_file.is_some() && rel == "/prompt" {
             format!("{}/{kind}/prompt_file", step.pointer)
@@ -126,8 +137,11 @@ impl CheckedPlan {
         };
         // Redacted first, then escaped and cut: a run shows this message as it is.
         let message = crate::text::message(&self.redact(&message)).into_owned();
-        self.source
-            .at(&pointer, Diagnostic::new(message).code(Code::Template))
+        let d = Diagnostic::new(message).code(Code::Template);
+        match part {
+            Some((text, part)) => self.source.at_part(&pointer, text, part, d),
+            None => self.source.at(&pointer, d),
+        }
     }
 
     /// Renders every template left in a value.
@@ -277,7 +291,14 @@ impl CheckedPlan {
             if let Some((m, s)) = refused(checks.render(&text, &ctx).map(drop), &|| {
                 self.templates.render(&text, &ctx).map(drop)
             }) {
-                out.push(self.place(step, &rel, m).suggest(s));
+                let word = m.split(' ').nth(1).filter(|_| m.ends_with(" is unknown"));
+                let part = if step.prompt_file.is_some() && rel == "/prompt" {
+                    None
+                } else {
+                    super::template::wrong_template(&self.templates, &text, word)
+                        .map(|r| (text.as_str(), r))
+                };
+                out.push(self.place_part(step, &rel, m, part).suggest(s));
             }
         }
         if let Some(w) = when

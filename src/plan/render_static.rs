@@ -183,7 +183,14 @@ impl Checker<'_> {
                     let d = Diagnostic::new(self.redact(&msg))
                         .code(Code::Template)
                         .suggest(super::template::suggest_filter(&e.to_string()));
-                    self.err(&leaf.pointer, d);
+                    let part = match &e {
+                        super::template::TemplateError::Unknown(m) => {
+                            let word = m.split(' ').nth(1);
+                            super::template::wrong_template(&self.templates, text, word)
+                        }
+                        _ => None,
+                    };
+                    self.err_part(&leaf.pointer, text, part, d);
                 }
             }
         }

@@ -65,7 +65,7 @@ pub fn plan_schema() -> Value {
     v
 }
 
-fn validator() -> Option<&'static Validator> {
+pub(super) fn validator() -> Option<&'static Validator> {
     static VALIDATOR: OnceLock<Option<Validator>> = OnceLock::new();
     VALIDATOR
         .get_or_init(|| jsonschema::draft202012::new(&plan_schema()).ok())
@@ -728,6 +728,15 @@ fn structural(src: &Source, out: &mut Vec<Diagnostic>) {
     }
 }
 
+/// Whether `id` is a valid step id (the schema's pattern for `id`).
+pub(super) fn valid_step_id(id: &str) -> bool {
+    let mut chars = id.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
 fn duration_of(v: Option<&Value>) -> Option<std::time::Duration> {
     match v? {
         Value::String(s) => parse_duration(s).ok(),
@@ -736,7 +745,7 @@ fn duration_of(v: Option<&Value>) -> Option<std::time::Duration> {
     }
 }
 
-fn check_retry(
+pub(super) fn check_retry(
     src: &Source,
     ptr: &str,
     retry: &serde_json::Map<String, Value>,
@@ -783,7 +792,7 @@ fn check_retry(
     }
 }
 
-fn check_secret(src: &Source, name: &str, spec: &Value, out: &mut Vec<Diagnostic>) {
+pub(super) fn check_secret(src: &Source, name: &str, spec: &Value, out: &mut Vec<Diagnostic>) {
     let ptr = format!("/secrets/{}", escape_pointer_segment(name));
     let shape = "`{env: NAME}` or `{file: PATH}`";
     let Value::Object(m) = spec else {

@@ -287,6 +287,87 @@ impl Source {
         self.fill(pointer, self.node_pos(pointer), d)
     }
 
+    /// As [`Source::at`], but at the part `part` (a byte range) of the string at `pointer` — one
+    /// template of a long string — when the string's text maps exactly onto the file: on one line of
+    /// a plain, single- or double-quoted scalar, or of a block scalar (`|`, the first line of `>`),
+    /// with no escape before it. Otherwise at the whole string, never at a wrong place: the file's
+    /// text at the place found must be the part itself.
+    /// `text` is the string the range is of: when it is not the value at `pointer` (a prompt read
+    /// from a file), the whole value is underlined.
+    pub fn at_part(
+        &self,
+        pointer: &str,
+        text: &str,
+        part: std::ops::Range<usize>,
+        d: Diagnostic,
+    ) -> Diagnostic {
+        let (node, own) = self.entry(pointer);
+        let whole = node.pos;
+        let exact = own
+            .then(|| self.value.pointer(pointer).and_then(Value::as_str))
+            .flatten()
+            .filter(|v| *v == text)
+            .and_then(|v| self.part_pos(whole, v, part));
+        self.fill(pointer, exact.unwrap_or(whole), d)
+    }
+
+    /// Where the bytes `part` of `value`, the scalar at `whole`, are in the file (see [`Source::at_part`]).
+    fn part_pos(&self, whole: Pos, value: &str, part: std::ops::Range<usize>) -> Option<Pos> {
+        let before = value.get(..part.start)?;
+        let text = value.get(part.clone())?;
+        if text.is_empty() || text.contains('\n') {
+            return None;
+        }
+        let line = self.line(whole.line as usize)?;
+        let (at, _) = line
+            .char_indices()
+            .nth((whole.column as usize).checked_sub(1)?)?;
+        let raw = &line[at..];
+        let chars = |s: &str| s.chars().count() as u32;
+        let (line_no, column) = match raw.chars().next()? {
+            // Double-quoted: the file's text after the quote is the value's, up to the part's end
+            // (no escape before it).
+            '"' => {
+                let inner = &raw[1..];
+                if before.contains('\n') || inner.get(..part.end)? != value.get(..part.end)? {
+                    return None;
+                }
+                (whole.line, whole.column + 1 + chars(before))
+            }
+            // Single-quoted: the same, but for `''`, one quote in the value.
+            '\'' => {
+                let (mut rest, mut v, mut cols) = (&raw[1..], before, 0u32);
+                while let Some(c) = v.chars().next() {
+                    rest = match c {
+                        '\n' => return None,
+                        '\'' => rest.strip_prefix("''")?,
+                        c => rest.strip_prefix(c)?,
+                    };
+                    cols += if c == '\'' { 2 } else { 1 };
+                    v = &v[c.len_utf8()..];
+                }
+                (whole.line, whole.column + 1 + cols)
+            }
+            // Plain, or a block scalar (its position is its first line of text): a line of the
+            // value is a line of the file, its indentation in the value (a folded or plain scalar
+            // joins lines, which the check of the text found below refuses).
+            _ => match before.rsplit_once('\n') {
+                None => (whole.line, whole.column + chars(before)),
+                Some((head, last)) => (
+                    whole.line + head.matches('\n').count() as u32 + 1,
+                    whole.column + chars(last),
+                ),
+            },
+        };
+        let found = self.line(line_no as usize)?;
+        let (at, _) = found.char_indices().nth(column as usize - 1)?;
+        found[at..].starts_with(text).then_some(Pos {
+            line: line_no,
+            column,
+            width: chars(text),
+        })
+    }
+
     /// As [`Source::at`], but at the key of the value at `pointer`.
     pub fn at_key(&self, pointer: &str, d: Diagnostic) -> Diagnostic {
         self.fill(pointer, self.key_pos(pointer), d)

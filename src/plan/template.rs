@@ -236,6 +236,27 @@ impl Templates {
         t
     }
 
+    /// The same environment for checks that know no values ([`super::salvage::template_problems`]):
+    /// a name that is not defined renders as nothing instead of failing, so that rendering goes on to
+    /// the filters, tests and functions the template calls. Renders of [`CHECK_FUEL`] each, on the
+    /// same budget.
+    pub fn lenient(&self) -> Templates {
+        let mut t = self.for_checks();
+        t.env.set_undefined_behavior(UndefinedBehavior::Chainable);
+        t
+    }
+
+    /// Renders `text` (a condition when `condition`) against no values, to find a filter, test or
+    /// function that does not exist: that is the error to look at; others mean nothing here.
+    pub fn try_callables(&self, text: &str, condition: bool) -> Result<(), TemplateError> {
+        let ctx = minijinja::context! {};
+        if condition {
+            self.eval_condition(text, &ctx).map(drop)
+        } else {
+            self.render(text, &ctx).map(drop)
+        }
+    }
+
     /// Ends the load: from now on only each render's fuel bounds it.
     pub fn end_load(&mut self) {
         self.budget = None;
@@ -414,6 +435,60 @@ impl Templates {
             }
             None => self.names(text),
         }
+    }
+}
+
+/// The byte ranges of the templates in a string: each `${{ … }}`, `${% … %}` and `${# … #}`, its
+/// delimiters included. An unclosed one runs to the end.
+pub fn template_spans(text: &str) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(i) = text[from..].find("${") {
+        let start = from + i;
+        let close = match text.as_bytes().get(start + 2) {
+            Some(b'{') => "}}",
+            Some(b'%') => "%}",
+            Some(b'#') => "#}",
+            _ => {
+                from = start + 2;
+                continue;
+            }
+        };
+        let end = text[start + 3..]
+            .find(close)
+            .map_or(text.len(), |j| start + 3 + j + close.len());
+        out.push(start..end);
+        from = end;
+    }
+    out
+}
+
+/// The template of `text` that a problem is about: the only one; or the one that holds `word` (a
+/// name or filter the message names), when only one does; or, for a syntax error, the first that
+/// does not parse on its own. `None` when it cannot be told (blocks span templates).
+pub fn wrong_template(
+    templates: &Templates,
+    text: &str,
+    word: Option<&str>,
+) -> Option<std::ops::Range<usize>> {
+    let spans = template_spans(text);
+    if spans.iter().any(|r| text[r.clone()].starts_with("${%")) {
+        return None;
+    }
+    if let [only] = spans.as_slice() {
+        return Some(only.clone());
+    }
+    match word {
+        Some(w) => {
+            let mut holding = spans.iter().filter(|r| text[(*r).clone()].contains(w));
+            match (holding.next(), holding.next()) {
+                (Some(r), None) => Some(r.clone()),
+                _ => None,
+            }
+        }
+        None => spans
+            .into_iter()
+            .find(|r| templates.names(&text[r.clone()]).is_err()),
     }
 }
 

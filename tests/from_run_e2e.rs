@@ -23,23 +23,17 @@ steps:
     job: {job_type: inference, wallet: w, payment: 1, prompt: "report on ${{ steps.summarize.output }}"}
 "#;
 
-fn run(serve: &Serve, dir: &PlanDir, extra: &[&str]) -> std::process::Output {
-    let mut cmd = serve.command();
-    cmd.args(run_args(&dir.plan(), &dir.runs())).args(extra);
-    output_within(cmd, Duration::from_secs(60))
-}
-
 #[test]
 fn the_steps_the_selection_needs_come_from_the_earlier_run_and_pay_nothing() {
     let serve = Serve::start(&["--fund", "w=100", "--no-faucet"]);
     let dir = PlanDir::new(PLAN);
-    let first = run(&serve, &dir, &[]);
+    let first = serve.run(&dir, &[]);
     assert_eq!(first.status.code(), Some(0));
     let first = report_of(&first);
     let first_id = first["run_id"].as_str().unwrap().to_string();
     assert_eq!(serve.jobs().len(), 3);
 
-    let out = run(&serve, &dir, &["--only", "report", "--from-run", &first_id]);
+    let out = serve.run(&dir, &["--only", "report", "--from-run", &first_id]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -110,15 +104,11 @@ fn the_steps_the_selection_needs_come_from_the_earlier_run_and_pay_nothing() {
 fn a_step_that_failed_there_or_whose_request_changed_is_refused_by_name() {
     let serve = Serve::start(&["--fund", "w=100", "--no-faucet"]);
     let dir = PlanDir::new(PLAN);
-    let failed = run(&serve, &dir, &["--set", "say=FAIL here"]);
+    let failed = serve.run(&dir, &["--set", "say=FAIL here"]);
     assert_eq!(failed.status.code(), Some(1));
     let failed_id = report_of(&failed)["run_id"].as_str().unwrap().to_string();
     let before = serve.jobs().len();
-    let out = run(
-        &serve,
-        &dir,
-        &["--only", "report", "--from-run", &failed_id],
-    );
+    let out = serve.run(&dir, &["--only", "report", "--from-run", &failed_id]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -130,7 +120,7 @@ fn a_step_that_failed_there_or_whose_request_changed_is_refused_by_name() {
     assert_eq!(serve.jobs().len(), before, "nothing may be submitted");
 
     // The plan changed: a step whose request is the same is taken, one whose request changed is not.
-    let ok = run(&serve, &dir, &[]);
+    let ok = serve.run(&dir, &[]);
     let ok_id = report_of(&ok)["run_id"].as_str().unwrap().to_string();
     std::fs::write(
         dir.plan(),
@@ -138,7 +128,7 @@ fn a_step_that_failed_there_or_whose_request_changed_is_refused_by_name() {
     )
     .unwrap();
     let before = serve.jobs().len();
-    let out = run(&serve, &dir, &["--only", "report", "--from-run", &ok_id]);
+    let out = serve.run(&dir, &["--only", "report", "--from-run", &ok_id]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -37,10 +37,7 @@ fn a_typed_input_reaches_the_job_and_a_wrong_one_is_refused_before_anything_is_s
     let dir = PlanDir::new(PLAN);
 
     // Wrong type: refused at load, the flag named, nothing sent.
-    let mut cmd = serve.command();
-    cmd.args(run_args(&dir.plan(), &dir.runs()))
-        .args(["--set", "budget=abc"]);
-    let out = output_within(cmd, Duration::from_secs(60));
+    let out = serve.run(&dir, &["--set", "budget=abc"]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -51,9 +48,7 @@ fn a_typed_input_reaches_the_job_and_a_wrong_one_is_refused_before_anything_is_s
     assert!(serve.jobs().is_empty(), "nothing may be submitted");
 
     // A required input not given: `run` refuses, naming it.
-    let mut cmd = serve.command();
-    cmd.args(run_args(&dir.plan(), &dir.runs()));
-    let out = output_within(cmd, Duration::from_secs(60));
+    let out = serve.run(&dir, &[]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -63,14 +58,7 @@ fn a_typed_input_reaches_the_job_and_a_wrong_one_is_refused_before_anything_is_s
     assert!(serve.jobs().is_empty(), "nothing may be submitted");
 
     // The right type: the exact amount and the enum's value reach the job.
-    let mut cmd = serve.command();
-    cmd.args(run_args(&dir.plan(), &dir.runs())).args([
-        "--set",
-        "budget=3.250",
-        "--set",
-        "tone=casual",
-    ]);
-    let out = output_within(cmd, Duration::from_secs(60));
+    let out = serve.run(&dir, &["--set", "budget=3.250", "--set", "tone=casual"]);
     assert_eq!(
         out.status.code(),
         Some(0),

@@ -53,10 +53,7 @@ fn step_ids(report: &serde_json::Value) -> Vec<&str> {
 fn only_runs_the_steps_and_what_they_need() {
     let serve = Serve::start(&["--fund", "w=100", "--no-faucet"]);
     let dir = PlanDir::new(PLAN);
-    let mut cmd = serve.command();
-    cmd.args(run_args(&dir.plan(), &dir.runs()))
-        .args(["--only", "summarize"]);
-    let out = output_within(cmd, Duration::from_secs(60));
+    let out = serve.run(&dir, &["--only", "summarize"]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -73,10 +70,7 @@ fn only_runs_the_steps_and_what_they_need() {
 fn skip_leaves_out_the_step_and_what_needs_it() {
     let serve = Serve::start(&["--fund", "w=100", "--no-faucet"]);
     let dir = PlanDir::new(PLAN);
-    let mut cmd = serve.command();
-    cmd.args(run_args(&dir.plan(), &dir.runs()))
-        .args(["--skip", "summarize"]);
-    let out = output_within(cmd, Duration::from_secs(60));
+    let out = serve.run(&dir, &["--skip", "summarize"]);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(prompts(&serve), ["audit", "fetch"]);
 }
@@ -85,14 +79,7 @@ fn skip_leaves_out_the_step_and_what_needs_it() {
 fn unknown_ids_and_contradictions_are_refused_before_anything_is_sent() {
     let serve = Serve::start(&["--fund", "w=100", "--no-faucet"]);
     let dir = PlanDir::new(PLAN);
-    let mut cmd = serve.command();
-    cmd.args(run_args(&dir.plan(), &dir.runs())).args([
-        "--only",
-        "sumarize",
-        "--skip",
-        "fetch,audti",
-    ]);
-    let out = output_within(cmd, Duration::from_secs(60));
+    let out = serve.run(&dir, &["--only", "sumarize", "--skip", "fetch,audti"]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -101,10 +88,7 @@ fn unknown_ids_and_contradictions_are_refused_before_anything_is_sent() {
     );
     assert!(stderr.contains("did you mean `summarize`?"), "{stderr}");
     assert!(stderr.contains("did you mean `audit`?"), "{stderr}");
-    let mut cmd = serve.command();
-    cmd.args(run_args(&dir.plan(), &dir.runs()))
-        .args(["--only", "report", "--skip", "fetch"]);
-    let out = output_within(cmd, Duration::from_secs(60));
+    let out = serve.run(&dir, &["--only", "report", "--skip", "fetch"]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -134,14 +118,7 @@ fn plan_shows_the_selection() {
 fn resume_repeats_the_selection() {
     let serve = Serve::start(&["--fund", "w=100", "--no-faucet"]);
     let dir = PlanDir::new(PLAN);
-    let mut cmd = serve.command();
-    cmd.args(run_args(&dir.plan(), &dir.runs())).args([
-        "--only",
-        "summarize",
-        "--set",
-        "say=FAIL now",
-    ]);
-    let out = output_within(cmd, Duration::from_secs(60));
+    let out = serve.run(&dir, &["--only", "summarize", "--set", "say=FAIL now"]);
     assert_eq!(out.status.code(), Some(1));
     let run_id = report_of(&out)["run_id"].as_str().unwrap().to_string();
     let journal = std::fs::read_to_string(dir.run_dir().join("journal.jsonl")).unwrap();

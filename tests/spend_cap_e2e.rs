@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::time::Duration;
-
 use support::*;
 
 #[test]
@@ -23,9 +21,7 @@ steps:
     job: {job_type: inference, wallet: w, payment: 4, prompt: "two"}
 "#,
     );
-    let mut cmd = serve.command();
-    cmd.args(run_args(&dir.plan(), &dir.runs()));
-    let out = output_within(cmd, Duration::from_secs(60));
+    let out = serve.run(&dir, &[]);
     assert_eq!(out.status.code(), Some(1));
     let r = report_of(&out);
     assert_eq!(r["status"], "refused");
@@ -46,20 +42,10 @@ steps:
     job: {job_type: inference, wallet: w, payment: 2, prompt: "two"}
 "#,
     );
-    let mut cmd = serve.command();
-    cmd.args(run_args(&dir.plan(), &dir.runs()))
-        .args(["--max-spend", "w=3"]);
-    let out = output_within(cmd, Duration::from_secs(60));
+    let out = serve.run(&dir, &["--max-spend", "w=3"]);
     assert_eq!(report_of(&out)["status"], "refused");
     assert!(serve.jobs().is_empty());
-    let mut cmd = serve.command();
-    cmd.args(run_args(&dir.plan(), &dir.runs())).args([
-        "--max-spend",
-        "1000",
-        "--progress",
-        "plain",
-    ]);
-    let out = output_within(cmd, Duration::from_secs(60));
+    let out = serve.run(&dir, &["--max-spend", "1000", "--progress", "plain"]);
     assert_eq!(out.status.code(), Some(0));
     let stderr = String::from_utf8_lossy(&out.stderr);
     // The spend per wallet is said before the first submit.
@@ -96,9 +82,7 @@ steps:
     retry: {max_attempts: 5, initial: 10ms, max: 10ms, on: [job_failed]}
 "#,
     );
-    let mut cmd = serve.command();
-    cmd.args(run_args(&dir.plan(), &dir.runs()));
-    let out = output_within(cmd, Duration::from_secs(60));
+    let out = serve.run(&dir, &[]);
     assert_eq!(out.status.code(), Some(1));
     let r = report_of(&out);
     let a = &r["steps"][0];
@@ -113,9 +97,7 @@ steps:
 
     // With refunds that work, a failed job's payment comes back: all five submissions fit under 5.
     let serve = Serve::start(&["--fund", "w=100", "--no-faucet"]);
-    let mut cmd = serve.command();
-    cmd.args(run_args(&dir.plan(), &dir.runs()));
-    let out = output_within(cmd, Duration::from_secs(60));
+    let out = serve.run(&dir, &[]);
     let r = report_of(&out);
     let a = &r["steps"][0];
     assert!(

@@ -135,6 +135,14 @@ impl Serve {
             .env("AITBC_TOKEN", &self.token);
         c
     }
+
+    /// `aitbc-flow run` of the folder's plan against this coordinator, with the usual flags
+    /// ([`run_args`]) and `extra`, in at most a minute.
+    pub fn run(&self, dir: &PlanDir, extra: &[&str]) -> Output {
+        let mut cmd = self.command();
+        cmd.args(run_args(&dir.plan(), &dir.runs())).args(extra);
+        output_within(cmd, Duration::from_secs(60))
+    }
 }
 
 impl Drop for Serve {

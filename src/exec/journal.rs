@@ -216,6 +216,8 @@ pub struct Journal {
     inner: std::sync::Arc<Inner>,
     path: PathBuf,
     syncer: Syncer,
+    /// Callers of [`Journal::append_durable`] waiting now.
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 /// What the journal's writers and its fsync thread share.
@@ -480,6 +482,7 @@ impl Journal {
             inner,
             path,
             syncer,
+            waiting: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -498,10 +501,23 @@ impl Journal {
         Ok(())
     }
 
-    /// Appends a record and waits until it is durable, sharing the flush with concurrent callers.
+    /// Appends a record and waits until it is durable, sharing the flush with concurrent callers. A
+    /// caller that finds nobody else waiting (a lone submit, as in a chain of steps) flushes on its own
+    /// worker (`block_in_place`: no thread wake-ups to wait for); otherwise the fsync thread flushes
+    /// for all who wait, so the runtime never starts a thread per waiting submit.
     pub async fn append_durable(&self, record: &Record) -> std::io::Result<()> {
+        use std::sync::atomic::Ordering;
         let seq = self.inner.write(record)?;
-        self.syncer.sync_to(seq).await
+        let multi = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let waiting = self.waiting.fetch_add(1, Ordering::AcqRel);
+        let r = if multi && waiting == 0 {
+            tokio::task::block_in_place(|| self.inner.flush_to(seq)).map(|_| ())
+        } else {
+            self.syncer.sync_to(seq).await
+        };
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        r
     }
 
     /// Writes one record (anything of a record's shape) as one line; its sequence number.

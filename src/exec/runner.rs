@@ -215,15 +215,10 @@ impl<C> Ctx<C> {
     /// Appends to the journal; with `durable`, waits until the record is on disk. A journal that cannot
     /// be written is an error the caller must not ignore for money-moving records.
     pub async fn journal(&self, record: &Record, durable: bool) -> std::io::Result<()> {
-        // On the multi-threaded runtime (every command) the fsync is the journal's thread's; on a
-        // current-thread runtime (the executor's tests, with paused time that would run ahead of a
-        // thread's answer) it is made here.
-        let multi = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if durable && multi {
+        if durable {
             self.journal.append_durable(record).await
         } else {
-            self.journal.append(record, durable)
+            self.journal.append(record, false)
         }
     }
 

@@ -109,25 +109,23 @@ struct HeadTotals {
     failed: u32,
 }
 
-/// A run's report head; `None` as for [`read_report`] (another version is warned about the same way).
-fn read_head(dir: &Path) -> Option<Head> {
-    let path = dir.join("report.json");
-    let bytes = std::fs::read(&path).ok()?;
+/// A run as `runs list` shows it, from its report's head; `None` as for [`read_report`] (another
+/// version is warned about the same way).
+fn read_entry(dir: PathBuf) -> Option<RunEntry> {
+    let bytes = std::fs::read(dir.join("report.json")).ok()?;
     match serde_json::from_slice::<Head>(&bytes) {
-        Ok(h) if h.report_version == REPORT_VERSION => Some(h),
-        // Another version, or damaged: the full reader tells them apart and warns.
-        _ => read_report(dir).map(|r| Head {
-            report_version: r.report_version,
-            run_id: r.run_id,
-            plan: r.plan,
-            status: r.status,
-            started_at: r.started_at,
-            finished_at: r.finished_at,
-            totals: HeadTotals {
-                jobs: r.totals.jobs,
-                failed: r.totals.failed,
-            },
+        Ok(h) if h.report_version == REPORT_VERSION => Some(RunEntry {
+            run_id: h.run_id,
+            plan: h.plan,
+            status: h.status,
+            started_at: h.started_at,
+            finished_at: h.finished_at,
+            jobs: h.totals.jobs,
+            failed: h.totals.failed,
+            dir,
         }),
+        // Another version, or damaged: the full reader tells them apart and warns.
+        _ => read_report(&dir).map(|r| RunEntry::from_report(&r, dir)),
     }
 }
 
@@ -160,18 +158,7 @@ pub fn list_runs(runs_dir: &Path) -> Result<Vec<RunEntry>, HistoryError> {
         if !dir.is_dir() {
             continue;
         }
-        if let Some(r) = read_head(&dir) {
-            out.push(RunEntry {
-                run_id: r.run_id,
-                plan: r.plan,
-                status: r.status,
-                started_at: r.started_at,
-                finished_at: r.finished_at,
-                jobs: r.totals.jobs,
-                failed: r.totals.failed,
-                dir,
-            });
-        }
+        out.extend(read_entry(dir));
     }
     out.sort_by(|a, b| {
         b.started_at

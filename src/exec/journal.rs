@@ -115,7 +115,8 @@ pub enum Record {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         buyer_address: Option<String>,
     },
-    /// The coordinator has the job (fsync'd).
+    /// The coordinator has the job (written, durable at the next flush point: a resume that finds no
+    /// such record reconciles the intent by its client reference).
     Submitted {
         /// The step.
         step: String,
@@ -238,6 +239,9 @@ struct Inner {
     /// Set once the mirror refused a write because this run no longer holds its lock: nothing more is
     /// written, to the file or the mirror.
     fenced: std::sync::atomic::AtomicBool,
+    /// False when the file is not fsync'd at the flush points ([`Journal::set_fsync`]): records are
+    /// still written (one `write` each) before what they describe, and copied to the mirror.
+    fsync: std::sync::atomic::AtomicBool,
 }
 
 /// A copy of the journal kept elsewhere: the PostgreSQL store's `aitbc_flow_journal` rows, so that
@@ -313,7 +317,9 @@ impl Inner {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             (*written, std::mem::take(&mut *pending))
         };
-        let flushed = self.file.sync_data().and_then(|()| match &self.mirror {
+        let fsync = self.fsync.load(std::sync::atomic::Ordering::Relaxed);
+        let synced_file = if fsync { self.file.sync_data() } else { Ok(()) };
+        let flushed = synced_file.and_then(|()| match &self.mirror {
             Some(m) if !batch.is_empty() => m.write(&batch).map_err(|e| {
                 if matches!(e, MirrorError::Fenced(_)) {
                     self.fenced.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -476,6 +482,7 @@ impl Journal {
             mirror,
             pending: std::sync::Mutex::new(Vec::new()),
             fenced: std::sync::atomic::AtomicBool::new(false),
+            fsync: std::sync::atomic::AtomicBool::new(true),
         });
         let syncer = Syncer::start(inner.clone())?;
         Ok(Journal {
@@ -484,6 +491,23 @@ impl Journal {
             syncer,
             waiting: std::sync::atomic::AtomicUsize::new(0),
         })
+    }
+
+    /// Whether the flush points fsync the file (on by default). A run on the embedded coordinator turns
+    /// it off: that coordinator keeps its jobs and ledger in memory, so whatever an fsync would save
+    /// from an operating-system crash is lost with the coordinator anyway, while a killed process loses
+    /// nothing either way (each record is written before what it describes). The mirror, when there is
+    /// one, is still written at every flush point (it is the lock's fencing check).
+    pub fn set_fsync(&self, on: bool) {
+        self.inner
+            .fsync
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// True when the records are copied to a [`Mirror`] (the PostgreSQL store): a record another host
+    /// needs to resume the run must reach a flush point, since a killed process leaves its copy behind.
+    pub fn mirrored(&self) -> bool {
+        self.inner.mirror.is_some()
     }
 
     /// The file's path.
@@ -508,6 +532,9 @@ impl Journal {
     pub async fn append_durable(&self, record: &Record) -> std::io::Result<()> {
         use std::sync::atomic::Ordering;
         let seq = self.inner.write(record)?;
+        if self.inner.mirror.is_none() && !self.inner.fsync.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         // A current-thread runtime (the executor's tests, whose paused time would run ahead of the
         // thread's answer) flushes here, as a lone caller does.
         let multi = tokio::runtime::Handle::try_current()
@@ -1011,6 +1038,29 @@ mod tests {
             submission: 1,
             job_id: job.into(),
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_fsync_a_durable_append_is_written_at_once_and_still_reaches_the_mirror() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        j.set_fsync(false);
+        j.append_durable(&submitted("j1")).await.unwrap();
+        let text = std::fs::read_to_string(j.path()).unwrap();
+        assert!(text.ends_with("\n") && text.contains("j1"), "{text:?}");
+
+        // The mirror is the lock's fencing check: it is written at every flush point, fsync or not.
+        let dir = tempfile::tempdir().unwrap();
+        let copy = std::sync::Arc::new(Copy::default());
+        let j = Journal::open_mirrored(dir.path(), Some(copy.clone())).unwrap();
+        j.set_fsync(false);
+        j.append(&submitted("j1"), false).unwrap();
+        j.append_durable(&submitted("j2")).await.unwrap();
+        let batches = copy.batches.lock().unwrap().clone();
+        assert_eq!(batches.len(), 1, "{batches:?}");
+        assert!(batches[0][0].contains("j1") && batches[0][1].contains("j2"));
+        *copy.refuse.lock().unwrap() = Some(true);
+        assert!(j.append_durable(&submitted("j3")).await.is_err());
     }
 
     #[test]

@@ -45,7 +45,8 @@ pub struct RunOptions {
     pub poll: (Duration, Duration),
     /// Seed for retry jitter (random when `None`).
     pub seed: Option<u64>,
-    /// True when the coordinator is the embedded one (reported).
+    /// True when the coordinator is the embedded one, whose jobs and ledger are in memory and end with
+    /// the process (reported; the journal is then not fsync'd, [`Journal::set_fsync`]).
     pub embedded: bool,
     /// Reuse earlier results for `cache: true` steps (default true; `run --no-cache` turns it off).
     pub cache: bool,
@@ -372,7 +373,10 @@ fn open_journal(
     events: &mpsc::UnboundedSender<Event>,
 ) -> Option<Arc<Journal>> {
     let journal = match Journal::open_mirrored(&options.run_dir, options.journal_mirror.clone()) {
-        Ok(j) => Arc::new(j),
+        Ok(j) => {
+            j.set_fsync(!options.embedded);
+            Arc::new(j)
+        }
         Err(e) => {
             let _ = events.send(Event::RunIssue {
                 message: format!(

@@ -810,6 +810,9 @@ async fn submit<C: Coordinator>(
             (s.view, s.created, s.payer, check)
         }
     };
+    // Written, not waited on: should the machine crash before the next flush point, a resume finds
+    // the job by its client reference as it does for an intent without a job id. With a mirror (the
+    // PostgreSQL store) it is flushed: another host resuming a dead one's run reads only the copy.
     if let Err(e) = ctx
         .journal(
             &Record::Submitted {
@@ -817,7 +820,7 @@ async fn submit<C: Coordinator>(
                 submission,
                 job_id: view.job_id.to_string(),
             },
-            true,
+            ctx.journal.mirrored(),
         )
         .await
     {

@@ -564,43 +564,57 @@ impl Journal {
 pub fn read(path: &Path) -> Result<Vec<Record>, String> {
     let f =
         std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let lines: Vec<String> = std::io::BufReader::new(f)
-        .lines()
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut out = Vec::with_capacity(lines.len());
-    let last = lines.len().saturating_sub(1);
-    for (i, line) in lines.iter().enumerate() {
+    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    // Line by line into one buffer: a journal of 10,000 steps is tens of megabytes, not held twice.
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, f);
+    let mut line = String::new();
+    let mut out = Vec::new();
+    // A line that did not parse, kept until it is known whether another line follows it.
+    let mut bad: Option<String> = None;
+    let mut number = 0usize;
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).map_err(cannot)? == 0 {
+            break;
+        }
+        number += 1;
+        if let Some(error) = bad.take() {
+            return Err(error);
+        }
+        while line.ends_with('\n') || line.ends_with('\r') {
+            line.pop();
+        }
         if line.trim().is_empty() {
             continue;
         }
-        match serde_json::from_str::<Record>(line) {
+        match serde_json::from_str::<Record>(&line) {
             Ok(r) => {
                 if let Record::Run { version, .. } = &r
                     && !known_version(*version)
                 {
-                    return Err(version_error(path, i + 1, &version.to_string()));
+                    return Err(version_error(path, number, &version.to_string()));
                 }
                 out.push(r)
             }
             Err(e) => {
                 // A line this build cannot read may be the header of a newer format (with records this
                 // build does not know): say that, rather than "not a journal record" or skipping it.
-                if let Some(found) = header_version(line)
+                if let Some(found) = header_version(&line)
                     && found
                         .as_u64()
                         .and_then(|v| u32::try_from(v).ok())
                         .is_none_or(|v| !known_version(v))
                 {
-                    return Err(version_error(path, i + 1, &found.to_string()));
+                    return Err(version_error(path, number, &found.to_string()));
                 }
                 // A torn write (a crash or a full disk mid-line) is an incomplete record: skip it
-                // wherever it is, since the next record starts on a fresh line.
-                if i != last && !e.is_eof() {
-                    return Err(format!(
+                // wherever it is, since the next record starts on a fresh line. Any other bad line is
+                // an error unless it is the last.
+                if !e.is_eof() {
+                    bad = Some(format!(
                         "{}:{}: not a journal record: {e}",
                         path.display(),
-                        i + 1
+                        number
                     ));
                 }
             }

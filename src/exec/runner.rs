@@ -582,6 +582,16 @@ async fn drive<C: Coordinator + 'static>(
     }
 }
 
+/// Where a kept step's record comes from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KeptFrom {
+    /// An earlier start of this run: its record is in this journal already, and is not written again
+    /// (a resume of 10,000 kept steps would copy tens of megabytes into the journal, each time).
+    ThisRun,
+    /// The run `--from-run` names: journaled here, so that a resume of this run keeps it too.
+    OtherRun,
+}
+
 /// Records step `i` as succeeded with the outputs and this report entry of a journaled step (of an
 /// earlier start of the run, or of the run `--from-run` names).
 fn keep_step<C: Coordinator + 'static>(
@@ -590,6 +600,7 @@ fn keep_step<C: Coordinator + 'static>(
     i: usize,
     kept: &super::journal::Kept,
     report: crate::model::StepReport,
+    from: KeptFrom,
 ) {
     // Later steps get the outputs as the step made them: a secret it quoted is put back from the
     // secret's source (the journal holds only where it stood). The cli checked before the run
@@ -600,7 +611,13 @@ fn keep_step<C: Coordinator + 'static>(
             .unwrap_or_else(|_| kept.outputs.clone());
         keep_outputs(ctx, dispatcher, i, outputs);
     }
-    record_step(ctx, report, &kept.outputs, &kept.redacted);
+    if from == KeptFrom::OtherRun {
+        record_step(ctx, report, &kept.outputs, &kept.redacted);
+    } else {
+        ctx.emit(Event::StepFinished {
+            report: Box::new(report),
+        });
+    }
     dispatcher.finished(i, StepState::Succeeded, None, false);
 }
 
@@ -633,7 +650,7 @@ fn take_up<C: Coordinator + 'static>(
                 .map(ToString::to_string)
                 .unwrap_or_default(),
         });
-        keep_step(ctx, dispatcher, i, kept, report);
+        keep_step(ctx, dispatcher, i, kept, report, KeptFrom::OtherRun);
         return;
     }
     // A step that succeeded in an earlier start of this run keeps its report and outputs.
@@ -670,7 +687,14 @@ fn take_up<C: Coordinator + 'static>(
                 }
             }
         }
-        keep_step(ctx, dispatcher, i, kept, kept.report.clone());
+        keep_step(
+            ctx,
+            dispatcher,
+            i,
+            kept,
+            kept.report.clone(),
+            KeptFrom::ThisRun,
+        );
         return;
     }
     if let Some(reason) = dispatcher.blocked(i) {

@@ -342,9 +342,13 @@ impl CheckedPlan {
         outputs: &StepOutputs,
         run: &RunInfo,
     ) -> Result<RenderedStep, Diagnostic> {
-        let ctx = self.context(step, outputs, run, None);
         let mut spec = step.spec.clone();
-        self.render_value(step, &mut spec, String::new(), &ctx)?;
+        // The template context (vars, inputs, env, the outputs read) is built only when there is a
+        // template to render: most steps of a big generated plan have none.
+        if any_string(&spec, &has_template) {
+            let ctx = self.context(step, outputs, run, None);
+            self.render_value(step, &mut spec, String::new(), &ctx)?;
+        }
         let kind = step.kind.name();
         if let Value::Object(m) = &mut spec {
             for f in string_fields(kind) {

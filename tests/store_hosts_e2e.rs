@@ -435,3 +435,93 @@ fn the_catch_up_decision_is_taken_once_by_two_schedulers_that_were_both_down() {
     );
     assert!(!all.contains(PASSWORD), "{all}");
 }
+
+/// Two steps whose first prompt comes from a file and a `--vars` file.
+const WITH_VARS: &str = r#"version: 1
+name: hosts-vars
+vars: {topic: nothing}
+steps:
+  - id: a
+    timeout: 60s
+    job: {job_type: training, model: llama2, wallet: w, payment: 10, prompt_file: ../prompts/a.md}
+  - id: b
+    needs: [a]
+    timeout: 60s
+    job: {job_type: training, model: llama2, wallet: w, payment: 11, prompt: "b about ${{ vars.topic }}"}
+"#;
+
+#[test]
+fn resume_from_another_run_dir_rebuilds_the_run_from_the_database_with_its_vars_and_prompt_files() {
+    let Some(pg) = cluster() else { return };
+    let deadline = Instant::now() + LIMIT;
+    let url = pg.url_of("hosts_resume");
+    let serve = Serve::start(&["--latency", "default", "--fund", "w=100", "--no-faucet"]);
+    let base = tempfile::tempdir().unwrap();
+    let a = base.path().join("a");
+    for d in ["repo/.git", "repo/plans", "repo/prompts", "repo/vars"] {
+        std::fs::create_dir_all(a.join(d)).unwrap();
+    }
+    std::fs::write(a.join("repo/plans/p.yaml"), WITH_VARS).unwrap();
+    std::fs::write(a.join("repo/prompts/a.md"), "a about ${{ vars.topic }}").unwrap();
+    std::fs::write(a.join("repo/vars/v.yaml"), "topic: rust\n").unwrap();
+    let mut first = serve
+        .command()
+        .arg("run")
+        .arg(a.join("repo/plans/p.yaml"))
+        .arg("--vars")
+        .arg(a.join("repo/vars/v.yaml"))
+        .arg("--runs-dir")
+        .arg(a.join("runs"))
+        .args(["--lock", "--store", &url, "--quiet"])
+        .args(["--poll-start", "20ms", "--poll-max", "100ms"])
+        .env("AITBC_FLOW_LEASE", "2s")
+        .env_remove("AITBC_FLOW_STORE")
+        .env_remove("AITBC_RUNS_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    until(deadline, "the first job", &[], || {
+        (!serve.jobs().is_empty()).then_some(())
+    });
+    // The host dies mid-run; its folders go with it.
+    kill9(first.id());
+    let _ = first.wait();
+    std::fs::remove_dir_all(&a).unwrap();
+    let run_id = pg.psql_in("hosts_resume", "SELECT run_id FROM aitbc_flow_run_plans");
+    // After the lease period, from another host's run dir.
+    std::thread::sleep(Duration::from_secs(3));
+    let b = base.path().join("b");
+    let mut cmd = serve.command();
+    cmd.args(["resume", &run_id, "--store", &url, "--runs-dir"])
+        .arg(b.join("runs"))
+        .args(["--poll-start", "20ms", "--poll-max", "100ms"])
+        .env("AITBC_FLOW_LEASE", "2s")
+        .env_remove("AITBC_FLOW_STORE")
+        .env_remove("AITBC_RUNS_DIR");
+    let out = output_within(cmd, Duration::from_secs(60));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("its folder is rebuilt from"), "{text}");
+    assert!(text.contains("taking over the stale lock"), "{text}");
+    assert!(!text.contains(PASSWORD), "{text}");
+    // The vars file and the prompt file were read from the copies: both prompts say `rust`.
+    let jobs = serve.jobs();
+    assert_eq!(jobs.len(), 2, "{jobs:#?}");
+    let mut prompts: Vec<&str> = jobs
+        .iter()
+        .filter_map(|j| j["payload"]["prompt"].as_str())
+        .collect();
+    prompts.sort();
+    assert_eq!(prompts, ["a about rust", "b about rust"], "{jobs:#?}");
+    let l = serve.get("/v1/local/ledger");
+    assert_eq!(num(&l["wallets"]["w"]), 100.0 - 21.0, "{l}");
+    let copy = b.join("runs").join(&run_id).join(".plan");
+    assert!(copy.join("vars/v.yaml").is_file());
+    assert!(copy.join("prompts/a.md").is_file());
+}

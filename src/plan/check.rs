@@ -752,4 +752,48 @@ steps:
             "4ca5880b8ad3f82992d19d655d393bb79097629f443c660170df750b87662c8c"
         );
     }
+
+    #[test]
+    fn the_checked_plan_lists_the_files_it_read_and_never_a_secret_file() {
+        use super::super::files_read::FileRole;
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().canonicalize().unwrap();
+        for d in [".git", "plans", "prompts", "vars", "secrets"] {
+            std::fs::create_dir_all(repo.join(d)).unwrap();
+        }
+        std::fs::write(repo.join("prompts/a.md"), "summarise ${{ vars.topic }}").unwrap();
+        std::fs::write(repo.join("vars/v.yaml"), "topic: rust\n").unwrap();
+        std::fs::write(repo.join("secrets/token.txt"), "s3cret-value").unwrap();
+        let plan = "version: 1\nname: files\nvars: {topic: x}\nsecrets:\n  TOKEN: {file: ../secrets/token.txt}\n\
+                    steps:\n  - id: a\n    job: {job_type: inference, wallet: w, payment: 1, prompt_file: ../prompts/a.md}\n\
+                    \x20 - id: b\n    job: {job_type: inference, wallet: w, payment: 1, prompt_file: ../prompts/a.md}\n";
+        let path = repo.join("plans/p.yaml");
+        std::fs::write(&path, plan).unwrap();
+        let options = LoadOptions {
+            vars_files: vec![repo.join("vars/v.yaml")],
+            ..LoadOptions::default()
+        };
+        let p = load(&path, &options).unwrap_or_else(|d| panic!("{d:?}"));
+        let listed: Vec<(FileRole, &str)> = p
+            .files_read
+            .iter()
+            .map(|f| (f.role, f.path.as_str()))
+            .collect();
+        assert_eq!(
+            listed,
+            vec![
+                (FileRole::Plan, "plans/p.yaml"),
+                (FileRole::Vars, "vars/v.yaml"),
+                (FileRole::Prompt, "prompts/a.md"),
+            ]
+        );
+        assert_eq!(p.files_read[0].sha256, p.content_hash);
+        assert_eq!(p.files_read[0].given.as_deref(), Some(path.as_path()));
+        assert_eq!(&*p.files_read[2].bytes, b"summarise ${{ vars.topic }}");
+        assert!(
+            p.files_read
+                .iter()
+                .all(|f| !String::from_utf8_lossy(&f.bytes).contains("s3cret-value"))
+        );
+    }
 }

@@ -332,6 +332,16 @@ pub fn run(a: RunArgs) -> i32 {
         Ok(l) => l,
         Err(code) => return code,
     };
+    // What a resume on another host needs besides the journal: the plan's files (never a secret).
+    if let Err(e) = store.keep_run_files(
+        &run_id,
+        &plan.plan.name,
+        run_lock.is_some(),
+        &plan.files_read,
+    ) {
+        errln!("error: {e}");
+        return exit::INVALID;
+    }
     let journal_mirror = match crate::cli::scheduler::journal_mirror(
         &*store,
         &plan.plan.name,
@@ -706,30 +716,95 @@ pub struct ResumeArgs {
 /// Runs `resume`: keeps the steps that succeeded, re-attaches to submitted jobs, reconciles intents
 /// by client reference, and runs the rest, in the same run directory.
 pub fn resume(a: ResumeArgs) -> i32 {
-    let signals = match runtime_with_signals() {
+    let mut signals = match runtime_with_signals() {
         Ok(s) => s,
         Err(code) => return code,
     };
+    let store = match a.store.open(&a.runs_dir) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    // Another host may move the run on while this one waits for its lock: then its journal is read
+    // again, a few times at most.
+    for _ in 0..MAX_RESTARTS {
+        match resume_once(&a, &*store, signals) {
+            Resumed::Done(code) => return code,
+            Resumed::Again(s) => signals = s,
+        }
+    }
+    errln!(
+        "error: cannot resume run {}: it moved on on another host {MAX_RESTARTS} times while this \
+         one waited for its lock",
+        a.run_id
+    );
+    exit::INVALID
+}
+
+/// How many times `resume` reads a run's journal again because another host moved it on.
+const MAX_RESTARTS: usize = 5;
+
+/// How one attempt of `resume` ended.
+enum Resumed {
+    /// With this exit code.
+    Done(i32),
+    /// The store's journal of the run grew while this attempt waited for the lock: start again.
+    Again((tokio::runtime::Runtime, CancellationToken)),
+}
+
+/// One attempt of `resume`: the run folder brought up to the store (rebuilt from it when this host
+/// does not have it), the journal replayed, the lock taken, and the run executed.
+fn resume_once(
+    a: &ResumeArgs,
+    store: &dyn crate::store::Store,
+    signals: (tokio::runtime::Runtime, CancellationToken),
+) -> Resumed {
     let dir = a.runs_dir.join(&a.run_id);
-    if a.run_id.contains('/') || a.run_id.contains("..") || !dir.is_dir() {
+    if a.run_id.contains('/') || a.run_id.contains("..") || a.run_id.is_empty() {
         errln!("error: no run `{}` in {}", a.run_id, a.runs_dir.display());
-        return exit::INVALID;
+        return Resumed::Done(exit::INVALID);
+    }
+    match crate::store::rebuild::sync(store, &a.run_id, &dir) {
+        Ok(crate::store::rebuild::Synced::Folder) => errln!(
+            "note: run {} is not in {}: its folder is rebuilt from {} (its journal and the files \
+             it read)",
+            a.run_id,
+            a.runs_dir.display(),
+            store.describe()
+        ),
+        Ok(crate::store::rebuild::Synced::Journal) => errln!(
+            "note: run {} went on on another host: its journal is taken from {}",
+            a.run_id,
+            store.describe()
+        ),
+        Ok(crate::store::rebuild::Synced::Unchanged) => {}
+        Err(e) => {
+            errln!("error: cannot resume run {}: {e}", a.run_id);
+            return Resumed::Done(exit::INVALID);
+        }
+    }
+    if !dir.is_dir() {
+        errln!("error: no run `{}` in {}", a.run_id, a.runs_dir.display());
+        return Resumed::Done(exit::INVALID);
     }
     let mut records = match journal::read(&dir.join("journal.jsonl")) {
         Ok(r) => r,
         Err(e) => {
             errln!("error: cannot resume run {}: {e}", a.run_id);
-            return exit::INVALID;
+            return Resumed::Done(exit::INVALID);
         }
     };
     let mut replay = match journal::replay(&mut records) {
         Ok(r) => r,
         Err(e) => {
             errln!("error: cannot resume run {}: {e}", a.run_id);
-            return exit::INVALID;
+            return Resumed::Done(exit::INVALID);
         }
     };
-    let plan_path = PathBuf::from(&replay.plan_path);
+    // A folder rebuilt from a store reads the copies of the run's files.
+    let (plan_path, vars_files) =
+        crate::store::rebuild::map_paths(&dir, &replay.plan_path, &replay.vars_files);
+    replay.vars_files = vars_files;
+    let plan_path = PathBuf::from(plan_path);
     let options = crate::plan::check::LoadOptions {
         set: replay.set.clone(),
         vars_files: replay.vars_files.clone(),
@@ -744,7 +819,7 @@ pub fn resume(a: ResumeArgs) -> i32 {
         Ok(p) => Arc::new(p),
         Err(ds) => {
             print_diagnostics(&ds);
-            return exit::INVALID;
+            return Resumed::Done(exit::INVALID);
         }
     };
     // `--from-run`: the same steps are taken from the same run again (those already recorded in this
@@ -758,7 +833,7 @@ pub fn resume(a: ResumeArgs) -> i32 {
                         "error: cannot resume run {}: --from-run {id}: {e}",
                         a.run_id
                     );
-                    return exit::INVALID;
+                    return Resumed::Done(exit::INVALID);
                 }
             }
         }
@@ -773,7 +848,7 @@ pub fn resume(a: ResumeArgs) -> i32 {
             short(&replay.plan_hash),
             short(&plan.content_hash)
         );
-        return exit::INVALID;
+        return Resumed::Done(exit::INVALID);
     }
     // Outputs that quoted a secret are given back to later steps with the secret's value, read from
     // its source now: the plan must still have that secret.
@@ -792,7 +867,7 @@ pub fn resume(a: ResumeArgs) -> i32 {
             a.run_id,
             plan_path.display()
         );
-        return exit::INVALID;
+        return Resumed::Done(exit::INVALID);
     }
     // A run that already succeeded is "resumed" too: nothing is sent, and its report is rebuilt from
     // the journal (a crash while writing the report leaves an old one behind).
@@ -848,7 +923,7 @@ pub fn resume(a: ResumeArgs) -> i32 {
         balance_check: crate::ops::payer::BalanceCheck::skipped_if(a.no_balance_check),
         max_spend: match spend_caps(&a.max_spend) {
             Ok(c) => c,
-            Err(code) => return code,
+            Err(code) => return Resumed::Done(code),
         },
         pay_again: a.pay_again,
         from_run,
@@ -861,7 +936,7 @@ pub fn resume(a: ResumeArgs) -> i32 {
         params.concurrency,
         Some(&replay),
     ) {
-        return code;
+        return Resumed::Done(code);
     }
     let run_id = replay.run_id.clone();
     let flags = crate::cli::scheduler::LockFlags {
@@ -869,16 +944,30 @@ pub fn resume(a: ResumeArgs) -> i32 {
         lock_timeout: Dur(std::time::Duration::from_secs(3600)),
         store: a.store.clone(),
     };
-    let store = match flags.store.open(&a.runs_dir) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let run_lock = match crate::cli::scheduler::take_run_lock(&flags, &plan, &*store, &run_id) {
+    let run_lock = match crate::cli::scheduler::take_run_lock(&flags, &plan, store, &run_id) {
         Ok(l) => l,
-        Err(code) => return code,
+        Err(code) => return Resumed::Done(code),
     };
+    // Taken: what the store has now is what this run goes on from.
+    if run_lock.is_some() {
+        match crate::store::rebuild::sync(store, &run_id, &dir) {
+            Ok(crate::store::rebuild::Synced::Unchanged) => {}
+            Ok(_) => {
+                errln!(
+                    "note: run {run_id} went on on another host while this one waited for its \
+                     lock; reading its journal again"
+                );
+                drop(run_lock);
+                return Resumed::Again(signals);
+            }
+            Err(e) => {
+                errln!("error: cannot resume run {run_id}: {e}");
+                return Resumed::Done(exit::INVALID);
+            }
+        }
+    }
     let params = match crate::cli::scheduler::journal_mirror(
-        &*store,
+        store,
         &plan.plan.name,
         &run_id,
         run_lock.as_ref(),
@@ -887,7 +976,7 @@ pub fn resume(a: ResumeArgs) -> i32 {
             journal_mirror,
             ..params
         },
-        Err(code) => return code,
+        Err(code) => return Resumed::Done(code),
     };
     let recorded_dir = dir.clone();
     let code = execute_plan(signals, plan, params, run_id, dir, Some(Arc::new(replay)));
@@ -895,7 +984,7 @@ pub fn resume(a: ResumeArgs) -> i32 {
         errln!("warning: the run is not in the shared history: {e}");
     }
     drop(run_lock);
-    code
+    Resumed::Done(code)
 }
 
 fn short(hash: &str) -> &str {

@@ -207,6 +207,11 @@ pub struct SchedulerArgs {
     /// On SIGINT/SIGTERM, how long to wait for running runs before exiting (they go on).
     #[arg(long, default_value = "60s", value_name = "DURATION")]
     pub shutdown_wait: Dur,
+    /// Share the schedule with the schedulers of other hosts through this store (a
+    /// `postgres://…` URL): each due time runs once on one of them, and a run whose host died is
+    /// resumed by another (docs/scaling.md).
+    #[command(flatten)]
+    pub store: StoreArg,
     /// Extra arguments for every `run` (after `--`), e.g. `-- --concurrency 4`.
     #[arg(last = true, value_name = "RUN-ARGS")]
     pub run_args: Vec<String>,
@@ -235,6 +240,25 @@ pub fn scheduler(a: SchedulerArgs) -> i32 {
             return exit::INVALID;
         }
     };
+    let store = match a
+        .store
+        .store
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+    {
+        None => None,
+        Some(url) => match crate::store::open(Some(url), &a.runs_dir) {
+            Ok(s) => Some(crate::sched::daemon::SharedStore {
+                store: Arc::from(s),
+                url: url.to_string(),
+            }),
+            Err(e) => {
+                errln!("error: {e}");
+                return exit::INVALID;
+            }
+        },
+    };
     let opts = crate::sched::daemon::Options {
         plans_dir: a.plans,
         runs_dir: a.runs_dir,
@@ -245,8 +269,14 @@ pub fn scheduler(a: SchedulerArgs) -> i32 {
         run_args: a.run_args,
         exe,
     };
-    runtime.block_on(async move {
+    // The store has a runtime of its own, which must not be dropped inside this one: this copy is
+    // the last, dropped after the scheduler's runtime.
+    let kept = store.as_ref().map(|s| s.store.clone());
+    let code = runtime.block_on(async move {
         let shutdown = crate::exec::session::interrupt_on_signals();
-        crate::sched::daemon::run(opts, shutdown).await
-    })
+        crate::sched::daemon::run(opts, store, shutdown).await
+    });
+    drop(runtime);
+    drop(kept);
+    code
 }

@@ -71,7 +71,18 @@ pub fn load_bytes(
     let content_hash = content_hash(bytes);
     let source = super::source::parse(&path.display().to_string(), bytes)?;
     match super::schema::check(&source) {
-        Ok(plan) => check(source, plan, None, content_hash, path, options),
+        Ok(plan) => check(source, plan, None, content_hash, path, options).map(|mut p| {
+            let root = super::inputs::repository_root(&p.dir);
+            let file = super::files_read::FileRead::new(
+                super::files_read::FileRole::Plan,
+                &root,
+                path,
+                true,
+                bytes,
+            );
+            p.files_read.insert(0, file);
+            p
+        }),
         Err(schema_errors) => Err(with_the_rest(
             source,
             schema_errors,
@@ -173,12 +184,15 @@ fn check(
     let mut vars = plan.vars.clone();
     let mut given_inputs = Map::new();
     let declared = super::typed_inputs::declared(&plan.inputs);
+    let mut files_read = Vec::new();
     let errors = super::overrides::apply(
         &mut vars,
         &mut given_inputs,
         &declared,
         &options.vars_files,
         &options.set,
+        &mut files_read,
+        &dir,
     );
     let limits = super::limits::InForce::of(&plan.limits);
     let no_broken = std::collections::BTreeSet::new();
@@ -190,6 +204,7 @@ fn check(
         dir: &dir,
         limits,
         input_root: std::cell::OnceCell::new(),
+        files_read,
         templates: Templates::with_fuel(limits.template_fuel, Some(limits.load_fuel())),
         errors,
         warnings: Vec::new(),
@@ -214,6 +229,7 @@ fn check(
         inputs,
         env,
         secrets,
+        files_read,
         ..
     } = c;
     dedup(&mut errors);
@@ -242,6 +258,7 @@ fn check(
         warnings,
         source,
         templates,
+        files_read,
     };
     // Templates rendered only at run time are tried once against placeholders, so that a filter,
     // test or function that does not exist fails here rather than in the middle of a run. One copy
@@ -304,6 +321,8 @@ pub(super) struct Checker<'a> {
     pub(super) limits: super::limits::InForce,
     /// The plan's repository, which the files it reads must be in (found when first needed).
     pub(super) input_root: std::cell::OnceCell<PathBuf>,
+    /// The files read so far (`--vars` files, prompt files).
+    pub(super) files_read: Vec<super::files_read::FileRead>,
     pub(super) templates: Templates,
     pub(super) errors: Vec<Diagnostic>,
     pub(super) warnings: Vec<Diagnostic>,
@@ -731,6 +750,50 @@ steps:
         assert_eq!(
             p.content_hash,
             "4ca5880b8ad3f82992d19d655d393bb79097629f443c660170df750b87662c8c"
+        );
+    }
+
+    #[test]
+    fn the_checked_plan_lists_the_files_it_read_and_never_a_secret_file() {
+        use super::super::files_read::FileRole;
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().canonicalize().unwrap();
+        for d in [".git", "plans", "prompts", "vars", "secrets"] {
+            std::fs::create_dir_all(repo.join(d)).unwrap();
+        }
+        std::fs::write(repo.join("prompts/a.md"), "summarise ${{ vars.topic }}").unwrap();
+        std::fs::write(repo.join("vars/v.yaml"), "topic: rust\n").unwrap();
+        std::fs::write(repo.join("secrets/token.txt"), "s3cret-value").unwrap();
+        let plan = "version: 1\nname: files\nvars: {topic: x}\nsecrets:\n  TOKEN: {file: ../secrets/token.txt}\n\
+                    steps:\n  - id: a\n    job: {job_type: inference, wallet: w, payment: 1, prompt_file: ../prompts/a.md}\n\
+                    \x20 - id: b\n    job: {job_type: inference, wallet: w, payment: 1, prompt_file: ../prompts/a.md}\n";
+        let path = repo.join("plans/p.yaml");
+        std::fs::write(&path, plan).unwrap();
+        let options = LoadOptions {
+            vars_files: vec![repo.join("vars/v.yaml")],
+            ..LoadOptions::default()
+        };
+        let p = load(&path, &options).unwrap_or_else(|d| panic!("{d:?}"));
+        let listed: Vec<(FileRole, &str)> = p
+            .files_read
+            .iter()
+            .map(|f| (f.role, f.path.as_str()))
+            .collect();
+        assert_eq!(
+            listed,
+            vec![
+                (FileRole::Plan, "plans/p.yaml"),
+                (FileRole::Vars, "vars/v.yaml"),
+                (FileRole::Prompt, "prompts/a.md"),
+            ]
+        );
+        assert_eq!(p.files_read[0].sha256, p.content_hash);
+        assert_eq!(p.files_read[0].given.as_deref(), Some(path.as_path()));
+        assert_eq!(&*p.files_read[2].bytes, b"summarise ${{ vars.topic }}");
+        assert!(
+            p.files_read
+                .iter()
+                .all(|f| !String::from_utf8_lossy(&f.bytes).contains("s3cret-value"))
         );
     }
 }

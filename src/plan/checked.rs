@@ -235,6 +235,9 @@ pub struct CheckedPlan {
     pub templates: Templates,
     /// Each step's position in `steps`, by (expanded) id.
     pub step_index: std::collections::HashMap<String, usize>,
+    /// The files the load read (the plan file first, then its `--vars` files and prompt files),
+    /// never a secret file: what a resume on another host needs besides the journal.
+    pub files_read: Vec<super::files_read::FileRead>,
 }
 
 impl CheckedPlan {

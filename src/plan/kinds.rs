@@ -106,6 +106,14 @@ impl Checker<'_> {
                             .get_or_init(|| super::inputs::repository_root(self.dir));
                         match super::inputs::read_confined(root, self.dir, &pf) {
                             Ok(text) => {
+                                let file = super::files_read::FileRead::new(
+                                    super::files_read::FileRole::Prompt,
+                                    root,
+                                    &path,
+                                    false,
+                                    text.as_bytes(),
+                                );
+                                super::files_read::add(&mut self.files_read, file);
                                 if let Some(m) = spec.as_object_mut() {
                                     m.remove("prompt_file");
                                     m.insert("prompt".into(), Value::String(text));

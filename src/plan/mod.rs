@@ -16,6 +16,7 @@ pub mod check;
 pub mod checked;
 pub mod codes;
 pub mod diag;
+pub mod files_read;
 pub mod graph;
 pub mod inputs;
 pub mod kinds;

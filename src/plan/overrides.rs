@@ -21,7 +21,10 @@ pub(super) fn apply(
     declared: &super::typed_inputs::Declared,
     vars_files: &[PathBuf],
     set: &[(String, String)],
+    read: &mut Vec<super::files_read::FileRead>,
+    plan_dir: &std::path::Path,
 ) -> Vec<Diagnostic> {
+    let root = std::cell::OnceCell::new();
     let spec_of = |name: &str| declared.iter().find(|(n, _)| n == name).map(|(_, s)| s);
     let mut errors = Vec::new();
     for file in vars_files {
@@ -46,6 +49,17 @@ pub(super) fn apply(
                 continue;
             }
         };
+        let root = root.get_or_init(|| super::inputs::repository_root(plan_dir));
+        super::files_read::add(
+            read,
+            super::files_read::FileRead::new(
+                super::files_read::FileRole::Vars,
+                root,
+                file,
+                true,
+                &bytes,
+            ),
+        );
         match super::source::parse(&name, &bytes) {
             Ok(src) => match src.value.clone() {
                 Value::Object(mut m) => {

@@ -16,6 +16,17 @@ use tokio_util::task::TaskTracker;
 
 use super::{CronSpec, PlanState, State, decide};
 use crate::plan::types::{CatchUp, Overlap};
+use crate::store::Store;
+
+/// A store shared with other hosts' schedulers (`scheduler --store postgres://…`).
+#[derive(Clone)]
+pub struct SharedStore {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Its URL, given to the runs this scheduler starts (in their environment, never their
+    /// arguments, where other users could read the password).
+    pub url: String,
+}
 
 /// How the scheduler runs.
 #[derive(Clone, Debug)]
@@ -57,22 +68,22 @@ struct Known {
 
 /// The scheduler's clock: real time, shifted by `--now`.
 #[derive(Clone, Copy)]
-struct Clock {
+pub(super) struct Clock {
     offset: chrono::Duration,
 }
 
 impl Clock {
-    fn now(&self) -> DateTime<Utc> {
+    pub(super) fn now(&self) -> DateTime<Utc> {
         Utc::now() + self.offset
     }
 }
 
-fn stamp(t: DateTime<Utc>) -> String {
+pub(super) fn stamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// Writes one log line to stderr, prefixed with the scheduler's time.
-fn log(clock: &Clock, line: &str) {
+pub(super) fn log(clock: &Clock, line: &str) {
     // A closed stderr must not stop the scheduler: the line is dropped.
     let _ = std::io::Write::write_fmt(
         &mut std::io::stderr(),
@@ -81,11 +92,17 @@ fn log(clock: &Clock, line: &str) {
 }
 
 /// Shared between the loop and the tasks that run children.
-struct Shared {
+pub(super) struct Shared {
     state: Mutex<State>,
     state_path: PathBuf,
-    running: AtomicUsize,
-    worst_exit: AtomicI32,
+    pub(super) running: AtomicUsize,
+    pub(super) worst_exit: AtomicI32,
+    /// The store shared with other hosts, when given.
+    pub(super) store: Option<SharedStore>,
+    /// This scheduler, as the ticks it claims name it (host and process id).
+    pub(super) host: String,
+    /// The runs of dead hosts this scheduler is resuming or gave up on.
+    pub(super) takeovers: Mutex<super::takeover::Takeovers>,
 }
 
 impl Shared {
@@ -110,7 +127,7 @@ impl Shared {
 /// Runs the scheduler until `shutdown` (or, with `once`, until the due runs are done). Returns the
 /// exit code: 0 (always, for a long-lived scheduler stopped by a signal); with `once`, 1 when a run
 /// exited with an error, or 2 when the plans folder cannot be read.
-pub async fn run(opts: Options, shutdown: CancellationToken) -> i32 {
+pub async fn run(opts: Options, store: Option<SharedStore>, shutdown: CancellationToken) -> i32 {
     let clock = Clock {
         offset: opts.now.map(|n| n - Utc::now()).unwrap_or_default(),
     };
@@ -133,6 +150,13 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> i32 {
         state_path,
         running: AtomicUsize::new(0),
         worst_exit: AtomicI32::new(0),
+        store,
+        host: format!(
+            "{} pid {}",
+            crate::exec::lock::hostname(),
+            std::process::id()
+        ),
+        takeovers: Mutex::new(super::takeover::Takeovers::default()),
     });
     let tracker = TaskTracker::new();
     let mut known: BTreeMap<PathBuf, Known> = BTreeMap::new();
@@ -164,6 +188,7 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> i32 {
         for e in &entries {
             evaluate(e, now, &opts, &clock, &shared, &tracker, &shutdown);
         }
+        super::takeover::look(&opts, &clock, &shared, &tracker, &shutdown);
         if opts.once {
             break;
         }
@@ -173,6 +198,10 @@ pub async fn run(opts: Options, shutdown: CancellationToken) -> i32 {
             && let Ok(d) = (n - clock.now()).to_std()
         {
             wait = wait.min(d + Duration::from_millis(20));
+        }
+        // With a shared store, runs whose host died are looked for once per lease period.
+        if let Some(lease) = shared.store.as_ref().and_then(|s| s.store.lease()) {
+            wait = wait.min(lease);
         }
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
@@ -373,12 +402,29 @@ fn evaluate(
         shared.update(clock, &e.name, |p| p.checked_until = Some(now));
         return;
     };
-    let d = decide(&e.spec, cursor, now, opts.grace, e.catch_up);
+    let mut d = decide(&e.spec, cursor, now, opts.grace, e.catch_up);
     if d.run.is_empty() && d.missed == 0 {
         if cursor < now {
             shared.update(clock, &e.name, |p| p.checked_until = Some(now));
         }
         return;
+    }
+    if let Some(store) = &shared.store {
+        match claim(&store.store, e, cursor, now, &mut d, &shared.host) {
+            Ok(true) => {}
+            Ok(false) => {
+                shared.update(clock, &e.name, |p| p.checked_until = Some(now));
+                return;
+            }
+            Err(err) => {
+                // Not decided: the next pass tries again (the cursor stays).
+                log(
+                    clock,
+                    &format!("cannot claim the due time of {}: {err}", e.name),
+                );
+                return;
+            }
+        }
     }
     if d.missed > 0 {
         let since = format!(
@@ -427,6 +473,34 @@ fn evaluate(
             run_child(&e, t, &opts, &clock, &shared).await;
         }
     });
+}
+
+/// Claims the latest due time in `(cursor, now]` of `e` in the shared store: the host whose claim
+/// takes it makes the decision `d` (on time or catch-up), once for all hosts; `Ok(false)` when
+/// another host's scheduler took it. The other times `d` runs (`catch_up: all`) are claimed one by
+/// one and left out when another host has run them.
+fn claim(
+    store: &Arc<dyn Store>,
+    e: &Entry,
+    cursor: DateTime<Utc>,
+    now: DateTime<Utc>,
+    d: &mut super::Decision,
+    host: &str,
+) -> Result<bool, crate::store::StoreError> {
+    let Some(latest) = e.spec.due_between(cursor, now, 1).0.last().copied() else {
+        return Ok(true);
+    };
+    if !store.claim_tick(&e.name, latest, host)? {
+        return Ok(false);
+    }
+    let mut kept = Vec::with_capacity(d.run.len());
+    for t in std::mem::take(&mut d.run) {
+        if t == latest || store.claim_tick(&e.name, t, host)? {
+            kept.push(t);
+        }
+    }
+    d.run = kept;
+    Ok(true)
 }
 
 /// The run id in what `run` printed: its closing line (`run ID succeeded: …`), or the report with
@@ -499,6 +573,9 @@ async fn run_child(e: &Entry, t: DateTime<Utc>, opts: &Options, clock: &Clock, s
         .stdout(Stdio::from(out_file))
         .stderr(Stdio::inherit())
         .kill_on_drop(false);
+    if let Some(store) = &shared.store {
+        cmd.env("AITBC_FLOW_STORE", &store.url);
+    }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(err) => {

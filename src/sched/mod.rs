@@ -7,6 +7,7 @@
 //! daylight-saving change.
 
 pub mod daemon;
+pub mod takeover;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;

@@ -5,8 +5,11 @@
 //! `AITBC_FLOW_STORE`) chooses [`postgres::PgStore`], shared by every host that names the same
 //! database (docs/scaling.md). A store URL is shown only through [`redact`]: its password never is.
 
+pub mod blobs;
 pub mod files;
 pub mod postgres;
+pub mod rebuild;
+pub mod ticks;
 
 use std::path::{Path, PathBuf};
 
@@ -76,6 +79,30 @@ pub enum StoreError {
     NoRun(String, String),
 }
 
+/// A file a run read, as the store kept it.
+#[derive(Clone, Debug)]
+pub struct StoredFile {
+    /// `plan`, `vars` or `prompt` ([`crate::plan::files_read::FileRole::word`]).
+    pub role: String,
+    /// Relative to the plan's repository root, or absolute when it was outside it.
+    pub path: String,
+    /// The path the run was given (the plan file and `--vars` files).
+    pub given: Option<String>,
+    /// SHA-256 of `bytes`, hex (checked when read back).
+    pub sha256: String,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// A run whose host died: it held its plan's lock, the lease lapsed, its journal has no end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Orphan {
+    /// The run.
+    pub run_id: String,
+    /// Its plan's name.
+    pub plan: String,
+}
+
 /// Shared state of runs: locks and history.
 pub trait Store: Send + Sync {
     /// The store, for messages (redacted).
@@ -105,6 +132,50 @@ pub trait Store: Send + Sync {
         _lock: Option<&HeldLock>,
     ) -> Result<Option<Arc<dyn Mirror>>, StoreError> {
         Ok(None)
+    }
+    /// Keeps the files run `run_id` of plan `plan` read (content-addressed) and that it is a run of
+    /// that plan (`locked`: holding its lock), so that another host can resume it. The run folder
+    /// store keeps nothing: the files are on this host.
+    fn keep_run_files(
+        &self,
+        _run_id: &str,
+        _plan: &str,
+        _locked: bool,
+        _files: &[crate::plan::files_read::FileRead],
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// The files kept for run `run_id` (none for the run folder store).
+    fn run_files(&self, _run_id: &str) -> Result<Vec<StoredFile>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// The journal of run `run_id` as the store has it, one record's text per line, in order;
+    /// `None` when the store keeps no copy (the run folder store) or has none of this run.
+    fn journal_records(&self, _run_id: &str) -> Result<Option<Vec<String>>, StoreError> {
+        Ok(None)
+    }
+    /// Claims the due time `due` of `plan` for this scheduler (`host`): `true` when it is this
+    /// scheduler's to run. One host's scheduler claims everything.
+    fn claim_tick(
+        &self,
+        _plan: &str,
+        _due: chrono::DateTime<chrono::Utc>,
+        _host: &str,
+    ) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+    /// Runs whose host died mid-run, for a scheduler to resume (none on one host: its runs are
+    /// resumed there).
+    fn orphans(&self) -> Result<Vec<Orphan>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// The lease period, when locks are leases (how often a scheduler looks for orphans).
+    fn lease(&self) -> Option<std::time::Duration> {
+        None
+    }
+    /// Whether runs of this store can be resumed on another host.
+    fn shared(&self) -> bool {
+        false
     }
 }
 

@@ -81,14 +81,42 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
              PRIMARY KEY (run_id, seq)
          );",
     ),
+    (
+        3,
+        "CREATE TABLE aitbc_flow_ticks (
+             plan text NOT NULL,
+             due timestamptz NOT NULL,
+             host text NOT NULL,
+             taken_at timestamptz NOT NULL DEFAULT now(),
+             PRIMARY KEY (plan, due)
+         );
+         CREATE TABLE aitbc_flow_blobs (
+             sha256 text PRIMARY KEY,
+             bytes bytea NOT NULL
+         );
+         CREATE TABLE aitbc_flow_run_files (
+             run_id text NOT NULL,
+             role text NOT NULL,
+             path text NOT NULL,
+             given text,
+             sha256 text NOT NULL REFERENCES aitbc_flow_blobs (sha256),
+             PRIMARY KEY (run_id, role, path)
+         );
+         CREATE TABLE aitbc_flow_run_plans (
+             run_id text PRIMARY KEY,
+             plan text NOT NULL,
+             locked boolean NOT NULL,
+             started_at timestamptz NOT NULL DEFAULT now()
+         );",
+    ),
 ];
 
 /// A connection to the shared database.
 pub struct PgStore {
-    url: String,
-    lease: Duration,
-    client: Arc<Client>,
-    rt: Arc<tokio::runtime::Runtime>,
+    pub(super) url: String,
+    pub(super) lease: Duration,
+    pub(super) client: Arc<Client>,
+    pub(super) rt: Arc<tokio::runtime::Runtime>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -137,7 +165,7 @@ impl PgStore {
         })
     }
 
-    fn err(&self, e: &tokio_postgres::Error) -> StoreError {
+    pub(super) fn err(&self, e: &tokio_postgres::Error) -> StoreError {
         StoreError::Database {
             url: self.url.clone(),
             message: describe(e),
@@ -146,7 +174,7 @@ impl PgStore {
 }
 
 /// Runs `f` on the store's runtime from any thread (also from inside another runtime).
-fn on<F: std::future::Future + Send>(rt: &tokio::runtime::Runtime, f: F) -> F::Output
+pub(super) fn on<F: std::future::Future + Send>(rt: &tokio::runtime::Runtime, f: F) -> F::Output
 where
     F::Output: Send,
 {
@@ -159,7 +187,7 @@ where
 }
 
 /// The error with its cause (tokio-postgres keeps the server's message in the source).
-fn describe(e: &tokio_postgres::Error) -> String {
+pub(super) fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
         None => match std::error::Error::source(e) {
@@ -346,18 +374,67 @@ impl Store for PgStore {
     fn forget(&self, runs: &[RunEntry]) -> Result<(), StoreError> {
         let ids: Vec<String> = runs.iter().map(|r| r.run_id.clone()).collect();
         let client = self.client.clone();
-        // One statement, so that a run is never left with its journal and without its entry.
+        // One statement, so that a run is never left with its journal and without its entry; then
+        // the blobs no run names any more.
         on(&self.rt, async move {
             client
                 .execute(
-                    "WITH journal AS (DELETE FROM aitbc_flow_journal WHERE run_id = ANY($1))
+                    "WITH journal AS (DELETE FROM aitbc_flow_journal WHERE run_id = ANY($1)),
+                          files AS (DELETE FROM aitbc_flow_run_files WHERE run_id = ANY($1)),
+                          plans AS (DELETE FROM aitbc_flow_run_plans WHERE run_id = ANY($1))
                      DELETE FROM aitbc_flow_runs WHERE run_id = ANY($1)",
                     &[&ids],
+                )
+                .await?;
+            client
+                .execute(
+                    "DELETE FROM aitbc_flow_blobs b WHERE NOT EXISTS (
+                         SELECT 1 FROM aitbc_flow_run_files f WHERE f.sha256 = b.sha256)",
+                    &[],
                 )
                 .await
         })
         .map(|_| ())
         .map_err(|e| self.err(&e))
+    }
+
+    fn keep_run_files(
+        &self,
+        run_id: &str,
+        plan: &str,
+        locked: bool,
+        files: &[crate::plan::files_read::FileRead],
+    ) -> Result<(), StoreError> {
+        self.keep_files(run_id, plan, locked, files)
+    }
+
+    fn run_files(&self, run_id: &str) -> Result<Vec<super::StoredFile>, StoreError> {
+        self.files_of(run_id)
+    }
+
+    fn journal_records(&self, run_id: &str) -> Result<Option<Vec<String>>, StoreError> {
+        self.journal_of(run_id)
+    }
+
+    fn claim_tick(
+        &self,
+        plan: &str,
+        due: chrono::DateTime<chrono::Utc>,
+        host: &str,
+    ) -> Result<bool, StoreError> {
+        self.claim(plan, due, host)
+    }
+
+    fn orphans(&self) -> Result<Vec<super::Orphan>, StoreError> {
+        self.lapsed()
+    }
+
+    fn lease(&self) -> Option<Duration> {
+        Some(self.lease_period())
+    }
+
+    fn shared(&self) -> bool {
+        true
     }
 
     fn journal_mirror(

@@ -47,9 +47,13 @@ impl Serve {
                 "127.0.0.1:0",
                 "--token",
                 &token,
-                "--latency",
-                "instant",
             ])
+            // Jobs finish at once unless the flags give another latency.
+            .args(if extra.contains(&"--latency") {
+                &[][..]
+            } else {
+                &["--latency", "instant"][..]
+            })
             .args(limits)
             .args(extra)
             .stdin(Stdio::null())

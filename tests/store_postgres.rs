@@ -75,6 +75,7 @@ impl Cluster {
 }
 
 static CLUSTER: OnceLock<Option<Cluster>> = OnceLock::new();
+static TLS_CLUSTER: OnceLock<Option<Cluster>> = OnceLock::new();
 
 /// The directory of `initdb`, `pg_ctl` and `psql` (the newest Debian `postgresql-N`).
 fn pg_bin() -> Option<PathBuf> {
@@ -105,7 +106,11 @@ fn as_owner(program: &Path) -> Command {
 }
 
 extern "C" fn stop_cluster() {
-    if let Some(Some(c)) = CLUSTER.get() {
+    for c in [CLUSTER.get(), TLS_CLUSTER.get()]
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let _ = as_owner(&c.bin.join("pg_ctl"))
             .arg("-D")
             .arg(c.dir.join("data"))
@@ -118,6 +123,11 @@ extern "C" fn stop_cluster() {
 }
 
 fn start_cluster() -> Option<Cluster> {
+    start_cluster_with(|_| String::new())
+}
+
+/// Starts a cluster; `prepare` gets its folder once `initdb` made it and returns more server options.
+fn start_cluster_with(prepare: impl FnOnce(&Path) -> String) -> Option<Cluster> {
     let Some(bin) = pg_bin() else {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
@@ -154,6 +164,7 @@ fn start_cluster() -> Option<Cluster> {
             .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"]),
         "initdb",
     );
+    let more = prepare(&dir);
     ok(
         as_owner(&bin.join("pg_ctl"))
             .arg("-D")
@@ -162,14 +173,17 @@ fn start_cluster() -> Option<Cluster> {
             .arg(dir.join("log"))
             .arg("-o")
             .arg(format!(
-                "-k {} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off",
+                "-k {} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off{more}",
                 dir.display()
             ))
             .args(["-w", "-t", "30", "start"]),
         "pg_ctl start",
     );
+    static STOP_AT_EXIT: std::sync::Once = std::sync::Once::new();
     // SAFETY: registers a plain extern "C" function, run once at exit.
-    unsafe { libc::atexit(stop_cluster) };
+    STOP_AT_EXIT.call_once(|| unsafe {
+        libc::atexit(stop_cluster);
+    });
     Some(Cluster { bin, dir, port })
 }
 
@@ -678,5 +692,57 @@ fn runs_show_and_prune_read_the_database_from_another_host() {
         run_ids(&host_a),
         a_ids,
         "host a's folders were removed from host b"
+    );
+}
+
+#[test]
+fn two_runs_from_two_run_dirs_never_overspend_a_wallet_together() {
+    // As tests/reservations_e2e.rs, with the reservations in the database: the wallet holds enough
+    // for one run, the submits are slowed so that both runs check the balance while the first
+    // payment is on its way, and the second fails before sending anything.
+    let Some(pg) = cluster() else { return };
+    let url = pg.url_of("reserve");
+    let serve = Serve::enough_for_one();
+    let dir = PlanDir::new(
+        "version: 1\nname: pay\nsteps:\n  - id: work\n    job: {job_type: inference, wallet: w, payment: 5, prompt: \"work\"}\n",
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let children: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|host| {
+            let mut cmd = serve.command();
+            cmd.args(run_args(&dir.plan(), &tmp.path().join(host)))
+                .args(["--store", &url])
+                .env_remove("AITBC_FLOW_STORE")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    let outs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let codes: Vec<_> = outs.iter().map(|o| o.status.code()).collect();
+    assert!(
+        codes.contains(&Some(0)) && codes.contains(&Some(1)),
+        "{codes:?}: {}",
+        outs.iter().map(text).collect::<Vec<_>>().join("\n---\n")
+    );
+    let refused = outs.iter().find(|o| o.status.code() == Some(1)).unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&refused.stdout).unwrap();
+    let issues = report["steps"][0]["issues"].to_string();
+    assert!(
+        issues.contains("wallet w holds 8 AITBC, of which other runs have reserved 5 AITBC"),
+        "{issues}"
+    );
+    assert!(!text(refused).contains(PASSWORD));
+    assert_eq!(serve.submits_seen(), 1, "the second run sent nothing");
+    assert_eq!(serve.get("/v1/local/ledger")["jobs"], 1);
+    // Released at the runs' ends.
+    assert_eq!(
+        pg.psql_in("reserve", "SELECT count(*) FROM aitbc_flow_reservations"),
+        "0"
     );
 }

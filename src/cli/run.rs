@@ -248,6 +248,8 @@ struct ExecParams {
     from_run: Option<Arc<crate::exec::from_run::Taken>>,
     /// Where the journal is copied (`--store postgres://…`).
     journal_mirror: Option<Arc<dyn journal::Mirror>>,
+    /// The wallet reservations shared with the store's other runs.
+    reservations: Option<Arc<dyn crate::exec::reserve::Reservations>>,
 }
 
 /// Runs `run`.
@@ -341,6 +343,13 @@ pub fn run(a: RunArgs) -> i32 {
         Ok(m) => m,
         Err(code) => return code,
     };
+    let reservations = match store.reservations(&run_id) {
+        Ok(r) => r,
+        Err(e) => {
+            errln!("error: {e}");
+            return exit::INVALID;
+        }
+    };
     let run_dir = match create_run_dir(&a.runs_dir, &run_id) {
         Ok(d) => d,
         Err(e) => {
@@ -379,6 +388,7 @@ pub fn run(a: RunArgs) -> i32 {
         pay_again: false,
         from_run,
         journal_mirror,
+        reservations,
     };
     // The base vars of `--vars-from` are kept in the run directory (the temporary file is gone), so
     // the journal names a file that `resume` can read again.
@@ -512,6 +522,7 @@ fn execute_plan(
             pay_again: p.pay_again,
             from_run: p.from_run.clone(),
             journal_mirror: p.journal_mirror.clone(),
+            reservations: p.reservations.clone(),
             ..RunOptions::new(run_id.clone(), run_dir.clone())
         };
         let finished =
@@ -853,6 +864,7 @@ pub fn resume(a: ResumeArgs) -> i32 {
         pay_again: a.pay_again,
         from_run,
         journal_mirror: None,
+        reservations: None,
     };
     if let Some(code) = refuse_short_token(
         &params.coordinator,
@@ -888,6 +900,16 @@ pub fn resume(a: ResumeArgs) -> i32 {
             ..params
         },
         Err(code) => return code,
+    };
+    let params = match store.reservations(&run_id) {
+        Ok(reservations) => ExecParams {
+            reservations,
+            ..params
+        },
+        Err(e) => {
+            errln!("error: {e}");
+            return exit::INVALID;
+        }
     };
     let recorded_dir = dir.clone();
     let code = execute_plan(signals, plan, params, run_id, dir, Some(Arc::new(replay)));

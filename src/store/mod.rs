@@ -7,6 +7,8 @@
 
 pub mod files;
 pub mod postgres;
+pub mod reservations;
+pub mod reservations_pg;
 
 use std::path::{Path, PathBuf};
 
@@ -95,6 +97,12 @@ pub trait Store: Send + Sync {
     }
     /// Removes `runs` from the history (their folders are the caller's).
     fn forget(&self, runs: &[RunEntry]) -> Result<(), StoreError>;
+    /// The wallet reservations of run `run_id`, shared with every other run of this store
+    /// (`exec::reserve`); released when the returned book is dropped.
+    fn reservations(
+        &self,
+        run_id: &str,
+    ) -> Result<Option<Arc<dyn crate::exec::reserve::Reservations>>, StoreError>;
     /// Where the journal of run `run_id` (of plan `plan`, holding `lock` if any) is copied besides its
     /// file, each batch written only while `lock` is still this holder's (its fencing token); `None`
     /// when the file is the whole journal (the run folder store).

@@ -81,14 +81,15 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
              PRIMARY KEY (run_id, seq)
          );",
     ),
+    (4, super::reservations_pg::MIGRATION),
 ];
 
 /// A connection to the shared database.
 pub struct PgStore {
-    url: String,
-    lease: Duration,
-    client: Arc<Client>,
-    rt: Arc<tokio::runtime::Runtime>,
+    pub(super) url: String,
+    pub(super) lease: Duration,
+    pub(super) client: Arc<Client>,
+    pub(super) rt: Arc<tokio::runtime::Runtime>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -146,7 +147,7 @@ impl PgStore {
 }
 
 /// Runs `f` on the store's runtime from any thread (also from inside another runtime).
-fn on<F: std::future::Future + Send>(rt: &tokio::runtime::Runtime, f: F) -> F::Output
+pub(super) fn on<F: std::future::Future + Send>(rt: &tokio::runtime::Runtime, f: F) -> F::Output
 where
     F::Output: Send,
 {
@@ -159,7 +160,7 @@ where
 }
 
 /// The error with its cause (tokio-postgres keeps the server's message in the source).
-fn describe(e: &tokio_postgres::Error) -> String {
+pub(super) fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
         None => match std::error::Error::source(e) {
@@ -358,6 +359,15 @@ impl Store for PgStore {
         })
         .map(|_| ())
         .map_err(|e| self.err(&e))
+    }
+
+    fn reservations(
+        &self,
+        run_id: &str,
+    ) -> Result<Option<Arc<dyn crate::exec::reserve::Reservations>>, StoreError> {
+        Ok(Some(Arc::new(
+            super::reservations_pg::PgReservations::start(self, run_id),
+        )))
     }
 
     fn journal_mirror(

@@ -746,3 +746,176 @@ fn two_runs_from_two_run_dirs_never_overspend_a_wallet_together() {
         "0"
     );
 }
+
+/// Runs openssl with these arguments in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A certificate authority `NAME.crt`/`NAME.key` in `dir`.
+fn make_ca(dir: &Path, name: &str) {
+    let (crt, key) = (format!("{name}.crt"), format!("{name}.key"));
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &crt,
+            "-subj",
+            &format!("/CN={name}"),
+            "-days",
+            "2",
+        ],
+    );
+}
+
+/// A second cluster with `ssl=on`, its certificate for 127.0.0.1 signed by `ca.crt` (made in the
+/// test's folder, as is `other-ca.crt`, which signed nothing of it).
+fn tls_cluster() -> Option<&'static Cluster> {
+    TLS_CLUSTER
+        .get_or_init(|| {
+            start_cluster_with(|dir| {
+                make_ca(dir, "ca");
+                make_ca(dir, "other-ca");
+                openssl(
+                    dir,
+                    &[
+                        "req",
+                        "-newkey",
+                        "ec",
+                        "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1",
+                        "-nodes",
+                        "-keyout",
+                        "server.key",
+                        "-out",
+                        "server.csr",
+                        "-subj",
+                        "/CN=127.0.0.1",
+                    ],
+                );
+                std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+                openssl(
+                    dir,
+                    &[
+                        "x509",
+                        "-req",
+                        "-in",
+                        "server.csr",
+                        "-CA",
+                        "ca.crt",
+                        "-CAkey",
+                        "ca.key",
+                        "-CAcreateserial",
+                        "-out",
+                        "server.crt",
+                        "-days",
+                        "2",
+                        "-extfile",
+                        "san.ext",
+                    ],
+                );
+                use std::os::unix::fs::PermissionsExt;
+                for f in ["server.crt", "server.key"] {
+                    let p = dir.join(f);
+                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+                    // The server runs as `nobody` when the tests run as root: the key must be its own.
+                    if unsafe { libc::geteuid() } == 0 {
+                        let ok = Command::new("chown")
+                            .arg("nobody")
+                            .arg(&p)
+                            .status()
+                            .unwrap();
+                        assert!(ok.success());
+                    }
+                }
+                // TCP connections must be TLS: what connects shows that TLS was used.
+                std::fs::write(
+                    dir.join("data/pg_hba.conf"),
+                    "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+                )
+                .unwrap();
+                format!(
+                    " -c ssl=on -c ssl_cert_file={d}/server.crt -c ssl_key_file={d}/server.key",
+                    d = dir.display()
+                )
+            })
+        })
+        .as_ref()
+}
+
+/// `runs list --store URL` from an empty run folder: connects, applies the schema, lists nothing.
+fn list_with(url: &str) -> std::process::Output {
+    let runs = tempfile::tempdir().unwrap();
+    let mut c = Command::new(bin());
+    c.args(["runs", "list", "--runs-dir"])
+        .arg(runs.path())
+        .args(["--store", url])
+        .env_remove("AITBC_FLOW_STORE")
+        .env_remove("AITBC_RUNS_DIR");
+    output_within(c, LIMIT)
+}
+
+#[test]
+fn tls_require_and_verify_full_connect_and_a_wrong_root_is_refused_clearly() {
+    let Some(pg) = tls_cluster() else { return };
+    let base = pg.url();
+    let dir = pg.dir.display();
+    // The server takes TLS connections only (hostssl): each that connects is TLS.
+    let out = list_with(&format!("{base}?sslmode=disable"));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    // TLS, its certificate not checked.
+    let out = list_with(&format!("{base}?sslmode=require"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // libpq's default, prefer: TLS when offered.
+    let out = list_with(&base);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = list_with(&format!(
+        "{base}?sslmode=verify-full&sslrootcert={dir}/ca.crt"
+    ));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // The certificate checked against roots that did not sign it: refused, saying what was checked.
+    let out = list_with(&format!(
+        "{base}?sslmode=verify-full&sslrootcert={dir}/other-ca.crt"
+    ));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let msg = text(&out);
+    assert!(msg.contains("invalid peer certificate"), "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "sslmode=verify-full: the server's certificate must chain to the roots in sslrootcert {dir}/other-ca.crt"
+        )),
+        "{msg}"
+    );
+    assert!(msg.contains("postgres:***@127.0.0.1"), "{msg}");
+    assert!(!msg.contains(PASSWORD), "{msg}");
+    // The host name is checked too: the certificate names 127.0.0.1, not localhost (verify-ca
+    // checks the chain alone).
+    let by_name = base.replace("127.0.0.1", "localhost");
+    let out = list_with(&format!(
+        "{by_name}?sslmode=verify-ca&sslrootcert={dir}/ca.crt"
+    ));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = list_with(&format!(
+        "{by_name}?sslmode=verify-full&sslrootcert={dir}/ca.crt"
+    ));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("certificate"), "{}", text(&out));
+}

@@ -9,6 +9,7 @@ pub mod files;
 pub mod postgres;
 pub mod reservations;
 pub mod reservations_pg;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 

@@ -1,8 +1,8 @@
 //! The PostgreSQL store: plan locks as lease rows and the run history as rows, shared by every host
 //! that names the same database (docs/scaling.md).
 //!
-//! The connection is plain TCP (`NoTls`): meant for a database on 127.0.0.1 or a private network;
-//! TLS is not built in yet. The schema is embedded ([`MIGRATIONS`]) and applied on first use, under a
+//! The connection is secured as the URL's `sslmode` says (`store::tls`: rustls; libpq's default
+//! `prefer`). The schema is embedded ([`MIGRATIONS`]) and applied on first use, under a
 //! transaction-scoped advisory lock so that hosts starting together apply it once.
 //!
 //! A lock is a row `(plan, token, holder, renewed_at)`. It is taken when absent or when its holder
@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use super::{HeldLock, LockAttempt, Store, StoreError, redact};
 use crate::exec::journal::{Mirror, MirrorError};
@@ -107,9 +107,12 @@ impl PgStore {
             message: m,
         };
         let lease = lease_period().map_err(&err)?;
+        let (tls, url) = super::tls::split_url(url).map_err(&err)?;
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| err(format!("not a valid URL: {e}")))?;
+        config.ssl_mode(tls.pg_mode());
+        let connector = tls.connector().map_err(&err)?;
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("aitbc-flow");
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -119,7 +122,7 @@ impl PgStore {
             .build()
             .map_err(|e| err(format!("cannot start its runtime: {e}")))?;
         let mut client = on(&rt, async {
-            let (client, conn) = config.connect(NoTls).await?;
+            let (client, conn) = config.connect(connector).await?;
             tokio::spawn(async move {
                 if let Err(e) = conn.await {
                     tracing::warn!("the store's connection ended: {e}");
@@ -127,7 +130,7 @@ impl PgStore {
             });
             Ok::<_, tokio_postgres::Error>(client)
         })
-        .map_err(|e| err(describe(&e)))?;
+        .map_err(|e| err(tls.explain(describe(&e))))?;
         on(&rt, migrate(&mut client))
             .map_err(|e| err(format!("cannot apply its schema: {}", describe(&e))))?;
         Ok(PgStore {

@@ -501,10 +501,19 @@ fn execute_plan(
                 "note: --embedded-rate-limits applies to the embedded coordinator only; ignored (AITBC_RATE_LIMIT paces a remote one)"
             );
         }
-        let client = HttpCoordinator::new(&config).map_err(|e| {
+        let mut client = HttpCoordinator::new(&config).map_err(|e| {
             errln!("error: {e}");
             exit::INVALID
         })?;
+        // A remote coordinator limits per client IP: the runs of this run folder pace together.
+        if let Some(url) = config.coordinator_url.as_ref().filter(|_| local.is_none())
+            && !config.pacing.is_off()
+        {
+            client.share_pacing(Arc::new(crate::store::pacing::FilePacing::new(
+                &p.runs_dir,
+                url.as_str(),
+            )));
+        }
         let options = RunOptions {
             concurrency: p.concurrency.map(|c| c as usize),
             fail_fast: !p.keep_going,

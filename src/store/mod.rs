@@ -6,6 +6,7 @@
 //! database (docs/scaling.md). A store URL is shown only through [`redact`]: its password never is.
 
 pub mod files;
+pub mod pacing;
 pub mod postgres;
 pub mod reservations;
 pub mod reservations_pg;

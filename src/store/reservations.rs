@@ -161,7 +161,7 @@ fn rewrite(file: &mut File, book: &Book) -> std::io::Result<()> {
 
 /// The kernel's start time of a process (field 22 of `/proc/PID/stat`), which tells a reused pid
 /// from the process that had it.
-fn start_time(pid: u32) -> Option<u64> {
+pub(super) fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces: count from after it.
     let rest = &stat[stat.rfind(')')? + 1..];

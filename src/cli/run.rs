@@ -531,7 +531,8 @@ fn execute_plan(
             pay_again: p.pay_again,
             from_run: p.from_run.clone(),
             journal_mirror: p.journal_mirror.clone(),
-            reservations: p.reservations.clone(),
+            // The run's own embedded coordinator has a ledger no other run pays from.
+            reservations: p.reservations.clone().filter(|_| local.is_none()),
             ..RunOptions::new(run_id.clone(), run_dir.clone())
         };
         let finished =

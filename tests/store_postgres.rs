@@ -919,3 +919,45 @@ fn tls_require_and_verify_full_connect_and_a_wrong_root_is_refused_clearly() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("certificate"), "{}", text(&out));
 }
+
+#[test]
+fn a_reservation_whose_holder_stopped_renewing_it_does_not_count() {
+    // A reservation of 5 left by a process that died (not renewed for an hour) on a wallet of 8:
+    // a run paying 5 is not refused for it, and dropping it changed the wallet's version.
+    let Some(pg) = cluster() else { return };
+    let url = pg.url_of("reserve_dead");
+    let serve = Serve::start(&["--fund", "w=8", "--no-faucet"]);
+    // Applies the schema.
+    assert_eq!(list_runs(&url), Some(0));
+    pg.psql_in(
+        "reserve_dead",
+        "INSERT INTO aitbc_flow_wallets (wallet, version) VALUES ('w', 3);
+         INSERT INTO aitbc_flow_reservations (wallet, run_id, holder, amount, renewed_at)
+         VALUES ('w', 'dead-run', 'gone/1/0', 5, now() - interval '1 hour')",
+    );
+    let dir = PlanDir::new(
+        "version: 1\nname: pay\nsteps:\n  - id: work\n    job: {job_type: inference, wallet: w, payment: 5, prompt: \"work\"}\n",
+    );
+    let out = serve.run(&dir, &["--store", &url]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        pg.psql_in(
+            "reserve_dead",
+            "SELECT count(*) FROM aitbc_flow_reservations"
+        ),
+        "0"
+    );
+    let version: i64 = pg
+        .psql_in(
+            "reserve_dead",
+            "SELECT version FROM aitbc_flow_wallets WHERE wallet = 'w'",
+        )
+        .parse()
+        .unwrap();
+    assert!(version > 3, "{version}");
+}
+
+/// `runs list --store URL` from an empty run folder; its exit code.
+fn list_runs(url: &str) -> Option<i32> {
+    list_with(url).status.code()
+}

@@ -516,3 +516,270 @@ fn runs_show_and_prune_read_the_database_from_another_host() {
         "host a's folders were removed from host b"
     );
 }
+
+#[test]
+fn two_runs_from_two_run_dirs_never_overspend_a_wallet_together() {
+    // As tests/reservations_e2e.rs, with the reservations in the database: the wallet holds enough
+    // for one run, the submits are slowed so that both runs check the balance while the first
+    // payment is on its way, and the second fails before sending anything.
+    let Some(pg) = cluster() else { return };
+    let url = pg.url_of("reserve");
+    let serve = Serve::enough_for_one();
+    let dir = PlanDir::new(
+        "version: 1\nname: pay\nsteps:\n  - id: work\n    job: {job_type: inference, wallet: w, payment: 5, prompt: \"work\"}\n",
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let children: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|host| {
+            let mut cmd = serve.command();
+            cmd.args(run_args(&dir.plan(), &tmp.path().join(host)))
+                .args(["--store", &url])
+                .env_remove("AITBC_FLOW_STORE")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    let outs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let codes: Vec<_> = outs.iter().map(|o| o.status.code()).collect();
+    assert!(
+        codes.contains(&Some(0)) && codes.contains(&Some(1)),
+        "{codes:?}: {}",
+        outs.iter().map(text).collect::<Vec<_>>().join("\n---\n")
+    );
+    let refused = outs.iter().find(|o| o.status.code() == Some(1)).unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&refused.stdout).unwrap();
+    let issues = report["steps"][0]["issues"].to_string();
+    assert!(
+        issues.contains("wallet w holds 8 AITBC, of which other runs have reserved 5 AITBC"),
+        "{issues}"
+    );
+    assert!(!text(refused).contains(PASSWORD));
+    assert_eq!(serve.submits_seen(), 1, "the second run sent nothing");
+    assert_eq!(serve.get("/v1/local/ledger")["jobs"], 1);
+    // Released at the runs' ends.
+    assert_eq!(
+        pg.psql_in("reserve", "SELECT count(*) FROM aitbc_flow_reservations"),
+        "0"
+    );
+}
+
+/// Runs openssl with these arguments in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A certificate authority `NAME.crt`/`NAME.key` in `dir`.
+fn make_ca(dir: &Path, name: &str) {
+    let (crt, key) = (format!("{name}.crt"), format!("{name}.key"));
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &crt,
+            "-subj",
+            &format!("/CN={name}"),
+            "-days",
+            "2",
+        ],
+    );
+}
+
+/// A second cluster with `ssl=on`, its certificate for 127.0.0.1 signed by `ca.crt` (made in the
+/// test's folder, as is `other-ca.crt`, which signed nothing of it).
+fn tls_cluster() -> Option<&'static Cluster> {
+    TLS_CLUSTER
+        .get_or_init(|| {
+            start_cluster_with(|dir| {
+                make_ca(dir, "ca");
+                make_ca(dir, "other-ca");
+                openssl(
+                    dir,
+                    &[
+                        "req",
+                        "-newkey",
+                        "ec",
+                        "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1",
+                        "-nodes",
+                        "-keyout",
+                        "server.key",
+                        "-out",
+                        "server.csr",
+                        "-subj",
+                        "/CN=127.0.0.1",
+                    ],
+                );
+                std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+                openssl(
+                    dir,
+                    &[
+                        "x509",
+                        "-req",
+                        "-in",
+                        "server.csr",
+                        "-CA",
+                        "ca.crt",
+                        "-CAkey",
+                        "ca.key",
+                        "-CAcreateserial",
+                        "-out",
+                        "server.crt",
+                        "-days",
+                        "2",
+                        "-extfile",
+                        "san.ext",
+                    ],
+                );
+                use std::os::unix::fs::PermissionsExt;
+                for f in ["server.crt", "server.key"] {
+                    let p = dir.join(f);
+                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+                    // The server runs as `nobody` when the tests run as root: the key must be its own.
+                    if unsafe { libc::geteuid() } == 0 {
+                        let ok = Command::new("chown")
+                            .arg("nobody")
+                            .arg(&p)
+                            .status()
+                            .unwrap();
+                        assert!(ok.success());
+                    }
+                }
+                // TCP connections must be TLS: what connects shows that TLS was used.
+                std::fs::write(
+                    dir.join("data/pg_hba.conf"),
+                    "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+                )
+                .unwrap();
+                format!(
+                    " -c ssl=on -c ssl_cert_file={d}/server.crt -c ssl_key_file={d}/server.key",
+                    d = dir.display()
+                )
+            })
+        })
+        .as_ref()
+}
+
+/// `runs list --store URL` from an empty run folder: connects, applies the schema, lists nothing.
+fn list_with(url: &str) -> std::process::Output {
+    let runs = tempfile::tempdir().unwrap();
+    let mut c = Command::new(bin());
+    c.args(["runs", "list", "--runs-dir"])
+        .arg(runs.path())
+        .args(["--store", url])
+        .env_remove("AITBC_FLOW_STORE")
+        .env_remove("AITBC_RUNS_DIR");
+    output_within(c, LIMIT)
+}
+
+#[test]
+fn tls_require_and_verify_full_connect_and_a_wrong_root_is_refused_clearly() {
+    let Some(pg) = tls_cluster() else { return };
+    let base = pg.url();
+    let dir = pg.dir.display();
+    // The server takes TLS connections only (hostssl): each that connects is TLS.
+    let out = list_with(&format!("{base}?sslmode=disable"));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    // TLS, its certificate not checked.
+    let out = list_with(&format!("{base}?sslmode=require"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // libpq's default, prefer: TLS when offered.
+    let out = list_with(&base);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = list_with(&format!(
+        "{base}?sslmode=verify-full&sslrootcert={dir}/ca.crt"
+    ));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // The certificate checked against roots that did not sign it: refused, saying what was checked.
+    let out = list_with(&format!(
+        "{base}?sslmode=verify-full&sslrootcert={dir}/other-ca.crt"
+    ));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let msg = text(&out);
+    assert!(msg.contains("invalid peer certificate"), "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "sslmode=verify-full: the server's certificate must chain to the roots in sslrootcert {dir}/other-ca.crt"
+        )),
+        "{msg}"
+    );
+    assert!(msg.contains("postgres:***@127.0.0.1"), "{msg}");
+    assert!(!msg.contains(PASSWORD), "{msg}");
+    // The host name is checked too: the certificate names 127.0.0.1, not localhost (verify-ca
+    // checks the chain alone).
+    let by_name = base.replace("127.0.0.1", "localhost");
+    let out = list_with(&format!(
+        "{by_name}?sslmode=verify-ca&sslrootcert={dir}/ca.crt"
+    ));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = list_with(&format!(
+        "{by_name}?sslmode=verify-full&sslrootcert={dir}/ca.crt"
+    ));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("certificate"), "{}", text(&out));
+}
+
+#[test]
+fn a_reservation_whose_holder_stopped_renewing_it_does_not_count() {
+    // A reservation of 5 left by a process that died (not renewed for an hour) on a wallet of 8:
+    // a run paying 5 is not refused for it, and dropping it changed the wallet's version.
+    let Some(pg) = cluster() else { return };
+    let url = pg.url_of("reserve_dead");
+    let serve = Serve::start(&["--fund", "w=8", "--no-faucet"]);
+    // Applies the schema.
+    assert_eq!(list_runs(&url), Some(0));
+    pg.psql_in(
+        "reserve_dead",
+        "INSERT INTO aitbc_flow_wallets (wallet, version) VALUES ('w', 3);
+         INSERT INTO aitbc_flow_reservations (wallet, run_id, holder, amount, renewed_at)
+         VALUES ('w', 'dead-run', 'gone/1/0', 5, now() - interval '1 hour')",
+    );
+    let dir = PlanDir::new(
+        "version: 1\nname: pay\nsteps:\n  - id: work\n    job: {job_type: inference, wallet: w, payment: 5, prompt: \"work\"}\n",
+    );
+    let out = serve.run(&dir, &["--store", &url]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        pg.psql_in(
+            "reserve_dead",
+            "SELECT count(*) FROM aitbc_flow_reservations"
+        ),
+        "0"
+    );
+    let version: i64 = pg
+        .psql_in(
+            "reserve_dead",
+            "SELECT version FROM aitbc_flow_wallets WHERE wallet = 'w'",
+        )
+        .parse()
+        .unwrap();
+    assert!(version > 3, "{version}");
+}
+
+/// `runs list --store URL` from an empty run folder; its exit code.
+fn list_runs(url: &str) -> Option<i32> {
+    list_with(url).status.code()
+}

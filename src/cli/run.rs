@@ -248,6 +248,8 @@ struct ExecParams {
     from_run: Option<Arc<crate::exec::from_run::Taken>>,
     /// Where the journal is copied (`--store postgres://…`).
     journal_mirror: Option<Arc<dyn journal::Mirror>>,
+    /// The wallet reservations shared with the store's other runs.
+    reservations: Option<Arc<dyn crate::exec::reserve::Reservations>>,
 }
 
 /// Runs `run`.
@@ -351,6 +353,13 @@ pub fn run(a: RunArgs) -> i32 {
         Ok(m) => m,
         Err(code) => return code,
     };
+    let reservations = match store.reservations(&run_id) {
+        Ok(r) => r,
+        Err(e) => {
+            errln!("error: {e}");
+            return exit::INVALID;
+        }
+    };
     let run_dir = match create_run_dir(&a.runs_dir, &run_id) {
         Ok(d) => d,
         Err(e) => {
@@ -389,6 +398,7 @@ pub fn run(a: RunArgs) -> i32 {
         pay_again: false,
         from_run,
         journal_mirror,
+        reservations,
     };
     // The base vars of `--vars-from` are kept in the run directory (the temporary file is gone), so
     // the journal names a file that `resume` can read again.
@@ -501,10 +511,19 @@ fn execute_plan(
                 "note: --embedded-rate-limits applies to the embedded coordinator only; ignored (AITBC_RATE_LIMIT paces a remote one)"
             );
         }
-        let client = HttpCoordinator::new(&config).map_err(|e| {
+        let mut client = HttpCoordinator::new(&config).map_err(|e| {
             errln!("error: {e}");
             exit::INVALID
         })?;
+        // A remote coordinator limits per client IP: the runs of this run folder pace together.
+        if let Some(url) = config.coordinator_url.as_ref().filter(|_| local.is_none())
+            && !config.pacing.is_off()
+        {
+            client.share_pacing(Arc::new(crate::store::pacing::FilePacing::new(
+                &p.runs_dir,
+                url.as_str(),
+            )));
+        }
         let options = RunOptions {
             concurrency: p.concurrency.map(|c| c as usize),
             fail_fast: !p.keep_going,
@@ -522,6 +541,8 @@ fn execute_plan(
             pay_again: p.pay_again,
             from_run: p.from_run.clone(),
             journal_mirror: p.journal_mirror.clone(),
+            // The run's own embedded coordinator has a ledger no other run pays from.
+            reservations: p.reservations.clone().filter(|_| local.is_none()),
             ..RunOptions::new(run_id.clone(), run_dir.clone())
         };
         let finished =
@@ -928,6 +949,7 @@ fn resume_once(
         pay_again: a.pay_again,
         from_run,
         journal_mirror: None,
+        reservations: None,
     };
     if let Some(code) = refuse_short_token(
         &params.coordinator,
@@ -977,6 +999,16 @@ fn resume_once(
             ..params
         },
         Err(code) => return Resumed::Done(code),
+    };
+    let params = match store.reservations(&run_id) {
+        Ok(reservations) => ExecParams {
+            reservations,
+            ..params
+        },
+        Err(e) => {
+            errln!("error: {e}");
+            return Resumed::Done(exit::INVALID);
+        }
     };
     let recorded_dir = dir.clone();
     let code = execute_plan(signals, plan, params, run_id, dir, Some(Arc::new(replay)));

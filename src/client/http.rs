@@ -113,6 +113,11 @@ impl HttpCoordinator {
         })
     }
 
+    /// Shares the pacing windows with the other processes of `shared` (`client::pace::SharedWindow`).
+    pub fn share_pacing(&mut self, shared: std::sync::Arc<dyn super::pace::SharedWindow>) {
+        self.pacer.share(shared);
+    }
+
     /// `base` with the path segments appended (each one percent-encoded).
     fn url(base: &Url, segments: &[&str]) -> Url {
         let mut u = base.clone();

@@ -20,11 +20,16 @@
 //! connections, and a burst of a couple of hundred concurrent requests — what a window of 200 reads
 //! allows at once — wedged it for good (checked 2026-12, `docs/decisions.md`).
 //!
+//! The runs of one run folder share their windows of a remote coordinator ([`SharedWindow`], kept by
+//! the store: `store::pacing`), since the service limits per client IP: a request then also takes a
+//! place in the shared window, which holds the requests of every process. Without limits (`off`) there
+//! is no window, so nothing is shared and no file is touched.
+//!
 //! A 429 on a paced endpoint means something else shares our budget (another client on the same IP):
 //! the endpoint then sends nothing more until the `Retry-After` the service gave has passed.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -43,6 +48,18 @@ const POLL_SHARE: f64 = 0.9;
 /// `B + r·W` through in any window `W`: with `B = N/10` and `r = 0.8·N/W` that is `0.9·N`).
 const POLL_BURST: f64 = 0.1;
 
+/// A window shared with other processes: every process's requests to one endpoint, counted as the
+/// window of one process counts its own (from the moment a request may be sent until one window
+/// after its answer).
+pub trait SharedWindow: Send + Sync + std::fmt::Debug {
+    /// Takes a place in `endpoint`'s window of `limit` requests in any `window`: its ticket, or how
+    /// long to wait before asking again. (A window that cannot be used gives a ticket: the process
+    /// paces itself alone then.)
+    fn take(&self, endpoint: Endpoint, limit: usize, window: Duration) -> Result<u64, Duration>;
+    /// The request of `ticket` was answered (or given up) now.
+    fn answered(&self, endpoint: Endpoint, ticket: u64);
+}
+
 /// One endpoint's sliding window: at most `limit` requests in flight or answered within `window`.
 #[derive(Debug)]
 pub struct Window {
@@ -50,6 +67,8 @@ pub struct Window {
     window: Duration,
     state: Mutex<WindowState>,
     changed: Notify,
+    /// The same endpoint's window shared with other processes, when there is one.
+    shared: Option<(Endpoint, Arc<dyn SharedWindow>)>,
 }
 
 #[derive(Debug, Default)]
@@ -69,6 +88,8 @@ pub struct Slot<'a> {
     window: Option<&'a Window>,
     /// The request's place among those in flight (released after the window has recorded it).
     _in_flight: Option<tokio::sync::SemaphorePermit<'a>>,
+    /// Its place in the shared window.
+    ticket: Option<u64>,
 }
 
 impl Drop for Slot<'_> {
@@ -79,6 +100,9 @@ impl Drop for Slot<'_> {
             s.answered.push_back(Instant::now());
             drop(s);
             w.changed.notify_waiters();
+            if let (Some(t), Some((e, shared))) = (self.ticket, &w.shared) {
+                shared.answered(*e, t);
+            }
         }
     }
 }
@@ -91,6 +115,7 @@ impl Window {
             window,
             state: Mutex::new(WindowState::default()),
             changed: Notify::new(),
+            shared: None,
         }
     }
 
@@ -98,8 +123,25 @@ impl Window {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits until a request may be sent and takes its slot.
+    /// Waits until a request may be sent and takes its slot: in this process's window, then in the
+    /// shared one.
     pub async fn acquire(&self) -> Slot<'_> {
+        let mut slot = self.acquire_here().await;
+        if let Some((endpoint, shared)) = &self.shared {
+            loop {
+                match shared.take(*endpoint, self.limit, self.window) {
+                    Ok(t) => {
+                        slot.ticket = Some(t);
+                        break;
+                    }
+                    Err(wait) => tokio::time::sleep(wait.min(self.window)).await,
+                }
+            }
+        }
+        slot
+    }
+
+    async fn acquire_here(&self) -> Slot<'_> {
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
@@ -121,6 +163,7 @@ impl Window {
                         return Slot {
                             window: Some(self),
                             _in_flight: None,
+                            ticket: None,
                         };
                     }
                     _ => s
@@ -224,12 +267,20 @@ impl Pacer {
             None => Slot {
                 window: None,
                 _in_flight: None,
+                ticket: None,
             },
         };
         if let Some(s) = &self.in_flight {
             slot._in_flight = s.acquire().await.ok();
         }
         slot
+    }
+
+    /// Shares every window with the other processes of `shared` (nothing when the limits are off).
+    pub fn share(&mut self, shared: Arc<dyn SharedWindow>) {
+        for (e, w) in self.windows.iter_mut() {
+            w.shared = Some((*e, shared.clone()));
+        }
     }
 
     /// The service answered 429: a paced endpoint sends nothing more until `retry_after` has passed

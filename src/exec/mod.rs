@@ -19,6 +19,7 @@ pub mod from_run;
 pub mod journal;
 pub mod lock;
 pub mod preflight;
+pub mod reserve;
 pub mod runner;
 pub mod session;
 pub mod steps;

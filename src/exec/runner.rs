@@ -72,6 +72,9 @@ pub struct RunOptions {
     pub pay_again: bool,
     /// Where the journal is copied besides its file (the PostgreSQL store, fenced by the lock).
     pub journal_mirror: Option<Arc<dyn super::journal::Mirror>>,
+    /// The wallet reservations shared with other runs (`exec::reserve`); `None`: this run's own
+    /// wallet locks alone.
+    pub reservations: Option<Arc<dyn super::reserve::Reservations>>,
 }
 
 impl RunOptions {
@@ -96,6 +99,7 @@ impl RunOptions {
             balance_check: BalanceCheck::On,
             pay_again: false,
             journal_mirror: None,
+            reservations: None,
         }
     }
 }
@@ -147,6 +151,8 @@ pub(crate) struct Ctx<C> {
     pub pay_again: bool,
     /// What the run may still pay (`policy.max_spend`, lowered by `--max-spend`).
     pub spend: Arc<crate::policy::spend::SpendCap>,
+    /// The wallet reservations shared with other runs.
+    pub reservations: Option<Arc<dyn super::reserve::Reservations>>,
 }
 
 impl<C> Ctx<C> {
@@ -338,6 +344,7 @@ pub async fn execute<C: Coordinator + 'static>(
         balance_check: options.balance_check,
         pay_again: options.pay_again,
         spend,
+        reservations: options.reservations.clone(),
     });
     drive(&ctx, &mut dispatcher, &interrupt).await;
 

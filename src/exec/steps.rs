@@ -760,14 +760,46 @@ async fn submit<C: Coordinator>(
         }
         None => {
             let check = ctx.balance_check;
-            let funds =
-                crate::ops::submit::check_funds(conn, &req.wallet, req.payment, check).await?;
+            // The balance is checked against what other runs have reserved of the wallet, and the
+            // payment reserved for this submit (released below once it is in escrow).
+            let book = ctx.reservations.as_deref();
+            let (funds, booked) = super::reserve::check_and_reserve(
+                book,
+                conn,
+                &req.wallet,
+                req.payment,
+                check,
+            )
+            .await
+            .map_err(|e| match e {
+                super::reserve::Refused::Op(e) => Fail::from_op(e),
+                super::reserve::Refused::Book(e) => Fail::new(
+                    StepFailure::Failed,
+                    format!(
+                        "cannot reserve {} AITBC of wallet {} for the submit, so nothing was submitted: {e}",
+                        req.payment, req.wallet
+                    ),
+                ),
+            })?;
+            let unbook = |why: &str| {
+                if let (Some(book), Some(id)) = (book, booked)
+                    && let Err(e) = book.release(&req.wallet, id)
+                {
+                    tracing::warn!(
+                        "cannot release the reservation of wallet {} ({why}): {e}",
+                        req.wallet
+                    );
+                }
+            };
             crate::ops::submit::pay_from(&mut body, &funds.payer);
             // The run's spend cap holds the payment before anything is sent (every submission counts).
-            let reservation = ctx
-                .spend
-                .reserve(&req.wallet, req.payment)
-                .map_err(|e| Fail::from_op(OpError::Rules(vec![e])))?;
+            let reservation = match ctx.spend.reserve(&req.wallet, req.payment) {
+                Ok(r) => r,
+                Err(e) => {
+                    unbook("over the spend cap");
+                    return Err(Fail::from_op(OpError::Rules(vec![e])));
+                }
+            };
             // The intent is on disk before the request leaves.
             let journaled = ctx
                 .journal(
@@ -790,19 +822,29 @@ async fn submit<C: Coordinator>(
                 });
             if let Err(fail) = journaled {
                 ctx.spend.release(reservation);
+                unbook("the journal failed");
                 return Err(fail);
             }
             crate::crash::point("intent");
             let s = match crate::ops::submit::send(conn, &body, &key, &cref, &funds.payer).await {
                 Ok(s) => {
                     ctx.spend.paid(reservation, s.view.job_id.as_str());
+                    // In escrow, the payment is in the wallet's balance for every other run; else
+                    // the reservation stays until the run ends.
+                    if super::reserve::escrowed(s.view.payment_status.as_deref()) {
+                        unbook("paid");
+                    }
                     s
                 }
                 Err(e) => {
-                    // A lost answer may hide an accepted job: its payment stays counted.
+                    // A lost answer may hide an accepted job: its payment stays counted (and
+                    // reserved, until the run ends).
                     match e.client() {
                         Some(c) if c.may_have_committed() => ctx.spend.paid_unknown(reservation),
-                        _ => ctx.spend.release(reservation),
+                        _ => {
+                            ctx.spend.release(reservation);
+                            unbook("not sent");
+                        }
                     }
                     return Err(e.into());
                 }

@@ -734,7 +734,15 @@ async fn ledger(State(shared): State<AppState>) -> Response {
 /// Local only: the rate limits in force and how many requests they refused (tests assert 0).
 async fn limits(State(shared): State<AppState>) -> Response {
     let body = match &shared.throttle {
-        Some(t) => json!({"limits": t.limits().to_string(), "refused": t.refused()}),
+        Some(t) => {
+            let admitted = t.admitted();
+            json!({
+                "limits": t.limits().to_string(),
+                "refused": t.refused(),
+                "admitted": admitted.iter().map(|(e, (n, _))| (e.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
+                "most_in_a_window": admitted.iter().map(|(e, (_, m))| (e.clone(), json!(m))).collect::<serde_json::Map<_, _>>(),
+            })
+        }
         None => json!({"limits": "off", "refused": 0}),
     };
     json_response(StatusCode::OK, &body)

@@ -23,6 +23,9 @@ pub struct Throttle {
     limits: RateLimits,
     windows: Mutex<HashMap<Endpoint, VecDeque<Instant>>>,
     refused: Mutex<HashMap<Endpoint, u64>>,
+    /// Requests let through per endpoint, and the most of them in any one window (what the clients
+    /// together sent, measured here: `tests/shared_pacing_e2e.rs`).
+    admitted: Mutex<HashMap<Endpoint, (u64, usize)>>,
 }
 
 impl Throttle {
@@ -32,6 +35,7 @@ impl Throttle {
             limits,
             windows: Mutex::new(HashMap::new()),
             refused: Mutex::new(HashMap::new()),
+            admitted: Mutex::new(HashMap::new()),
         })
     }
 
@@ -51,6 +55,12 @@ impl Throttle {
         }
         if w.len() < limit as usize {
             w.push_back(now);
+            let in_window = w.len();
+            drop(windows);
+            let mut a = self.admitted.lock().unwrap_or_else(|p| p.into_inner());
+            let seen = a.entry(endpoint).or_default();
+            seen.0 += 1;
+            seen.1 = seen.1.max(in_window);
             return true;
         }
         drop(windows);
@@ -66,6 +76,17 @@ impl Throttle {
     /// The limits.
     pub fn limits(&self) -> &RateLimits {
         &self.limits
+    }
+
+    /// Per limited endpoint (by name): the requests let through so far, and the most of them in any
+    /// one window.
+    pub fn admitted(&self) -> std::collections::BTreeMap<String, (u64, usize)> {
+        self.admitted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(e, n)| (format!("{e:?}").to_lowercase(), *n))
+            .collect()
     }
 
     /// Requests refused so far, in all.

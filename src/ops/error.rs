@@ -158,7 +158,7 @@ impl OpError {
 
     /// True when only the wallet's balance stood in the way (the request itself is valid).
     pub fn is_insufficient_balance(&self) -> bool {
-        matches!(self, OpError::Rules(rules) if rules.iter().all(|r| matches!(r, PolicyError::InsufficientBalance { .. })))
+        matches!(self, OpError::Rules(rules) if rules.iter().all(|r| matches!(r, PolicyError::InsufficientBalance { .. } | PolicyError::ReservedByOthers { .. })))
     }
 
     /// The one-line summary of the skill's output.
@@ -172,6 +172,13 @@ impl OpError {
                     .find(|r| matches!(r, PolicyError::InsufficientBalance { .. }))
                 {
                     format!("Insufficient balance: the job requires {needed} AITBC")
+                } else if let Some(PolicyError::ReservedByOthers { needed, wallet, .. }) = rules
+                    .iter()
+                    .find(|r| matches!(r, PolicyError::ReservedByOthers { .. }))
+                {
+                    format!(
+                        "Insufficient balance: the job requires {needed} AITBC that other runs have reserved of wallet {wallet}"
+                    )
                 } else if let Some(PolicyError::SpendCap { left, .. }) = rules
                     .iter()
                     .find(|r| matches!(r, PolicyError::SpendCap { .. }))

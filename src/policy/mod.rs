@@ -128,6 +128,23 @@ pub enum PolicyError {
         /// What is needed.
         needed: Money,
     },
+    /// The wallet holds enough, but not with what other runs have reserved of it for their submits
+    /// (`exec::reserve`).
+    #[error(
+        "wallet {} holds {held} AITBC, of which other runs have reserved {reserved} AITBC for their submits; the job needs {needed} AITBC ({} short), so nothing was submitted",
+        crate::text::shown(wallet),
+        *needed - (*held - *reserved)
+    )]
+    ReservedByOthers {
+        /// The wallet.
+        wallet: String,
+        /// What it holds.
+        held: Money,
+        /// What the other runs' live reservations hold of it.
+        reserved: Money,
+        /// What is needed.
+        needed: Money,
+    },
     /// An `optimize` request asks for more than its cap.
     #[error("{resource} {requested} is over the cap of {cap}")]
     OverCap {
@@ -192,6 +209,7 @@ impl PolicyError {
             | PolicyError::PaymentOutOfBounds { .. }
             | PolicyError::PaymentAboveMaximum { .. }
             | PolicyError::InsufficientBalance { .. }
+            | PolicyError::ReservedByOthers { .. }
             | PolicyError::SpendCap { .. } => "payment",
             PolicyError::PromptTooLong { .. } | PolicyError::EmptyPrompt => "prompt",
             PolicyError::Currency { .. } => "currency",
@@ -242,6 +260,9 @@ impl PolicyError {
             } => format!(
                 "Fund wallet {wallet} with at least {} AITBC more, or lower the payment to at most {held} AITBC",
                 *needed - *held
+            ),
+            PolicyError::ReservedByOthers { wallet, .. } => format!(
+                "Run the plans that pay from wallet {wallet} one after another, or fund it for all of them"
             ),
             PolicyError::UnknownTarget { suggestion, .. } => match suggestion {
                 Some(t) => format!("Use target `{t}`"),

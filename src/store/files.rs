@@ -58,6 +58,15 @@ impl Store for FileStore {
         }
     }
 
+    fn reservations(
+        &self,
+        run_id: &str,
+    ) -> Result<Option<std::sync::Arc<dyn crate::exec::reserve::Reservations>>, StoreError> {
+        Ok(Some(std::sync::Arc::new(
+            super::reservations::FileReservations::new(&self.runs_dir, run_id),
+        )))
+    }
+
     fn forget(&self, _runs: &[RunEntry]) -> Result<(), StoreError> {
         // A run's folder is its record here: removing the folder forgets it.
         Ok(())

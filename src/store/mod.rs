@@ -7,9 +7,13 @@
 
 pub mod blobs;
 pub mod files;
+pub mod pacing;
 pub mod postgres;
 pub mod rebuild;
+pub mod reservations;
+pub mod reservations_pg;
 pub mod ticks;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 
@@ -122,6 +126,12 @@ pub trait Store: Send + Sync {
     }
     /// Removes `runs` from the history (their folders are the caller's).
     fn forget(&self, runs: &[RunEntry]) -> Result<(), StoreError>;
+    /// The wallet reservations of run `run_id`, shared with every other run of this store
+    /// (`exec::reserve`); released when the returned book is dropped.
+    fn reservations(
+        &self,
+        run_id: &str,
+    ) -> Result<Option<Arc<dyn crate::exec::reserve::Reservations>>, StoreError>;
     /// Where the journal of run `run_id` (of plan `plan`, holding `lock` if any) is copied besides its
     /// file, each batch written only while `lock` is still this holder's (its fencing token); `None`
     /// when the file is the whole journal (the run folder store).

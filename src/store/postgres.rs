@@ -1,8 +1,8 @@
 //! The PostgreSQL store: plan locks as lease rows and the run history as rows, shared by every host
 //! that names the same database (docs/scaling.md).
 //!
-//! The connection is plain TCP (`NoTls`): meant for a database on 127.0.0.1 or a private network;
-//! TLS is not built in yet. The schema is embedded ([`MIGRATIONS`]) and applied on first use, under a
+//! The connection is secured as the URL's `sslmode` says (`store::tls`: rustls; libpq's default
+//! `prefer`). The schema is embedded ([`MIGRATIONS`]) and applied on first use, under a
 //! transaction-scoped advisory lock so that hosts starting together apply it once.
 //!
 //! A lock is a row `(plan, token, holder, renewed_at)`. It is taken when absent or when its holder
@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use super::{HeldLock, LockAttempt, Store, StoreError, redact};
 use crate::exec::journal::{Mirror, MirrorError};
@@ -109,6 +109,7 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
              started_at timestamptz NOT NULL DEFAULT now()
          );",
     ),
+    (4, super::reservations_pg::MIGRATION),
 ];
 
 /// A connection to the shared database.
@@ -134,9 +135,12 @@ impl PgStore {
             message: m,
         };
         let lease = lease_period().map_err(&err)?;
+        let (tls, url) = super::tls::split_url(url).map_err(&err)?;
         let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| err(format!("not a valid URL: {e}")))?;
+        config.ssl_mode(tls.pg_mode());
+        let connector = tls.connector().map_err(&err)?;
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("aitbc-flow");
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -146,7 +150,7 @@ impl PgStore {
             .build()
             .map_err(|e| err(format!("cannot start its runtime: {e}")))?;
         let mut client = on(&rt, async {
-            let (client, conn) = config.connect(NoTls).await?;
+            let (client, conn) = config.connect(connector).await?;
             tokio::spawn(async move {
                 if let Err(e) = conn.await {
                     tracing::warn!("the store's connection ended: {e}");
@@ -154,7 +158,7 @@ impl PgStore {
             });
             Ok::<_, tokio_postgres::Error>(client)
         })
-        .map_err(|e| err(describe(&e)))?;
+        .map_err(|e| err(tls.explain(describe(&e))))?;
         on(&rt, migrate(&mut client))
             .map_err(|e| err(format!("cannot apply its schema: {}", describe(&e))))?;
         Ok(PgStore {
@@ -435,6 +439,15 @@ impl Store for PgStore {
 
     fn shared(&self) -> bool {
         true
+    }
+
+    fn reservations(
+        &self,
+        run_id: &str,
+    ) -> Result<Option<Arc<dyn crate::exec::reserve::Reservations>>, StoreError> {
+        Ok(Some(Arc::new(
+            super::reservations_pg::PgReservations::start(self, run_id),
+        )))
     }
 
     fn journal_mirror(

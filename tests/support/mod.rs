@@ -87,6 +87,28 @@ impl Serve {
         }
     }
 
+    /// A coordinator whose wallet `w` holds 8 AITBC (no faucet) and whose job routes answer 1.5 s
+    /// late: two runs paying 5 from `w` each check the balance while the first payment is on its way
+    /// (`tests/reservations_e2e.rs`).
+    pub fn enough_for_one() -> Serve {
+        Serve::start(&[
+            "--fund",
+            "w=8",
+            "--no-faucet",
+            "--fault-latency",
+            "1500",
+            "--fault-path",
+            "/v1/jobs",
+        ])
+    }
+
+    /// The submits the coordinator's throttle let through so far.
+    pub fn submits_seen(&self) -> u64 {
+        self.get("/v1/local/limits")["admitted"]["submit"]
+            .as_u64()
+            .unwrap_or(0)
+    }
+
     /// GET a JSON document from the coordinator.
     pub fn get(&self, path: &str) -> Value {
         let url = format!("{}{path}", self.url);

@@ -70,6 +70,7 @@ impl Cluster {
 }
 
 static CLUSTER: OnceLock<Option<Cluster>> = OnceLock::new();
+pub static TLS_CLUSTER: OnceLock<Option<Cluster>> = OnceLock::new();
 
 /// The directory of `initdb`, `pg_ctl` and `psql` (the newest Debian `postgresql-N`).
 pub fn pg_bin() -> Option<PathBuf> {
@@ -100,7 +101,11 @@ pub fn as_owner(program: &Path) -> Command {
 }
 
 extern "C" fn stop_cluster() {
-    if let Some(Some(c)) = CLUSTER.get() {
+    for c in [CLUSTER.get(), TLS_CLUSTER.get()]
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let _ = as_owner(&c.bin.join("pg_ctl"))
             .arg("-D")
             .arg(c.dir.join("data"))
@@ -113,6 +118,11 @@ extern "C" fn stop_cluster() {
 }
 
 fn start_cluster() -> Option<Cluster> {
+    start_cluster_with(|_| String::new())
+}
+
+/// Starts a cluster; `prepare` gets its folder once `initdb` made it and returns more server options.
+pub fn start_cluster_with(prepare: impl FnOnce(&Path) -> String) -> Option<Cluster> {
     let Some(bin) = pg_bin() else {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
@@ -149,6 +159,7 @@ fn start_cluster() -> Option<Cluster> {
             .args(["-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"]),
         "initdb",
     );
+    let more = prepare(&dir);
     ok(
         as_owner(&bin.join("pg_ctl"))
             .arg("-D")
@@ -157,14 +168,17 @@ fn start_cluster() -> Option<Cluster> {
             .arg(dir.join("log"))
             .arg("-o")
             .arg(format!(
-                "-k {} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off",
+                "-k {} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off{more}",
                 dir.display()
             ))
             .args(["-w", "-t", "30", "start"]),
         "pg_ctl start",
     );
+    static STOP_AT_EXIT: std::sync::Once = std::sync::Once::new();
     // SAFETY: registers a plain extern "C" function, run once at exit.
-    unsafe { libc::atexit(stop_cluster) };
+    STOP_AT_EXIT.call_once(|| unsafe {
+        libc::atexit(stop_cluster);
+    });
     Some(Cluster { bin, dir, port })
 }
 

@@ -71,6 +71,9 @@ pub enum Code {
     IncludeCycle,
     /// A `with:` entry names no input of the sub-plan, or `with:` is on a step without `uses:`.
     WithInput,
+    /// A sub-plan's own `policy:`, `defaults:`, `limits:` or `schedule:`, not applied when it is
+    /// included (a warning).
+    SubPlanBlock,
 }
 
 /// Every code: the enum value, its stable id, and what it means in words.
@@ -161,6 +164,11 @@ pub const TABLE: &[(Code, &str, &str)] = &[
         Code::WithInput,
         "AF0030",
         "`with:` names no input of the sub-plan",
+    ),
+    (
+        Code::SubPlanBlock,
+        "AF0031",
+        "a sub-plan's own block is not applied when it is included",
     ),
 ];
 

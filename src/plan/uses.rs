@@ -297,7 +297,7 @@ impl Checker<'_> {
                     Diagnostic::new(format!(
                         "the sub-plan's `{key}:` is not applied when another plan uses it: the including plan's is"
                     ))
-                    .code(Code::Other)
+                    .code(Code::SubPlanBlock)
                     .note(note.clone()),
                 );
                 self.warnings.push(d);
@@ -397,6 +397,11 @@ impl Checker<'_> {
                 ok = false;
                 continue;
             };
+            // `validate` without a required input: a `with:` value that reads it is not known, so
+            // the sub-plan's input is left out as well (and checked as missing there, if required).
+            if self.options.allow_missing_inputs && self.reads_missing_input(v) {
+                continue;
+            }
             let Some(value) = self.with_value(v, &pointer, i) else {
                 ok = false;
                 continue;
@@ -430,6 +435,26 @@ impl Checker<'_> {
             }
         }
         ok.then_some(given)
+    }
+
+    /// Whether a `with:` value's templates read an input that has no value (`validate` was not
+    /// given a required one).
+    fn reads_missing_input(&self, v: &Value) -> bool {
+        let mut leaves = Vec::new();
+        super::render::collect_strings(v, String::new(), &mut leaves);
+        leaves.iter().any(|(_, text)| {
+            super::template::has_template(text)
+                && self.templates.names(text).is_ok_and(|names| {
+                    names.iter().any(|n| {
+                        n.strip_prefix("inputs.")
+                            .map(|rest| rest.split('.').next().unwrap_or(rest))
+                            .is_some_and(|name| {
+                                self.plan.inputs.contains_key(name)
+                                    && !self.inputs.contains_key(name)
+                            })
+                    })
+                })
+        })
     }
 
     /// One `with:` value with its templates rendered (they read what is known at load, never a
@@ -857,6 +882,78 @@ steps:
         };
         let m = messages(load_text(plan, &[("sub.yaml", SUB)], &options));
         assert_eq!(m, vec!["9: a `with:` value cannot read a secret []"]);
+    }
+
+    #[test]
+    fn nested_groups_keep_their_own_inputs_at_run_time() {
+        let inner = r#"
+version: 1
+name: inner
+inputs:
+  tone: {type: string, default: plain}
+steps:
+  - id: a
+    list: {}
+  - id: b
+    status: {job: "${{ inputs.tone }}-${{ steps.a.count }}"}
+outputs:
+  said: "${{ inputs.tone }}:${{ steps.b.state }}"
+"#;
+        let outer = r#"
+version: 1
+name: outer
+inputs:
+  tone: {type: string, required: true}
+steps:
+  - id: mid
+    uses: inner.yaml
+    with: {tone: "${{ inputs.tone }}!"}
+outputs:
+  said: ${{ steps.mid.said }}
+"#;
+        let plan = r#"
+version: 1
+name: t
+inputs:
+  tone: {type: string, default: top}
+steps:
+  - id: o
+    uses: outer.yaml
+    with: {tone: formal}
+"#;
+        let files = [("inner.yaml", inner), ("outer.yaml", outer)];
+        let p = load_text(plan, &files, &LoadOptions::default()).unwrap();
+        let ids: Vec<&str> = p.steps.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, vec!["o.mid.a", "o.mid.b", "o.mid", "o"]);
+        assert_eq!(p.included.len(), 2);
+        let b = p.step("o.mid.b").unwrap();
+        assert_eq!(b.group.as_ref().unwrap().step, "o.mid");
+        assert_eq!(
+            b.views["a"],
+            super::super::checked::StepView::One("o.mid.a".into())
+        );
+        // At run time the inner step reads the inner plan's input, not the top plan's, and what
+        // it refuses is placed in the inner plan's file.
+        let mut outputs = super::super::checked::StepOutputs::new();
+        outputs.insert("o.mid.a".into(), serde_json::json!({"count": 2}));
+        let run = super::super::checked::RunInfo::default();
+        let d = p.render(b, &outputs, &run).unwrap_err();
+        assert!(
+            d.message.starts_with("`formal!-2` is not a job id"),
+            "{d:?}"
+        );
+        let at = d.location.unwrap();
+        assert_eq!((at.file.as_str(), at.line), ("inner.yaml", 10));
+        outputs.insert("o.mid.b".into(), serde_json::json!({"state": "DONE"}));
+        let said = p
+            .group_outputs(p.step("o.mid").unwrap(), &outputs, &run)
+            .unwrap();
+        assert_eq!(said["said"], "formal!:DONE");
+        outputs.insert("o.mid".into(), serde_json::Value::Object(said));
+        let top = p
+            .group_outputs(p.step("o").unwrap(), &outputs, &run)
+            .unwrap();
+        assert_eq!(top["said"], "formal!:DONE");
     }
 
     #[test]

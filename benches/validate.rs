@@ -1,4 +1,5 @@
-//! `validate` speed on generated plans: a small plan and a 10,000-step plan. Not a timed test; run with
+//! `validate` speed on generated plans: a small plan, a 10,000-step plan, and 1,000 `uses` steps of
+//! one 9-step sub-plan (10,000 steps once expanded). Not a timed test; run with
 //! `cargo bench --bench validate` and compare with docs/performance.md (targets: 10,000 steps < 200 ms,
 //! small < 20 ms, wall clock).
 
@@ -48,6 +49,24 @@ fn generate(n: usize) -> String {
     s
 }
 
+/// A plan of `uses` steps, each of the same sub-plan (`sub.yaml`, `sub_steps` steps of
+/// [`generate`]) with its own `with:` input: `uses` × (`sub_steps` + 1) steps once expanded.
+fn generate_uses(uses: usize, sub_steps: usize) -> (String, String) {
+    let sub = generate(sub_steps).replace(
+        "vars:\n  wallet: bench-wallet\n  topic: throughput\n",
+        "vars:\n  wallet: bench-wallet\ninputs:\n  topic: {type: string, required: true}\n",
+    );
+    let sub = sub.replace("${{ vars.topic }}", "${{ inputs.topic }}");
+    let mut s = String::from("version: 1\nname: generated-uses\nsteps:\n");
+    for g in 0..uses {
+        let _ = write!(
+            s,
+            "  - id: group_{g}\n    uses: sub.yaml\n    with: {{topic: \"topic {g}\"}}\n"
+        );
+    }
+    (s, sub)
+}
+
 fn time(runs: usize, mut f: impl FnMut() -> bool) -> (Duration, Duration, bool) {
     let mut times = Vec::with_capacity(runs);
     let mut ok = true;
@@ -74,8 +93,19 @@ fn main() {
     println!(
         "| plan | steps | size | what | runs | min | median | result |\n|---|---|---|---|---|---|---|---|"
     );
-    for (label, steps, runs) in [("small", 12, 50), ("large", 10_000, 10)] {
-        let text = generate(steps);
+    for (label, steps, runs) in [
+        ("small", 12, 50),
+        ("large", 10_000, 10),
+        ("uses", 1_000 * 10, 10),
+    ] {
+        // `uses`: 1,000 `uses` steps of one 9-step sub-plan (10,000 steps once expanded).
+        let text = if label == "uses" {
+            let (text, sub) = generate_uses(1_000, 9);
+            std::fs::write(dir_path.join("sub.yaml"), sub).expect("write the sub-plan");
+            text
+        } else {
+            generate(steps)
+        };
         let path = dir_path.join(format!("{label}.yaml"));
         std::fs::write(&path, &text).expect("write the plan");
         let size = format!("{} KiB", text.len() / 1024);

@@ -161,6 +161,14 @@ fn graphs() {
         .expect("valid");
     insta::assert_snapshot!("matrix_mermaid", aitbc_flow::plan::graph::to_mermaid(&plan));
     insta::assert_snapshot!("matrix_dot", aitbc_flow::plan::graph::to_dot(&plan));
+    // A sub-plan's group is drawn around its steps.
+    let plan = aitbc_flow::plan::load(Path::new("tests/plans/valid/subplans.yaml"), &options())
+        .expect("valid");
+    insta::assert_snapshot!(
+        "subplans_mermaid",
+        aitbc_flow::plan::graph::to_mermaid(&plan)
+    );
+    insta::assert_snapshot!("subplans_dot", aitbc_flow::plan::graph::to_dot(&plan));
 }
 
 #[test]

@@ -278,9 +278,22 @@ pub fn graph(a: GraphArgs) -> i32 {
         }
     };
     let styles: &[(&str, &str, &str)] = if run.is_some() { &STATE_STYLES } else { &[] };
+    // A plan's groups of sub-plans are drawn around their steps.
     match a.format {
-        GraphFormat::Mermaid => out!("{}", mermaid(&nodes, styles)),
-        GraphFormat::Dot => out!("{}", dot(name, &nodes, styles)),
+        GraphFormat::Mermaid => {
+            let mut text = mermaid(&nodes, styles);
+            if let Some(p) = &plan {
+                crate::plan::graph::mermaid_groups(p, &mut text);
+            }
+            out!("{text}")
+        }
+        GraphFormat::Dot => {
+            let mut text = dot(name, &nodes, styles);
+            if let Some(p) = &plan {
+                crate::plan::graph::dot_groups(p, &mut text);
+            }
+            out!("{text}")
+        }
     }
     crate::exit::SUCCESS
 }

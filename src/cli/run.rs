@@ -861,8 +861,15 @@ fn resume_once(
         None => None,
     };
     if plan.content_hash != replay.plan_hash && !a.force {
+        // With sub-plans the hash covers each of them: say which files it is over.
+        let used: Vec<&str> = plan.included.iter().map(|f| f.path.as_str()).collect();
+        let subplans = if used.is_empty() {
+            String::new()
+        } else {
+            format!(" (or a sub-plan it uses: {})", used.join(", "))
+        };
         errln!(
-            "error: {} changed since run {} started (sha256 {} then, {} now); resuming would mix two plans. \
+            "error: {}{subplans} changed since run {} started (sha256 {} then, {} now); resuming would mix two plans. \
              Use --force to resume anyway.",
             plan_path.display(),
             a.run_id,

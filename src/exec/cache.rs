@@ -652,6 +652,8 @@ pub fn request_record(plan: &CheckedPlan, rendered: &RenderedStep) -> Option<Val
             "headers": headers.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
             "body": body,
         }),
+        // The end of a sub-plan's group sends nothing: the record names the sub-plan.
+        RenderedStep::Uses { path } => json!({"uses": path}),
     };
     let sent = v.clone();
     plan.redact_value(&mut v);

@@ -527,6 +527,23 @@ async fn run_kind<C: Coordinator>(
         RenderedStep::Notify { url, headers, body } => {
             notify(ctx, conn, url, headers, body, report).await
         }
+        // The end of a sub-plan's group: its steps are done; its outputs are the sub-plan's
+        // `outputs:`, rendered by `finish_outputs` like any step's.
+        RenderedStep::Uses { path } => {
+            report.outcome.summary = format!(
+                "Step {} ran the sub-plan {}",
+                step.id,
+                crate::text::shown(path)
+            );
+            let run = ctx.run_now();
+            let mut out = {
+                let outs = ctx.outputs.read().unwrap_or_else(|p| p.into_inner());
+                ctx.plan.group_outputs(step, &outs, &run)
+            }
+            .map_err(|d| Fail::new(StepFailure::Failed, ctx.plan.redact(&d.message)))?;
+            out.insert("status".into(), json!("completed"));
+            Ok(out)
+        }
         RenderedStep::Balance { wallet, min } => {
             report.outcome.wallet = Some(wallet.clone());
             let done = crate::ops::balance::balance(conn, wallet).await?;

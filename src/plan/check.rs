@@ -71,7 +71,7 @@ pub fn load_bytes(
     let content_hash = content_hash(bytes);
     let source = super::source::parse(&path.display().to_string(), bytes)?;
     match super::schema::check(&source) {
-        Ok(plan) => check(source, plan, None, content_hash, path, options).map(|mut p| {
+        Ok(plan) => check(source, plan, None, content_hash, path, options, None).map(|mut p| {
             let root = super::inputs::repository_root(&p.dir);
             let file = super::files_read::FileRead::new(
                 super::files_read::FileRole::Plan,
@@ -117,6 +117,7 @@ fn with_the_rest(
         content_hash,
         path,
         options,
+        None,
     ) {
         Err(more) => more,
         Ok(checked) => super::salvage::template_problems(&checked.source, &checked.templates),
@@ -166,36 +167,67 @@ pub fn content_hash(bytes: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(bytes))
 }
 
-/// Checks a plan that has been parsed and schema-validated: everything [`load`] does after reading.
-/// `content_hash` is the hash of the bytes `source` was parsed from.
-fn check(
+/// Checks a sub-plan (parsed and schema-validated) for the plan that uses it ([`super::uses`]): its
+/// inputs are the `with:` values, and the including plan's policy, defaults, env, secrets and limits
+/// replace its own. `--set` and `--vars` are the top plan's.
+pub(super) fn check_included(
     source: Source,
     plan: Plan,
+    path: &Path,
+    options: &LoadOptions,
+    inclusion: &super::uses::Inclusion,
+) -> Result<CheckedPlan, Vec<Diagnostic>> {
+    let hash = content_hash(source.text.as_bytes());
+    check(source, plan, None, hash, path, options, Some(inclusion))
+}
+
+/// Checks a plan that has been parsed and schema-validated: everything [`load`] does after reading.
+/// `content_hash` is the hash of the bytes `source` was parsed from. `inclusion` is set when the
+/// plan is a sub-plan another plan uses.
+fn check(
+    source: Source,
+    mut plan: Plan,
     written: Option<Written<'_>>,
     content_hash: String,
     path: &Path,
     options: &LoadOptions,
+    inclusion: Option<&super::uses::Inclusion>,
 ) -> Result<CheckedPlan, Vec<Diagnostic>> {
     let dir = path
         .parent()
         .map(Path::to_path_buf)
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| PathBuf::from("."));
+    if let Some(inc) = inclusion {
+        inc.adopt(&mut plan);
+    }
     let mut vars = plan.vars.clone();
     let mut given_inputs = Map::new();
-    let declared = super::typed_inputs::declared(&plan.inputs);
     let mut files_read = Vec::new();
-    let errors = super::overrides::apply(
-        &mut vars,
-        &mut given_inputs,
-        &declared,
-        &options.vars_files,
-        &options.set,
-        &mut files_read,
-        &dir,
-    );
+    let errors = match inclusion {
+        Some(inc) => {
+            given_inputs = inc.given.clone();
+            Vec::new()
+        }
+        None => {
+            let declared = super::typed_inputs::declared(&plan.inputs);
+            super::overrides::apply(
+                &mut vars,
+                &mut given_inputs,
+                &declared,
+                &options.vars_files,
+                &options.set,
+                &mut files_read,
+                &dir,
+            )
+        }
+    };
     let limits = super::limits::InForce::of(&plan.limits);
     let no_broken = std::collections::BTreeSet::new();
+    let input_root = std::cell::OnceCell::new();
+    if let Some(inc) = inclusion {
+        let _ = input_root.set(inc.root.clone());
+    }
     let mut c = Checker {
         source: &source,
         written: written.map_or(&source.value, |w| w.value),
@@ -203,7 +235,17 @@ fn check(
         plan: &plan,
         dir: &dir,
         limits,
-        input_root: std::cell::OnceCell::new(),
+        input_root,
+        path,
+        options,
+        inclusion,
+        groups: HashMap::new(),
+        group_outputs: HashMap::new(),
+        included: Vec::new(),
+        step_budget: inclusion.map_or_else(
+            || std::rc::Rc::new(std::cell::Cell::new(limits.steps)),
+            |inc| inc.budget.clone(),
+        ),
         files_read,
         templates: Templates::with_fuel(limits.template_fuel, Some(limits.load_fuel())),
         errors,
@@ -230,8 +272,10 @@ fn check(
         env,
         secrets,
         files_read,
+        included,
         ..
     } = c;
+    let content_hash = super::uses::plan_hash(&content_hash, &included);
     dedup(&mut errors);
     dedup(&mut warnings);
     if !errors.is_empty() {
@@ -259,6 +303,7 @@ fn check(
         source,
         templates,
         files_read,
+        included,
     };
     // Templates rendered only at run time are tried once against placeholders, so that a filter,
     // test or function that does not exist fails here rather than in the middle of a run. One copy
@@ -319,10 +364,25 @@ pub(super) struct Checker<'a> {
     pub(super) dir: &'a Path,
     /// The limits in force (the plan's `limits:` within the ceilings).
     pub(super) limits: super::limits::InForce,
-    /// The plan's repository, which the files it reads must be in (found when first needed).
+    /// The plan's repository, which the files it reads must be in (found when first needed; a
+    /// sub-plan's is the top plan's).
     pub(super) input_root: std::cell::OnceCell<PathBuf>,
     /// The files read so far (`--vars` files, prompt files).
     pub(super) files_read: Vec<super::files_read::FileRead>,
+    /// The plan file.
+    pub(super) path: &'a Path,
+    /// What the command line adds (a sub-plan is checked with the same).
+    pub(super) options: &'a LoadOptions,
+    /// Set when this plan is a sub-plan another uses ([`super::uses`]).
+    pub(super) inclusion: Option<&'a super::uses::Inclusion>,
+    /// The checked sub-plan of each `uses` step, by step index, until it is spliced in.
+    pub(super) groups: HashMap<usize, super::uses::Group>,
+    /// The `outputs:` names of each `uses` step's sub-plan, by step index.
+    pub(super) group_outputs: HashMap<usize, Vec<String>>,
+    /// The sub-plans read, nested ones too, in order.
+    pub(super) included: Vec<super::uses::IncludedFile>,
+    /// Steps the top plan may still take in from sub-plans (shared by every level).
+    pub(super) step_budget: std::rc::Rc<std::cell::Cell<usize>>,
     pub(super) templates: Templates,
     pub(super) errors: Vec<Diagnostic>,
     pub(super) warnings: Vec<Diagnostic>,
@@ -504,6 +564,7 @@ impl Checker<'_> {
             return Vec::new();
         }
         self.index_ids();
+        self.load_groups();
         let mut bases: Vec<Option<BaseStep>> = Vec::with_capacity(self.plan.steps.len());
         for i in 0..self.plan.steps.len() {
             bases.push(self.base_step(i));
@@ -519,6 +580,11 @@ impl Checker<'_> {
             return Vec::new();
         }
         let mut planned = self.expand(&bases);
+        self.splice(&mut planned);
+        self.check_plan_outputs();
+        if !self.errors.is_empty() {
+            return Vec::new();
+        }
         super::needs::order(&mut planned);
         planned
     }
@@ -526,7 +592,11 @@ impl Checker<'_> {
     /// Checks one step as written: its operation and prompt, its matrix, the names its templates
     /// read, and what it needs.
     fn base_step(&mut self, i: usize) -> Option<BaseStep> {
+        self.with_without_uses(i);
         let kind = self.step_kind(i)?;
+        if let StepKind::Uses(_) = kind {
+            return self.uses_base(i, kind);
+        }
         let kname = kind.name();
         let mut spec = self.spec_as_written(i, &kind);
         let prompt_file = self.read_prompt(i, &kind, &mut spec);
@@ -580,6 +650,7 @@ pub(super) mod test_support {
             content_hash(yaml.as_bytes()),
             &path,
             options,
+            None,
         )
     }
 

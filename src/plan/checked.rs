@@ -43,6 +43,10 @@ pub enum StepKind {
     Balance(BalanceSpec),
     /// POST a message to a webhook.
     Notify(NotifySpec),
+    /// Run a sub-plan's steps as a group ([`super::uses`]): the path as written. The planned step
+    /// of this kind ends the group: it waits for all of the group's steps and gives the sub-plan's
+    /// `outputs:` as its own.
+    Uses(String),
 }
 
 impl StepKind {
@@ -59,6 +63,7 @@ impl StepKind {
             StepKind::Cancel(_) => "cancel",
             StepKind::Balance(_) => "balance",
             StepKind::Notify(_) => "notify",
+            StepKind::Uses(_) => "uses",
         }
     }
 }
@@ -103,6 +108,10 @@ pub struct PlannedStep {
     pub prompt_file: Option<String>,
     /// What `steps.X` means to this step's templates, by the referenced id as written.
     pub views: BTreeMap<String, StepView>,
+    /// The sub-plan this step comes from (`uses:`), whose vars, inputs and file its templates and
+    /// run-time errors read; `None` for a step of the plan itself. A `uses` step has its sub-plan's:
+    /// its outputs are templates of that file.
+    pub group: Option<std::sync::Arc<super::uses::Included>>,
 }
 
 /// What `${{ steps.X }}` is to a step: the outputs of one step (or of the paired copy of a matrix
@@ -186,6 +195,11 @@ pub enum RenderedStep {
         /// The JSON body: `{"text": …}` or the step's `body`.
         body: Value,
     },
+    /// The end of a sub-plan's group: nothing is sent; its outputs are the sub-plan's `outputs:`.
+    Uses {
+        /// The sub-plan, as written.
+        path: String,
+    },
 }
 
 /// The run a template sees as `${{ run.* }}`.
@@ -213,7 +227,8 @@ pub struct CheckedPlan {
     pub path: PathBuf,
     /// The plan's folder (prompt files and `save:` paths are relative to it).
     pub dir: PathBuf,
-    /// SHA-256 of the file's bytes, hex.
+    /// SHA-256 of the file's bytes, hex; for a plan with `uses:` steps, the SHA-256 of that and of
+    /// every sub-plan's ([`super::uses::plan_hash`]), so that a changed sub-plan changes it.
     pub content_hash: String,
     /// The plan as parsed.
     pub plan: Plan,
@@ -238,6 +253,9 @@ pub struct CheckedPlan {
     /// The files the load read (the plan file first, then its `--vars` files and prompt files),
     /// never a secret file: what a resume on another host needs besides the journal.
     pub files_read: Vec<super::files_read::FileRead>,
+    /// The sub-plans its `uses:` steps read, nested ones too, each once, in the order read. The
+    /// `content_hash` covers them all.
+    pub included: Vec<super::uses::IncludedFile>,
 }
 
 impl CheckedPlan {
@@ -254,6 +272,10 @@ impl CheckedPlan {
     /// Whether a step lets a value computed from a secret into its payload (`secrets_in_payload`).
     pub fn secrets_in_payload(&self) -> bool {
         self.plan.steps.iter().any(|s| s.secrets_in_payload)
+            || self
+                .steps
+                .iter()
+                .any(|s| s.group.as_ref().is_some_and(|g| g.secrets_in_payload))
     }
 }
 

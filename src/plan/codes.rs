@@ -65,6 +65,15 @@ pub enum Code {
     InputRequired,
     /// `--only`/`--skip`/`--from-run` cannot select the steps asked for.
     StepSelection,
+    /// A sub-plan (`uses:`) is refused (outside the repository, a template) or cannot be read.
+    SubPlan,
+    /// Sub-plans include each other in a cycle.
+    IncludeCycle,
+    /// A `with:` entry names no input of the sub-plan, or `with:` is on a step without `uses:`.
+    WithInput,
+    /// A sub-plan's own `policy:`, `defaults:`, `limits:` or `schedule:`, not applied when it is
+    /// included (a warning).
+    SubPlanBlock,
 }
 
 /// Every code: the enum value, its stable id, and what it means in words.
@@ -140,6 +149,26 @@ pub const TABLE: &[(Code, &str, &str)] = &[
         Code::StepSelection,
         "AF0027",
         "`--only`/`--skip`/`--from-run` cannot select the steps",
+    ),
+    (
+        Code::SubPlan,
+        "AF0028",
+        "sub-plan (`uses:`) refused or unreadable",
+    ),
+    (
+        Code::IncludeCycle,
+        "AF0029",
+        "sub-plans include each other in a cycle",
+    ),
+    (
+        Code::WithInput,
+        "AF0030",
+        "`with:` names no input of the sub-plan",
+    ),
+    (
+        Code::SubPlanBlock,
+        "AF0031",
+        "a sub-plan's own block is not applied when it is included",
     ),
 ];
 

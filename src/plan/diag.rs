@@ -43,6 +43,10 @@ pub struct Diagnostic {
     /// A further hint (how to fix it).
     #[serde(serialize_with = "shown_opt")]
     pub help: Option<String>,
+    /// Where it was seen from, for a problem in a sub-plan: `included from plan.yaml:12:5 (step
+    /// `x`)`, the outermost last.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// The source line the location is on (or the part of it around the location, for a long line),
     /// for drawing.
     #[serde(skip)]
@@ -79,6 +83,7 @@ impl Diagnostic {
             message: message.into(),
             suggestion: None,
             help: None,
+            notes: Vec::new(),
             source_line: None,
             line_start: 1,
             width: 1,
@@ -125,6 +130,11 @@ impl Diagnostic {
     /// Adds a hint.
     pub fn help(mut self, h: impl Into<String>) -> Self {
         self.help = Some(h.into());
+        self
+    }
+    /// Adds a note (after the others).
+    pub fn note(mut self, n: impl Into<String>) -> Self {
+        self.notes.push(n.into());
         self
     }
 }
@@ -183,6 +193,9 @@ impl Diagnostic {
         if let Some(h) = &self.help {
             text.push_str(&format!("\nhelp: {}", message(h)));
         }
+        for n in &self.notes {
+            text.push_str(&format!("\nnote: {}", message(n)));
+        }
         format!(
             "::{} {}::{}",
             level.word(),
@@ -240,6 +253,9 @@ impl Diagnostic {
         }
         if let Some(h) = &self.help {
             writeln!(f, "  = help: {}", message(h))?;
+        }
+        for n in &self.notes {
+            writeln!(f, "  = note: {}", message(n))?;
         }
         Ok(())
     }

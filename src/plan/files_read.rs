@@ -1,4 +1,5 @@
-//! The files a plan's load read: the plan file, its `--vars` files and its prompt files, each with
+//! The files a plan's load read: the plan file, its `--vars` files, its prompt files and the sub-plans
+//! its `uses:` steps include (with their prompt files), each with
 //! where it is in the plan's repository and the SHA-256 of the bytes read. A run with a shared store
 //! keeps them (content-addressed) so that another host can resume it (docs/scaling.md). Secret files
 //! are never among them: they are read by [`super::secrets`], which records nothing.
@@ -15,6 +16,8 @@ pub enum FileRole {
     Vars,
     /// A step's `prompt_file`.
     Prompt,
+    /// A plan a `uses:` step includes.
+    SubPlan,
 }
 
 impl FileRole {
@@ -24,6 +27,7 @@ impl FileRole {
             FileRole::Plan => "plan",
             FileRole::Vars => "vars",
             FileRole::Prompt => "prompt",
+            FileRole::SubPlan => "subplan",
         }
     }
 
@@ -33,6 +37,7 @@ impl FileRole {
             "plan" => Some(FileRole::Plan),
             "vars" => Some(FileRole::Vars),
             "prompt" => Some(FileRole::Prompt),
+            "subplan" => Some(FileRole::SubPlan),
             _ => None,
         }
     }

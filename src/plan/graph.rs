@@ -145,7 +145,47 @@ pub fn plan_nodes(plan: &CheckedPlan) -> Vec<Node<'_>> {
 /// The plan's graph as a Mermaid flowchart: one node per (expanded) step labelled with its id and
 /// kind, an arrow from each step to the steps that wait for it.
 pub fn to_mermaid(plan: &CheckedPlan) -> String {
-    mermaid(&plan_nodes(plan), &[])
+    let mut out = mermaid(&plan_nodes(plan), &[]);
+    mermaid_groups(plan, &mut out);
+    out
+}
+
+/// Adds the plan's groups of sub-plans to its Mermaid flowchart (made from [`plan_nodes`]), as
+/// subgraphs.
+pub fn mermaid_groups(plan: &CheckedPlan, out: &mut String) {
+    for (k, (group, members)) in groups(plan).iter().enumerate() {
+        let _ = writeln!(out, "    subgraph g{k}[\"{}\"]", mermaid_label(group));
+        for i in members {
+            let _ = writeln!(out, "        s{i}");
+        }
+        out.push_str("    end\n");
+    }
+}
+
+/// The groups of sub-plans (`uses:`), each with the indexes of its steps in the plan, its `uses`
+/// step (the group's end) last: drawn as Mermaid subgraphs and dot clusters.
+fn groups(plan: &CheckedPlan) -> Vec<(String, Vec<usize>)> {
+    let mut out: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, s) in plan.steps.iter().enumerate() {
+        let group = match (&s.kind, &s.group) {
+            (super::StepKind::Uses(_), Some(g)) => format!("{} ({})", s.id, g.file),
+            _ => match super::uses::group_of(s) {
+                Some(g) => {
+                    let file = plan
+                        .step(g)
+                        .and_then(|u| u.group.as_ref())
+                        .map(|u| u.file.as_str());
+                    format!("{g} ({})", file.unwrap_or(""))
+                }
+                None => continue,
+            },
+        };
+        match out.iter_mut().find(|(g, _)| *g == group) {
+            Some((_, members)) => members.push(i),
+            None => out.push((group, vec![i])),
+        }
+    }
+    out
 }
 
 /// A graph as a Mermaid flowchart, its nodes coloured by the `styles` of their classes.
@@ -184,7 +224,30 @@ pub fn mermaid(nodes: &[Node<'_>], styles: &[Style<'_>]) -> String {
 
 /// The plan's graph in Graphviz dot.
 pub fn to_dot(plan: &CheckedPlan) -> String {
-    dot(&plan.plan.name, &plan_nodes(plan), &[])
+    let mut out = dot(&plan.plan.name, &plan_nodes(plan), &[]);
+    dot_groups(plan, &mut out);
+    out
+}
+
+/// Adds the plan's groups of sub-plans to its dot graph (made from [`plan_nodes`]), as clusters.
+pub fn dot_groups(plan: &CheckedPlan, out: &mut String) {
+    let groups = groups(plan);
+    if groups.is_empty() || !out.ends_with("}\n") {
+        return;
+    }
+    out.truncate(out.len() - 2);
+    for (k, (group, members)) in groups.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "    subgraph cluster_{k} {{\n        label={};",
+            dot_quote(group)
+        );
+        for &i in members {
+            let _ = writeln!(out, "        {};", dot_quote(&plan.steps[i].id));
+        }
+        out.push_str("    }\n");
+    }
+    out.push_str("}\n");
 }
 
 /// A graph in Graphviz dot, its nodes filled by the `styles` of their classes.

@@ -50,7 +50,7 @@ pub enum InputError {
 }
 
 impl InputError {
-    fn from_io(e: &std::io::Error) -> InputError {
+    pub(crate) fn from_io(e: &std::io::Error) -> InputError {
         match e.kind() {
             std::io::ErrorKind::NotFound => InputError::NotFound,
             std::io::ErrorKind::PermissionDenied => InputError::PermissionDenied,

@@ -27,6 +27,7 @@ impl Checker<'_> {
         add(step.cancel.clone().map(StepKind::Cancel));
         add(step.balance.clone().map(StepKind::Balance));
         add(step.notify.clone().map(StepKind::Notify));
+        add(step.uses.clone().map(StepKind::Uses));
         let kind = match set.len() {
             1 => set.remove(0),
             _ => {
@@ -228,6 +229,7 @@ fn kind_spec(kind: &StepKind) -> Value {
         StepKind::List(s) => serde_json::to_value(s),
         StepKind::Balance(s) => serde_json::to_value(s),
         StepKind::Notify(s) => serde_json::to_value(s),
+        StepKind::Uses(s) => serde_json::to_value(s),
     };
     v.unwrap_or(Value::Null)
 }
@@ -251,6 +253,7 @@ pub(super) fn written_kind(step: &super::types::Step) -> &'static str {
         step.cancel.is_some(),
         step.balance.is_some(),
         step.notify.is_some(),
+        step.uses.is_some(),
     ];
     set.iter()
         .position(|x| *x)

@@ -24,6 +24,10 @@ pub const TEMPLATE_FUEL: u64 = 500_000;
 pub const TEMPLATE_FUEL_CEILING: u64 = 2_000_000;
 /// Fuel of every template rendered while a plan is loaded, together, as a multiple of one render's.
 pub const LOAD_FUEL_RENDERS: u64 = 20;
+/// How deep sub-plans may nest (`uses:` in a plan used by another …), the top plan not counted.
+/// Fixed: each level is a file read and checked; a plan's steps once every sub-plan is expanded are
+/// bounded by `limits.steps` of the top plan.
+pub const INCLUDE_DEPTH: usize = 8;
 
 /// The limits in force for a plan: its own figures within the ceilings, else the defaults.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -279,6 +279,7 @@ impl Checker<'_> {
                     spec,
                     prompt_file: b.prompt_file.clone(),
                     views,
+                    group: None,
                 });
             }
         }

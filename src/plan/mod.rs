@@ -39,6 +39,7 @@ pub mod status;
 pub mod template;
 pub mod typed_inputs;
 pub mod types;
+pub mod uses;
 
 pub use check::{LoadOptions, load};
 pub use checked::{CheckedPlan, PlannedStep, StepKind, StepView};

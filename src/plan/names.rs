@@ -406,12 +406,14 @@ impl Checker<'_> {
             }
             return Err(d);
         }
-        if self.broken.contains(&j) {
+        // A sub-plan that could not be checked (reported once): its outputs are not known.
+        if self.broken.contains(&j)
+            || (self.plan.steps[j].uses.is_some() && !self.group_outputs.contains_key(&j))
+        {
             // Its shape is wrong (reported once): what it outputs is not known.
             return Ok(NameUse::Step(id.to_string()));
         }
         let other = &self.plan.steps[j];
-        let kind = written_kind(other);
         if let Some(out) = output {
             if other.matrix.is_some() && !self.paired(scope.index, j) {
                 return Err(Diagnostic::new(format!(
@@ -422,23 +424,44 @@ impl Checker<'_> {
                     me.id
                 )));
             }
-            let mut known: Vec<&str> = super::types::kind_outputs(kind).to_vec();
-            known.extend(other.outputs.keys().map(String::as_str));
-            if !known.contains(&out) {
-                return Err(Diagnostic::new(format!(
-                    "step `{id}` (a `{kind}` step) has no output `{out}`"
-                ))
-                .suggest(
-                    super::diag::suggest(out, known.iter().copied())
-                        .map(|o| format!("steps.{id}.{o}")),
-                )
-                .help(format!(
-                    "its outputs: {}; declare more under its `outputs:`",
-                    known.join(", ")
-                )));
+            if let Some(d) = self.unknown_output(id, j, out) {
+                return Err(d);
             }
         }
         Ok(NameUse::Step(id.to_string()))
+    }
+}
+
+impl Checker<'_> {
+    /// The error for `steps.ID.OUT` when step `j` (`id`) has no output `out`: its kind's outputs,
+    /// those it declares, and for a `uses` step its sub-plan's `outputs:` ([`super::uses`]).
+    pub(super) fn unknown_output(&self, id: &str, j: usize, out: &str) -> Option<Diagnostic> {
+        let other = &self.plan.steps[j];
+        let kind = written_kind(other);
+        let mut known: Vec<&str> = super::types::kind_outputs(kind).to_vec();
+        known.extend(other.outputs.keys().map(String::as_str));
+        known.extend(
+            self.group_outputs
+                .get(&j)
+                .into_iter()
+                .flatten()
+                .map(String::as_str),
+        );
+        if known.contains(&out) {
+            return None;
+        }
+        Some(
+            Diagnostic::new(format!(
+                "step `{id}` (a `{kind}` step) has no output `{out}`"
+            ))
+            .suggest(
+                super::diag::suggest(out, known.iter().copied()).map(|o| format!("steps.{id}.{o}")),
+            )
+            .help(format!(
+                "its outputs: {}; declare more under its `outputs:`",
+                known.join(", ")
+            )),
+        )
     }
 }
 

@@ -70,13 +70,12 @@ impl CheckedPlan {
                 m.insert(k.clone(), v.clone());
             }
         }
-        super::template::insert_base_context(
-            &mut m,
-            &self.vars,
-            &self.inputs,
-            &self.env,
-            &self.secrets,
-        );
+        // A step of a sub-plan reads its sub-plan's vars and inputs ([`super::uses`]).
+        let (vars, inputs) = match &step.group {
+            Some(g) => (&g.vars, &g.inputs),
+            None => (&self.vars, &self.inputs),
+        };
+        super::template::insert_base_context(&mut m, vars, inputs, &self.env, &self.secrets);
         if !step.matrix.is_empty() {
             m.insert("matrix".into(), Value::Object(step.matrix.clone()));
         }
@@ -130,6 +129,9 @@ impl CheckedPlan {
         let kind = step.kind.name();
         let pointer = if step.prompt_file.is_some() && rel == "/prompt" {
             format!("{}/{kind}/prompt_file", step.pointer)
+        } else if let StepKind::Uses(_) = step.kind {
+            // A `uses` step's outputs are the sub-plan's top-level `outputs:`.
+            rel.to_string()
         } else if rel.starts_with("/when") || rel.starts_with("/outputs") {
             format!("{}{rel}", step.pointer)
         } else {
@@ -138,9 +140,10 @@ impl CheckedPlan {
         // Redacted first, then escaped and cut: a run shows this message as it is.
         let message = crate::text::message(&self.redact(&message)).into_owned();
         let d = Diagnostic::new(message).code(Code::Template);
+        let source = step.group.as_ref().map_or(&self.source, |g| &g.source);
         match part {
-            Some((text, part)) => self.source.at_part(&pointer, text, part, d),
-            None => self.source.at(&pointer, d),
+            Some((text, part)) => source.at_part(&pointer, text, part, d),
+            None => source.at(&pointer, d),
         }
     }
 
@@ -419,6 +422,7 @@ impl CheckedPlan {
                 };
                 RenderedStep::Notify { url, headers, body }
             }
+            StepKind::Uses(path) => RenderedStep::Uses { path: path.clone() },
             StepKind::Balance(_) => RenderedStep::Balance {
                 wallet: text(&spec, "wallet"),
                 min: match spec.get("min") {
@@ -553,16 +557,44 @@ impl CheckedPlan {
         run: &RunInfo,
     ) -> Result<Map<String, Value>, Diagnostic> {
         let mut out = own.clone();
-        if step.outputs.is_empty() {
+        // A `uses` step's outputs read its group's steps: rendered by `group_outputs`.
+        if step.outputs.is_empty() || matches!(step.kind, StepKind::Uses(_)) {
             return Ok(out);
         }
         let ctx = self.context(step, &StepOutputs::new(), run, Some(own));
+        self.outputs_into(step, &ctx, &mut out)?;
+        Ok(out)
+    }
+
+    /// Renders the step's `outputs:` in `ctx` into `out`.
+    fn outputs_into(
+        &self,
+        step: &PlannedStep,
+        ctx: &minijinja::Value,
+        out: &mut Map<String, Value>,
+    ) -> Result<(), Diagnostic> {
         for (name, v) in &step.outputs {
             let mut v = v.clone();
             let seg = super::source::escape_pointer_segment(name).into_owned();
-            self.render_value(step, &mut v, format!("/outputs/{seg}"), &ctx)?;
+            self.render_value(step, &mut v, format!("/outputs/{seg}"), ctx)?;
             out.insert(name.clone(), v);
         }
+        Ok(())
+    }
+}
+
+impl CheckedPlan {
+    /// The outputs of a `uses` step, the end of a sub-plan's group: the sub-plan's `outputs:`
+    /// rendered over the outputs of the group's steps ([`super::uses`]).
+    pub fn group_outputs(
+        &self,
+        step: &PlannedStep,
+        outputs: &StepOutputs,
+        run: &RunInfo,
+    ) -> Result<Map<String, Value>, Diagnostic> {
+        let ctx = self.context(step, outputs, run, None);
+        let mut out = Map::new();
+        self.outputs_into(step, &ctx, &mut out)?;
         Ok(out)
     }
 }
@@ -615,7 +647,7 @@ fn any_string(v: &Value, f: &dyn Fn(&str) -> bool) -> bool {
 }
 
 /// Every string in a value, with its pointer.
-fn collect_strings(v: &Value, rel: String, out: &mut Vec<(String, String)>) {
+pub(super) fn collect_strings(v: &Value, rel: String, out: &mut Vec<(String, String)>) {
     match v {
         Value::String(s) => out.push((rel, s.clone())),
         Value::Array(a) => {

@@ -55,6 +55,12 @@ pub struct Plan {
     /// defaults suit every plan we know of; a plan may lower them, or raise them up to fixed ceilings.
     #[serde(default)]
     pub limits: Limits,
+    /// What this plan gives back when another plan uses it (`uses:`): each name a template over its
+    /// steps' outputs, vars and inputs (`summary: "${{ steps.summarize.output }}"`), read by the
+    /// including plan as `${{ steps.ID.NAME }}` of the `uses` step. A plan run on its own checks them
+    /// and computes none.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub outputs: Map<String, Value>,
     /// The steps. They run as a graph: a step starts when the steps it needs (by `needs` or by a
     /// `${{ steps.X… }}` reference) are done.
     pub steps: Vec<Step>,
@@ -359,6 +365,16 @@ pub struct Step {
     /// notify is reported but leaves the run's status and exit code alone unless `fail_run: true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<NotifySpec>,
+    /// Run another plan's steps as a group (a sub-plan, relative to this plan's folder and inside its
+    /// repository): their ids are prefixed `ID.`, they start after this step's `needs`, steps that
+    /// need this one wait for the whole group, and the sub-plan's `outputs:` are this step's outputs.
+    /// This plan's policy, defaults, env and secrets apply to them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses: Option<String>,
+    /// The sub-plan's inputs (`uses` steps only), each checked against its `inputs:` declaration
+    /// at load. Templates here read what is known at load (vars, inputs, env), not secrets or steps.
+    #[serde(default, rename = "with", skip_serializing_if = "Map::is_empty")]
+    pub with: Map<String, Value>,
 }
 
 /// A condition: a boolean, or a template expression.
@@ -620,8 +636,9 @@ pub struct NotifySpec {
 }
 
 /// The kinds of step, in the order they are documented.
-pub const STEP_KINDS: [&str; 10] = [
+pub const STEP_KINDS: [&str; 11] = [
     "submit", "wait", "fetch", "job", "optimize", "status", "list", "cancel", "balance", "notify",
+    "uses",
 ];
 
 /// The outputs each step kind produces, for `${{ steps.ID.NAME }}` (besides a step's own `outputs`).
@@ -657,6 +674,7 @@ pub fn kind_outputs(kind: &str) -> &'static [&'static str] {
         "cancel" => &["job_id", "status", "state"],
         "balance" => &["wallet", "balance", "status"],
         "notify" => &["status", "http_status"],
+        "uses" => &["status"],
         _ => &[],
     }
 }

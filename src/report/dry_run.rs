@@ -6,6 +6,7 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::plan::StepKind;
 use crate::plan::check::CheckedPlan;
 
 /// Replaces every secret in every string of a value with `***`.
@@ -34,6 +35,12 @@ pub fn dry_run_value(plan: &CheckedPlan) -> Value {
             m.insert("kind".into(), json!(s.kind.name()));
             m.insert("level".into(), json!(s.level));
             m.insert("needs".into(), json!(s.needs));
+            if let Some(g) = crate::plan::uses::group_of(s) {
+                m.insert("group".into(), json!(g));
+            }
+            if let (StepKind::Uses(_), Some(g)) = (&s.kind, &s.group) {
+                m.insert("uses".into(), json!(g.file));
+            }
             if !s.matrix.is_empty() {
                 m.insert("matrix".into(), Value::Object(s.matrix.clone()));
             }
@@ -172,6 +179,11 @@ pub fn dry_run_text(plan: &CheckedPlan) -> String {
             let _ = writeln!(out, "\nlevel {level}");
         }
         let mut head = format!("  {}  [{}]", s.id, s.kind.name());
+        if let (StepKind::Uses(_), Some(g)) = (&s.kind, &s.group) {
+            let _ = write!(head, "  end of the group of sub-plan {}", g.file);
+        } else if let Some(g) = crate::plan::uses::group_of(s) {
+            let _ = write!(head, "  in group {g}");
+        }
         if !s.needs.is_empty() {
             let _ = write!(head, "  after {}", s.needs.join(", "));
         }

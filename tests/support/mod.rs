@@ -171,6 +171,27 @@ impl Serve {
     }
 }
 
+impl Serve {
+    /// `aitbc-flow resume RUN-ID` of the folder's runs against this coordinator (fast polling, JSON
+    /// report on stdout), in at most a minute.
+    pub fn resume(&self, dir: &PlanDir, run_id: &str) -> Output {
+        let mut cmd = self.command();
+        cmd.args([
+            "resume",
+            run_id,
+            "--runs-dir",
+            dir.runs().to_str().unwrap_or_default(),
+            "--poll-start",
+            "20ms",
+            "--poll-max",
+            "100ms",
+            "--output",
+            "json",
+        ]);
+        output_within(cmd, Duration::from_secs(60))
+    }
+}
+
 impl Drop for Serve {
     fn drop(&mut self) {
         // A run that got a 429 from the real limits paced itself wrongly: every test that used this

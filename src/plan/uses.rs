@@ -1,0 +1,1026 @@
+//! Sub-plans: a step `uses: path/to/plan.yaml` with `with:` inputs runs that plan's steps as a group.
+//!
+//! The sub-plan is read like a prompt file — relative to the including plan's folder, only inside the
+//! repository of the top plan ([`super::inputs::repository_root`]) — and checked as a plan of its own
+//! by the same checker ([`super::check`]), with three differences: its inputs are the `with:` values
+//! (each checked here against its `inputs:` declaration, at the `with:` entry), the including plan's
+//! `policy`, `defaults`, `env`, `secrets` and `limits` replace its own, and `--set`/`--vars` do not
+//! reach it. An error inside it names its file and line, with a note per including step. Nesting is
+//! bounded ([`super::limits::INCLUDE_DEPTH`]), a cycle of includes is refused naming it, and the steps
+//! of every group count against the top plan's `limits.steps` as they are read.
+//!
+//! The checked sub-plan's steps are then spliced into the including plan ([`Checker::splice`]):
+//! their ids (and `needs`, and what their `steps.X` mean) prefixed `ID.` ([`SEPARATOR`], which an id
+//! as written cannot hold), the group's roots given the `uses` step's `needs`, and the `uses` step
+//! itself kept as the end of the group: it waits for the group's last steps, sends nothing, and its
+//! outputs are the sub-plan's `outputs:` (templates over the sub-plan's steps), so a step that needs
+//! it or reads `steps.ID.NAME` waits for the whole group. Each spliced step carries its sub-plan
+//! ([`Included`]): the vars and inputs its templates read at run time and the file its run-time
+//! errors point into. The plan hash covers every file read ([`plan_hash`]).
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::check::{BaseStep, Checker, ptr_seg};
+use super::checked::{PlannedStep, StepKind, StepView};
+use super::codes::Code;
+use super::diag::{Diagnostic, Location};
+use super::source::Source;
+use super::types::{Defaults, Limits, Plan};
+use crate::policy::settings::Policy;
+
+/// Between the `uses` step's id and the id of a step of its sub-plan: `review.ask`.
+pub const SEPARATOR: char = '.';
+
+/// The sub-plan a spliced step comes from: what its templates read, and where its errors point.
+#[derive(Clone, Debug)]
+pub struct Included {
+    /// The `uses` step's id, with the ids of the groups around it: `review`, `nightly.review`.
+    pub step: String,
+    /// The sub-plan's file, as messages name it.
+    pub file: String,
+    /// The sub-plan as parsed (run-time errors are placed in it).
+    pub source: Source,
+    /// Its `vars`.
+    pub vars: Map<String, Value>,
+    /// Its inputs: the `with:` values, else its defaults.
+    pub inputs: Map<String, Value>,
+    /// Whether one of its steps lets a secret into its payload.
+    pub secrets_in_payload: bool,
+    /// Where the `uses` step is in the including plan.
+    pub from: Location,
+}
+
+/// A file a plan read besides itself: a sub-plan, with the SHA-256 of its bytes.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct IncludedFile {
+    /// The file, as messages name it.
+    pub path: String,
+    /// SHA-256 of its bytes, hex.
+    pub sha256: String,
+}
+
+/// What an including plan passes to the sub-plan it checks.
+pub(super) struct Inclusion {
+    /// The plans that include the sub-plan and the sub-plan itself, outermost first: each file's
+    /// canonical path and its name as shown.
+    pub(super) chain: Vec<(PathBuf, String)>,
+    /// The top plan's repository: every sub-plan and prompt file must be in it.
+    pub(super) root: PathBuf,
+    policy: Policy,
+    defaults: Defaults,
+    env: Vec<String>,
+    secrets: Map<String, Value>,
+    limits: Limits,
+    /// The inputs, from `with:`, checked against their declarations.
+    pub(super) given: Map<String, Value>,
+    /// Steps the top plan may still take in: `limits.steps`, less every group read so far.
+    pub(super) budget: Rc<Cell<usize>>,
+}
+
+impl Inclusion {
+    /// Gives the sub-plan the including plan's policy, defaults, env, secrets and limits; a
+    /// sub-plan's schedule means nothing when it is included.
+    pub(super) fn adopt(&self, plan: &mut Plan) {
+        plan.policy = self.policy.clone();
+        plan.defaults = self.defaults.clone();
+        plan.env = self.env.clone();
+        plan.secrets = self.secrets.clone();
+        plan.limits = self.limits.clone();
+        plan.schedule = None;
+    }
+}
+
+/// A checked sub-plan, waiting to be spliced into the including plan.
+pub(super) struct Group {
+    steps: Vec<PlannedStep>,
+    outputs: Map<String, Value>,
+    secrets: BTreeMap<String, String>,
+    included: Arc<Included>,
+    files: Vec<IncludedFile>,
+}
+
+/// The group a step belongs to (the id of the `uses` step that ends it), `None` for a step of the
+/// plan itself. A `uses` step belongs to the group around it, if any.
+pub fn group_of(step: &PlannedStep) -> Option<&str> {
+    match step.kind {
+        StepKind::Uses(_) => step.id.rsplit_once(SEPARATOR).map(|(g, _)| g),
+        _ => step.group.as_ref().map(|g| g.step.as_str()),
+    }
+}
+
+/// The hash `resume`, `--from-run` and the cache compare: the plan file's SHA-256 when it uses no
+/// sub-plan, else the SHA-256 of that and of each sub-plan's, in the order they were read.
+pub fn plan_hash(own: &str, included: &[IncludedFile]) -> String {
+    if included.is_empty() {
+        return own.to_string();
+    }
+    let mut text = own.to_string();
+    for f in included {
+        text.push('\n');
+        text.push_str(&f.sha256);
+    }
+    super::check::content_hash(text.as_bytes())
+}
+
+/// The blocks of a sub-plan that the including plan's replace (a warning says so when it has them).
+const REPLACED: &[&str] = &["policy", "defaults", "limits", "schedule"];
+
+impl Checker<'_> {
+    /// Reads and checks the sub-plan of every `uses` step, before the steps are checked (a step may
+    /// read a group's outputs before the `uses` step comes).
+    pub(super) fn load_groups(&mut self) {
+        for i in 0..self.plan.steps.len() {
+            if self.plan.steps[i].uses.is_some() {
+                if self.full() || self.step_budget.get() == 0 {
+                    return;
+                }
+                self.load_group(i);
+            }
+        }
+    }
+
+    /// The files from the top plan down to this one (canonical, as shown).
+    fn chain(&self) -> Vec<(PathBuf, String)> {
+        match self.inclusion {
+            Some(inc) => inc.chain.clone(),
+            None => vec![(
+                std::fs::canonicalize(self.path).unwrap_or_else(|_| self.path.to_path_buf()),
+                self.source.file.clone(),
+            )],
+        }
+    }
+
+    /// The note on a problem found in the sub-plan of step `i`.
+    fn included_from(&self, i: usize) -> String {
+        format!(
+            "included from {} (step `{}`)",
+            self.source.locate(&format!("/steps/{i}")),
+            self.plan.steps[i].id
+        )
+    }
+
+    /// Problems found in the sub-plan of step `i`, with the note that says where it is used.
+    fn included_errors(&mut self, i: usize, ds: Vec<Diagnostic>) {
+        let note = self.included_from(i);
+        for d in ds {
+            let d = if d.code == Code::TooManyErrors {
+                d
+            } else {
+                d.note(note.clone())
+            };
+            self.errors.push(d);
+        }
+    }
+
+    /// Reads and checks the sub-plan of step `i`, keeping it for [`Checker::splice`].
+    fn load_group(&mut self, i: usize) {
+        let plan = self.plan;
+        let step = &plan.steps[i];
+        let Some(name) = step.uses.as_deref() else {
+            return;
+        };
+        let at = format!("/steps/{i}/uses");
+        if super::template::has_template(name) {
+            return self.err(
+                &at,
+                Diagnostic::new("`uses` cannot be a template")
+                    .code(Code::SubPlan)
+                    .help("name the sub-plan's file; give it values with `with:`"),
+            );
+        }
+        let mut chain = self.chain();
+        let shown = std::path::Path::new(&self.source.file)
+            .parent()
+            .map_or_else(|| PathBuf::from(name), |p| p.join(name))
+            .display()
+            .to_string();
+        let shown_name = crate::text::shown(name).into_owned();
+        if chain.len() > super::limits::INCLUDE_DEPTH {
+            let names: Vec<&str> = chain.iter().map(|(_, s)| s.as_str()).collect();
+            return self.err(
+                &at,
+                Diagnostic::new(format!(
+                    "sub-plans nest more than {} deep: {} → {shown_name}",
+                    super::limits::INCLUDE_DEPTH,
+                    names.join(" → ")
+                ))
+                .code(Code::Limit)
+                .help("use fewer levels of sub-plans"),
+            );
+        }
+        let root = self
+            .input_root
+            .get_or_init(|| super::inputs::repository_root(self.dir))
+            .clone();
+        let path = self.dir.join(name);
+        let real = match std::fs::canonicalize(&path) {
+            Ok(r) => r,
+            Err(e) => {
+                let why = super::inputs::InputError::from_io(&e);
+                return self.err(
+                    &at,
+                    Diagnostic::new(format!(
+                        "cannot read the sub-plan `{shown_name}` ({}): {why}",
+                        crate::text::shown(&path.display().to_string())
+                    ))
+                    .code(Code::SubPlan)
+                    .help("`uses` is relative to the plan's folder"),
+                );
+            }
+        };
+        if !real.starts_with(&root) {
+            return self.err(
+                &at,
+                Diagnostic::new(format!(
+                    "the sub-plan `{shown_name}` is refused: {}",
+                    super::inputs::InputError::Outside
+                ))
+                .code(Code::SubPlan)
+                .help("a plan uses plans from its own repository only; move the file there"),
+            );
+        }
+        if let Some(k) = chain.iter().position(|(p, _)| *p == real) {
+            let mut names: Vec<&str> = chain[k..].iter().map(|(_, s)| s.as_str()).collect();
+            names.push(&chain[k].1);
+            let cycle = names.join(" → ");
+            return self.err(
+                &at,
+                Diagnostic::new(format!(
+                    "the sub-plans include each other in a cycle: {cycle}"
+                ))
+                .code(Code::IncludeCycle)
+                .help("a plan cannot use itself, directly or through another plan"),
+            );
+        }
+        if !real.is_file() {
+            return self.err(
+                &at,
+                Diagnostic::new(format!(
+                    "the sub-plan `{shown_name}` is refused: {}",
+                    super::inputs::InputError::NotAFile
+                ))
+                .code(Code::SubPlan),
+            );
+        }
+        let bytes = match super::source::read(&real, &shown) {
+            Ok(b) => b,
+            Err(ds) => {
+                for d in ds {
+                    let d = d.code(Code::SubPlan);
+                    self.err(&at, d);
+                }
+                return;
+            }
+        };
+        let source = match super::source::parse(&shown, &bytes) {
+            Ok(s) => s,
+            Err(ds) => return self.included_errors(i, ds),
+        };
+        let sub = match super::schema::check(&source) {
+            Ok(p) => p,
+            Err(ds) => return self.included_errors(i, ds),
+        };
+        let Some(given) = self.with_values(i, &sub, &shown_name) else {
+            return;
+        };
+        let note = self.included_from(i);
+        for key in REPLACED {
+            if source.value.get(*key).is_some() {
+                let d = source.at(
+                    &format!("/{key}"),
+                    Diagnostic::new(format!(
+                        "the sub-plan's `{key}:` is not applied when another plan uses it: the including plan's is"
+                    ))
+                    .code(Code::SubPlanBlock)
+                    .note(note.clone()),
+                );
+                self.warnings.push(d);
+            }
+        }
+        let file_read = super::files_read::FileRead::new(
+            super::files_read::FileRole::SubPlan,
+            &root,
+            &real,
+            false,
+            &bytes,
+        );
+        chain.push((real, shown.clone()));
+        let inc = Inclusion {
+            chain,
+            root,
+            policy: plan.policy.clone(),
+            defaults: plan.defaults.clone(),
+            env: plan.env.clone(),
+            secrets: plan.secrets.clone(),
+            limits: plan.limits.clone(),
+            given,
+            budget: self.step_budget.clone(),
+        };
+        let own_hash = super::check::content_hash(&bytes);
+        let checked = match super::check::check_included(source, sub, &path, self.options, &inc) {
+            Ok(c) => c,
+            Err(ds) => return self.included_errors(i, ds),
+        };
+        // The sub-plan and what it read (its prompt files, its own sub-plans) are kept with the run's
+        // files, for a resume on another host.
+        super::files_read::add(&mut self.files_read, file_read);
+        for f in &checked.files_read {
+            super::files_read::add(&mut self.files_read, f.clone());
+        }
+        let own = checked.steps.iter().filter(|s| s.group.is_none()).count();
+        let left = self.step_budget.get();
+        if own > left {
+            self.step_budget.set(0);
+            return self.err(
+                &at,
+                Diagnostic::new(format!(
+                    "the plan has more than {} steps once its sub-plans are expanded (`limits.steps`)",
+                    self.limits.steps
+                ))
+                .code(Code::Limit)
+                .help(format!(
+                    "use smaller sub-plans, or raise `limits.steps` of the top plan (at most {})",
+                    super::limits::STEPS_CEILING
+                )),
+            );
+        }
+        self.step_budget.set(left - own);
+        for w in checked.warnings {
+            self.warnings.push(w.note(note.clone()));
+        }
+        let included = Arc::new(Included {
+            step: step.id.clone(),
+            file: shown.clone(),
+            secrets_in_payload: checked.plan.steps.iter().any(|s| s.secrets_in_payload),
+            source: checked.source,
+            vars: checked.vars,
+            inputs: checked.inputs,
+            from: self.source.locate(&format!("/steps/{i}")),
+        });
+        let mut files = vec![IncludedFile {
+            path: shown,
+            sha256: own_hash,
+        }];
+        files.extend(checked.included);
+        self.group_outputs
+            .insert(i, checked.plan.outputs.keys().cloned().collect());
+        self.groups.insert(
+            i,
+            Group {
+                steps: checked.steps,
+                outputs: checked.plan.outputs,
+                secrets: checked.secrets,
+                included,
+                files,
+            },
+        );
+    }
+
+    /// The `with:` values of step `i`, rendered and checked against the sub-plan's `inputs:`; `None`
+    /// when one does not fit (each problem is reported at its entry).
+    fn with_values(&mut self, i: usize, sub: &Plan, shown: &str) -> Option<Map<String, Value>> {
+        let plan = self.plan;
+        let step = &plan.steps[i];
+        let declared = super::typed_inputs::declared(&sub.inputs);
+        let mut given = Map::new();
+        let mut ok = true;
+        for (k, v) in &step.with {
+            let pointer = format!("/steps/{i}/with/{}", ptr_seg(k));
+            let Some((_, spec)) = declared.iter().find(|(n, _)| n == k) else {
+                let names: Vec<&str> = declared.iter().map(|(n, _)| n.as_str()).collect();
+                let d = Diagnostic::new(format!(
+                    "`with:` gives `{}`, but the sub-plan `{shown}` has no input `{}`",
+                    crate::text::shown(k),
+                    crate::text::shown(k)
+                ))
+                .code(Code::WithInput)
+                .suggest(super::diag::suggest(k, names.iter().copied()));
+                let d = if names.is_empty() {
+                    d.help("the sub-plan declares no `inputs:`")
+                } else {
+                    d.help(format!("its inputs: {}", names.join(", ")))
+                };
+                self.err(&pointer, d);
+                ok = false;
+                continue;
+            };
+            // `validate` without a required input: a `with:` value that reads it is not known, so
+            // the sub-plan's input is left out as well (and checked as missing there, if required).
+            if self.options.allow_missing_inputs && self.reads_missing_input(v) {
+                continue;
+            }
+            let Some(value) = self.with_value(v, &pointer, i) else {
+                ok = false;
+                continue;
+            };
+            match super::typed_inputs::from_value(spec, &value) {
+                Ok(v) => {
+                    given.insert(k.clone(), v);
+                }
+                Err(m) => {
+                    self.err(
+                        &pointer,
+                        Diagnostic::new(format!("input `{k}` of the sub-plan `{shown}`: {m}"))
+                            .code(Code::InputValue),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        for (n, spec) in &declared {
+            if spec.required && !step.with.contains_key(n) {
+                self.err(
+                    &format!("/steps/{i}/uses"),
+                    Diagnostic::new(format!(
+                        "the sub-plan `{shown}` needs input `{n}` ({}), and `with:` does not give it",
+                        super::typed_inputs::type_name(spec.kind)
+                    ))
+                    .code(Code::InputRequired)
+                    .help(format!("add `with: {{{n}: …}}` to step `{}`", step.id)),
+                );
+                ok = false;
+            }
+        }
+        ok.then_some(given)
+    }
+
+    /// Whether a `with:` value's templates read an input that has no value (`validate` was not
+    /// given a required one).
+    fn reads_missing_input(&self, v: &Value) -> bool {
+        let mut leaves = Vec::new();
+        super::render::collect_strings(v, String::new(), &mut leaves);
+        leaves.iter().any(|(_, text)| {
+            super::template::has_template(text)
+                && self.templates.names(text).is_ok_and(|names| {
+                    names.iter().any(|n| {
+                        n.strip_prefix("inputs.")
+                            .map(|rest| rest.split('.').next().unwrap_or(rest))
+                            .is_some_and(|name| {
+                                self.plan.inputs.contains_key(name)
+                                    && !self.inputs.contains_key(name)
+                            })
+                    })
+                })
+        })
+    }
+
+    /// One `with:` value with its templates rendered (they read what is known at load, never a
+    /// secret: a sub-plan reads the including plan's secrets itself, where a secret may go).
+    fn with_value(&mut self, v: &Value, pointer: &str, i: usize) -> Option<Value> {
+        match v {
+            Value::String(s) if super::template::has_template(s) => {
+                let secret = self.templates.names(s).is_ok_and(|names| {
+                    names
+                        .iter()
+                        .any(|n| n == "secrets" || n.starts_with("secrets."))
+                });
+                if secret {
+                    self.err(
+                        pointer,
+                        Diagnostic::new("a `with:` value cannot read a secret")
+                            .code(Code::SecretOutOfPlace)
+                            .help(
+                                "the sub-plan reads the including plan's secrets itself, as `${{ secrets.NAME }}`, where a secret may go",
+                            ),
+                    );
+                    return None;
+                }
+                self.static_render_checked(s, pointer, i, None)
+            }
+            Value::Array(a) => {
+                let mut out = Vec::with_capacity(a.len());
+                for (k, x) in a.iter().enumerate() {
+                    out.push(self.with_value(x, &format!("{pointer}/{k}"), i)?);
+                }
+                Some(Value::Array(out))
+            }
+            Value::Object(m) => {
+                let mut out = Map::new();
+                for (k, x) in m {
+                    let v = self.with_value(x, &format!("{pointer}/{}", ptr_seg(k)), i)?;
+                    out.insert(k.clone(), v);
+                }
+                Some(Value::Object(out))
+            }
+            other => Some(other.clone()),
+        }
+    }
+
+    /// A `uses` step as written: no key but `id`, `name`, `needs`, `uses` and `with`.
+    pub(super) fn uses_base(&mut self, i: usize, kind: StepKind) -> Option<BaseStep> {
+        let step = &self.plan.steps[i];
+        let set: [(&str, bool); 8] = [
+            ("when", step.when.is_some()),
+            ("timeout", step.timeout.is_some()),
+            ("retry", step.retry.is_some()),
+            ("continue_on_error", step.continue_on_error),
+            ("matrix", step.matrix.is_some()),
+            ("outputs", !step.outputs.is_empty()),
+            ("cache", step.cache),
+            ("secrets_in_payload", step.secrets_in_payload),
+        ];
+        let mut ok = true;
+        for (key, on) in set {
+            if on {
+                self.err(
+                    &format!("/steps/{i}/{key}"),
+                    Diagnostic::new(format!(
+                        "a `uses` step takes `id`, `name`, `needs`, `uses` and `with` only, not `{key}`"
+                    ))
+                    .code(Code::StepShape)
+                    .help("set it on the sub-plan's steps; its outputs are the sub-plan's `outputs:`"),
+                );
+                ok = false;
+            }
+        }
+        let deps = self.needs(i);
+        ok.then(|| BaseStep {
+            kname: kind.name(),
+            kind: std::cell::RefCell::new(Some(kind)),
+            spec: std::cell::RefCell::new(Value::Object(Map::new())),
+            prompt_file: None,
+            deps,
+            refs: Vec::new(),
+            combos: vec![Map::new()],
+            static_leaves: Vec::new(),
+        })
+    }
+
+    /// `with:` belongs to a `uses` step.
+    pub(super) fn with_without_uses(&mut self, i: usize) {
+        let step = &self.plan.steps[i];
+        if !step.with.is_empty() && step.uses.is_none() {
+            self.err(
+                &format!("/steps/{i}/with"),
+                Diagnostic::new("`with:` gives inputs to a sub-plan: it belongs to a `uses` step")
+                    .code(Code::WithInput),
+            );
+        }
+    }
+
+    /// Puts each group's steps in place of its `uses` step, and that step after them as the group's
+    /// end (see the module's documentation).
+    pub(super) fn splice(&mut self, planned: &mut Vec<PlannedStep>) {
+        if self.groups.is_empty() {
+            return;
+        }
+        let mut out: Vec<PlannedStep> = Vec::with_capacity(planned.len());
+        for mut p in std::mem::take(planned) {
+            let group = match p.kind {
+                StepKind::Uses(_) => self.groups.remove(&p.index),
+                _ => None,
+            };
+            let Some(g) = group else {
+                out.push(p);
+                continue;
+            };
+            let prefix = format!("{}{SEPARATOR}", p.id);
+            let pre = |id: &str| format!("{prefix}{id}");
+            let mut rescoped: HashMap<*const Included, Arc<Included>> = HashMap::new();
+            let mut needed: HashSet<String> = HashSet::new();
+            let mut views: BTreeMap<String, StepView> = BTreeMap::new();
+            let mut steps = g.steps;
+            for s in &mut steps {
+                // A step of the sub-plan itself (a nested group's steps are prefixed already).
+                let own = !s.base_id.contains(SEPARATOR);
+                if own {
+                    let id = pre(&s.id);
+                    if s.matrix.is_empty() {
+                        views.insert(s.base_id.clone(), StepView::One(id));
+                    } else {
+                        match views
+                            .entry(s.base_id.clone())
+                            .or_insert_with(|| StepView::List(Vec::new()))
+                        {
+                            StepView::List(ids) => ids.push(id),
+                            StepView::One(_) => {}
+                        }
+                    }
+                }
+                s.id = pre(&s.id);
+                s.base_id = pre(&s.base_id);
+                for n in &mut s.needs {
+                    *n = pre(n);
+                }
+                for v in s.views.values_mut() {
+                    match v {
+                        StepView::One(id) => *id = pre(id),
+                        StepView::List(ids) => ids.iter_mut().for_each(|id| *id = pre(id)),
+                    }
+                }
+                s.index = p.index;
+                s.group = Some(match &s.group {
+                    None => g.included.clone(),
+                    Some(inner) => rescoped
+                        .entry(Arc::as_ptr(inner))
+                        .or_insert_with(|| {
+                            Arc::new(Included {
+                                step: pre(&inner.step),
+                                ..(**inner).clone()
+                            })
+                        })
+                        .clone(),
+                });
+                if s.needs.is_empty() {
+                    s.needs = p.needs.clone();
+                } else {
+                    needed.extend(s.needs.iter().cloned());
+                }
+            }
+            // The group's end waits for its last steps and for those its outputs may read (the
+            // executor keeps a step's outputs only while a step that needs it has yet to run).
+            let read: HashSet<&str> = views
+                .values()
+                .flat_map(|v| match v {
+                    StepView::One(id) => std::slice::from_ref(id),
+                    StepView::List(ids) => ids.as_slice(),
+                })
+                .map(String::as_str)
+                .collect();
+            let waits: Vec<String> = steps
+                .iter()
+                .filter(|s| !needed.contains(&s.id) || read.contains(s.id.as_str()))
+                .map(|s| s.id.clone())
+                .collect();
+            if !waits.is_empty() {
+                p.needs = waits;
+            }
+            p.views = views;
+            p.outputs = g.outputs;
+            p.group = Some(g.included);
+            for (k, v) in g.secrets {
+                if !self.secrets.values().any(|x| *x == v) {
+                    self.secrets.insert(pre(&k), v);
+                }
+            }
+            self.included.extend(g.files);
+            out.extend(steps);
+            out.push(p);
+        }
+        if out.len() > self.limits.steps {
+            self.err(
+                "/steps",
+                Diagnostic::new(format!(
+                    "the plan has {} steps once its sub-plans are expanded; a plan may have at most {} (`limits.steps`)",
+                    out.len(),
+                    self.limits.steps
+                ))
+                .code(Code::Limit)
+                .help(format!(
+                    "use smaller sub-plans, or raise `limits.steps` (at most {})",
+                    super::limits::STEPS_CEILING
+                )),
+            );
+            return;
+        }
+        *planned = out;
+    }
+
+    /// Checks the names the plan's `outputs:` read: its steps and their outputs, vars, inputs, env,
+    /// run; never a secret (outputs reach every report).
+    pub(super) fn check_plan_outputs(&mut self) {
+        let plan = self.plan;
+        for (name, v) in &plan.outputs {
+            let mut leaves = Vec::new();
+            super::render::collect_strings(v, format!("/outputs/{}", ptr_seg(name)), &mut leaves);
+            for (pointer, text) in leaves {
+                if !super::template::has_template(&text) {
+                    continue;
+                }
+                let names = match self.templates.names(&text) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        self.err(
+                            &pointer,
+                            Diagnostic::new(e.to_string()).code(Code::Template),
+                        );
+                        continue;
+                    }
+                };
+                for n in names {
+                    if let Err(d) = self.output_name(&n) {
+                        self.err(&pointer, d);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One name an output of the plan reads.
+    fn output_name(&self, name: &str) -> Result<(), Diagnostic> {
+        let plan = self.plan;
+        let parts: Vec<&str> = name.split('.').collect();
+        let unknown = |m: String| Diagnostic::new(m).code(Code::UnknownName);
+        match parts[0] {
+            "secrets" => Err(Diagnostic::new(
+                "a plan's output cannot read a secret: outputs reach every report",
+            )
+            .code(Code::SecretOutOfPlace)),
+            "run" | "env" => Ok(()),
+            "vars" => match parts.get(1) {
+                Some(v) if !self.vars.contains_key(*v) => {
+                    Err(unknown(format!("unknown variable `vars.{v}`")).suggest(
+                        super::diag::suggest(v, self.vars.keys().map(String::as_str))
+                            .map(|k| format!("vars.{k}")),
+                    ))
+                }
+                _ => Ok(()),
+            },
+            "inputs" => match parts.get(1) {
+                Some(v) if !plan.inputs.contains_key(*v) => {
+                    Err(unknown(format!("unknown input `inputs.{v}`")).suggest(
+                        super::diag::suggest(v, plan.inputs.keys().map(String::as_str))
+                            .map(|k| format!("inputs.{k}")),
+                    ))
+                }
+                _ => Ok(()),
+            },
+            "steps" => {
+                let Some(id) = parts.get(1) else {
+                    return Err(unknown("cannot tell which step `steps` refers to".into()));
+                };
+                let Some(&j) = self.ids.get(*id) else {
+                    return Err(
+                        unknown(format!("unknown step `{id}` in `steps.{id}`")).suggest(
+                            super::diag::suggest(id, plan.steps.iter().map(|s| s.id.as_str())),
+                        ),
+                    );
+                };
+                let Some(out) = parts.get(2) else {
+                    return Ok(());
+                };
+                let other = &plan.steps[j];
+                if other.matrix.is_some() {
+                    return Err(unknown(format!(
+                        "`steps.{id}.{out}`: `{id}` is a matrix step, so `steps.{id}` is a list of its copies' outputs"
+                    ))
+                    .help(format!(
+                        "use e.g. `steps.{id} | map(attribute='{out}') | join('\\n')`"
+                    )));
+                }
+                match self.unknown_output(id, j, out) {
+                    Some(d) => Err(d.code(Code::UnknownName)),
+                    None => Ok(()),
+                }
+            }
+            other => Err(unknown(format!(
+                "unknown name `{other}`: a plan's outputs read steps, vars, inputs, env and run"
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::check::LoadOptions;
+    use super::super::check::test_support::{load_text, messages};
+
+    const SUB: &str = r#"
+version: 1
+name: sub
+inputs:
+  n: {type: integer, default: 1}
+steps:
+  - id: a
+    list: {limit: "${{ inputs.n }}"}
+  - id: b
+    needs: [a]
+    list: {}
+outputs:
+  count: ${{ steps.a.count }}
+"#;
+
+    #[test]
+    fn groups_are_prefixed_and_wait_as_one_step() {
+        let plan = r#"
+version: 1
+name: t
+steps:
+  - id: pre
+    list: {}
+  - id: g
+    needs: [pre]
+    uses: sub.yaml
+    with: {n: 3}
+  - id: post
+    status: {job: "${{ steps.g.count }}"}
+"#;
+        let p = load_text(plan, &[("sub.yaml", SUB)], &LoadOptions::default()).unwrap();
+        let ids: Vec<(&str, &[String])> = p
+            .steps
+            .iter()
+            .map(|s| (s.id.as_str(), s.needs.as_slice()))
+            .collect();
+        assert_eq!(
+            ids,
+            vec![
+                ("pre", &[][..]),
+                ("g.a", &["pre".to_string()][..]),
+                ("g.b", &["g.a".to_string()][..]),
+                ("g", &["g.a".to_string(), "g.b".to_string()][..]),
+                ("post", &["g".to_string()][..]),
+            ]
+        );
+        // The `with:` value reached the sub-plan's templates at load.
+        assert_eq!(p.step("g.a").unwrap().spec["limit"], 3);
+        assert_eq!(p.included.len(), 1);
+        assert_eq!(
+            super::super::uses::group_of(p.step("g.b").unwrap()),
+            Some("g")
+        );
+    }
+
+    #[test]
+    fn the_plan_hash_covers_the_sub_plan() {
+        let plan = "version: 1\nname: t\nsteps:\n  - id: g\n    uses: sub.yaml\n";
+        let one = load_text(plan, &[("sub.yaml", SUB)], &LoadOptions::default()).unwrap();
+        let changed = format!("{SUB}# another comment\n");
+        let two = load_text(plan, &[("sub.yaml", &changed)], &LoadOptions::default()).unwrap();
+        assert_ne!(one.content_hash, two.content_hash);
+        assert_ne!(
+            one.content_hash,
+            super::super::check::content_hash(plan.as_bytes())
+        );
+        assert_eq!(
+            one.included[0].sha256,
+            super::super::check::content_hash(SUB.as_bytes())
+        );
+    }
+
+    #[test]
+    fn the_files_a_run_read_list_the_sub_plan_and_its_prompt_files() {
+        let plan = "version: 1\nname: t\nsteps:\n  - id: g\n    uses: sub.yaml\n";
+        let sub = "version: 1\nname: s\nsteps:\n  - id: a\n    job: {job_type: inference, wallet: w, payment: 1, prompt_file: p.md}\n";
+        let p = load_text(
+            plan,
+            &[("sub.yaml", sub), ("p.md", "hello")],
+            &LoadOptions::default(),
+        )
+        .unwrap();
+        let read: Vec<(&str, &str)> = p
+            .files_read
+            .iter()
+            .map(|f| (f.role.word(), f.path.as_str()))
+            .collect();
+        assert!(read.contains(&("subplan", "sub.yaml")), "{read:?}");
+        assert!(read.contains(&("prompt", "p.md")), "{read:?}");
+        let kept = p.files_read.iter().find(|f| f.path == "sub.yaml").unwrap();
+        assert_eq!(
+            kept.sha256,
+            super::super::check::content_hash(sub.as_bytes())
+        );
+        assert_eq!(
+            super::super::files_read::FileRole::from_word("subplan"),
+            Some(super::super::files_read::FileRole::SubPlan)
+        );
+    }
+
+    #[test]
+    fn nesting_is_bounded_and_a_secret_cannot_go_through_with() {
+        // Each file uses the next: one level more than allowed.
+        let depth = super::super::limits::INCLUDE_DEPTH + 1;
+        let files: Vec<(String, String)> = (0..=depth)
+            .map(|k| {
+                let body = if k == depth {
+                    "  - id: a\n    list: {}\n".to_string()
+                } else {
+                    format!("  - id: s{k}\n    uses: f{}.yaml\n", k + 1)
+                };
+                (
+                    format!("f{k}.yaml"),
+                    format!("version: 1\nname: f{k}\nsteps:\n{body}"),
+                )
+            })
+            .collect();
+        let refs: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        let plan = "version: 1\nname: t\nsteps:\n  - id: top\n    uses: f0.yaml\n";
+        let m = messages(load_text(plan, &refs, &LoadOptions::default()));
+        assert_eq!(m.len(), 1, "{m:#?}");
+        assert!(m[0].contains("sub-plans nest more than 8 deep"), "{m:#?}");
+
+        let plan = r#"
+version: 1
+name: t
+secrets:
+  K: {env: K_VAR}
+steps:
+  - id: g
+    uses: sub.yaml
+    with: {n: "${{ secrets.K | length }}"}
+"#;
+        let options = LoadOptions {
+            environment: Some([("K_VAR".to_string(), "sekrit".to_string())].into()),
+            ..Default::default()
+        };
+        let m = messages(load_text(plan, &[("sub.yaml", SUB)], &options));
+        assert_eq!(m, vec!["9: a `with:` value cannot read a secret []"]);
+    }
+
+    #[test]
+    fn nested_groups_keep_their_own_inputs_at_run_time() {
+        let inner = r#"
+version: 1
+name: inner
+inputs:
+  tone: {type: string, default: plain}
+steps:
+  - id: a
+    list: {}
+  - id: b
+    status: {job: "${{ inputs.tone }}-${{ steps.a.count }}"}
+outputs:
+  said: "${{ inputs.tone }}:${{ steps.b.state }}"
+"#;
+        let outer = r#"
+version: 1
+name: outer
+inputs:
+  tone: {type: string, required: true}
+steps:
+  - id: mid
+    uses: inner.yaml
+    with: {tone: "${{ inputs.tone }}!"}
+outputs:
+  said: ${{ steps.mid.said }}
+"#;
+        let plan = r#"
+version: 1
+name: t
+inputs:
+  tone: {type: string, default: top}
+steps:
+  - id: o
+    uses: outer.yaml
+    with: {tone: formal}
+"#;
+        let files = [("inner.yaml", inner), ("outer.yaml", outer)];
+        let p = load_text(plan, &files, &LoadOptions::default()).unwrap();
+        let ids: Vec<&str> = p.steps.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, vec!["o.mid.a", "o.mid.b", "o.mid", "o"]);
+        assert_eq!(p.included.len(), 2);
+        let b = p.step("o.mid.b").unwrap();
+        assert_eq!(b.group.as_ref().unwrap().step, "o.mid");
+        assert_eq!(
+            b.views["a"],
+            super::super::checked::StepView::One("o.mid.a".into())
+        );
+        // At run time the inner step reads the inner plan's input, not the top plan's, and what
+        // it refuses is placed in the inner plan's file.
+        let mut outputs = super::super::checked::StepOutputs::new();
+        outputs.insert("o.mid.a".into(), serde_json::json!({"count": 2}));
+        let run = super::super::checked::RunInfo::default();
+        let d = p.render(b, &outputs, &run).unwrap_err();
+        assert!(
+            d.message.starts_with("`formal!-2` is not a job id"),
+            "{d:?}"
+        );
+        let at = d.location.unwrap();
+        assert_eq!((at.file.as_str(), at.line), ("inner.yaml", 10));
+        outputs.insert("o.mid.b".into(), serde_json::json!({"state": "DONE"}));
+        let said = p
+            .group_outputs(p.step("o.mid").unwrap(), &outputs, &run)
+            .unwrap();
+        assert_eq!(said["said"], "formal!:DONE");
+        outputs.insert("o.mid".into(), serde_json::Value::Object(said));
+        let top = p
+            .group_outputs(p.step("o").unwrap(), &outputs, &run)
+            .unwrap();
+        assert_eq!(top["said"], "formal!:DONE");
+    }
+
+    #[test]
+    fn every_group_counts_against_the_top_plans_steps() {
+        let plan = r#"
+version: 1
+name: t
+limits: {steps: 5}
+steps:
+  - id: g1
+    uses: sub.yaml
+  - id: g2
+    uses: sub.yaml
+  - id: g3
+    uses: sub.yaml
+"#;
+        let m = messages(load_text(
+            plan,
+            &[("sub.yaml", SUB)],
+            &LoadOptions::default(),
+        ));
+        assert_eq!(
+            m,
+            vec![
+                "11: the plan has more than 5 steps once its sub-plans are expanded (`limits.steps`) []"
+            ]
+        );
+    }
+}

@@ -143,7 +143,12 @@ steps:
     let tell = step(&report, "tell");
     assert_eq!(tell["state"], "succeeded", "{tell}");
     assert_eq!(tell["kind"], "notify");
+    assert_eq!(
+        tell["operation"], "notify",
+        "a webhook is no status read: {tell}"
+    );
     assert_eq!(tell["outputs"]["http_status"], 200);
+    assert_eq!(tell["reason"], "ran: step bad failed");
 
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -198,6 +203,7 @@ steps:
     let report = report_of(&out);
     assert_eq!(report["status"], "succeeded", "{report}");
     let tell = step(&report, "tell");
+    assert_eq!(tell["operation"], "notify", "{tell}");
     assert_eq!(tell["state"], "failed", "{tell}");
     assert_eq!(tell["attempts"].as_array().unwrap().len(), 2, "{tell}");
     assert!(

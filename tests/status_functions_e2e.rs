@@ -13,6 +13,27 @@ use support::*;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
+/// Each step of a report with its state, and for a status step the function that gates it, why it
+/// ran or was skipped, and the summary of one that did not run (what the snapshots show).
+fn reasons(report: &Value) -> Value {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let mut v = serde_json::json!({
+                "id": s["id"], "state": s["state"], "when": s["when"], "reason": s["reason"],
+            });
+            // The summary of a status step that did not run says why; others name a job (whose id
+            // changes from run to run) or a balance.
+            if s.get("when").is_some() && s["state"] != "succeeded" {
+                v["summary"] = s["summary"].clone();
+            }
+            v
+        })
+        .collect()
+}
+
 fn embedded_run(dir: &PlanDir) -> std::process::Output {
     let mut cmd = Command::new(bin());
     cmd.args(run_args(&dir.plan(), &dir.runs()))
@@ -66,6 +87,22 @@ steps:
     for id in ["publish", "on_success"] {
         assert_ne!(step(&report, id)["state"], "succeeded", "{id} must not run");
     }
+    // Why each status step ran: in report.json, summary.md and the terminal.
+    assert_eq!(on_failure["when"], "failure()");
+    assert_eq!(on_failure["reason"], "ran: step bad failed");
+    insta::assert_json_snapshot!("reasons_after_a_failure", reasons(&report));
+    let summary = std::fs::read_to_string(dir.run_dir().join("summary.md")).unwrap();
+    assert!(summary.contains("## Status steps"), "{summary}");
+    assert!(
+        summary.contains("- on_failure (`failure()`): ran: step bad failed"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("- tidy (`always()`): ran: step bad failed"),
+        "{summary}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("[ran: step bad failed]"), "{stderr}");
 }
 
 #[test]
@@ -97,11 +134,20 @@ steps:
     let report = report_of(&out);
     let skipped = step(&report, "on_failure");
     assert_eq!(skipped["state"], "skipped");
-    let why = skipped.to_string();
-    assert!(why.contains("its `when` condition is false"), "{why}");
+    assert_eq!(skipped["reason"], "skipped: no step failed");
+    assert_eq!(skipped["summary"], "Step skipped: no step failed");
     let after = step(&report, "always_after");
     assert_eq!(after["state"], "succeeded");
     assert_eq!(after["outputs"]["said"], "running");
+    assert_eq!(after["reason"], "ran: no step failed");
+    // A plain step says nothing of the kind.
+    assert!(step(&report, "good").get("reason").is_none());
+    insta::assert_json_snapshot!("reasons_when_nothing_failed", reasons(&report));
+    let summary = std::fs::read_to_string(dir.run_dir().join("summary.md")).unwrap();
+    assert!(
+        summary.contains("- on_failure (`failure()`): skipped: no step failed"),
+        "{summary}"
+    );
 }
 
 #[test]
@@ -149,5 +195,8 @@ steps:
     assert_eq!(cleanup["state"], "succeeded", "{cleanup}");
     assert_eq!(cleanup["outputs"]["said"], "cancelled");
     assert_ne!(step(&report, "on_failure")["state"], "succeeded");
+    assert_eq!(cleanup["reason"], "ran after Ctrl-C (always())");
+    insta::assert_json_snapshot!("reasons_after_ctrl_c", reasons(&report));
     assert_eq!(serve.jobs()[0]["state"], "CANCELED");
 }
+

@@ -200,3 +200,106 @@ steps:
     assert_eq!(serve.jobs()[0]["state"], "CANCELED");
 }
 
+#[test]
+fn resume_after_ctrl_c_runs_each_status_step_once_and_submits_nothing_twice() {
+    // Ctrl-C while `long` runs, before the status steps: `cleanup` (always()) runs on the way out,
+    // `on_failure` does not; the resume submits `long` again (its job was cancelled and refunded),
+    // keeps `cleanup` and skips `on_failure` (nothing failed now).
+    let serve = Serve::start(&["--fund", "w=100", "--no-faucet"]);
+    let dir = PlanDir::new(
+        r#"
+version: 1
+name: resumed-cleanup
+env: [E2E_PHASE]
+steps:
+  - id: long
+    timeout: 10m
+    job: {job_type: inference, wallet: w, payment: 2, prompt: "${{ env.E2E_PHASE }} long"}
+  - id: cleanup
+    needs: [long]
+    when: always()
+    timeout: 1m
+    job: {job_type: inference, wallet: w, payment: 1, prompt: "cleanup after ${{ run.status }}"}
+  - id: on_failure
+    when: failure()
+    balance: {wallet: w}
+"#,
+    );
+    let mut cmd = serve.command();
+    cmd.args(run_args(&dir.plan(), &dir.runs()))
+        .env("E2E_PHASE", "HANG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = interrupt_once_submitted(&serve, cmd);
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run_dir = dir.run_dir();
+    let first: Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(step(&first, "cleanup")["state"], "succeeded");
+    assert_eq!(step(&first, "on_failure")["state"], "cancelled");
+
+    let run_id = run_dir.file_name().unwrap().to_str().unwrap().to_string();
+    let mut c = serve.command();
+    c.args(["resume", &run_id, "--runs-dir"])
+        .arg(dir.runs())
+        .args(["--output", "json"])
+        .env("E2E_PHASE", "go");
+    let out = output_within(c, LIMIT);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let resumed = report_of(&out);
+    assert_eq!(resumed["status"], "succeeded");
+    for id in ["long", "cleanup"] {
+        assert_eq!(step(&resumed, id)["state"], "succeeded", "{id}");
+    }
+    // `cleanup` is the first start's (its reason too), `on_failure` is skipped: nothing failed.
+    assert_eq!(
+        step(&resumed, "cleanup")["job_id"],
+        step(&first, "cleanup")["job_id"]
+    );
+    assert_eq!(
+        step(&resumed, "cleanup")["reason"],
+        "ran after Ctrl-C (always())"
+    );
+    assert_eq!(
+        step(&resumed, "on_failure")["reason"],
+        "skipped: no step failed"
+    );
+
+    // The coordinator's job list: `cleanup` once, `long` twice (cancelled, then completed), and no
+    // other job.
+    let mut jobs: Vec<(String, String)> = serve
+        .jobs()
+        .iter()
+        .map(|j| {
+            (
+                j["payload"]["prompt"].as_str().unwrap_or("?").to_string(),
+                j["state"].as_str().unwrap_or("?").to_string(),
+            )
+        })
+        .collect();
+    jobs.sort();
+    assert_eq!(
+        jobs,
+        [
+            ("HANG long".to_string(), "CANCELED".to_string()),
+            (
+                "cleanup after cancelled".to_string(),
+                "COMPLETED".to_string()
+            ),
+            ("go long".to_string(), "COMPLETED".to_string()),
+        ],
+        "each job once"
+    );
+}

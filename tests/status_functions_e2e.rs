@@ -43,6 +43,17 @@ fn embedded_run(dir: &PlanDir) -> std::process::Output {
     output_within(cmd, LIMIT)
 }
 
+/// A run on `serve` (with `E2E_PHASE=HANG`), sent SIGINT once its first job is submitted.
+fn interrupted_run(serve: &Serve, dir: &PlanDir) -> std::process::Output {
+    let mut cmd = serve.command();
+    cmd.args(run_args(&dir.plan(), &dir.runs()))
+        .env("E2E_PHASE", "HANG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    interrupt_once_submitted(serve, cmd)
+}
+
 #[test]
 fn failure_and_always_steps_run_after_fail_fast_and_read_how_the_run_went() {
     let dir = PlanDir::new(
@@ -174,12 +185,7 @@ steps:
     balance: {wallet: w}
 "#,
     );
-    let mut cmd = serve.command();
-    cmd.args(run_args(&dir.plan(), &dir.runs()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let out = interrupt_once_submitted(&serve, cmd);
+    let out = interrupted_run(&serve, &dir);
     assert_eq!(
         out.status.code(),
         Some(130),
@@ -225,13 +231,7 @@ steps:
     balance: {wallet: w}
 "#,
     );
-    let mut cmd = serve.command();
-    cmd.args(run_args(&dir.plan(), &dir.runs()))
-        .env("E2E_PHASE", "HANG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let out = interrupt_once_submitted(&serve, cmd);
+    let out = interrupted_run(&serve, &dir);
     assert_eq!(
         out.status.code(),
         Some(130),

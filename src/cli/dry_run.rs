@@ -100,6 +100,19 @@ pub fn take_from_run(
     })
 }
 
+/// `--runs-dir`, for the commands that read earlier runs (`--from-run`, `--vars-from`, `--run`).
+#[derive(Debug, clap::Args)]
+pub struct RunsDirArg {
+    /// Where run directories are.
+    #[arg(
+        long = "runs-dir",
+        env = "AITBC_RUNS_DIR",
+        default_value = "runs",
+        value_name = "DIR"
+    )]
+    pub dir: PathBuf,
+}
+
 /// `--only` and `--skip`: which steps of the plan to run.
 #[derive(Debug, Default, clap::Args)]
 pub struct SelectFlags {
@@ -145,14 +158,9 @@ pub struct PlanArgs {
     /// --runs-dir), as `run --from-run` takes them, and which would run.
     #[arg(long, value_name = "RUN-ID", requires = "only")]
     pub from_run: Option<String>,
-    /// Where run directories are (for --from-run).
-    #[arg(
-        long,
-        env = "AITBC_RUNS_DIR",
-        default_value = "runs",
-        value_name = "DIR"
-    )]
-    pub runs_dir: PathBuf,
+    /// `--runs-dir` (for --from-run).
+    #[command(flatten)]
+    pub runs_dir: RunsDirArg,
     /// `text` (default) or `json`.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -167,14 +175,9 @@ pub struct GraphArgs {
     /// Colour the steps by their states in this run (a run id, or `latest`).
     #[arg(long, value_name = "RUN-ID")]
     pub run: Option<String>,
-    /// Where run directories are.
-    #[arg(
-        long,
-        env = "AITBC_RUNS_DIR",
-        default_value = "runs",
-        value_name = "DIR"
-    )]
-    pub runs_dir: PathBuf,
+    /// `--runs-dir` (for --run).
+    #[command(flatten)]
+    pub runs_dir: RunsDirArg,
     /// `mermaid` (default) or `dot`.
     #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
     pub format: GraphFormat,
@@ -215,7 +218,7 @@ pub fn plan(a: PlanArgs) -> i32 {
         }
     };
     let taken = match &a.from_run {
-        Some(id) => match take_from_run(&a.runs_dir, id, &plan, &a.select.only) {
+        Some(id) => match take_from_run(&a.runs_dir.dir, id, &plan, &a.select.only) {
             Ok(t) => Some(t),
             Err(code) => return code,
         },
@@ -296,7 +299,7 @@ pub fn graph(a: GraphArgs) -> i32 {
     use crate::report::text::{STATE_STYLES, state_class};
     let run = match &a.run {
         Some(id) => {
-            let report = crate::report::history::find_run(&a.runs_dir, id)
+            let report = crate::report::history::find_run(&a.runs_dir.dir, id)
                 .map_err(|e| e.to_string())
                 .and_then(|dir| {
                     crate::report::history::read_report(&dir)

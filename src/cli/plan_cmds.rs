@@ -36,14 +36,9 @@ pub struct ValidateArgs {
     /// Check with the vars an earlier run recorded (under --runs-dir), as `run --vars-from` does.
     #[arg(long, value_name = "RUN-ID")]
     pub vars_from: Option<String>,
-    /// Where run directories are (for --vars-from).
-    #[arg(
-        long,
-        env = "AITBC_RUNS_DIR",
-        default_value = "runs",
-        value_name = "DIR"
-    )]
-    pub runs_dir: PathBuf,
+    /// `--runs-dir` (for --vars-from).
+    #[command(flatten)]
+    pub runs_dir: crate::cli::dry_run::RunsDirArg,
 }
 
 /// Which schema `schema` prints.
@@ -234,7 +229,7 @@ pub fn validate(a: ValidateArgs) -> i32 {
     let (given, _vars_file) = match crate::cli::dry_run::load_options_with(
         &a.overrides,
         a.vars_from.as_deref(),
-        &a.runs_dir,
+        &a.runs_dir.dir,
     ) {
         Ok(x) => x,
         Err(e) => {

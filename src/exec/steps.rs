@@ -209,22 +209,16 @@ pub(crate) async fn run_step<C: Coordinator>(ctx: &Ctx<C>, step: &PlannedStep) -
     let rendered = {
         let outs = ctx.outputs.read().unwrap_or_else(|p| p.into_inner());
         match ctx.plan.should_run(step, &outs, &run) {
-            Ok(false) if gate != Gate::Success => {
-                // A status step says why, from how the run went (`skipped: no step failed`).
-                let why =
-                    crate::plan::status::skipped_because(gate, &run.status, &run.failed_steps);
-                let shown = why.strip_prefix("skipped: ").unwrap_or(&why).to_string();
-                let mut r = skipped_report(step, &shown).gated(gate.name(), why);
-                r.started_at = report.started_at.clone();
-                r.finished_at = Some(now());
-                return StepResult {
-                    report: r,
-                    outputs: Map::new(),
-                    failure: None,
-                };
-            }
             Ok(false) => {
-                let mut r = skipped_report(step, "its `when` condition is false");
+                // A status step says why, from how the run went (`skipped: no step failed`).
+                let mut r = if gate == Gate::Success {
+                    skipped_report(step, "its `when` condition is false")
+                } else {
+                    let why =
+                        crate::plan::status::skipped_because(gate, &run.status, &run.failed_steps);
+                    let shown = why.strip_prefix("skipped: ").unwrap_or(&why).to_string();
+                    skipped_report(step, &shown).gated(gate.name(), why)
+                };
                 r.started_at = report.started_at.clone();
                 r.finished_at = Some(now());
                 return StepResult {

@@ -678,6 +678,17 @@ mod tests {
     }
 
     #[test]
+    fn notify_is_refused_as_an_operation_naming_the_real_ones() {
+        let i = OpInput::from_json(r#"{"operation": "notify"}"#).unwrap();
+        let out = precheck(&i).expect("refused before anything is sent");
+        assert_eq!(out.exit_code, crate::exit::INVALID);
+        assert_eq!(out.output.validation_status, ValidationStatus::Failed);
+        let said = out.output.issues.join(" ") + &out.output.summary;
+        assert!(said.contains("`notify` is a plan step kind"), "{said}");
+        assert!(said.contains("submit, status, results"), "{said}");
+    }
+
+    #[test]
     fn output_has_exactly_the_skill_fields() {
         let v = serde_json::to_value(Outcome::new(Operation::Submit, "x")).unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();

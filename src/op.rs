@@ -255,6 +255,7 @@ async fn run<C: Coordinator>(
             let wallet = required(&input.wallet, "wallet", op)?;
             ops::balance::balance(conn, wallet).await?.outcome
         }
+        Operation::Notify => return Err(not_an_operation()),
     })
 }
 
@@ -292,7 +293,17 @@ fn check_offline(input: &OpInput) -> Result<(), OpError> {
             &Policy::default(),
         )),
         Operation::Balance => required(&input.wallet, "wallet", op).map(drop),
+        Operation::Notify => Err(not_an_operation()),
     }
+}
+
+/// `notify` is what a plan's `notify` step reports, not an operation of the skill.
+fn not_an_operation() -> OpError {
+    OpError::Input(
+        "`notify` is a plan step kind (a webhook POST), not an operation: use submit, status, \
+         results, list, cancel, refund, optimize or balance"
+            .into(),
+    )
 }
 
 /// The rules a submit breaks: the request's, and the currency the input names.
@@ -664,6 +675,17 @@ mod tests {
                 .contains("`operation` is required")
         );
         assert!(OpInput::from_json("{\"operation\": ").is_err());
+    }
+
+    #[test]
+    fn notify_is_refused_as_an_operation_naming_the_real_ones() {
+        let i = OpInput::from_json(r#"{"operation": "notify"}"#).unwrap();
+        let out = precheck(&i).expect("refused before anything is sent");
+        assert_eq!(out.exit_code, crate::exit::INVALID);
+        assert_eq!(out.output.validation_status, ValidationStatus::Failed);
+        let said = out.output.issues.join(" ") + &out.output.summary;
+        assert!(said.contains("`notify` is a plan step kind"), "{said}");
+        assert!(said.contains("submit, status, results"), "{said}");
     }
 
     #[test]

@@ -57,6 +57,42 @@ fn valid_plans() {
 }
 
 #[test]
+fn a_status_step_without_needs_is_shown_after_the_steps_it_waits_for() {
+    // `on_failure` needs nothing but waits for every plain step (as the run does): it is drawn at
+    // the last level, after `publish`, not at level 0.
+    let path = Path::new("tests/plans/valid/status-functions.yaml");
+    let plan = aitbc_flow::plan::load(path, &options()).unwrap_or_else(|_| panic!("valid"));
+    let level = |id: &str| plan.steps.iter().find(|s| s.id == id).unwrap().level;
+    assert_eq!(level("build"), 0);
+    assert_eq!(level("publish"), 1);
+    assert_eq!(level("on_failure"), 2);
+    let text = aitbc_flow::cli::dry_run::dry_run_text(&plan);
+    let at = |s: &str| {
+        text.find(s)
+            .unwrap_or_else(|| panic!("no `{s}` in:\n{text}"))
+    };
+    assert!(text.starts_with("plan `status-functions`"), "{text}");
+    assert!(text.contains("4 steps in 3 levels"), "{text}");
+    assert!(at("level 2") < at("  on_failure  [balance]"), "{text}");
+    assert!(
+        at("  publish  [balance]") < at("  on_failure  [balance]"),
+        "{text}"
+    );
+    let json = dry_run(path, &options());
+    let step = |id: &str| {
+        json["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(step("on_failure")["level"], 2);
+    assert_eq!(json["levels"], 3);
+}
+
+#[test]
 fn examples_dry_run_within_the_dev_grant() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("plans");
     let mut n = 0;

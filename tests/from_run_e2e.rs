@@ -140,3 +140,78 @@ fn a_step_that_failed_there_or_whose_request_changed_is_refused_by_name() {
     assert!(!stderr.contains("step `fetch`"), "{stderr}");
     assert_eq!(serve.jobs().len(), before, "nothing may be submitted");
 }
+
+/// `plan … --from-run RUN-ID` (no coordinator needed): its output and exit code.
+fn plan_from_run(dir: &PlanDir, run_id: &str, json: bool) -> std::process::Output {
+    let mut cmd = std::process::Command::new(bin());
+    cmd.arg("plan")
+        .arg(dir.plan())
+        .args(["--only", "report", "--from-run", run_id, "--runs-dir"])
+        .arg(dir.runs());
+    if json {
+        cmd.args(["--output", "json"]);
+    }
+    output_within(cmd, Duration::from_secs(30))
+}
+
+#[test]
+fn plan_shows_which_steps_would_be_taken_from_the_earlier_run_as_run_takes_them() {
+    let serve = Serve::start(&["--fund", "w=100", "--no-faucet"]);
+    let dir = PlanDir::new(PLAN);
+    let first = serve.run(&dir, &[]);
+    assert_eq!(first.status.code(), Some(0));
+    let first_id = report_of(&first)["run_id"].as_str().unwrap().to_string();
+
+    let out = plan_from_run(&dir, &first_id, true);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["from_run"],
+        serde_json::json!({"run_id": first_id, "taken": ["fetch", "summarize"], "would_run": ["report"]})
+    );
+    let out = plan_from_run(&dir, &first_id, false);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("\nfrom run {first_id} (--from-run)\n")),
+        "{text}"
+    );
+    assert!(
+        text.contains("nothing submitted or paid): fetch, summarize\n"),
+        "{text}"
+    );
+    assert!(text.contains("  would run: report\n"), "{text}");
+    // `run` takes the same steps: only `report` is submitted.
+    let before = serve.jobs().len();
+    let run = serve.run(&dir, &["--only", "report", "--from-run", &first_id]);
+    assert_eq!(run.status.code(), Some(0));
+    assert_eq!(serve.jobs().len(), before + 1);
+
+    // A run where `summarize` failed: `plan` refuses as `run` does, naming the step.
+    let failed = serve.run(&dir, &["--set", "say=FAIL here"]);
+    let failed_id = report_of(&failed)["run_id"].as_str().unwrap().to_string();
+    let planned = plan_from_run(&dir, &failed_id, false);
+    let ran = serve.run(&dir, &["--only", "report", "--from-run", &failed_id]);
+    assert_eq!(planned.status.code(), Some(2));
+    assert_eq!(ran.status.code(), Some(2));
+    let said = |o: &std::process::Output| {
+        String::from_utf8_lossy(&o.stderr)
+            .lines()
+            .find(|l| l.contains("--from-run"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        said(&planned).contains(&format!(
+            "step `summarize` did not succeed in run `{failed_id}`"
+        )),
+        "{}",
+        said(&planned)
+    );
+    assert_eq!(said(&planned), said(&ran));
+}

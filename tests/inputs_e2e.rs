@@ -133,3 +133,82 @@ fn wrong_values_name_the_flag_or_the_file_and_line() {
     assert_eq!(out.status.code(), Some(2));
     insta::assert_snapshot!(String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn validate_checks_set_vars_and_vars_from_as_run_and_plan_do() {
+    // The same wrong values as above: `validate` names the same flags and file:line:col as `plan`
+    // (one code path), and exits 2.
+    let args = [
+        "tests/plans/valid/inputs.yaml",
+        "--vars",
+        "tests/plans/inputs/budget.yaml",
+        "--set",
+        "budget=abc",
+        "--set",
+        "tone=rude",
+    ];
+    let run = |cmd: &str| {
+        let mut c = Command::new(bin());
+        c.current_dir(root()).arg(cmd).args(args);
+        output_within(c, Duration::from_secs(30))
+    };
+    let (planned, validated) = (run("plan"), run("validate"));
+    assert_eq!(planned.status.code(), Some(2));
+    assert_eq!(validated.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&validated.stderr).to_string();
+    for line in String::from_utf8_lossy(&planned.stderr).lines() {
+        assert!(said.contains(line), "`{line}` is not in:\n{said}");
+    }
+    assert!(said.contains("`--set budget=abc`"), "{said}");
+    assert!(said.contains("tests/plans/inputs/budget.yaml:"), "{said}");
+    insta::assert_snapshot!(said);
+
+    // Right values pass; a required input left out still does (as `validate` alone).
+    let dir = PlanDir::new(PLAN);
+    let mut c = Command::new(bin());
+    c.arg("validate")
+        .arg(dir.plan())
+        .args(["--set", "budget=2", "--set", "tone=casual"]);
+    let out = output_within(c, Duration::from_secs(30));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // `--vars-from RUN-ID`: the vars that run recorded, checked against the plan now.
+    let serve = Serve::start(&["--fund", "w=100", "--no-faucet"]);
+    let ran = serve.run(&dir, &["--set", "budget=2", "--set", "tone=casual"]);
+    assert_eq!(ran.status.code(), Some(0));
+    let id = report_of(&ran)["run_id"].as_str().unwrap().to_string();
+    let validate_from = |plan: &std::path::Path, id: &str| {
+        let mut c = Command::new(bin());
+        c.arg("validate")
+            .arg(plan)
+            .args(["--vars-from", id, "--runs-dir"])
+            .arg(dir.runs());
+        output_within(c, Duration::from_secs(30))
+    };
+    let out = validate_from(&dir.plan(), &id);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The plan no longer takes `casual`: the recorded value is refused.
+    std::fs::write(dir.plan(), PLAN.replace("[formal, casual]", "[formal]")).unwrap();
+    let out = validate_from(&dir.plan(), &id);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("input `tone`: `casual` is not one of the allowed values"),
+        "{stderr}"
+    );
+    // An unknown run is named.
+    let out = validate_from(&dir.plan(), "no-such-run");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--vars-from no-such-run"), "{stderr}");
+}

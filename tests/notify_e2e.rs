@@ -143,7 +143,12 @@ steps:
     let tell = step(&report, "tell");
     assert_eq!(tell["state"], "succeeded", "{tell}");
     assert_eq!(tell["kind"], "notify");
+    assert_eq!(
+        tell["operation"], "notify",
+        "a webhook is no status read: {tell}"
+    );
     assert_eq!(tell["outputs"]["http_status"], 200);
+    assert_eq!(tell["reason"], "ran: step bad failed");
 
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -198,6 +203,7 @@ steps:
     let report = report_of(&out);
     assert_eq!(report["status"], "succeeded", "{report}");
     let tell = step(&report, "tell");
+    assert_eq!(tell["operation"], "notify", "{tell}");
     assert_eq!(tell["state"], "failed", "{tell}");
     assert_eq!(tell["attempts"].as_array().unwrap().len(), 2, "{tell}");
     assert!(
@@ -263,5 +269,65 @@ steps:
     assert!(
         other_rx.recv_timeout(Duration::from_millis(300)).is_err(),
         "the redirect was followed"
+    );
+}
+
+#[test]
+fn the_example_nightly_plan_alerts_the_chat_and_records_the_balance_when_a_step_fails() {
+    // plans/nightly-with-alert.yaml as a team copies it, with its webhook pointed at the sink and a
+    // wallet that holds too little for its `funds` check (but enough to pass the preflight).
+    let (port, rx) = sink();
+    let dir = PlanDir::new("version: 1\nname: runs-only\nsteps: [{id: x, balance: {wallet: w}}]\n");
+    let plan = root().join("plans/nightly-with-alert.yaml");
+    let mut cmd = Command::new(bin());
+    cmd.args(run_args(&plan, &dir.runs()))
+        .args([
+            "--embedded-latency",
+            "instant",
+            "--fund",
+            "ops-wallet=3",
+            "--no-faucet",
+        ])
+        .args([
+            "--set",
+            &format!("webhook=http://127.0.0.1:{port}/hooks/nightly"),
+        ])
+        .env_remove("AITBC_COORDINATOR_URL")
+        .env_remove("AITBC_TOKEN");
+    let out = output_within(cmd, LIMIT);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the failed check fails the run; stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the sink received the alert");
+    let (head, body) = got.split_once("\r\n\r\n").expect("an HTTP request");
+    assert!(head.starts_with("POST /hooks/nightly "), "{head}");
+    let msg: Value = serde_json::from_str(body).expect("a JSON body");
+    let text = msg["text"].as_str().unwrap_or_default();
+    assert!(
+        text.starts_with("nightly-with-alert failed: funds (run "),
+        "{text}"
+    );
+    let report = report_of(&out);
+    assert_eq!(step(&report, "funds")["state"], "failed");
+    assert_eq!(step(&report, "summary")["state"], "skipped");
+    let alert = step(&report, "alert");
+    assert_eq!(alert["state"], "succeeded", "{alert}");
+    assert_eq!(alert["operation"], "notify");
+    assert_eq!(alert["reason"], "ran: step funds failed");
+    let after = step(&report, "balance_after");
+    assert_eq!(after["state"], "succeeded", "{after}");
+    assert_eq!(after["when"], "always()");
+    assert_eq!(
+        after["outputs"]["balance"].to_string().trim_matches('"'),
+        "3"
+    );
+    assert!(
+        !report.to_string().contains("Bearer"),
+        "no header values in the report"
     );
 }

@@ -114,6 +114,53 @@ fn plan_shows_the_selection() {
     insta::assert_snapshot!(text);
 }
 
+/// `plan PLAN ARGS… --output json`, parsed.
+fn plan_json(dir: &PlanDir, args: &[&str]) -> serde_json::Value {
+    let mut cmd = Command::new(bin());
+    cmd.arg("plan")
+        .arg(dir.plan())
+        .args(args)
+        .args(["--output", "json"]);
+    let out = output_within(cmd, Duration::from_secs(30));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn plan_json_lists_the_steps_left_out_and_why() {
+    let dir = PlanDir::new(PLAN);
+    let only = plan_json(&dir, &["--only", "summarize"]);
+    let ids: Vec<&str> = step_ids(&only);
+    assert_eq!(ids, ["fetch", "summarize"]);
+    let skip = plan_json(&dir, &["--skip", "summarize"]);
+    assert_eq!(step_ids(&skip), ["fetch", "audit"]);
+    insta::assert_json_snapshot!(
+        "left_out",
+        serde_json::json!({"only summarize": only["left_out"], "skip summarize": skip["left_out"]})
+    );
+    // Every step is either shown or left out, never both.
+    for v in [&only, &skip] {
+        let left: Vec<&str> = v["left_out"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(left.len() + step_ids(v).len(), 4, "{v}");
+        assert!(left.iter().all(|id| !step_ids(v).contains(id)), "{v}");
+    }
+    // Without a selection there is no such key.
+    assert!(plan_json(&dir, &[]).get("left_out").is_none());
+    // A selection that leaves nothing out says so with an empty list.
+    let all = plan_json(&dir, &["--only", "report,audit"]);
+    assert_eq!(all["left_out"], serde_json::json!([]));
+}
+
 #[test]
 fn resume_repeats_the_selection() {
     let serve = Serve::start(&["--fund", "w=100", "--no-faucet"]);

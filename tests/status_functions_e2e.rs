@@ -13,6 +13,27 @@ use support::*;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
+/// Each step of a report with its state, and for a status step the function that gates it, why it
+/// ran or was skipped, and the summary of one that did not run (what the snapshots show).
+fn reasons(report: &Value) -> Value {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let mut v = serde_json::json!({
+                "id": s["id"], "state": s["state"], "when": s["when"], "reason": s["reason"],
+            });
+            // The summary of a status step that did not run says why; others name a job (whose id
+            // changes from run to run) or a balance.
+            if s.get("when").is_some() && s["state"] != "succeeded" {
+                v["summary"] = s["summary"].clone();
+            }
+            v
+        })
+        .collect()
+}
+
 fn embedded_run(dir: &PlanDir) -> std::process::Output {
     let mut cmd = Command::new(bin());
     cmd.args(run_args(&dir.plan(), &dir.runs()))
@@ -20,6 +41,17 @@ fn embedded_run(dir: &PlanDir) -> std::process::Output {
         .env_remove("AITBC_COORDINATOR_URL")
         .env_remove("AITBC_TOKEN");
     output_within(cmd, LIMIT)
+}
+
+/// A run on `serve` (with `E2E_PHASE=HANG`), sent SIGINT once its first job is submitted.
+fn interrupted_run(serve: &Serve, dir: &PlanDir) -> std::process::Output {
+    let mut cmd = serve.command();
+    cmd.args(run_args(&dir.plan(), &dir.runs()))
+        .env("E2E_PHASE", "HANG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    interrupt_once_submitted(serve, cmd)
 }
 
 #[test]
@@ -66,6 +98,22 @@ steps:
     for id in ["publish", "on_success"] {
         assert_ne!(step(&report, id)["state"], "succeeded", "{id} must not run");
     }
+    // Why each status step ran: in report.json, summary.md and the terminal.
+    assert_eq!(on_failure["when"], "failure()");
+    assert_eq!(on_failure["reason"], "ran: step bad failed");
+    insta::assert_json_snapshot!("reasons_after_a_failure", reasons(&report));
+    let summary = std::fs::read_to_string(dir.run_dir().join("summary.md")).unwrap();
+    assert!(summary.contains("## Status steps"), "{summary}");
+    assert!(
+        summary.contains("- on_failure (`failure()`): ran: step bad failed"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("- tidy (`always()`): ran: step bad failed"),
+        "{summary}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("[ran: step bad failed]"), "{stderr}");
 }
 
 #[test]
@@ -97,11 +145,20 @@ steps:
     let report = report_of(&out);
     let skipped = step(&report, "on_failure");
     assert_eq!(skipped["state"], "skipped");
-    let why = skipped.to_string();
-    assert!(why.contains("its `when` condition is false"), "{why}");
+    assert_eq!(skipped["reason"], "skipped: no step failed");
+    assert_eq!(skipped["summary"], "Step skipped: no step failed");
     let after = step(&report, "always_after");
     assert_eq!(after["state"], "succeeded");
     assert_eq!(after["outputs"]["said"], "running");
+    assert_eq!(after["reason"], "ran: no step failed");
+    // A plain step says nothing of the kind.
+    assert!(step(&report, "good").get("reason").is_none());
+    insta::assert_json_snapshot!("reasons_when_nothing_failed", reasons(&report));
+    let summary = std::fs::read_to_string(dir.run_dir().join("summary.md")).unwrap();
+    assert!(
+        summary.contains("- on_failure (`failure()`): skipped: no step failed"),
+        "{summary}"
+    );
 }
 
 #[test]
@@ -128,12 +185,7 @@ steps:
     balance: {wallet: w}
 "#,
     );
-    let mut cmd = serve.command();
-    cmd.args(run_args(&dir.plan(), &dir.runs()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let out = interrupt_once_submitted(&serve, cmd);
+    let out = interrupted_run(&serve, &dir);
     assert_eq!(
         out.status.code(),
         Some(130),
@@ -149,5 +201,105 @@ steps:
     assert_eq!(cleanup["state"], "succeeded", "{cleanup}");
     assert_eq!(cleanup["outputs"]["said"], "cancelled");
     assert_ne!(step(&report, "on_failure")["state"], "succeeded");
+    assert_eq!(cleanup["reason"], "ran after Ctrl-C (always())");
+    insta::assert_json_snapshot!("reasons_after_ctrl_c", reasons(&report));
     assert_eq!(serve.jobs()[0]["state"], "CANCELED");
+}
+
+#[test]
+fn resume_after_ctrl_c_runs_each_status_step_once_and_submits_nothing_twice() {
+    // Ctrl-C while `long` runs, before the status steps: `cleanup` (always()) runs on the way out,
+    // `on_failure` does not; the resume submits `long` again (its job was cancelled and refunded),
+    // keeps `cleanup` and skips `on_failure` (nothing failed now).
+    let serve = Serve::start(&["--fund", "w=100", "--no-faucet"]);
+    let dir = PlanDir::new(
+        r#"
+version: 1
+name: resumed-cleanup
+env: [E2E_PHASE]
+steps:
+  - id: long
+    timeout: 10m
+    job: {job_type: inference, wallet: w, payment: 2, prompt: "${{ env.E2E_PHASE }} long"}
+  - id: cleanup
+    needs: [long]
+    when: always()
+    timeout: 1m
+    job: {job_type: inference, wallet: w, payment: 1, prompt: "cleanup after ${{ run.status }}"}
+  - id: on_failure
+    when: failure()
+    balance: {wallet: w}
+"#,
+    );
+    let out = interrupted_run(&serve, &dir);
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run_dir = dir.run_dir();
+    let first: Value =
+        serde_json::from_str(&std::fs::read_to_string(run_dir.join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(step(&first, "cleanup")["state"], "succeeded");
+    assert_eq!(step(&first, "on_failure")["state"], "cancelled");
+
+    let run_id = run_dir.file_name().unwrap().to_str().unwrap().to_string();
+    let mut c = serve.command();
+    c.args(["resume", &run_id, "--runs-dir"])
+        .arg(dir.runs())
+        .args(["--output", "json"])
+        .env("E2E_PHASE", "go");
+    let out = output_within(c, LIMIT);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let resumed = report_of(&out);
+    assert_eq!(resumed["status"], "succeeded");
+    for id in ["long", "cleanup"] {
+        assert_eq!(step(&resumed, id)["state"], "succeeded", "{id}");
+    }
+    // `cleanup` is the first start's (its reason too), `on_failure` is skipped: nothing failed.
+    assert_eq!(
+        step(&resumed, "cleanup")["job_id"],
+        step(&first, "cleanup")["job_id"]
+    );
+    assert_eq!(
+        step(&resumed, "cleanup")["reason"],
+        "ran after Ctrl-C (always())"
+    );
+    assert_eq!(
+        step(&resumed, "on_failure")["reason"],
+        "skipped: no step failed"
+    );
+
+    // The coordinator's job list: `cleanup` once, `long` twice (cancelled, then completed), and no
+    // other job.
+    let mut jobs: Vec<(String, String)> = serve
+        .jobs()
+        .iter()
+        .map(|j| {
+            (
+                j["payload"]["prompt"].as_str().unwrap_or("?").to_string(),
+                j["state"].as_str().unwrap_or("?").to_string(),
+            )
+        })
+        .collect();
+    jobs.sort();
+    assert_eq!(
+        jobs,
+        [
+            ("HANG long".to_string(), "CANCELED".to_string()),
+            (
+                "cleanup after cancelled".to_string(),
+                "COMPLETED".to_string()
+            ),
+            ("go long".to_string(), "COMPLETED".to_string()),
+        ],
+        "each job once"
+    );
 }

@@ -57,6 +57,62 @@ impl Overrides {
     }
 }
 
+/// The load options of `--set`, `--vars` and `--vars-from RUN-ID`, one path for `run` and `validate`:
+/// the earlier run's vars go in as the first `--vars` file, so `--vars` and `--set` apply on top
+/// exactly as they do on the plan's own vars. Keep the file until the plan is loaded (`run` keeps it
+/// in the run directory). `Err` is the message, naming `--vars-from`.
+pub fn load_options_with(
+    overrides: &Overrides,
+    vars_from: Option<&str>,
+    runs_dir: &Path,
+) -> Result<(LoadOptions, Option<crate::report::repro::VarsFile>), String> {
+    use crate::report::repro;
+    let mut load = overrides.load_options();
+    let Some(id) = vars_from else {
+        return Ok((load, None));
+    };
+    let file = repro::vars_from(runs_dir, id, &overrides.set)
+        .map_err(|e| e.to_string())
+        .and_then(|vars| {
+            repro::VarsFile::write(&vars)
+                .map_err(|e| format!("cannot pass on the vars of run `{id}`: {e}"))
+        })
+        .map_err(|e| format!("--vars-from {id}: {e}"))?;
+    load.vars_files.insert(0, file.path().to_path_buf());
+    Ok((load, Some(file)))
+}
+
+/// `--from-run RUN-ID`: the steps of `plan` that `--only` needs, taken from that run as `run` takes
+/// them ([`crate::exec::from_run::take`], the one function that decides). `Err` is the exit code of
+/// the message printed (naming the step that cannot be taken).
+pub fn take_from_run(
+    runs_dir: &Path,
+    id: &str,
+    plan: &crate::plan::CheckedPlan,
+    only: &[String],
+) -> Result<crate::exec::from_run::Taken, i32> {
+    crate::exec::from_run::take(runs_dir, id, plan, only).map_err(|e| {
+        errln!(
+            "error[{}]: --from-run {id}: {e}",
+            crate::plan::Code::StepSelection
+        );
+        crate::exit::INVALID
+    })
+}
+
+/// `--runs-dir`, for the commands that read earlier runs (`--from-run`, `--vars-from`, `--run`).
+#[derive(Debug, clap::Args)]
+pub struct RunsDirArg {
+    /// Where run directories are.
+    #[arg(
+        long = "runs-dir",
+        env = "AITBC_RUNS_DIR",
+        default_value = "runs",
+        value_name = "DIR"
+    )]
+    pub dir: PathBuf,
+}
+
 /// `--only` and `--skip`: which steps of the plan to run.
 #[derive(Debug, Default, clap::Args)]
 pub struct SelectFlags {
@@ -98,6 +154,13 @@ pub struct PlanArgs {
     /// `--only`/`--skip`: show the run of these steps.
     #[command(flatten)]
     pub select: SelectFlags,
+    /// With `--only`: show which steps the selected ones would take from this earlier run (under
+    /// --runs-dir), as `run --from-run` takes them, and which would run.
+    #[arg(long, value_name = "RUN-ID", requires = "only")]
+    pub from_run: Option<String>,
+    /// `--runs-dir` (for --from-run).
+    #[command(flatten)]
+    pub runs_dir: RunsDirArg,
     /// `text` (default) or `json`.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -112,14 +175,9 @@ pub struct GraphArgs {
     /// Colour the steps by their states in this run (a run id, or `latest`).
     #[arg(long, value_name = "RUN-ID")]
     pub run: Option<String>,
-    /// Where run directories are.
-    #[arg(
-        long,
-        env = "AITBC_RUNS_DIR",
-        default_value = "runs",
-        value_name = "DIR"
-    )]
-    pub runs_dir: PathBuf,
+    /// `--runs-dir` (for --run).
+    #[command(flatten)]
+    pub runs_dir: RunsDirArg,
     /// `mermaid` (default) or `dot`.
     #[arg(long, value_enum, default_value_t = GraphFormat::Mermaid)]
     pub format: GraphFormat,
@@ -159,6 +217,22 @@ pub fn plan(a: PlanArgs) -> i32 {
             return crate::exit::INVALID;
         }
     };
+    let taken = match &a.from_run {
+        Some(id) => match take_from_run(&a.runs_dir.dir, id, &plan, &a.select.only) {
+            Ok(t) => Some(t),
+            Err(code) => return code,
+        },
+        None => None,
+    };
+    // The steps taken from the earlier run and those that would run, in plan order.
+    let split = taken.as_ref().map(|t| {
+        let (from, run): (Vec<&str>, Vec<&str>) = plan
+            .steps
+            .iter()
+            .map(|s| s.id.as_str())
+            .partition(|id| t.steps.contains_key(*id));
+        (t.run_id.as_str(), from, run)
+    });
     match a.output {
         Output::Json => {
             let mut v = dry_run_value(&plan);
@@ -170,6 +244,14 @@ pub fn plan(a: PlanArgs) -> i32 {
                     .map(|(id, why)| serde_json::json!({"id": id, "why": why}))
                     .collect();
                 m.insert("left_out".into(), Value::Array(left));
+            }
+            if let Some((run_id, from, run)) = &split
+                && let Value::Object(m) = &mut v
+            {
+                m.insert(
+                    "from_run".into(),
+                    serde_json::json!({"run_id": run_id, "taken": from, "would_run": run}),
+                );
             }
             match serde_json::to_string_pretty(&v) {
                 Ok(s) => outln!("{s}"),
@@ -191,6 +273,21 @@ pub fn plan(a: PlanArgs) -> i32 {
                     outln!("  {id}: {why}");
                 }
             }
+            if let Some((run_id, from, run)) = &split {
+                let list = |ids: &[&str]| {
+                    if ids.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        ids.join(", ")
+                    }
+                };
+                outln!("\nfrom run {run_id} (--from-run)");
+                outln!(
+                    "  taken (outputs and report entries from that run; nothing submitted or paid): {}",
+                    list(from)
+                );
+                outln!("  would run: {}", list(run));
+            }
         }
     }
     crate::exit::SUCCESS
@@ -202,7 +299,7 @@ pub fn graph(a: GraphArgs) -> i32 {
     use crate::report::text::{STATE_STYLES, state_class};
     let run = match &a.run {
         Some(id) => {
-            let report = crate::report::history::find_run(&a.runs_dir, id)
+            let report = crate::report::history::find_run(&a.runs_dir.dir, id)
                 .map_err(|e| e.to_string())
                 .and_then(|dir| {
                     crate::report::history::read_report(&dir)

@@ -29,6 +29,16 @@ pub struct ValidateArgs {
     /// `text` (default), `json`, or `github` (workflow annotations, as actionlint prints them).
     #[arg(long, visible_alias = "format", value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
+    /// Values to check each plan with (`--set`, `--vars`), read and checked against its typed
+    /// `inputs:` as `run` reads them.
+    #[command(flatten)]
+    pub overrides: crate::cli::dry_run::Overrides,
+    /// Check with the vars an earlier run recorded (under --runs-dir), as `run --vars-from` does.
+    #[arg(long, value_name = "RUN-ID")]
+    pub vars_from: Option<String>,
+    /// `--runs-dir` (for --vars-from).
+    #[command(flatten)]
+    pub runs_dir: crate::cli::dry_run::RunsDirArg,
 }
 
 /// Which schema `schema` prints.
@@ -148,13 +158,14 @@ impl ValidateReport {
 
 /// Validates one plan file: loading (YAML, schema, types) first, then the full check.
 pub fn validate_file(path: &Path) -> FileResult {
-    validate_file_with(path, false)
+    validate_file_with(path, false, &LoadOptions::default())
 }
 
 /// Validates one plan file. With `drop_in_background`, the checked plan is freed on another thread: a
 /// 10,000-step plan takes tens of milliseconds to hand back to the allocator piece by piece, and the
 /// `validate` command has no use for it (the process may well exit before that thread is done).
-fn validate_file_with(path: &Path, drop_in_background: bool) -> FileResult {
+/// `given` are the load options of `--set`, `--vars` and `--vars-from`.
+fn validate_file_with(path: &Path, drop_in_background: bool, given: &LoadOptions) -> FileResult {
     let file = path.display().to_string();
     // Linting needs no secrets and no required inputs: a plan is checked with placeholders for the
     // unset secrets and without the inputs not given (`run` reads them for real and refuses a plan
@@ -162,7 +173,7 @@ fn validate_file_with(path: &Path, drop_in_background: bool) -> FileResult {
     let options = LoadOptions {
         placeholder_secrets: true,
         allow_missing_inputs: true,
-        ..LoadOptions::default()
+        ..given.clone()
     };
     let (errors, warnings) = match crate::plan::load(path, &options) {
         Ok(mut checked) => {
@@ -184,13 +195,17 @@ fn validate_file_with(path: &Path, drop_in_background: bool) -> FileResult {
 
 /// Validates every file; never stops at the first problem.
 pub fn validate_paths(paths: &[PathBuf]) -> ValidateReport {
-    validate_paths_with(paths, false)
+    validate_paths_with(paths, false, &LoadOptions::default())
 }
 
-fn validate_paths_with(paths: &[PathBuf], drop_in_background: bool) -> ValidateReport {
+fn validate_paths_with(
+    paths: &[PathBuf],
+    drop_in_background: bool,
+    given: &LoadOptions,
+) -> ValidateReport {
     let files: Vec<FileResult> = paths
         .iter()
-        .map(|p| validate_file_with(p, drop_in_background))
+        .map(|p| validate_file_with(p, drop_in_background, given))
         .collect();
     let invalid_files = files.iter().filter(|f| !f.valid).count();
     let error_count = files.iter().map(|f| f.errors.len()).sum();
@@ -210,7 +225,19 @@ pub fn validate_to_text(paths: &[PathBuf]) -> (i32, String) {
 
 /// Runs `validate`.
 pub fn validate(a: ValidateArgs) -> i32 {
-    let report = validate_paths_with(&a.plans, true);
+    // The values are read as `run` reads them (one path: `dry_run::load_options_with`).
+    let (given, _vars_file) = match crate::cli::dry_run::load_options_with(
+        &a.overrides,
+        a.vars_from.as_deref(),
+        &a.runs_dir.dir,
+    ) {
+        Ok(x) => x,
+        Err(e) => {
+            errln!("error: {e}");
+            return crate::exit::INVALID;
+        }
+    };
+    let report = validate_paths_with(&a.plans, true, &given);
     match a.output {
         OutputFormat::Text => err!("{}", report.to_text()),
         OutputFormat::Github => {

@@ -258,29 +258,16 @@ pub fn run(a: RunArgs) -> i32 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let mut load = a.overrides.load_options();
-    // `--vars-from`: the earlier run's vars go in as the first `--vars` file, so `--vars` and `--set`
-    // apply on top exactly as they do on the plan's own vars.
-    let vars_file = match &a.vars_from {
-        Some(id) => {
-            let file = repro::vars_from(&a.runs_dir, id, &a.overrides.set)
-                .map_err(|e| e.to_string())
-                .and_then(|vars| {
-                    repro::VarsFile::write(&vars)
-                        .map_err(|e| format!("cannot pass on the vars of run `{id}`: {e}"))
-                });
-            match file {
-                Ok(f) => {
-                    load.vars_files.insert(0, f.path().to_path_buf());
-                    Some(f)
-                }
-                Err(e) => {
-                    errln!("error: --vars-from {id}: {e}");
-                    return exit::INVALID;
-                }
-            }
+    let (load, vars_file) = match crate::cli::dry_run::load_options_with(
+        &a.overrides,
+        a.vars_from.as_deref(),
+        &a.runs_dir,
+    ) {
+        Ok(x) => x,
+        Err(e) => {
+            errln!("error: {e}");
+            return exit::INVALID;
         }
-        None => None,
     };
     let selection = a.select.selection();
     let plan = match crate::plan::load(&a.plan, &load)
@@ -301,16 +288,12 @@ pub fn run(a: RunArgs) -> i32 {
     );
     inputs.balance_check = !a.no_balance_check;
     let from_run = match &a.from_run {
-        Some(id) => match crate::exec::from_run::take(&a.runs_dir, id, &plan, &selection.only) {
-            Ok(t) => Some(Arc::new(t)),
-            Err(e) => {
-                errln!(
-                    "error[{}]: --from-run {id}: {e}",
-                    crate::plan::Code::StepSelection
-                );
-                return exit::INVALID;
+        Some(id) => {
+            match crate::cli::dry_run::take_from_run(&a.runs_dir, id, &plan, &selection.only) {
+                Ok(t) => Some(Arc::new(t)),
+                Err(code) => return code,
             }
-        },
+        }
         None => None,
     };
     inputs.only = selection.only;

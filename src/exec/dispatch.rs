@@ -126,33 +126,21 @@ impl Dispatcher {
 
     /// Gives the steps their gates, in plan order. A step gated by `failure()`, `cancelled()` or
     /// `always()` that needs nothing waits for every step of the default gate that does not come
-    /// after it: it runs last, seeing how the whole run went (as such a step at the end of a GitHub
-    /// Actions job does).
+    /// after it ([`crate::plan::status::implicit_waits`]): it runs last, seeing how the whole run went.
     pub fn with_gates(mut self, gates: Vec<Gate>) -> Dispatcher {
         let n = self.ids.len();
         if gates.len() != n {
             return self;
         }
-        let plain: Vec<usize> = (0..n).filter(|&i| gates[i] == Gate::Success).collect();
-        let free: Vec<usize> = (0..n)
-            .filter(|&i| gates[i] != Gate::Success && self.waiting[i] == 0)
-            .collect();
-        for &g in &free {
-            // Not on what comes after it (that would be a cycle).
-            let mut after = vec![false; n];
-            let mut todo = vec![g];
-            while let Some(i) = todo.pop() {
-                for &d in &self.dependents[i] {
-                    if !after[d] {
-                        after[d] = true;
-                        todo.push(d);
-                    }
-                }
+        let mut needs: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (j, ds) in self.dependents.iter().enumerate() {
+            for &d in ds {
+                needs[d].push(j);
             }
-            for &p in plain.iter().filter(|&&p| !after[p]) {
-                self.dependents[p].push(g);
-                self.waiting[g] += 1;
-            }
+        }
+        for (p, g) in crate::plan::status::implicit_waits(&gates, &needs) {
+            self.dependents[p].push(g);
+            self.waiting[g] += 1;
         }
         let waiting = &self.waiting;
         self.ready.retain(|&i| waiting[i] == 0);

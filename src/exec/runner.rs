@@ -351,8 +351,14 @@ pub async fn execute<C: Coordinator + 'static>(
     // Steps never started are reported as cancelled (stopped) or skipped.
     for (i, blocked) in dispatcher.never_started() {
         let step = &plan.steps[i];
+        let gate = dispatcher.gate(i);
         let report = match blocked {
             Some(reason) => steps::skipped_report(step, reason),
+            None if gate != crate::plan::status::Gate::Success => {
+                let why = crate::plan::status::not_run_because(gate, dispatcher.interrupted());
+                let shown = why.strip_prefix("not run: ").unwrap_or(&why).to_string();
+                steps::not_started_report(step, &shown).gated(gate.name(), why)
+            }
             None => steps::not_started_report(step, "the run stopped before this step started"),
         };
         ctx.emit(Event::StepFinished {

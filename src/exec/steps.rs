@@ -210,7 +210,15 @@ pub(crate) async fn run_step<C: Coordinator>(ctx: &Ctx<C>, step: &PlannedStep) -
         let outs = ctx.outputs.read().unwrap_or_else(|p| p.into_inner());
         match ctx.plan.should_run(step, &outs, &run) {
             Ok(false) => {
-                let mut r = skipped_report(step, "its `when` condition is false");
+                // A status step says why, from how the run went (`skipped: no step failed`).
+                let mut r = if gate == Gate::Success {
+                    skipped_report(step, "its `when` condition is false")
+                } else {
+                    let why =
+                        crate::plan::status::skipped_because(gate, &run.status, &run.failed_steps);
+                    let shown = why.strip_prefix("skipped: ").unwrap_or(&why).to_string();
+                    skipped_report(step, &shown).gated(gate.name(), why)
+                };
                 r.started_at = report.started_at.clone();
                 r.finished_at = Some(now());
                 return StepResult {
@@ -219,7 +227,17 @@ pub(crate) async fn run_step<C: Coordinator>(ctx: &Ctx<C>, step: &PlannedStep) -
                     failure: None,
                 };
             }
-            Ok(true) => ctx.plan.render(step, &outs, &run),
+            Ok(true) => {
+                if gate != Gate::Success {
+                    report.when = Some(gate.name().to_string());
+                    report.reason = Some(crate::plan::status::ran_because(
+                        gate,
+                        &run.status,
+                        &run.failed_steps,
+                    ));
+                }
+                ctx.plan.render(step, &outs, &run)
+            }
             Err(d) => Err(d),
         }
     };
@@ -596,9 +614,8 @@ async fn notify<C: Coordinator>(
             )
             .recommend("Check the webhook's URL and that it takes a JSON POST")
         })?;
-    // The skill has no operation of its own for this; the entry's `kind` says `notify`.
     let mut o = crate::model::Outcome::new(
-        crate::model::Operation::Status,
+        crate::model::Operation::Notify,
         format!("Notification delivered to {shown} (HTTP {status})"),
     );
     o.status = Some(OpStatus::Completed);

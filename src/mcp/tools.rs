@@ -84,6 +84,8 @@ fn job_fields(op: Operation) -> (&'static [&'static str], &'static [&'static str
             &["agent_id", "cpu", "memory"],
         ),
         Operation::Balance => (&["wallet"], &["wallet"]),
+        // Not a tool: a plan's `notify` step reports it.
+        Operation::Notify => (&[], &[]),
     }
 }
 
@@ -120,6 +122,7 @@ fn job_description(op: Operation) -> String {
         Operation::Refund => "Ask for the refund of a cancelled, failed or expired job's payment and \
              say what became of it, as the payment view reads (refunded, or still held with the amount)."
             .into(),
+        Operation::Notify => "POST a message to a webhook (a plan's `notify` step; not a tool).".into(),
     }
 }
 

@@ -11,7 +11,8 @@ use super::JobType;
 use crate::api::{JobId, JobState, JobView};
 use crate::money::Money;
 
-/// The six operations of the skill, plus `balance` and `refund` (our extensions).
+/// The six operations of the skill, plus `balance` and `refund` (our extensions), and `notify` (a
+/// plan's `notify` step: a webhook, not an operation of the skill or of the MCP server).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Operation {
@@ -31,6 +32,8 @@ pub enum Operation {
     Balance,
     /// Ask for a job's payment back (extension; the upstream CLI's `ai refund`).
     Refund,
+    /// POST a message to a webhook (a plan's `notify` step only).
+    Notify,
 }
 
 impl Operation {
@@ -45,6 +48,7 @@ impl Operation {
             Operation::Cancel => "cancel",
             Operation::Balance => "balance",
             Operation::Refund => "refund",
+            Operation::Notify => "notify",
         }
     }
 }

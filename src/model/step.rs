@@ -128,6 +128,14 @@ pub struct StepReport {
     /// Set when the result was reused from an earlier run instead of paid for again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_from: Option<CachedFrom>,
+    /// The status function that gates a status step (`failure()`, `always()`, `cancelled()`); only
+    /// on such steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<String>,
+    /// Why a status step ran or was skipped: `ran: step build failed`, `skipped: no step failed`,
+    /// `ran after Ctrl-C (always())`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// The operation a step kind performs.
@@ -139,6 +147,7 @@ pub fn operation_of(kind: &str) -> Operation {
         "list" => Operation::List,
         "cancel" => Operation::Cancel,
         "balance" => Operation::Balance,
+        "notify" => Operation::Notify,
         _ => Operation::Status,
     }
 }
@@ -161,6 +170,8 @@ impl StepReport {
             outputs: Value::Object(Map::new()),
             request: None,
             cached_from: None,
+            when: None,
+            reason: None,
         }
     }
 
@@ -171,6 +182,13 @@ impl StepReport {
         r.outcome.summary = format!("Step skipped: {reason}");
         r.outcome.validation_status = ValidationStatus::Partial;
         r
+    }
+
+    /// Says why a status step ran or was skipped (see [`StepReport::reason`]).
+    pub fn gated(mut self, when: &str, reason: String) -> StepReport {
+        self.when = Some(when.to_string());
+        self.reason = Some(reason);
+        self
     }
 
     /// The entry of a step the run never reached.

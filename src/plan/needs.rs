@@ -106,14 +106,15 @@ impl Checker<'_> {
 }
 
 /// Sets each copy's level and orders the copies by level, then plan order (copies in expansion
-/// order).
+/// order). A status step without `needs` is levelled after the plain steps it waits for
+/// ([`super::status::implicit_waits`]).
 pub(super) fn order(planned: &mut [PlannedStep]) {
     let pos: HashMap<&str, usize> = planned
         .iter()
         .enumerate()
         .map(|(k, s)| (s.id.as_str(), k))
         .collect();
-    let deps: Vec<Vec<usize>> = planned
+    let mut deps: Vec<Vec<usize>> = planned
         .iter()
         .map(|s| {
             s.needs
@@ -122,6 +123,14 @@ pub(super) fn order(planned: &mut [PlannedStep]) {
                 .collect()
         })
         .collect();
+    // A status step that needs nothing runs after the plain steps (as the run does it).
+    let gates: Vec<_> = planned
+        .iter()
+        .map(|s| super::status::gate_of(s.when.as_ref()))
+        .collect();
+    for (p, g) in super::status::implicit_waits(&gates, &deps) {
+        deps[g].push(p);
+    }
     let levels = super::graph::levels(&deps);
     for (s, l) in planned.iter_mut().zip(levels) {
         s.level = l;

@@ -89,6 +89,90 @@ pub fn gate_of(when: Option<&When>) -> Gate {
     }
 }
 
+/// The waits a status step that needs nothing adds to the graph: it waits for every step of the
+/// default gate that does not come after it, so that it runs last and sees how the whole run went (as
+/// such a step at the end of a GitHub Actions job does). `needs[i]` are the positions step `i` waits
+/// for; the answer is the `(waited for, waiting)` pairs to add. One rule for the run (the
+/// dispatcher) and for the levels `plan` shows.
+pub fn implicit_waits(gates: &[Gate], needs: &[Vec<usize>]) -> Vec<(usize, usize)> {
+    let n = gates.len().min(needs.len());
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, ns) in needs.iter().enumerate().take(n) {
+        for &j in ns.iter().filter(|&&j| j < n) {
+            dependents[j].push(i);
+        }
+    }
+    let mut waits = Vec::new();
+    for g in (0..n).filter(|&i| gates[i] != Gate::Success && needs[i].is_empty()) {
+        // Not on what comes after it (that would be a cycle).
+        let mut after = vec![false; n];
+        let mut todo = vec![g];
+        while let Some(i) = todo.pop() {
+            for &d in &dependents[i] {
+                if !after[d] {
+                    after[d] = true;
+                    todo.push(d);
+                }
+            }
+        }
+        waits.extend(
+            (0..n)
+                .filter(|&p| gates[p] == Gate::Success && !after[p])
+                .map(|p| (p, g)),
+        );
+    }
+    waits
+}
+
+/// The steps that failed, as a reason says them: `step build failed`, `steps a, b failed`.
+fn failed_phrase(failed_steps: &[String]) -> String {
+    match failed_steps {
+        [] => "a step failed".to_string(),
+        [one] => format!("step {one} failed"),
+        many => format!("steps {} failed", many.join(", ")),
+    }
+}
+
+/// Why a status step ran, from how the run went when it started (`run.status`, `run.failed_steps`):
+/// `ran: step build failed`, `ran after Ctrl-C (always())`, `ran: no step failed`.
+pub fn ran_because(gate: Gate, status: &str, failed_steps: &[String]) -> String {
+    match status {
+        run_status::CANCELLED => format!("ran after Ctrl-C ({})", gate.name()),
+        run_status::FAILED => format!("ran: {}", failed_phrase(failed_steps)),
+        _ => "ran: no step failed".to_string(),
+    }
+}
+
+/// Why a status step whose `when` was false was skipped: `skipped: no step failed`, `skipped: the
+/// run was not cancelled`, or the rest of its `when` being false.
+pub fn skipped_because(gate: Gate, status: &str, failed_steps: &[String]) -> String {
+    match (gate, status) {
+        (Gate::Failure, run_status::RUNNING) => "skipped: no step failed".to_string(),
+        (Gate::Cancelled, s) if s != run_status::CANCELLED => {
+            "skipped: the run was not cancelled".to_string()
+        }
+        (_, run_status::FAILED) => format!(
+            "skipped: its `when` was false ({})",
+            failed_phrase(failed_steps)
+        ),
+        (_, run_status::CANCELLED) => "skipped: its `when` was false after Ctrl-C".to_string(),
+        _ => "skipped: its `when` was false".to_string(),
+    }
+}
+
+/// Why a status step did not run at all: the run stopped in a way its function does not run after
+/// (a `failure()` step after Ctrl-C).
+pub fn not_run_because(gate: Gate, interrupted: bool) -> String {
+    if interrupted && !gate.runs_after_an_interrupt() {
+        format!(
+            "not run: the run was interrupted, and {} does not run after Ctrl-C",
+            gate.name()
+        )
+    } else {
+        "not run: the run stopped before this step started".to_string()
+    }
+}
+
 /// Adds the four functions to a template environment. Each reads `run.status` from the context
 /// (`running` when no context says otherwise, as at load).
 pub fn register(env: &mut Environment<'_>) {
@@ -118,6 +202,49 @@ mod tests {
 
     fn gate(e: &str) -> Gate {
         gate_of(Some(&When::Expr(e.into())))
+    }
+
+    #[test]
+    fn a_status_step_without_needs_waits_for_the_plain_steps_not_after_it() {
+        use Gate::*;
+        // 0 plain, 1 plain needs 0, 2 failure() free, 3 plain needs 2, 4 always() needs 1.
+        let gates = [Success, Success, Failure, Success, Always];
+        let needs = vec![vec![], vec![0], vec![], vec![2], vec![1]];
+        let mut waits = implicit_waits(&gates, &needs);
+        waits.sort();
+        assert_eq!(waits, vec![(0, 2), (1, 2)]);
+    }
+
+    #[test]
+    fn reasons_say_what_the_run_was_when_the_step_started() {
+        let failed = vec!["build".to_string()];
+        assert_eq!(
+            ran_because(Gate::Failure, run_status::FAILED, &failed),
+            "ran: step build failed"
+        );
+        assert_eq!(
+            ran_because(Gate::Always, run_status::FAILED, &["a".into(), "b".into()]),
+            "ran: steps a, b failed"
+        );
+        assert_eq!(
+            ran_because(Gate::Always, run_status::CANCELLED, &[]),
+            "ran after Ctrl-C (always())"
+        );
+        assert_eq!(
+            skipped_because(Gate::Failure, run_status::RUNNING, &[]),
+            "skipped: no step failed"
+        );
+        assert_eq!(
+            skipped_because(Gate::Cancelled, run_status::FAILED, &failed),
+            "skipped: the run was not cancelled"
+        );
+        assert_eq!(
+            skipped_because(Gate::Failure, run_status::FAILED, &failed),
+            "skipped: its `when` was false (step build failed)"
+        );
+        assert!(
+            not_run_because(Gate::Failure, true).contains("failure() does not run after Ctrl-C")
+        );
     }
 
     #[test]

@@ -312,8 +312,13 @@ impl<W: Write> Terminal<W> {
                     }
                     StepState::Cancelled | StepState::Pending => p.warn("✗"),
                 };
+                // A status step that ran says why (one that did not run says it in its summary).
+                let why = match (&report.reason, report.state) {
+                    (Some(r), StepState::Succeeded | StepState::Failed) => format!(" [{r}]"),
+                    _ => String::new(),
+                };
                 self.line(&format!(
-                    "{} {mark} {} ({:.1}s) {}",
+                    "{} {mark} {} ({:.1}s) {}{why}",
                     clock(),
                     report.id,
                     report.outcome.execution_time,

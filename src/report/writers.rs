@@ -456,6 +456,19 @@ pub fn summary_markdown(r: &Report) -> String {
             output_preview(st, 80).map_or(String::new(), |p| md_cell(&p))
         );
     }
+    let gated: Vec<&StepReport> = r.steps.iter().filter(|s| s.reason.is_some()).collect();
+    if !gated.is_empty() {
+        let _ = writeln!(s, "\n## Status steps\n");
+        for st in gated {
+            let _ = writeln!(
+                s,
+                "- {} (`{}`): {}",
+                md_cell(&st.id),
+                st.when.as_deref().unwrap_or(""),
+                md_cell(st.reason.as_deref().unwrap_or(""))
+            );
+        }
+    }
     let troubled: Vec<&StepReport> = r
         .steps
         .iter()

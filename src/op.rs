@@ -255,7 +255,7 @@ async fn run<C: Coordinator>(
             let wallet = required(&input.wallet, "wallet", op)?;
             ops::balance::balance(conn, wallet).await?.outcome
         }
-        Operation::Notify => return Err(not_an_operation()),
+        Operation::Notify | Operation::Group => return Err(not_an_operation(op)),
     })
 }
 
@@ -293,17 +293,21 @@ fn check_offline(input: &OpInput) -> Result<(), OpError> {
             &Policy::default(),
         )),
         Operation::Balance => required(&input.wallet, "wallet", op).map(drop),
-        Operation::Notify => Err(not_an_operation()),
+        Operation::Notify | Operation::Group => Err(not_an_operation(op)),
     }
 }
 
-/// `notify` is what a plan's `notify` step reports, not an operation of the skill.
-fn not_an_operation() -> OpError {
-    OpError::Input(
-        "`notify` is a plan step kind (a webhook POST), not an operation: use submit, status, \
-         results, list, cancel, refund, optimize or balance"
-            .into(),
-    )
+/// `notify` and `group` are what a plan's `notify` and `uses:` steps report, not operations of the skill.
+fn not_an_operation(op: Operation) -> OpError {
+    let what = match op {
+        Operation::Group => "what a plan's `uses:` step reports",
+        _ => "a plan step kind (a webhook POST)",
+    };
+    OpError::Input(format!(
+        "`{}` is {what}, not an operation: use submit, status, results, list, cancel, refund, \
+         optimize or balance",
+        op.as_str()
+    ))
 }
 
 /// The rules a submit breaks: the request's, and the currency the input names.
@@ -686,6 +690,14 @@ mod tests {
         let said = out.output.issues.join(" ") + &out.output.summary;
         assert!(said.contains("`notify` is a plan step kind"), "{said}");
         assert!(said.contains("submit, status, results"), "{said}");
+        let i = OpInput::from_json(r#"{"operation": "group"}"#).unwrap();
+        let out = precheck(&i).expect("refused before anything is sent");
+        assert_eq!(out.exit_code, crate::exit::INVALID);
+        let said = out.output.issues.join(" ") + &out.output.summary;
+        assert!(
+            said.contains("`group` is what a plan's `uses:` step reports"),
+            "{said}"
+        );
     }
 
     #[test]

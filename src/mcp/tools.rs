@@ -85,7 +85,7 @@ fn job_fields(op: Operation) -> (&'static [&'static str], &'static [&'static str
         ),
         Operation::Balance => (&["wallet"], &["wallet"]),
         // Not a tool: a plan's `notify` step reports it.
-        Operation::Notify => (&[], &[]),
+        Operation::Notify | Operation::Group => (&[], &[]),
     }
 }
 
@@ -123,6 +123,7 @@ fn job_description(op: Operation) -> String {
              say what became of it, as the payment view reads (refunded, or still held with the amount)."
             .into(),
         Operation::Notify => "POST a message to a webhook (a plan's `notify` step; not a tool).".into(),
+        Operation::Group => "The end of a sub-plan's group (a plan's `uses:` step; not a tool).".into(),
     }
 }
 

@@ -11,8 +11,9 @@ use super::JobType;
 use crate::api::{JobId, JobState, JobView};
 use crate::money::Money;
 
-/// The six operations of the skill, plus `balance` and `refund` (our extensions), and `notify` (a
-/// plan's `notify` step: a webhook, not an operation of the skill or of the MCP server).
+/// The six operations of the skill, plus `balance` and `refund` (our extensions), `notify` (a
+/// plan's `notify` step: a webhook) and `group` (a plan's `uses:` step), neither an operation of the
+/// skill or of the MCP server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Operation {
@@ -34,6 +35,8 @@ pub enum Operation {
     Refund,
     /// POST a message to a webhook (a plan's `notify` step only).
     Notify,
+    /// A plan's `uses:` step: the end of its sub-plan's group, which calls nothing itself.
+    Group,
 }
 
 impl Operation {
@@ -49,6 +52,7 @@ impl Operation {
             Operation::Balance => "balance",
             Operation::Refund => "refund",
             Operation::Notify => "notify",
+            Operation::Group => "group",
         }
     }
 }

@@ -148,6 +148,7 @@ pub fn operation_of(kind: &str) -> Operation {
         "cancel" => Operation::Cancel,
         "balance" => Operation::Balance,
         "notify" => Operation::Notify,
+        "uses" => Operation::Group,
         _ => Operation::Status,
     }
 }

@@ -108,6 +108,11 @@ struct StepData<'a> {
     preview: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     cached_from: Option<&'a str>,
+    /// A status step's gate (`failure()`, `always()`, `cancelled()`) and why it ran or was skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    when: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -217,6 +222,8 @@ fn step_data<'a>(
             .map(|e| clip(e, 200)),
         preview: output_preview(st, quarter),
         cached_from: st.cached_from.as_ref().map(|c| c.run_id.as_str()),
+        when: st.when.as_deref(),
+        reason: st.reason.as_deref().map(|r| clip(r, 200)),
     }
 }
 
@@ -503,6 +510,24 @@ mod tests {
         for needle in ["src=\"http", "href=\"http", "@import", "url(http", "fetch("] {
             assert!(!page.contains(needle), "{needle}");
         }
+    }
+
+    #[test]
+    fn a_status_step_says_its_gate_and_why_it_ran() {
+        let mut r = report(2, 10);
+        r.steps[1].when = Some("failure()".into());
+        r.steps[1].reason = Some("ran: step step-0 failed".into());
+        let page = render(&r);
+        let data = page
+            .split("<script type=\"application/json\" id=\"run-data\">")
+            .nth(1)
+            .and_then(|s| s.split("</script>").next())
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(data).unwrap();
+        assert_eq!(v["steps"][1]["when"], "failure()");
+        assert_eq!(v["steps"][1]["reason"], "ran: step step-0 failed");
+        assert!(v["steps"][0].get("when").is_none());
+        assert!(page.contains("addField(dl, 'why', s.reason)"));
     }
 
     #[test]

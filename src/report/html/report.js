@@ -186,6 +186,8 @@
     addField(dl, 'receipt', s.receipt === true ? 'verified' : s.receipt === false ? 'NOT verified' + (s.receipt_error ? ': ' + s.receipt_error : '') : 'none');
     addField(dl, 'needs', (s.needs || []).map(function (k) { return steps[k].id; }).join(', '));
     addField(dl, 'cached from run', s.cached_from);
+    addField(dl, 'when', s.when);
+    addField(dl, 'why', s.reason);
     d.appendChild(dl);
     if (s.issues && s.issues.length) {
       d.appendChild(el('h4', null, 'Issues'));

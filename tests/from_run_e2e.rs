@@ -174,6 +174,12 @@ fn plan_shows_which_steps_would_be_taken_from_the_earlier_run_as_run_takes_them(
         v["from_run"],
         serde_json::json!({"run_id": first_id, "taken": ["fetch", "summarize"], "would_run": ["report"]})
     );
+    // Only `report` pays (1 AITBC): the taken steps' 1 + 2 were paid in their run.
+    assert_eq!(
+        v["spend"]["per_wallet"],
+        serde_json::json!({"w": 1}),
+        "{v}"
+    );
     let out = plan_from_run(&dir, &first_id, false);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
@@ -186,6 +192,7 @@ fn plan_shows_which_steps_would_be_taken_from_the_earlier_run_as_run_takes_them(
         "{text}"
     );
     assert!(text.contains("  would run: report\n"), "{text}");
+    assert!(text.contains("spend per wallet\n  w: 1 AITBC\n"), "{text}");
     // `run` takes the same steps: only `report` is submitted.
     let before = serve.jobs().len();
     let run = serve.run(&dir, &["--only", "report", "--from-run", &first_id]);

@@ -233,9 +233,15 @@ pub fn plan(a: PlanArgs) -> i32 {
             .partition(|id| t.steps.contains_key(*id));
         (t.run_id.as_str(), from, run)
     });
+    // What the taken steps paid in their run is not paid again: the spend leaves them out, as `run`'s
+    // preflight and spend cap do.
+    let paid_elsewhere: std::collections::HashSet<String> = taken
+        .as_ref()
+        .map(|t| t.steps.keys().cloned().collect())
+        .unwrap_or_default();
     match a.output {
         Output::Json => {
-            let mut v = dry_run_value(&plan);
+            let mut v = crate::report::dry_run::dry_run_value_except(&plan, &paid_elsewhere);
             if !a.select.selection().is_all()
                 && let Value::Object(m) = &mut v
             {
@@ -262,7 +268,10 @@ pub fn plan(a: PlanArgs) -> i32 {
             }
         }
         Output::Text => {
-            out!("{}", dry_run_text(&plan));
+            out!(
+                "{}",
+                crate::report::dry_run::dry_run_text_except(&plan, &paid_elsewhere)
+            );
             if !a.select.selection().is_all() {
                 if left_out.is_empty() {
                     outln!("\nleft out by --only/--skip: nothing");

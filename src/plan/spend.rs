@@ -13,9 +13,22 @@ use crate::money::Money;
 /// a `when` counted as if they run, unless it is plainly `false`), and the ids of the steps whose wallet
 /// or payment is only known at run time (left out of the sums).
 pub fn spend_per_wallet(plan: &CheckedPlan) -> (BTreeMap<String, Money>, Vec<String>) {
+    spend_per_wallet_except(plan, &std::collections::HashSet::new())
+}
+
+/// [`spend_per_wallet`], leaving out the steps in `paid_elsewhere` (taken from an earlier run with
+/// `--from-run`: they pay nothing).
+pub fn spend_per_wallet_except(
+    plan: &CheckedPlan,
+    paid_elsewhere: &std::collections::HashSet<String>,
+) -> (BTreeMap<String, Money>, Vec<String>) {
     let mut spend: BTreeMap<String, Money> = BTreeMap::new();
     let mut runtime = Vec::new();
-    for step in &plan.steps {
+    for step in plan
+        .steps
+        .iter()
+        .filter(|s| !paid_elsewhere.contains(&s.id))
+    {
         if !matches!(step.kind.name(), "submit" | "job") || step.when == Some(When::Bool(false)) {
             continue;
         }

@@ -5,6 +5,7 @@
 //! before the first submit.
 
 use serde_json::{Map, Value, json};
+use std::collections::HashSet;
 
 use crate::plan::StepKind;
 use crate::plan::check::CheckedPlan;
@@ -25,6 +26,11 @@ fn redact_value(plan: &CheckedPlan, v: &Value) -> Value {
 
 /// The dry run of a checked plan as JSON.
 pub fn dry_run_value(plan: &CheckedPlan) -> Value {
+    dry_run_value_except(plan, &HashSet::new())
+}
+
+/// [`dry_run_value`], the spend leaving out the steps in `paid_elsewhere` (`--from-run`).
+pub fn dry_run_value_except(plan: &CheckedPlan, paid_elsewhere: &HashSet<String>) -> Value {
     let steps: Vec<Value> = plan
         .steps
         .iter()
@@ -74,7 +80,7 @@ pub fn dry_run_value(plan: &CheckedPlan) -> Value {
             Value::Object(m)
         })
         .collect();
-    let (spend, runtime) = crate::plan::spend::spend_per_wallet(plan);
+    let (spend, runtime) = crate::plan::spend::spend_per_wallet_except(plan, paid_elsewhere);
     let levels = plan.steps.iter().map(|s| s.level + 1).max().unwrap_or(0);
     let mut v = json!({
         "plan": plan.plan.name,
@@ -158,6 +164,11 @@ fn inline(v: &Value) -> String {
 
 /// The dry run of a checked plan for a person.
 pub fn dry_run_text(plan: &CheckedPlan) -> String {
+    dry_run_text_except(plan, &HashSet::new())
+}
+
+/// [`dry_run_text`], the spend leaving out the steps in `paid_elsewhere` (`--from-run`).
+pub fn dry_run_text_except(plan: &CheckedPlan, paid_elsewhere: &HashSet<String>) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let levels = plan.steps.iter().map(|s| s.level + 1).max().unwrap_or(0);
@@ -213,7 +224,7 @@ pub fn dry_run_text(plan: &CheckedPlan) -> String {
             }
         }
     }
-    let (spend, runtime) = crate::plan::spend::spend_per_wallet(plan);
+    let (spend, runtime) = crate::plan::spend::spend_per_wallet_except(plan, paid_elsewhere);
     let _ = writeln!(out, "\nspend per wallet");
     if spend.is_empty() {
         let _ = writeln!(out, "  (no payments known before the run)");

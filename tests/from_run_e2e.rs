@@ -175,11 +175,7 @@ fn plan_shows_which_steps_would_be_taken_from_the_earlier_run_as_run_takes_them(
         serde_json::json!({"run_id": first_id, "taken": ["fetch", "summarize"], "would_run": ["report"]})
     );
     // Only `report` pays (1 AITBC): the taken steps' 1 + 2 were paid in their run.
-    assert_eq!(
-        v["spend"]["per_wallet"],
-        serde_json::json!({"w": 1}),
-        "{v}"
-    );
+    assert_eq!(v["spend"]["per_wallet"], serde_json::json!({"w": 1}), "{v}");
     let out = plan_from_run(&dir, &first_id, false);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);

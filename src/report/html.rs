@@ -485,17 +485,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_page_escapes_what_the_run_says_and_keeps_the_data_in_its_script() {
-        let page = render(&report(3, 10));
-        assert!(page.contains("Run <code>r&lt;1&gt;</code> of <code>p&amp;q</code>"));
-        assert!(!page.contains("<script>alert"));
+    /// The run's data the page keeps in its script.
+    fn page_data(page: &str) -> serde_json::Value {
         let data = page
             .split("<script type=\"application/json\" id=\"run-data\">")
             .nth(1)
             .and_then(|s| s.split("</script>").next())
             .unwrap();
-        let v: serde_json::Value = serde_json::from_str(data).unwrap();
+        serde_json::from_str(data).unwrap()
+    }
+
+    #[test]
+    fn the_page_escapes_what_the_run_says_and_keeps_the_data_in_its_script() {
+        let page = render(&report(3, 10));
+        assert!(page.contains("Run <code>r&lt;1&gt;</code> of <code>p&amp;q</code>"));
+        assert!(!page.contains("<script>alert"));
+        let v = page_data(&page);
         assert_eq!(v["steps"].as_array().unwrap().len(), 3);
         assert_eq!(v["steps"][2]["needs"], serde_json::json!([1]));
         assert_eq!(v["steps"][2]["level"], 2);
@@ -518,12 +523,7 @@ mod tests {
         r.steps[1].when = Some("failure()".into());
         r.steps[1].reason = Some("ran: step step-0 failed".into());
         let page = render(&r);
-        let data = page
-            .split("<script type=\"application/json\" id=\"run-data\">")
-            .nth(1)
-            .and_then(|s| s.split("</script>").next())
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_str(data).unwrap();
+        let v = page_data(&page);
         assert_eq!(v["steps"][1]["when"], "failure()");
         assert_eq!(v["steps"][1]["reason"], "ran: step step-0 failed");
         assert!(v["steps"][0].get("when").is_none());

@@ -204,6 +204,61 @@ impl Checker<'_> {
         out
     }
 
+    /// Checks a `vars.…` name (`rest`: its parts after `vars`): each part must be there, down to a
+    /// value that is not a map. Used for step templates and a sub-plan's `outputs:` alike.
+    pub(super) fn check_vars_name(&self, name: &str, rest: &[&str]) -> Result<(), Diagnostic> {
+        let mut cur = &self.vars;
+        let mut path = String::from("vars");
+        for part in rest {
+            match cur.get(*part) {
+                Some(Value::Object(m)) => {
+                    cur = m;
+                    path = format!("{path}.{part}");
+                }
+                Some(_) => break,
+                None => {
+                    let keys: Vec<&str> = cur.keys().map(String::as_str).collect();
+                    let d = Diagnostic::new(format!("unknown variable `{path}.{part}`"));
+                    let d = match super::diag::suggest(part, keys.iter().copied()) {
+                        Some(k) => d.suggest(Some(format!("{path}.{k}"))),
+                        // `--set` gives a value to a variable the plan has, or
+                        // below one; a new name is declared in the plan.
+                        None if path == "vars" => d.help("declare it under `vars:`"),
+                        None => d.help(format!(
+                            "declare it under `vars:` or pass `--set {}=…`",
+                            &name[5..]
+                        )),
+                    };
+                    return Err(d);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks an `inputs.NAME` name (`input`: NAME): declared under `inputs:`; known only when the
+    /// plan runs when it is a required input `validate` was not given.
+    pub(super) fn check_input_name(&self, input: Option<&str>) -> Result<NameUse, Diagnostic> {
+        let Some(input) = input else {
+            return Ok(NameUse::Static);
+        };
+        if !self.plan.inputs.contains_key(input) {
+            let d = Diagnostic::new(format!("unknown input `inputs.{input}`"));
+            return Err(
+                match super::diag::suggest(input, self.plan.inputs.keys().map(String::as_str)) {
+                    Some(k) => d.suggest(Some(format!("inputs.{k}"))),
+                    None => d.help("declare it under `inputs:`"),
+                },
+            );
+        }
+        // A required input `validate` was not given is known only when the plan runs.
+        Ok(if self.inputs.contains_key(input) {
+            NameUse::Static
+        } else {
+            NameUse::Runtime
+        })
+    }
+
     /// Checks one dotted name a template reads.
     fn check_name(&self, name: &str, scope: &Scope<'_>) -> Result<NameUse, Diagnostic> {
         let mut parts = name.split('.');
@@ -212,58 +267,8 @@ impl Checker<'_> {
         let first = rest.first().copied();
         let step = &self.plan.steps[scope.index];
         match root {
-            "vars" => {
-                let mut cur = &self.vars;
-                let mut path = String::from("vars");
-                for part in &rest {
-                    match cur.get(*part) {
-                        Some(Value::Object(m)) => {
-                            cur = m;
-                            path = format!("{path}.{part}");
-                        }
-                        Some(_) => break,
-                        None => {
-                            let keys: Vec<&str> = cur.keys().map(String::as_str).collect();
-                            let d = Diagnostic::new(format!("unknown variable `{path}.{part}`"));
-                            let d = match super::diag::suggest(part, keys.iter().copied()) {
-                                Some(k) => d.suggest(Some(format!("{path}.{k}"))),
-                                // `--set` gives a value to a variable the plan has, or
-                                // below one; a new name is declared in the plan.
-                                None if path == "vars" => d.help("declare it under `vars:`"),
-                                None => d.help(format!(
-                                    "declare it under `vars:` or pass `--set {}=…`",
-                                    &name[5..]
-                                )),
-                            };
-                            return Err(d);
-                        }
-                    }
-                }
-                Ok(NameUse::Static)
-            }
-            "inputs" => {
-                let Some(input) = first else {
-                    return Ok(NameUse::Static);
-                };
-                if !self.plan.inputs.contains_key(input) {
-                    let d = Diagnostic::new(format!("unknown input `inputs.{input}`"));
-                    return Err(
-                        match super::diag::suggest(
-                            input,
-                            self.plan.inputs.keys().map(String::as_str),
-                        ) {
-                            Some(k) => d.suggest(Some(format!("inputs.{k}"))),
-                            None => d.help("declare it under `inputs:`"),
-                        },
-                    );
-                }
-                // A required input `validate` was not given is known only when the plan runs.
-                Ok(if self.inputs.contains_key(input) {
-                    NameUse::Static
-                } else {
-                    NameUse::Runtime
-                })
-            }
+            "vars" => self.check_vars_name(name, &rest).map(|()| NameUse::Static),
+            "inputs" => self.check_input_name(first),
             "env" => {
                 let Some(var) = first else {
                     return Ok(NameUse::Static);

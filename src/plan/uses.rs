@@ -723,24 +723,14 @@ impl Checker<'_> {
             )
             .code(Code::SecretOutOfPlace)),
             "run" | "env" => Ok(()),
-            "vars" => match parts.get(1) {
-                Some(v) if !self.vars.contains_key(*v) => {
-                    Err(unknown(format!("unknown variable `vars.{v}`")).suggest(
-                        super::diag::suggest(v, self.vars.keys().map(String::as_str))
-                            .map(|k| format!("vars.{k}")),
-                    ))
-                }
-                _ => Ok(()),
-            },
-            "inputs" => match parts.get(1) {
-                Some(v) if !plan.inputs.contains_key(*v) => {
-                    Err(unknown(format!("unknown input `inputs.{v}`")).suggest(
-                        super::diag::suggest(v, plan.inputs.keys().map(String::as_str))
-                            .map(|k| format!("inputs.{k}")),
-                    ))
-                }
-                _ => Ok(()),
-            },
+            // The same rules as a step's templates.
+            "vars" => self
+                .check_vars_name(name, &parts[1..])
+                .map_err(|d| d.code(Code::UnknownName)),
+            "inputs" => self
+                .check_input_name(parts.get(1).copied())
+                .map(drop)
+                .map_err(|d| d.code(Code::UnknownName)),
             "steps" => {
                 let Some(id) = parts.get(1) else {
                     return Err(unknown("cannot tell which step `steps` refers to".into()));
@@ -851,6 +841,33 @@ steps:
             one.included[0].sha256,
             super::super::check::content_hash(SUB.as_bytes())
         );
+    }
+
+    #[test]
+    fn a_sub_plans_outputs_read_vars_and_inputs_by_the_rules_of_step_templates() {
+        let plan = "version: 1\nname: t\nsteps:\n  - id: g\n    uses: sub.yaml\n";
+        let sub = "version: 1\nname: s\nvars: {topic: {name: x}}\ninputs:\n  n: {type: integer, default: 1}\nsteps:\n  - id: a\n    list: {}\noutputs:\n  one: ${{ vars.topc }}\n  two: ${{ vars.topic.nmae }}\n  three: ${{ inputs.m }}\n  fine: ${{ vars.topic.name }} ${{ inputs.n }}\n";
+        let m = messages(load_text(
+            plan,
+            &[("sub.yaml", sub)],
+            &LoadOptions::default(),
+        ));
+        assert!(
+            m.iter()
+                .any(|l| l.contains("unknown variable `vars.topc` [vars.topic]")),
+            "{m:?}"
+        );
+        assert!(
+            m.iter()
+                .any(|l| l.contains("unknown variable `vars.topic.nmae` [vars.topic.name]")),
+            "{m:?}"
+        );
+        assert!(
+            m.iter()
+                .any(|l| l.contains("unknown input `inputs.m` [inputs.n]")),
+            "{m:?}"
+        );
+        assert_eq!(m.len(), 3, "{m:?}");
     }
 
     #[test]

@@ -71,14 +71,26 @@ pub fn load_bytes(
     let content_hash = content_hash(bytes);
     let source = super::source::parse(&path.display().to_string(), bytes)?;
     match super::schema::check(&source) {
-        Ok(plan) => check(source, plan, None, content_hash, path, options, None).map(|mut p| {
+        Ok(plan) => check(
+            source,
+            plan,
+            None,
+            content_hash.clone(),
+            path,
+            options,
+            None,
+        )
+        .map(|mut p| {
             let root = super::inputs::repository_root(&p.dir);
-            let file = super::files_read::FileRead::new(
+            // The file's own hash, computed once above (`content_hash` of a plan with sub-plans
+            // covers them too).
+            let file = super::files_read::FileRead::hashed(
                 super::files_read::FileRole::Plan,
                 &root,
                 path,
                 true,
                 bytes,
+                content_hash,
             );
             p.files_read.insert(0, file);
             p

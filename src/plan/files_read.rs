@@ -73,11 +73,31 @@ impl std::fmt::Debug for FileRead {
 impl FileRead {
     /// The file at `path` (as given), read as `bytes`, placed relative to `root`.
     pub fn new(role: FileRole, root: &Path, path: &Path, given: bool, bytes: &[u8]) -> FileRead {
+        FileRead::hashed(
+            role,
+            root,
+            path,
+            given,
+            bytes,
+            super::check::content_hash(bytes),
+        )
+    }
+
+    /// [`FileRead::new`] for bytes whose SHA-256 the caller has already computed (the plan file's,
+    /// hashed as it is read).
+    pub fn hashed(
+        role: FileRole,
+        root: &Path,
+        path: &Path,
+        given: bool,
+        bytes: &[u8],
+        sha256: String,
+    ) -> FileRead {
         FileRead {
             role,
             path: relative_to(root, path),
             given: given.then(|| path.to_path_buf()),
-            sha256: super::check::content_hash(bytes),
+            sha256,
             bytes: Arc::from(bytes),
         }
     }

@@ -450,11 +450,30 @@ steps:
     job: {job_type: training, model: llama2, wallet: w, payment: 11, prompt: "b about ${{ vars.topic }}"}
 "#;
 
+/// How the first host starts the run that dies: with a `--vars` file, or with `--vars-from` an
+/// earlier run of that host (whose folder dies with it).
+enum Given {
+    VarsFile,
+    VarsFrom,
+}
+
 #[test]
 fn resume_from_another_run_dir_rebuilds_the_run_from_the_database_with_its_vars_and_prompt_files() {
+    resume_on_another_host("hosts_resume", Given::VarsFile);
+}
+
+#[test]
+fn a_run_started_with_vars_from_is_resumed_on_another_host_with_the_earlier_runs_vars() {
+    resume_on_another_host("hosts_vars_from", Given::VarsFrom);
+}
+
+/// Host `a` starts [`WITH_VARS`] with `topic: rust` (from a `--vars` file, or from an earlier run
+/// through `--vars-from`) and dies after the first job; its folders go with it. Host `b` resumes the
+/// run from the database alone: both prompts say `rust`, each job once, the ledger balanced.
+fn resume_on_another_host(db: &str, given: Given) {
     let Some(pg) = cluster() else { return };
     let deadline = Instant::now() + LIMIT;
-    let url = pg.url_of("hosts_resume");
+    let url = pg.url_of(db);
     let serve = Serve::start(&["--latency", "default", "--fund", "w=100", "--no-faucet"]);
     let base = tempfile::tempdir().unwrap();
     let a = base.path().join("a");
@@ -464,32 +483,52 @@ fn resume_from_another_run_dir_rebuilds_the_run_from_the_database_with_its_vars_
     std::fs::write(a.join("repo/plans/p.yaml"), WITH_VARS).unwrap();
     std::fs::write(a.join("repo/prompts/a.md"), "a about ${{ vars.topic }}").unwrap();
     std::fs::write(a.join("repo/vars/v.yaml"), "topic: rust\n").unwrap();
-    let mut first = serve
-        .command()
-        .arg("run")
-        .arg(a.join("repo/plans/p.yaml"))
-        .arg("--vars")
-        .arg(a.join("repo/vars/v.yaml"))
-        .arg("--runs-dir")
-        .arg(a.join("runs"))
-        .args(["--lock", "--store", &url, "--quiet"])
-        .args(["--poll-start", "20ms", "--poll-max", "100ms"])
-        .env("AITBC_FLOW_LEASE", "2s")
-        .env_remove("AITBC_FLOW_STORE")
-        .env_remove("AITBC_RUNS_DIR")
-        .stdin(Stdio::null())
+    let start = |extra: &[&str]| {
+        let mut cmd = serve.command();
+        cmd.arg("run")
+            .arg(a.join("repo/plans/p.yaml"))
+            .args(extra)
+            .arg("--runs-dir")
+            .arg(a.join("runs"))
+            .args(["--quiet", "--poll-start", "20ms", "--poll-max", "100ms"])
+            .env("AITBC_FLOW_LEASE", "2s")
+            .env_remove("AITBC_FLOW_STORE")
+            .env_remove("AITBC_RUNS_DIR")
+            .stdin(Stdio::null());
+        cmd
+    };
+    let vars_file = a.join("repo/vars/v.yaml").display().to_string();
+    let mut earlier_jobs = 0;
+    let extra: Vec<String> = match given {
+        Given::VarsFile => vec!["--vars".into(), vars_file],
+        Given::VarsFrom => {
+            // An earlier run of host a, whose vars the run that dies starts from.
+            let out = output_within(start(&["--set", "topic=rust"]), Duration::from_secs(60));
+            assert_eq!(out.status.code(), Some(0), "{out:?}");
+            earlier_jobs = serve.jobs().len();
+            let earlier = std::fs::read_dir(a.join("runs"))
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .find(|n| !n.starts_with('.'))
+                .unwrap();
+            vec!["--vars-from".into(), earlier]
+        }
+    };
+    let mut first = start(&extra.iter().map(String::as_str).collect::<Vec<_>>())
+        .args(["--lock", "--store", &url])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     until(deadline, "the first job", &[], || {
-        (!serve.jobs().is_empty()).then_some(())
+        (serve.jobs().len() > earlier_jobs).then_some(())
     });
     // The host dies mid-run; its folders go with it.
     kill9(first.id());
     let _ = first.wait();
     std::fs::remove_dir_all(&a).unwrap();
-    let run_id = pg.psql_in("hosts_resume", "SELECT run_id FROM aitbc_flow_run_plans");
+    let run_id = pg.psql_in(db, "SELECT run_id FROM aitbc_flow_run_plans");
     // After the lease period, from another host's run dir.
     std::thread::sleep(Duration::from_secs(3));
     let b = base.path().join("b");
@@ -510,18 +549,24 @@ fn resume_from_another_run_dir_rebuilds_the_run_from_the_database_with_its_vars_
     assert!(text.contains("its folder is rebuilt from"), "{text}");
     assert!(text.contains("taking over the stale lock"), "{text}");
     assert!(!text.contains(PASSWORD), "{text}");
-    // The vars file and the prompt file were read from the copies: both prompts say `rust`.
+    // The vars and the prompt file were read from the copies: both prompts say `rust`.
     let jobs = serve.jobs();
-    assert_eq!(jobs.len(), 2, "{jobs:#?}");
+    assert_eq!(jobs.len(), earlier_jobs + 2, "{jobs:#?}");
     let mut prompts: Vec<&str> = jobs
         .iter()
         .filter_map(|j| j["payload"]["prompt"].as_str())
         .collect();
     prompts.sort();
-    assert_eq!(prompts, ["a about rust", "b about rust"], "{jobs:#?}");
+    let runs = 1 + earlier_jobs / 2;
+    let mut expected = vec!["a about rust"; runs];
+    expected.extend(vec!["b about rust"; runs]);
+    assert_eq!(prompts, expected, "{jobs:#?}");
     let l = serve.get("/v1/local/ledger");
-    assert_eq!(num(&l["wallets"]["w"]), 100.0 - 21.0, "{l}");
+    let paid = 21.0 * runs as f64;
+    assert_eq!(num(&l["wallets"]["w"]), 100.0 - paid, "{l}");
     let copy = b.join("runs").join(&run_id).join(".plan");
-    assert!(copy.join("vars/v.yaml").is_file());
     assert!(copy.join("prompts/a.md").is_file());
+    if let Given::VarsFile = given {
+        assert!(copy.join("vars/v.yaml").is_file());
+    }
 }

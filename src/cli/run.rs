@@ -317,13 +317,20 @@ pub fn run(a: RunArgs) -> i32 {
         Ok(l) => l,
         Err(code) => return code,
     };
-    // What a resume on another host needs besides the journal: the plan's files (never a secret).
-    if let Err(e) = store.keep_run_files(
-        &run_id,
-        &plan.plan.name,
-        run_lock.is_some(),
-        &plan.files_read,
-    ) {
+    // What a resume on another host needs besides the journal: the plan's files (never a secret),
+    // the base vars of `--vars-from` named as the run folder keeps them.
+    let files_read = match &vars_file {
+        Some(f) => match f.named_as_kept(&plan.files_read, &a.runs_dir.join(&run_id)) {
+            Ok(files) => std::borrow::Cow::Owned(files),
+            Err(e) => {
+                errln!("error: {e}");
+                return exit::INVALID;
+            }
+        },
+        None => std::borrow::Cow::Borrowed(&plan.files_read),
+    };
+    if let Err(e) = store.keep_run_files(&run_id, &plan.plan.name, run_lock.is_some(), &files_read)
+    {
         errln!("error: {e}");
         return exit::INVALID;
     }

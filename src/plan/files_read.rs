@@ -43,6 +43,18 @@ impl FileRole {
     }
 }
 
+/// What a run folder rebuilt from a store (`resume --store` on another host) holds as `.git` at the
+/// root of its copy of the plan's files: the copy is the plan's repository (prompt files are confined
+/// to it, as on the first host), but not a git work tree.
+pub const COPY_MARKER: &str =
+    "not a git repository: the files of a run copied by aitbc-flow resume\n";
+
+/// Whether `dir` lies in such a copy: what it lacks is what was never copied (secret files).
+pub fn in_rebuilt_copy(dir: &Path) -> bool {
+    dir.ancestors()
+        .any(|d| std::fs::read(d.join(".git")).is_ok_and(|b| b == COPY_MARKER.as_bytes()))
+}
+
 /// One file the load read.
 #[derive(Clone)]
 pub struct FileRead {

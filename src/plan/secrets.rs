@@ -5,6 +5,7 @@
 //! plan say is redacted against the same secrets.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde_json::Value;
 
@@ -259,15 +260,27 @@ impl Checker<'_> {
                         Ok(v) => {
                             self.secrets.insert(name.clone(), v.trim().to_string());
                         }
-                        Err(e) => self.err(
-                            &pointer,
-                            Diagnostic::new(format!(
+                        Err(e) => {
+                            let d = Diagnostic::new(format!(
                                 "secret `{}`: cannot read the file `{}`: {e}",
                                 crate::text::shown(name),
                                 crate::text::shown(&p.display().to_string())
                             ))
-                            .code(Code::SecretSource),
-                        ),
+                            .code(Code::SecretSource);
+                            // A run resumed on another host reads its plan from the copy the store
+                            // kept, which never holds a secret file.
+                            let d = if Path::new(file).is_relative()
+                                && super::files_read::in_rebuilt_copy(self.dir)
+                            {
+                                d.help(format!(
+                                    "this run's folder was rebuilt from the store on this host, and secret files are never copied: give `{}` from the environment (`{{env: VARIABLE}}`), or as a `file:` at an absolute path that exists on every host that may resume the run",
+                                    crate::text::shown(name)
+                                ))
+                            } else {
+                                d
+                            };
+                            self.err(&pointer, d)
+                        }
                     }
                 }
                 _ => self.err(
@@ -293,6 +306,39 @@ fn placeholder(n: usize) -> String {
 mod tests {
     use super::super::check::LoadOptions;
     use super::super::check::test_support::{load_text, messages};
+
+    #[test]
+    fn a_relative_secret_file_missing_from_a_rebuilt_copy_says_secret_files_are_never_copied() {
+        let yaml = r#"
+version: 1
+name: t
+secrets:
+  KEY: {file: key.txt}
+steps:
+  - id: a
+    submit: {job_type: inference, wallet: w, payment: 1, prompt: p}
+"#;
+        let help = |files: &[(&str, &str)]| {
+            let ds = load_text(yaml, files, &LoadOptions::default()).unwrap_err();
+            assert_eq!(ds.len(), 1, "{ds:?}");
+            assert!(ds[0].message.contains("cannot read the file"), "{ds:?}");
+            ds[0].help.clone().unwrap_or_default()
+        };
+        // On the host that started the run: only the file's error.
+        assert!(!help(&[]).contains("rebuilt"));
+        // In a folder `resume --store` rebuilt on another host.
+        let marker = crate::plan::files_read::COPY_MARKER;
+        assert!(help(&[(".git", marker)]).contains("secret files are never copied"));
+        // Found there, it is read as anywhere.
+        assert!(
+            load_text(
+                yaml,
+                &[(".git", marker), ("key.txt", "k")],
+                &LoadOptions::default()
+            )
+            .is_ok()
+        );
+    }
 
     #[test]
     fn the_word_secrets_is_found_as_a_name() {

@@ -11,6 +11,7 @@ use serde_json::{Map, Value};
 use super::history;
 use super::model::RunInputs;
 use crate::plan::CheckedPlan;
+use crate::plan::files_read::{FileRead, FileRole};
 
 /// The text a redacted secret becomes.
 pub const REDACTED: &str = "***";
@@ -134,10 +135,36 @@ impl VarsFile {
     /// Copies the file into the run directory as `vars-from.json` (absolute path returned), where it
     /// stays for `resume`; the temporary file is removed.
     pub fn keep_in(self, run_dir: &Path) -> std::io::Result<PathBuf> {
-        let kept = std::path::absolute(run_dir.join(VARS_FROM_FILE))?;
+        let kept = kept_path(run_dir)?;
         std::fs::copy(&self.path, &kept)?;
         Ok(kept)
     }
+
+    /// The files a load read, with this one named as [`VarsFile::keep_in`] keeps it in `run_dir` —
+    /// the path the journal gives `resume` — so that a resume on another host, which rebuilds the
+    /// run folder from the store, finds its copy by that name.
+    pub fn named_as_kept(
+        &self,
+        files: &[FileRead],
+        run_dir: &Path,
+    ) -> std::io::Result<Vec<FileRead>> {
+        let kept = kept_path(run_dir)?;
+        Ok(files
+            .iter()
+            .map(|f| {
+                let mut f = f.clone();
+                if f.role == FileRole::Vars && f.given.as_deref() == Some(self.path.as_path()) {
+                    f.given = Some(kept.clone());
+                }
+                f
+            })
+            .collect())
+    }
+}
+
+/// Where the base vars of a `--vars-from` run are kept in its run directory (absolute).
+fn kept_path(run_dir: &Path) -> std::io::Result<PathBuf> {
+    std::path::absolute(run_dir.join(VARS_FROM_FILE))
 }
 
 /// The base vars of a `--vars-from` run, in its run directory.

@@ -146,12 +146,9 @@ fn place_files(dir: &Path, files: &[StoredFile]) -> Result<(), String> {
     // (the marker is not a git work tree, so the report names no commit).
     let marker = copies.join(".git");
     let map = serde_json::to_vec_pretty(&placed).map_err(|e| e.to_string())?;
-    std::fs::write(
-        &marker,
-        "not a git repository: the files of a run copied by aitbc-flow resume\n",
-    )
-    .and_then(|()| std::fs::write(copies.join(MAP_FILE), map))
-    .map_err(|e| format!("cannot write {}: {e}", copies.display()))
+    std::fs::write(&marker, crate::plan::files_read::COPY_MARKER)
+        .and_then(|()| std::fs::write(copies.join(MAP_FILE), map))
+        .map_err(|e| format!("cannot write {}: {e}", copies.display()))
 }
 
 /// The plan path and `--vars` files of a journal, mapped onto the copies in the run folder `dir`

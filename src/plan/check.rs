@@ -300,6 +300,7 @@ fn check(
         path: path.to_path_buf(),
         dir,
         content_hash,
+        own_secrets_in_payload: plan.steps.iter().any(|s| s.secrets_in_payload),
         plan,
         vars,
         inputs,
@@ -350,6 +351,8 @@ fn check(
         return Err(errors);
     }
     checked.templates.end_load();
+    // The steps as written are checked and expanded into `steps`; nothing reads them any more.
+    checked.plan.steps = Vec::new();
     Ok(checked)
 }
 

@@ -230,8 +230,11 @@ pub struct CheckedPlan {
     /// SHA-256 of the file's bytes, hex; for a plan with `uses:` steps, the SHA-256 of that and of
     /// every sub-plan's ([`super::uses::plan_hash`]), so that a changed sub-plan changes it.
     pub content_hash: String,
-    /// The plan as parsed.
+    /// The plan as parsed, less its `steps`: the checked [`CheckedPlan::steps`] replace them, and
+    /// the load drops them once checked (they were a third of a large plan's memory in a run).
     pub plan: Plan,
+    /// Whether a step of the plan itself says `secrets_in_payload` (read before its steps go).
+    pub own_secrets_in_payload: bool,
     /// `vars` after `--vars` and `--set`.
     pub vars: Map<String, Value>,
     /// Each `inputs:` value, checked against its type (an amount as its exact decimal text).
@@ -271,7 +274,7 @@ impl CheckedPlan {
 
     /// Whether a step lets a value computed from a secret into its payload (`secrets_in_payload`).
     pub fn secrets_in_payload(&self) -> bool {
-        self.plan.steps.iter().any(|s| s.secrets_in_payload)
+        self.own_secrets_in_payload
             || self
                 .steps
                 .iter()

@@ -351,13 +351,14 @@ impl Checker<'_> {
             );
         }
         self.step_budget.set(left - own);
+        let secrets_in_payload = checked.secrets_in_payload();
         for w in checked.warnings {
             self.warnings.push(w.note(note.clone()));
         }
         let included = Arc::new(Included {
             step: step.id.clone(),
             file: shown.clone(),
-            secrets_in_payload: checked.plan.steps.iter().any(|s| s.secrets_in_payload),
+            secrets_in_payload,
             source: checked.source,
             vars: checked.vars,
             inputs: checked.inputs,

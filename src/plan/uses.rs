@@ -772,13 +772,27 @@ impl Checker<'_> {
             own_outputs: None,
         };
         let mut refs: Vec<String> = Vec::new();
+        let lenient = self.templates.lenient();
         for (pointer, text) in leaves {
+            let before = self.errors.len();
             for u in self.check_text(&text, &pointer, &scope, false) {
                 if let super::names::NameUse::Step(id) = u
                     && !refs.contains(&id)
                 {
                     refs.push(id);
                 }
+            }
+            // A filter, test or function that does not exist fails here, not when the group starts.
+            if self.errors.len() == before
+                && let Err(super::template::TemplateError::Unknown(m)) =
+                    lenient.try_callables(&text, false)
+            {
+                let word = m.split(' ').nth(1).filter(|_| m.ends_with(" is unknown"));
+                let part = super::template::wrong_template(&self.templates, &text, word);
+                let d = Diagnostic::new(m.clone())
+                    .code(Code::Template)
+                    .suggest(super::template::suggest_filter(&m));
+                self.err_part(&pointer, &text, part, d);
             }
         }
         refs
@@ -1357,6 +1371,67 @@ steps:
         };
         let m = messages(load_text(plan, &[("sub.yaml", sub)], &options));
         assert_eq!(m, vec!["10: a `with:` value cannot read a secret []"]);
+        // A filter that does not exist is found at load.
+        let plan = "version: 1\nname: t\nsteps:\n  - id: pre\n    list: {}\n  - id: g\n    uses: sub.yaml\n    with: {n: \"${{ steps.pre.count | intt }}\"}\n";
+        let sub = "version: 1\nname: s\ninputs:\n  n: {type: integer, default: 1}\nsteps:\n  - id: a\n    list: {limit: \"${{ inputs.n }}\"}\n";
+        let m = messages(load_text(
+            plan,
+            &[("sub.yaml", sub)],
+            &LoadOptions::default(),
+        ));
+        assert_eq!(m, vec!["8: filter intt is unknown [int]"]);
+    }
+
+    #[test]
+    fn a_run_time_value_reaches_a_nested_group_through_its_inputs() {
+        let inner = r#"
+version: 1
+name: inner
+inputs:
+  tone: {type: string, default: plain}
+steps:
+  - id: a
+    list: {}
+  - id: b
+    status: {job: "${{ inputs.tone }}-${{ steps.a.count }}"}
+"#;
+        let outer = r#"
+version: 1
+name: outer
+inputs:
+  tone: {type: string, required: true}
+steps:
+  - id: mid
+    uses: inner.yaml
+    with: {tone: "${{ inputs.tone }}!"}
+"#;
+        let plan = r#"
+version: 1
+name: t
+steps:
+  - id: pre
+    list: {}
+  - id: o
+    uses: outer.yaml
+    with: {tone: "x${{ steps.pre.count }}"}
+"#;
+        let files = [("inner.yaml", inner), ("outer.yaml", outer)];
+        let p = load_text(plan, &files, &LoadOptions::default()).unwrap();
+        for id in ["o.mid.a", "o.mid.b", "o.mid", "o"] {
+            assert!(
+                p.step(id).unwrap().needs.contains(&"pre".to_string()),
+                "{id}: {:?}",
+                p.step(id).unwrap().needs
+            );
+        }
+        let b = p.step("o.mid.b").unwrap();
+        assert_eq!(b.group.as_ref().unwrap().step, "o.mid");
+        let mut outputs = super::super::checked::StepOutputs::new();
+        outputs.insert("pre".into(), serde_json::json!({"count": 7}));
+        outputs.insert("o.mid.a".into(), serde_json::json!({"count": 2}));
+        let run = super::super::checked::RunInfo::default();
+        let d = p.render(b, &outputs, &run).unwrap_err();
+        assert!(d.message.starts_with("`x7!-2` is not a job id"), "{d:?}");
     }
 
     #[test]

@@ -422,3 +422,42 @@ fn a_run_with_a_run_time_with_value_resumes_with_the_same_inputs() {
         format!("Print {summary}").as_str()
     );
 }
+
+#[test]
+fn a_uses_steps_when_skips_its_whole_group() {
+    let serve = Serve::start(&["--fund", "w=100", "--no-faucet"]);
+    // `draft`'s output is never `nope`: the group fed it is skipped, and so is what needs it.
+    let plan = FED.replace(
+        "  - id: fed\n    uses: lib/summarize.yaml\n",
+        "  - id: fed\n    uses: lib/summarize.yaml\n    when: \"${{ steps.draft.output == 'nope' }}\"\n",
+    );
+    assert_ne!(plan, FED);
+    let dir = fed_dir(&plan);
+    let out = serve.run(&dir, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = report_of(&out);
+    assert_eq!(report["status"], "succeeded");
+    for id in ["fed.ask", "fed.check", "fed", "after"] {
+        assert_eq!(step(&report, id)["state"], "skipped", "{id}");
+    }
+    for id in ["draft", "fixed.ask", "fixed.check", "fixed"] {
+        assert_eq!(step(&report, id)["state"], "succeeded", "{id}");
+    }
+    let prompts: Vec<String> = serve.jobs().iter().map(prompt_of).collect();
+    assert_eq!(prompts.len(), 2, "{prompts:#?}");
+
+    // The same `when`, true: the group runs.
+    let plan = plan.replace("== 'nope'", "!= 'nope'");
+    let dir = fed_dir(&plan);
+    let out = serve.run(&dir, &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let report = report_of(&out);
+    for id in ["fed.ask", "fed.check", "fed", "after"] {
+        assert_eq!(step(&report, id)["state"], "succeeded", "{id}");
+    }
+}

@@ -143,19 +143,7 @@ impl CheckedPlan {
         if g.deferred.is_empty() {
             return Ok(Cow::Borrowed(&g.inputs));
         }
-        let (vars, inputs) = match &g.outer {
-            Some(o) => (&o.vars, self.group_inputs(o, outputs, run)?.into_owned()),
-            None => (&self.vars, self.inputs.clone()),
-        };
-        let mut m = Map::new();
-        // A `with:` value never reads a secret (refused at load).
-        super::template::insert_base_context(&mut m, vars, &inputs, &self.env, &Default::default());
-        m.insert(
-            "run".into(),
-            serde_json::to_value(run).unwrap_or(Value::Null),
-        );
-        m.insert("steps".into(), steps_value(&g.with_views, outputs));
-        let ctx = to_value(&Value::Object(m));
+        let ctx = self.including_context(g, outputs, run)?;
         let mut out = g.inputs.clone();
         for d in &g.deferred {
             let mut v = d.value.clone();
@@ -176,6 +164,58 @@ impl CheckedPlan {
             out.insert(d.name.clone(), v);
         }
         Ok(Cow::Owned(out))
+    }
+
+    /// The context of the `uses` step of group `g` in the plan that includes it: that plan's vars
+    /// and inputs, env, secrets, `run`, and the outputs of the steps its `with:` values and `when`
+    /// read.
+    fn including_context(
+        &self,
+        g: &Included,
+        outputs: &StepOutputs,
+        run: &RunInfo,
+    ) -> Result<minijinja::Value, Diagnostic> {
+        let (vars, inputs) = match &g.outer {
+            Some(o) => (&o.vars, self.group_inputs(o, outputs, run)?.into_owned()),
+            None => (&self.vars, self.inputs.clone()),
+        };
+        let mut m = Map::new();
+        super::template::insert_base_context(&mut m, vars, &inputs, &self.env, &self.secrets);
+        m.insert(
+            "run".into(),
+            serde_json::to_value(run).unwrap_or(Value::Null),
+        );
+        m.insert("steps".into(), steps_value(&g.with_views, outputs));
+        Ok(to_value(&Value::Object(m)))
+    }
+
+    /// Whether the `uses` steps around a step of a group let it run: the `when` of each, evaluated
+    /// in the plan that includes it ([`Self::including_context`]).
+    fn group_runs(
+        &self,
+        g: &Included,
+        outputs: &StepOutputs,
+        run: &RunInfo,
+    ) -> Result<bool, Diagnostic> {
+        if let Some(o) = &g.outer
+            && !self.group_runs(o, outputs, run)?
+        {
+            return Ok(false);
+        }
+        match &g.when {
+            None => Ok(true),
+            Some((When::Bool(b), _)) => Ok(*b),
+            Some((When::Expr(e), at)) => {
+                let ctx = self.including_context(g, outputs, run)?;
+                self.templates.eval_condition(e, &ctx).map_err(|err| {
+                    let message = format!(
+                        "cannot evaluate the `when` of the `uses` step `{}`: {err} (at {at})",
+                        g.step
+                    );
+                    with_error(self, message, at).code(Code::Template)
+                })
+            }
+        }
     }
 
     /// Renders every template in a `with:` value.
@@ -631,6 +671,12 @@ impl CheckedPlan {
         outputs: &StepOutputs,
         run: &RunInfo,
     ) -> Result<bool, Diagnostic> {
+        // A step of a group runs only when the `uses` steps around it let it.
+        if let Some(g) = &step.group
+            && !self.group_runs(g, outputs, run)?
+        {
+            return Ok(false);
+        }
         match &step.when {
             None => Ok(true),
             Some(When::Bool(b)) => Ok(*b),

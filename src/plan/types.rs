@@ -368,7 +368,8 @@ pub struct Step {
     /// Run another plan's steps as a group (a sub-plan, relative to this plan's folder and inside its
     /// repository): their ids are prefixed `ID.`, they start after this step's `needs`, steps that
     /// need this one wait for the whole group, and the sub-plan's `outputs:` are this step's outputs.
-    /// This plan's policy, defaults, env and secrets apply to them.
+    /// This plan's policy, defaults, env and secrets apply to them. A `when` here applies to every
+    /// step of the group (with their own, by AND).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uses: Option<String>,
     /// The sub-plan's inputs (`uses` steps only), each checked against its `inputs:` declaration.

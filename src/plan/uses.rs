@@ -68,6 +68,10 @@ pub struct Included {
     /// The group the `uses` step is in (whose vars and inputs the deferred values read), `None` for
     /// a `uses` step of the top plan.
     pub outer: Option<Arc<Included>>,
+    /// The `uses` step's `when`, with where it is written: evaluated against the including plan
+    /// (as the deferred values are rendered) for every step of the group and its end, which run
+    /// only when it and their own `when` hold ([`super::checked::CheckedPlan::should_run`]).
+    pub when: Option<(super::types::When, Location)>,
     /// Whether one of its steps lets a secret into its payload.
     pub secrets_in_payload: bool,
     /// Where the `uses` step is in the including plan.
@@ -455,6 +459,7 @@ impl Checker<'_> {
             deferred,
             with_views: BTreeMap::new(),
             outer: None,
+            when: None,
             from: self.source.locate(&format!("/steps/{i}")),
         };
         let mut files = vec![IncludedFile {
@@ -711,8 +716,7 @@ impl Checker<'_> {
     /// A `uses` step as written: no key but `id`, `name`, `needs`, `uses` and `with`.
     pub(super) fn uses_base(&mut self, i: usize, kind: StepKind) -> Option<BaseStep> {
         let step = &self.plan.steps[i];
-        let set: [(&str, bool); 8] = [
-            ("when", step.when.is_some()),
+        let set: [(&str, bool); 7] = [
             ("timeout", step.timeout.is_some()),
             ("retry", step.retry.is_some()),
             ("continue_on_error", step.continue_on_error),
@@ -727,7 +731,7 @@ impl Checker<'_> {
                 self.err(
                     &format!("/steps/{i}/{key}"),
                     Diagnostic::new(format!(
-                        "a `uses` step takes `id`, `name`, `needs`, `uses` and `with` only, not `{key}`"
+                        "a `uses` step takes `id`, `name`, `needs`, `when`, `uses` and `with` only, not `{key}`"
                     ))
                     .code(Code::StepShape)
                     .help("set it on the sub-plan's steps; its outputs are the sub-plan's `outputs:`"),
@@ -735,7 +739,12 @@ impl Checker<'_> {
                 ok = false;
             }
         }
-        let refs = self.deferred_refs(i);
+        let mut refs = self.deferred_refs(i);
+        for r in self.uses_when(i) {
+            if !refs.contains(&r) {
+                refs.push(r);
+            }
+        }
         let mut deps = self.needs(i);
         for r in &refs {
             if !deps.contains(r) {
@@ -752,6 +761,53 @@ impl Checker<'_> {
             combos: vec![Map::new()],
             static_leaves: Vec::new(),
         })
+    }
+
+    /// Checks the `when` of `uses` step `i` as a step's (its names, the steps it reads, the
+    /// filters it calls) and returns the ids of the steps it reads. It may not call a status
+    /// function: the group's steps run or not as their own `when` says after a failure.
+    fn uses_when(&mut self, i: usize) -> Vec<String> {
+        let Some(super::types::When::Expr(w)) = &self.plan.steps[i].when else {
+            return Vec::new();
+        };
+        let pointer = format!("/steps/{i}/when");
+        let gate = super::status::gate_of(self.plan.steps[i].when.as_ref());
+        if gate != super::status::Gate::Success {
+            self.err(
+                &pointer,
+                Diagnostic::new(format!(
+                    "a `uses` step's `when` cannot call `{}`: it is applied to every step of the group",
+                    gate.name()
+                ))
+                .code(Code::StepShape)
+                .help("call it in the `when` of the sub-plan's steps that should run after a failure"),
+            );
+            return Vec::new();
+        }
+        let scope = super::names::Scope {
+            index: i,
+            matrix_keys: None,
+            own_outputs: None,
+        };
+        let before = self.errors.len();
+        let refs: Vec<String> = self
+            .check_text(w, &pointer, &scope, true)
+            .into_iter()
+            .filter_map(|u| match u {
+                super::names::NameUse::Step(id) => Some(id),
+                _ => None,
+            })
+            .collect();
+        if self.errors.len() == before
+            && let Err(super::template::TemplateError::Unknown(m)) =
+                self.templates.lenient().try_callables(w, true)
+        {
+            let d = Diagnostic::new(m.clone())
+                .code(Code::Template)
+                .suggest(super::template::suggest_filter(&m));
+            self.err(&pointer, d);
+        }
+        refs
     }
 
     /// Checks the names the `with:` values of step `i` known only at run time read, as a step's
@@ -839,8 +895,13 @@ impl Checker<'_> {
                 })
                 .cloned()
                 .collect();
+            let when = p.when.take().map(|w| {
+                let at = self.source.locate(&format!("{}/when", p.pointer));
+                (w, at)
+            });
             let included = Arc::new(Included {
                 with_views,
+                when,
                 ..g.included
             });
             let mut rescoped: HashMap<*const Included, Arc<Included>> = HashMap::new();
@@ -1432,6 +1493,82 @@ steps:
         let run = super::super::checked::RunInfo::default();
         let d = p.render(b, &outputs, &run).unwrap_err();
         assert!(d.message.starts_with("`x7!-2` is not a job id"), "{d:?}");
+    }
+
+    #[test]
+    fn a_uses_steps_when_gates_every_step_of_its_group() {
+        let sub = r#"
+version: 1
+name: sub
+vars: {limit: 2}
+steps:
+  - id: a
+    list: {}
+  - id: b
+    when: "${{ steps.a.count > 0 }}"
+    list: {limit: "${{ vars.limit }}"}
+outputs:
+  count: ${{ steps.a.count }}
+"#;
+        let plan = r#"
+version: 1
+name: t
+vars: {limit: 5}
+steps:
+  - id: pre
+    list: {}
+  - id: g
+    uses: sub.yaml
+    when: "${{ steps.pre.count > vars.limit }}"
+"#;
+        let p = load_text(plan, &[("sub.yaml", sub)], &LoadOptions::default()).unwrap();
+        for id in ["g.a", "g.b", "g"] {
+            assert!(
+                p.step(id).unwrap().needs.contains(&"pre".to_string()),
+                "{id}"
+            );
+        }
+        // The `uses` step's `when` reads the including plan (its `vars.limit` is 5, the
+        // sub-plan's 2); the group's own `when` still holds besides it.
+        let run = super::super::checked::RunInfo::default();
+        let mut outputs = super::super::checked::StepOutputs::new();
+        let runs = |outputs: &super::super::checked::StepOutputs, id: &str| {
+            p.should_run(p.step(id).unwrap(), outputs, &run).unwrap()
+        };
+        outputs.insert("pre".into(), serde_json::json!({"count": 3}));
+        outputs.insert("g.a".into(), serde_json::json!({"count": 1}));
+        assert!(!runs(&outputs, "g.a"));
+        assert!(!runs(&outputs, "g.b"));
+        assert!(!runs(&outputs, "g"));
+        outputs.insert("pre".into(), serde_json::json!({"count": 7}));
+        assert!(runs(&outputs, "g.a"));
+        assert!(runs(&outputs, "g.b"));
+        assert!(runs(&outputs, "g"));
+        outputs.insert("g.a".into(), serde_json::json!({"count": 0}));
+        assert!(!runs(&outputs, "g.b"), "the step's own `when` is ANDed");
+        assert!(runs(&outputs, "g.a"));
+
+        // A status function would change when the group may run: refused.
+        let plan = "version: 1\nname: t\nsteps:\n  - id: g\n    uses: sub.yaml\n    when: \"${{ failure() }}\"\n";
+        let m = messages(load_text(
+            plan,
+            &[("sub.yaml", sub)],
+            &LoadOptions::default(),
+        ));
+        assert_eq!(
+            m,
+            vec![
+                "6: a `uses` step's `when` cannot call `failure()`: it is applied to every step of the group []"
+            ]
+        );
+        // Its names are checked as a step's.
+        let plan = "version: 1\nname: t\nsteps:\n  - id: pre\n    list: {}\n  - id: g\n    uses: sub.yaml\n    when: \"${{ steps.pr.count > 1 }}\"\n";
+        let m = messages(load_text(
+            plan,
+            &[("sub.yaml", sub)],
+            &LoadOptions::default(),
+        ));
+        assert_eq!(m, vec!["8: unknown step `pr` in `steps.pr` [pre]"]);
     }
 
     #[test]

@@ -445,6 +445,23 @@ fn a_uses_steps_when_skips_its_whole_group() {
     for id in ["fed.ask", "fed.check", "fed", "after"] {
         assert_eq!(step(&report, id)["state"], "skipped", "{id}");
     }
+    // The group's first step says why; the rest are skipped for what they need.
+    let summary = |id: &str| {
+        step(&report, id)["summary"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(
+        summary("fed.ask").contains("the `when` of its group `fed` is false"),
+        "{}",
+        summary("fed.ask")
+    );
+    assert!(
+        summary("fed").contains("needs `fed.ask`, which was skipped"),
+        "{}",
+        summary("fed")
+    );
     for id in ["draft", "fixed.ask", "fixed.check", "fixed"] {
         assert_eq!(step(&report, id)["state"], "succeeded", "{id}");
     }

@@ -189,22 +189,22 @@ impl CheckedPlan {
         Ok(to_value(&Value::Object(m)))
     }
 
-    /// Whether the `uses` steps around a step of a group let it run: the `when` of each, evaluated
-    /// in the plan that includes it ([`Self::including_context`]).
-    fn group_runs(
+    /// The `uses` step around a step of group `g` (the outermost first) whose `when` is false, if
+    /// any: its `when` is evaluated in the plan that includes it ([`Self::including_context`]).
+    fn closing_group<'g>(
         &self,
-        g: &Included,
+        g: &'g Included,
         outputs: &StepOutputs,
         run: &RunInfo,
-    ) -> Result<bool, Diagnostic> {
+    ) -> Result<Option<&'g Included>, Diagnostic> {
         if let Some(o) = &g.outer
-            && !self.group_runs(o, outputs, run)?
+            && let Some(closed) = self.closing_group(o, outputs, run)?
         {
-            return Ok(false);
+            return Ok(Some(closed));
         }
-        match &g.when {
-            None => Ok(true),
-            Some((When::Bool(b), _)) => Ok(*b),
+        let runs = match &g.when {
+            None => true,
+            Some((When::Bool(b), _)) => *b,
             Some((When::Expr(e), at)) => {
                 let ctx = self.including_context(g, outputs, run)?;
                 self.templates.eval_condition(e, &ctx).map_err(|err| {
@@ -213,9 +213,23 @@ impl CheckedPlan {
                         g.step
                     );
                     with_error(self, message, at).code(Code::Template)
-                })
+                })?
             }
-        }
+        };
+        Ok((!runs).then_some(g))
+    }
+
+    /// The `uses` step whose `when` kept a step of its group from running (not the step's own:
+    /// the end of a group skipped by its own `when` is skipped by its `when`), for the report.
+    pub fn skipped_by_group(
+        &self,
+        step: &PlannedStep,
+        outputs: &StepOutputs,
+        run: &RunInfo,
+    ) -> Option<String> {
+        let g = step.group.as_ref()?;
+        let closed = self.closing_group(g, outputs, run).ok().flatten()?;
+        (closed.step != step.id).then(|| closed.step.clone())
     }
 
     /// Renders every template in a `with:` value.
@@ -673,7 +687,7 @@ impl CheckedPlan {
     ) -> Result<bool, Diagnostic> {
         // A step of a group runs only when the `uses` steps around it let it.
         if let Some(g) = &step.group
-            && !self.group_runs(g, outputs, run)?
+            && self.closing_group(g, outputs, run)?.is_some()
         {
             return Ok(false);
         }

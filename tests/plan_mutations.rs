@@ -231,7 +231,7 @@ fn exercise(plan: &CheckedPlan) {
             clean(&d.to_string());
         }
         let own = serde_json::Map::new();
-        let _ = plan.render_outputs(s, &own, &run);
+        let _ = plan.render_outputs(s, &own, &outputs, &run);
     }
 }
 

@@ -246,3 +246,235 @@ fn a_run_with_sub_plans_resumes_and_a_changed_sub_plan_is_refused() {
     expected.sort();
     assert_eq!(refs, expected, "jobs on the coordinator");
 }
+
+/// A plan that feeds the sub-plan a value known only at run time: `draft`'s output.
+const FED: &str = r#"
+version: 1
+name: fed
+steps:
+  - id: draft
+    job: {job_type: inference, wallet: w, payment: 1, prompt: "Write a line about pricing"}
+  - id: fixed
+    uses: lib/summarize.yaml
+    with: {text: support tickets}
+  - id: fed
+    uses: lib/summarize.yaml
+    with:
+      text: "${{ steps.draft.output }}"
+      tone: casual
+  - id: after
+    job: {job_type: inference, wallet: w, payment: 1, prompt: "Print ${{ steps.fed.summary }}"}
+"#;
+
+fn fed_dir(plan: &str) -> PlanDir {
+    let dir = PlanDir::new(plan);
+    std::fs::create_dir_all(dir.dir.path().join("lib")).unwrap();
+    std::fs::write(dir.dir.path().join("lib/summarize.yaml"), SUMMARIZE).unwrap();
+    dir
+}
+
+#[test]
+fn a_with_value_known_only_at_run_time_reaches_the_sub_plans_job() {
+    let serve = Serve::start(&["--fund", "w=100", "--no-faucet"]);
+    let dir = fed_dir(FED);
+    let out = serve.run(&dir, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = report_of(&out);
+    assert_eq!(report["status"], "succeeded");
+    let drafted = step(&report, "draft")["outputs"]["output"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!drafted.is_empty());
+    // The group fed at run time waited for `draft`; the other did not.
+    let needs = step(&report, "fed.ask")["needs"].to_string();
+    assert!(needs.contains("\"draft\""), "{needs}");
+    assert!(
+        step(&report, "fixed.ask")["needs"].is_null(),
+        "a group fed at load waits for nothing"
+    );
+    // The job's prompt, as the coordinator got it and as the report records it, holds the output.
+    let want = format!("Summarize in a casual tone: {drafted}");
+    let jobs = serve.jobs();
+    assert_eq!(jobs.len(), 4, "{jobs:#?}");
+    assert!(
+        jobs.iter().any(|j| prompt_of(j) == want),
+        "no job with {want:?} in {:#?}",
+        jobs.iter().map(prompt_of).collect::<Vec<_>>()
+    );
+    assert!(
+        jobs.iter()
+            .any(|j| prompt_of(j) == "Summarize in a formal tone: support tickets")
+    );
+    assert_eq!(step(&report, "fed.ask")["request"]["prompt"], want.as_str());
+    // The group's outputs, and the step after it, read the rendered input too.
+    let summary = step(&report, "fed.ask")["outputs"]["output"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(step(&report, "fed")["outputs"]["summary"], summary.as_str());
+    assert_eq!(step(&report, "fed")["outputs"]["tone"], "casual");
+    assert_eq!(
+        step(&report, "after")["request"]["prompt"],
+        format!("Print {summary}").as_str()
+    );
+}
+
+#[test]
+fn a_run_time_with_value_of_the_wrong_type_fails_the_step_with_the_with_line() {
+    let serve = Serve::start(&["--fund", "w=100", "--no-faucet"]);
+    // The tone is the draft's text: not one of the sub-plan's tones.
+    let plan = FED.replace("tone: casual", "tone: \"${{ steps.draft.output }}\"");
+    let dir = fed_dir(&plan);
+    let out = serve.run(&dir, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = report_of(&out);
+    assert_eq!(report["status"], "failed");
+    let ask = step(&report, "fed.ask");
+    assert_eq!(ask["state"], "failed", "{ask:#}");
+    let issue = ask["issues"][0].as_str().unwrap_or_default();
+    assert!(
+        issue.starts_with("input `tone` of the sub-plan `")
+            && issue.contains("lib/summarize.yaml`: `")
+            && issue.ends_with(
+                "is not one of the allowed values: `formal`, `casual` (the `with:` value at \
+                 PLAN:14:13)"
+                    .replace("PLAN", &dir.plan().display().to_string())
+                    .as_str()
+            ),
+        "{ask:#}"
+    );
+    // Nothing was sent for the group fed the wrong value.
+    let prompts: Vec<String> = serve.jobs().iter().map(prompt_of).collect();
+    assert!(
+        !prompts
+            .iter()
+            .any(|p| p.contains("Summarize in a") && !p.contains("support tickets")),
+        "{prompts:#?}"
+    );
+}
+
+#[test]
+fn a_run_with_a_run_time_with_value_resumes_with_the_same_inputs() {
+    let serve = Serve::start(&["--fund", "w=100", "--no-faucet"]);
+    let dir = fed_dir(FED);
+    // Killed right after the third job is submitted: the group fed `draft`'s output has sent its job.
+    let mut cmd = serve.command();
+    cmd.args(run_args(&dir.plan(), &dir.runs()))
+        .env("AITBC_FLOW_CRASH_AT", "submitted:3");
+    let out = output_within(cmd, Duration::from_secs(60));
+    assert_eq!(
+        out.status.signal(),
+        Some(9),
+        "the runner should have been killed; stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run_dir = dir.run_dir();
+    let run_id = run_dir.file_name().unwrap().to_str().unwrap().to_string();
+    let out = serve.resume(&dir, &run_id);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "resume failed; stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("report on stdout");
+    assert_eq!(report["status"], "succeeded");
+    let drafted = step(&report, "draft")["outputs"]["output"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let want = format!("Summarize in a casual tone: {drafted}");
+    assert_eq!(step(&report, "fed.ask")["request"]["prompt"], want.as_str());
+    // Every job-submitting step submitted exactly once, the fed group's with the draft's output.
+    let jobs = serve.jobs();
+    let mut refs: Vec<String> = jobs
+        .iter()
+        .map(|j| j["payload"]["client_ref"].as_str().unwrap().to_string())
+        .collect();
+    refs.sort();
+    let mut expected: Vec<String> = ["draft", "fixed.ask", "fed.ask", "after"]
+        .iter()
+        .map(|s| format!("{run_id}/{s}"))
+        .collect();
+    expected.sort();
+    assert_eq!(refs, expected, "jobs on the coordinator");
+    let fed = jobs
+        .iter()
+        .find(|j| j["payload"]["client_ref"] == format!("{run_id}/fed.ask").as_str())
+        .unwrap();
+    assert_eq!(prompt_of(fed), want);
+    let summary = step(&report, "fed.ask")["outputs"]["output"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        step(&report, "after")["request"]["prompt"],
+        format!("Print {summary}").as_str()
+    );
+}
+
+#[test]
+fn a_uses_steps_when_skips_its_whole_group() {
+    let serve = Serve::start(&["--fund", "w=100", "--no-faucet"]);
+    // `draft`'s output is never `nope`: the group fed it is skipped, and so is what needs it.
+    let plan = FED.replace(
+        "  - id: fed\n    uses: lib/summarize.yaml\n",
+        "  - id: fed\n    uses: lib/summarize.yaml\n    when: \"${{ steps.draft.output == 'nope' }}\"\n",
+    );
+    assert_ne!(plan, FED);
+    let dir = fed_dir(&plan);
+    let out = serve.run(&dir, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = report_of(&out);
+    assert_eq!(report["status"], "succeeded");
+    for id in ["fed.ask", "fed.check", "fed", "after"] {
+        assert_eq!(step(&report, id)["state"], "skipped", "{id}");
+    }
+    // The group's first step says why; the rest are skipped for what they need.
+    let summary = |id: &str| {
+        step(&report, id)["summary"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(
+        summary("fed.ask").contains("the `when` of its group `fed` is false"),
+        "{}",
+        summary("fed.ask")
+    );
+    assert!(
+        summary("fed").contains("needs `fed.ask`, which was skipped"),
+        "{}",
+        summary("fed")
+    );
+    for id in ["draft", "fixed.ask", "fixed.check", "fixed"] {
+        assert_eq!(step(&report, id)["state"], "succeeded", "{id}");
+    }
+    let prompts: Vec<String> = serve.jobs().iter().map(prompt_of).collect();
+    assert_eq!(prompts.len(), 2, "{prompts:#?}");
+
+    // The same `when`, true: the group runs.
+    let plan = plan.replace("== 'nope'", "!= 'nope'");
+    let dir = fed_dir(&plan);
+    let out = serve.run(&dir, &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let report = report_of(&out);
+    for id in ["fed.ask", "fed.check", "fed", "after"] {
+        assert_eq!(step(&report, id)["state"], "succeeded", "{id}");
+    }
+}

@@ -850,8 +850,9 @@ pub(crate) fn finish_outputs<C>(
     if step.outputs.is_empty() {
         return Ok(own);
     }
+    let outs = ctx.outputs.read().unwrap_or_else(|p| p.into_inner());
     ctx.plan
-        .render_outputs(step, &own, &ctx.run_now())
+        .render_outputs(step, &own, &outs, &ctx.run_now())
         .map_err(|d| d.message)
 }
 

@@ -212,7 +212,11 @@ pub(crate) async fn run_step<C: Coordinator>(ctx: &Ctx<C>, step: &PlannedStep) -
             Ok(false) => {
                 // A status step says why, from how the run went (`skipped: no step failed`).
                 let mut r = if gate == Gate::Success {
-                    skipped_report(step, "its `when` condition is false")
+                    let why = match ctx.plan.skipped_by_group(step, &outs, &run) {
+                        Some(g) => format!("the `when` of its group `{g}` is false"),
+                        None => "its `when` condition is false".to_string(),
+                    };
+                    skipped_report(step, &why)
                 } else {
                     let why =
                         crate::plan::status::skipped_because(gate, &run.status, &run.failed_steps);

@@ -261,6 +261,17 @@ pub struct CheckedPlan {
     pub included: Vec<super::uses::IncludedFile>,
 }
 
+impl PlannedStep {
+    /// The step's `when` as written: a `uses` step's is kept with its group, whose steps it gates
+    /// ([`super::uses::Included::when`]).
+    pub fn written_when(&self) -> Option<&When> {
+        match (&self.kind, &self.group) {
+            (StepKind::Uses(_), Some(g)) => g.when.as_ref().map(|(w, _)| w),
+            _ => self.when.as_ref(),
+        }
+    }
+}
+
 impl CheckedPlan {
     /// The step with this (expanded) id.
     pub fn step(&self, id: &str) -> Option<&PlannedStep> {

@@ -163,7 +163,7 @@ pub const TABLE: &[(Code, &str, &str)] = &[
     (
         Code::WithInput,
         "AF0030",
-        "`with:` names no input of the sub-plan",
+        "`with:` names no input of the sub-plan, or gives one it cannot take",
     ),
     (
         Code::SubPlanBlock,

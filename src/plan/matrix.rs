@@ -423,7 +423,12 @@ steps:
         let own: Map<String, Value> =
             serde_json::from_value(serde_json::json!({"output": "a b c"})).unwrap();
         let outs = p
-            .render_outputs(p.step("ask[model=llama2]").unwrap(), &own, &run)
+            .render_outputs(
+                p.step("ask[model=llama2]").unwrap(),
+                &own,
+                &StepOutputs::new(),
+                &run,
+            )
             .unwrap();
         assert_eq!(outs["words"], serde_json::json!(3));
         let mut so = StepOutputs::new();

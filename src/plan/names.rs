@@ -74,6 +74,18 @@ impl Checker<'_> {
                 }
             }
             let tainted = !super::secrets::credential_place(kname, &rel) && self.reads_secret(text);
+            if tainted
+                && runtime
+                && self.plan.steps[i].secrets_in_payload
+                && let Some(name) = self.deferred_input_in(text)
+            {
+                self.known_only_at_run(
+                    &name,
+                    &pointer,
+                    "the sub-plan puts it into a payload with a secret, which only a template known at load may do",
+                );
+                continue;
+            }
             if tainted && (runtime || !self.plan.steps[i].secrets_in_payload) {
                 let field = rel.trim_start_matches('/').replace('/', ".");
                 let what = match rel.as_str() {

@@ -7,6 +7,7 @@
 // API returns one by value as agreed.
 #![allow(clippy::result_large_err)]
 
+use std::borrow::Cow;
 use std::str::FromStr;
 
 use serde_json::{Map, Value};
@@ -20,6 +21,7 @@ use super::diag::Diagnostic;
 use super::static_policy::policy_diagnostic;
 use super::template::{TemplateError, has_template, to_value};
 use super::types::{Amount, Num, OnTimeout, When};
+use super::uses::Included;
 use crate::api::JobId;
 use crate::money::Money;
 
@@ -56,13 +58,54 @@ fn string_fields(kind: &str) -> &'static [&'static str] {
 
 impl CheckedPlan {
     /// The template context for a step: vars, env, secrets, this copy's matrix, run, and the outputs
-    /// of the steps it references (`steps.X` is an object, or a list for an unpaired matrix step).
+    /// of the steps it references (`steps.X` is an object, or a list for an unpaired matrix step). A
+    /// step of a sub-plan reads its sub-plan's vars and inputs, those `with:` gives at run time
+    /// rendered now ([`Self::group_inputs`]).
     fn context(
         &self,
         step: &PlannedStep,
         outputs: &StepOutputs,
         run: &RunInfo,
         own: Option<&Map<String, Value>>,
+    ) -> Result<minijinja::Value, Diagnostic> {
+        let inputs = match &step.group {
+            Some(g) => self.group_inputs(g, outputs, run)?,
+            None => Cow::Borrowed(&self.inputs),
+        };
+        Ok(self.context_with(step, outputs, run, own, &inputs))
+    }
+
+    /// [`Self::context`] for a preview: an input `with:` gives at run time is the text of its
+    /// template (`${{ inputs.text }}`), as the outputs of other steps are.
+    fn preview_context(
+        &self,
+        step: &PlannedStep,
+        outputs: &StepOutputs,
+        run: &RunInfo,
+        own: Option<&Map<String, Value>>,
+    ) -> minijinja::Value {
+        let inputs = match &step.group {
+            Some(g) => {
+                let mut inputs = g.inputs.clone();
+                for d in &g.deferred {
+                    let text = format!("${{{{ inputs.{} }}}}", d.name);
+                    inputs.insert(d.name.clone(), Value::String(text));
+                }
+                Cow::Owned(inputs)
+            }
+            None => Cow::Borrowed(&self.inputs),
+        };
+        self.context_with(step, outputs, run, own, &inputs)
+    }
+
+    /// The context of [`Self::context`], with the step's inputs given.
+    fn context_with(
+        &self,
+        step: &PlannedStep,
+        outputs: &StepOutputs,
+        run: &RunInfo,
+        own: Option<&Map<String, Value>>,
+        inputs: &Map<String, Value>,
     ) -> minijinja::Value {
         let mut m = Map::new();
         if let Some(own) = own {
@@ -70,10 +113,10 @@ impl CheckedPlan {
                 m.insert(k.clone(), v.clone());
             }
         }
-        // A step of a sub-plan reads its sub-plan's vars and inputs ([`super::uses`]).
-        let (vars, inputs) = match &step.group {
-            Some(g) => (&g.vars, &g.inputs),
-            None => (&self.vars, &self.inputs),
+        // A step of a sub-plan reads its sub-plan's vars ([`super::uses`]).
+        let vars = match &step.group {
+            Some(g) => &g.vars,
+            None => &self.vars,
         };
         super::template::insert_base_context(&mut m, vars, inputs, &self.env, &self.secrets);
         if !step.matrix.is_empty() {
@@ -83,23 +126,133 @@ impl CheckedPlan {
             "run".into(),
             serde_json::to_value(run).unwrap_or(Value::Null),
         );
-        let mut steps = Map::new();
-        for (name, view) in &step.views {
-            let v = match view {
-                StepView::One(id) => match outputs.get(id) {
-                    Some(v) => v.clone(),
-                    None => continue,
-                },
-                StepView::List(ids) => Value::Array(
-                    ids.iter()
-                        .map(|id| outputs.get(id).cloned().unwrap_or(Value::Null))
-                        .collect(),
-                ),
-            };
-            steps.insert(name.clone(), v);
-        }
-        m.insert("steps".into(), Value::Object(steps));
+        m.insert("steps".into(), steps_value(&step.views, outputs));
         to_value(&Value::Object(m))
+    }
+
+    /// The inputs of a sub-plan's steps: those known at load, and those its `with:` gives at run
+    /// time, rendered against the including plan (its vars and inputs, env, run and the outputs of
+    /// the steps the values read) and checked against the sub-plan's declarations. A value that does
+    /// not fit fails the step that needed it, naming the `with:` entry.
+    pub fn group_inputs<'g>(
+        &self,
+        g: &'g Included,
+        outputs: &StepOutputs,
+        run: &RunInfo,
+    ) -> Result<Cow<'g, Map<String, Value>>, Diagnostic> {
+        if g.deferred.is_empty() {
+            return Ok(Cow::Borrowed(&g.inputs));
+        }
+        let ctx = self.including_context(g, outputs, run)?;
+        let mut out = g.inputs.clone();
+        for d in &g.deferred {
+            let mut v = d.value.clone();
+            self.render_with_value(&mut v, &ctx).map_err(|e| {
+                let message = format!(
+                    "cannot render the `with:` value of input `{}` of the sub-plan `{}`: {e} (at {})",
+                    d.name, g.file, d.at
+                );
+                with_error(self, message, &d.at).code(Code::Template)
+            })?;
+            let v = super::typed_inputs::from_value(&d.spec, &v).map_err(|m| {
+                let message = format!(
+                    "input `{}` of the sub-plan `{}`: {m} (the `with:` value at {})",
+                    d.name, g.file, d.at
+                );
+                with_error(self, message, &d.at).code(Code::InputValue)
+            })?;
+            out.insert(d.name.clone(), v);
+        }
+        Ok(Cow::Owned(out))
+    }
+
+    /// The context of the `uses` step of group `g` in the plan that includes it: that plan's vars
+    /// and inputs, env, secrets, `run`, and the outputs of the steps its `with:` values and `when`
+    /// read.
+    fn including_context(
+        &self,
+        g: &Included,
+        outputs: &StepOutputs,
+        run: &RunInfo,
+    ) -> Result<minijinja::Value, Diagnostic> {
+        let (vars, inputs) = match &g.outer {
+            Some(o) => (&o.vars, self.group_inputs(o, outputs, run)?.into_owned()),
+            None => (&self.vars, self.inputs.clone()),
+        };
+        let mut m = Map::new();
+        super::template::insert_base_context(&mut m, vars, &inputs, &self.env, &self.secrets);
+        m.insert(
+            "run".into(),
+            serde_json::to_value(run).unwrap_or(Value::Null),
+        );
+        m.insert("steps".into(), steps_value(&g.with_views, outputs));
+        Ok(to_value(&Value::Object(m)))
+    }
+
+    /// The `uses` step around a step of group `g` (the outermost first) whose `when` is false, if
+    /// any: its `when` is evaluated in the plan that includes it ([`Self::including_context`]).
+    fn closing_group<'g>(
+        &self,
+        g: &'g Included,
+        outputs: &StepOutputs,
+        run: &RunInfo,
+    ) -> Result<Option<&'g Included>, Diagnostic> {
+        if let Some(o) = &g.outer
+            && let Some(closed) = self.closing_group(o, outputs, run)?
+        {
+            return Ok(Some(closed));
+        }
+        let runs = match &g.when {
+            None => true,
+            Some((When::Bool(b), _)) => *b,
+            Some((When::Expr(e), at)) => {
+                let ctx = self.including_context(g, outputs, run)?;
+                self.templates.eval_condition(e, &ctx).map_err(|err| {
+                    let message = format!(
+                        "cannot evaluate the `when` of the `uses` step `{}`: {err} (at {at})",
+                        g.step
+                    );
+                    with_error(self, message, at).code(Code::Template)
+                })?
+            }
+        };
+        Ok((!runs).then_some(g))
+    }
+
+    /// The `uses` step whose `when` kept a step of its group from running (not the step's own:
+    /// the end of a group skipped by its own `when` is skipped by its `when`), for the report.
+    pub fn skipped_by_group(
+        &self,
+        step: &PlannedStep,
+        outputs: &StepOutputs,
+        run: &RunInfo,
+    ) -> Option<String> {
+        let g = step.group.as_ref()?;
+        let closed = self.closing_group(g, outputs, run).ok().flatten()?;
+        (closed.step != step.id).then(|| closed.step.clone())
+    }
+
+    /// Renders every template in a `with:` value.
+    fn render_with_value(
+        &self,
+        v: &mut Value,
+        ctx: &minijinja::Value,
+    ) -> Result<(), TemplateError> {
+        match v {
+            Value::String(s) if has_template(s) => *v = self.templates.render(s, ctx)?,
+            Value::Array(a) => {
+                for x in a {
+                    self.render_with_value(x, ctx)?;
+                }
+            }
+            Value::Object(m) => {
+                for x in m.values_mut() {
+                    self.render_with_value(x, ctx)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// A diagnostic at a value of a step, its message redacted and naming the matrix copy.
@@ -236,7 +389,7 @@ impl CheckedPlan {
     /// value whose preview cannot be rendered (a filter that needs the real output) is shown as written.
     pub fn preview(&self, step: &PlannedStep) -> Value {
         let outputs = self.placeholder_outputs(step);
-        let ctx = self.context(step, &outputs, &self.placeholder_run(), None);
+        let ctx = self.preview_context(step, &outputs, &self.placeholder_run(), None);
         let mut spec = step.spec.clone();
         preview_value(self, &mut spec, &ctx);
         spec
@@ -270,7 +423,7 @@ impl CheckedPlan {
         }
         let outputs = self.placeholder_outputs(step);
         let run = self.placeholder_run();
-        let ctx = self.context(step, &outputs, &run, None);
+        let ctx = self.preview_context(step, &outputs, &run, None);
         // An unknown filter, test or function; or a template that runs out of fuel even against
         // placeholders, tried again with a whole render's fuel.
         let refused = |quick: Result<(), TemplateError>,
@@ -316,7 +469,7 @@ impl CheckedPlan {
                 .iter()
                 .map(|n| (n.to_string(), Value::String(format!("${{{{ {n} }}}}"))))
                 .collect();
-            let ctx = self.context(step, &outputs, &run, Some(&own));
+            let ctx = self.preview_context(step, &outputs, &run, Some(&own));
             let mut leaves: Vec<(String, String)> = Vec::new();
             collect_strings(
                 &Value::Object(step.outputs.clone()),
@@ -349,7 +502,7 @@ impl CheckedPlan {
         // The template context (vars, inputs, env, the outputs read) is built only when there is a
         // template to render: most steps of a big generated plan have none.
         if any_string(&spec, &has_template) {
-            let ctx = self.context(step, outputs, run, None);
+            let ctx = self.context(step, outputs, run, None)?;
             self.render_value(step, &mut spec, String::new(), &ctx)?;
         }
         let kind = step.kind.name();
@@ -532,11 +685,17 @@ impl CheckedPlan {
         outputs: &StepOutputs,
         run: &RunInfo,
     ) -> Result<bool, Diagnostic> {
+        // A step of a group runs only when the `uses` steps around it let it.
+        if let Some(g) = &step.group
+            && self.closing_group(g, outputs, run)?.is_some()
+        {
+            return Ok(false);
+        }
         match &step.when {
             None => Ok(true),
             Some(When::Bool(b)) => Ok(*b),
             Some(When::Expr(e)) => {
-                let ctx = self.context(step, outputs, run, None);
+                let ctx = self.context(step, outputs, run, None)?;
                 self.templates.eval_condition(e, &ctx).map_err(|err| {
                     at_its_line(self.step_error(
                         step,
@@ -549,11 +708,14 @@ impl CheckedPlan {
     }
 
     /// Renders a step's declared `outputs:`; the templates see the step's own outputs (`output`,
-    /// `job_id`, …) as top-level names. Returns the own outputs with the declared ones added.
+    /// `job_id`, …) as top-level names, and `outputs` are those of the steps finished so far (what
+    /// `steps.X` and a sub-plan's run-time inputs read). Returns the own outputs with the declared
+    /// ones added.
     pub fn render_outputs(
         &self,
         step: &PlannedStep,
         own: &Map<String, Value>,
+        outputs: &StepOutputs,
         run: &RunInfo,
     ) -> Result<Map<String, Value>, Diagnostic> {
         let mut out = own.clone();
@@ -561,7 +723,7 @@ impl CheckedPlan {
         if step.outputs.is_empty() || matches!(step.kind, StepKind::Uses(_)) {
             return Ok(out);
         }
-        let ctx = self.context(step, &StepOutputs::new(), run, Some(own));
+        let ctx = self.context(step, outputs, run, Some(own))?;
         self.outputs_into(step, &ctx, &mut out)?;
         Ok(out)
     }
@@ -592,11 +754,42 @@ impl CheckedPlan {
         outputs: &StepOutputs,
         run: &RunInfo,
     ) -> Result<Map<String, Value>, Diagnostic> {
-        let ctx = self.context(step, outputs, run, None);
+        let ctx = self.context(step, outputs, run, None)?;
         let mut out = Map::new();
         self.outputs_into(step, &ctx, &mut out)?;
         Ok(out)
     }
+}
+
+/// What `steps` is to a template: the outputs of each step its views name (an object, or a list
+/// for the copies of a matrix step).
+fn steps_value(
+    views: &std::collections::BTreeMap<String, StepView>,
+    outputs: &StepOutputs,
+) -> Value {
+    let mut steps = Map::new();
+    for (name, view) in views {
+        let v = match view {
+            StepView::One(id) => match outputs.get(id) {
+                Some(v) => v.clone(),
+                None => continue,
+            },
+            StepView::List(ids) => Value::Array(
+                ids.iter()
+                    .map(|id| outputs.get(id).cloned().unwrap_or(Value::Null))
+                    .collect(),
+            ),
+        };
+        steps.insert(name.clone(), v);
+    }
+    Value::Object(steps)
+}
+
+/// A run-time error in a `with:` value, at its entry, its message redacted, escaped and cut.
+fn with_error(plan: &CheckedPlan, message: String, at: &super::diag::Location) -> Diagnostic {
+    let mut d = Diagnostic::new(crate::text::message(&plan.redact(&message)).into_owned());
+    d.location = Some(at.clone());
+    d
 }
 
 /// A template that fails at run time says where it is in the plan in its message too: the run shows a

@@ -83,6 +83,14 @@ impl Checker<'_> {
             return None;
         }
         if uses.iter().any(|u| !matches!(u, NameUse::Static)) {
+            if let Some(name) = self.deferred_input_in(text) {
+                self.known_only_at_run(
+                    &name,
+                    pointer,
+                    "the sub-plan uses it where a value must be known before the run",
+                );
+                return None;
+            }
             self.err(
                 pointer,
                 Diagnostic::new(

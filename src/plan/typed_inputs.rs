@@ -228,6 +228,10 @@ impl Checker<'_> {
                     })
                     .ok()
             });
+            // A `with:` value known only at run time: templates that read it are run-time ones.
+            if self.deferred_input(name) {
+                continue;
+            }
             match (given.get(name), default) {
                 (Some(v), _) => {
                     values.insert(name.clone(), v.clone());

@@ -368,11 +368,14 @@ pub struct Step {
     /// Run another plan's steps as a group (a sub-plan, relative to this plan's folder and inside its
     /// repository): their ids are prefixed `ID.`, they start after this step's `needs`, steps that
     /// need this one wait for the whole group, and the sub-plan's `outputs:` are this step's outputs.
-    /// This plan's policy, defaults, env and secrets apply to them.
+    /// This plan's policy, defaults, env and secrets apply to them. A `when` here applies to every
+    /// step of the group (with their own, by AND).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uses: Option<String>,
-    /// The sub-plan's inputs (`uses` steps only), each checked against its `inputs:` declaration
-    /// at load. Templates here read what is known at load (vars, inputs, env), not secrets or steps.
+    /// The sub-plan's inputs (`uses` steps only), each checked against its `inputs:` declaration.
+    /// A value whose templates read only what is known at load (vars, inputs, env) is rendered and
+    /// checked at load; one that reads `steps.*` or `run.*` is rendered when the group's steps need
+    /// it (the group waits for the steps it reads) and checked then. Never a secret.
     #[serde(default, rename = "with", skip_serializing_if = "Map::is_empty")]
     pub with: Map<String, Value>,
 }

@@ -17,6 +17,15 @@
 //! it or reads `steps.ID.NAME` waits for the whole group. Each spliced step carries its sub-plan
 //! ([`Included`]): the vars and inputs its templates read at run time and the file its run-time
 //! errors point into. The plan hash covers every file read ([`plan_hash`]).
+//!
+//! A `with:` value that reads `steps.*` or `run.*` (or an input that is itself known only at run
+//! time) is *deferred* ([`Deferred`]): the sub-plan is checked without it, so that its templates
+//! reading `inputs.NAME` are run-time templates, and a check there that needs the value at load (a
+//! matrix over it) is refused at the `with:` entry ([`Checker::known_only_at_run`]). Its names are
+//! checked at the `uses` step like a step's templates; the steps it reads become the `uses` step's
+//! references, and every spliced step and the group's end wait for them. At run time the value is
+//! rendered against the including plan and checked against the input's declaration
+//! ([`super::checked::CheckedPlan::group_inputs`]).
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -48,12 +57,79 @@ pub struct Included {
     pub source: Source,
     /// Its `vars`.
     pub vars: Map<String, Value>,
-    /// Its inputs: the `with:` values, else its defaults.
+    /// Its inputs known at load: the `with:` values, else its defaults.
     pub inputs: Map<String, Value>,
+    /// Its inputs whose `with:` values are known only at run time (they read `steps` or `run`):
+    /// rendered against the including plan when a step of the group needs them
+    /// ([`super::checked::CheckedPlan::group_inputs`]).
+    pub deferred: Vec<Deferred>,
+    /// What `steps.X` means to the deferred values: the including plan's steps, by id as written.
+    pub with_views: BTreeMap<String, StepView>,
+    /// The group the `uses` step is in (whose vars and inputs the deferred values read), `None` for
+    /// a `uses` step of the top plan.
+    pub outer: Option<Arc<Included>>,
+    /// The `uses` step's `when`, with where it is written: evaluated against the including plan
+    /// (as the deferred values are rendered) for every step of the group and its end, which run
+    /// only when it and their own `when` hold ([`super::checked::CheckedPlan::should_run`]).
+    pub when: Option<(super::types::When, Location)>,
     /// Whether one of its steps lets a secret into its payload.
     pub secrets_in_payload: bool,
     /// Where the `uses` step is in the including plan.
     pub from: Location,
+}
+
+/// A `with:` value known only at run time: the input it gives, the value as written, the input's
+/// declaration (checked when it is rendered) and where it is written.
+#[derive(Clone, Debug)]
+pub struct Deferred {
+    /// The sub-plan's input.
+    pub name: String,
+    /// The value as written in the including plan (its templates rendered at run time).
+    pub value: Value,
+    /// The input's declaration.
+    pub spec: super::types::InputSpec,
+    /// The `with:` entry in the including plan.
+    pub at: Location,
+}
+
+impl Included {
+    /// The same sub-plan seen from one level up: its ids and those its deferred values read take
+    /// `prefix`, and its outer group is `outer` (once rescoped) or the group being spliced.
+    fn rescoped(
+        &self,
+        prefix: &str,
+        top: &Arc<Included>,
+        done: &mut HashMap<*const Included, Arc<Included>>,
+    ) -> Arc<Included> {
+        let key: *const Included = self;
+        if let Some(r) = done.get(&key) {
+            return r.clone();
+        }
+        let outer = Some(match &self.outer {
+            None => top.clone(),
+            Some(o) => o.rescoped(prefix, top, done),
+        });
+        let mut with_views = self.with_views.clone();
+        for v in with_views.values_mut() {
+            prefix_view(v, prefix);
+        }
+        let r = Arc::new(Included {
+            step: format!("{prefix}{}", self.step),
+            with_views,
+            outer,
+            ..self.clone()
+        });
+        done.insert(key, r.clone());
+        r
+    }
+}
+
+/// Puts `prefix` before the ids of a view.
+fn prefix_view(v: &mut StepView, prefix: &str) {
+    match v {
+        StepView::One(id) => *id = format!("{prefix}{id}"),
+        StepView::List(ids) => ids.iter_mut().for_each(|id| *id = format!("{prefix}{id}")),
+    }
 }
 
 /// A file a plan read besides itself: a sub-plan, with the SHA-256 of its bytes.
@@ -79,6 +155,9 @@ pub(super) struct Inclusion {
     limits: Limits,
     /// The inputs, from `with:`, checked against their declarations.
     pub(super) given: Map<String, Value>,
+    /// The inputs whose `with:` values are known only at run time, each with an empty diagnostic
+    /// placed at its `with:` entry (in the including plan), for a check that needs the value at load.
+    pub(super) deferred: BTreeMap<String, Diagnostic>,
     /// Steps the top plan may still take in: `limits.steps`, less every group read so far.
     pub(super) budget: Rc<Cell<usize>>,
 }
@@ -101,7 +180,8 @@ pub(super) struct Group {
     steps: Vec<PlannedStep>,
     outputs: Map<String, Value>,
     secrets: BTreeMap<String, String>,
-    included: Arc<Included>,
+    /// Shared once spliced (the deferred values' views are known then).
+    included: Included,
     files: Vec<IncludedFile>,
 }
 
@@ -169,7 +249,12 @@ impl Checker<'_> {
     fn included_errors(&mut self, i: usize, ds: Vec<Diagnostic>) {
         let note = self.included_from(i);
         for d in ds {
-            let d = if d.code == Code::TooManyErrors {
+            // A problem placed in this plan already (a `with:` value the sub-plan cannot take).
+            let here = d
+                .location
+                .as_ref()
+                .is_some_and(|l| l.file == self.source.file);
+            let d = if d.code == Code::TooManyErrors || here {
                 d
             } else {
                 d.note(note.clone())
@@ -286,7 +371,7 @@ impl Checker<'_> {
             Ok(p) => p,
             Err(ds) => return self.included_errors(i, ds),
         };
-        let Some(given) = self.with_values(i, &sub, &shown_name) else {
+        let Some((given, deferred)) = self.with_values(i, &sub, &shown_name) else {
             return;
         };
         let note = self.included_from(i);
@@ -320,6 +405,16 @@ impl Checker<'_> {
             secrets: plan.secrets.clone(),
             limits: plan.limits.clone(),
             given,
+            deferred: deferred
+                .iter()
+                .map(|d| {
+                    let pointer = format!("/steps/{i}/with/{}", ptr_seg(&d.name));
+                    (
+                        d.name.clone(),
+                        self.source.at(&pointer, Diagnostic::new("")),
+                    )
+                })
+                .collect(),
             budget: self.step_budget.clone(),
         };
         let own_hash = super::check::content_hash(&bytes);
@@ -355,15 +450,19 @@ impl Checker<'_> {
         for w in checked.warnings {
             self.warnings.push(w.note(note.clone()));
         }
-        let included = Arc::new(Included {
+        let included = Included {
             step: step.id.clone(),
             file: shown.clone(),
             secrets_in_payload,
             source: checked.source,
             vars: checked.vars,
             inputs: checked.inputs,
+            deferred,
+            with_views: BTreeMap::new(),
+            outer: None,
+            when: None,
             from: self.source.locate(&format!("/steps/{i}")),
-        });
+        };
         let mut files = vec![IncludedFile {
             path: shown,
             sha256: own_hash,
@@ -383,13 +482,20 @@ impl Checker<'_> {
         );
     }
 
-    /// The `with:` values of step `i`, rendered and checked against the sub-plan's `inputs:`; `None`
+    /// The `with:` values of step `i`, rendered and checked against the sub-plan's `inputs:`, and
+    /// those known only at run time (their names are checked by [`Checker::uses_base`]); `None`
     /// when one does not fit (each problem is reported at its entry).
-    fn with_values(&mut self, i: usize, sub: &Plan, shown: &str) -> Option<Map<String, Value>> {
+    fn with_values(
+        &mut self,
+        i: usize,
+        sub: &Plan,
+        shown: &str,
+    ) -> Option<(Map<String, Value>, Vec<Deferred>)> {
         let plan = self.plan;
         let step = &plan.steps[i];
         let declared = super::typed_inputs::declared(&sub.inputs);
         let mut given = Map::new();
+        let mut deferred = Vec::new();
         let mut ok = true;
         for (k, v) in &step.with {
             let pointer = format!("/steps/{i}/with/{}", ptr_seg(k));
@@ -414,6 +520,19 @@ impl Checker<'_> {
             // `validate` without a required input: a `with:` value that reads it is not known, so
             // the sub-plan's input is left out as well (and checked as missing there, if required).
             if self.options.allow_missing_inputs && self.reads_missing_input(v) {
+                continue;
+            }
+            if self.known_at_run(v) {
+                if self.with_secret(v, &pointer) {
+                    ok = false;
+                } else {
+                    deferred.push(Deferred {
+                        name: k.clone(),
+                        value: v.clone(),
+                        spec: spec.clone(),
+                        at: self.source.locate(&pointer),
+                    });
+                }
                 continue;
             }
             let Some(value) = self.with_value(v, &pointer, i) else {
@@ -448,7 +567,101 @@ impl Checker<'_> {
                 ok = false;
             }
         }
-        ok.then_some(given)
+        ok.then_some((given, deferred))
+    }
+
+    /// Whether a `with:` value is known only at run time: one of its templates reads `steps`,
+    /// `run`, or an input of this plan that is itself known only at run time.
+    fn known_at_run(&self, v: &Value) -> bool {
+        let mut leaves = Vec::new();
+        super::render::collect_strings(v, String::new(), &mut leaves);
+        leaves.iter().any(|(_, text)| {
+            super::template::has_template(text)
+                && self.templates.names(text).is_ok_and(|names| {
+                    names.iter().any(|n| {
+                        let mut parts = n.split('.');
+                        match (parts.next(), parts.next()) {
+                            (Some("steps" | "run"), _) => true,
+                            (Some("inputs"), Some(name)) => self.deferred_input(name),
+                            _ => false,
+                        }
+                    })
+                })
+        })
+    }
+
+    /// Whether input `name` of this plan is given by a `with:` value known only at run time.
+    pub(super) fn deferred_input(&self, name: &str) -> bool {
+        self.inclusion
+            .is_some_and(|inc| inc.deferred.contains_key(name))
+    }
+
+    /// The first input known only at run time that a template reads, if any.
+    pub(super) fn deferred_input_in(&self, text: &str) -> Option<String> {
+        if self.inclusion.is_none_or(|inc| inc.deferred.is_empty()) {
+            return None;
+        }
+        let names = self.templates.names(text).ok()?;
+        names.iter().find_map(|n| {
+            let name = n.strip_prefix("inputs.")?;
+            let name = name.split('.').next().unwrap_or(name);
+            self.deferred_input(name).then(|| name.to_string())
+        })
+    }
+
+    /// The error for a value of this sub-plan that must be known at load (`what` says why) but
+    /// reads input `name`, whose `with:` value is known only at run time: placed at that `with:`
+    /// entry, with a note naming the value here.
+    pub(super) fn known_only_at_run(&mut self, name: &str, pointer: &str, what: &str) {
+        let Some(stamp) = self.inclusion.and_then(|inc| inc.deferred.get(name)) else {
+            return;
+        };
+        let placed = self.source.at(pointer, Diagnostic::new(""));
+        let here = match (placed.location, placed.field) {
+            (Some(at), Some(field)) => format!("{at} (`{field}`)"),
+            (Some(at), None) => at.to_string(),
+            (None, _) => self.source.file.clone(),
+        };
+        let d = Diagnostic {
+            message: format!(
+                "input `{name}` of the sub-plan `{}` is known only at run time (its `with:` value reads `steps` or `run`), but {what}",
+                crate::text::shown(&self.source.file)
+            ),
+            help: Some(
+                "give this input a value known at load (vars, inputs, env), or pass the run-time value to an input the sub-plan reads only in its steps' requests, `when` and outputs"
+                    .into(),
+            ),
+            ..stamp.clone()
+        }
+        .code(Code::WithInput)
+        .note(format!("the sub-plan needs it at {here}"));
+        self.errors.push(d);
+    }
+
+    /// Refuses a `with:` value that reads a secret (a sub-plan reads the including plan's secrets
+    /// itself, where a secret may go); true when it does.
+    fn with_secret(&mut self, v: &Value, pointer: &str) -> bool {
+        let mut leaves = Vec::new();
+        super::render::collect_strings(v, String::new(), &mut leaves);
+        let secret = leaves.iter().any(|(_, text)| {
+            super::template::has_template(text)
+                && self.templates.names(text).is_ok_and(|names| {
+                    names
+                        .iter()
+                        .any(|n| n == "secrets" || n.starts_with("secrets."))
+                })
+        });
+        if secret {
+            self.err(
+                pointer,
+                Diagnostic::new("a `with:` value cannot read a secret")
+                    .code(Code::SecretOutOfPlace)
+                    .help(
+                        "the sub-plan reads the including plan's secrets itself, as `${{ secrets.NAME }}`, where a secret may go",
+                    ),
+            );
+        }
+        secret
     }
 
     /// Whether a `with:` value's templates read an input that has no value (`validate` was not
@@ -465,6 +678,7 @@ impl Checker<'_> {
                             .is_some_and(|name| {
                                 self.plan.inputs.contains_key(name)
                                     && !self.inputs.contains_key(name)
+                                    && !self.deferred_input(name)
                             })
                     })
                 })
@@ -476,20 +690,7 @@ impl Checker<'_> {
     fn with_value(&mut self, v: &Value, pointer: &str, i: usize) -> Option<Value> {
         match v {
             Value::String(s) if super::template::has_template(s) => {
-                let secret = self.templates.names(s).is_ok_and(|names| {
-                    names
-                        .iter()
-                        .any(|n| n == "secrets" || n.starts_with("secrets."))
-                });
-                if secret {
-                    self.err(
-                        pointer,
-                        Diagnostic::new("a `with:` value cannot read a secret")
-                            .code(Code::SecretOutOfPlace)
-                            .help(
-                                "the sub-plan reads the including plan's secrets itself, as `${{ secrets.NAME }}`, where a secret may go",
-                            ),
-                    );
+                if self.with_secret(v, pointer) {
                     return None;
                 }
                 self.static_render_checked(s, pointer, i, None)
@@ -516,8 +717,7 @@ impl Checker<'_> {
     /// A `uses` step as written: no key but `id`, `name`, `needs`, `uses` and `with`.
     pub(super) fn uses_base(&mut self, i: usize, kind: StepKind) -> Option<BaseStep> {
         let step = &self.plan.steps[i];
-        let set: [(&str, bool); 8] = [
-            ("when", step.when.is_some()),
+        let set: [(&str, bool); 7] = [
             ("timeout", step.timeout.is_some()),
             ("retry", step.retry.is_some()),
             ("continue_on_error", step.continue_on_error),
@@ -532,7 +732,7 @@ impl Checker<'_> {
                 self.err(
                     &format!("/steps/{i}/{key}"),
                     Diagnostic::new(format!(
-                        "a `uses` step takes `id`, `name`, `needs`, `uses` and `with` only, not `{key}`"
+                        "a `uses` step takes `id`, `name`, `needs`, `when`, `uses` and `with` only, not `{key}`"
                     ))
                     .code(Code::StepShape)
                     .help("set it on the sub-plan's steps; its outputs are the sub-plan's `outputs:`"),
@@ -540,17 +740,119 @@ impl Checker<'_> {
                 ok = false;
             }
         }
-        let deps = self.needs(i);
+        let mut refs = self.deferred_refs(i);
+        for r in self.uses_when(i) {
+            if !refs.contains(&r) {
+                refs.push(r);
+            }
+        }
+        let mut deps = self.needs(i);
+        for r in &refs {
+            if !deps.contains(r) {
+                deps.push(r.clone());
+            }
+        }
         ok.then(|| BaseStep {
             kname: kind.name(),
             kind: std::cell::RefCell::new(Some(kind)),
             spec: std::cell::RefCell::new(Value::Object(Map::new())),
             prompt_file: None,
             deps,
-            refs: Vec::new(),
+            refs,
             combos: vec![Map::new()],
             static_leaves: Vec::new(),
         })
+    }
+
+    /// Checks the `when` of `uses` step `i` as a step's (its names, the steps it reads, the
+    /// filters it calls) and returns the ids of the steps it reads. It may not call a status
+    /// function: the group's steps run or not as their own `when` says after a failure.
+    fn uses_when(&mut self, i: usize) -> Vec<String> {
+        let Some(super::types::When::Expr(w)) = &self.plan.steps[i].when else {
+            return Vec::new();
+        };
+        let pointer = format!("/steps/{i}/when");
+        let gate = super::status::gate_of(self.plan.steps[i].when.as_ref());
+        if gate != super::status::Gate::Success {
+            self.err(
+                &pointer,
+                Diagnostic::new(format!(
+                    "a `uses` step's `when` cannot call `{}`: it is applied to every step of the group",
+                    gate.name()
+                ))
+                .code(Code::StepShape)
+                .help("call it in the `when` of the sub-plan's steps that should run after a failure"),
+            );
+            return Vec::new();
+        }
+        let scope = super::names::Scope {
+            index: i,
+            matrix_keys: None,
+            own_outputs: None,
+        };
+        let before = self.errors.len();
+        let refs: Vec<String> = self
+            .check_text(w, &pointer, &scope, true)
+            .into_iter()
+            .filter_map(|u| match u {
+                super::names::NameUse::Step(id) => Some(id),
+                _ => None,
+            })
+            .collect();
+        if self.errors.len() == before
+            && let Err(super::template::TemplateError::Unknown(m)) =
+                self.templates.lenient().try_callables(w, true)
+        {
+            let d = Diagnostic::new(m.clone())
+                .code(Code::Template)
+                .suggest(super::template::suggest_filter(&m));
+            self.err(&pointer, d);
+        }
+        refs
+    }
+
+    /// Checks the names the `with:` values of step `i` known only at run time read, as a step's
+    /// templates are checked (at the `uses` step, once every group's outputs are known), and returns
+    /// the ids of the steps they read: the group waits for them.
+    fn deferred_refs(&mut self, i: usize) -> Vec<String> {
+        let Some(g) = self.groups.get(&i) else {
+            return Vec::new();
+        };
+        let mut leaves = Vec::new();
+        for d in &g.included.deferred {
+            let pointer = format!("/steps/{i}/with/{}", ptr_seg(&d.name));
+            super::render::collect_strings(&d.value, pointer, &mut leaves);
+        }
+        let scope = super::names::Scope {
+            index: i,
+            matrix_keys: None,
+            own_outputs: None,
+        };
+        let mut refs: Vec<String> = Vec::new();
+        let lenient = self.templates.lenient();
+        for (pointer, text) in leaves {
+            let before = self.errors.len();
+            for u in self.check_text(&text, &pointer, &scope, false) {
+                if let super::names::NameUse::Step(id) = u
+                    && !refs.contains(&id)
+                {
+                    refs.push(id);
+                }
+            }
+            // A filter, test or function that does not exist fails here, not when the group starts.
+            if self.errors.len() == before
+                && let Err(super::template::TemplateError::Unknown(m)) =
+                    lenient.try_callables(&text, false)
+            {
+                let word = m.split(' ').nth(1).filter(|_| m.ends_with(" is unknown"));
+                let part = super::template::wrong_template(&self.templates, &text, word);
+                let d = Diagnostic::new(m.clone())
+                    .code(Code::Template)
+                    .suggest(super::template::suggest_filter(&m));
+                self.err_part(&pointer, &text, part, d);
+            }
+        }
+        refs
     }
 
     /// `with:` belongs to a `uses` step.
@@ -583,6 +885,26 @@ impl Checker<'_> {
             };
             let prefix = format!("{}{SEPARATOR}", p.id);
             let pre = |id: &str| format!("{prefix}{id}");
+            // What the deferred `with:` values read: every step of the group (and its end) waits
+            // for it, so that its outputs are there when a step's inputs are rendered.
+            let with_views = std::mem::take(&mut p.views);
+            let producers: Vec<String> = with_views
+                .values()
+                .flat_map(|v| match v {
+                    StepView::One(id) => std::slice::from_ref(id),
+                    StepView::List(ids) => ids.as_slice(),
+                })
+                .cloned()
+                .collect();
+            let when = p.when.take().map(|w| {
+                let at = self.source.locate(&format!("{}/when", p.pointer));
+                (w, at)
+            });
+            let included = Arc::new(Included {
+                with_views,
+                when,
+                ..g.included
+            });
             let mut rescoped: HashMap<*const Included, Arc<Included>> = HashMap::new();
             let mut needed: HashSet<String> = HashSet::new();
             let mut views: BTreeMap<String, StepView> = BTreeMap::new();
@@ -617,21 +939,18 @@ impl Checker<'_> {
                 }
                 s.index = p.index;
                 s.group = Some(match &s.group {
-                    None => g.included.clone(),
-                    Some(inner) => rescoped
-                        .entry(Arc::as_ptr(inner))
-                        .or_insert_with(|| {
-                            Arc::new(Included {
-                                step: pre(&inner.step),
-                                ..(**inner).clone()
-                            })
-                        })
-                        .clone(),
+                    None => included.clone(),
+                    Some(inner) => inner.rescoped(&prefix, &included, &mut rescoped),
                 });
                 if s.needs.is_empty() {
                     s.needs = p.needs.clone();
                 } else {
                     needed.extend(s.needs.iter().cloned());
+                    for id in &producers {
+                        if !s.needs.contains(id) {
+                            s.needs.push(id.clone());
+                        }
+                    }
                 }
             }
             // The group's end waits for its last steps and for those its outputs may read (the
@@ -651,10 +970,15 @@ impl Checker<'_> {
                 .collect();
             if !waits.is_empty() {
                 p.needs = waits;
+                for id in &producers {
+                    if !p.needs.contains(id) {
+                        p.needs.push(id.clone());
+                    }
+                }
             }
             p.views = views;
             p.outputs = g.outputs;
-            p.group = Some(g.included);
+            p.group = Some(included);
             for (k, v) in g.secrets {
                 if !self.secrets.values().any(|x| *x == v) {
                     self.secrets.insert(pre(&k), v);
@@ -1013,6 +1337,239 @@ steps:
             .group_outputs(p.step("o").unwrap(), &outputs, &run)
             .unwrap();
         assert_eq!(top["said"], "formal!:DONE");
+    }
+
+    #[test]
+    fn a_with_value_known_only_at_run_time_is_rendered_when_the_group_needs_it() {
+        let sub = r#"
+version: 1
+name: sub
+inputs:
+  n: {type: integer, default: 1}
+  tag: {type: string, default: none}
+steps:
+  - id: a
+    list: {limit: "${{ inputs.n }}"}
+  - id: b
+    needs: [a]
+    status: {job: "${{ inputs.tag }}"}
+outputs:
+  said: "${{ inputs.tag }}:${{ inputs.n }}"
+"#;
+        let plan = r#"
+version: 1
+name: t
+steps:
+  - id: pre
+    list: {}
+  - id: other
+    list: {}
+  - id: g
+    uses: sub.yaml
+    with: {n: "${{ steps.pre.count }}", tag: "${{ run.plan }}-x"}
+"#;
+        let p = load_text(plan, &[("sub.yaml", sub)], &LoadOptions::default()).unwrap();
+        let needs = |id: &str| p.step(id).unwrap().needs.clone();
+        // Every step of the group, and its end, waits for the step the values read.
+        assert_eq!(needs("g.a"), vec!["pre"]);
+        assert_eq!(needs("g.b"), vec!["g.a", "pre"]);
+        assert!(needs("g").contains(&"pre".to_string()), "{:?}", needs("g"));
+        assert!(!needs("g").contains(&"other".to_string()));
+        // Left as templates at load: the input is not known yet.
+        assert_eq!(p.step("g.a").unwrap().spec["limit"], "${{ inputs.n }}");
+        let mut outputs = super::super::checked::StepOutputs::new();
+        outputs.insert("pre".into(), serde_json::json!({"count": 4}));
+        let run = super::super::checked::RunInfo {
+            plan: "t".into(),
+            ..Default::default()
+        };
+        match p.render(p.step("g.a").unwrap(), &outputs, &run).unwrap() {
+            super::super::checked::RenderedStep::List { limit, .. } => assert_eq!(limit, Some(4)),
+            other => panic!("{other:?}"),
+        }
+        outputs.insert("g.a".into(), serde_json::json!({"count": 4}));
+        outputs.insert("g.b".into(), serde_json::json!({"state": "DONE"}));
+        let said = p
+            .group_outputs(p.step("g").unwrap(), &outputs, &run)
+            .unwrap();
+        assert_eq!(said["said"], "t-x:4");
+        // A value of the wrong type fails the step that needs it, naming the `with:` entry.
+        outputs.insert("pre".into(), serde_json::json!({"count": "many"}));
+        let d = p
+            .render(p.step("g.a").unwrap(), &outputs, &run)
+            .unwrap_err();
+        assert_eq!(
+            d.message,
+            "input `n` of the sub-plan `sub.yaml`: `many` is not an integer (the `with:` value at plan.yaml:11:15)"
+        );
+        assert_eq!(d.code, super::super::codes::Code::InputValue);
+        assert_eq!(d.location.unwrap().line, 11);
+    }
+
+    #[test]
+    fn a_run_time_with_value_is_refused_where_the_sub_plan_needs_it_at_load() {
+        let sub = "version: 1\nname: s\ninputs:\n  tones: {type: list, default: [a]}\nsteps:\n  - id: a\n    matrix: {tone: \"${{ inputs.tones }}\"}\n    list: {}\n";
+        let plan = "version: 1\nname: t\nsteps:\n  - id: pre\n    list: {}\n  - id: g\n    uses: sub.yaml\n    with: {tones: \"${{ steps.pre.count }}\"}\n";
+        let r = load_text(plan, &[("sub.yaml", sub)], &LoadOptions::default());
+        let ds = r.unwrap_err();
+        assert_eq!(ds.len(), 1, "{ds:#?}");
+        let d = &ds[0];
+        assert!(
+            d.message
+                .starts_with("input `tones` of the sub-plan `sub.yaml` is known only at run time"),
+            "{d:?}"
+        );
+        let at = d.location.as_ref().unwrap();
+        assert_eq!((at.file.as_str(), at.line), ("plan.yaml", 8));
+        assert_eq!(
+            d.notes,
+            vec!["the sub-plan needs it at sub.yaml:7:20 (`steps[0].matrix.tone`)"]
+        );
+        // A secret is refused in a run-time value as in one known at load.
+        let plan = "version: 1\nname: t\nsecrets:\n  K: {env: K_VAR}\nsteps:\n  - id: pre\n    list: {}\n  - id: g\n    uses: sub.yaml\n    with: {tones: \"${{ steps.pre.count }}${{ secrets.K }}\"}\n";
+        let options = LoadOptions {
+            environment: Some([("K_VAR".to_string(), "sekrit".to_string())].into()),
+            ..Default::default()
+        };
+        let m = messages(load_text(plan, &[("sub.yaml", sub)], &options));
+        assert_eq!(m, vec!["10: a `with:` value cannot read a secret []"]);
+        // A filter that does not exist is found at load.
+        let plan = "version: 1\nname: t\nsteps:\n  - id: pre\n    list: {}\n  - id: g\n    uses: sub.yaml\n    with: {n: \"${{ steps.pre.count | intt }}\"}\n";
+        let sub = "version: 1\nname: s\ninputs:\n  n: {type: integer, default: 1}\nsteps:\n  - id: a\n    list: {limit: \"${{ inputs.n }}\"}\n";
+        let m = messages(load_text(
+            plan,
+            &[("sub.yaml", sub)],
+            &LoadOptions::default(),
+        ));
+        assert_eq!(m, vec!["8: filter intt is unknown [int]"]);
+    }
+
+    #[test]
+    fn a_run_time_value_reaches_a_nested_group_through_its_inputs() {
+        let inner = r#"
+version: 1
+name: inner
+inputs:
+  tone: {type: string, default: plain}
+steps:
+  - id: a
+    list: {}
+  - id: b
+    status: {job: "${{ inputs.tone }}-${{ steps.a.count }}"}
+"#;
+        let outer = r#"
+version: 1
+name: outer
+inputs:
+  tone: {type: string, required: true}
+steps:
+  - id: mid
+    uses: inner.yaml
+    with: {tone: "${{ inputs.tone }}!"}
+"#;
+        let plan = r#"
+version: 1
+name: t
+steps:
+  - id: pre
+    list: {}
+  - id: o
+    uses: outer.yaml
+    with: {tone: "x${{ steps.pre.count }}"}
+"#;
+        let files = [("inner.yaml", inner), ("outer.yaml", outer)];
+        let p = load_text(plan, &files, &LoadOptions::default()).unwrap();
+        for id in ["o.mid.a", "o.mid.b", "o.mid", "o"] {
+            assert!(
+                p.step(id).unwrap().needs.contains(&"pre".to_string()),
+                "{id}: {:?}",
+                p.step(id).unwrap().needs
+            );
+        }
+        let b = p.step("o.mid.b").unwrap();
+        assert_eq!(b.group.as_ref().unwrap().step, "o.mid");
+        let mut outputs = super::super::checked::StepOutputs::new();
+        outputs.insert("pre".into(), serde_json::json!({"count": 7}));
+        outputs.insert("o.mid.a".into(), serde_json::json!({"count": 2}));
+        let run = super::super::checked::RunInfo::default();
+        let d = p.render(b, &outputs, &run).unwrap_err();
+        assert!(d.message.starts_with("`x7!-2` is not a job id"), "{d:?}");
+    }
+
+    #[test]
+    fn a_uses_steps_when_gates_every_step_of_its_group() {
+        let sub = r#"
+version: 1
+name: sub
+vars: {limit: 2}
+steps:
+  - id: a
+    list: {}
+  - id: b
+    when: "${{ steps.a.count > 0 }}"
+    list: {limit: "${{ vars.limit }}"}
+outputs:
+  count: ${{ steps.a.count }}
+"#;
+        let plan = r#"
+version: 1
+name: t
+vars: {limit: 5}
+steps:
+  - id: pre
+    list: {}
+  - id: g
+    uses: sub.yaml
+    when: "${{ steps.pre.count > vars.limit }}"
+"#;
+        let p = load_text(plan, &[("sub.yaml", sub)], &LoadOptions::default()).unwrap();
+        for id in ["g.a", "g.b", "g"] {
+            assert!(
+                p.step(id).unwrap().needs.contains(&"pre".to_string()),
+                "{id}"
+            );
+        }
+        // The `uses` step's `when` reads the including plan (its `vars.limit` is 5, the
+        // sub-plan's 2); the group's own `when` still holds besides it.
+        let run = super::super::checked::RunInfo::default();
+        let mut outputs = super::super::checked::StepOutputs::new();
+        let runs = |outputs: &super::super::checked::StepOutputs, id: &str| {
+            p.should_run(p.step(id).unwrap(), outputs, &run).unwrap()
+        };
+        outputs.insert("pre".into(), serde_json::json!({"count": 3}));
+        outputs.insert("g.a".into(), serde_json::json!({"count": 1}));
+        assert!(!runs(&outputs, "g.a"));
+        assert!(!runs(&outputs, "g.b"));
+        assert!(!runs(&outputs, "g"));
+        outputs.insert("pre".into(), serde_json::json!({"count": 7}));
+        assert!(runs(&outputs, "g.a"));
+        assert!(runs(&outputs, "g.b"));
+        assert!(runs(&outputs, "g"));
+        outputs.insert("g.a".into(), serde_json::json!({"count": 0}));
+        assert!(!runs(&outputs, "g.b"), "the step's own `when` is ANDed");
+        assert!(runs(&outputs, "g.a"));
+
+        // A status function would change when the group may run: refused.
+        let plan = "version: 1\nname: t\nsteps:\n  - id: g\n    uses: sub.yaml\n    when: \"${{ failure() }}\"\n";
+        let m = messages(load_text(
+            plan,
+            &[("sub.yaml", sub)],
+            &LoadOptions::default(),
+        ));
+        assert_eq!(
+            m,
+            vec![
+                "6: a `uses` step's `when` cannot call `failure()`: it is applied to every step of the group []"
+            ]
+        );
+        // Its names are checked as a step's.
+        let plan = "version: 1\nname: t\nsteps:\n  - id: pre\n    list: {}\n  - id: g\n    uses: sub.yaml\n    when: \"${{ steps.pr.count > 1 }}\"\n";
+        let m = messages(load_text(
+            plan,
+            &[("sub.yaml", sub)],
+            &LoadOptions::default(),
+        ));
+        assert_eq!(m, vec!["8: unknown step `pr` in `steps.pr` [pre]"]);
     }
 
     #[test]

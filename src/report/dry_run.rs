@@ -50,7 +50,7 @@ pub fn dry_run_value_except(plan: &CheckedPlan, paid_elsewhere: &HashSet<String>
             if !s.matrix.is_empty() {
                 m.insert("matrix".into(), Value::Object(s.matrix.clone()));
             }
-            if let Some(w) = &s.when {
+            if let Some(w) = s.written_when() {
                 m.insert(
                     "when".into(),
                     redact_value(plan, &serde_json::to_value(w).unwrap_or(Value::Null)),
@@ -199,7 +199,7 @@ pub fn dry_run_text_except(plan: &CheckedPlan, paid_elsewhere: &HashSet<String>)
             let _ = write!(head, "  after {}", s.needs.join(", "));
         }
         let _ = writeln!(out, "{head}");
-        if let Some(w) = &s.when {
+        if let Some(w) = s.written_when() {
             let w = match w {
                 crate::plan::types::When::Bool(b) => b.to_string(),
                 crate::plan::types::When::Expr(e) => plan.redact(e),

@@ -386,7 +386,7 @@ async fn a_resumed_run_keeps_the_steps_done_before_and_runs_the_rest() {
             "a".to_string(),
             Kept {
                 report: a,
-                outputs,
+                outputs: journal::Outputs::of(&outputs),
                 redacted: Default::default(),
             },
         )]

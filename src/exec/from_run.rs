@@ -64,7 +64,7 @@ pub fn take(
         };
         let given = kept
             .outputs_with(&plan.secrets)
-            .unwrap_or_else(|_| kept.outputs.clone());
+            .unwrap_or_else(|_| kept.outputs.map());
         if !same_plan {
             let now = plan
                 .render(step, &outputs, &RunInfo::default())

@@ -130,7 +130,7 @@ pub enum Record {
         /// Its report entry.
         report: Box<StepReport>,
         /// Its outputs, for later templates (secrets replaced by `***`).
-        outputs: Map<String, Value>,
+        outputs: Outputs,
         /// Where an output quoted a secret: per JSON pointer into `outputs`, the string as it was, in
         /// pieces of text and secret names (never values). Absent when no output quoted one.
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -158,6 +158,31 @@ pub enum Record {
         /// The exit code.
         exit_code: i32,
     },
+}
+
+/// A step's journaled outputs, kept as their JSON text: a resume reads every step's record, and
+/// parses the outputs only of a step a later one reads (a tree of a 10,000-step journal's outputs
+/// was a third of the memory of its resume).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Outputs(Box<serde_json::value::RawValue>);
+
+impl Outputs {
+    /// The outputs as written.
+    pub fn of(outputs: &Map<String, Value>) -> Outputs {
+        Outputs(serde_json::value::to_raw_value(outputs).expect("a JSON map serializes"))
+    }
+
+    /// The outputs as a map (none when the text is not an object, which the runner never writes).
+    pub fn map(&self) -> Map<String, Value> {
+        serde_json::from_str(self.0.get()).unwrap_or_default()
+    }
+}
+
+impl Default for Outputs {
+    fn default() -> Outputs {
+        Outputs::of(&Map::new())
+    }
 }
 
 /// A piece of a journaled output string: text as it was, or the place of a secret's value.
@@ -698,7 +723,7 @@ pub struct Kept {
     /// Its report entry.
     pub report: StepReport,
     /// Its outputs, with the plan's secrets replaced by `***`.
-    pub outputs: Map<String, Value>,
+    pub outputs: Outputs,
     /// Where those outputs quoted a secret ([`Record::Step`]'s `redacted`).
     pub redacted: BTreeMap<String, Vec<Piece>>,
 }
@@ -711,7 +736,7 @@ impl Kept {
         &self,
         secrets: &BTreeMap<String, String>,
     ) -> Result<Map<String, Value>, String> {
-        let mut out = Value::Object(self.outputs.clone());
+        let mut out = Value::Object(self.outputs.map());
         for (pointer, pieces) in &self.redacted {
             let mut text = String::new();
             for p in pieces {
@@ -1386,7 +1411,7 @@ mod tests {
         report.state = state;
         Record::Step {
             report: Box::new(report),
-            outputs: Map::new(),
+            outputs: Outputs::default(),
             redacted: BTreeMap::new(),
         }
     }
@@ -1476,7 +1501,7 @@ mod tests {
         // Through the journal's text and back.
         let rec = Record::Step {
             report: Box::new(StepReport::blank("a", "job")),
-            outputs: journaled,
+            outputs: Outputs::of(&journaled),
             redacted,
         };
         let line = serde_json::to_string(&rec).unwrap();
@@ -1499,7 +1524,7 @@ mod tests {
             [("longer".to_string(), "sk-1234".to_string())].into();
         assert_eq!(kept.outputs_with(&fewer).unwrap_err(), "key");
         // Nothing quoted, nothing recorded (and the field is left out of the line).
-        let (_, none) = redact_outputs(&kept.outputs, &secrets, redact);
+        let (_, none) = redact_outputs(&kept.outputs.map(), &secrets, redact);
         assert!(none.is_empty());
         let line =
             serde_json::to_string(&step_record("a", crate::model::StepState::Succeeded)).unwrap();

@@ -621,11 +621,11 @@ fn keep_step<C: Coordinator + 'static>(
     if dispatcher.has_dependents(i) {
         let outputs = kept
             .outputs_with(&ctx.plan.secrets)
-            .unwrap_or_else(|_| kept.outputs.clone());
+            .unwrap_or_else(|_| kept.outputs.map());
         keep_outputs(ctx, dispatcher, i, outputs);
     }
     if from == KeptFrom::OtherRun {
-        record_step(ctx, report, &kept.outputs, &kept.redacted);
+        record_step(ctx, report, &kept.outputs.map(), &kept.redacted);
     } else {
         ctx.emit(Event::StepFinished {
             report: Box::new(report),

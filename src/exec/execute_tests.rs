@@ -384,11 +384,7 @@ async fn a_resumed_run_keeps_the_steps_done_before_and_runs_the_rest() {
         attempts: 1,
         done: [(
             "a".to_string(),
-            Kept {
-                report: a,
-                outputs: journal::Outputs::of(&outputs),
-                redacted: Default::default(),
-            },
+            Kept::new(a, journal::Outputs::of(&outputs), Default::default()),
         )]
         .into(),
         submissions: [(

@@ -70,7 +70,7 @@ pub fn take(
                 .render(step, &outputs, &RunInfo::default())
                 .ok()
                 .and_then(|r| super::cache::request_record(plan, &r));
-            if now.is_none() || now != kept.report.request {
+            if now.is_none() || now != kept.request() {
                 return Err(format!(
                     "step `{}`: run `{run_id}` ran another version of {} (sha256 {} then) and the \
                      step's request is not the same now, so its outputs cannot stand for this run's; \

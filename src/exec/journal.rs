@@ -718,17 +718,65 @@ pub struct Replay {
 }
 
 /// A step that succeeded in an earlier start, as journaled.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Kept {
-    /// Its report entry.
-    pub report: StepReport,
+    /// Its report entry, until the run takes it ([`Kept::take_report`]).
+    report: std::sync::Mutex<Option<StepReport>>,
     /// Its outputs, with the plan's secrets replaced by `***`.
     pub outputs: Outputs,
     /// Where those outputs quoted a secret ([`Record::Step`]'s `redacted`).
     pub redacted: BTreeMap<String, Vec<Piece>>,
 }
 
+impl Clone for Kept {
+    fn clone(&self) -> Kept {
+        Kept {
+            report: std::sync::Mutex::new(self.lock().clone()),
+            outputs: self.outputs.clone(),
+            redacted: self.redacted.clone(),
+        }
+    }
+}
+
 impl Kept {
+    /// A step kept with this report entry and these outputs.
+    pub fn new(
+        report: StepReport,
+        outputs: Outputs,
+        redacted: BTreeMap<String, Vec<Piece>>,
+    ) -> Kept {
+        Kept {
+            report: std::sync::Mutex::new(Some(report)),
+            outputs,
+            redacted,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<StepReport>> {
+        self.report.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A copy of its report entry (a blank one once the run has taken it).
+    pub fn report(&self) -> StepReport {
+        self.lock()
+            .clone()
+            .unwrap_or_else(|| StepReport::blank("", ""))
+    }
+
+    /// The request its report entry recorded (`None` once taken, or when it recorded none).
+    pub fn request(&self) -> Option<Value> {
+        self.lock().as_ref().and_then(|r| r.request.clone())
+    }
+
+    /// Its report entry, taken out by the run that keeps the step: the report of the run holds it
+    /// from then on, and a resume of 10,000 steps does not hold each twice. A second take gets a copy
+    /// of what the first left: a blank entry.
+    pub fn take_report(&self) -> StepReport {
+        self.lock()
+            .take()
+            .unwrap_or_else(|| StepReport::blank("", ""))
+    }
+
     /// The outputs as the step produced them: each redacted string rebuilt with the secrets' values
     /// (`secrets`, the plan's, read from their sources at this start). `Err` names a secret the plan
     /// no longer has.
@@ -1023,11 +1071,11 @@ pub fn replay(records: &mut [Record]) -> Result<Replay, String> {
                         r.done.insert(
                             report.id.clone(),
                             // Taken, not copied: a journal of 10,000 steps is tens of megabytes.
-                            Kept {
-                                report: std::mem::replace(&mut **report, StepReport::blank("", "")),
-                                outputs: std::mem::take(outputs),
-                                redacted: std::mem::take(redacted),
-                            },
+                            Kept::new(
+                                std::mem::replace(&mut **report, StepReport::blank("", "")),
+                                std::mem::take(outputs),
+                                std::mem::take(redacted),
+                            ),
                         );
                     }
                     _ => {
@@ -1513,11 +1561,7 @@ mod tests {
         else {
             panic!("{line}")
         };
-        let kept = Kept {
-            report: *report,
-            outputs: back,
-            redacted,
-        };
+        let kept = Kept::new(*report, back, redacted);
         assert_eq!(kept.outputs_with(&secrets).unwrap(), outputs);
         // A secret the plan no longer has is named.
         let fewer: BTreeMap<String, String> =

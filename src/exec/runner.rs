@@ -652,7 +652,7 @@ fn take_up<C: Coordinator + 'static>(
             .as_ref()
             .is_some_and(|r| r.done.contains_key(&step.id))
     {
-        let mut report = kept.report.clone();
+        let mut report = kept.report();
         report.cached_from = Some(crate::model::CachedFrom {
             run_id: t.run_id.clone(),
             step_id: step.id.clone(),
@@ -705,7 +705,7 @@ fn take_up<C: Coordinator + 'static>(
             dispatcher,
             i,
             kept,
-            kept.report.clone(),
+            kept.take_report(),
             KeptFrom::ThisRun,
         );
         return;

@@ -762,6 +762,32 @@ enum Resumed {
     Again((tokio::runtime::Runtime, CancellationToken)),
 }
 
+/// The plan of a run to resume, as its journal's first record says it was started: its plan file and
+/// `--vars` files (their copies, in a folder rebuilt from a store), `--set` values and `--only`/`--skip`
+/// selection. Also the plan file's path as read.
+fn load_resumed(
+    dir: &std::path::Path,
+    replay: &Replay,
+) -> (
+    PathBuf,
+    Result<crate::plan::CheckedPlan, Vec<crate::plan::Diagnostic>>,
+) {
+    let (plan_path, vars_files) =
+        crate::store::rebuild::map_paths(dir, &replay.plan_path, &replay.vars_files);
+    let plan_path = PathBuf::from(plan_path);
+    let options = crate::plan::check::LoadOptions {
+        set: replay.set.clone(),
+        vars_files,
+        environment: None,
+        placeholder_secrets: false,
+        allow_missing_inputs: false,
+    };
+    // The run's `--only`/`--skip` select the same steps again.
+    let plan = crate::plan::load(&plan_path, &options)
+        .and_then(|mut p| crate::plan::select::apply(&mut p, &replay.selection).map(|_| p));
+    (plan_path, plan)
+}
+
 /// One attempt of `resume`: the run folder brought up to the store (rebuilt from it when this host
 /// does not have it), the journal replayed, the lock taken, and the run executed.
 fn resume_once(
@@ -797,7 +823,11 @@ fn resume_once(
         errln!("error: no run `{}` in {}", a.run_id, a.runs_dir.display());
         return Resumed::Done(exit::INVALID);
     }
-    let mut records = match journal::read(&dir.join("journal.jsonl")) {
+    let journal_path = dir.join("journal.jsonl");
+    // The plan is loaded from the journal's first record before the rest is read: a 10,000-step
+    // journal's reports and the plan's load then never need their memory at once.
+    let early = journal::read_head(&journal_path).map(|head| load_resumed(&dir, &head));
+    let mut records = match journal::read(&journal_path) {
         Ok(r) => r,
         Err(e) => {
             errln!("error: cannot resume run {}: {e}", a.run_id);
@@ -811,22 +841,13 @@ fn resume_once(
             return Resumed::Done(exit::INVALID);
         }
     };
+    // What the replay took is out of the records; the rest would last the whole resumed run.
+    drop(records);
+    let (plan_path, loaded) = early.unwrap_or_else(|| load_resumed(&dir, &replay));
     // A folder rebuilt from a store reads the copies of the run's files.
-    let (plan_path, vars_files) =
-        crate::store::rebuild::map_paths(&dir, &replay.plan_path, &replay.vars_files);
-    replay.vars_files = vars_files;
-    let plan_path = PathBuf::from(plan_path);
-    let options = crate::plan::check::LoadOptions {
-        set: replay.set.clone(),
-        vars_files: replay.vars_files.clone(),
-        environment: None,
-        placeholder_secrets: false,
-        allow_missing_inputs: false,
-    };
-    // The run's `--only`/`--skip` select the same steps again.
-    let plan = match crate::plan::load(&plan_path, &options)
-        .and_then(|mut p| crate::plan::select::apply(&mut p, &replay.selection).map(|_| p))
-    {
+    replay.vars_files =
+        crate::store::rebuild::map_paths(&dir, &replay.plan_path, &replay.vars_files).1;
+    let plan = match loaded {
         Ok(p) => Arc::new(p),
         Err(ds) => {
             print_diagnostics(&ds);

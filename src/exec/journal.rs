@@ -586,6 +586,25 @@ impl Journal {
 /// Reads every whole record of a journal. A torn last line (a crash mid-write) is skipped; a bad line
 /// elsewhere is an error naming its line number. A journal whose header is of another format version is
 /// refused, naming the file and both versions.
+/// The replay of a journal's first record alone — the run's header: its plan, vars, `--set` and
+/// step selection — read without the rest of the file, so that `resume` can load the plan before it
+/// holds the journal. `None` when the first line is not a readable `run` record ([`read`] then
+/// says why).
+pub fn read_head(path: &Path) -> Option<Replay> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).ok()?;
+    let mut line = String::new();
+    // A header is a few hundred bytes; a first line of megabytes is no header.
+    std::io::BufReader::new(f.take(1 << 20))
+        .read_line(&mut line)
+        .ok()?;
+    let record: Record = serde_json::from_str(line.trim_end()).ok()?;
+    if !matches!(record, Record::Run { .. }) {
+        return None;
+    }
+    replay(&mut vec![record]).ok()
+}
+
 pub fn read(path: &Path) -> Result<Vec<Record>, String> {
     let f =
         std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;

@@ -1,9 +1,12 @@
-//! Pacing shared across processes, end to end: two `run` processes of one run folder against one
-//! `coordinator serve` with its rate limits on (scaled down: a window of 3 s). Each process alone
-//! would take the whole limit; together they stay within it — no 429 — and so need the least time the
-//! limits allow for the jobs of both (`limits::RateLimits::least_time_for_jobs`). Two run folders do
-//! not share their windows, and collect 429s, which shows that the check can fail.
+//! Pacing shared across processes, end to end: `run` processes against one `coordinator serve` with
+//! its rate limits on (scaled down: a window of 3 s). Each process alone would take the whole limit;
+//! together they stay within it — no 429 — and so need the least time the limits allow for the jobs of
+//! all (`limits::RateLimits::least_time_for_jobs`): two runs of one run folder, and three run folders
+//! of one PostgreSQL store (three hosts behind one address). Two run folders that do not share their
+//! windows collect 429s, which shows that the check can fail.
 
+#[path = "support/postgres.rs"]
+mod postgres;
 mod support;
 
 use std::process::Stdio;
@@ -24,21 +27,36 @@ fn plan(jobs: usize) -> String {
     s
 }
 
-/// Two runs of 15 jobs each, started together, into `runs_a` and `runs_b`; their exit codes and
-/// how long both took.
-fn two_runs(
+/// One `run` process of the plan: its run folder and its extra flags.
+struct Launch {
+    runs: std::path::PathBuf,
+    args: Vec<String>,
+}
+
+impl Launch {
+    fn into(runs: &std::path::Path) -> Launch {
+        Launch {
+            runs: runs.to_path_buf(),
+            args: Vec::new(),
+        }
+    }
+}
+
+/// Runs of 15 jobs each, started together; their exit codes and how long all took.
+fn runs_together(
     serve: &Serve,
     dir: &PlanDir,
-    runs_a: &std::path::Path,
-    runs_b: &std::path::Path,
+    launches: &[Launch],
 ) -> (Vec<Option<i32>>, Duration) {
     let started = Instant::now();
-    let children: Vec<_> = [runs_a, runs_b]
+    let children: Vec<_> = launches
         .iter()
-        .map(|runs| {
+        .map(|l| {
             let mut cmd = serve.command();
-            cmd.args(run_args(&dir.plan(), runs))
+            cmd.args(run_args(&dir.plan(), &l.runs))
+                .args(&l.args)
                 .env("AITBC_RATE_LIMIT", SPEC)
+                .env_remove("AITBC_FLOW_STORE")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped());
@@ -71,26 +89,42 @@ fn two_runs(
     (codes, started.elapsed())
 }
 
+/// Two runs into `runs_a` and `runs_b`.
+fn two_runs(
+    serve: &Serve,
+    dir: &PlanDir,
+    runs_a: &std::path::Path,
+    runs_b: &std::path::Path,
+) -> (Vec<Option<i32>>, Duration) {
+    runs_together(serve, dir, &[Launch::into(runs_a), Launch::into(runs_b)])
+}
+
+/// What the coordinator saw of `jobs` jobs paced together: every submit admitted, none refused
+/// (Serve's drop checks the 429s too), no window above the limit, and at least the least time the
+/// limits allow; prints the measurement.
+fn assert_paced_together(serve: &Serve, jobs: u64, elapsed: Duration, what: &str) {
+    let limits = serve.get("/v1/local/limits");
+    assert_eq!(limits["refused"], 0, "{limits}");
+    assert_eq!(limits["admitted"]["submit"], jobs, "{limits}");
+    let most = limits["most_in_a_window"]["submit"].as_u64().unwrap();
+    assert!(most <= 10, "{limits}");
+    let t_min = RateLimits::parse(SPEC).unwrap().least_time_for_jobs(jobs);
+    println!("{what}, {SPEC}: {elapsed:?} (T_min {t_min:?}), most submits in a window {most}");
+    assert!(elapsed >= t_min, "{elapsed:?} < {t_min:?}");
+}
+
 #[test]
 fn two_runs_of_one_run_folder_share_the_rate_limit_and_get_no_429() {
     let serve = Serve::start(&["--rate-limits", SPEC, "--workers", "256"]);
     let dir = PlanDir::new(&plan(15));
     let (codes, elapsed) = two_runs(&serve, &dir, &dir.runs(), &dir.runs());
     assert_eq!(codes, vec![Some(0), Some(0)]);
-    // Measured at the coordinator: every submit of both got through, none was refused (Serve's drop
-    // checks the 429s too), and no window held more than the limit.
-    let limits = serve.get("/v1/local/limits");
-    assert_eq!(limits["refused"], 0, "{limits}");
-    assert_eq!(limits["admitted"]["submit"], 30, "{limits}");
-    let most = limits["most_in_a_window"]["submit"].as_u64().unwrap();
-    assert!(most <= 10, "{limits}");
     // Together, the least time the limits allow for 30 jobs (each alone would need 3 s for 15).
-    let t_min = RateLimits::parse(SPEC).unwrap().least_time_for_jobs(30);
-    assert_eq!(t_min, Duration::from_secs(6));
-    println!(
-        "two runs of 15 jobs, {SPEC}: {elapsed:?} (T_min {t_min:?}), most submits in a window {most}"
+    assert_eq!(
+        RateLimits::parse(SPEC).unwrap().least_time_for_jobs(30),
+        Duration::from_secs(6)
     );
-    assert!(elapsed >= t_min, "{elapsed:?}");
+    assert_paced_together(&serve, 30, elapsed, "two runs of 15 jobs, one run folder");
 }
 
 #[test]
@@ -101,4 +135,96 @@ fn two_run_folders_do_not_share_and_collect_429s() {
     let other = tempfile::tempdir().unwrap();
     let _ = two_runs(&serve, &dir, &dir.runs(), other.path());
     assert!(serve.refused() > 0, "the limits refused nothing");
+}
+
+#[test]
+fn three_hosts_of_one_database_share_the_rate_limit_and_get_no_429() {
+    // Three run folders (three hosts behind one address), one PostgreSQL store: the windows are rows
+    // in the database, so the three stay within the limits together.
+    let Some(pg) = postgres::cluster() else {
+        return;
+    };
+    let url = pg.url_of("pacing");
+    let serve = Serve::start(&["--rate-limits", SPEC, "--workers", "256"]);
+    let dir = PlanDir::new(&plan(15));
+    let tmp = tempfile::tempdir().unwrap();
+    let launches: Vec<Launch> = ["a", "b", "c"]
+        .iter()
+        .map(|host| Launch {
+            runs: tmp.path().join(host),
+            args: vec!["--store".into(), url.clone()],
+        })
+        .collect();
+    let (codes, elapsed) = runs_together(&serve, &dir, &launches);
+    assert_eq!(codes, vec![Some(0), Some(0), Some(0)]);
+    assert_eq!(
+        RateLimits::parse(SPEC).unwrap().least_time_for_jobs(45),
+        Duration::from_secs(12)
+    );
+    assert_paced_together(&serve, 45, elapsed, "three hosts of 15 jobs, one database");
+    // Every request of the three was a row of the shared window; all were answered.
+    let in_flight = pg.psql_in(
+        "pacing",
+        "SELECT count(*) FROM aitbc_flow_pacing WHERE answered_at IS NULL",
+    );
+    assert_eq!(in_flight, "0");
+    let rows = pg.psql_in("pacing", "SELECT count(*) FROM aitbc_flow_pacing");
+    assert_ne!(rows, "0", "the last window's requests are rows");
+}
+
+#[test]
+fn the_database_window_counts_answers_for_a_window_and_in_flight_requests_until_their_bound() {
+    use aitbc_flow::client::pace::SharedWindow;
+    use aitbc_flow::limits::Endpoint;
+    use aitbc_flow::store::pacing_pg::PgPacing;
+    let Some(pg) = postgres::cluster() else {
+        return;
+    };
+    let url = pg.url_of("pacing_sql");
+    let store = aitbc_flow::store::postgres::PgStore::connect(&url).unwrap();
+    let a = PgPacing::new(&store, "http://c");
+    let b = PgPacing::new(&store, "http://c");
+    let (w, flight) = (Duration::from_millis(1000), Duration::from_millis(500));
+    let ms = |d: Duration| d.as_millis();
+    // Two places: two hosts take one each; the third waits for the first to count no more: its
+    // bound, then a window (and the margin).
+    let t1 = a.take_key("k", 2, w, flight).unwrap().unwrap();
+    let t2 = b.take_key("k", 2, w, flight).unwrap().unwrap();
+    assert_ne!(t1, t2);
+    let wait = a.take_key("k", 2, w, flight).unwrap().unwrap_err();
+    assert!(ms(wait) > 1400 && ms(wait) <= 1550, "{wait:?}");
+    // Another key has its own window.
+    assert!(a.take_key("other", 2, w, flight).unwrap().is_ok());
+    // The first is answered at once: it counts one window from its answer, no longer until its bound.
+    a.answered_ticket(t1).unwrap();
+    let wait = a.take_key("k", 2, w, flight).unwrap().unwrap_err();
+    assert!(ms(wait) > 950 && ms(wait) <= 1050, "{wait:?}");
+    // Past that window, the answered one no longer counts; the one in flight still does (its bound
+    // and a window are 1.55 s).
+    std::thread::sleep(Duration::from_millis(1100));
+    let t3 = a.take_key("k", 2, w, flight).unwrap().unwrap();
+    assert!(a.take_key("k", 2, w, flight).unwrap().is_err());
+    // Past its bound and a window, the request in flight (its host gone) no longer counts either.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(b.take_key("k", 2, w, flight).unwrap().is_ok());
+    let rows = pg.psql_in(
+        "pacing_sql",
+        &format!("SELECT count(*) FROM aitbc_flow_pacing WHERE id IN ({t1}, {t2})"),
+    );
+    assert_eq!(rows, "0", "the rows that no longer count are deleted");
+    // Through the trait, as a run uses it: a database that is gone makes the run pace itself alone
+    // (ticket 0) instead of failing or waiting.
+    let c = PgPacing::new(&store, "http://c");
+    assert!(c.take(Endpoint::Submit, 5, w).unwrap() > 0);
+    pg.psql_in(
+        "pacing_sql",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = 'aitbc-flow' AND datname = 'pacing_sql'",
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    assert_eq!(c.take(Endpoint::Submit, 5, w), Ok(0));
+    assert_eq!(c.take(Endpoint::Submit, 5, w), Ok(0));
+    assert!(started.elapsed() < Duration::from_secs(6));
+    let _ = t3;
 }

@@ -67,6 +67,10 @@ impl Store for FileStore {
         )))
     }
 
+    fn pacing(&self, base_url: &str) -> std::sync::Arc<dyn crate::client::pace::SharedWindow> {
+        std::sync::Arc::new(super::pacing::FilePacing::new(&self.runs_dir, base_url))
+    }
+
     fn forget(&self, _runs: &[RunEntry]) -> Result<(), StoreError> {
         // A run's folder is its record here: removing the folder forgets it.
         Ok(())

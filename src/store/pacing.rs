@@ -51,8 +51,7 @@ pub struct FilePacing {
 impl FilePacing {
     /// The windows of the coordinator at `base_url` under `runs_dir`.
     pub fn new(runs_dir: &Path, base_url: &str) -> FilePacing {
-        use sha2::{Digest, Sha256};
-        let key = hex::encode(&Sha256::digest(base_url.as_bytes())[..8]);
+        let key = coordinator_key(base_url);
         let pid = std::process::id();
         FilePacing {
             dir: runs_dir.join(".pacing").join(key),
@@ -67,7 +66,7 @@ impl FilePacing {
         f: impl FnOnce(&mut WindowFile, u64) -> T,
     ) -> std::io::Result<T> {
         std::fs::create_dir_all(&self.dir)?;
-        let path = self.dir.join(format!("{endpoint:?}.json").to_lowercase());
+        let path = self.dir.join(format!("{}.json", endpoint_name(endpoint)));
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -97,6 +96,18 @@ impl FilePacing {
                 _ => true,
             }
     }
+}
+
+/// The part of a window's name that names the coordinator at `base_url` (a hash: the URL is not
+/// shown).
+pub(super) fn coordinator_key(base_url: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(base_url.as_bytes())[..8])
+}
+
+/// The part of a window's name that names the endpoint.
+pub(super) fn endpoint_name(endpoint: Endpoint) -> String {
+    format!("{endpoint:?}").to_lowercase()
 }
 
 fn now_ms() -> u64 {

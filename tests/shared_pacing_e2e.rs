@@ -1,9 +1,9 @@
 //! Pacing shared across processes, end to end: `run` processes against one `coordinator serve` with
 //! its rate limits on (scaled down: a window of 3 s). Each process alone would take the whole limit;
 //! together they stay within it — no 429 — and so need the least time the limits allow for the jobs of
-//! all (`limits::RateLimits::least_time_for_jobs`): two runs of one run folder, and three run folders
-//! of one PostgreSQL store (three hosts behind one address). Two run folders that do not share their
-//! windows collect 429s, which shows that the check can fail.
+//! all (`limits::RateLimits::least_time_for_jobs`): two run folders of one user (one pacing folder),
+//! and three run folders of one PostgreSQL store (three hosts behind one address). Two pacing folders
+//! do not share their windows, and collect 429s, which shows that the check can fail.
 
 #[path = "support/postgres.rs"]
 mod postgres;
@@ -27,10 +27,12 @@ fn plan(jobs: usize) -> String {
     s
 }
 
-/// One `run` process of the plan: its run folder and its extra flags.
+/// One `run` process of the plan: its run folder, its extra flags, and its own pacing folder when
+/// it is not the one of the coordinator's runs (another user's).
 struct Launch {
     runs: std::path::PathBuf,
     args: Vec<String>,
+    pacing: Option<std::path::PathBuf>,
 }
 
 impl Launch {
@@ -38,6 +40,7 @@ impl Launch {
         Launch {
             runs: runs.to_path_buf(),
             args: Vec::new(),
+            pacing: None,
         }
     }
 }
@@ -56,6 +59,7 @@ fn runs_together(
             cmd.args(run_args(&dir.plan(), &l.runs))
                 .args(&l.args)
                 .env("AITBC_RATE_LIMIT", SPEC)
+                .envs(l.pacing.iter().map(|p| ("AITBC_FLOW_PACING_DIR", p)))
                 .env_remove("AITBC_FLOW_STORE")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -89,16 +93,6 @@ fn runs_together(
     (codes, started.elapsed())
 }
 
-/// Two runs into `runs_a` and `runs_b`.
-fn two_runs(
-    serve: &Serve,
-    dir: &PlanDir,
-    runs_a: &std::path::Path,
-    runs_b: &std::path::Path,
-) -> (Vec<Option<i32>>, Duration) {
-    runs_together(serve, dir, &[Launch::into(runs_a), Launch::into(runs_b)])
-}
-
 /// What the coordinator saw of `jobs` jobs paced together: every submit admitted, none refused
 /// (Serve's drop checks the 429s too), no window above the limit, and at least the least time the
 /// limits allow; prints the measurement.
@@ -114,26 +108,61 @@ fn assert_paced_together(serve: &Serve, jobs: u64, elapsed: Duration, what: &str
 }
 
 #[test]
-fn two_runs_of_one_run_folder_share_the_rate_limit_and_get_no_429() {
+fn two_run_folders_of_one_user_share_the_rate_limit_and_get_no_429() {
+    // One pacing folder (the user's), two run folders: the windows are the user's, not the folder's.
     let serve = Serve::start(&["--rate-limits", SPEC, "--workers", "256"]);
     let dir = PlanDir::new(&plan(15));
-    let (codes, elapsed) = two_runs(&serve, &dir, &dir.runs(), &dir.runs());
+    let other = tempfile::tempdir().unwrap();
+    let (codes, elapsed) = runs_together(
+        &serve,
+        &dir,
+        &[Launch::into(&dir.runs()), Launch::into(other.path())],
+    );
     assert_eq!(codes, vec![Some(0), Some(0)]);
     // Together, the least time the limits allow for 30 jobs (each alone would need 3 s for 15).
     assert_eq!(
         RateLimits::parse(SPEC).unwrap().least_time_for_jobs(30),
         Duration::from_secs(6)
     );
-    assert_paced_together(&serve, 30, elapsed, "two runs of 15 jobs, one run folder");
+    assert_paced_together(&serve, 30, elapsed, "two run folders of 15 jobs, one user");
+    // The folder is the user's only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(
+        serve
+            .pacing
+            .path()
+            .read_dir()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path(),
+    )
+    .unwrap()
+    .permissions()
+    .mode();
+    assert_eq!(mode & 0o777, 0o700, "{mode:o}");
 }
 
 #[test]
-fn two_run_folders_do_not_share_and_collect_429s() {
+fn two_pacing_folders_do_not_share_and_collect_429s() {
+    // Two users of one host (or one address): their windows are not shared, and the limits refuse.
     let mut serve = Serve::start(&["--rate-limits", SPEC, "--workers", "256"]);
     serve.allow_refusals = true;
     let dir = PlanDir::new(&plan(15));
     let other = tempfile::tempdir().unwrap();
-    let _ = two_runs(&serve, &dir, &dir.runs(), other.path());
+    let other_pacing = tempfile::tempdir().unwrap();
+    let _ = runs_together(
+        &serve,
+        &dir,
+        &[
+            Launch::into(&dir.runs()),
+            Launch {
+                pacing: Some(other_pacing.path().to_path_buf()),
+                ..Launch::into(other.path())
+            },
+        ],
+    );
     assert!(serve.refused() > 0, "the limits refused nothing");
 }
 
@@ -151,8 +180,10 @@ fn three_hosts_of_one_database_share_the_rate_limit_and_get_no_429() {
     let launches: Vec<Launch> = ["a", "b", "c"]
         .iter()
         .map(|host| Launch {
-            runs: tmp.path().join(host),
             args: vec!["--store".into(), url.clone()],
+            // Each host has its own pacing folder: only the database is shared.
+            pacing: Some(tmp.path().join(format!("pacing-{host}"))),
+            ..Launch::into(&tmp.path().join(host))
         })
         .collect();
     let (codes, elapsed) = runs_together(&serve, &dir, &launches);

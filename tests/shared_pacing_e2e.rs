@@ -243,6 +243,19 @@ fn the_database_window_counts_answers_for_a_window_and_in_flight_requests_until_
         &format!("SELECT count(*) FROM aitbc_flow_pacing WHERE id IN ({t1}, {t2})"),
     );
     assert_eq!(rows, "0", "the rows that no longer count are deleted");
+    // What a request costs: a take and an answer, 200 times, the window filling up to 200 rows.
+    let started = Instant::now();
+    for _ in 0..200 {
+        let t = a
+            .take_key("cost", 1000, Duration::from_secs(60), flight)
+            .unwrap()
+            .unwrap();
+        a.answered_ticket(t).unwrap();
+    }
+    println!(
+        "database pacing: take + answer {:?} per request (200, window of up to 200 rows)",
+        started.elapsed() / 200
+    );
     // Through the trait, as a run uses it: a database that is gone makes the run pace itself alone
     // (ticket 0) instead of failing or waiting.
     let c = PgPacing::new(&store, "http://c");

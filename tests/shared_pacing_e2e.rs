@@ -266,9 +266,43 @@ fn the_database_window_counts_answers_for_a_window_and_in_flight_requests_until_
          WHERE application_name = 'aitbc-flow' AND datname = 'pacing_sql'",
     );
     std::thread::sleep(Duration::from_millis(200));
+    let said = Said::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer({
+            let said = said.clone();
+            move || said.clone()
+        })
+        .with_ansi(false)
+        .finish();
     let started = Instant::now();
-    assert_eq!(c.take(Endpoint::Submit, 5, w), Ok(0));
-    assert_eq!(c.take(Endpoint::Submit, 5, w), Ok(0));
+    tracing::subscriber::with_default(subscriber, || {
+        assert_eq!(c.take(Endpoint::Submit, 5, w), Ok(0));
+        assert_eq!(c.take(Endpoint::Submit, 5, w), Ok(0));
+        c.answered(Endpoint::Submit, 7);
+    });
     assert!(started.elapsed() < Duration::from_secs(6));
+    // One warning line, naming the store by its redacted URL.
+    let text = String::from_utf8(said.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(
+        text.contains("this run paces itself alone, so the hosts together may exceed"),
+        "{text}"
+    );
+    assert!(text.contains("postgres:***@127.0.0.1"), "{text}");
+    assert!(!text.contains(postgres::PASSWORD), "{text}");
     let _ = t3;
+}
+
+/// What was logged, for the test that reads its warnings.
+#[derive(Clone, Default)]
+struct Said(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Said {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

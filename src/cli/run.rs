@@ -409,7 +409,7 @@ pub fn run(a: RunArgs) -> i32 {
         None => params,
     };
     let recorded_dir = run_dir.clone();
-    let code = execute_plan(signals, plan, params, run_id, run_dir, None);
+    let code = execute_plan(signals, plan, params, run_id, run_dir, None, &*store);
     if let Err(e) = store.record_run(&recorded_dir) {
         errln!("warning: the run is not in the shared history: {e}");
     }
@@ -432,7 +432,8 @@ fn runtime_with_signals() -> Result<(tokio::runtime::Runtime, CancellationToken)
 }
 
 /// Runs a loaded plan in a run directory, on the configured coordinator or an embedded one, and prints
-/// the outcome. Returns the exit code.
+/// the outcome; a remote coordinator is paced together with the other runs of `store`. Returns the
+/// exit code.
 fn execute_plan(
     (runtime, interrupt): (tokio::runtime::Runtime, CancellationToken),
     plan: Arc<crate::plan::CheckedPlan>,
@@ -440,6 +441,7 @@ fn execute_plan(
     run_id: String,
     run_dir: PathBuf,
     resume: Option<Arc<Replay>>,
+    store: &dyn crate::store::Store,
 ) -> i32 {
     let config = match ClientConfig::from_env(&ConfigOverrides {
         coordinator: p.coordinator.clone(),
@@ -505,14 +507,11 @@ fn execute_plan(
             errln!("error: {e}");
             exit::INVALID
         })?;
-        // A remote coordinator limits per client IP: the runs of this run folder pace together.
+        // A remote coordinator limits per client IP: the runs of the store pace together.
         if let Some(url) = config.coordinator_url.as_ref().filter(|_| local.is_none())
             && !config.pacing.is_off()
         {
-            client.share_pacing(Arc::new(crate::store::pacing::FilePacing::new(
-                &p.runs_dir,
-                url.as_str(),
-            )));
+            client.share_pacing(store.pacing(url.as_str()));
         }
         let options = RunOptions {
             concurrency: p.concurrency.map(|c| c as usize),
@@ -1029,7 +1028,15 @@ fn resume_once(
         }
     };
     let recorded_dir = dir.clone();
-    let code = execute_plan(signals, plan, params, run_id, dir, Some(Arc::new(replay)));
+    let code = execute_plan(
+        signals,
+        plan,
+        params,
+        run_id,
+        dir,
+        Some(Arc::new(replay)),
+        store,
+    );
     if let Err(e) = store.record_run(&recorded_dir) {
         errln!("warning: the run is not in the shared history: {e}");
     }

@@ -20,10 +20,11 @@
 //! connections, and a burst of a couple of hundred concurrent requests — what a window of 200 reads
 //! allows at once — wedged it for good (checked 2026-12, `docs/decisions.md`).
 //!
-//! The runs of one run folder share their windows of a remote coordinator ([`SharedWindow`], kept by
-//! the store: `store::pacing`), since the service limits per client IP: a request then also takes a
-//! place in the shared window, which holds the requests of every process. Without limits (`off`) there
-//! is no window, so nothing is shared and no file is touched.
+//! The runs of a store share their windows of a remote coordinator ([`SharedWindow`], kept by the
+//! store: `store::pacing`, files of the user on one host; `store::pacing_pg`, rows in PostgreSQL
+//! across hosts), since the service limits per client IP: a request then also takes a place in the
+//! shared window, which holds the requests of every process. Without limits (`off`) there is no
+//! window, so nothing is shared and nothing is touched.
 //!
 //! A 429 on a paced endpoint means something else shares our budget (another client on the same IP):
 //! the endpoint then sends nothing more until the `Retry-After` the service gave has passed.

@@ -67,6 +67,14 @@ impl Store for FileStore {
         )))
     }
 
+    fn pacing(&self, base_url: &str) -> std::sync::Arc<dyn crate::client::pace::SharedWindow> {
+        // Per user, not per run folder: the runs of every folder on this host pace together.
+        std::sync::Arc::new(super::pacing::FilePacing::new(
+            &super::pacing::user_dir(&self.runs_dir),
+            base_url,
+        ))
+    }
+
     fn forget(&self, _runs: &[RunEntry]) -> Result<(), StoreError> {
         // A run's folder is its record here: removing the folder forgets it.
         Ok(())

@@ -8,6 +8,7 @@
 pub mod blobs;
 pub mod files;
 pub mod pacing;
+pub mod pacing_pg;
 pub mod postgres;
 pub mod rebuild;
 pub mod reservations;
@@ -132,6 +133,9 @@ pub trait Store: Send + Sync {
         &self,
         run_id: &str,
     ) -> Result<Option<Arc<dyn crate::exec::reserve::Reservations>>, StoreError>;
+    /// The pacing windows of the coordinator at `base_url`, shared with every other run of this
+    /// store (`client::pace::SharedWindow`): files on this host, rows in the database.
+    fn pacing(&self, base_url: &str) -> Arc<dyn crate::client::pace::SharedWindow>;
     /// Where the journal of run `run_id` (of plan `plan`, holding `lock` if any) is copied besides its
     /// file, each batch written only while `lock` is still this holder's (its fencing token); `None`
     /// when the file is the whole journal (the run folder store).

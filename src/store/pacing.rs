@@ -1,7 +1,8 @@
-//! The pacing windows of a remote coordinator shared by the runs of one run folder: one file per
-//! coordinator and endpoint under `RUNS/.pacing/`, read and rewritten under its `flock`, holding the
-//! requests of the last window of every process (`client::pace::SharedWindow`). The service limits
-//! per client IP, so the runs of one host together must stay under its limits.
+//! The pacing windows of a remote coordinator shared by the runs of one user on one host: one file
+//! per coordinator and endpoint in the user's pacing folder ([`user_dir`]), read and rewritten under
+//! its `flock`, holding the requests of the last window of every process
+//! (`client::pace::SharedWindow`). The service limits per client IP, so the runs of one host together
+//! must stay under its limits, whatever run folder each one writes to.
 //!
 //! Each entry is a request: its process (pid and the kernel's start time of that pid), and when it
 //! was answered — none while in flight. As in one process, a request holds its place from the moment
@@ -40,7 +41,29 @@ struct Request {
     answered: Option<u64>,
 }
 
-/// The windows of one coordinator in a run folder.
+/// The variable that names another pacing folder (for tests, or to share one across users).
+pub const DIR_VAR: &str = "AITBC_FLOW_PACING_DIR";
+
+/// The user's pacing folder: `AITBC_FLOW_PACING_DIR`, else `$XDG_RUNTIME_DIR/aitbc-flow/pacing`,
+/// else `$HOME/.cache/aitbc-flow/pacing`; `RUNS/.pacing` when none of them is set.
+pub fn user_dir(runs_dir: &Path) -> PathBuf {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(d) = var(DIR_VAR) {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = var("XDG_RUNTIME_DIR") {
+        return Path::new(&d).join("aitbc-flow").join("pacing");
+    }
+    if let Some(h) = var("HOME") {
+        return Path::new(&h)
+            .join(".cache")
+            .join("aitbc-flow")
+            .join("pacing");
+    }
+    runs_dir.join(".pacing")
+}
+
+/// The windows of one coordinator in a pacing folder.
 #[derive(Debug)]
 pub struct FilePacing {
     dir: PathBuf,
@@ -49,13 +72,12 @@ pub struct FilePacing {
 }
 
 impl FilePacing {
-    /// The windows of the coordinator at `base_url` under `runs_dir`.
-    pub fn new(runs_dir: &Path, base_url: &str) -> FilePacing {
-        use sha2::{Digest, Sha256};
-        let key = hex::encode(&Sha256::digest(base_url.as_bytes())[..8]);
+    /// The windows of the coordinator at `base_url` in the pacing folder `dir`.
+    pub fn new(dir: &Path, base_url: &str) -> FilePacing {
+        let key = coordinator_key(base_url);
         let pid = std::process::id();
         FilePacing {
-            dir: runs_dir.join(".pacing").join(key),
+            dir: dir.join(key),
             pid,
             started: super::reservations::start_time(pid),
         }
@@ -66,8 +88,10 @@ impl FilePacing {
         endpoint: Endpoint,
         f: impl FnOnce(&mut WindowFile, u64) -> T,
     ) -> std::io::Result<T> {
-        std::fs::create_dir_all(&self.dir)?;
-        let path = self.dir.join(format!("{endpoint:?}.json").to_lowercase());
+        // Only this user reads and writes the windows.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&self.dir)?;
+        let path = self.dir.join(format!("{}.json", endpoint_name(endpoint)));
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -97,6 +121,18 @@ impl FilePacing {
                 _ => true,
             }
     }
+}
+
+/// The part of a window's name that names the coordinator at `base_url` (a hash: the URL is not
+/// shown).
+pub(super) fn coordinator_key(base_url: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(base_url.as_bytes())[..8])
+}
+
+/// The part of a window's name that names the endpoint.
+pub(super) fn endpoint_name(endpoint: Endpoint) -> String {
+    format!("{endpoint:?}").to_lowercase()
 }
 
 fn now_ms() -> u64 {
@@ -175,7 +211,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn two_pacers_of_one_folder_share_one_window() {
+    fn two_pacers_of_one_pacing_folder_share_one_window() {
         let dir = tempfile::tempdir().unwrap();
         let a = FilePacing::new(dir.path(), "http://c");
         let b = FilePacing::new(dir.path(), "http://c");
@@ -196,6 +232,10 @@ mod tests {
         // Answered: free again a window (and the margin) after the answer.
         let wait = b.take(Endpoint::Submit, 2, w).unwrap_err();
         assert!(wait > Duration::from_secs(59) && wait <= Duration::from_millis(60_050));
+        // Only this user may read the windows.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&a.dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{mode:o}");
     }
 
     #[test]

@@ -110,6 +110,7 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
          );",
     ),
     (4, super::reservations_pg::MIGRATION),
+    (5, super::pacing_pg::MIGRATION),
 ];
 
 /// A connection to the shared database.
@@ -448,6 +449,10 @@ impl Store for PgStore {
         Ok(Some(Arc::new(
             super::reservations_pg::PgReservations::start(self, run_id),
         )))
+    }
+
+    fn pacing(&self, base_url: &str) -> Arc<dyn crate::client::pace::SharedWindow> {
+        Arc::new(super::pacing_pg::PgPacing::new(self, base_url))
     }
 
     fn journal_mirror(

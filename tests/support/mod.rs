@@ -26,6 +26,9 @@ pub struct Serve {
     pub token: String,
     /// The test provokes 429s on purpose: do not fail it for them.
     pub allow_refusals: bool,
+    /// The pacing folder of the runs of [`Serve::command`] (`AITBC_FLOW_PACING_DIR`), as if they were
+    /// the runs of one user, kept out of the user's own.
+    pub pacing: tempfile::TempDir,
 }
 
 impl Serve {
@@ -84,6 +87,7 @@ impl Serve {
             url,
             token,
             allow_refusals: false,
+            pacing: tempfile::tempdir().expect("pacing dir"),
         }
     }
 
@@ -158,7 +162,8 @@ impl Serve {
     pub fn command(&self) -> Command {
         let mut c = Command::new(bin());
         c.env("AITBC_COORDINATOR_URL", &self.url)
-            .env("AITBC_TOKEN", &self.token);
+            .env("AITBC_TOKEN", &self.token)
+            .env("AITBC_FLOW_PACING_DIR", self.pacing.path());
         c
     }
 

@@ -602,7 +602,7 @@ pub fn read_head(path: &Path) -> Option<Replay> {
     if !matches!(record, Record::Run { .. }) {
         return None;
     }
-    replay(&mut vec![record]).ok()
+    replay(&mut [record]).ok()
 }
 
 pub fn read(path: &Path) -> Result<Vec<Record>, String> {

@@ -3,14 +3,26 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() {
-    // No transparent huge pages for this process: mimalloc asks for them on its arenas, and the kernel
-    // then zeroes and counts 2 MiB for every arena page first touched. A 1,000-job run peaked at 210 MB
-    // with them and 80 MB without, and spent twice the system time (docs/performance.md).
-    #[cfg(target_os = "linux")]
-    // SAFETY: PR_SET_THP_DISABLE takes plain integer arguments and changes only this process's flags.
+// No transparent huge pages for this process: mimalloc asks for them on its arenas, and the kernel
+// then zeroes and counts 2 MiB for every arena page first touched. A 1,000-job run peaked at 210 MB
+// with them and 80 MB without, and spent twice the system time (docs/performance.md). The flag is
+// set from a constructor that runs before mimalloc's own (priority 101) and before the Rust runtime's
+// first allocation: set in `main`, it came after the first arena pages had been faulted in as huge
+// pages, and zeroing those was 15-19 % of a small plan's `validate` (docs/performance.md, issue 11).
+#[cfg(target_os = "linux")]
+#[used]
+#[unsafe(link_section = ".init_array.00100")]
+static NO_THP: extern "C" fn() = no_thp;
+
+#[cfg(target_os = "linux")]
+extern "C" fn no_thp() {
+    // SAFETY: PR_SET_THP_DISABLE takes plain integer arguments and changes only this process's flags;
+    // it neither allocates nor reads anything the runtime sets up.
     unsafe {
         libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
+}
+
+fn main() {
     std::process::exit(aitbc_flow::cli::main());
 }

@@ -590,7 +590,11 @@ impl Checker<'_> {
         if !self.errors.is_empty() || bases.iter().any(Option::is_none) {
             return Vec::new();
         }
-        let bases: Vec<BaseStep> = bases.into_iter().flatten().collect();
+        // Every entry is `Some` here; sized once (a flattening `collect` grows the vector by doubling,
+        // moving every step spec each time).
+        let mut all = Vec::with_capacity(bases.len());
+        all.extend(bases.into_iter().flatten());
+        let bases: Vec<BaseStep> = all;
         if !self.expansion_fits(&bases) || self.report_cycle(&bases) {
             return Vec::new();
         }

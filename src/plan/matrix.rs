@@ -239,7 +239,8 @@ impl Checker<'_> {
                     .collect()
             })
             .collect();
-        let mut planned: Vec<PlannedStep> = Vec::new();
+        let mut planned: Vec<PlannedStep> =
+            Vec::with_capacity(bases.iter().map(|b| b.combos.len()).sum());
         for (i, b) in bases.iter().enumerate() {
             let step = &plan.steps[i];
             for (ci, combo) in b.combos.iter().enumerate() {

@@ -65,16 +65,24 @@ pub fn plan_schema() -> Value {
     v
 }
 
+/// The committed `schemas/plan.schema.json`, built in. It is [`plan_schema`] as text (a test checks
+/// that the two are equal), and parsing it is several times cheaper than generating the schema from the
+/// types at every start of the process.
+const COMMITTED_PLAN_SCHEMA: &str = include_str!("../../schemas/plan.schema.json");
+
 pub(super) fn validator() -> Option<&'static Validator> {
     static VALIDATOR: OnceLock<Option<Validator>> = OnceLock::new();
     VALIDATOR
-        .get_or_init(|| jsonschema::draft202012::new(&plan_schema()).ok())
+        .get_or_init(|| jsonschema::draft202012::new(schema()).ok())
         .as_ref()
 }
 
+/// The plan schema the validator uses and messages look up: the committed file, parsed once.
 fn schema() -> &'static Value {
     static SCHEMA: OnceLock<Value> = OnceLock::new();
-    SCHEMA.get_or_init(plan_schema)
+    SCHEMA.get_or_init(|| {
+        serde_json::from_str(COMMITTED_PLAN_SCHEMA).unwrap_or_else(|_| plan_schema())
+    })
 }
 
 /// Checks a parsed plan against the schema and the rules the schema cannot express. Returns every
@@ -872,6 +880,8 @@ mod tests {
     #[test]
     fn the_schema_compiles_and_describes_every_field() {
         assert!(validator().is_some());
+        // What the validator uses (the committed file, built in) is the schema of the types.
+        assert_eq!(schema(), &plan_schema());
         let s = plan_schema();
         fn walk(v: &Value, path: &str, missing: &mut Vec<String>) {
             if let Some(props) = v.get("properties").and_then(Value::as_object) {

@@ -63,7 +63,38 @@ pub struct Plan {
     pub outputs: Map<String, Value>,
     /// The steps. They run as a graph: a step starts when the steps it needs (by `needs` or by a
     /// `${{ steps.X… }}` reference) are done.
+    #[serde(deserialize_with = "steps_sized")]
     pub steps: Vec<Step>,
+}
+
+/// The steps, into a vector sized once from the list's length. serde's own `Vec` reserves at most
+/// 1 MiB up front (a length it cannot trust), so 10,000 steps grew by doubling, each time moving every
+/// step. The list read here is a parsed plan already in memory, its length bounded by
+/// [`super::source::MAX_VALUES`]; the reservation is capped at [`super::limits::STEPS_CEILING`] anyway.
+/// Same errors as serde's: "expected a sequence".
+fn steps_sized<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Step>, D::Error> {
+    struct Steps;
+    impl<'de> serde::de::Visitor<'de> for Steps {
+        type Value = Vec<Step>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a sequence")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Vec<Step>, A::Error> {
+            let cap = seq
+                .size_hint()
+                .unwrap_or(0)
+                .min(super::limits::STEPS_CEILING as usize);
+            let mut steps = Vec::with_capacity(cap);
+            while let Some(step) = seq.next_element()? {
+                steps.push(step);
+            }
+            Ok(steps)
+        }
+    }
+    d.deserialize_seq(Steps)
 }
 
 /// One typed input of a plan.

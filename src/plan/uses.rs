@@ -1267,9 +1267,8 @@ steps:
         assert_eq!(m, vec!["9: a `with:` value cannot read a secret []"]);
     }
 
-    #[test]
-    fn nested_groups_keep_their_own_inputs_at_run_time() {
-        let inner = r#"
+    /// A sub-plan that uses another, passing its input on (`inputs.tone` + `!`).
+    const NESTED_INNER: &str = r#"
 version: 1
 name: inner
 inputs:
@@ -1282,7 +1281,7 @@ steps:
 outputs:
   said: "${{ inputs.tone }}:${{ steps.b.state }}"
 "#;
-        let outer = r#"
+    const NESTED_OUTER: &str = r#"
 version: 1
 name: outer
 inputs:
@@ -1294,6 +1293,10 @@ steps:
 outputs:
   said: ${{ steps.mid.said }}
 "#;
+
+    #[test]
+    fn nested_groups_keep_their_own_inputs_at_run_time() {
+        let (inner, outer) = (NESTED_INNER, NESTED_OUTER);
         let plan = r#"
 version: 1
 name: t
@@ -1446,27 +1449,7 @@ steps:
 
     #[test]
     fn a_run_time_value_reaches_a_nested_group_through_its_inputs() {
-        let inner = r#"
-version: 1
-name: inner
-inputs:
-  tone: {type: string, default: plain}
-steps:
-  - id: a
-    list: {}
-  - id: b
-    status: {job: "${{ inputs.tone }}-${{ steps.a.count }}"}
-"#;
-        let outer = r#"
-version: 1
-name: outer
-inputs:
-  tone: {type: string, required: true}
-steps:
-  - id: mid
-    uses: inner.yaml
-    with: {tone: "${{ inputs.tone }}!"}
-"#;
+        let (inner, outer) = (NESTED_INNER, NESTED_OUTER);
         let plan = r#"
 version: 1
 name: t

@@ -1172,11 +1172,7 @@ steps:
     fn a_sub_plans_outputs_read_vars_and_inputs_by_the_rules_of_step_templates() {
         let plan = "version: 1\nname: t\nsteps:\n  - id: g\n    uses: sub.yaml\n";
         let sub = "version: 1\nname: s\nvars: {topic: {name: x}}\ninputs:\n  n: {type: integer, default: 1}\nsteps:\n  - id: a\n    list: {}\noutputs:\n  one: ${{ vars.topc }}\n  two: ${{ vars.topic.nmae }}\n  three: ${{ inputs.m }}\n  fine: ${{ vars.topic.name }} ${{ inputs.n }}\n";
-        let m = messages(load_text(
-            plan,
-            &[("sub.yaml", sub)],
-            &LoadOptions::default(),
-        ));
+        let m = messages_with_sub(plan, sub);
         assert!(
             m.iter()
                 .any(|l| l.contains("unknown variable `vars.topc` [vars.topic]")),
@@ -1265,6 +1261,15 @@ steps:
         };
         let m = messages(load_text(plan, &[("sub.yaml", SUB)], &options));
         assert_eq!(m, vec!["9: a `with:` value cannot read a secret []"]);
+    }
+
+    /// The messages of loading `plan` beside the sub-plan `sub.yaml`.
+    fn messages_with_sub(plan: &str, sub: &str) -> Vec<String> {
+        messages(load_text(
+            plan,
+            &[("sub.yaml", sub)],
+            &LoadOptions::default(),
+        ))
     }
 
     /// A sub-plan that uses another, passing its input on (`inputs.tone` + `!`).
@@ -1439,11 +1444,7 @@ steps:
         // A filter that does not exist is found at load.
         let plan = "version: 1\nname: t\nsteps:\n  - id: pre\n    list: {}\n  - id: g\n    uses: sub.yaml\n    with: {n: \"${{ steps.pre.count | intt }}\"}\n";
         let sub = "version: 1\nname: s\ninputs:\n  n: {type: integer, default: 1}\nsteps:\n  - id: a\n    list: {limit: \"${{ inputs.n }}\"}\n";
-        let m = messages(load_text(
-            plan,
-            &[("sub.yaml", sub)],
-            &LoadOptions::default(),
-        ));
+        let m = messages_with_sub(plan, sub);
         assert_eq!(m, vec!["8: filter intt is unknown [int]"]);
     }
 
@@ -1534,11 +1535,7 @@ steps:
 
         // A status function would change when the group may run: refused.
         let plan = "version: 1\nname: t\nsteps:\n  - id: g\n    uses: sub.yaml\n    when: \"${{ failure() }}\"\n";
-        let m = messages(load_text(
-            plan,
-            &[("sub.yaml", sub)],
-            &LoadOptions::default(),
-        ));
+        let m = messages_with_sub(plan, sub);
         assert_eq!(
             m,
             vec![
@@ -1547,11 +1544,7 @@ steps:
         );
         // Its names are checked as a step's.
         let plan = "version: 1\nname: t\nsteps:\n  - id: pre\n    list: {}\n  - id: g\n    uses: sub.yaml\n    when: \"${{ steps.pr.count > 1 }}\"\n";
-        let m = messages(load_text(
-            plan,
-            &[("sub.yaml", sub)],
-            &LoadOptions::default(),
-        ));
+        let m = messages_with_sub(plan, sub);
         assert_eq!(m, vec!["8: unknown step `pr` in `steps.pr` [pre]"]);
     }
 
@@ -1569,11 +1562,7 @@ steps:
   - id: g3
     uses: sub.yaml
 "#;
-        let m = messages(load_text(
-            plan,
-            &[("sub.yaml", SUB)],
-            &LoadOptions::default(),
-        ));
+        let m = messages_with_sub(plan, SUB);
         assert_eq!(
             m,
             vec![

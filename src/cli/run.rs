@@ -761,22 +761,25 @@ enum Resumed {
     Again((tokio::runtime::Runtime, CancellationToken)),
 }
 
+/// A run's plan loaded to resume it.
+struct Resumable {
+    /// The plan file as read (its copy, in a folder rebuilt from a store).
+    plan_path: PathBuf,
+    /// The `--vars` files as read (their copies, likewise).
+    vars_files: Vec<PathBuf>,
+    plan: Result<crate::plan::CheckedPlan, Vec<crate::plan::Diagnostic>>,
+}
+
 /// The plan of a run to resume, as its journal's first record says it was started: its plan file and
 /// `--vars` files (their copies, in a folder rebuilt from a store), `--set` values and `--only`/`--skip`
-/// selection. Also the plan file's path as read.
-fn load_resumed(
-    dir: &std::path::Path,
-    replay: &Replay,
-) -> (
-    PathBuf,
-    Result<crate::plan::CheckedPlan, Vec<crate::plan::Diagnostic>>,
-) {
+/// selection.
+fn load_resumed(dir: &std::path::Path, replay: &Replay) -> Resumable {
     let (plan_path, vars_files) =
         crate::store::rebuild::map_paths(dir, &replay.plan_path, &replay.vars_files);
     let plan_path = PathBuf::from(plan_path);
     let options = crate::plan::check::LoadOptions {
         set: replay.set.clone(),
-        vars_files,
+        vars_files: vars_files.clone(),
         environment: None,
         placeholder_secrets: false,
         allow_missing_inputs: false,
@@ -784,7 +787,11 @@ fn load_resumed(
     // The run's `--only`/`--skip` select the same steps again.
     let plan = crate::plan::load(&plan_path, &options)
         .and_then(|mut p| crate::plan::select::apply(&mut p, &replay.selection).map(|_| p));
-    (plan_path, plan)
+    Resumable {
+        plan_path,
+        vars_files,
+        plan,
+    }
 }
 
 /// One attempt of `resume`: the run folder brought up to the store (rebuilt from it when this host
@@ -842,10 +849,13 @@ fn resume_once(
     };
     // What the replay took is out of the records; the rest would last the whole resumed run.
     drop(records);
-    let (plan_path, loaded) = early.unwrap_or_else(|| load_resumed(&dir, &replay));
+    let Resumable {
+        plan_path,
+        vars_files,
+        plan: loaded,
+    } = early.unwrap_or_else(|| load_resumed(&dir, &replay));
     // A folder rebuilt from a store reads the copies of the run's files.
-    replay.vars_files =
-        crate::store::rebuild::map_paths(&dir, &replay.plan_path, &replay.vars_files).1;
+    replay.vars_files = vars_files;
     let plan = match loaded {
         Ok(p) => Arc::new(p),
         Err(ds) => {

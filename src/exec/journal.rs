@@ -583,9 +583,6 @@ impl Journal {
     }
 }
 
-/// Reads every whole record of a journal. A torn last line (a crash mid-write) is skipped; a bad line
-/// elsewhere is an error naming its line number. A journal whose header is of another format version is
-/// refused, naming the file and both versions.
 /// The replay of a journal's first record alone — the run's header: its plan, vars, `--set` and
 /// step selection — read without the rest of the file, so that `resume` can load the plan before it
 /// holds the journal. `None` when the first line is not a readable `run` record ([`read`] then
@@ -605,6 +602,9 @@ pub fn read_head(path: &Path) -> Option<Replay> {
     replay(&mut [record]).ok()
 }
 
+/// Reads every whole record of a journal. A torn last line (a crash mid-write) is skipped; a bad line
+/// elsewhere is an error naming its line number. A journal whose header is of another format version is
+/// refused, naming the file and both versions.
 pub fn read(path: &Path) -> Result<Vec<Record>, String> {
     let f =
         std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;

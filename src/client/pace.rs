@@ -38,8 +38,9 @@ use tokio::time::Instant;
 
 use crate::limits::{Endpoint, RateLimits};
 
-/// Added to every window: the service compares times with `>`, and its clock is not ours.
-const MARGIN: Duration = Duration::from_millis(50);
+/// Added to every window (the shared ones of `store::pacing` and `store::pacing_pg` too): the
+/// service compares times with `>`, and its clock is not ours.
+pub const MARGIN: Duration = Duration::from_millis(50);
 
 /// The share of the job endpoint's limit the polls may use, at most, in any window (the rest is left
 /// for one-off reads of a job: a status, a re-attach).

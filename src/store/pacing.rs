@@ -20,9 +20,6 @@ use serde::{Deserialize, Serialize};
 use crate::client::pace::SharedWindow;
 use crate::limits::Endpoint;
 
-/// Added to every window, as in `client::pace`.
-const MARGIN_MS: u64 = 50;
-
 /// How long a request waits before looking again when every place is in flight.
 const IN_FLIGHT_WAIT: Duration = Duration::from_millis(25);
 
@@ -143,7 +140,9 @@ fn now_ms() -> u64 {
 
 impl SharedWindow for FilePacing {
     fn take(&self, endpoint: Endpoint, limit: usize, window: Duration) -> Result<u64, Duration> {
-        let window_ms = window.as_millis() as u64 + MARGIN_MS;
+        let window_ms = window
+            .saturating_add(crate::client::pace::MARGIN)
+            .as_millis() as u64;
         let taken = self.with_window(endpoint, |w, now| {
             for r in w.requests.iter_mut() {
                 if r.answered.is_none() && !self.alive(r) {

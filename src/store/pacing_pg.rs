@@ -72,9 +72,6 @@ const PATIENCE: Duration = Duration::from_secs(5);
 /// How long a run that gave up on the database paces itself alone before it asks again.
 const RETRY: Duration = Duration::from_secs(60);
 
-/// Added to every window, as in `client::pace`.
-const MARGIN_MS: i64 = 50;
-
 /// The windows of one coordinator in the database.
 pub struct PgPacing {
     url: String,
@@ -172,7 +169,12 @@ impl PgPacing {
         let client = self.client.clone();
         let (key, holder) = (key.to_string(), self.holder.clone());
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
-        let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX / 2) + MARGIN_MS;
+        let window_ms = i64::try_from(
+            window
+                .saturating_add(crate::client::pace::MARGIN)
+                .as_millis(),
+        )
+        .unwrap_or(i64::MAX / 2);
         let flight_ms = i64::try_from(in_flight.as_millis()).unwrap_or(i64::MAX / 2);
         let row = self.ask(async move {
             client

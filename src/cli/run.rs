@@ -273,7 +273,7 @@ pub fn run(a: RunArgs) -> i32 {
     let plan = match crate::plan::load(&a.plan, &load)
         .and_then(|mut p| crate::plan::select::apply(&mut p, &selection).map(|_| p))
     {
-        Ok(p) => Arc::new(p),
+        Ok(p) => Arc::new(shed_parse(p)),
         Err(ds) => {
             print_diagnostics(&ds);
             return exit::INVALID;
@@ -773,6 +773,18 @@ struct Resumable {
 /// The plan of a run to resume, as its journal's first record says it was started: its plan file and
 /// `--vars` files (their copies, in a folder rebuilt from a store), `--set` values and `--only`/`--skip`
 /// selection.
+/// A checked plan without its file's parse, which a run needs only to place a run-time error (it is
+/// parsed again then): a 10,000-step plan's JSON tree and positions are ~26 MB of a run's memory.
+/// A large plan's are freed on a thread, as `validate` frees a large plan.
+fn shed_parse(mut plan: crate::plan::CheckedPlan) -> crate::plan::CheckedPlan {
+    if let Some(parse) = plan.shed_parse()
+        && plan.steps.len() >= 1000
+    {
+        std::thread::spawn(move || drop(parse));
+    }
+    plan
+}
+
 fn load_resumed(dir: &std::path::Path, replay: &Replay) -> Resumable {
     let (plan_path, vars_files) =
         crate::store::rebuild::map_paths(dir, &replay.plan_path, &replay.vars_files);
@@ -786,7 +798,8 @@ fn load_resumed(dir: &std::path::Path, replay: &Replay) -> Resumable {
     };
     // The run's `--only`/`--skip` select the same steps again.
     let plan = crate::plan::load(&plan_path, &options)
-        .and_then(|mut p| crate::plan::select::apply(&mut p, &replay.selection).map(|_| p));
+        .and_then(|mut p| crate::plan::select::apply(&mut p, &replay.selection).map(|_| p))
+        .map(shed_parse);
     Resumable {
         plan_path,
         vars_files,

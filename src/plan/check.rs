@@ -313,7 +313,7 @@ fn check(
             .collect(),
         steps,
         warnings,
-        source,
+        source: super::source::ParsedFile::new(source),
         templates,
         files_read,
         included,

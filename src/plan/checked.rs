@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::diag::{Diagnostic, Location};
-use super::source::Source;
+use super::source::{ParsedFile, Source};
 use super::template::Templates;
 use super::types::{
     BalanceSpec, FetchSpec, JobRef, JobSpec, ListSpec, NotifySpec, OnTimeout, OptimizeSpec, Plan,
@@ -247,8 +247,9 @@ pub struct CheckedPlan {
     pub steps: Vec<PlannedStep>,
     /// Warnings that do not stop the plan (e.g. a bare `{{ }}` that is probably a mistake).
     pub warnings: Vec<Diagnostic>,
-    /// The parsed file, for placing run-time errors.
-    pub source: Source,
+    /// The parsed file, for placing run-time errors ([`CheckedPlan::shed_parse`] drops the parse
+    /// and keeps the text).
+    pub source: ParsedFile,
     /// The plan's template environment.
     pub templates: Templates,
     /// Each step's position in `steps`, by (expanded) id.
@@ -281,6 +282,14 @@ impl CheckedPlan {
     /// The plan's folder.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Drops the parsed plan file (its JSON tree and positions), keeping its name and text: a run
+    /// needs a position only for a run-time error, and the text is parsed again then
+    /// ([`ParsedFile`]). Returns what is dropped, for the caller to free. The sub-plans' parses
+    /// are kept (they are shared by their steps, and small beside a large plan).
+    pub fn shed_parse(&mut self) -> Option<Source> {
+        self.source.shed()
     }
 
     /// Whether a step lets a value computed from a secret into its payload (`secrets_in_payload`).

@@ -80,6 +80,58 @@ pub struct Source {
     inexact: Vec<(String, Location)>,
 }
 
+/// A parsed file kept for placing diagnostics after the load (run-time template errors name its file,
+/// line and column): the parse itself, or, once [`ParsedFile::shed`] dropped it, only the file's name
+/// and text, parsed again the first time a position is asked for. The parse of the same name and
+/// bytes is the same [`Source`], so a diagnostic is placed alike either way; a run keeps the text
+/// (a 10,000-step plan's JSON tree and positions were ~26 MB of its memory) and pays the parse only
+/// when a run-time error needs a place.
+#[derive(Clone, Debug)]
+pub struct ParsedFile {
+    parsed: std::sync::OnceLock<Source>,
+    /// The file's name and text once the parse is shed (empty while it is kept: it holds them).
+    file: String,
+    text: String,
+}
+
+impl ParsedFile {
+    /// A file's parse, kept.
+    pub fn new(source: Source) -> ParsedFile {
+        ParsedFile {
+            parsed: std::sync::OnceLock::from(source),
+            file: String::new(),
+            text: String::new(),
+        }
+    }
+
+    /// Drops the parse, keeping its file's name and text, and hands back what is dropped (for the
+    /// caller to free where it likes). `None` when it is already shed.
+    pub fn shed(&mut self) -> Option<Source> {
+        let mut source = self.parsed.take()?;
+        self.file = std::mem::take(&mut source.file);
+        self.text = std::mem::take(&mut source.text);
+        Some(source)
+    }
+
+    /// Whether the parse is held now (not shed, or parsed again since).
+    pub fn is_parsed(&self) -> bool {
+        self.parsed.get().is_some()
+    }
+}
+
+impl std::ops::Deref for ParsedFile {
+    type Target = Source;
+
+    fn deref(&self) -> &Source {
+        self.parsed.get_or_init(|| {
+            // These bytes parsed before (that is how the text was kept), and the parse depends on
+            // nothing else.
+            parse(&self.file, self.text.as_bytes())
+                .unwrap_or_else(|_| unreachable!("a file that parsed parses again"))
+        })
+    }
+}
+
 /// Reads a plan file's bytes, refusing a folder and a file over [`MAX_PLAN_BYTES`]. This is the only
 /// place a plan file is read: what is parsed, checked and hashed are these bytes. At most
 /// `MAX_PLAN_BYTES + 1` bytes are read, whatever the file is (a pipe, `/dev/zero`).
@@ -1375,6 +1427,25 @@ mod tests {
         let k = s.at_key("/name", Diagnostic::new("bad").field("custom"));
         assert_eq!(k.field.as_deref(), Some("custom"));
         assert_eq!((at(&k), k.width), ((1, 1), 4));
+    }
+
+    #[test]
+    fn a_shed_parse_places_a_diagnostic_as_the_kept_one() {
+        let text = "name: hello\nsteps:\n  - id: a\n    balance: {wallet: w}\n";
+        let mut file = ParsedFile::new(ok(text));
+        let kept = file.at("/steps/0/balance/wallet", Diagnostic::new("bad"));
+        let dropped = file.shed();
+        assert!(dropped.is_some() && !file.is_parsed());
+        assert!(file.shed().is_none(), "a second shed has nothing to drop");
+        let again = file.at("/steps/0/balance/wallet", Diagnostic::new("bad"));
+        assert!(
+            file.is_parsed(),
+            "the first position asked for parses the text again"
+        );
+        assert_eq!((at(&again), again.width), (at(&kept), kept.width));
+        assert_eq!(at(&again), (4, 23));
+        assert_eq!(file.file, "p.yaml");
+        assert_eq!(again.source_line, kept.source_line);
     }
 
     #[test]

@@ -39,7 +39,7 @@ use super::check::{BaseStep, Checker, ptr_seg};
 use super::checked::{PlannedStep, StepKind, StepView};
 use super::codes::Code;
 use super::diag::{Diagnostic, Location};
-use super::source::Source;
+use super::source::ParsedFile;
 use super::types::{Defaults, Limits, Plan};
 use crate::policy::settings::Policy;
 
@@ -54,7 +54,7 @@ pub struct Included {
     /// The sub-plan's file, as messages name it.
     pub file: String,
     /// The sub-plan as parsed (run-time errors are placed in it).
-    pub source: Source,
+    pub source: ParsedFile,
     /// Its `vars`.
     pub vars: Map<String, Value>,
     /// Its inputs known at load: the `with:` values, else its defaults.

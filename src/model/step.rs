@@ -97,7 +97,7 @@ impl PartialEq for ReceiptCheck {
 }
 
 /// One step of a run: the operation's outcome plus attempts, timings and receipt.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, JsonSchema)]
 pub struct StepReport {
     /// The step's id (`summarize[tone=formal]` for a matrix copy).
     pub id: String,
@@ -136,6 +136,99 @@ pub struct StepReport {
     /// `ran after Ctrl-C (always())`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+// Read through [`StepReportFields`] (every field at one level) rather than with `#[serde(flatten)]`:
+// a flattened field makes serde buffer the whole object first, which was most of the time a resume of
+// 10,000 steps spent reading its journal.
+impl<'de> Deserialize<'de> for StepReport {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<StepReport, D::Error> {
+        StepReportFields::deserialize(d).map(StepReport::from)
+    }
+}
+
+/// A [`StepReport`] as written, its outcome's fields beside its own (the same names, types and
+/// defaults as [`StepReport`] and [`Outcome`]: a test reads back what was written).
+#[derive(Deserialize)]
+struct StepReportFields {
+    id: String,
+    kind: String,
+    state: StepState,
+    #[serde(default)]
+    needs: Vec<String>,
+    attempts: Vec<Attempt>,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+    #[serde(default)]
+    receipt: Option<ReceiptCheck>,
+    outputs: Value,
+    #[serde(default)]
+    request: Option<Value>,
+    #[serde(default)]
+    cached_from: Option<CachedFrom>,
+    #[serde(default)]
+    when: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
+    // The outcome's fields.
+    summary: String,
+    operation: Operation,
+    job_id: Option<crate::api::JobId>,
+    job_type: Option<crate::model::JobType>,
+    status: Option<OpStatus>,
+    progress: Option<u8>,
+    estimated_time: Option<f64>,
+    wallet: Option<String>,
+    payment: Option<crate::money::Money>,
+    result: Option<Value>,
+    jobs: Option<Vec<Value>>,
+    resource_allocation: Option<Value>,
+    performance_metrics: Option<Value>,
+    issues: Vec<String>,
+    recommendations: Vec<String>,
+    confidence: f64,
+    execution_time: f64,
+    validation_status: ValidationStatus,
+}
+
+impl From<StepReportFields> for StepReport {
+    fn from(f: StepReportFields) -> StepReport {
+        StepReport {
+            id: f.id,
+            kind: f.kind,
+            state: f.state,
+            needs: f.needs,
+            outcome: Outcome {
+                summary: f.summary,
+                operation: f.operation,
+                job_id: f.job_id,
+                job_type: f.job_type,
+                status: f.status,
+                progress: f.progress,
+                estimated_time: f.estimated_time,
+                wallet: f.wallet,
+                payment: f.payment,
+                result: f.result,
+                jobs: f.jobs,
+                resource_allocation: f.resource_allocation,
+                performance_metrics: f.performance_metrics,
+                issues: f.issues,
+                recommendations: f.recommendations,
+                confidence: f.confidence,
+                execution_time: f.execution_time,
+                validation_status: f.validation_status,
+            },
+            attempts: f.attempts,
+            started_at: f.started_at,
+            finished_at: f.finished_at,
+            receipt: f.receipt,
+            outputs: f.outputs,
+            request: f.request,
+            cached_from: f.cached_from,
+            when: f.when,
+            reason: f.reason,
+        }
+    }
 }
 
 /// The operation a step kind performs.
@@ -263,5 +356,72 @@ impl Default for RunInputs {
             only: Vec::new(),
             skip: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every field set, read back as written: the outcome's fields at the step's level.
+    #[test]
+    fn a_step_report_reads_back_as_written_with_its_outcome_beside_its_fields() {
+        let mut r = StepReport::blank("s1", "job");
+        r.state = StepState::Succeeded;
+        r.needs = vec!["s0".into()];
+        r.attempts = vec![Attempt {
+            number: 1,
+            started_at: "2026-12-03T07:00:00.000Z".into(),
+            duration_ms: 12,
+            error: Some("503 once".into()),
+            delay_ms: Some(100),
+        }];
+        r.started_at = Some("2026-12-03T07:00:00.000Z".into());
+        r.finished_at = Some("2026-12-03T07:00:01.000Z".into());
+        r.receipt = Some(ReceiptCheck {
+            receipt: serde_json::value::RawValue::from_string(r#"{"job_id":"j1"}"#.into()).unwrap(),
+            verified: true,
+            error: None,
+        });
+        r.outputs = serde_json::json!({"text": "hi"});
+        r.request = Some(serde_json::json!({"prompt": "p"}));
+        r.cached_from = Some(CachedFrom {
+            run_id: "r0".into(),
+            step_id: "s1".into(),
+            job_id: "j0".into(),
+        });
+        r.when = Some("always()".into());
+        r.reason = Some("ran".into());
+        let o = &mut r.outcome;
+        o.summary = "done".into();
+        o.job_id = Some(crate::api::JobId::random());
+        o.job_type = crate::model::JobType::parse("inference");
+        o.status = Some(OpStatus::Completed);
+        o.progress = Some(100);
+        o.estimated_time = Some(0.0);
+        o.wallet = Some("w0".into());
+        o.payment = Some(serde_json::from_value(serde_json::json!(1.5)).unwrap());
+        o.result = Some(serde_json::json!("hi"));
+        o.jobs = Some(vec![serde_json::json!({"job_id": "j1"})]);
+        o.resource_allocation = Some(serde_json::json!({"gpu": 1}));
+        o.performance_metrics = Some(serde_json::json!({"tokens": 3}));
+        o.issues = vec!["slow".into()];
+        o.recommendations = vec!["wait".into()];
+        o.confidence = 0.8;
+        o.execution_time = 1.25;
+        o.validation_status = ValidationStatus::Partial;
+
+        let text = serde_json::to_string(&r).unwrap();
+        let value: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            value["summary"], "done",
+            "the outcome is at the step's level"
+        );
+        let back: StepReport = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, r);
+        let blank = StepReport::blank("s2", "fetch");
+        let back: StepReport =
+            serde_json::from_str(&serde_json::to_string(&blank).unwrap()).unwrap();
+        assert_eq!(back, blank);
     }
 }

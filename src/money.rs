@@ -9,8 +9,9 @@
 //! Amounts are written as JSON numbers: an integer as an integer, an amount whose shortest float text is
 //! itself (every amount of at most 15 significant digits) as that float, any other with its exact
 //! digits. serde_json's `arbitrary_precision` would do the reading for every number, but it breaks
-//! `#[serde(flatten)]`, which the report and the journal use; the number's text is taken here instead,
-//! from serde_json's raw values, when the deserializer has it.
+//! `#[serde(flatten)]`, which the API's types use for the fields we do not model; the number's text is
+//! taken here instead, from serde_json's raw values, when the deserializer has it (a flattened struct's
+//! buffer has none: an amount in one is read from its number, so `StepReport` is read without flatten).
 
 use std::fmt;
 use std::iter::Sum;

@@ -400,7 +400,8 @@ mod tests {
         o.progress = Some(100);
         o.estimated_time = Some(0.0);
         o.wallet = Some("w0".into());
-        o.payment = Some(serde_json::from_value(serde_json::json!(1.5)).unwrap());
+        // More digits than a float keeps: read from its text, not through the f64 of a flattened buffer.
+        o.payment = Some("1000000.00000000001".parse().unwrap());
         o.result = Some(serde_json::json!("hi"));
         o.jobs = Some(vec![serde_json::json!({"job_id": "j1"})]);
         o.resource_allocation = Some(serde_json::json!({"gpu": 1}));

@@ -340,6 +340,7 @@ pub struct Allocation {
 
 /// A GPU offer from `GET /v1/marketplace/gpu/list`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct GpuOffer {
     /// Offer id.
     pub id: String,
@@ -360,6 +361,20 @@ pub struct GpuOffer {
     /// Anything else the service sends.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+// Serialized as derived; read with its amount taken from the number's text first (`extra` is flattened,
+// and a flattened object's buffer would hold the number as an f64): money::object_with_exact_amounts.
+impl Serialize for GpuOffer {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        GpuOffer::serialize(self, s)
+    }
+}
+impl<'de> Deserialize<'de> for GpuOffer {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = crate::money::object_with_exact_amounts(d, &["price_per_hour"])?;
+        GpuOffer::deserialize(v).map_err(serde::de::Error::custom)
+    }
 }
 
 /// Compute-seconds in one AITBC: the chain (and so the wallet daemon's `balance`) counts compute-seconds.
@@ -518,6 +533,7 @@ pub fn format_ait(m: Money) -> String {
 
 /// `GET /v1/jobs/{id}/payment` answer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(remote = "Self")]
 pub struct PaymentView {
     /// The job.
     pub job_id: String,
@@ -533,6 +549,20 @@ pub struct PaymentView {
     /// Anything else the service sends.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+// Serialized as derived; read with its amount taken from the number's text first (`extra` is flattened,
+// and a flattened object's buffer would hold the number as an f64): money::object_with_exact_amounts.
+impl Serialize for PaymentView {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        PaymentView::serialize(self, s)
+    }
+}
+impl<'de> Deserialize<'de> for PaymentView {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = crate::money::object_with_exact_amounts(d, &["amount"])?;
+        PaymentView::deserialize(v).map_err(serde::de::Error::custom)
+    }
 }
 
 /// `POST /v1/payments/{payment_id}/refund` body.
@@ -1003,5 +1033,35 @@ mod tests {
         .unwrap();
         assert!(!v.succeeded());
         assert!(v.extra.contains_key("zk_status"));
+    }
+
+    #[test]
+    fn amounts_beside_unknown_fields_are_read_from_their_digits() {
+        // A flattened `extra` would buffer these numbers as f64: 1000000 and 0.01.
+        let p: PaymentView = serde_json::from_str(
+            r#"{"job_id": "j", "payment_id": "p", "amount": 1000000.00000000001,
+                "status": "escrowed", "escrow_address": "0xabc"}"#,
+        )
+        .unwrap();
+        assert_eq!(p.amount.to_string(), "1000000.00000000001");
+        assert_eq!(p.extra["escrow_address"], json!("0xabc"));
+        let o: GpuOffer = serde_json::from_slice(
+            br#"{"id": "g1", "price_per_hour": 0.0099999999999999999, "region": "eu"}"#,
+        )
+        .unwrap();
+        assert!(o.price_per_hour < "0.01".parse().unwrap());
+        assert_eq!(o.extra["region"], json!("eu"));
+        // Written as read, and read back the same.
+        let back: PaymentView = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(back, p);
+        // A missing or wrong amount is still an error naming it.
+        let e = serde_json::from_str::<PaymentView>(
+            r#"{"job_id": "j", "payment_id": "p", "status": "escrowed"}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("amount"), "{e}");
+        let e = serde_json::from_str::<GpuOffer>(r#"{"id": "g1", "price_per_hour": true}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("expected an amount"), "{e}");
     }
 }

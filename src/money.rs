@@ -10,8 +10,10 @@
 //! itself (every amount of at most 15 significant digits) as that float, any other with its exact
 //! digits. serde_json's `arbitrary_precision` would do the reading for every number, but it breaks
 //! `#[serde(flatten)]`, which the API's types use for the fields we do not model; the number's text is
-//! taken here instead, from serde_json's raw values, when the deserializer has it (a flattened struct's
-//! buffer has none: an amount in one is read from its number, so `StepReport` is read without flatten).
+//! taken here instead, from serde_json's raw values, when the deserializer has it. A flattened struct's
+//! buffer has none (it holds a number as an `f64`), so no type with an amount is read through one:
+//! `StepReport` is read without flatten, and the API's types that keep unknown fields read their
+//! amounts first ([`object_with_exact_amounts`]).
 
 use std::fmt;
 use std::iter::Sum;
@@ -280,6 +282,47 @@ impl<'de> serde::de::Visitor<'de> for MoneyVisitor {
 
     fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Money, E> {
         Money::from_f64(v).ok_or_else(|| E::custom(format!("expected an amount, found {v}")))
+    }
+}
+
+/// Reads a JSON object whose `amounts` are read exactly, from their text, and kept as decimal strings
+/// (which [`Money`] reads exactly from any deserializer); every other entry is read as a value.
+///
+/// For a type that keeps the fields it does not model in a `#[serde(flatten)]` map: serde buffers such
+/// an object before it reads a field, and the buffer holds a JSON number as an `f64`, so an amount of
+/// more than 15 significant digits would be rounded. The type's derived read (`#[serde(remote =
+/// "Self")]`) then runs on the object this returns: see `api::PaymentView`.
+pub fn object_with_exact_amounts<'de, D: Deserializer<'de>>(
+    d: D,
+    amounts: &'static [&'static str],
+) -> Result<serde_json::Value, D::Error> {
+    d.deserialize_map(ExactAmounts(amounts))
+}
+
+/// The visitor of [`object_with_exact_amounts`]: the names of the amounts.
+struct ExactAmounts(&'static [&'static str]);
+
+impl<'de> serde::de::Visitor<'de> for ExactAmounts {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = if self.0.contains(&key.as_str()) {
+                match map.next_value::<Option<Money>>()? {
+                    Some(m) => serde_json::Value::String(m.to_string()),
+                    None => serde_json::Value::Null,
+                }
+            } else {
+                map.next_value::<serde_json::Value>()?
+            };
+            out.insert(key, value);
+        }
+        Ok(serde_json::Value::Object(out))
     }
 }
 

@@ -645,13 +645,49 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     Some(delta.to_std().unwrap_or(Duration::ZERO))
 }
 
-/// `GET /v1/marketplace/gpu/list` answers a bare list; tolerate a wrapped one too.
-#[derive(serde::Deserialize)]
-#[serde(untagged)]
-enum OfferList {
-    Bare(Vec<GpuOffer>),
-    Items { items: Vec<GpuOffer> },
-    Offers { offers: Vec<GpuOffer> },
+/// `GET /v1/marketplace/gpu/list` answers a bare list; tolerate one wrapped in `items` or `offers` too.
+///
+/// Read by hand rather than as an untagged enum: serde buffers an untagged value before it tries a
+/// shape, and the buffer holds a number as an `f64`, rounding a price of more than 15 digits.
+struct OfferList(Vec<GpuOffer>);
+
+impl<'de> serde::Deserialize<'de> for OfferList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<OfferList, D::Error> {
+        d.deserialize_any(OfferListVisitor)
+    }
+}
+
+/// The visitor of [`OfferList`].
+struct OfferListVisitor;
+
+impl<'de> serde::de::Visitor<'de> for OfferListVisitor {
+    type Value = OfferList;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list of GPU offers, or an object with one in `items` or `offers`")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<OfferList, A::Error> {
+        let mut offers = Vec::new();
+        while let Some(o) = seq.next_element::<GpuOffer>()? {
+            offers.push(o);
+        }
+        Ok(OfferList(offers))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<OfferList, A::Error> {
+        let mut offers = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if offers.is_none() && (key == "items" || key == "offers") {
+                offers = Some(map.next_value::<Vec<GpuOffer>>()?);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        offers
+            .map(OfferList)
+            .ok_or_else(|| serde::de::Error::missing_field("items"))
+    }
 }
 
 impl Coordinator for HttpCoordinator {
@@ -811,12 +847,8 @@ impl Coordinator for HttpCoordinator {
             url.query_pairs_mut().append_pair("limit", &l.to_string());
         }
         let req = self.read(url, None);
-        let (_, list) = self.send::<OfferList, _>(req).await?;
-        Ok(match list {
-            OfferList::Bare(v)
-            | OfferList::Items { items: v }
-            | OfferList::Offers { offers: v } => v,
-        })
+        let (_, OfferList(offers)) = self.send::<OfferList, _>(req).await?;
+        Ok(offers)
     }
 
     async fn balance(&self, wallet: &str) -> Result<WalletBalance, ClientError> {
@@ -831,6 +863,23 @@ impl Coordinator for HttpCoordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_an_offer_list_bare_or_wrapped_with_exact_prices() {
+        let one = r#"{"id": "g1", "price_per_hour": 0.50000000000000001, "status": "available"}"#;
+        for body in [
+            format!("[{one}]"),
+            format!(r#"{{"items": [{one}], "total": 1}}"#),
+            format!(r#"{{"total": 1, "offers": [{one}]}}"#),
+        ] {
+            let OfferList(offers) = serde_json::from_slice(body.as_bytes()).unwrap();
+            assert_eq!(offers.len(), 1, "{body}");
+            // Through a float (an untagged enum's buffer) this would read 0.5.
+            assert_eq!(offers[0].price_per_hour.to_string(), "0.50000000000000001");
+        }
+        assert!(serde_json::from_str::<OfferList>(r#"{"total": 0}"#).is_err());
+        assert!(serde_json::from_str::<OfferList>("7").is_err());
+    }
 
     #[test]
     fn reads_the_insufficient_balance_detail() {

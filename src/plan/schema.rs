@@ -662,39 +662,43 @@ fn structural(src: &Source, out: &mut Vec<Diagnostic>) {
     };
     for (i, step) in steps.iter().enumerate() {
         let Value::Object(step) = step else { continue };
-        let sptr = format!("/steps/{i}");
-        let kinds: Vec<&str> = STEP_KINDS
+        // Pointers and names are written only for a problem: most steps have none.
+        let sptr = || format!("/steps/{i}");
+        let name = || step_name(src, &i.to_string());
+        let all = || {
+            STEP_KINDS
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut given = STEP_KINDS
             .iter()
             .copied()
-            .filter(|k| step.get(*k).is_some_and(|v| !v.is_null()))
-            .collect();
-        let name = step_name(src, &i.to_string());
-        let all = STEP_KINDS
-            .iter()
-            .map(|k| format!("`{k}`"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        match kinds.as_slice() {
-            [] => out.push(
+            .filter(|k| step.get(*k).is_some_and(|v| !v.is_null()));
+        match (given.next(), given.next()) {
+            (None, _) => out.push(
                 src.at(
-                    &sptr,
-                    Diagnostic::new(format!("{name} has no operation"))
+                    &sptr(),
+                    Diagnostic::new(format!("{} has no operation", name()))
                         .code(Code::StepShape)
-                        .help(format!("give a step exactly one of {all}")),
+                        .help(format!("give a step exactly one of {}", all())),
                 ),
             ),
-            [_] => {}
-            [first, rest @ ..] => {
-                for k in rest {
+            (Some(_), None) => {}
+            (Some(first), Some(second)) => {
+                for k in std::iter::once(second).chain(given) {
                     out.push(
                         src.at_key(
-                            &format!("{sptr}/{k}"),
+                            &format!("{}/{k}", sptr()),
                             Diagnostic::new(format!(
-                                "{name} has more than one operation: `{first}` and `{k}`"
+                                "{} has more than one operation: `{first}` and `{k}`",
+                                name()
                             ))
                             .code(Code::StepShape)
                             .help(format!(
-                                "a step does exactly one of {all}; split it into two steps"
+                                "a step does exactly one of {}; split it into two steps",
+                                all()
                             )),
                         ),
                     );
@@ -702,20 +706,21 @@ fn structural(src: &Source, out: &mut Vec<Diagnostic>) {
             }
         }
         if let Some(Value::Object(retry)) = step.get("retry") {
-            check_retry(src, &format!("{sptr}/retry"), retry, out);
+            check_retry(src, &format!("{}/retry", sptr()), retry, out);
         }
         for kind in ["submit", "job"] {
             let Some(Value::Object(spec)) = step.get(kind) else {
                 continue;
             };
-            let kptr = format!("{sptr}/{kind}");
+            let kptr = || format!("{}/{kind}", sptr());
             let has = |k: &str| spec.get(k).is_some_and(|v| !v.is_null());
             match (has("prompt"), has("prompt_file")) {
                 (true, true) => out.push(
                     src.at_key(
-                        &format!("{kptr}/prompt_file"),
+                        &format!("{}/prompt_file", kptr()),
                         Diagnostic::new(format!(
-                            "`prompt` and `prompt_file` both given in `{kind}` of {name}"
+                            "`prompt` and `prompt_file` both given in `{kind}` of {}",
+                            name()
                         ))
                         .code(Code::StepShape)
                         .help("give one: the prompt text, or the file that holds it"),
@@ -723,9 +728,10 @@ fn structural(src: &Source, out: &mut Vec<Diagnostic>) {
                 ),
                 (false, false) => out.push(
                     src.at_key(
-                        &kptr,
+                        &kptr(),
                         Diagnostic::new(format!(
-                            "missing `prompt` (or `prompt_file`) in `{kind}` of {name}"
+                            "missing `prompt` (or `prompt_file`) in `{kind}` of {}",
+                            name()
                         ))
                         .code(Code::StepShape),
                     ),

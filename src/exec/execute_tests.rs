@@ -480,7 +480,7 @@ async fn the_payer_sent_is_the_wallets_address_from_its_balance() {
     let m = a.outcome.performance_metrics.as_ref().unwrap();
     assert_eq!(m["buyer_address"], json!(w));
     assert_eq!(m["payer"], "wallet_daemon");
-    assert_eq!(a.outputs["buyer_address"], json!(w));
+    assert_eq!(a.outputs.to_value()["buyer_address"], json!(w));
     // The journal knows what was sent, for a resume.
     assert!(
         h.journal()

@@ -784,7 +784,9 @@ impl Kept {
 
     /// The request its report entry recorded (`None` once taken, or when it recorded none).
     pub fn request(&self) -> Option<Value> {
-        self.lock().as_ref().and_then(|r| r.request.clone())
+        self.lock()
+            .as_ref()
+            .and_then(|r| r.request.as_ref().map(crate::model::JsonText::to_value))
     }
 
     /// Its report entry, taken out by the run that keeps the step: the report of the run holds it

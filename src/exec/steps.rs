@@ -15,7 +15,7 @@ use super::runner::{Ctx, InFlight, finish_outputs};
 use crate::api::{JobId, JobState, JobView};
 use crate::client::{ClientError, Coordinator};
 use crate::model::{
-    Attempt, Event, JobRequest, JobType, OpStatus, ReceiptCheck, StepReport, StepState,
+    Attempt, Event, JobRequest, JobType, JsonText, OpStatus, ReceiptCheck, StepReport, StepState,
     ValidationStatus,
 };
 use crate::money::Money;
@@ -82,7 +82,6 @@ fn redact_report(plan: &crate::plan::CheckedPlan, r: &mut StepReport) {
     for v in o.jobs.iter_mut().flatten() {
         plan.redact_value(v);
     }
-    plan.redact_value(&mut r.outputs);
     for a in &mut r.attempts {
         if let Some(e) = &mut a.error {
             *e = plan.redact(e);
@@ -96,6 +95,30 @@ fn redact_report(plan: &crate::plan::CheckedPlan, r: &mut StepReport) {
             rc.receipt = raw;
         }
     }
+}
+
+/// The outputs a step's report keeps, as text: those later steps saw, less the receipt and the raw
+/// result (they are in `receipt` and `result` already, and a report of 10,000 steps should not hold
+/// them twice), secrets redacted. Written from the outputs themselves: no copy unless a secret is
+/// to be redacted.
+fn shown_outputs(plan: &crate::plan::CheckedPlan, outputs: &Map<String, Value>) -> JsonText {
+    /// The outputs less those two, as a map to serialize.
+    struct Shown<'a>(&'a Map<String, Value>);
+    impl serde::Serialize for Shown<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_map(
+                self.0
+                    .iter()
+                    .filter(|(k, _)| !matches!(k.as_str(), "receipt" | "result")),
+            )
+        }
+    }
+    if plan.secrets.values().all(|s| s.is_empty()) {
+        return JsonText::of(&Shown(outputs));
+    }
+    let mut v = serde_json::to_value(Shown(outputs)).unwrap_or(Value::Null);
+    plan.redact_value(&mut v);
+    JsonText::of(&v)
 }
 
 /// An empty report entry for a step.
@@ -253,7 +276,7 @@ pub(crate) async fn run_step<C: Coordinator>(ctx: &Ctx<C>, step: &PlannedStep) -
         }
     };
 
-    report.request = super::cache::request_record(&ctx.plan, &rendered);
+    report.request = super::cache::request_record(&ctx.plan, &rendered).map(JsonText::from);
     // The step's timeout bounds its work: the operations end their waits, polls, reads and retry
     // delays by this deadline (a `Retry-After` past it ends the step as a timeout that names it).
     let timeout = step_timeout(step, &rendered);
@@ -382,14 +405,7 @@ fn finish<C>(
             (Map::new(), Some(f.kind))
         }
     };
-    // The report keeps the outputs later steps saw, less the receipt and the raw result: they are in
-    // `receipt` and `result` already, and a report of 10,000 steps should not hold them twice.
-    let shown: Map<String, Value> = outputs
-        .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "receipt" | "result"))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    report.outputs = Value::Object(shown);
+    report.outputs = shown_outputs(&ctx.plan, &outputs);
     redact_report(&ctx.plan, &mut report);
     StepResult {
         report,

@@ -9,6 +9,7 @@
 pub mod events;
 pub mod hints;
 pub mod job_type;
+pub mod json_text;
 pub mod outcome;
 pub mod request;
 pub mod step;
@@ -16,6 +17,7 @@ pub mod suggest;
 
 pub use events::Event;
 pub use job_type::JobType;
+pub use json_text::JsonText;
 pub use outcome::{OpStatus, Operation, Outcome, ValidationStatus};
 pub use request::{JobRequest, OptimizeRequest};
 pub use step::{Attempt, CachedFrom, ReceiptCheck, RunInputs, RunStatus, StepReport, StepState};

@@ -4,9 +4,9 @@
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::{OpStatus, Operation, Outcome, ValidationStatus};
+use super::{JsonText, OpStatus, Operation, Outcome, ValidationStatus};
 
 /// The state of a step at the end of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -121,10 +121,10 @@ pub struct StepReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipt: Option<ReceiptCheck>,
     /// The step's outputs, as later steps saw them (secrets redacted).
-    pub outputs: Value,
+    pub outputs: JsonText,
     /// The request as rendered and sent (secrets redacted), for audits and repeats.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub request: Option<Value>,
+    pub request: Option<JsonText>,
     /// Set when the result was reused from an earlier run instead of paid for again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_from: Option<CachedFrom>,
@@ -161,9 +161,9 @@ struct StepReportFields {
     finished_at: Option<String>,
     #[serde(default)]
     receipt: Option<ReceiptCheck>,
-    outputs: Value,
+    outputs: JsonText,
     #[serde(default)]
-    request: Option<Value>,
+    request: Option<JsonText>,
     #[serde(default)]
     cached_from: Option<CachedFrom>,
     #[serde(default)]
@@ -261,7 +261,7 @@ impl StepReport {
             started_at: None,
             finished_at: None,
             receipt: None,
-            outputs: Value::Object(Map::new()),
+            outputs: JsonText::empty_object(),
             request: None,
             cached_from: None,
             when: None,
@@ -383,8 +383,8 @@ mod tests {
             verified: true,
             error: None,
         });
-        r.outputs = serde_json::json!({"text": "hi"});
-        r.request = Some(serde_json::json!({"prompt": "p"}));
+        r.outputs = JsonText::of(&serde_json::json!({"text": "hi"}));
+        r.request = Some(JsonText::of(&serde_json::json!({"prompt": "p"})));
         r.cached_from = Some(CachedFrom {
             run_id: "r0".into(),
             step_id: "s1".into(),

@@ -532,7 +532,7 @@ async fn submit_batch<C: Coordinator>(
     out.payment = Some(total);
     out.status = Some(OpStatus::Submitted);
     out.progress = Some(0);
-    out.performance_metrics = Some(payer.metrics());
+    out.performance_metrics = Some(payer.metrics().into());
     // What every item says about the payer is said once, for the batch.
     let common: Vec<String> = check.issue().into_iter().chain(payer.issue()).collect();
     out.issues.extend(common.iter().cloned());
@@ -748,7 +748,10 @@ mod tests {
         let out = crate::ops::results::outcome(&id, None, &ok, Some(&receipt), Some(&check));
         assert_eq!(out.result, Some(json!("hi")));
         assert_eq!(out.validation_status, ValidationStatus::Partial);
-        assert_eq!(out.performance_metrics.unwrap()["receipt_verified"], false);
+        assert_eq!(
+            out.performance_metrics.unwrap().to_value()["receipt_verified"],
+            false
+        );
         assert!(
             out.issues[0].starts_with("receipt not verified"),
             "{:?}",

@@ -484,10 +484,14 @@ pub fn render_text(o: &Outcome) -> String {
     if let Some(w) = &o.wallet {
         field(&mut s, "wallet", w.clone());
     }
+    let metrics = o
+        .performance_metrics
+        .as_ref()
+        .map(crate::model::JsonText::to_value);
     if let Some(p) = &o.payment {
         field(&mut s, "payment", format!("{p} AITBC"));
     }
-    if let Some(m) = &o.performance_metrics
+    if let Some(m) = &metrics
         && let Some(a) = m.get("buyer_address").and_then(|v| v.as_str())
     {
         let how = match m.get("payer").and_then(|v| v.as_str()) {
@@ -499,7 +503,7 @@ pub fn render_text(o: &Outcome) -> String {
         field(&mut s, "payer", format!("{a}{how}"));
     }
     if o.operation == Operation::Refund
-        && let Some(m) = &o.performance_metrics
+        && let Some(m) = &metrics
         && let Some(st) = m.get("payment_status").and_then(|v| v.as_str())
     {
         let done = m.get("refunded").is_some_and(|v| !v.is_null());
@@ -527,7 +531,7 @@ pub fn render_text(o: &Outcome) -> String {
             ),
         );
     }
-    if let Some(m) = &o.performance_metrics {
+    if let Some(m) = &metrics {
         if let Some(v) = m.get("receipt_verified").and_then(|v| v.as_bool()) {
             field(
                 &mut s,

@@ -423,7 +423,7 @@ pub(crate) fn reuse<C>(
     o.payment = Some(Money::ZERO);
     o.result = Some(output.clone());
     let metrics = crate::ops::results::metrics_of(&result);
-    o.performance_metrics = (!metrics.is_empty()).then_some(Value::Object(metrics));
+    o.performance_metrics = (!metrics.is_empty()).then(|| crate::model::JsonText::of(&metrics));
     report.receipt = Some(ReceiptCheck {
         receipt: raw,
         verified: true,

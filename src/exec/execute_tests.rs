@@ -477,7 +477,7 @@ async fn the_payer_sent_is_the_wallets_address_from_its_balance() {
     // The fake escrows from the wallet the address belongs to.
     assert_eq!(h.fake.balance_of("w"), money(5));
     let a = report(&events, "a");
-    let m = a.outcome.performance_metrics.as_ref().unwrap();
+    let m = a.outcome.performance_metrics.as_ref().unwrap().to_value();
     assert_eq!(m["buyer_address"], json!(w));
     assert_eq!(m["payer"], "wallet_daemon");
     assert_eq!(a.outputs.to_value()["buyer_address"], json!(w));
@@ -510,7 +510,7 @@ async fn without_the_balance_check_nothing_is_read_and_the_wallet_is_sent_as_nam
     assert_eq!(buyers, ["v", "w", "w"]);
     let a = report(&events, "a");
     assert_eq!(
-        a.outcome.performance_metrics.as_ref().unwrap()["payer"],
+        a.outcome.performance_metrics.as_ref().unwrap().to_value()["payer"],
         "unresolved"
     );
     assert!(

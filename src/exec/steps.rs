@@ -69,13 +69,14 @@ fn redact_report(plan: &crate::plan::CheckedPlan, r: &mut StepReport) {
     for text in o.issues.iter_mut().chain(o.recommendations.iter_mut()) {
         *text = plan.redact(text);
     }
-    for v in [
-        &mut o.result,
-        &mut o.resource_allocation,
-        &mut o.performance_metrics,
-    ]
-    .into_iter()
-    .flatten()
+    if let Some(m) = &mut o.performance_metrics {
+        let mut v = m.to_value();
+        plan.redact_value(&mut v);
+        *m = JsonText::of(&v);
+    }
+    for v in [&mut o.result, &mut o.resource_allocation]
+        .into_iter()
+        .flatten()
     {
         plan.redact_value(v);
     }
@@ -674,9 +675,11 @@ async fn refund_after_cancel<C: Coordinator>(
     o.issues.retain(|i| !i.starts_with("the payment is still"));
     o.recommendations
         .retain(|r| !r.contains("aitbc-flow job refund"));
-    if let Some(serde_json::Value::Object(m)) = &mut o.performance_metrics {
-        m.insert("payment_status".into(), json!(settled.status()));
-        m.insert("refunded".into(), json!(settled.refunded()));
+    if let Some(m) = &mut o.performance_metrics {
+        m.update(|m| {
+            m.insert("payment_status".into(), json!(settled.status()));
+            m.insert("refunded".into(), json!(settled.refunded()));
+        });
     }
     if let Some(f) = tracked {
         report_settlement(ctx, job, f, step, Ok(settled.clone()));

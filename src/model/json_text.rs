@@ -1,7 +1,8 @@
 //! A JSON value kept as its text. A run's report holds an entry per step until the run ends, and a
-//! step's outputs and request as JSON trees (a map, a string and an allocation per key) weighed several
-//! times their text: 10,000 steps held ~27 MB of them (docs/performance.md). What only goes back out
-//! (to the journal, the events and report.json) is kept as text and parsed when something reads it.
+//! step's outputs, request and performance metrics as JSON trees (a map, a string and an allocation
+//! per key) weighed several times their text: 10,000 steps held ~40 MB of them (docs/performance.md).
+//! What mostly goes back out (to the journal, the events and report.json) is kept as text and parsed
+//! when something reads it.
 
 use std::borrow::Cow;
 
@@ -34,12 +35,29 @@ impl JsonText {
     pub fn to_value(&self) -> Value {
         serde_json::from_str(self.0.get()).unwrap_or(Value::Null)
     }
+
+    /// The field `key` of an object (`None` for another value, or an object without it).
+    pub fn field(&self, key: &str) -> Option<Value> {
+        match self.to_value() {
+            Value::Object(mut m) => m.remove(key),
+            _ => None,
+        }
+    }
+
+    /// Changes an object's fields (nothing for another value), and keeps the text of the result.
+    pub fn update(&mut self, f: impl FnOnce(&mut serde_json::Map<String, Value>)) {
+        if let Value::Object(mut m) = self.to_value() {
+            f(&mut m);
+            *self = JsonText::of(&m);
+        }
+    }
 }
 
 impl PartialEq for JsonText {
-    /// The same text (each is written by serde_json from a value, in the map's order).
+    /// The same value: the same text, or texts that read as equal values (an object's keys in
+    /// another order).
     fn eq(&self, other: &JsonText) -> bool {
-        self.0.get() == other.0.get()
+        self.0.get() == other.0.get() || self.to_value() == other.to_value()
     }
 }
 
@@ -91,5 +109,21 @@ mod tests {
         assert_eq!(back.outputs.to_value(), v);
         assert_eq!(JsonText::empty_object().to_value(), json!({}));
         assert_ne!(JsonText::of(&json!(1)), JsonText::of(&json!(2)));
+        assert_eq!(
+            JsonText::of(&json!({"a": 1, "b": 2})),
+            JsonText::of(&json!({"b": 2, "a": 1}))
+        );
+        let mut m = JsonText::of(&json!({"a": 1}));
+        m.update(|m| {
+            m.insert("b".into(), json!("x"));
+        });
+        assert_eq!(m.get(), r#"{"a":1,"b":"x"}"#);
+        assert_eq!(m.field("b"), Some(json!("x")));
+        assert_eq!(m.field("c"), None);
+        let mut n = JsonText::of(&json!([1]));
+        n.update(|m| {
+            m.insert("b".into(), json!(1));
+        });
+        assert_eq!(n.get(), "[1]");
     }
 }

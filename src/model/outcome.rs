@@ -137,7 +137,7 @@ pub struct Outcome {
     /// What was granted (optimize).
     pub resource_allocation: Option<Value>,
     /// Measurements: execution time, tokens, receipt check, cost estimate, …
-    pub performance_metrics: Option<Value>,
+    pub performance_metrics: Option<super::JsonText>,
     /// What went wrong or looks wrong.
     pub issues: Vec<String>,
     /// What to do next.

@@ -183,7 +183,7 @@ struct StepReportFields {
     result: Option<Value>,
     jobs: Option<Vec<Value>>,
     resource_allocation: Option<Value>,
-    performance_metrics: Option<Value>,
+    performance_metrics: Option<JsonText>,
     issues: Vec<String>,
     recommendations: Vec<String>,
     confidence: f64,
@@ -405,7 +405,7 @@ mod tests {
         o.result = Some(serde_json::json!("hi"));
         o.jobs = Some(vec![serde_json::json!({"job_id": "j1"})]);
         o.resource_allocation = Some(serde_json::json!({"gpu": 1}));
-        o.performance_metrics = Some(serde_json::json!({"tokens": 3}));
+        o.performance_metrics = Some(JsonText::of(&serde_json::json!({"tokens": 3})));
         o.issues = vec!["slow".into()];
         o.recommendations = vec!["wait".into()];
         o.confidence = 0.8;

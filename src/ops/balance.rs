@@ -61,11 +61,14 @@ pub fn outcome(b: &WalletBalance) -> Outcome {
     );
     out.wallet = Some(b.wallet_id.clone());
     out.result = Some(json!(b.balance.to_string()));
-    out.performance_metrics = Some(json!({
-        "balance": b.balance,
-        "address": b.address,
-        "chain_id": b.chain_id,
-    }));
+    out.performance_metrics = Some(
+        json!({
+            "balance": b.balance,
+            "address": b.address,
+            "chain_id": b.chain_id,
+        })
+        .into(),
+    );
     if let Some(e) = &b.error {
         out.issues.push(format!(
             "the wallet daemon reports an error for this wallet: {e} (its balance is then not read from the chain)"

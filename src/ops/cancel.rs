@@ -38,7 +38,7 @@ pub async fn cancel<C: Coordinator>(
 pub fn outcome(v: &JobView) -> Outcome {
     let mut out =
         Outcome::new(Operation::Cancel, format!("Job {} cancelled", v.job_id)).with_view(v);
-    out.performance_metrics = Some(json!({"payment_status": v.payment_status}));
+    out.performance_metrics = Some(json!({"payment_status": v.payment_status}).into());
     if let Some(s @ ("escrowed" | "pending")) = v.payment_status.as_deref() {
         out.issues.push(format!(
             "the payment is still {s}: the service did not refund it on cancel"

@@ -143,6 +143,6 @@ pub fn outcome(
             .push("no cost estimate: no GPU offers were available".into()),
         None => {}
     }
-    out.performance_metrics = Some(Value::Object(metrics));
+    out.performance_metrics = Some(crate::model::JsonText::of(&metrics));
     out
 }

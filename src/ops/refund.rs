@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::{Conn, Done, OpError};
 use crate::api::{JobId, JobState, JobView, PaymentView, RefundRequest};
 use crate::client::{ClientError, Coordinator};
-use crate::model::{OpStatus, Operation, Outcome, ValidationStatus};
+use crate::model::{JsonText, OpStatus, Operation, Outcome, ValidationStatus};
 use crate::money::Money;
 
 /// What became of a job's payment.
@@ -279,7 +279,7 @@ pub fn outcome(v: &JobView, payment: Option<&PaymentView>, settled: &Settled) ->
     }
     out.payment = payment.map(|p| p.amount);
     out.result = settled.status().map(|s| json!(s));
-    out.performance_metrics = Some(json!({
+    out.performance_metrics = Some(JsonText::of(&json!({
         "payment_id": payment.map(|p| p.payment_id.clone()).or_else(|| v.payment_id.clone()),
         "amount": payment.map(|p| p.amount),
         "payment_status": settled.status(),
@@ -289,7 +289,7 @@ pub fn outcome(v: &JobView, payment: Option<&PaymentView>, settled: &Settled) ->
             Settled::Held { amount, .. } | Settled::NotRefundable { amount, .. } => Some(*amount),
             _ => None,
         },
-    }));
+    })));
     match settled {
         Settled::Unpaid | Settled::Refunded { .. } => {}
         Settled::Released { .. } => out.issues.push(settled.note(job)),
@@ -371,7 +371,7 @@ mod tests {
         assert_eq!(o.operation, Operation::Refund);
         assert_eq!(o.validation_status, ValidationStatus::Success);
         assert_eq!(o.summary, format!("Refunded 4 AITBC for job {}", v.job_id));
-        let m = o.performance_metrics.unwrap();
+        let m = o.performance_metrics.unwrap().to_value();
         // The job view still says escrowed; the payment view is what the outcome reports.
         assert_eq!(m["payment_status"], "refunded");
         assert_eq!(m["job_view_payment_status"], "escrowed");

@@ -225,7 +225,7 @@ pub fn outcome(
                 .push("the result came without a receipt: nothing to verify".into());
         }
     }
-    out.performance_metrics = Some(Value::Object(metrics));
+    out.performance_metrics = Some(crate::model::JsonText::of(&metrics));
     if let Some(v) = view
         && v.state == crate::api::JobState::Completed
         && let Some(e) = &v.error
@@ -322,7 +322,7 @@ mod tests {
             done.answer.receipt_check,
             Some(Err(ReceiptError::ResultDiffers))
         );
-        let metrics = done.outcome.performance_metrics.unwrap();
+        let metrics = done.outcome.performance_metrics.unwrap().to_value();
         assert_eq!(metrics["receipt_verified"], false);
         assert!(
             done.outcome

@@ -81,7 +81,7 @@ pub fn outcome_with(v: &JobView, payment: Option<&PaymentView>) -> Outcome {
             m.insert("job_view_payment_status".into(), json!(v.payment_status));
         }
     }
-    out.performance_metrics = Some(metrics);
+    out.performance_metrics = Some(metrics.into());
     out.payment = payment.map(|p| p.amount);
     if held(v, payment).is_some() && v.state != JobState::Completed {
         out.recommendations.push(format!(
@@ -208,7 +208,7 @@ mod tests {
             .await
             .unwrap();
         let o = status(&conn, &v.job_id).await.unwrap().outcome;
-        let m = o.performance_metrics.unwrap();
+        let m = o.performance_metrics.unwrap().to_value();
         assert_eq!(m["payment_status"], "refunded");
         assert_eq!(m["job_view_payment_status"], "escrowed");
         assert!(o.issues.is_empty(), "{:?}", o.issues);

@@ -287,7 +287,7 @@ pub fn outcome(
     out.set_view(v);
     out.wallet = Some(req.wallet.clone());
     out.payment = Some(req.payment);
-    out.performance_metrics = Some(payer.metrics());
+    out.performance_metrics = Some(payer.metrics().into());
     out.issues = view_issues(v, true);
     out.issues.extend(check.issue());
     out.issues.extend(payer.issue());
@@ -305,13 +305,19 @@ pub fn outcome(
 /// payer in the metrics.
 pub fn completed(submitted: Outcome, fetched: Outcome, req: &JobRequest, job: &JobId) -> Outcome {
     let mut out = fetched;
-    if let Some(serde_json::Value::Object(sent)) = &submitted.performance_metrics {
-        let m = out.performance_metrics.get_or_insert_with(|| json!({}));
-        if let serde_json::Value::Object(map) = m {
+    if let Some(serde_json::Value::Object(sent)) = submitted
+        .performance_metrics
+        .as_ref()
+        .map(crate::model::JsonText::to_value)
+    {
+        let m = out
+            .performance_metrics
+            .get_or_insert_with(crate::model::JsonText::empty_object);
+        m.update(|map| {
             for (k, v) in sent {
-                map.entry(k.clone()).or_insert_with(|| v.clone());
+                map.entry(k).or_insert(v);
             }
-        }
+        });
     }
     out.operation = Operation::Submit;
     out.wallet = Some(req.wallet.clone());

@@ -218,7 +218,7 @@ fn step_data<'a>(
     let receipt = st.receipt.as_ref().map(|r| r.verified).or_else(|| {
         o.performance_metrics
             .as_ref()
-            .and_then(|m| m.get("receipt_verified"))
+            .and_then(|m| m.field("receipt_verified"))
             .and_then(|v| v.as_bool())
     });
     StepData {

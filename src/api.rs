@@ -12,6 +12,26 @@ use serde_json::{Map, Value};
 
 use crate::money::Money;
 
+/// The `Serialize` and `Deserialize` of a type declared `#[serde(remote = "Self")]` whose unknown
+/// fields are flattened into `extra`: written as derived, read with the named amounts taken from
+/// their numbers' text first (a flattened object's buffer would hold a number as an `f64`; see
+/// `money::object_with_exact_amounts`).
+macro_rules! with_exact_amounts {
+    ($t:ty, $($amount:literal),+) => {
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                <$t>::serialize(self, s)
+            }
+        }
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let v = crate::money::object_with_exact_amounts(d, &[$($amount),+])?;
+                <$t>::deserialize(v).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 /// The six job types the operator skill defines; anything else is refused before it is sent.
 pub const JOB_TYPES: [&str; 6] = [
     "inference",
@@ -363,19 +383,7 @@ pub struct GpuOffer {
     pub extra: Map<String, Value>,
 }
 
-// Serialized as derived; read with its amount taken from the number's text first (`extra` is flattened,
-// and a flattened object's buffer would hold the number as an f64): money::object_with_exact_amounts.
-impl Serialize for GpuOffer {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        GpuOffer::serialize(self, s)
-    }
-}
-impl<'de> Deserialize<'de> for GpuOffer {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = crate::money::object_with_exact_amounts(d, &["price_per_hour"])?;
-        GpuOffer::deserialize(v).map_err(serde::de::Error::custom)
-    }
-}
+with_exact_amounts!(GpuOffer, "price_per_hour");
 
 /// Compute-seconds in one AITBC: the chain (and so the wallet daemon's `balance`) counts compute-seconds.
 pub const COMPUTE_SECONDS_PER_AITBC: i64 = 3600;
@@ -551,19 +559,7 @@ pub struct PaymentView {
     pub extra: Map<String, Value>,
 }
 
-// Serialized as derived; read with its amount taken from the number's text first (`extra` is flattened,
-// and a flattened object's buffer would hold the number as an f64): money::object_with_exact_amounts.
-impl Serialize for PaymentView {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        PaymentView::serialize(self, s)
-    }
-}
-impl<'de> Deserialize<'de> for PaymentView {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = crate::money::object_with_exact_amounts(d, &["amount"])?;
-        PaymentView::deserialize(v).map_err(serde::de::Error::custom)
-    }
-}
+with_exact_amounts!(PaymentView, "amount");
 
 /// `POST /v1/payments/{payment_id}/refund` body.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -181,12 +181,12 @@ fn spend_caps(values: &[String]) -> Result<crate::policy::spend::Caps, i32> {
 fn unused_funds(plan: &crate::plan::CheckedPlan, fund: &[(String, Money)]) -> Vec<String> {
     let mut used = std::collections::BTreeSet::new();
     for s in &plan.steps {
-        match s.spec.get("wallet") {
+        match s.spec().get("wallet") {
             Some(serde_json::Value::String(w)) if crate::plan::template::has_template(w) => {
                 return Vec::new();
             }
             Some(serde_json::Value::String(w)) => {
-                used.insert(w.as_str());
+                used.insert(w.clone());
             }
             _ => {}
         }
@@ -195,7 +195,7 @@ fn unused_funds(plan: &crate::plan::CheckedPlan, fund: &[(String, Money)]) -> Ve
         .filter(|(w, _)| !used.contains(w.as_str()))
         .map(|(w, _)| {
             let mut m = format!("warning: --fund {w}=…: no step of the plan uses the wallet `{w}`");
-            if let Some(s) = crate::plan::diag::suggest(w, used.iter().copied()) {
+            if let Some(s) = crate::plan::diag::suggest(w, used.iter().map(String::as_str)) {
                 m.push_str(&format!("; did you mean `{s}`?"));
             }
             crate::text::message(&m).into_owned()
@@ -777,10 +777,9 @@ struct Resumable {
 /// parsed again then): a 10,000-step plan's JSON tree and positions are ~26 MB of a run's memory.
 /// A large plan's are freed on a thread, as `validate` frees a large plan.
 fn shed_parse(mut plan: crate::plan::CheckedPlan) -> crate::plan::CheckedPlan {
-    if let Some(parse) = plan.shed_parse()
-        && plan.steps.len() >= 1000
-    {
-        std::thread::spawn(move || drop(parse));
+    let shed = plan.shed_parse();
+    if plan.steps.len() >= 1000 {
+        std::thread::spawn(move || drop(shed));
     }
     plan
 }

@@ -587,8 +587,9 @@ pub fn add_cached_spend(
     cached: &HashSet<String>,
 ) {
     for step in plan.steps.iter().filter(|s| cached.contains(&s.id)) {
-        let wallet = step.spec.get("wallet").and_then(Value::as_str);
-        let payment = step.spec.get("payment").and_then(|p| match p {
+        let spec = step.spec();
+        let wallet = spec.get("wallet").and_then(Value::as_str);
+        let payment = spec.get("payment").and_then(|p| match p {
             Value::Number(n) => n.to_string().parse::<Money>().ok(),
             Value::String(s) => s.parse::<Money>().ok(),
             _ => None,

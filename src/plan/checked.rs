@@ -103,7 +103,11 @@ pub struct PlannedStep {
     pub pointer: String,
     /// The kind's spec with every template that could be rendered at load rendered (run-time ones,
     /// which read `steps.*` or `run.*`, are left as written), and `prompt_file` read into `prompt`.
-    pub spec: Value,
+    /// Null once a run has kept it as text ([`CheckedPlan::shed_parse`]): read it with
+    /// [`PlannedStep::spec`].
+    pub(super) spec: Value,
+    /// The spec as text, once a run has shed the tree (`None` until then).
+    pub(super) spec_text: Option<crate::model::JsonText>,
     /// The prompt file the prompt came from, as written (errors in it point at `prompt_file`).
     pub prompt_file: Option<String>,
     /// What `steps.X` means to this step's templates, by the referenced id as written.
@@ -262,7 +266,24 @@ pub struct CheckedPlan {
     pub included: Vec<super::uses::IncludedFile>,
 }
 
+/// What [`CheckedPlan::shed_parse`] took out of a plan, to be freed (on a thread, for a large plan).
+pub struct Shed {
+    /// The plan file's parse, if it was held.
+    pub parse: Option<Source>,
+    /// The steps' specs as trees.
+    pub specs: Vec<Value>,
+}
+
 impl PlannedStep {
+    /// The kind's spec ([`PlannedStep::spec`'s field): the tree, or parsed from its text once a run
+    /// has shed the tree.
+    pub fn spec(&self) -> std::borrow::Cow<'_, Value> {
+        match &self.spec_text {
+            Some(t) => std::borrow::Cow::Owned(t.to_value()),
+            None => std::borrow::Cow::Borrowed(&self.spec),
+        }
+    }
+
     /// The step's `when` as written: a `uses` step's is kept with its group, whose steps it gates
     /// ([`super::uses::Included::when`]).
     pub fn written_when(&self) -> Option<&When> {
@@ -286,10 +307,25 @@ impl CheckedPlan {
 
     /// Drops the parsed plan file (its JSON tree and positions), keeping its name and text: a run
     /// needs a position only for a run-time error, and the text is parsed again then
-    /// ([`ParsedFile`]). Returns what is dropped, for the caller to free. The sub-plans' parses
-    /// are kept (they are shared by their steps, and small beside a large plan).
-    pub fn shed_parse(&mut self) -> Option<Source> {
-        self.source.shed()
+    /// ([`ParsedFile`]). The sub-plans' parses are kept (they are shared by their steps, and small
+    /// beside a large plan). Each step's spec is kept as text, parsed when the step is rendered: as
+    /// a tree it is several times its text (~8 MB of a 10,000-step run), and a run renders a step
+    /// once (`validate` and `plan`, which render every step, keep the trees). Returns what is
+    /// dropped, for the caller to free.
+    pub fn shed_parse(&mut self) -> Shed {
+        let specs = self
+            .steps
+            .iter_mut()
+            .filter(|s| s.spec_text.is_none())
+            .map(|s| {
+                s.spec_text = Some(crate::model::JsonText::of(&s.spec));
+                std::mem::take(&mut s.spec)
+            })
+            .collect();
+        Shed {
+            parse: self.source.shed(),
+            specs,
+        }
     }
 
     /// Whether a step lets a value computed from a secret into its payload (`secrets_in_payload`).

@@ -278,6 +278,7 @@ impl Checker<'_> {
                     location: self.source.locate(&format!("/steps/{i}")),
                     pointer: format!("/steps/{i}"),
                     spec,
+                    spec_text: None,
                     prompt_file: b.prompt_file.clone(),
                     views,
                     group: None,

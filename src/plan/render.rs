@@ -390,7 +390,7 @@ impl CheckedPlan {
     pub fn preview(&self, step: &PlannedStep) -> Value {
         let outputs = self.placeholder_outputs(step);
         let ctx = self.preview_context(step, &outputs, &self.placeholder_run(), None);
-        let mut spec = step.spec.clone();
+        let mut spec = step.spec().into_owned();
         preview_value(self, &mut spec, &ctx);
         spec
     }
@@ -406,8 +406,9 @@ impl CheckedPlan {
         let calls = |s: &str| s.contains('|') || s.contains('(') || s.contains(" is ");
         let mut out = Vec::new();
         let mut leaves: Vec<(String, String)> = Vec::new();
-        if any_string(&step.spec, &|t| has_template(t) && calls(t)) {
-            collect_strings(&step.spec, String::new(), &mut leaves);
+        let spec = step.spec();
+        if any_string(&spec, &|t| has_template(t) && calls(t)) {
+            collect_strings(&spec, String::new(), &mut leaves);
             leaves.retain(|(_, t)| has_template(t) && calls(t));
         }
         let when = match &step.when {
@@ -498,7 +499,7 @@ impl CheckedPlan {
         outputs: &StepOutputs,
         run: &RunInfo,
     ) -> Result<RenderedStep, Diagnostic> {
-        let mut spec = step.spec.clone();
+        let mut spec = step.spec().into_owned();
         // The template context (vars, inputs, env, the outputs read) is built only when there is a
         // template to render: most steps of a big generated plan have none.
         if any_string(&spec, &has_template) {
@@ -821,7 +822,7 @@ impl CheckedPlan {
     /// A step whose spec holds no template left to render is rendered at load, as the run would
     /// render it: whatever the run would refuse, `validate` refuses.
     pub(crate) fn refused_at_run(&self, step: &PlannedStep) -> Option<Diagnostic> {
-        if any_string(&step.spec, &has_template) {
+        if any_string(&step.spec(), &has_template) {
             return None;
         }
         self.render(step, &StepOutputs::new(), &self.placeholder_run())

@@ -32,8 +32,9 @@ pub fn spend_per_wallet_except(
         if !matches!(step.kind.name(), "submit" | "job") || step.when == Some(When::Bool(false)) {
             continue;
         }
-        let wallet = step.spec.get("wallet").and_then(|w| w.as_str());
-        let payment = step.spec.get("payment").and_then(|p| match p {
+        let spec = step.spec();
+        let wallet = spec.get("wallet").and_then(|w| w.as_str());
+        let payment = spec.get("payment").and_then(|p| match p {
             serde_json::Value::Number(n) => Money::from_str(&n.to_string()).ok(),
             serde_json::Value::String(s) if !has_template(s) => Money::from_str(s).ok(),
             _ => None,

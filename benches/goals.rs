@@ -19,14 +19,19 @@ struct Sample {
     rss_mb: f64,
 }
 
-/// Runs `args` under `/usr/bin/time`, fails loudly on a non-zero exit.
+/// Runs aitbc-flow with `args` under `/usr/bin/time`, fails loudly on a non-zero exit.
 fn timed(args: &[&str], env: &[(&str, &str)]) -> Sample {
+    timed_program(BIN, args, env)
+}
+
+/// Runs `program` with `args` under `/usr/bin/time`, fails loudly on a non-zero exit.
+fn timed_program(program: &str, args: &[&str], env: &[(&str, &str)]) -> Sample {
     let out = tempfile::NamedTempFile::new().expect("temp file");
     let started = Instant::now();
     let status = Command::new("/usr/bin/time")
         .args(["-f", "%e %U %S %M", "-o"])
         .arg(out.path())
-        .arg(BIN)
+        .arg(program)
         .args(args)
         .envs(env.iter().copied())
         .env_remove("AITBC_COORDINATOR_URL")
@@ -37,7 +42,7 @@ fn timed(args: &[&str], env: &[(&str, &str)]) -> Sample {
     let wall = started.elapsed().as_secs_f64();
     assert!(
         status.status.success(),
-        "aitbc-flow {args:?} failed: {}",
+        "{program} {args:?} failed: {}",
         String::from_utf8_lossy(&status.stderr)
     );
     // The wall clock from here: /usr/bin/time's has a resolution of 10 ms.
@@ -45,22 +50,6 @@ fn timed(args: &[&str], env: &[(&str, &str)]) -> Sample {
         wall,
         ..parse_time(&std::fs::read_to_string(out.path()).expect("time output"))
     }
-}
-
-/// The wall clock of `/usr/bin/time /bin/true`: what starting a process costs the measurement itself.
-fn start_floor() -> f64 {
-    let out = tempfile::NamedTempFile::new().expect("temp file");
-    let started = Instant::now();
-    let status = Command::new("/usr/bin/time")
-        .args(["-f", "%e", "-o"])
-        .arg(out.path())
-        .arg("/bin/true")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("/usr/bin/time (apt-get install time)");
-    assert!(status.success(), "/usr/bin/time /bin/true failed");
-    started.elapsed().as_secs_f64()
 }
 
 fn parse_time(s: &str) -> Sample {
@@ -407,7 +396,7 @@ fn main() {
 
     // validate. Its wall clock includes starting a process under /usr/bin/time, which the note says.
     let floor = (0..runs.max(5))
-        .map(|_| start_floor())
+        .map(|_| timed_program("/bin/true", &[], &[]).wall)
         .fold(f64::INFINITY, f64::min);
     for (name, plan, goal) in [
         (format!("validate, {big} steps"), &big_plan, "≤ 100 ms"),

@@ -270,10 +270,15 @@ pub fn run(a: RunArgs) -> i32 {
         }
     };
     let selection = a.select.selection();
-    let plan = match crate::plan::load(&a.plan, &load)
+    // The `--fund` check reads every step's wallet: from the specs as trees, before the run sheds them
+    // (read from their text after, it would parse every spec at start-up).
+    let (plan, unused) = match crate::plan::load(&a.plan, &load)
         .and_then(|mut p| crate::plan::select::apply(&mut p, &selection).map(|_| p))
     {
-        Ok(p) => Arc::new(shed_parse(p)),
+        Ok(p) => {
+            let unused = unused_funds(&p, &a.fund);
+            (Arc::new(shed_parse(p)), unused)
+        }
         Err(ds) => {
             print_diagnostics(&ds);
             return exit::INVALID;
@@ -300,7 +305,7 @@ pub fn run(a: RunArgs) -> i32 {
     inputs.skip = selection.skip;
     inputs.from_run = a.from_run.clone();
     print_warnings(&plan.warnings);
-    for w in unused_funds(&plan, &a.fund) {
+    for w in unused {
         errln!("{w}");
     }
     if let Some(code) =

@@ -61,12 +61,6 @@ impl PartialEq for JsonText {
     }
 }
 
-impl From<&Value> for JsonText {
-    fn from(v: &Value) -> JsonText {
-        JsonText::of(v)
-    }
-}
-
 impl From<Value> for JsonText {
     fn from(v: Value) -> JsonText {
         JsonText::of(&v)

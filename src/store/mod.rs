@@ -7,6 +7,7 @@
 
 pub mod blobs;
 pub mod files;
+mod locked_file;
 pub mod pacing;
 pub mod pacing_pg;
 pub mod postgres;

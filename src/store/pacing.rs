@@ -10,13 +10,12 @@
 //! counts as answered when that is found (it may have reached the service). Times are the host's
 //! wall clock in milliseconds, the one clock all its processes share.
 
-use std::fs::OpenOptions;
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use super::locked_file::LockedFile;
 use crate::client::pace::SharedWindow;
 use crate::limits::Endpoint;
 
@@ -85,26 +84,20 @@ impl FilePacing {
         endpoint: Endpoint,
         f: impl FnOnce(&mut WindowFile, u64) -> T,
     ) -> std::io::Result<T> {
-        // Only this user reads and writes the windows.
-        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-            .create(&self.dir)?;
         let path = self.dir.join(format!("{}.json", endpoint_name(endpoint)));
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)?;
-        file.lock()?;
-        let mut text = Vec::new();
-        file.read_to_end(&mut text)?;
+        // Only this user reads and writes the windows.
+        let make_dir = || {
+            std::os::unix::fs::DirBuilderExt::mode(
+                std::fs::DirBuilder::new().recursive(true),
+                0o700,
+            )
+            .create(&self.dir)
+        };
+        let (mut file, text) = LockedFile::open(&path, make_dir)?;
         // A file that does not read (cut short by a full disk) starts the window again.
         let mut w: WindowFile = serde_json::from_slice(&text).unwrap_or_default();
         let out = f(&mut w, now_ms());
-        let text = serde_json::to_vec(&w).map_err(std::io::Error::other)?;
-        file.seek(SeekFrom::Start(0))?;
-        file.set_len(0)?;
-        file.write_all(&text)?;
+        file.write(serde_json::to_vec(&w).map_err(std::io::Error::other)?)?;
         Ok(out)
     }
 

@@ -7,14 +7,13 @@
 //! next run that reads the file (which changes the wallet's version). The files are not fsynced: what
 //! they hold dies with the processes that wrote it.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use super::locked_file::LockedFile;
 use crate::exec::reserve::{ReservationId, Reservations, Reserve, Seen};
 use crate::money::Money;
 
@@ -87,17 +86,9 @@ impl FileReservations {
     ) -> Result<T, String> {
         let path = self.path(wallet);
         let err = |e: std::io::Error| format!("{}: {e}", path.display());
-        std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(err)?;
-        file.lock().map_err(err)?;
-        let mut text = String::new();
-        file.read_to_string(&mut text).map_err(err)?;
+        let (mut file, text) =
+            LockedFile::open(&path, || std::fs::create_dir_all(&self.dir)).map_err(err)?;
+        let text = String::from_utf8_lossy(&text);
         let mut book: Book = if text.trim().is_empty() {
             Book::default()
         } else {
@@ -106,7 +97,8 @@ impl FileReservations {
         };
         let (write, out) = f(&mut book);
         if write {
-            rewrite(&mut file, &book).map_err(err)?;
+            let text = serde_json::to_vec(&book).map_err(|e| err(std::io::Error::other(e)))?;
+            file.write(text).map_err(err)?;
         }
         Ok(out)
     }
@@ -150,13 +142,6 @@ impl FileReservations {
     fn mine(&self, e: &Entry) -> bool {
         e.pid == self.pid && e.run_id == self.run_id
     }
-}
-
-fn rewrite(file: &mut File, book: &Book) -> std::io::Result<()> {
-    let text = serde_json::to_vec(book).map_err(std::io::Error::other)?;
-    file.seek(SeekFrom::Start(0))?;
-    file.set_len(0)?;
-    file.write_all(&text)
 }
 
 /// The kernel's start time of a process (field 22 of `/proc/PID/stat`), which tells a reused pid

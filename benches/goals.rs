@@ -137,13 +137,12 @@ fn run_dir(runs: &Path) -> PathBuf {
     dirs.pop().expect("a run")
 }
 
-/// How many of a run's jobs were not final in their submit's answer (their first `job_state` event is
-/// QUEUED or RUNNING): the embedded coordinator's worker and its submit handler race, and each such job
-/// is polled once more.
-fn queued_answers(dir: &Path) -> usize {
+/// How many of a run's jobs a poll found unfinished (their first `job_state` event, which is what the
+/// first poll after the submit saw, is QUEUED or RUNNING): each then waited a poll delay.
+fn unfinished_at_first_poll(dir: &Path) -> usize {
     let events = std::fs::read_to_string(dir.join("events.jsonl")).expect("events.jsonl");
     let mut seen = std::collections::HashSet::new();
-    let mut queued = 0;
+    let mut unfinished = 0;
     for line in events.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
@@ -153,10 +152,10 @@ fn queued_answers(dir: &Path) -> usize {
         }
         let job = v["job_id"].as_str().unwrap_or_default().to_string();
         if seen.insert(job) && matches!(v["state"].as_str(), Some("QUEUED" | "RUNNING")) {
-            queued += 1;
+            unfinished += 1;
         }
     }
-    queued
+    unfinished
 }
 
 struct Case {
@@ -316,25 +315,26 @@ fn main() {
     ];
     for (name, plan, conc, steps, goal) in run_cases {
         let mut samples = Vec::new();
-        let mut queued = Vec::new();
+        let mut unfinished = Vec::new();
         for _ in 0..runs {
             let d = fresh_runs();
             let ds = d.to_string_lossy().into_owned();
             samples.push(timed(&run_args(plan, &ds, conc), &[]));
             let dir = run_dir(&d);
             check_run(&dir, steps);
-            queued.push(queued_answers(&dir).to_string());
+            unfinished.push(unfinished_at_first_poll(&dir).to_string());
             if steps == big && conc == "64" && kept_run.is_none() {
                 kept_run = Some((d.clone(), dir.file_name().unwrap().to_string_lossy().into()));
             } else {
                 let _ = std::fs::remove_dir_all(&d);
             }
         }
-        // A chain waits for each QUEUED answer's first poll (`--poll-start`): say how many there were.
+        // A chain waits a poll delay (`--poll-start`) for each job its first poll finds unfinished:
+        // say how many there were.
         let note = if plan == chain {
             format!(
-                "submit answers QUEUED, each run: {} (each waits for the first poll, 10 ms)",
-                queued.join(", ")
+                "jobs the first poll found unfinished (each waits 10 ms), each run: {}",
+                unfinished.join(", ")
             )
         } else {
             String::new()
@@ -359,9 +359,13 @@ fn main() {
             let serve = Serve::start();
             let d = fresh_runs();
             let ds = d.to_string_lossy().into_owned();
+            // The run cases' arguments (their polling too), less the embedded coordinator's latency:
+            // the served one is given its own.
             let mut a = run_args(&big_plan, &ds, "64");
-            a.truncate(6);
-            a.extend(["--progress", "none", "--coordinator", &serve.url]);
+            if let Some(i) = a.iter().position(|x| *x == "--embedded-latency") {
+                a.drain(i..i + 2);
+            }
+            a.extend(["--coordinator", &serve.url]);
             // The served coordinator is ours: no pacing to the real service's limits, no cap in flight.
             let s = timed(
                 &a,

@@ -26,6 +26,31 @@ fn is_naive_iso(v: &Value) -> bool {
     chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").is_ok() && !s.ends_with('Z')
 }
 
+/// With instant workers a submit is answered QUEUED, as the real service answers every submit, and the
+/// job is final at the first read after it — every time, not when a worker task wins a race (the
+/// client would then wait a whole poll delay). A job a test marker holds still goes to a worker.
+#[tokio::test]
+async fn an_instant_job_is_answered_queued_and_final_at_the_next_read() {
+    let l = local(LocalConfig::for_tests()).await;
+    for i in 0..50 {
+        let body = job_body("inference", &format!("prompt {i}"), "w1", "1");
+        let (status, job) = l.post("/v1/jobs", &body).await;
+        assert_eq!(status, StatusCode::CREATED, "{job}");
+        assert_eq!(job["state"], "QUEUED", "the answer of submit {i}");
+        assert_eq!(job["payment_status"], "escrowed");
+        let (status, now) = l.get(&format!("/v1/jobs/{}", id(&job))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(now["state"], "COMPLETED", "the first read after submit {i}");
+        assert_eq!(now["payment_status"], "released");
+    }
+    let body = job_body("inference", "HANG here", "w1", "1");
+    let (_, job) = l.post("/v1/jobs", &body).await;
+    assert_eq!(job["state"], "QUEUED");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (_, now) = l.get(&format!("/v1/jobs/{}", id(&job))).await;
+    assert_eq!(now["state"], "RUNNING", "a held job is its worker's");
+}
+
 #[tokio::test]
 async fn submit_runs_to_completion_with_a_signed_receipt() {
     let l = local(LocalConfig::for_tests()).await;

@@ -341,12 +341,15 @@ async fn submit(
         Submitted::Created(pos) => (pos, StatusCode::CREATED),
         Submitted::Existing(pos) => (pos, StatusCode::OK),
     };
-    shared.sync().await;
     let mut body = Vec::with_capacity(768);
     {
         let core = shared.lock();
         write_view(&core.jobs[pos as usize], &mut body);
     }
+    if status == StatusCode::CREATED {
+        shared.start(pos);
+    }
+    shared.sync().await;
     Ok(raw_json(status, body))
 }
 

@@ -1,7 +1,8 @@
 //! Workers: tokio tasks that claim QUEUED jobs and post their results.
 //!
 //! A dispatcher receives job positions from the submit handler and starts one task per job, at most
-//! `workers` at a time. The built-in worker is deterministic: its output is derived from a hash of the job
+//! `workers` at a time; a job that takes no time (instant workers) is done by the submit handler
+//! itself, after its QUEUED answer is written ([`work_at_once`]). The built-in worker is deterministic: its output is derived from a hash of the job
 //! type, model and prompt, so a plan gives the same results every run. `ollama` jobs go to Ollama's
 //! `POST {endpoint}/api/generate` when an endpoint is configured.
 //!
@@ -194,6 +195,24 @@ async fn run_job(shared: &Shared, pos: u32, cancel: &CancellationToken) {
         Miner::Builtin => builtin(&claim.job_type, &claim.payload),
     };
     shared.post(pos, outcome, started.elapsed());
+}
+
+/// Does a new job's work at once when its worker takes no time ([`Shared::takes_no_time`]): the
+/// submit handler calls it after writing its answer, QUEUED as the real service answers, and before
+/// sending it. "Instant" then means what it says — the job is final by the time the client can ask —
+/// where a task of the dispatcher would race the client's first poll (and lose it now and then,
+/// which made the client wait a whole poll delay for a job that takes no time). Such a job holds no
+/// worker slot. Returns false, touching nothing, for any other job.
+pub(super) fn work_at_once(shared: &Shared, pos: u32) -> bool {
+    if !shared.takes_no_time(pos) {
+        return false;
+    }
+    let started = Instant::now();
+    if let Some(claim) = shared.claim(pos, false) {
+        let outcome = builtin(&claim.job_type, &claim.payload);
+        shared.post(pos, outcome, started.elapsed());
+    }
+    true
 }
 
 /// What a worker needs from a claimed job.

@@ -128,6 +128,12 @@ fn exact_decimal(t: &str) -> Result<Decimal, Inexact> {
     {
         return Err(Inexact::NotANumber);
     }
+    // The common case, a whole number of at most 18 digits (`payment: 1`): read without building text.
+    if exp == 0 && frac.is_empty() && int.len() <= 18 {
+        let n: u64 = int.parse().map_err(|_| Inexact::NotANumber)?;
+        let d = Decimal::from(n);
+        return Ok(if neg && n != 0 { -d } else { d });
+    }
     // The significant digits and the power of ten of the last one.
     let all = format!("{int}{frac}");
     let digits = all.trim_start_matches('0');
@@ -348,6 +354,39 @@ mod tests {
         let a: Money = "0.1".parse().unwrap();
         let b: Money = "0.2".parse().unwrap();
         assert_eq!((a + b).to_string(), "0.3");
+    }
+
+    /// Whole numbers (read without building text) read as the same amounts as the long way does:
+    /// the same number written with a fraction of zeros goes the long way.
+    #[test]
+    fn whole_numbers_read_as_their_decimal_form_does() {
+        for t in [
+            "0",
+            "-0",
+            "+0",
+            "1",
+            "007",
+            "-12",
+            "+5",
+            "10",
+            "7.",
+            "999999999999999999",
+            "1000000000000000000",
+            "12345678901234567890123",
+            "1 AITBC",
+            "-3 AIT",
+        ] {
+            let whole: Money = t.parse().unwrap_or_else(|e| panic!("{t}: {e}"));
+            let n = t
+                .trim_end_matches(" AITBC")
+                .trim_end_matches(" AIT")
+                .trim_end_matches('.');
+            let long: Money = format!("{n}.000").parse().expect("with a fraction");
+            assert_eq!(whole, long, "{t}");
+            assert_eq!(whole.to_string(), long.to_string(), "{t}");
+        }
+        assert_eq!("-0".parse::<Money>().unwrap().to_string(), "0");
+        assert_eq!("007".parse::<Money>().unwrap().to_string(), "7");
     }
 
     #[test]

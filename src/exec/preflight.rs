@@ -68,22 +68,15 @@ impl std::fmt::Display for PreflightError {
 /// wallet and compares it with each balance. Returns one message per wallet that cannot pay; an error when the coordinator
 /// refuses us or a balance cannot be read (each request is retried with the plan's default retry
 /// policy, within the plan's default step timeout).
+/// `spend` is what the run will still pay per wallet ([`still_to_pay`]).
 pub async fn preflight<C: Coordinator>(
     plan: &CheckedPlan,
     coord: &C,
-    already_paid: &BTreeMap<String, Money>,
+    spend: &BTreeMap<String, Money>,
     seed: Option<u64>,
     probe: bool,
     balances: bool,
 ) -> Result<Vec<String>, PreflightError> {
-    let (mut spend, _unknown) = crate::plan::spend::spend_per_wallet(plan);
-    // A resumed run has paid for the jobs it submitted already: only the rest must be covered.
-    for (wallet, paid) in already_paid {
-        if let Some(s) = spend.get_mut(wallet) {
-            *s = if *s > *paid { *s - *paid } else { Money::ZERO };
-        }
-    }
-    spend.retain(|_, m| *m > Money::ZERO);
     let jitter = Jitter(Mutex::new(match seed {
         Some(s) => StdRng::seed_from_u64(s),
         None => StdRng::from_os_rng(),
@@ -113,7 +106,7 @@ pub async fn preflight<C: Coordinator>(
     if !balances {
         return Ok(problems);
     }
-    for (wallet, needed) in &spend {
+    for (wallet, needed) in spend {
         let held = crate::ops::balance::read(&conn, wallet)
             .await
             .map_err(PreflightError::Balance)?
@@ -126,6 +119,21 @@ pub async fn preflight<C: Coordinator>(
         }
     }
     Ok(problems)
+}
+
+/// What a run will still pay per wallet: the plan's spend ([`crate::plan::spend::spend_per_wallet`])
+/// less what a resumed run and the cache have paid already; wallets with nothing left are dropped.
+pub fn still_to_pay(
+    mut spend: BTreeMap<String, Money>,
+    already_paid: &BTreeMap<String, Money>,
+) -> BTreeMap<String, Money> {
+    for (wallet, paid) in already_paid {
+        if let Some(s) = spend.get_mut(wallet) {
+            *s = if *s > *paid { *s - *paid } else { Money::ZERO };
+        }
+    }
+    spend.retain(|_, m| *m > Money::ZERO);
+    spend
 }
 
 /// The longest the steps still to run may take by their timeouts: each step is stopped at its

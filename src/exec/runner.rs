@@ -258,6 +258,9 @@ pub async fn execute<C: Coordinator + 'static>(
     let Some(journal) = open_journal(&plan, coord.base_url(), &options, &run, &events) else {
         return announce_end(&events, RunStatus::Failed, exit::STEP_FAILED, false);
     };
+    // What the plan spends per wallet, read from every step's spec once (after the load a spec is
+    // text, parsed when read).
+    let plan_spend = crate::plan::spend::spend_per_wallet(&plan).0;
     let _ = events.send(Event::RunStarted {
         run_id: options.run_id.clone(),
         plan: plan.plan.name.clone(),
@@ -268,7 +271,7 @@ pub async fn execute<C: Coordinator + 'static>(
             .iter()
             .map(|s| (s.id.clone(), s.kind.name().to_string()))
             .collect(),
-        spend: crate::plan::spend::spend_per_wallet(&plan).0,
+        spend: plan_spend.clone(),
         at: run.started_at.clone(),
     });
 
@@ -284,7 +287,9 @@ pub async fn execute<C: Coordinator + 'static>(
         cached.extend(t.steps.keys().cloned());
     }
     let spend = Arc::new(spend_cap(&plan, &options));
-    if let Some(refusal) = over_the_cap(&plan, &options, &cached, &spend) {
+    let to_pay =
+        super::preflight::still_to_pay(plan_spend, &already_paid(&plan, &options, &cached));
+    if let Some(refusal) = over_the_cap(&to_pay, &spend) {
         let _ = events.send(Event::RunIssue { message: refusal });
         return finish(
             &journal,
@@ -295,7 +300,7 @@ pub async fn execute<C: Coordinator + 'static>(
         );
     }
     if let Some((status, code, refused)) =
-        check_balances(&plan, coord.as_ref(), &options, &cached, &events).await
+        check_balances(&plan, coord.as_ref(), &options, &to_pay, &events).await
     {
         return finish(&journal, &events, status, code, refused);
     }
@@ -464,38 +469,29 @@ fn spend_cap(plan: &CheckedPlan, options: &RunOptions) -> crate::policy::spend::
 }
 
 /// Why the run must not start under its spend cap, if it must not: what it will still spend (as far as
-/// the plan says before it runs) does not fit.
+/// the plan says before it runs, `to_pay`) does not fit.
 fn over_the_cap(
-    plan: &CheckedPlan,
-    options: &RunOptions,
-    cached: &HashSet<String>,
+    to_pay: &BTreeMap<String, Money>,
     cap: &crate::policy::spend::SpendCap,
 ) -> Option<String> {
     if !cap.is_capped() {
         return None;
     }
-    let (mut spend, _) = crate::plan::spend::spend_per_wallet(plan);
-    for (wallet, paid) in already_paid(plan, options, cached) {
-        if let Some(s) = spend.get_mut(&wallet) {
-            *s = if *s > paid { *s - paid } else { Money::ZERO };
-        }
-    }
-    spend.retain(|_, m| *m > Money::ZERO);
-    cap.check_all(&spend)
+    cap.check_all(to_pay)
         .err()
         .map(|e| format!("the run would pay more than its spend cap allows: {e}"))
 }
 
-/// The preflight, with what a resumed run and the cache have paid already taken off. Returns the run's
-/// outcome when it must not go on (and whether the coordinator refused our credentials).
+/// The preflight of what the run will still pay (`to_pay`: less what a resumed run and the cache have
+/// paid already). Returns the run's outcome when it must not go on (and whether the coordinator
+/// refused our credentials).
 async fn check_balances<C: Coordinator>(
     plan: &CheckedPlan,
     coord: &C,
     options: &RunOptions,
-    cached: &HashSet<String>,
+    to_pay: &BTreeMap<String, Money>,
     events: &mpsc::UnboundedSender<Event>,
 ) -> Option<(RunStatus, i32, bool)> {
-    let already_paid = already_paid(plan, options, cached);
     let balances = match options.balance_check.issue() {
         Some(issue) => {
             // Said once for the run, and again by every submit's outcome.
@@ -510,7 +506,7 @@ async fn check_balances<C: Coordinator>(
     };
     // The embedded coordinator was started with our token: no need to ask it.
     let probe = !options.embedded;
-    match preflight(plan, coord, &already_paid, options.seed, probe, balances).await {
+    match preflight(plan, coord, to_pay, options.seed, probe, balances).await {
         Ok(problems) if problems.is_empty() => None,
         Ok(problems) => {
             for p in problems {

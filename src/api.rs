@@ -745,7 +745,7 @@ pub enum ReceiptError {
 pub fn verify_receipt(receipt: &Value) -> Result<(), ReceiptError> {
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+    use ed25519_dalek::{Signature, Verifier};
 
     let sig = receipt.get("signature").ok_or(ReceiptError::Unsigned)?;
     if sig.get("alg").and_then(Value::as_str) != Some("Ed25519") {
@@ -766,12 +766,29 @@ pub fn verify_receipt(receipt: &Value) -> Result<(), ReceiptError> {
     let sig_bytes: [u8; 64] = decode("sig")?
         .try_into()
         .map_err(|_| ReceiptError::Malformed("sig"))?;
-    let key = VerifyingKey::from_bytes(&key).map_err(|_| ReceiptError::Malformed("key_id"))?;
+    let key = verifying_key(&key)?;
     key.verify(
         &receipt_signing_bytes(receipt),
         &Signature::from_bytes(&sig_bytes),
     )
     .map_err(|_| ReceiptError::Mismatch)
+}
+
+/// The verifying key of `bytes`. A coordinator signs every receipt with one key, and reading a key
+/// (decompressing the curve point) is about a fifth of a verification: the last key read is kept, per
+/// thread, and used again when the same bytes come.
+fn verifying_key(bytes: &[u8; 32]) -> Result<ed25519_dalek::VerifyingKey, ReceiptError> {
+    use std::cell::RefCell;
+    thread_local! {
+        static LAST: RefCell<Option<ed25519_dalek::VerifyingKey>> = const { RefCell::new(None) };
+    }
+    if let Some(key) = LAST.with_borrow(|k| k.filter(|k| k.as_bytes() == bytes)) {
+        return Ok(key);
+    }
+    let key = ed25519_dalek::VerifyingKey::from_bytes(bytes)
+        .map_err(|_| ReceiptError::Malformed("key_id"))?;
+    LAST.set(Some(key));
+    Ok(key)
 }
 
 /// Signs a receipt in place (adds `signature`), as the embedded coordinator does.
@@ -933,6 +950,36 @@ mod tests {
         assert_eq!(verify_receipt(&r), Err(ReceiptError::Mismatch));
         r.as_object_mut().unwrap().remove("signature");
         assert_eq!(verify_receipt(&r), Err(ReceiptError::Unsigned));
+    }
+
+    #[test]
+    fn the_kept_key_is_used_only_for_the_same_bytes() {
+        let a = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+        let b = ed25519_dalek::SigningKey::from_bytes(&[8u8; 32]);
+        let signed = |key: &ed25519_dalek::SigningKey| {
+            let mut r = json!({"version": "1.0", "job_id": "x", "price": 1});
+            sign_receipt(&mut r, key);
+            r
+        };
+        let (ra, rb) = (signed(&a), signed(&b));
+        // Read a's key first (it is kept), then b's, then a's again: each is checked with its own key.
+        assert_eq!(verify_receipt(&ra), Ok(()));
+        assert_eq!(verify_receipt(&rb), Ok(()));
+        assert_eq!(verify_receipt(&ra), Ok(()));
+        // b's signature under a's key (the key kept from the last read) does not verify.
+        let mut forged = rb.clone();
+        forged["signature"]["key_id"] = ra["signature"]["key_id"].clone();
+        assert_eq!(verify_receipt(&forged), Err(ReceiptError::Mismatch));
+        // Bytes that are no curve point are refused, whatever was kept.
+        use base64::Engine;
+        let no_point = (2u8..)
+            .map(|i| [i; 32])
+            .find(|b| ed25519_dalek::VerifyingKey::from_bytes(b).is_err())
+            .unwrap();
+        let mut bad = ra.clone();
+        bad["signature"]["key_id"] =
+            json!(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(no_point));
+        assert_eq!(verify_receipt(&bad), Err(ReceiptError::Malformed("key_id")));
     }
 
     /// Receipts signed by the upstream code itself (`tests/fixtures/receipts/make.py`), with the fields

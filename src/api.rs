@@ -775,8 +775,8 @@ pub fn verify_receipt(receipt: &Value) -> Result<(), ReceiptError> {
 }
 
 /// The verifying key of `bytes`. A coordinator signs every receipt with one key, and reading a key
-/// (decompressing the curve point) is about a fifth of a verification: the last key read is kept, per
-/// thread, and used again when the same bytes come.
+/// decompresses a curve point (a field exponentiation, as costly as the inversion the verification
+/// itself does): the last key read is kept, per thread, and used again only for the same bytes.
 fn verifying_key(bytes: &[u8; 32]) -> Result<ed25519_dalek::VerifyingKey, ReceiptError> {
     use std::cell::RefCell;
     thread_local! {

@@ -64,11 +64,10 @@ impl std::fmt::Display for PreflightError {
 }
 
 /// Asks the coordinator once (one job read) whether it takes our credentials — with `probe`, and only
-/// when the plan will pay for something — then, with `balances`, adds up what the plan will spend per
-/// wallet and compares it with each balance. Returns one message per wallet that cannot pay; an error when the coordinator
-/// refuses us or a balance cannot be read (each request is retried with the plan's default retry
-/// policy, within the plan's default step timeout).
-/// `spend` is what the run will still pay per wallet ([`still_to_pay`]).
+/// when the run will pay for something — then, with `balances`, compares what the run will still pay
+/// per wallet (`spend`, from [`still_to_pay`]) with each balance. Returns one message per wallet that
+/// cannot pay; an error when the coordinator refuses us or a balance cannot be read (each request is
+/// retried with the plan's default retry policy, within the plan's default step timeout).
 pub async fn preflight<C: Coordinator>(
     plan: &CheckedPlan,
     coord: &C,
